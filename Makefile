@@ -1,0 +1,70 @@
+# crystal-psd: one entry point for installing, testing, demoing, benchmarking and deploying.
+SHELL := /bin/bash
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PIP := $(BIN)/pip --disable-pip-version-check
+STAMP_RT := $(VENV)/.stamp-runtime
+STAMP_DEV := $(VENV)/.stamp-dev
+SYSTEM_PKGS := mosquitto openssh-server rsync
+
+.PHONY: help install install-dev system-deps test lint demo bench train-default deploy deploy-dry-run clean
+
+help:
+	@echo "make demo   - install (CPU) and run the analysis on bundled synthetic data with the bundled model"
+	@echo "make test   - install everything the tests need (venv + Debian packages) and run them"
+	@echo "make lint   - ruff"
+	@echo "make bench  - benchmarks (JSON on stdout)"
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+
+# Runtime install: the edge appliance on the CPU (ONNX Runtime).
+$(STAMP_RT): pyproject.toml | $(BIN)/python
+	$(PIP) install -e '.[cpu]'
+	touch $@
+
+# Everything the tests need: runtime + trainer (torch) + dev tools.
+$(STAMP_DEV): pyproject.toml | $(BIN)/python
+	$(PIP) install -e '.[cpu,train,dev]'
+	touch $@ $(STAMP_RT)
+
+install: $(STAMP_RT)
+
+install-dev: $(STAMP_DEV)
+
+# Debian packages the tests use for real: a Mosquitto broker and an sshd deploy target.
+system-deps:
+	@missing=""; \
+	command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || missing="$$missing mosquitto"; \
+	[ -x /usr/sbin/sshd ] || missing="$$missing openssh-server"; \
+	command -v rsync >/dev/null || missing="$$missing rsync"; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing Debian packages:$$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	  else \
+	    echo "missing Debian packages:$$missing (run: sudo apt-get install$$missing)"; exit 1; \
+	  fi; \
+	fi
+
+test: system-deps install-dev
+	$(BIN)/pytest
+
+lint: install-dev
+	$(BIN)/ruff check edge trainer tests bench
+
+demo:
+	@echo "make demo: not yet (needs the edge runtime and the default model)"; exit 1
+
+bench:
+	@echo "make bench: not yet"; exit 1
+
+train-default:
+	@echo "make train-default: not yet"; exit 1
+
+deploy deploy-dry-run:
+	@echo "make $@: not yet"; exit 1
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info demo-out

@@ -1,0 +1,52 @@
+"""Shared plumbing for the ``crystal-edge`` and ``crystal-train`` command dispatchers.
+
+A command is a module with ``HELP`` (one line), ``add_arguments(parser)`` and
+``run(args) -> int``. Dispatchers list their commands explicitly (name -> module path)
+and import a command's module only when it is used, so a missing optional dependency
+of one command (torch, onnxruntime) never breaks the others.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+
+from edge.errors import UserError
+
+
+def build_parser(prog: str, description: str, commands: dict[str, str]) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument(
+        "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="logging level for messages on stderr (default INFO)",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name, module_path in commands.items():
+        module = importlib.import_module(module_path)
+        p = sub.add_parser(name, help=module.HELP, description=module.HELP)
+        module.add_arguments(p)
+        p.set_defaults(_run=module.run)
+    return parser
+
+
+def dispatch(prog: str, description: str, commands: dict[str, str],
+             argv: Sequence[str] | None = None) -> int:
+    parser = build_parser(prog, description, commands)
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=getattr(logging, args.log_level),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        return int(args._run(args) or 0)
+    except UserError as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130

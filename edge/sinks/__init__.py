@@ -1,0 +1,1 @@
+"""Result sinks: where batch reports go (JSON lines, MQTT, ...)."""

@@ -1,0 +1,22 @@
+"""``crystal-train``: synthetic data, dataset checks, class weights, training, export.
+
+Commands are listed explicitly here (name -> module); see :mod:`edge.clikit`.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+from edge.clikit import dispatch
+
+COMMANDS: dict[str, str] = {
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return dispatch("crystal-train", "Train and export crystal segmentation models.", COMMANDS, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
