@@ -1,0 +1,85 @@
+"""``BackendConfig``: which inference backend runs the segmentation model, and how.
+
+The ``[backend]`` section of the edge configuration. ``name = "auto"`` tries TensorRT,
+then ONNX Runtime on the GPU (CUDA provider), then ONNX Runtime on the CPU, and logs the
+reason for every skip; a named backend that cannot load is a start-up error.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+BackendName = Literal["auto", "onnxruntime", "tensorrt"]
+
+#: Environment variables that name the state directory, in order of precedence.
+STATE_DIR_ENV = ("CRYSTAL_EDGE_STATE_DIR", "STATE_DIRECTORY")
+
+
+def default_state_dir() -> Path:
+    """State directory when the configuration names none.
+
+    ``$CRYSTAL_EDGE_STATE_DIR``, else systemd's ``$STATE_DIRECTORY`` (first entry),
+    else ``~/.local/state/crystal-edge``.
+    """
+    for var in STATE_DIR_ENV:
+        value = os.environ.get(var, "").strip()
+        if value:
+            return Path(value.split(":")[0])
+    return Path.home() / ".local" / "state" / "crystal-edge"
+
+
+class BackendConfig(BaseModel):
+    """Inference backend settings (``[backend]``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: BackendName = Field(
+        "auto",
+        description="'auto' (tensorrt -> onnxruntime-gpu -> onnxruntime-cpu), 'onnxruntime' "
+                    "or 'tensorrt'; a named backend that cannot load is a start-up error")
+    threads: int = Field(
+        0, ge=0,
+        description="CPU threads for ONNX Runtime's intra-op pool; 0 = ONNX Runtime's "
+                    "default (one per physical core)")
+    precision: Literal["fp16", "fp32"] = Field(
+        "fp16",
+        description="TensorRT engine precision (fp16 allows FP16 kernels); ONNX Runtime "
+                    "runs the ONNX as stored")
+    onnxruntime_device: Literal["auto", "cpu", "cuda", "tensorrt"] = Field(
+        "auto",
+        description="execution provider for backend 'onnxruntime': 'cpu', 'cuda' "
+                    "(CUDAExecutionProvider), 'tensorrt' (TensorrtExecutionProvider), or "
+                    "'auto' (CUDA when the installed onnxruntime has it, else CPU)")
+    workspace_mb: int = Field(
+        1024, ge=16,
+        description="TensorRT builder workspace limit in MiB (set_memory_pool_limit)")
+    max_batch: int = Field(
+        4, ge=1, le=64,
+        description="most frames per inference call; the TensorRT optimisation profile "
+                    "covers batch 1..max_batch")
+    input_height: int | None = Field(
+        None, ge=16,
+        description="network input height in pixels (after inference_scale, before "
+                    "padding); None = derived from the first frame's size and "
+                    "inference_scale")
+    input_width: int | None = Field(
+        None, ge=16,
+        description="network input width in pixels; None = derived like input_height")
+    engine_cache_dir: Path | None = Field(
+        None,
+        description="where serialised TensorRT engines are kept; None = "
+                    "<state dir>/engines")
+    warmup_runs: int = Field(
+        1, ge=0, le=20,
+        description="inferences run inside load() before the first frame")
+
+    def resolved_engine_cache_dir(self, state_dir: str | Path | None = None) -> Path:
+        """Engine cache directory: ``engine_cache_dir`` or ``<state_dir>/engines``."""
+        if self.engine_cache_dir is not None:
+            return Path(self.engine_cache_dir).expanduser()
+        base = Path(state_dir) if state_dir is not None else default_state_dir()
+        return base / "engines"
