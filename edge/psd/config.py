@@ -1,0 +1,52 @@
+"""Settings of the particle size distribution (PSD) statistics.
+
+Everything that changes a number in :class:`edge.psd.PSDResult` is a field here, so a
+report that records ``PsdConfig.model_dump()`` can be reproduced exactly.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class PsdConfig(BaseModel):
+    """Size classes, edge correction, confidence interval and log-normal fit settings."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    class_width_um: float = Field(
+        10.0, gt=0,
+        description="width of the size classes in um (the study uses 10 um classes)")
+    class_min_um: float = Field(
+        0.0, ge=0,
+        description="lower edge of the first size class in um; classes are "
+                    "[class_min_um + k*class_width_um, class_min_um + (k+1)*class_width_um)")
+    edge_correction: bool = Field(
+        True,
+        description="weight each kept crystal by the inverse of its probability to survive "
+                    "border clearing (Miles-Lantuejoul), removing the bias against large "
+                    "crystals; only meaningful when border crystals were dropped")
+    edge_weight_max: float = Field(
+        20.0, ge=1,
+        description="upper limit of one crystal's edge-correction weight (a crystal nearly as "
+                    "large as the field would otherwise dominate the volume distribution)")
+    bootstrap_n: int = Field(
+        1000, ge=0,
+        description="bootstrap resamples for the confidence interval of x50,3 (0 = no interval)")
+    bootstrap_seed: int = Field(
+        0, description="seed of the bootstrap random generator (results are reproducible)")
+    confidence: float = Field(
+        0.95, gt=0, lt=1, description="coverage of the bootstrap percentile interval of x50,3")
+    lognormal_fit: bool = Field(
+        True,
+        description="fit the study's Eq. 2, Q3(x) = 1/2 (1 + erf(ln(x/x50,3) / (sqrt(2) s))), "
+                    "to the cumulative Q3 points by least squares")
+    fit_points: Literal["upper_edge", "class_max"] = Field(
+        "upper_edge",
+        description="abscissa of the cumulative Q3 points that the log-normal is fitted to: "
+                    "'upper_edge' = upper edge of each class (exact sample Q3 there), "
+                    "'class_max' = largest crystal of each class (the study's Fig. 6)")
+    fit_min_crystals: int = Field(
+        3, ge=2, description="fewer kept crystals than this: no log-normal fit (fields None)")
