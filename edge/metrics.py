@@ -1,0 +1,267 @@
+"""Optional Prometheus text endpoint (``/metrics``) on a loopback port. Off by default.
+
+A small stdlib ``http.server`` in a daemon thread; every scrape calls a *collect*
+callback that returns a plain snapshot dict, which :func:`render_metrics` turns into the
+Prometheus text exposition format (version 0.0.4). Nothing is cached: a scrape shows
+the runtime's counters at that moment. The runtime owns the counters; this module only
+formats and serves them.
+
+Snapshot keys (all optional; missing keys are left out of the output)::
+
+    frames_total           int    frames analysed since start
+    frames_rejected_total  {reason: int}  frames refused by the quality gate
+    batches_total          int    batches closed since start
+    fps                    float  frames per second (recent)
+    queue_depth            int or {queue: int}  pipeline queue depth(s)
+    outbox_depth           int    batch reports waiting in the MQTT outbox
+    last_x50_um            float  x50,3 of the last closed batch, micrometres
+    last_s_lnd             float  s_LND of the last closed batch
+    last_batch_timestamp_s float  UNIX time the last batch closed
+    uptime_s               float  seconds since start
+    backend, version       str    exported as labels of ``crystal_edge_info``
+
+Bound to loopback only (``127.0.0.0/8``, ``::1``, ``localhost``): scrape it on the device
+(node exporter textfile, a local Prometheus agent) or through an SSH tunnel; exposing it
+to the plant network is a firewall decision this module does not make.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import math
+import threading
+from collections.abc import Callable, Mapping
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+log = logging.getLogger(__name__)
+
+__all__ = ["CONTENT_TYPE", "MetricsConfig", "MetricsServer", "render_metrics"]
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+PREFIX = "crystal_edge_"
+
+
+class MetricsConfig(BaseModel):
+    """The ``[metrics]`` section: the optional Prometheus endpoint."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = Field(False, description="serve /metrics (off by default)")
+    host: str = Field("127.0.0.1", description="loopback address to bind (127.0.0.0/8, ::1 "
+                                               "or localhost); never a plant-network address")
+    port: int = Field(9464, ge=0, le=65535, description="TCP port (0: any free port)")
+
+    @field_validator("host")
+    @classmethod
+    def _loopback_only(cls, value: str) -> str:
+        if value == "localhost":
+            return value
+        try:
+            addr = ipaddress.ip_address(value)
+        except ValueError:
+            raise ValueError(f"{value!r} is not an IP address or 'localhost'") from None
+        if not addr.is_loopback:
+            raise ValueError(f"{value!r} is not a loopback address: the endpoint has no "
+                             "authentication; use 127.0.0.1 and an SSH tunnel or local agent")
+        return value
+
+
+# name, type, help, snapshot key, label name for dict values (None: scalar)
+_METRICS: tuple[tuple[str, str, str, str, str | None], ...] = (
+    ("frames_total", "counter", "Frames analysed since start.", "frames_total", None),
+    ("frames_rejected_total", "counter", "Frames refused by the quality gate, by reason.",
+     "frames_rejected_total", "reason"),
+    ("batches_total", "counter", "Batches closed since start.", "batches_total", None),
+    ("fps", "gauge", "Frames analysed per second (recent).", "fps", None),
+    ("queue_depth", "gauge", "Pipeline queue depth.", "queue_depth", "queue"),
+    ("outbox_depth", "gauge", "Batch reports waiting in the MQTT outbox.", "outbox_depth", None),
+    ("last_x50_micrometres", "gauge", "x50,3 of the last closed batch (micrometres).",
+     "last_x50_um", None),
+    ("last_s_lnd", "gauge", "Log-normal s_LND of the last closed batch.", "last_s_lnd", None),
+    ("last_batch_timestamp_seconds", "gauge", "UNIX time the last batch closed.",
+     "last_batch_timestamp_s", None),
+    ("uptime_seconds", "gauge", "Seconds since the service started.", "uptime_s", None),
+)
+
+
+def _number(value: Any) -> str | None:
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if hasattr(value, "item") and callable(value.item):  # numpy scalar
+        value = value.item()
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "NaN"
+        if math.isinf(value):
+            return "+Inf" if value > 0 else "-Inf"
+        return repr(value)
+    return None
+
+
+def _label(value: Any) -> str:
+    return str(value).replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def render_metrics(snapshot: Mapping[str, Any]) -> str:
+    """Prometheus text format for a runtime snapshot (see the module docstring).
+
+    Values that are None or not numbers are skipped (a gauge with no value yet, e.g.
+    ``last_x50_um`` before the first batch, is absent rather than 0).
+    """
+    lines: list[str] = []
+    for name, kind, help_text, key, label in _METRICS:
+        if key not in snapshot:
+            continue
+        value = snapshot[key]
+        samples: list[tuple[str, str]] = []
+        if isinstance(value, Mapping):
+            if label is None:
+                continue
+            for lab in sorted(value, key=str):
+                num = _number(value[lab])
+                if num is not None:
+                    samples.append((f'{{{label}="{_label(lab)}"}}', num))
+        else:
+            num = _number(value)
+            if num is not None:
+                samples.append(("", num))
+        if not samples and not (isinstance(value, Mapping) and kind == "counter"):
+            continue
+        full = PREFIX + name
+        lines.append(f"# HELP {full} {help_text}")
+        lines.append(f"# TYPE {full} {kind}")
+        lines.extend(f"{full}{labels} {num}" for labels, num in samples)
+    info = {k: snapshot[k] for k in ("backend", "version", "device_id")
+            if snapshot.get(k) is not None}
+    if info:
+        labels = ",".join(f'{k}="{_label(v)}"' for k, v in info.items())
+        lines += [f"# HELP {PREFIX}info Static facts about the running service.",
+                  f"# TYPE {PREFIX}info gauge", f"{PREFIX}info{{{labels}}} 1"]
+    return "\n".join(lines) + "\n" if lines else ""
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _Server
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self) -> None:
+        path = self.path.split("?", 1)[0]
+        if path == "/metrics":
+            try:
+                body = render_metrics(self.server.collect()).encode()
+            except Exception as exc:  # the runtime's callback failed: say so, keep serving
+                log.warning("metrics collection failed: %s", exc)
+                self._send(HTTPStatus.INTERNAL_SERVER_ERROR, f"collect failed: {exc}\n".encode(),
+                           "text/plain; charset=utf-8")
+                return
+            self._send(HTTPStatus.OK, body, CONTENT_TYPE)
+        elif path == "/":
+            self._send(HTTPStatus.OK, b"crystal-edge metrics: /metrics\n",
+                       "text/plain; charset=utf-8")
+        else:
+            self._send(HTTPStatus.NOT_FOUND, b"not found\n", "text/plain; charset=utf-8")
+
+    def do_HEAD(self) -> None:
+        self._send(HTTPStatus.OK if self.path.split("?", 1)[0] in ("/", "/metrics")
+                   else HTTPStatus.NOT_FOUND, b"", CONTENT_TYPE, head=True)
+
+    def _send(self, status: HTTPStatus, body: bytes, ctype: str, *, head: bool = False) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if not head:
+            self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        log.debug("metrics %s: " + format, self.address_string(), *args)
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, address: tuple[str, int], collect: Callable[[], Mapping[str, Any]],
+                 family: int) -> None:
+        self.address_family = family
+        self.collect = collect
+        super().__init__(address, _Handler)
+
+
+class MetricsServer:
+    """Serve ``/metrics`` from ``collect()`` in a background thread.
+
+    Parameters
+    ----------
+    collect : callable
+        Returns the snapshot dict; called on every scrape from the server's thread, so it
+        must be thread-safe (read counters, do not block).
+    config : MetricsConfig, optional
+        Host and port (``enabled`` is the caller's decision; :meth:`start` always starts).
+
+    Examples
+    --------
+    >>> srv = MetricsServer(lambda: {"frames_total": 3}, config=MetricsConfig(port=0))
+    >>> port = srv.start()  # doctest: +SKIP
+    >>> srv.stop()          # doctest: +SKIP
+    """
+
+    def __init__(self, collect: Callable[[], Mapping[str, Any]], *,
+                 config: MetricsConfig | None = None) -> None:
+        self.config = config or MetricsConfig()
+        self._collect = collect
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def port(self) -> int | None:
+        """The bound port (after :meth:`start`), else None."""
+        return None if self._server is None else int(self._server.server_address[1])
+
+    @property
+    def url(self) -> str | None:
+        if self._server is None:
+            return None
+        host = self.config.host
+        host = f"[{host}]" if ":" in host else host
+        return f"http://{host}:{self.port}/metrics"
+
+    def start(self) -> int:
+        """Bind and serve; returns the port. OSError (e.g. port in use) propagates."""
+        if self._server is not None:
+            return int(self.port or 0)
+        import socket
+
+        host = "127.0.0.1" if self.config.host == "localhost" else self.config.host
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self._server = _Server((host, self.config.port), self._collect, family)
+        self._thread = threading.Thread(target=self._server.serve_forever,
+                                        name="metrics-http", daemon=True)
+        self._thread.start()
+        log.info("metrics endpoint listening", extra={"url": self.url})
+        return int(self.port or 0)
+
+    def stop(self) -> None:
+        """Stop serving and close the socket (idempotent)."""
+        if self._server is None:
+            return
+        self._server.shutdown()
+        self._server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        self._server = None
+        self._thread = None
+
+    def __enter__(self) -> MetricsServer:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
