@@ -8,9 +8,13 @@ releases it. Backends are listed explicitly in :mod:`edge.backends.registry`.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
+
+from edge.errors import UserError
+from edge.modelmeta import ModelMeta
 
 
 class BackendUnavailable(RuntimeError):
@@ -62,3 +66,23 @@ def check_nchw(nchw: np.ndarray, *, channels: int = 3) -> np.ndarray:
     if arr.ndim != 4 or arr.shape[1] != channels or arr.shape[0] < 1:
         raise ValueError(f"expected an (N, {channels}, H, W) batch, got shape {arr.shape}")
     return np.ascontiguousarray(arr, dtype=np.float32)
+
+
+def check_logits(logits: np.ndarray, meta: ModelMeta, model_path: str | Path, *,
+                 input_hw: tuple[int, int]) -> None:
+    """Check a warm-up output against the model metadata.
+
+    Raises :class:`UserError` naming the model file when the output is not
+    (N, n_classes, H, W) with the input's H and W.
+    """
+    shape = tuple(np.shape(logits))
+    if len(shape) != 4:
+        raise UserError(f"{model_path}: output has shape {shape}, expected (N, classes, H, W)")
+    if shape[1] != meta.n_classes:
+        raise UserError(
+            f"{model_path}: model outputs {shape[1]} classes but its metadata lists "
+            f"{meta.n_classes} ({', '.join(c.name for c in meta.classes)})")
+    if tuple(shape[2:]) != tuple(input_hw):
+        raise UserError(
+            f"{model_path}: output size {shape[2]}x{shape[3]} differs from input size "
+            f"{input_hw[0]}x{input_hw[1]}; the model contract needs same-size logits")

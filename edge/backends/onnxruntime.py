@@ -1,0 +1,158 @@
+"""ONNX Runtime backend: CPU execution provider, or CUDA / TensorRT providers when the
+installed ``onnxruntime`` (``onnxruntime-gpu`` on x86, NVIDIA's wheel on a Jetson) has them.
+
+CPU sessions use ``threads`` intra-op threads, one inter-op thread and sequential
+execution (the graph is a single chain; parallel execution only adds overhead).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edge.backends.base import BackendUnavailable, check_logits, check_nchw
+from edge.backends.config import BackendConfig
+from edge.errors import UserError
+from edge.modelmeta import ModelMeta
+
+log = logging.getLogger(__name__)
+
+CPU = "CPUExecutionProvider"
+CUDA = "CUDAExecutionProvider"
+TENSORRT_EP = "TensorrtExecutionProvider"
+
+
+def available_providers() -> list[str]:
+    """Execution providers of the installed onnxruntime ([] when it is not installed)."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return []
+    return list(ort.get_available_providers())
+
+
+def choose_providers(device: str, available: list[str], *, config: BackendConfig,
+                     engine_cache: Path | None = None) -> list[Any]:
+    """Provider list for ``device`` ('auto' | 'cpu' | 'cuda' | 'tensorrt').
+
+    Raises :class:`BackendUnavailable` when the requested provider is not in
+    ``available``. 'auto' picks CUDA when available, else the CPU.
+    """
+    if CPU not in available:
+        raise BackendUnavailable(f"onnxruntime has no {CPU} (available: {available})")
+    if device == "auto":
+        device = "cuda" if CUDA in available else "cpu"
+    if device == "cpu":
+        return [CPU]
+    if device == "cuda":
+        if CUDA not in available:
+            raise BackendUnavailable(
+                f"onnxruntime has no {CUDA} (available: {', '.join(available)}); install "
+                "onnxruntime-gpu or use device 'cpu'")
+        return [CUDA, CPU]
+    if device == "tensorrt":
+        if TENSORRT_EP not in available:
+            raise BackendUnavailable(
+                f"onnxruntime has no {TENSORRT_EP} (available: {', '.join(available)})")
+        opts: dict[str, Any] = {
+            "trt_fp16_enable": config.precision == "fp16",
+            "trt_max_workspace_size": config.workspace_mb << 20,
+        }
+        if engine_cache is not None:
+            opts.update(trt_engine_cache_enable=True, trt_engine_cache_path=str(engine_cache))
+        return [(TENSORRT_EP, opts), CUDA, CPU] if CUDA in available else [(TENSORRT_EP, opts), CPU]
+    raise ValueError(f"unknown onnxruntime device {device!r}")
+
+
+class OnnxRuntimeBackend:
+    """:class:`~edge.backends.base.Backend` on ONNX Runtime."""
+
+    name = "onnxruntime"
+    dynamic_shapes = True
+
+    def __init__(self, model_path: str | Path, meta: ModelMeta, config: BackendConfig, *,
+                 input_hw: tuple[int, int], device: str | None = None,
+                 state_dir: str | Path | None = None) -> None:
+        self.model_path = Path(model_path)
+        self.meta = meta
+        self.config = config
+        self.input_hw = (int(input_hw[0]), int(input_hw[1]))
+        self.device = device or config.onnxruntime_device
+        self.state_dir = state_dir
+        self.precision = meta.precision
+        self._session: Any = None
+        self._input_name = "input"
+        self._providers: list[str] = []
+        self.load_ms = 0.0
+
+    def load(self) -> None:
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise BackendUnavailable(
+                "onnxruntime is not installed (pip install 'crystal-psd[cpu]')") from None
+        t0 = time.perf_counter()
+        cache = None
+        if self.device == "tensorrt":
+            cache = self.config.resolved_engine_cache_dir(self.state_dir) / "ort-trt"
+            cache.mkdir(parents=True, exist_ok=True)
+        providers = choose_providers(self.device, list(ort.get_available_providers()),
+                                     config=self.config, engine_cache=cache)
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = int(self.config.threads)
+        so.inter_op_num_threads = 1
+        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        so.log_severity_level = 3
+        if not self.model_path.is_file():
+            raise UserError(f"{self.model_path}: model file not found")
+        try:
+            session = ort.InferenceSession(str(self.model_path), so, providers=providers)
+        except Exception as exc:  # onnxruntime raises its own pybind exception types
+            msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            if self.device in ("cuda", "tensorrt") and "provider" in msg.lower():
+                raise BackendUnavailable(f"onnxruntime {self.device}: {msg}") from None
+            raise UserError(f"{self.model_path}: not a loadable ONNX model ({msg})") from None
+        active = list(session.get_providers())
+        wanted = providers[0][0] if isinstance(providers[0], tuple) else providers[0]
+        if wanted not in active:
+            raise BackendUnavailable(
+                f"onnxruntime could not start {wanted} (active: {', '.join(active)}); "
+                "CUDA/cuDNN libraries missing?")
+        inputs = session.get_inputs()
+        if len(inputs) != 1:
+            raise UserError(f"{self.model_path}: expected one input tensor, found {len(inputs)}")
+        self._session = session
+        self._input_name = inputs[0].name
+        self._providers = active
+        h, w = self.input_hw
+        for _ in range(max(1, self.config.warmup_runs)):
+            out = self.infer(np.zeros((1, 3, h, w), np.float32))
+        check_logits(out, self.meta, self.model_path, input_hw=(h, w))
+        self.load_ms = (time.perf_counter() - t0) * 1e3
+        log.debug("onnxruntime session ready on %s in %.0f ms", active, self.load_ms)
+
+    def infer(self, nchw: np.ndarray) -> np.ndarray:
+        if self._session is None:
+            raise RuntimeError("OnnxRuntimeBackend.infer() before load()")
+        x = check_nchw(nchw)
+        (logits,) = self._session.run(None, {self._input_name: x})[:1]
+        return np.asarray(logits, dtype=np.float32)
+
+    def close(self) -> None:
+        self._session = None
+
+    def info(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "precision": self.precision,
+            "device": "gpu" if any(p != CPU for p in self._providers) else "cpu",
+            "providers": list(self._providers),
+            "threads": int(self.config.threads),
+            "input_hw": list(self.input_hw),
+            "load_ms": round(self.load_ms, 1),
+        }

@@ -1,0 +1,374 @@
+"""TensorRT backend (TensorRT 10 Python API; target JetPack 6.x: TensorRT 10.3, CUDA 12.6,
+Python 3.10).
+
+The engine is built from the ONNX once (``OnnxParser``, ``BuilderFlag.FP16`` for
+precision fp16, one optimisation profile covering batch 1..max_batch at the configured
+input size, workspace limited with ``set_memory_pool_limit``) and serialised into the
+engine cache (``[backend] engine_cache_dir``, default ``<state dir>/engines``). The cache
+key is sha256 over (ONNX sha256, TensorRT version, GPU name, precision, max batch, input
+size); any change gives a new key, so a stale engine is never loaded; the engine of the
+previous key is removed when the new one is written. Each engine has a JSON sidecar with
+the key fields, which says *why* a rebuild happened.
+
+CUDA memory and streams use NVIDIA's ``cuda-python`` runtime bindings
+(``cuda.bindings.runtime``, older ``cuda.cudart``): pinned host buffers, device buffers,
+one stream, ``set_input_shape`` / ``set_tensor_address`` / ``execute_async_v3``. The
+runtime API uses the device's primary context, so the backend may run in any thread.
+Imports are guarded: on a machine without TensorRT the module imports and ``load()``
+raises :class:`~edge.backends.base.BackendUnavailable`.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from edge.backends.base import BackendUnavailable, check_logits, check_nchw
+from edge.backends.config import BackendConfig
+from edge.errors import UserError
+from edge.modelmeta import ModelMeta, sha256_file
+
+log = logging.getLogger(__name__)
+
+ENGINE_SUFFIX = ".engine"
+SIDECAR_SUFFIX = ".engine.json"
+
+
+# ----------------------------------------------------------------------------- cache (pure)
+class EngineKey(BaseModel):
+    """Everything a serialised engine depends on. Equal keys <=> reusable engine."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    model_name: str = Field("model", description="model name (file stem), for file names")
+    onnx_sha256: str = Field("", description="sha256 of the ONNX file")
+    tensorrt_version: str = Field("", description="tensorrt.__version__")
+    gpu_name: str = Field("", description="CUDA device name")
+    precision: str = Field("fp16", description="fp16 | fp32")
+    max_batch: int = Field(1, description="largest batch of the optimisation profile")
+    input_hw: tuple[int, int] = Field((0, 0), description="network input (H, W)")
+
+    def digest(self) -> str:
+        """sha256 hex of the canonical JSON of the key (model_name excluded)."""
+        fields = self.model_dump(mode="json", exclude={"model_name"})
+        return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
+
+    def file_stem(self) -> str:
+        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in self.model_name)
+        return f"{safe}-{self.digest()[:16]}"
+
+
+def engine_path(cache_dir: str | Path, key: EngineKey) -> Path:
+    """Where the engine for ``key`` lives in ``cache_dir``."""
+    return Path(cache_dir) / f"{key.file_stem()}{ENGINE_SUFFIX}"
+
+
+def _sidecar(path: Path) -> Path:
+    return path.with_name(path.name[: -len(ENGINE_SUFFIX)] + SIDECAR_SUFFIX)
+
+
+def lookup_engine(cache_dir: str | Path, key: EngineKey) -> tuple[Path | None, str]:
+    """Find a reusable cached engine for ``key``.
+
+    Returns ``(path, "cached")`` when one exists whose sidecar matches ``key``, else
+    ``(None, reason)`` where reason says why a build is needed: no engine yet, or which
+    key fields differ from the engine cached for the same model (e.g. ``"onnx_sha256
+    changed"``), or a damaged sidecar.
+    """
+    cache_dir = Path(cache_dir)
+    path = engine_path(cache_dir, key)
+    if path.is_file():
+        try:
+            stored = EngineKey.model_validate(json.loads(_sidecar(path).read_text()))
+        except (OSError, ValueError) as exc:
+            return None, f"sidecar of {path.name} unreadable ({type(exc).__name__})"
+        if stored == key:
+            return path, "cached"
+        return None, "sidecar of {} differs in {}".format(path.name, ", ".join(_diff(stored, key)))
+    previous = _previous_keys(cache_dir, key.model_name)
+    if not previous:
+        return None, f"no cached engine for {key.model_name} in {cache_dir}"
+    changed = sorted({f for old in previous for f in _diff(old, key)})
+    return None, "{} changed since the cached engine".format(", ".join(changed) or "key")
+
+
+def _diff(a: EngineKey, b: EngineKey) -> list[str]:
+    da, db = a.model_dump(), b.model_dump()
+    return [k for k in da if k != "model_name" and da[k] != db[k]]
+
+
+def _previous_keys(cache_dir: Path, model_name: str) -> list[EngineKey]:
+    keys = []
+    if not cache_dir.is_dir():
+        return keys
+    for side in sorted(cache_dir.glob(f"*{SIDECAR_SUFFIX}")):
+        try:
+            k = EngineKey.model_validate(json.loads(side.read_text()))
+        except (OSError, ValueError):
+            continue
+        if k.model_name == model_name:
+            keys.append(k)
+    return keys
+
+
+def store_engine(cache_dir: str | Path, key: EngineKey, data: bytes) -> Path:
+    """Write ``data`` + sidecar atomically; remove this model's engines of other keys."""
+    cache_dir = Path(cache_dir)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    path = engine_path(cache_dir, key)
+    for old in _previous_keys(cache_dir, key.model_name):
+        if old != key:
+            old_path = engine_path(cache_dir, old)
+            for p in (old_path, _sidecar(old_path)):
+                p.unlink(missing_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    tmp.replace(path)
+    _sidecar(path).write_text(json.dumps(key.model_dump(mode="json"), indent=2) + "\n")
+    return path
+
+
+# ----------------------------------------------------------------------------- guarded imports
+def import_tensorrt() -> Any:
+    try:
+        import tensorrt as trt
+    except ImportError as exc:
+        raise BackendUnavailable(
+            f"TensorRT Python package not importable ({exc}); on a Jetson it comes with "
+            "JetPack 6 (python3-libnvinfer)") from None
+    if int(str(trt.__version__).split(".")[0]) < 10:
+        raise BackendUnavailable(f"TensorRT {trt.__version__} found; this backend needs >= 10")
+    return trt
+
+
+def import_cudart() -> Any:
+    try:
+        from cuda.bindings import runtime as cudart
+    except ImportError:
+        try:
+            from cuda import cudart
+        except ImportError as exc:
+            raise BackendUnavailable(
+                f"cuda-python not importable ({exc}); pip install 'cuda-python>=12.6,<13'"
+            ) from None
+    return cudart
+
+
+def _check(result: Any) -> Any:
+    """Unpack a cuda-python call's ``(err, *values)``; raise on an error code."""
+    err, *values = result if isinstance(result, tuple) else (result,)
+    if int(err) != 0:
+        raise RuntimeError(f"CUDA runtime error {err}")
+    return values[0] if len(values) == 1 else values
+
+
+def gpu_name(cudart: Any, device: int = 0) -> str:
+    count = _check(cudart.cudaGetDeviceCount())
+    if count < 1:
+        raise BackendUnavailable("no CUDA device")
+    props = _check(cudart.cudaGetDeviceProperties(device))
+    name = props.name
+    if isinstance(name, bytes):
+        name = name.split(b"\0", 1)[0].decode(errors="replace")
+    return str(name).strip()
+
+
+def build_serialized_engine(trt: Any, onnx_path: str | Path, *, precision: str,
+                            workspace_mb: int, max_batch: int,
+                            input_hw: tuple[int, int]) -> bytes:
+    """Parse the ONNX and build a serialised engine (TensorRT 10 API)."""
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    network = builder.create_network(0)  # TensorRT 10: explicit batch is the only mode
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse_from_file(str(onnx_path)):
+        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+        raise UserError(f"{onnx_path}: TensorRT cannot parse the ONNX: {errors or 'unknown'}")
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_mb) << 20)
+    if precision == "fp16":
+        config.set_flag(trt.BuilderFlag.FP16)
+    h, w = input_hw
+    inp = network.get_input(0)
+    profile = builder.create_optimization_profile()
+    profile.set_shape(inp.name, (1, 3, h, w), (max_batch, 3, h, w), (max_batch, 3, h, w))
+    config.add_optimization_profile(profile)
+    serialized = builder.build_serialized_network(network, config)
+    if serialized is None:
+        raise RuntimeError(f"TensorRT engine build failed for {onnx_path} (see TensorRT log)")
+    return bytes(serialized)
+
+
+class _Buffer:
+    """A pinned host array and its device twin, sized for max_batch."""
+
+    def __init__(self, cudart: Any, shape: tuple[int, ...], dtype: np.dtype) -> None:
+        self.cudart = cudart
+        self.dtype = np.dtype(dtype)
+        self.size = int(np.prod(shape))
+        self.nbytes = self.size * self.dtype.itemsize
+        self.host_ptr = _check(cudart.cudaMallocHost(self.nbytes))
+        ctype = np.ctypeslib.as_ctypes_type(self.dtype)
+        self.host = np.ctypeslib.as_array(ctypes.cast(self.host_ptr, ctypes.POINTER(ctype)),
+                                          (self.size,))
+        self.device = _check(cudart.cudaMalloc(self.nbytes))
+
+    def free(self) -> None:
+        if self.device is not None:
+            self.cudart.cudaFree(self.device)
+            self.cudart.cudaFreeHost(self.host_ptr)
+            self.device = None
+
+
+class TensorRTBackend:
+    """:class:`~edge.backends.base.Backend` on a cached TensorRT engine."""
+
+    name = "tensorrt"
+    dynamic_shapes = False
+
+    def __init__(self, model_path: str | Path, meta: ModelMeta, config: BackendConfig, *,
+                 input_hw: tuple[int, int], state_dir: str | Path | None = None) -> None:
+        self.model_path = Path(model_path)
+        self.meta = meta
+        self.config = config
+        self.input_hw = (int(input_hw[0]), int(input_hw[1]))
+        self.precision = config.precision
+        self.max_batch = int(config.max_batch)
+        self.cache_dir = config.resolved_engine_cache_dir(state_dir)
+        self.engine_file: Path | None = None
+        self.built = False
+        self.load_ms = 0.0
+        self._gpu = ""
+        self._trt_version = ""
+        self._cudart: Any = None
+        self._engine: Any = None
+        self._context: Any = None
+        self._stream: Any = None
+        self._in: _Buffer | None = None
+        self._out: _Buffer | None = None
+        self._names = ("input", "logits")
+
+    def engine_key(self) -> EngineKey:
+        return EngineKey(model_name=self.model_path.stem, onnx_sha256=sha256_file(self.model_path),
+                         tensorrt_version=self._trt_version, gpu_name=self._gpu,
+                         precision=self.precision, max_batch=self.max_batch,
+                         input_hw=self.input_hw)
+
+    def prepare_engine(self) -> Path:
+        """Build the engine unless a matching one is cached; return its path."""
+        trt = import_tensorrt()
+        self._cudart = import_cudart()
+        self._gpu = gpu_name(self._cudart)
+        self._trt_version = str(trt.__version__)
+        if not self.model_path.is_file():
+            raise UserError(f"{self.model_path}: model file not found")
+        key = self.engine_key()
+        path, reason = lookup_engine(self.cache_dir, key)
+        if path is None:
+            log.info("building TensorRT %s engine for %s at %dx%d, batch <= %d (%s); this "
+                     "takes minutes once", self.precision, self.model_path.name,
+                     *self.input_hw, self.max_batch, reason)
+            t0 = time.perf_counter()
+            data = build_serialized_engine(
+                trt, self.model_path, precision=self.precision,
+                workspace_mb=self.config.workspace_mb, max_batch=self.max_batch,
+                input_hw=self.input_hw)
+            path = store_engine(self.cache_dir, key, data)
+            self.built = True
+            log.info("TensorRT engine written to %s in %.0f s", path, time.perf_counter() - t0)
+        self.engine_file = path
+        return path
+
+    def load(self) -> None:
+        t0 = time.perf_counter()
+        path = self.prepare_engine()
+        trt = import_tensorrt()
+        cudart = self._cudart
+        runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
+        engine = runtime.deserialize_cuda_engine(path.read_bytes())
+        if engine is None:  # damaged file or built by another TensorRT: drop, rebuild once
+            path.unlink(missing_ok=True)
+            path = self.prepare_engine()
+            engine = runtime.deserialize_cuda_engine(path.read_bytes())
+            if engine is None:
+                raise RuntimeError(f"{path}: TensorRT cannot deserialise the engine it built")
+        names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
+        inputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
+        outputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
+        if len(inputs) != 1 or len(outputs) != 1:
+            raise UserError(f"{self.model_path}: expected 1 input and 1 output, found "
+                            f"{len(inputs)} and {len(outputs)}")
+        self._names = (inputs[0], outputs[0])
+        context = engine.create_execution_context()
+        h, w = self.input_hw
+        context.set_input_shape(inputs[0], (self.max_batch, 3, h, w))
+        out_shape = tuple(context.get_tensor_shape(outputs[0]))
+        self._in = _Buffer(cudart, (self.max_batch, 3, h, w),
+                           trt.nptype(engine.get_tensor_dtype(inputs[0])))
+        self._out = _Buffer(cudart, out_shape, trt.nptype(engine.get_tensor_dtype(outputs[0])))
+        context.set_tensor_address(inputs[0], int(self._in.device))
+        context.set_tensor_address(outputs[0], int(self._out.device))
+        self._stream = _check(cudart.cudaStreamCreate())
+        self._engine, self._context = engine, context
+        for _ in range(max(1, self.config.warmup_runs)):
+            out = self.infer(np.zeros((1, 3, h, w), np.float32))
+        check_logits(out, self.meta, self.model_path, input_hw=(h, w))
+        self.load_ms = (time.perf_counter() - t0) * 1e3
+
+    def infer(self, nchw: np.ndarray) -> np.ndarray:
+        if self._context is None or self._in is None or self._out is None:
+            raise RuntimeError("TensorRTBackend.infer() before load()")
+        x = check_nchw(nchw)
+        if tuple(x.shape[2:]) != self.input_hw:
+            raise ValueError(f"TensorRT engine is built for input {self.input_hw}, got "
+                             f"batch of shape {x.shape}")
+        if x.shape[0] > self.max_batch:
+            return np.concatenate([self.infer(x[i:i + self.max_batch])
+                                   for i in range(0, x.shape[0], self.max_batch)])
+        cudart, ctx = self._cudart, self._context
+        in_name, out_name = self._names
+        ctx.set_input_shape(in_name, tuple(x.shape))
+        out_shape = tuple(ctx.get_tensor_shape(out_name))
+        n_in, n_out = x.size, int(np.prod(out_shape))
+        self._in.host[:n_in] = x.ravel().astype(self._in.dtype, copy=False)
+        h2d = cudart.cudaMemcpyKind.cudaMemcpyHostToDevice
+        d2h = cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
+        _check(cudart.cudaMemcpyAsync(self._in.device, self._in.host_ptr,
+                                      n_in * self._in.dtype.itemsize, h2d, self._stream))
+        if not ctx.execute_async_v3(self._stream):
+            raise RuntimeError("TensorRT execute_async_v3 failed")
+        _check(cudart.cudaMemcpyAsync(self._out.host_ptr, self._out.device,
+                                      n_out * self._out.dtype.itemsize, d2h, self._stream))
+        _check(cudart.cudaStreamSynchronize(self._stream))
+        return self._out.host[:n_out].reshape(out_shape).astype(np.float32)
+
+    def close(self) -> None:
+        for buf in (self._in, self._out):
+            if buf is not None:
+                buf.free()
+        if self._stream is not None and self._cudart is not None:
+            self._cudart.cudaStreamDestroy(self._stream)
+        self._in = self._out = self._stream = None
+        self._context = self._engine = None
+
+    def info(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "precision": self.precision,
+            "device": "gpu",
+            "gpu": self._gpu,
+            "tensorrt_version": self._trt_version,
+            "engine": str(self.engine_file) if self.engine_file else None,
+            "engine_built_now": self.built,
+            "max_batch": self.max_batch,
+            "input_hw": list(self.input_hw),
+            "load_ms": round(self.load_ms, 1),
+        }
