@@ -1,0 +1,359 @@
+"""Reading and validating a labelled dataset folder (see :mod:`trainer.data`)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from edge.errors import UserError
+from trainer.data.classes import CLASSES_FILE, ClassesFile, ClassSpec, load_classes
+
+IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+LABEL_EXTS = (".png", ".tif", ".tiff", ".bmp")
+_UNKNOWN = 255
+
+
+# ----------------------------------------------------------------------------- issues
+@dataclass(frozen=True)
+class DataIssue:
+    """One problem with one file; ``str()`` gives the one-line message."""
+
+    path: str
+    # missing_label | missing_image | duplicate_stem | unreadable | size_mismatch
+    # | unknown_label_value
+    kind: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}"
+
+    def to_payload(self) -> dict[str, str]:
+        return {"path": self.path, "kind": self.kind, "message": self.message}
+
+
+@dataclass(frozen=True)
+class Pair:
+    stem: str
+    image: Path
+    label: Path
+
+
+@dataclass
+class DataReport:
+    """Result of :meth:`LabelledDataset.validate`: every issue plus class statistics."""
+
+    root: str
+    class_names: list[str]
+    n_pairs: int = 0
+    n_valid: int = 0
+    sizes: Counter = field(default_factory=Counter)        # (h, w) -> count
+    class_pixels: np.ndarray | None = None                 # (K,) pixels of each class
+    image_pixels: np.ndarray | None = None                 # (K,) px of images holding the class
+    issues: list[DataIssue] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.issues
+
+    def class_fractions(self) -> np.ndarray:
+        total = float(self.class_pixels.sum()) if self.class_pixels is not None else 0.0
+        if total <= 0:
+            return np.zeros(len(self.class_names))
+        return self.class_pixels / total
+
+    def to_payload(self) -> dict[str, Any]:
+        fr = self.class_fractions()
+        return {
+            "root": self.root,
+            "n_pairs": self.n_pairs,
+            "n_valid": self.n_valid,
+            "sizes": {f"{w}x{h}": n for (h, w), n in sorted(self.sizes.items())},
+            "classes": [
+                {"index": i, "name": n,
+                 "pixels": int(self.class_pixels[i]) if self.class_pixels is not None else 0,
+                 "image_pixels": int(self.image_pixels[i]) if self.image_pixels is not None else 0,
+                 "fraction": float(fr[i])}
+                for i, n in enumerate(self.class_names)],
+            "issues": [i.to_payload() for i in self.issues],
+        }
+
+
+# ----------------------------------------------------------------------------- reader
+def _scan(folder: Path, exts: tuple[str, ...]) -> tuple[dict[str, Path], list[DataIssue]]:
+    found: dict[str, Path] = {}
+    issues: list[DataIssue] = []
+    for p in sorted(folder.iterdir()):
+        if p.name.startswith(".") or not p.is_file() or p.suffix.lower() not in exts:
+            continue
+        if p.stem in found:
+            issues.append(DataIssue(str(p), "duplicate_stem",
+                                    f"same stem as {found[p.stem].name}; keep one of them"))
+            continue
+        found[p.stem] = p
+    return found, issues
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """Read a camera frame as RGB uint8 ``(H, W, 3)``; :class:`UserError` if unreadable."""
+    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if img is None:
+        raise UserError(f"{path}: unreadable image (not a decodable image file)")
+    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+
+def decode_label(raw: np.ndarray, classes: tuple[ClassSpec, ...], *,
+                 path: str | Path = "label") -> np.ndarray:
+    """Map an on-disk label array to contiguous class ids ``uint8 (H, W)``.
+
+    ``raw`` is single channel (class values) or RGB ``(H, W, 3)`` (needs colours in
+    ``classes``; an RGB image whose three channels are equal is read as values).
+
+    Raises
+    ------
+    UserError
+        When a pixel value (or colour) is not one of the classes; the message quotes
+        the first few unknown values and how many pixels have them.
+    """
+    if raw.ndim == 3 and raw.shape[2] == 1:
+        raw = raw[:, :, 0]
+    if raw.ndim == 3:
+        if raw.shape[2] not in (3, 4):
+            raise UserError(f"{path}: label has shape {raw.shape}; expected (H, W) or (H, W, 3)")
+        rgb = raw[:, :, :3]
+        has_colours = all(c.color is not None for c in classes)
+        grey_like = (np.array_equal(rgb[:, :, 0], rgb[:, :, 1])
+                     and np.array_equal(rgb[:, :, 0], rgb[:, :, 2]))
+        if not has_colours and not grey_like:
+            raise UserError(f"{path}: colour label image but {CLASSES_FILE} has no 'palette'")
+        if not has_colours or (grey_like and not _palette_has_grey(classes)):
+            raw = rgb[:, :, 0]
+        else:
+            code = (rgb[:, :, 0].astype(np.int32) << 16) | (rgb[:, :, 1].astype(np.int32) << 8) \
+                | rgb[:, :, 2].astype(np.int32)
+            out = np.full(code.shape, _UNKNOWN, np.uint8)
+            for c in classes:
+                r, g, b = c.color  # type: ignore[misc]
+                out[code == ((r << 16) | (g << 8) | b)] = c.index
+            bad = out == _UNKNOWN
+            if bad.any():
+                vals, counts = np.unique(code[bad], return_counts=True)
+                shown = ", ".join(f"[{v >> 16}, {(v >> 8) & 255}, {v & 255}] ({n} px)"
+                                  for v, n in zip(vals[:3], counts[:3], strict=False))
+                raise UserError(f"{path}: label colours not in the palette: {shown}"
+                                + (f" and {len(vals) - 3} more" if len(vals) > 3 else ""))
+            return out
+    if raw.ndim != 2:
+        raise UserError(f"{path}: label has shape {raw.shape}; expected (H, W) or (H, W, 3)")
+    if raw.dtype == np.uint8:
+        lut = np.full(256, _UNKNOWN, np.uint8)
+        for c in classes:
+            if c.value < 256:
+                lut[c.value] = c.index
+        out = lut[raw]
+    else:
+        raw = raw.astype(np.int64)
+        out = np.full(raw.shape, _UNKNOWN, np.uint8)
+        for c in classes:
+            out[raw == c.value] = c.index
+    bad = out == _UNKNOWN
+    if bad.any():
+        vals, counts = np.unique(raw[bad], return_counts=True)
+        shown = ", ".join(f"{int(v)} ({n} px)" for v, n in zip(vals[:5], counts[:5], strict=False))
+        known = [c.value for c in classes]
+        raise UserError(f"{path}: label values not in {CLASSES_FILE} ids {known}: {shown}"
+                        + (f" and {len(vals) - 5} more" if len(vals) > 5 else ""))
+    return out
+
+
+def _palette_has_grey(classes: tuple[ClassSpec, ...]) -> bool:
+    """True when the palette itself contains grey colours (then equal channels are colours)."""
+    return any(c.color is not None and c.color[0] == c.color[1] == c.color[2] for c in classes)
+
+
+def read_label(path: str | Path, classes: tuple[ClassSpec, ...]) -> np.ndarray:
+    """Read a label file and map it to contiguous class ids (uint8 ``(H, W)``)."""
+    raw = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if raw is None:
+        raise UserError(f"{path}: unreadable label (not a decodable image file)")
+    if raw.ndim == 3 and raw.shape[2] >= 3:
+        raw = cv2.cvtColor(raw[:, :, :3], cv2.COLOR_BGR2RGB)
+    return decode_label(raw, classes, path=path)
+
+
+class LabelledDataset:
+    """A labelled dataset folder (see the module docstring for the format).
+
+    Parameters
+    ----------
+    root
+        The dataset folder with ``images/``, ``labels/`` and ``classes.json``.
+    items
+        Internal: a subset of pairs (used by :meth:`split` and :meth:`subset`).
+
+    Attributes
+    ----------
+    items : list[Pair]
+        Image/label pairs with matching stems, sorted by stem.
+    issues : list[DataIssue]
+        Pairing problems found while scanning (images without labels and vice versa).
+    classes : tuple[ClassSpec, ...]
+        Classes in contiguous (network channel) order.
+    crystal_class : int
+        Contiguous index of the crystal class.
+    px_size_um : float | None
+        Pixel size from ``classes.json``.
+
+    Raises
+    ------
+    UserError
+        When the folder, ``images/``, ``labels/`` or ``classes.json`` is missing or bad.
+    """
+
+    def __init__(self, root: str | Path, *, items: list[Pair] | None = None,
+                 _classes: tuple[ClassesFile, tuple[ClassSpec, ...], int] | None = None) -> None:
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise UserError(f"{self.root}: dataset folder not found")
+        self.info, self.classes, self.crystal_class = _classes or load_classes(
+            self.root / CLASSES_FILE)
+        self.px_size_um: float | None = self.info.px_size_um
+        if items is not None:
+            self.items = list(items)
+            self.issues: list[DataIssue] = []
+            return
+        img_dir, lab_dir = self.root / "images", self.root / "labels"
+        for d in (img_dir, lab_dir):
+            if not d.is_dir():
+                raise UserError(f"{d}: folder missing (a dataset has images/ and labels/)")
+        images, issues_i = _scan(img_dir, IMAGE_EXTS)
+        labels, issues_l = _scan(lab_dir, LABEL_EXTS)
+        self.issues = issues_i + issues_l
+        for stem in sorted(set(images) - set(labels)):
+            self.issues.append(DataIssue(str(images[stem]), "missing_label",
+                                         f"no label labels/{stem}.<png|tif|bmp>"))
+        for stem in sorted(set(labels) - set(images)):
+            self.issues.append(DataIssue(str(labels[stem]), "missing_image",
+                                         f"no image images/{stem}.<png|jpg|tif|bmp>"))
+        self.items = [Pair(s, images[s], labels[s]) for s in sorted(set(images) & set(labels))]
+
+    # -- basic access
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __repr__(self) -> str:
+        return f"LabelledDataset({str(self.root)!r}, n={len(self)}, classes={self.class_names})"
+
+    @property
+    def class_names(self) -> list[str]:
+        return [c.name for c in self.classes]
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def dark_class(self) -> int | None:
+        """Contiguous index of the black (outside-the-field) background class, if named so."""
+        for c in self.classes:
+            n = c.name.lower()
+            if ("black" in n or "dark" in n) and c.index != self.crystal_class:
+                return c.index
+        return None
+
+    def load_image(self, i: int) -> np.ndarray:
+        return read_image(self.items[i].image)
+
+    def load_label(self, i: int) -> np.ndarray:
+        return read_label(self.items[i].label, self.classes)
+
+    def load(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        """Image RGB uint8 ``(H, W, 3)`` and label uint8 ``(H, W)`` (contiguous class ids).
+
+        Raises :class:`UserError` naming the file when unreadable, of different sizes, or
+        when the label holds values that are not classes.
+        """
+        img = self.load_image(i)
+        lab = self.load_label(i)
+        if img.shape[:2] != lab.shape:
+            raise UserError(f"{self.items[i].label}: label size {lab.shape[1]}x{lab.shape[0]} "
+                            f"differs from image {img.shape[1]}x{img.shape[0]} "
+                            f"({self.items[i].image.name})")
+        return img, lab
+
+    # -- subsets
+    def subset(self, indices: Iterable[int]) -> LabelledDataset:
+        return LabelledDataset(self.root, items=[self.items[i] for i in indices],
+                               _classes=(self.info, self.classes, self.crystal_class))
+
+    def split(self, val_fraction: float = 0.2,
+              seed: int = 0) -> tuple[LabelledDataset, LabelledDataset]:
+        """Seeded train/validation split by file; see :func:`split_indices`."""
+        tr, va = split_indices(len(self), val_fraction, seed)
+        return self.subset(tr), self.subset(va)
+
+    # -- validation
+    def validate(self, progress: Callable[[int, int], None] | None = None) -> DataReport:
+        """Read every pair; collect ALL issues and the class pixel statistics.
+
+        ``image_pixels[k]`` sums the pixel count of the images in which class ``k``
+        appears (the study's "ImagePixelCount", for median-frequency weights).
+        """
+        k = self.n_classes
+        rep = DataReport(root=str(self.root), class_names=self.class_names,
+                         n_pairs=len(self), class_pixels=np.zeros(k, np.int64),
+                         image_pixels=np.zeros(k, np.int64), issues=list(self.issues))
+        for i, pair in enumerate(self.items):
+            if progress is not None:
+                progress(i, len(self))
+            try:
+                img = read_image(pair.image)
+            except UserError as exc:
+                rep.issues.append(DataIssue(str(pair.image), "unreadable", _msg(exc, pair.image)))
+                img = None
+            try:
+                lab = read_label(pair.label, self.classes)
+            except UserError as exc:
+                kind = "unreadable" if "unreadable" in str(exc) else "unknown_label_value"
+                rep.issues.append(DataIssue(str(pair.label), kind, _msg(exc, pair.label)))
+                continue
+            if img is None:
+                continue
+            if img.shape[:2] != lab.shape:
+                rep.issues.append(DataIssue(
+                    str(pair.label), "size_mismatch",
+                    f"label size {lab.shape[1]}x{lab.shape[0]} differs from image "
+                    f"{img.shape[1]}x{img.shape[0]} ({pair.image.name})"))
+                continue
+            counts = np.bincount(lab.ravel(), minlength=k)[:k].astype(np.int64)
+            rep.class_pixels += counts
+            rep.image_pixels[counts > 0] += lab.size
+            rep.sizes[lab.shape] += 1
+            rep.n_valid += 1
+        return rep
+
+
+def _msg(exc: UserError, path: Path) -> str:
+    s = str(exc)
+    prefix = f"{path}: "
+    return s[len(prefix):] if s.startswith(prefix) else s
+
+
+def split_indices(n: int, val_fraction: float = 0.2, seed: int = 0) -> tuple[list[int], list[int]]:
+    """Seeded split of ``n`` files into train and validation indices (both sorted).
+
+    ``round(n * val_fraction)`` files go to validation, at least one when ``n >= 2`` and
+    ``val_fraction > 0``; the same ``(n, val_fraction, seed)`` always gives the same split.
+    """
+    if not 0.0 <= val_fraction < 1.0:
+        raise UserError(f"val_fraction: must be in [0, 1), got {val_fraction}")
+    n_val = round(n * val_fraction)
+    if val_fraction > 0 and n >= 2:
+        n_val = min(max(n_val, 1), n - 1)
+    perm = np.random.default_rng(seed).permutation(n)
+    return sorted(int(i) for i in perm[n_val:]), sorted(int(i) for i in perm[:n_val])
