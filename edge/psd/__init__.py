@@ -2,12 +2,31 @@
 
 Public API (see ``docs/architecture.md``)::
 
-    PsdConfig, compute_psd(diameters_um, *, weights=None, config=None) -> PSDResult,
-    edge_correction_weights(w_px, h_px, *, field_shape=None, roi=None, max_weight=None)
+    PsdConfig
+    compute_psd(diameters_um, *, weights=None, config=None) -> PSDResult
+    edge_correction_weights(w_px, h_px, *, field_shape=None, roi=None, max_weight=20.0)
+    RoiSurvival(roi)  # precomputed ROI for many frames (pass as roi=...)
+    lognormal_q3(x_um, x50_um, s_lnd), fit_lognormal(x_um, q3) -> LogNormalFit | None
 """
 
 from __future__ import annotations
 
 from edge.psd.config import PsdConfig
+from edge.psd.edge_correction import RoiSurvival, edge_correction_weights, survival_probability
+from edge.psd.lognormal import LogNormalFit, fit_lognormal, lognormal_q3
+from edge.psd.quantiles import bootstrap_quantile_ci, weighted_quantile_sorted
+from edge.psd.stats import PSDResult, compute_psd
 
-__all__ = ["PsdConfig"]
+__all__ = [
+    "LogNormalFit",
+    "PSDResult",
+    "PsdConfig",
+    "RoiSurvival",
+    "bootstrap_quantile_ci",
+    "compute_psd",
+    "edge_correction_weights",
+    "fit_lognormal",
+    "lognormal_q3",
+    "survival_probability",
+    "weighted_quantile_sorted",
+]

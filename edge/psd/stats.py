@@ -1,0 +1,225 @@
+"""Q0 / Q3 size distributions, characteristic diameters and the log-normal fit.
+
+Input: area-equivalent diameters (um) of the kept crystals, optionally number weights
+(edge correction, :mod:`edge.psd.edge_correction`). Volume weights are number weights
+times ``x**3`` (spheres of the area-equivalent diameter). Several frames are combined by
+concatenating their diameters and weights and calling :func:`compute_psd` once.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from edge.psd.config import PsdConfig
+from edge.psd.lognormal import LogNormalFit, fit_lognormal
+from edge.psd.quantiles import bootstrap_quantile_ci, weighted_quantile_sorted
+
+
+def _f(v: float | None) -> float | None:
+    """Plain float, NaN/inf -> None (JSON has no NaN)."""
+    if v is None:
+        return None
+    v = float(v)
+    return v if math.isfinite(v) else None
+
+
+@dataclass(frozen=True)
+class PSDResult:
+    """Size distribution of one set of crystals (one image, one report, one batch).
+
+    Arrays are per size class (``K`` classes, ``edges`` has ``K + 1`` entries, from the
+    class holding the smallest crystal to the one holding the largest). ``q0``/``q3`` are
+    the number / volume fractions in each class (Delta Q), ``Q0``/``Q3`` the cumulative
+    fractions at each class's upper edge, ``q3_density_per_um = q3 / class width``.
+    Characteristic diameters are None when there are no crystals.
+    """
+
+    n: int
+    weight_sum: float
+    n_eff_volume: float
+    edges_um: np.ndarray
+    counts: np.ndarray
+    q0: np.ndarray
+    q3: np.ndarray
+    Q0: np.ndarray
+    Q3: np.ndarray
+    class_max_um: np.ndarray
+    x10_3_um: float | None
+    x50_3_um: float | None
+    x90_3_um: float | None
+    x10_0_um: float | None
+    x50_0_um: float | None
+    x90_0_um: float | None
+    span: float | None
+    d32_um: float | None
+    x50_3_ci95_um: tuple[float, float] | None
+    lognormal: LogNormalFit | None
+    weighted: bool
+    config: PsdConfig = field(default_factory=PsdConfig)
+
+    @property
+    def q3_density_per_um(self) -> np.ndarray:
+        return self.q3 / self.config.class_width_um
+
+    def fit_points(self) -> tuple[np.ndarray, np.ndarray]:
+        """The cumulative points ``(x_um, Q3)`` the log-normal is (or would be) fitted to."""
+        return _fit_points(self.edges_um, self.counts, self.Q3, self.class_max_um,
+                           self.config.fit_points)
+
+    def bins_payload(self) -> list[dict[str, Any]]:
+        dens = self.q3_density_per_um
+        return [
+            {"lower_um": float(self.edges_um[k]), "upper_um": float(self.edges_um[k + 1]),
+             "count": int(self.counts[k]), "q0": float(self.q0[k]), "q3": float(self.q3[k]),
+             "Q0": float(self.Q0[k]), "Q3": float(self.Q3[k]),
+             "q3_density_per_um": float(dens[k]),
+             "max_um": _f(self.class_max_um[k])}
+            for k in range(self.counts.size)
+        ]
+
+    def to_payload(self) -> dict[str, Any]:
+        """Plain-JSON dict (NaN -> None)."""
+        ci = self.x50_3_ci95_um
+        return {
+            "n_crystals": self.n,
+            "weight_sum": _f(self.weight_sum),
+            "n_eff_volume": _f(self.n_eff_volume),
+            "weighted": self.weighted,
+            "x10_3_um": _f(self.x10_3_um),
+            "x50_3_um": _f(self.x50_3_um),
+            "x90_3_um": _f(self.x90_3_um),
+            "x10_0_um": _f(self.x10_0_um),
+            "x50_0_um": _f(self.x50_0_um),
+            "x90_0_um": _f(self.x90_0_um),
+            "span": _f(self.span),
+            "d32_um": _f(self.d32_um),
+            "x50_3_ci95_um": None if ci is None else [_f(ci[0]), _f(ci[1])],
+            "lognormal": None if self.lognormal is None else self.lognormal.to_payload(),
+            "class_width_um": self.config.class_width_um,
+            "bins": self.bins_payload(),
+        }
+
+
+def _fit_points(edges: np.ndarray, counts: np.ndarray, Q3: np.ndarray, cmax: np.ndarray,
+                mode: str) -> tuple[np.ndarray, np.ndarray]:
+    if counts.size == 0:
+        return np.zeros(0), np.zeros(0)
+    if mode == "class_max":
+        nz = counts > 0
+        return cmax[nz], Q3[nz]
+    # upper edges; plus the lower edge of the first class (Q3 = 0 there) when > 0
+    xs = np.concatenate([edges[:1], edges[1:]])
+    ys = np.concatenate([[0.0], Q3])
+    keep = xs > 0
+    return xs[keep], ys[keep]
+
+
+def _validate(diameters_um: np.ndarray | Sequence[float],
+              weights: np.ndarray | Sequence[float] | None) -> tuple[np.ndarray, np.ndarray]:
+    d = np.asarray(diameters_um, dtype=np.float64)
+    if d.ndim != 1:
+        raise ValueError(f"diameters_um must be 1-D, got shape {d.shape}")
+    if d.size and (not np.all(np.isfinite(d)) or d.min() <= 0):
+        raise ValueError(f"diameters_um (shape {d.shape}) must be finite and > 0")
+    if weights is None:
+        return d, np.ones_like(d)
+    w = np.asarray(weights, dtype=np.float64)
+    if w.shape != d.shape:
+        raise ValueError(f"weights of shape {w.shape} do not match diameters of shape {d.shape}")
+    if w.size and (not np.all(np.isfinite(w)) or w.min() < 0):
+        raise ValueError(f"weights (shape {w.shape}) must be finite and >= 0")
+    return d, w
+
+
+def compute_psd(diameters_um: np.ndarray | Sequence[float], *,
+                weights: np.ndarray | Sequence[float] | None = None,
+                config: PsdConfig | None = None) -> PSDResult:
+    """Q0/Q3 distributions, x10/x50/x90, span, d32, bootstrap CI and log-normal fit.
+
+    Parameters
+    ----------
+    diameters_um : array_like, shape (N,)
+        Area-equivalent diameters of the kept crystals (um), > 0.
+    weights : array_like, shape (N,), optional
+        Number weights (e.g. :func:`edge.psd.edge_correction_weights`); default 1.
+        Crystals of weight 0 are left out.
+    config : PsdConfig, optional
+        Classes, bootstrap and fit settings.
+
+    Returns
+    -------
+    PSDResult
+        For ``N = 0`` all statistics are None and there are no classes; for ``N = 1`` the
+        quantiles equal the single diameter, the span is 0 and there is no interval or fit.
+
+    Notes
+    -----
+    Quantiles come from the raw weighted sample (:mod:`edge.psd.quantiles`), not from the
+    binned Q3, so they do not depend on the class width. The bootstrap resamples crystals
+    (with their weights) ``config.bootstrap_n`` times with ``config.bootstrap_seed``.
+    """
+    cfg = config or PsdConfig()
+    d, w = _validate(diameters_um, weights)
+    weighted = weights is not None
+    keep = w > 0
+    d, w = d[keep], w[keep]
+    n = int(d.size)
+    if n == 0:
+        empty = np.zeros(0)
+        return PSDResult(
+            n=0, weight_sum=0.0, n_eff_volume=0.0, edges_um=np.zeros(0), counts=np.zeros(0, int),
+            q0=empty, q3=empty, Q0=empty, Q3=empty, class_max_um=empty,
+            x10_3_um=None, x50_3_um=None, x90_3_um=None, x10_0_um=None, x50_0_um=None,
+            x90_0_um=None, span=None, d32_um=None, x50_3_ci95_um=None, lognormal=None,
+            weighted=weighted, config=cfg)
+
+    order = np.argsort(d, kind="stable")
+    d, w = d[order], w[order]
+    w3 = w * d ** 3
+
+    # size classes from the one holding the smallest crystal to the one holding the largest
+    width, x0 = cfg.class_width_um, cfg.class_min_um
+    k = np.floor((d - x0) / width).astype(np.int64)
+    below = k < 0  # crystals below class_min_um are counted in the first class
+    k[below] = 0
+    k_lo, k_hi = int(k.min()), int(k.max())
+    kk = k - k_lo
+    n_cls = k_hi - k_lo + 1
+    edges = x0 + width * np.arange(k_lo, k_hi + 2, dtype=np.float64)
+    counts = np.bincount(kk, minlength=n_cls)
+    w0_cls = np.bincount(kk, weights=w, minlength=n_cls)
+    w3_cls = np.bincount(kk, weights=w3, minlength=n_cls)
+    cmax = np.full(n_cls, np.nan)
+    np.fmax.at(cmax, kk, d)
+    q0 = w0_cls / w0_cls.sum()
+    q3 = w3_cls / w3_cls.sum()
+    Q0 = np.minimum(np.cumsum(q0), 1.0)
+    Q3 = np.minimum(np.cumsum(q3), 1.0)
+    Q0[-1] = Q3[-1] = 1.0
+
+    x10_3, x50_3, x90_3 = (float(weighted_quantile_sorted(d, w3, q)) for q in (0.1, 0.5, 0.9))
+    x10_0, x50_0, x90_0 = (float(weighted_quantile_sorted(d, w, q)) for q in (0.1, 0.5, 0.9))
+    span = (x90_3 - x10_3) / x50_3
+    d32 = float(w3.sum() / (w * d ** 2).sum())
+    n_eff = float(w3.sum() ** 2 / (w3 ** 2).sum())
+    ci = bootstrap_quantile_ci(d, w3, 0.5, n_boot=cfg.bootstrap_n, seed=cfg.bootstrap_seed)
+
+    fit = None
+    if cfg.lognormal_fit and n >= cfg.fit_min_crystals:
+        xs, ys = _fit_points(edges, counts, Q3, cmax, cfg.fit_points)
+        lnd = np.log(d)
+        mu = np.average(lnd, weights=w3)
+        s0 = float(np.sqrt(np.average((lnd - mu) ** 2, weights=w3)))
+        fit = fit_lognormal(xs, ys, x50_guess=x50_3, s_guess=s0)
+
+    return PSDResult(
+        n=n, weight_sum=float(w.sum()), n_eff_volume=n_eff, edges_um=edges, counts=counts,
+        q0=q0, q3=q3, Q0=Q0, Q3=Q3, class_max_um=cmax,
+        x10_3_um=x10_3, x50_3_um=x50_3, x90_3_um=x90_3, x10_0_um=x10_0, x50_0_um=x50_0,
+        x90_0_um=x90_0, span=span, d32_um=d32, x50_3_ci95_um=ci, lognormal=fit,
+        weighted=weighted, config=cfg)
