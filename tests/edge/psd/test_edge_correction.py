@@ -63,7 +63,7 @@ def _population(rng, n, s=0.4, x50_0=45.0):
 def test_rectangular_field_correction_is_unbiased():
     rng = np.random.default_rng(7)
     big_h, big_w = 300, 400
-    d = _population(rng, 200_000)
+    d = _population(rng, 600_000)
     pad = d.max()
     cx = rng.uniform(-pad, big_w + pad, d.size)
     cy = rng.uniform(-pad, big_h + pad, d.size)
@@ -73,16 +73,16 @@ def test_rectangular_field_correction_is_unbiased():
     raw = compute_psd(d[kept], config=NO_BOOT).x50_3_um
     w = edge_correction_weights(d[kept], d[kept], field_shape=(big_h, big_w))
     corr = compute_psd(d[kept], weights=w, config=NO_BOOT).x50_3_um
-    assert raw < 0.93 * true  # clearing the border biases x50,3 low
-    assert corr == pytest.approx(true, rel=0.02)
+    assert raw < 0.95 * true  # clearing the border biases x50,3 low (~8 %)
+    assert corr == pytest.approx(true, rel=0.025)  # seeds 0-5: within 1.1 %
 
 
 def test_circular_roi_correction_is_unbiased():
     rng = np.random.default_rng(8)
-    big_r, size = 200, 420
+    big_r, size = 150, 320
     roi = np.zeros((size, size), np.uint8)
     cv2.circle(roi, (size // 2, size // 2), big_r, 1, -1)
-    d = _population(rng, 200_000)
+    d = _population(rng, 600_000)
     # centre distance from the field centre, uniform over a disc larger than the field
     rad = (big_r + d.max()) * np.sqrt(rng.uniform(0, 1, d.size))
     kept = rad + d / 2 < big_r
@@ -90,5 +90,5 @@ def test_circular_roi_correction_is_unbiased():
     raw = compute_psd(d[kept], config=NO_BOOT).x50_3_um
     w = edge_correction_weights(d[kept], d[kept], roi=RoiSurvival(roi))
     corr = compute_psd(d[kept], weights=w, config=NO_BOOT).x50_3_um
-    assert raw < 0.93 * true
-    assert corr == pytest.approx(true, rel=0.02)
+    assert raw < 0.95 * true  # ~9 % low
+    assert corr == pytest.approx(true, rel=0.025)  # seeds 0-5: within 1.1 %
