@@ -11,6 +11,8 @@ from collections.abc import Sequence
 from edge.clikit import dispatch
 
 COMMANDS: dict[str, str] = {
+    "check-data": "trainer.commands.check_data",
+    "weights": "trainer.commands.weights",
 }
 
 

@@ -56,6 +56,7 @@ class DataReport:
     class_pixels: np.ndarray | None = None                 # (K,) pixels of each class
     image_pixels: np.ndarray | None = None                 # (K,) px of images holding the class
     issues: list[DataIssue] = field(default_factory=list)
+    images_with: np.ndarray | None = None                  # (K,) images holding the class
 
     @property
     def ok(self) -> bool:
@@ -78,6 +79,7 @@ class DataReport:
                 {"index": i, "name": n,
                  "pixels": int(self.class_pixels[i]) if self.class_pixels is not None else 0,
                  "image_pixels": int(self.image_pixels[i]) if self.image_pixels is not None else 0,
+                 "images": int(self.images_with[i]) if self.images_with is not None else 0,
                  "fraction": float(fr[i])}
                 for i, n in enumerate(self.class_names)],
             "issues": [i.to_payload() for i in self.issues],
@@ -307,7 +309,8 @@ class LabelledDataset:
         k = self.n_classes
         rep = DataReport(root=str(self.root), class_names=self.class_names,
                          n_pairs=len(self), class_pixels=np.zeros(k, np.int64),
-                         image_pixels=np.zeros(k, np.int64), issues=list(self.issues))
+                         image_pixels=np.zeros(k, np.int64), issues=list(self.issues),
+                         images_with=np.zeros(k, np.int64))
         for i, pair in enumerate(self.items):
             if progress is not None:
                 progress(i, len(self))
@@ -333,6 +336,7 @@ class LabelledDataset:
             counts = np.bincount(lab.ravel(), minlength=k)[:k].astype(np.int64)
             rep.class_pixels += counts
             rep.image_pixels[counts > 0] += lab.size
+            rep.images_with[counts > 0] += 1
             rep.sizes[lab.shape] += 1
             rep.n_valid += 1
         return rep
