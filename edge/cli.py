@@ -12,6 +12,7 @@ from edge.clikit import dispatch
 
 COMMANDS: dict[str, str] = {
     "analyze": "edge.commands.analyze",
+    "status": "edge.commands.status",
 }
 
 

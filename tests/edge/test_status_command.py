@@ -1,0 +1,213 @@
+"""`crystal-edge status`: status.json + read-only SQLite outbox + engine cache + systemctl."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import stat
+import time
+from pathlib import Path
+
+import pytest
+
+from edge.clikit import dispatch
+from edge.errors import UserError
+from edge.status import collect_status, default_state_dir, outbox_depth, service_state
+
+COMMANDS = {"status": "edge.commands.status"}
+
+# The keys edge.pipeline.runtime writes (a subset is enough: the reader tolerates gaps).
+SNAPSHOT = {
+    "state": "running",
+    "device_id": "skid-07",
+    "pid": 4242,
+    "time": "2026-11-30T01:00:00+00:00",
+    "uptime_s": 7200.0,
+    "healthy": True,
+    "frames_per_s": 9.5,
+    "frames_total": 68000,
+    "frames_rejected_total": {"blur": 12, "empty": 3},
+    "queue_depths": {"inference": 1, "post": 0, "aggregate": 0, "sinks": 0},
+    "current_batch_id": 18,
+    "batches_total": 17,
+    "last_batch_id": 17,
+    "last_batch": {"batch_id": 17, "x50_3_um": 84.2, "s_lnd": 0.41, "crystals": 5321,
+                   "batch_end": "2026-11-30T00:59:00+00:00", "close_reason": "frames"},
+    "last_error": None,
+    "backend": {"name": "tensorrt", "precision": "fp16"},
+    "software_version": "0.1.0",
+    "sinks": {"mqtt": {"connected": False, "outbox_depth": 99}},
+}
+
+
+def _stub_systemctl(tmp_path: Path, answer: str, rc: int = 0) -> Path:
+    bindir = tmp_path / "bin"
+    bindir.mkdir(exist_ok=True)
+    exe = bindir / "systemctl"
+    exe.write_text(f"#!/bin/sh\necho \"$@\" >> {tmp_path}/systemctl.calls\n"
+                   f"echo {answer}\nexit {rc}\n")
+    exe.chmod(exe.stat().st_mode | stat.S_IXUSR)
+    return exe
+
+
+def _outbox(path: Path, n: int) -> None:
+    # The schema of edge.mqtt.outbox (WAL, as the service runs it).
+    con = sqlite3.connect(path)
+    con.execute("PRAGMA journal_mode=WAL")
+    con.execute("CREATE TABLE outbox (id INTEGER PRIMARY KEY AUTOINCREMENT, "
+                "batch_id INTEGER NOT NULL, created REAL NOT NULL, payload TEXT NOT NULL)")
+    con.executemany("INSERT INTO outbox (batch_id, created, payload) VALUES (?, ?, ?)",
+                    [(i, time.time(), "{}") for i in range(n)])
+    con.commit()
+    con.close()
+
+
+@pytest.fixture
+def state_dir(tmp_path):
+    sd = tmp_path / "state"
+    (sd / "engines").mkdir(parents=True)
+    (sd / "status.json").write_text(json.dumps(SNAPSHOT))
+    _outbox(sd / "outbox.sqlite3", 3)
+    eng = sd / "engines" / "crystal-seg-abc123.engine"
+    eng.write_bytes(b"\0" * 2_500_000)
+    (sd / "engines" / "crystal-seg-abc123.engine.json").write_text(
+        json.dumps({"trt_version": "10.3.0", "precision": "fp16"}))
+    return sd
+
+
+def test_collect_status_reads_everything(state_dir, tmp_path):
+    exe = _stub_systemctl(tmp_path, "active")
+    now = (state_dir / "status.json").stat().st_mtime + 4.0
+    rep = collect_status(state_dir, systemctl=str(exe), now=now)
+    assert rep.service == "active"
+    assert (tmp_path / "systemctl.calls").read_text().split() == ["is-active", "crystal-edge"]
+    assert rep.status_age_s == pytest.approx(4.0, abs=1e-3) and rep.stale is False
+    assert rep.state == "running" and rep.healthy is True
+    assert rep.backend == "tensorrt" and rep.device_id == "skid-07"
+    assert rep.frames_per_s == 9.5 and rep.frames_total == 68000
+    assert rep.frames_rejected_total == {"blur": 12, "empty": 3}
+    assert rep.last_batch["batch_id"] == 17 and rep.last_batch["x50_3_um"] == 84.2
+    assert rep.queue_depths["inference"] == 1
+    # the SQLite outbox is authoritative over the number in status.json
+    assert rep.outbox_depth == 3 and rep.outbox_source == "outbox.sqlite3"
+    assert [(e.name, e.size_bytes) for e in rep.engines] == [
+        ("crystal-seg-abc123.engine", 2_500_000)]
+    assert rep.engines[0].meta["trt_version"] == "10.3.0"
+    assert rep.ok is True
+    payload = rep.to_payload()
+    assert json.loads(json.dumps(payload)) == payload
+    assert payload["engines"][0]["size_bytes"] == 2_500_000
+
+    text = rep.to_text()
+    assert "x50,3 = 84.2 um" in text and "3 report(s) waiting (outbox.sqlite3)" in text
+    assert "crystal-seg-abc123.engine (2.5 MB" in text and text.endswith("OK")
+
+
+def test_stale_status_and_failed_service(state_dir, tmp_path):
+    exe = _stub_systemctl(tmp_path, "failed", rc=3)
+    now = (state_dir / "status.json").stat().st_mtime + 120
+    rep = collect_status(state_dir, systemctl=str(exe), now=now, stale_after_s=30)
+    assert rep.service == "failed" and rep.stale is True and rep.ok is False
+    assert "(STALE)" in rep.to_text() and rep.to_text().endswith("NOT OK")
+
+
+def test_outbox_read_is_read_only(state_dir):
+    db = state_dir / "outbox.sqlite3"
+    before = {p.name: p.stat().st_mtime_ns for p in state_dir.iterdir()}
+    assert outbox_depth(db) == (3, None)
+    assert {p.name: p.stat().st_mtime_ns for p in state_dir.iterdir()} == before
+    assert outbox_depth(state_dir / "none.sqlite3") == (None, None)
+    (state_dir / "junk.sqlite3").write_text("not a database")
+    depth, err = outbox_depth(state_dir / "junk.sqlite3")
+    assert depth is None and "junk.sqlite3" in err
+
+
+def test_outbox_counts_uncheckpointed_rows_of_a_live_writer(state_dir):
+    db = state_dir / "outbox.sqlite3"
+    writer = sqlite3.connect(db)  # the service holds the outbox open (WAL)
+    try:
+        writer.execute("PRAGMA wal_autocheckpoint=0")
+        writer.execute("INSERT INTO outbox (batch_id, created, payload) VALUES (9, 0, '{}')")
+        writer.commit()
+        assert (state_dir / "outbox.sqlite3-wal").stat().st_size > 0
+        before = {p.name: p.stat().st_mtime_ns for p in state_dir.iterdir()}
+        assert outbox_depth(db) == (4, None)
+        assert {p.name: p.stat().st_mtime_ns for p in state_dir.iterdir()} == before
+    finally:
+        writer.close()
+
+
+def test_outbox_readable_without_write_access(tmp_path):
+    # root bypasses permissions: the fallback is exercised only as an ordinary user
+    sd = tmp_path / "ro"
+    sd.mkdir()
+    _outbox(sd / "outbox.sqlite3", 5)
+    sd.chmod(0o555)
+    try:
+        assert outbox_depth(sd / "outbox.sqlite3") == (5, None)
+    finally:
+        sd.chmod(0o755)
+
+
+def test_missing_keys_missing_outbox_and_bad_json(tmp_path):
+    sd = tmp_path / "s"
+    sd.mkdir()
+    (sd / "status.json").write_text(json.dumps({"state": "starting",
+                                                "sinks": {"mqtt": {"outbox_depth": 7}}}))
+    rep = collect_status(sd, systemctl="/nonexistent/systemctl")
+    assert rep.service == "unknown" and rep.state == "starting"
+    assert rep.frames_per_s is None and rep.last_batch is None and rep.engines == []
+    assert rep.outbox_depth == 7 and rep.outbox_source == "status.json"
+    assert "frames/s" in rep.to_text()
+
+    (sd / "status.json").write_text("{not json")
+    rep = collect_status(sd, systemctl="/nonexistent/systemctl")
+    assert rep.status_error.startswith("unreadable") and rep.ok is False
+
+    (sd / "status.json").unlink()
+    rep = collect_status(sd, systemctl="/nonexistent/systemctl")
+    assert rep.status_error.startswith("missing") and rep.stale is True
+
+
+def test_service_state_unknown_answers(tmp_path):
+    assert service_state(systemctl=str(_stub_systemctl(tmp_path, "offline"))) == "unknown"
+    assert service_state(systemctl=str(tmp_path / "absent")) == "unknown"
+
+
+def test_missing_state_dir_is_user_error(tmp_path):
+    with pytest.raises(UserError, match=r"--state-dir .*nope: no such directory"):
+        collect_status(tmp_path / "nope")
+
+
+def test_default_state_dir_order(tmp_path):
+    assert default_state_dir({"CRYSTAL_EDGE_STATE_DIR": "/x", "STATE_DIRECTORY": "/y"}) \
+        == Path("/x")
+    assert default_state_dir({"STATE_DIRECTORY": "/y:/z"}) == Path("/y")
+
+
+def test_cli_json_text_and_check(state_dir, tmp_path, monkeypatch, capsys):
+    _stub_systemctl(tmp_path, "active")
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}")
+    argv = ["status", "--state-dir", str(state_dir)]
+    assert dispatch("crystal-edge", "t", COMMANDS, [*argv, "--json"]) == 0
+    payload = json.loads(capsys.readouterr().out)
+    assert payload["service"] == "active" and payload["outbox_depth"] == 3
+    assert payload["last_batch"]["batch_id"] == 17 and payload["ok"] is True
+
+    assert dispatch("crystal-edge", "t", COMMANDS, argv) == 0
+    assert "backend       tensorrt" in capsys.readouterr().out
+
+    old = time.time() - 3600
+    os.utime(state_dir / "status.json", (old, old))
+    assert dispatch("crystal-edge", "t", COMMANDS, [*argv, "--check"]) == 1
+    assert dispatch("crystal-edge", "t", COMMANDS, argv) == 0  # report made: exit 0
+
+
+def test_cli_user_errors_are_one_line(tmp_path, capsys):
+    rc = dispatch("crystal-edge", "t", COMMANDS, ["status", "--state-dir", str(tmp_path / "x")])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1 and "no such directory" in err
+    rc = dispatch("crystal-edge", "t", COMMANDS,
+                  ["status", "--state-dir", str(tmp_path), "--stale-after", "0"])
+    assert rc == 2 and "--stale-after" in capsys.readouterr().err
