@@ -1,0 +1,185 @@
+"""Frame pre-processing for the segmentation network, and back from logits to class maps.
+
+Conventions (the model contract is :mod:`edge.modelmeta`):
+
+* **Channels.** Frames arrive as OpenCV decodes them: grey ``(H, W)`` or ``(H, W, 1)``,
+  BGR ``(H, W, 3)``, BGRA ``(H, W, 4)`` (alpha dropped). Colour frames are converted BGR ->
+  RGB (``color_order="rgb"`` when a source already delivers RGB); grey is replicated to
+  three channels.
+* **Bit depth.** uint8 is divided by 255. uint16 is divided by ``2**bit_depth - 1``;
+  with ``bit_depth=None`` the depth is the smallest of 10, 12, 14, 16 bits that holds the
+  frame's maximum (a 12-bit camera in a 16-bit container is scaled by 4095, not 65535,
+  so it is not four times too dark). Floating frames must already be in [0, 1].
+* **Scale.** ``inference_scale`` s resizes frames before inference (INTER_AREA when
+  shrinking). The class map is measured at inference resolution, with the pixel size
+  ``px_size_um / s`` (:func:`inference_px_size`); it is never resized back for measuring,
+  so the diameters stay right and nothing is interpolated twice. ``auto_inference_scale``
+  picks s so the inference pixel size equals the model's trained pixel size.
+* **Padding.** H and W are padded (bottom/right, reflected) to the model's
+  ``size_multiple``; the logits are cropped back before the arg-max.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import cv2
+import numpy as np
+
+_DEPTHS = (10, 12, 14, 16)
+
+
+def to_rgb_float(image: np.ndarray, *, color_order: str = "bgr",
+                 bit_depth: int | None = None) -> np.ndarray:
+    """Convert a decoded frame to float32 RGB ``(H, W, 3)`` in [0, 1].
+
+    Parameters
+    ----------
+    image : np.ndarray
+        ``(H, W)``, ``(H, W, 1)``, ``(H, W, 3)`` or ``(H, W, 4)``; uint8, uint16 or float.
+    color_order : {"bgr", "rgb"}
+        Channel order of 3/4-channel input (OpenCV decodes BGR).
+    bit_depth : int, optional
+        Significant bits of uint16 input; None = inferred from the maximum (see module).
+
+    Returns
+    -------
+    np.ndarray
+        float32 ``(H, W, 3)``, C-contiguous, RGB, values in [0, 1].
+    """
+    arr = np.asarray(image)
+    if arr.ndim == 3 and arr.shape[2] == 1:
+        arr = arr[:, :, 0]
+    if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] not in (3, 4)):
+        raise ValueError(f"expected a (H, W), (H, W, 1), (H, W, 3) or (H, W, 4) image, "
+                         f"got shape {arr.shape}")
+    if min(arr.shape[:2]) < 1:
+        raise ValueError(f"empty image of shape {arr.shape}")
+    if color_order not in ("bgr", "rgb"):
+        raise ValueError(f"color_order must be 'bgr' or 'rgb', got {color_order!r}")
+    out = scale_to_unit(arr, bit_depth=bit_depth)
+    if out.ndim == 2:
+        return np.ascontiguousarray(np.repeat(out[:, :, None], 3, axis=2))
+    out = out[:, :, :3]
+    if color_order == "bgr":
+        out = out[:, :, ::-1]
+    return np.ascontiguousarray(out)
+
+
+def scale_to_unit(arr: np.ndarray, *, bit_depth: int | None = None) -> np.ndarray:
+    """Intensities as float32 in [0, 1] (see :func:`to_rgb_float` for the rules)."""
+    if arr.dtype == np.uint8:
+        return arr.astype(np.float32) * np.float32(1.0 / 255.0)
+    if arr.dtype == np.uint16:
+        bits = bit_depth if bit_depth is not None else infer_bit_depth(arr)
+        if not 1 <= bits <= 16:
+            raise ValueError(f"bit_depth must be 1..16, got {bits}")
+        return np.minimum(arr.astype(np.float32) / np.float32(2 ** bits - 1), 1.0)
+    if np.issubdtype(arr.dtype, np.floating):
+        out = arr.astype(np.float32)
+        if out.size and (float(np.nanmin(out)) < -1e-3 or float(np.nanmax(out)) > 1.0 + 1e-3):
+            raise ValueError(f"float image must be in [0, 1], got range "
+                             f"[{np.nanmin(out):.3g}, {np.nanmax(out):.3g}]")
+        return np.clip(np.nan_to_num(out), 0.0, 1.0)
+    raise ValueError(f"unsupported image dtype {arr.dtype} (uint8, uint16 or float in [0, 1])")
+
+
+def infer_bit_depth(arr: np.ndarray) -> int:
+    """Smallest of 10/12/14/16 bits whose range holds ``arr.max()``."""
+    peak = int(arr.max()) if arr.size else 0
+    for bits in _DEPTHS:
+        if peak <= 2 ** bits - 1:
+            return bits
+    return 16
+
+
+def grey_u8(image: np.ndarray, *, bit_depth: int | None = None) -> np.ndarray:
+    """8-bit grey of a decoded frame (for the quality gate and ROI detection)."""
+    arr = np.asarray(image)
+    if arr.ndim == 3 and arr.shape[2] == 1:
+        arr = arr[:, :, 0]
+    if arr.ndim == 3:
+        if arr.shape[2] not in (3, 4):
+            raise ValueError(f"expected 1, 3 or 4 channels, got shape {arr.shape}")
+        unit = scale_to_unit(arr[:, :, :3], bit_depth=bit_depth).mean(axis=2)
+    elif arr.ndim == 2:
+        unit = scale_to_unit(arr, bit_depth=bit_depth)
+    else:
+        raise ValueError(f"expected a 2-D or 3-D image, got shape {arr.shape}")
+    return np.round(unit * 255.0).astype(np.uint8)
+
+
+def inference_px_size(px_size_um: float, inference_scale: float) -> float:
+    """Pixel size (um) of the class map measured at inference resolution."""
+    if px_size_um <= 0 or inference_scale <= 0:
+        raise ValueError(f"px_size_um ({px_size_um}) and inference_scale ({inference_scale}) "
+                         "must be > 0")
+    return px_size_um / inference_scale
+
+
+def auto_inference_scale(px_size_um: float, model_px_size_um: float) -> float:
+    """Scale that brings frames of ``px_size_um`` to the model's trained pixel size."""
+    if px_size_um <= 0 or model_px_size_um <= 0:
+        raise ValueError("pixel sizes must be > 0")
+    return px_size_um / model_px_size_um
+
+
+def scaled_hw(hw: tuple[int, int], scale: float) -> tuple[int, int]:
+    """Frame (H, W) after ``scale`` (rounded, at least 1)."""
+    return max(1, round(hw[0] * scale)), max(1, round(hw[1] * scale))
+
+
+def padded_hw(hw: tuple[int, int], multiple: int) -> tuple[int, int]:
+    """(H, W) rounded up to ``multiple``."""
+    m = max(1, int(multiple))
+    return math.ceil(hw[0] / m) * m, math.ceil(hw[1] / m) * m
+
+
+def resize_for_inference(rgb: np.ndarray, scale: float) -> np.ndarray:
+    """Resize by ``scale`` (no-op at 1.0); INTER_AREA when shrinking, else INTER_LINEAR."""
+    if scale == 1.0:
+        return rgb
+    h, w = scaled_hw(rgb.shape[:2], scale)
+    interp = cv2.INTER_AREA if scale < 1.0 else cv2.INTER_LINEAR
+    return cv2.resize(rgb, (w, h), interpolation=interp)
+
+
+def pad_to(rgb: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
+    """Pad ``(H, W, C)`` at the bottom/right to ``hw`` (reflected, constant 0 if too small)."""
+    h, w = rgb.shape[:2]
+    ph, pw = hw[0] - h, hw[1] - w
+    if ph < 0 or pw < 0:
+        raise ValueError(f"cannot pad an image of shape {rgb.shape} to {hw}")
+    if ph == 0 and pw == 0:
+        return rgb
+    border = cv2.BORDER_REFLECT_101 if ph < h and pw < w else cv2.BORDER_CONSTANT
+    return cv2.copyMakeBorder(rgb, 0, ph, 0, pw, border, value=0)
+
+
+def to_nchw(images: Sequence[np.ndarray], hw: tuple[int, int]) -> np.ndarray:
+    """Stack float RGB ``(h, w, 3)`` images (each h, w <= hw) into padded (N, 3, H, W)."""
+    if not images:
+        raise ValueError("empty batch")
+    batch = np.empty((len(images), 3, hw[0], hw[1]), dtype=np.float32)
+    for i, img in enumerate(images):
+        batch[i] = pad_to(img, hw).transpose(2, 0, 1)
+    return batch
+
+
+def logits_to_class_maps(logits: np.ndarray, sizes: Sequence[tuple[int, int]]) -> list[np.ndarray]:
+    """Arg-max over classes, cropped to each image's (h, w); uint8 class maps."""
+    if logits.ndim != 4 or logits.shape[0] != len(sizes):
+        raise ValueError(f"logits of shape {logits.shape} do not match {len(sizes)} images")
+    out = []
+    for i, (h, w) in enumerate(sizes):
+        out.append(np.ascontiguousarray(logits[i, :, :h, :w].argmax(axis=0).astype(np.uint8)))
+    return out
+
+
+def upsample_class_map(class_map: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
+    """Nearest-neighbour resize of a class map to frame size ``hw`` (for overlays and
+    ``--masks-out``; measurements use the map at inference resolution)."""
+    if class_map.shape[:2] == tuple(hw):
+        return class_map
+    return cv2.resize(class_map, (hw[1], hw[0]), interpolation=cv2.INTER_NEAREST)
