@@ -13,6 +13,9 @@ from edge.clikit import dispatch
 COMMANDS: dict[str, str] = {
     "check-data": "trainer.commands.check_data",
     "weights": "trainer.commands.weights",
+    "train": "trainer.commands.train",
+    "evaluate": "trainer.commands.evaluate",
+    "export": "trainer.commands.export",
 }
 
 

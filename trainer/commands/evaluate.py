@@ -1,0 +1,37 @@
+"""``crystal-train evaluate``: pixel accuracy, IoU, confusion matrix (and x50,3 vs truth)."""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = "evaluate a model (.onnx or .pt) on a labelled dataset: accuracy, IoU, x50,3 vs truth"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True,
+                        help="exported .onnx (with its .json) or a .pt checkpoint")
+    parser.add_argument("--data", required=True,
+                        help="labelled dataset folder (truth.json used when present)")
+    parser.add_argument("--json", default=None, help="write the full result as JSON here")
+    parser.add_argument("--max-frames", type=int, default=None,
+                        help="evaluate only the first N frames")
+    parser.add_argument("--no-measure", action="store_true",
+                        help="skip the full measurement even when truth.json exists")
+    parser.add_argument("--update-meta", action="store_true",
+                        help="record the metrics in the model's metadata JSON (.onnx only)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from trainer.evaluate import evaluate_model, update_model_metrics, write_json
+
+    result = evaluate_model(args.model, args.data, max_frames=args.max_frames,
+                            measure=not args.no_measure)
+    print(result.summary())
+    if args.json:
+        write_json(result, args.json)
+    if args.update_meta:
+        if not str(args.model).lower().endswith(".onnx"):
+            from edge.errors import UserError
+            raise UserError(f"--update-meta: {args.model} is not an .onnx model")
+        update_model_metrics(args.model, result)
+    return 0

@@ -1,0 +1,26 @@
+"""``crystal-train export``: checkpoint -> ONNX (+ metadata JSON), with a parity check."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+HELP = "export a training checkpoint to ONNX (opset 17, dynamic axes, optional FP16) + metadata"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--checkpoint", required=True, help="RUN/best.pt (or RUN/checkpoint.pt)")
+    parser.add_argument("--out", required=True,
+                        help="target .onnx (metadata .json written beside it)")
+    parser.add_argument("--fp16", action="store_true",
+                        help="store weights as float16 (I/O stay float32)")
+    parser.add_argument("--name", default=None,
+                        help="model name in the metadata (default: file stem)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from trainer.export import export_checkpoint
+
+    res = export_checkpoint(args.checkpoint, args.out, fp16=args.fp16, name=args.name)
+    print(json.dumps({k: v for k, v in res.to_payload().items() if k != "ops"}, indent=2))
+    return 0

@@ -1,0 +1,195 @@
+"""Training and evaluation loops and the segmentation metrics (torchvision reference layout).
+
+Metrics come from one confusion matrix (rows: true class, columns: predicted class;
+pixels labelled with the ignore index are not counted):
+
+- pixel accuracy = trace / sum (the study's "accuracy", Eq. 3, over all classes),
+- IoU of class k = C[k,k] / (row_k + col_k - C[k,k]) (NaN when the class is absent
+  from both truth and prediction).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from trainer.augment import IGNORE_INDEX
+
+log = logging.getLogger(__name__)
+
+
+# ----------------------------------------------------------------------------- metrics
+def confusion_matrix(pred: np.ndarray | torch.Tensor, target: np.ndarray | torch.Tensor,
+                     n_classes: int, *, ignore_index: int = IGNORE_INDEX) -> np.ndarray:
+    """Confusion matrix ``(K, K)`` int64, rows = true class, columns = predicted class.
+
+    Parameters
+    ----------
+    pred, target : array-like of int
+        Predicted and true class ids of the same shape.
+    n_classes : int
+        ``K``.
+    ignore_index : int
+        Target value not counted (padding, unlabelled).
+    """
+    if isinstance(pred, torch.Tensor):
+        pred = pred.detach().cpu().numpy()
+    if isinstance(target, torch.Tensor):
+        target = target.detach().cpu().numpy()
+    pred = np.asarray(pred)
+    target = np.asarray(target)
+    if pred.shape != target.shape:
+        raise ValueError(f"pred {pred.shape} and target {target.shape} differ in shape")
+    keep = target != ignore_index
+    t = target[keep].astype(np.int64)
+    p = pred[keep].astype(np.int64)
+    if t.size and (t.min() < 0 or t.max() >= n_classes or p.min() < 0 or p.max() >= n_classes):
+        raise ValueError(f"class ids outside 0..{n_classes - 1} (target {t.min()}..{t.max()}, "
+                         f"pred {p.min()}..{p.max()})")
+    return np.bincount(t * n_classes + p, minlength=n_classes * n_classes).reshape(
+        n_classes, n_classes)
+
+
+def metrics_from_confusion(cm: np.ndarray, class_names: list[str] | None = None) -> dict[str, Any]:
+    """Pixel accuracy, per-class IoU, mean IoU and per-class accuracy from a confusion matrix.
+
+    Returns plain JSON types; absent classes get ``None`` IoU and are left out of the mean.
+    """
+    cm = np.asarray(cm, dtype=np.float64)
+    k = cm.shape[0]
+    names = class_names or [str(i) for i in range(k)]
+    total = cm.sum()
+    tp = np.diag(cm)
+    union = cm.sum(0) + cm.sum(1) - tp
+    rows = cm.sum(1)
+    iou = [float(tp[i] / union[i]) if union[i] > 0 else None for i in range(k)]
+    acc_c = [float(tp[i] / rows[i]) if rows[i] > 0 else None for i in range(k)]
+    valid = [v for v in iou if v is not None]
+    return {
+        "pixel_accuracy": float(tp.sum() / total) if total > 0 else None,
+        "iou": dict(zip(names, iou, strict=True)),
+        "class_accuracy": dict(zip(names, acc_c, strict=True)),
+        "mean_iou": float(np.mean(valid)) if valid else None,
+        "pixels": int(total),
+        "confusion_matrix": cm.astype(np.int64).tolist(),
+    }
+
+
+# ----------------------------------------------------------------------------- loops
+def _autocast(device: torch.device, enabled: bool):
+    return torch.autocast(device_type=device.type, dtype=torch.float16,
+                          enabled=enabled and device.type == "cuda")
+
+
+def train_one_epoch(model: nn.Module, criterion: nn.Module, optimizer: torch.optim.Optimizer,
+                    loader, device: torch.device, *, epoch: int, n_classes: int,
+                    scheduler=None, scaler: torch.amp.GradScaler | None = None,
+                    max_steps: int | None = None, step0: int = 0,
+                    on_step: Callable[[dict[str, Any]], None] | None = None,
+                    progress: bool = False, deadline: float | None = None) -> dict[str, Any]:
+    """Train for one pass over ``loader`` (or until ``max_steps`` / ``deadline``).
+
+    Parameters
+    ----------
+    step0 : int
+        Global step count before this epoch (for ``max_steps`` and the per-step log).
+    on_step : callable, optional
+        Called with ``{'step', 'epoch', 'loss', 'accuracy', 'lr'}`` after every step.
+    deadline : float, optional
+        ``time.monotonic()`` value after which the epoch stops early.
+
+    Returns
+    -------
+    dict
+        ``loss`` (mean), ``pixel_accuracy``, ``iou`` per class, ``steps`` done, ``stopped``.
+    """
+    model.train()
+    cm = np.zeros((n_classes, n_classes), np.int64)
+    loss_sum, n = 0.0, 0
+    step = step0
+    stopped = False
+    it = loader
+    if progress:
+        from tqdm import tqdm
+        it = tqdm(loader, desc=f"epoch {epoch}", leave=False, dynamic_ncols=True)
+    for batch in it:
+        if max_steps is not None and step >= max_steps:
+            stopped = True
+            break
+        if deadline is not None and time.monotonic() > deadline:
+            stopped = True
+            break
+        images = batch[0].to(device, non_blocking=True)
+        targets = batch[1].to(device, non_blocking=True)
+        if not bool((targets != IGNORE_INDEX).any()):
+            log.debug("step skipped: every pixel of the batch is padding")
+            continue
+        with _autocast(device, scaler is not None):
+            logits = model(images)
+            loss = criterion(logits.float(), targets)
+        optimizer.zero_grad(set_to_none=True)
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            loss.backward()
+            optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
+        step += 1
+        lv = float(loss.detach())
+        if not math.isfinite(lv):
+            raise FloatingPointError(f"loss is {lv} at step {step}; lower --lr")
+        bcm = confusion_matrix(logits.detach().argmax(1), targets, n_classes)
+        cm += bcm
+        loss_sum += lv
+        n += 1
+        bacc = float(np.trace(bcm) / max(bcm.sum(), 1))
+        rec = {"step": step, "epoch": epoch, "loss": lv, "accuracy": bacc,
+               "lr": float(optimizer.param_groups[0]["lr"])}
+        if progress:
+            it.set_postfix(loss=f"{lv:.4f}", acc=f"{bacc:.4f}")
+        if on_step is not None:
+            on_step(rec)
+    out = metrics_from_confusion(cm)
+    out.update({"loss": loss_sum / n if n else float("nan"), "steps": n, "stopped": stopped})
+    return out
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, criterion: nn.Module | None, loader, device: torch.device, *,
+             n_classes: int, class_names: list[str] | None = None,
+             amp: bool = False) -> dict[str, Any]:
+    """Loss and confusion-matrix metrics of ``model`` over ``loader`` (no gradient)."""
+    model.eval()
+    cm = np.zeros((n_classes, n_classes), np.int64)
+    loss_sum, n = 0.0, 0
+    for batch in loader:
+        images = batch[0].to(device, non_blocking=True)
+        targets = batch[1].to(device, non_blocking=True)
+        with _autocast(device, amp):
+            logits = model(images)
+        if criterion is not None:
+            loss_sum += float(criterion(logits.float(), targets))
+            n += 1
+        cm += confusion_matrix(logits.argmax(1), targets, n_classes)
+    out = metrics_from_confusion(cm, class_names)
+    out["loss"] = loss_sum / n if n else None
+    return out
+
+
+def make_criterion(class_weights: np.ndarray | None, *, ignore_index: int = IGNORE_INDEX,
+                   device: torch.device | str = "cpu") -> nn.CrossEntropyLoss:
+    """Cross-entropy, weighted by ``class_weights`` when given, ignoring padding."""
+    w = None
+    if class_weights is not None:
+        w = torch.as_tensor(np.asarray(class_weights, dtype=np.float32), device=device)
+    return nn.CrossEntropyLoss(weight=w, ignore_index=ignore_index)

@@ -1,0 +1,222 @@
+"""ONNX export of a trained checkpoint, with parity check and model metadata.
+
+The exported graph is :class:`trainer.model.SegmentationNet`: input ``input`` NCHW float32
+RGB in [0, 1] (ImageNet normalisation folded into the graph), output ``logits``
+(N, n_classes, H, W); batch, height and width are dynamic (H, W multiples of 16).
+Legacy TorchScript exporter (``dynamo=False``), opset 17. ``--fp16`` converts the
+weights with onnxconverter-common (``keep_io_types=True``: float32 in and out).
+The metadata JSON beside the ONNX is written with :func:`edge.modelmeta.write_meta`.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edge.errors import UserError
+
+log = logging.getLogger(__name__)
+
+OPSET = 17
+INPUT_NAME = "input"
+OUTPUT_NAME = "logits"
+
+#: ONNX operators the exported graph may use: all are supported by TensorRT 10's ONNX
+#: parser (https://github.com/onnx/onnx-tensorrt/blob/main/docs/operators.md). A new op
+#: in the graph fails the export test, so nothing TensorRT lacks slips in unnoticed.
+TRT10_OPS = frozenset({
+    "Add", "AveragePool", "BatchNormalization", "Cast", "Clip", "Concat", "Constant",
+    "ConstantOfShape", "Conv", "Div", "Expand", "Gather", "GlobalAveragePool", "Identity",
+    "MaxPool", "Mul", "Pad", "ReduceMean", "Relu", "Reshape", "Resize", "Shape", "Slice",
+    "Sub", "Transpose", "Unsqueeze", "Squeeze", "Floor", "Range", "Equal", "Where",
+})
+
+
+@dataclass
+class ExportResult:
+    """What :func:`export_checkpoint` wrote and measured."""
+
+    onnx_path: str
+    meta_path: str
+    precision: str
+    size_bytes: int
+    sha256: str
+    ops: list[str]
+    parity: dict[str, Any] = field(default_factory=dict)
+
+    def to_payload(self) -> dict[str, Any]:
+        return {"onnx": self.onnx_path, "meta": self.meta_path, "precision": self.precision,
+                "size_bytes": self.size_bytes, "sha256": self.sha256, "ops": self.ops,
+                "parity": self.parity}
+
+
+def load_checkpoint(path: str | Path):
+    """Read a training checkpoint; returns ``(model in eval mode, checkpoint dict)``."""
+    import torch
+
+    from trainer.model import build_model
+
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: checkpoint not found")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:
+        raise UserError(f"{path}: cannot read checkpoint: {exc}") from None
+    if not isinstance(ckpt, dict) or "model" not in ckpt or "config" not in ckpt:
+        raise UserError(f"{path}: not a crystal-train checkpoint (no 'model'/'config')")
+    cfg = ckpt["config"]
+    model = build_model(cfg.get("backbone", "resnet50"), n_classes=int(cfg["n_classes"]),
+                        weights="none")
+    try:
+        model.load_state_dict(ckpt["model"])
+    except RuntimeError as exc:
+        raise UserError(f"{path}: weights do not fit: {str(exc).splitlines()[0]}") from None
+    model.eval()
+    return model, ckpt
+
+
+def onnx_ops(path: str | Path) -> list[str]:
+    """Sorted operator types used in an ONNX file (main graph)."""
+    import onnx
+
+    m = onnx.load(str(path), load_external_data=False)
+    return sorted({n.op_type for n in m.graph.node})
+
+
+def export_model(model, out: str | Path, *, sample_hw: tuple[int, int] = (256, 256),
+                 opset: int = OPSET, fp16: bool = False) -> Path:
+    """Export a :class:`SegmentationNet` to ONNX (dynamic N, H, W); optionally FP16 weights."""
+    import torch
+
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    model = model.eval().cpu()
+    dummy = torch.rand(1, 3, *sample_hw)
+    axes = {0: "batch", 2: "height", 3: "width"}
+    with torch.no_grad():
+        torch.onnx.export(model, (dummy,), str(out), dynamo=False, opset_version=opset,
+                          input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                          dynamic_axes={INPUT_NAME: axes, OUTPUT_NAME: axes},
+                          do_constant_folding=True)
+    if fp16:
+        import onnx
+        from onnxconverter_common import float16
+
+        m = onnx.load(str(out))
+        m16 = float16.convert_float_to_float16(m, keep_io_types=True)
+        onnx.save(m16, str(out))
+    return out
+
+
+def ort_session(path: str | Path):
+    """An ONNX Runtime CPU session for ``path`` (:class:`UserError` if it will not load)."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    try:
+        return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    except Exception as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise UserError(f"{path}: ONNX Runtime cannot load it: {first}") from None
+
+
+def parity(model, onnx_path: str | Path, *, inputs: np.ndarray | None = None,
+           seed: int = 0, hw: tuple[int, int] = (128, 160)) -> dict[str, Any]:
+    """Compare ONNX Runtime with PyTorch on the same input.
+
+    Returns max/mean absolute logit difference and the fraction of pixels with the same
+    argmax. ``inputs`` (NCHW float32 in [0, 1]) default to seeded uniform noise.
+    """
+    import torch
+
+    if inputs is None:
+        inputs = np.random.default_rng(seed).random((2, 3, *hw), dtype=np.float32)
+    sess = ort_session(onnx_path)
+    got = sess.run([OUTPUT_NAME], {INPUT_NAME: inputs.astype(np.float32)})[0]
+    with torch.no_grad():
+        ref = model.eval().cpu()(torch.from_numpy(inputs.astype(np.float32))).numpy()
+    if got.shape != ref.shape:
+        raise AssertionError(f"ONNX output {got.shape} != PyTorch {ref.shape}")
+    d = np.abs(got.astype(np.float64) - ref)
+    return {"max_abs_diff": float(d.max()), "mean_abs_diff": float(d.mean()),
+            "argmax_agreement": float((got.argmax(1) == ref.argmax(1)).mean()),
+            "input_shape": list(inputs.shape)}
+
+
+def export_checkpoint(checkpoint: str | Path, out: str | Path, *, fp16: bool = False,
+                      name: str | None = None, parity_inputs: np.ndarray | None = None,
+                      extra_metrics: dict[str, Any] | None = None) -> ExportResult:
+    """Export ``checkpoint`` to ``out`` (.onnx) and write the metadata JSON beside it.
+
+    Parameters
+    ----------
+    checkpoint : path
+        ``RUN/best.pt`` or ``RUN/checkpoint.pt`` written by ``crystal-train train``.
+    out : path
+        Target ``.onnx`` file.
+    fp16 : bool
+        Store the weights as float16 (inputs/outputs stay float32).
+    name : str, optional
+        Model name in the metadata (default: the file stem).
+    parity_inputs : numpy.ndarray, optional
+        NCHW float32 [0, 1] inputs for the parity check (default: seeded noise).
+    extra_metrics : dict, optional
+        Merged into the metadata's ``metrics``.
+    """
+    import torch
+
+    import trainer
+    from edge.modelmeta import ClassInfo, InputSpec, ModelMeta, sha256_file, write_meta
+    from trainer.model import IMAGENET_MEAN, IMAGENET_STD, SIZE_MULTIPLE
+
+    out = Path(out)
+    if out.suffix.lower() != ".onnx":
+        raise UserError(f"--out {out}: expected a .onnx file name")
+    model, ckpt = load_checkpoint(checkpoint)
+    cfg = ckpt["config"]
+    export_model(model, out, fp16=fp16)
+    ops = onnx_ops(out)
+    par = parity(model, out, inputs=parity_inputs)
+    log.info("parity ONNX Runtime vs PyTorch (%s): max |diff| %.2e, argmax agreement %.5f",
+             "fp16" if fp16 else "fp32", par["max_abs_diff"], par["argmax_agreement"])
+    val = (ckpt.get("metrics") or {}).get("val") or {}
+    metrics: dict[str, Any] = {
+        "checkpoint_epoch": int(ckpt.get("epoch", -1)), "checkpoint_step": int(ckpt.get("step", 0)),
+        "val_pixel_accuracy": val.get("pixel_accuracy"), "val_iou": val.get("iou"),
+        "val_mean_iou": val.get("mean_iou"),
+        "parity": par,
+    }
+    if extra_metrics:
+        metrics.update(extra_metrics)
+    training = {
+        "train_data": cfg.get("train_data"), "val_data": cfg.get("val_data"),
+        "epochs": cfg.get("epochs"), "steps": int(ckpt.get("step", 0)),
+        "batch_size": cfg.get("batch_size"), "lr": cfg.get("lr"),
+        "image_size": cfg.get("image_size"), "input_scale": cfg.get("input_scale"),
+        "augment": cfg.get("augment"), "weights_init": cfg.get("weights"),
+        "seed": cfg.get("seed"), "class_weights": ckpt.get("class_weights"),
+        "px_size_um_data": cfg.get("px_size_um_data"),
+    }
+    meta = ModelMeta(
+        name=name or out.stem, onnx_file=out.name, sha256=sha256_file(out), opset=OPSET,
+        classes=[ClassInfo(id=i, name=n) for i, n in enumerate(cfg["classes"])],
+        crystal_class_id=int(cfg.get("crystal_class", 2)),
+        input=InputSpec(mean=IMAGENET_MEAN, std=IMAGENET_STD, size_multiple=SIZE_MULTIPLE),
+        px_size_um=float(cfg["px_size_um"]),
+        architecture=dict(cfg.get("architecture") or {}, params=sum(
+            p.numel() for p in model.parameters()), torch=torch.__version__),
+        training=training, metrics=metrics, precision="fp16" if fp16 else "fp32",
+        trainer_version=trainer.__version__,
+        created=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    )
+    mpath = write_meta(meta, out)
+    return ExportResult(onnx_path=str(out), meta_path=str(mpath),
+                        precision=meta.precision, size_bytes=out.stat().st_size,
+                        sha256=meta.sha256, ops=ops, parity=par)

@@ -1,0 +1,129 @@
+"""The segmentation network: smp DeepLabV3+ with a ResNet encoder, normalisation inside.
+
+The network the trainer trains is exactly the network that is exported: a
+:class:`SegmentationNet` takes NCHW float32 RGB in [0, 1], applies the ImageNet
+mean/std inside the graph and returns per-pixel class logits (N, n_classes, H, W),
+the convention of :mod:`edge.modelmeta`.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from edge.errors import UserError
+
+log = logging.getLogger(__name__)
+
+BACKBONES = ("resnet18", "resnet34", "resnet50")
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+#: H and W of the input must be multiples of this (encoder output stride 16).
+SIZE_MULTIPLE = 16
+
+
+class SegmentationNet(nn.Module):
+    """Wrap a segmentation network so that it takes [0, 1] RGB and normalises itself.
+
+    Parameters
+    ----------
+    net : torch.nn.Module
+        Network mapping normalised NCHW images to logits.
+    mean, std : tuple of float
+        Per-channel normalisation constants, applied as ``(x - mean) / std``.
+    """
+
+    def __init__(self, net: nn.Module, mean: tuple[float, ...] = IMAGENET_MEAN,
+                 std: tuple[float, ...] = IMAGENET_STD) -> None:
+        super().__init__()
+        self.net = net
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net((x - self.mean) / self.std)
+
+
+def _resolve_weights(weights: str | None) -> tuple[str | None, Path | None]:
+    """Split ``--weights`` into an smp encoder-weights name and a file path."""
+    if weights is None or weights in ("none", ""):
+        return None, None
+    if weights == "imagenet":
+        return "imagenet", None
+    path = Path(weights)
+    if not path.is_file():
+        raise UserError(f"--weights {weights}: not 'imagenet', 'none' or an existing file")
+    return None, path
+
+
+def build_model(backbone: str = "resnet50", *, n_classes: int = 3,
+                weights: str | None = "none") -> SegmentationNet:
+    """Build DeepLabV3+ with a ResNet encoder, wrapped in :class:`SegmentationNet`.
+
+    Parameters
+    ----------
+    backbone : {'resnet18', 'resnet34', 'resnet50'}
+        Encoder; the study uses ResNet-50.
+    n_classes : int
+        Number of output classes (logit channels).
+    weights : str or None
+        ``'none'``/``None``: random initialisation, nothing is downloaded.
+        ``'imagenet'``: the library's ImageNet encoder weights (Hugging Face cache or
+        download). A file path: a checkpoint written by ``crystal-train train``
+        (``{'model': state_dict}``) or a bare state dict of the whole network.
+
+    Raises
+    ------
+    edge.errors.UserError
+        Unknown backbone, weights that cannot be obtained, or a file that does not fit.
+    """
+    import segmentation_models_pytorch as smp
+
+    if backbone not in BACKBONES:
+        raise UserError(f"--backbone {backbone}: expected one of {', '.join(BACKBONES)}")
+    if n_classes < 2:
+        raise UserError(f"classes: need at least 2 classes, got {n_classes}")
+    enc_weights, path = _resolve_weights(weights)
+    try:
+        net = smp.DeepLabV3Plus(encoder_name=backbone, encoder_weights=enc_weights,
+                                classes=n_classes)
+    except Exception as exc:  # network, cache or hub errors: the user's environment
+        if enc_weights is None:
+            raise
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(
+            f"--weights imagenet: cannot obtain the ImageNet weights for {backbone} "
+            f"(no internet and not in the Hugging Face cache?): {first[:200]}; "
+            "use --weights none or a file") from None
+    model = SegmentationNet(net)
+    if path is not None:
+        load_weights_file(model, path)
+    return model
+
+
+def load_weights_file(model: nn.Module, path: str | Path) -> None:
+    """Load a checkpoint (``{'model': ...}``) or a state dict into ``model``.
+
+    Raises :class:`UserError` naming the file when it cannot be read or does not fit.
+    """
+    path = Path(path)
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:
+        raise UserError(f"{path}: cannot read weights: {exc}") from None
+    state = obj.get("model", obj) if isinstance(obj, dict) else None
+    if not isinstance(state, dict):
+        raise UserError(f"{path}: not a checkpoint or state dict")
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise UserError(f"{path}: weights do not fit this network: {first[:200]}") from None
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of parameters of ``model``."""
+    return sum(p.numel() for p in model.parameters())

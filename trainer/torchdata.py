@@ -1,0 +1,160 @@
+"""torch Datasets over a :class:`trainer.data.LabelledDataset`.
+
+:class:`TrainCrops` yields randomly placed, augmented crops (one affine warp per sample,
+see :mod:`trainer.augment`); :class:`EvalFrames` yields whole frames padded to the
+network's size multiple (padding labelled with the ignore index). Both first resize the
+frames by ``input_scale`` (image INTER_AREA, label nearest), so the network runs at the
+pixel size ``px_size_um / input_scale``.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from trainer.augment import IGNORE_INDEX, AugmentConfig, augment_pair
+from trainer.model import SIZE_MULTIPLE
+
+
+def scale_pair(image: np.ndarray, label: np.ndarray,
+               input_scale: float) -> tuple[np.ndarray, np.ndarray]:
+    """Resize an image (area) and its label (nearest) by ``input_scale``."""
+    if input_scale == 1.0:
+        return image, label
+    h, w = label.shape
+    size = (max(1, round(w * input_scale)), max(1, round(h * input_scale)))
+    interp = cv2.INTER_AREA if input_scale < 1 else cv2.INTER_LINEAR
+    return (cv2.resize(image, size, interpolation=interp),
+            cv2.resize(label, size, interpolation=cv2.INTER_NEAREST))
+
+
+def scale_image(image: np.ndarray, input_scale: float) -> np.ndarray:
+    """Resize an image by ``input_scale`` as :func:`scale_pair` does."""
+    if input_scale == 1.0:
+        return image
+    h, w = image.shape[:2]
+    size = (max(1, round(w * input_scale)), max(1, round(h * input_scale)))
+    interp = cv2.INTER_AREA if input_scale < 1 else cv2.INTER_LINEAR
+    return cv2.resize(image, size, interpolation=interp)
+
+
+def pad_to_multiple(image: np.ndarray, label: np.ndarray | None = None,
+                    multiple: int = SIZE_MULTIPLE,
+                    *, ignore_index: int = IGNORE_INDEX):
+    """Pad bottom/right to multiples of ``multiple`` (image with 0, label with ignore)."""
+    h, w = image.shape[:2]
+    ph, pw = (-h) % multiple, (-w) % multiple
+    if ph or pw:
+        image = cv2.copyMakeBorder(image, 0, ph, 0, pw, cv2.BORDER_CONSTANT, value=(0, 0, 0))
+        if label is not None:
+            label = cv2.copyMakeBorder(label, 0, ph, 0, pw, cv2.BORDER_CONSTANT,
+                                       value=int(ignore_index))
+    return image, label
+
+
+def to_tensors(image: np.ndarray, label: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """float image (H, W, 3) in [0, 1] and uint8 label -> CHW float32, HW int64."""
+    if image.ndim == 2:
+        image = np.repeat(image[:, :, None], 3, axis=2)
+    x = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1), dtype=np.float32))
+    y = torch.from_numpy(label.astype(np.int64))
+    return x, y
+
+
+class _Frames:
+    """Loads frames of a LabelledDataset at the network scale, with a small cache."""
+
+    def __init__(self, data, input_scale: float, cache: bool) -> None:
+        if not input_scale > 0:
+            raise ValueError(f"input_scale must be > 0, got {input_scale}")
+        self.data = data
+        self.input_scale = float(input_scale)
+        self.cache = cache
+        self._cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+    def get(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        if i in self._cache:
+            return self._cache[i]
+        img, lab = self.data.load(i)
+        pair = scale_pair(img, lab, self.input_scale)
+        if self.cache:
+            self._cache[i] = pair
+        return pair
+
+
+class TrainCrops(Dataset):
+    """Random augmented crops of the training frames.
+
+    Parameters
+    ----------
+    data : trainer.data.LabelledDataset
+        The training frames.
+    crop_size : int
+        Side of the square crop at network scale (a multiple of 16).
+    samples_per_epoch : int
+        Length of one epoch in samples.
+    input_scale : float
+        Resize factor applied to frames before cropping (0.5: half resolution).
+    augment : AugmentConfig, optional
+        Augmentation settings (default: the study's).
+    seed : int
+        Base seed; sample ``k`` of epoch ``e`` always gets the same augmentation.
+    """
+
+    #: redraw the augmentation (up to MAX_TRIES times) while fewer than this fraction of
+    #: the crop's pixels come from inside the frame
+    MIN_VALID = 0.5
+    MAX_TRIES = 10
+
+    def __init__(self, data, *, crop_size: int = 256, samples_per_epoch: int = 64,
+                 input_scale: float = 1.0, augment: AugmentConfig | None = None,
+                 seed: int = 0, cache: bool = True) -> None:
+        if len(data) == 0:
+            raise ValueError("training dataset is empty")
+        if crop_size % SIZE_MULTIPLE:
+            raise ValueError(f"crop_size must be a multiple of {SIZE_MULTIPLE}, got {crop_size}")
+        self.frames = _Frames(data, input_scale, cache)
+        self.crop_size = int(crop_size)
+        self.samples_per_epoch = int(samples_per_epoch)
+        self.augment = augment or AugmentConfig()
+        self.seed = int(seed)
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return self.samples_per_epoch
+
+    def __getitem__(self, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        rng = np.random.default_rng([self.seed, self.epoch, int(k)])
+        n = len(self.frames.data)
+        i = int(rng.integers(n)) if self.samples_per_epoch != n else int(k)
+        img, lab = self.frames.get(i)
+        h, w = lab.shape
+        half = self.crop_size / 2.0
+        cx = rng.uniform(min(half, w / 2.0), max(w - half, w / 2.0))
+        cy = rng.uniform(min(half, h / 2.0), max(h - half, h / 2.0))
+        size = (self.crop_size, self.crop_size)
+        for _ in range(self.MAX_TRIES):
+            x, y = augment_pair(img, lab, rng, self.augment, out_size=size, src_center=(cx, cy))
+            if np.count_nonzero(y != IGNORE_INDEX) >= self.MIN_VALID * y.size:
+                break
+        return to_tensors(x, y)
+
+
+class EvalFrames(Dataset):
+    """Whole frames at network scale, padded to the size multiple (no augmentation)."""
+
+    def __init__(self, data, *, input_scale: float = 1.0, cache: bool = True) -> None:
+        self.frames = _Frames(data, input_scale, cache)
+
+    def __len__(self) -> int:
+        return len(self.frames.data)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        img, lab = self.frames.get(i)
+        img, lab = pad_to_multiple(img, lab)
+        return to_tensors(img.astype(np.float32) / 255.0, lab)

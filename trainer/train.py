@@ -1,0 +1,375 @@
+"""Train DeepLabV3+ (ResNet encoder) on a labelled dataset: ``crystal-train train``.
+
+Layout of the torchvision reference scripts: :func:`get_args_parser`, :func:`main`, with
+:func:`trainer.engine.train_one_epoch` and :func:`trainer.engine.evaluate`. Multi-GPU
+through ``torchrun`` (DDP with a DistributedSampler) when ``WORLD_SIZE > 1``; nothing
+changes for the user.
+
+A run directory holds ``config.json``, ``class_weights.json``, ``metrics.csv`` (one row
+per epoch), ``steps.csv`` (one row per iteration), ``training.png`` (the study's Fig. 3),
+``checkpoint.pt`` (latest, for ``--resume``) and ``best.pt`` (best validation accuracy).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edge.errors import UserError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_VAL_FRACTION = 0.1
+
+
+def add_train_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The arguments of ``crystal-train train`` (shared by the command and :func:`main`)."""
+    p.add_argument("--data", required=True,
+                   help="training dataset folder (images/, labels/, classes.json)")
+    p.add_argument("--val", default=None,
+                   help="validation dataset folder "
+                        f"(default: a seeded {DEFAULT_VAL_FRACTION * 100:.0f} %% split of --data)")
+    p.add_argument("--out", required=True, help="run directory (created)")
+    p.add_argument("--backbone", default="resnet50", choices=["resnet18", "resnet34", "resnet50"],
+                   help="encoder (default resnet50, the study's)")
+    p.add_argument("--weights", default="imagenet",
+                   help="encoder init: imagenet (library weights, from cache or download), "
+                        "none, or a file")
+    p.add_argument("--epochs", type=int, default=50, help="number of epochs (default 50)")
+    p.add_argument("--batch-size", type=int, default=8,
+                   help="mini-batch size per device (default 8, the study's)")
+    p.add_argument("--lr", type=float, default=5e-4,
+                   help="peak learning rate of AdamW (default 5e-4)")
+    p.add_argument("--weight-decay", type=float, default=1e-4, help="AdamW weight decay")
+    p.add_argument("--warmup-steps", type=int, default=20, help="linear warm-up steps")
+    p.add_argument("--image-size", type=int, default=512,
+                   help="side of the square training crops at network scale (multiple of 16)")
+    p.add_argument("--input-scale", type=float, default=1.0,
+                   help="resize frames by this factor before cropping (0.5: half resolution)")
+    p.add_argument("--steps-per-epoch", type=int, default=None,
+                   help="optimizer steps per epoch (default: one crop per training frame)")
+    p.add_argument("--max-steps", type=int, default=None,
+                   help="stop after this many steps in total")
+    p.add_argument("--max-minutes", type=float, default=None,
+                   help="stop (after validating and saving) when this much wall time has passed")
+    p.add_argument("--augment", default="study", choices=["study", "light", "none"],
+                   help="augmentation preset (study: Table 3 of the study plus photometric jitter)")
+    p.add_argument("--no-class-weights", action="store_true",
+                   help="plain cross-entropy instead of median-frequency class weights")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="device")
+    p.add_argument("--workers", type=int, default=2, help="data loader worker processes")
+    p.add_argument("--seed", type=int, default=0, help="random seed")
+    p.add_argument("--resume", default=None, help="continue from RUN/checkpoint.pt")
+    p.add_argument("--no-progress", action="store_true", help="no tqdm progress bar")
+    return p
+
+
+def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
+    """The argument parser (torchvision reference style)."""
+    p = argparse.ArgumentParser(description="Train a crystal segmentation model", add_help=add_help)
+    return add_train_arguments(p)
+
+
+# ----------------------------------------------------------------------------- helpers
+def _dist_info() -> tuple[int, int, int]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    return world, rank, local
+
+
+def select_device(name: str, local_rank: int = 0):
+    import torch
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda: no CUDA device available")
+    if name == "cuda" or (name == "auto" and torch.cuda.is_available()):
+        return torch.device("cuda", local_rank)
+    return torch.device("cpu")
+
+
+def compute_class_weights(data) -> tuple[np.ndarray, dict[str, Any]]:
+    """Median-frequency class weights of a training set (the study's Table 2).
+
+    Uses :mod:`trainer.weights`; returns the weights and a JSON summary.
+    """
+    from trainer.weights import class_pixel_stats
+
+    cw = class_pixel_stats(data)
+    log.info("class weights (median frequency) of %s:\n%s", data.root, cw.table())
+    return np.asarray(cw.weights, dtype=np.float64), cw.to_payload()
+
+
+def lr_lambda_factory(warmup: int, total: int):
+    """Linear warm-up, then cosine decay to 1 % of the peak at ``total`` steps."""
+    def f(step: int) -> float:
+        if warmup > 0 and step < warmup:
+            return (step + 1) / warmup
+        if total <= warmup:
+            return 1.0
+        t = min(1.0, (step - warmup) / max(1, total - warmup))
+        return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * t))
+    return f
+
+
+def _check_args(args: argparse.Namespace) -> None:
+    if args.image_size <= 0 or args.image_size % 16:
+        raise UserError(f"--image-size {args.image_size}: must be a positive multiple of 16")
+    if not 0 < args.input_scale <= 4:
+        raise UserError(f"--input-scale {args.input_scale}: must be in (0, 4]")
+    for name in ("epochs", "batch_size"):
+        if getattr(args, name) < 1:
+            raise UserError(f"--{name.replace('_', '-')} {getattr(args, name)}: must be >= 1")
+    if args.lr <= 0:
+        raise UserError(f"--lr {args.lr}: must be > 0")
+
+
+def _load_datasets(args):
+    from trainer.data import LabelledDataset
+
+    train = LabelledDataset(args.data)
+    if train.issues:
+        for issue in train.issues[:5]:
+            log.warning("skipping: %s", issue)
+    if len(train) == 0:
+        raise UserError(f"{args.data}: no image/label pairs")
+    if args.val:
+        val = LabelledDataset(args.val)
+        if val.class_names != train.class_names:
+            raise UserError(f"{args.val}: classes {val.class_names} differ from "
+                            f"{args.data}'s {train.class_names}")
+    elif len(train) >= 2:
+        train, val = train.split(DEFAULT_VAL_FRACTION, seed=args.seed)
+    else:
+        val = None
+    return train, val
+
+
+def _data_summary(data) -> dict[str, Any]:
+    if data is None:
+        return {}
+    return {"root": str(data.root), "n_frames": len(data), "px_size_um": data.px_size_um}
+
+
+def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+    if not rows:
+        return
+    keys: list[str] = []
+    for r in rows:
+        keys += [k for k in r if k not in keys]
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=keys)
+        w.writeheader()
+        w.writerows(rows)
+
+
+def _flat(prefix: str, m: dict[str, Any]) -> dict[str, Any]:
+    out = {f"{prefix}_loss": m.get("loss"), f"{prefix}_accuracy": m.get("pixel_accuracy"),
+           f"{prefix}_mean_iou": m.get("mean_iou")}
+    for name, v in (m.get("iou") or {}).items():
+        out[f"{prefix}_iou_{name}"] = v
+    return out
+
+
+# ----------------------------------------------------------------------------- main
+def main(args: argparse.Namespace) -> dict[str, Any]:
+    """Train; returns a summary (best validation metrics, paths)."""
+    import torch
+    from torch.utils.data import DataLoader
+
+    from trainer.augment import PRESETS
+    from trainer.engine import evaluate, make_criterion, train_one_epoch
+    from trainer.model import build_model, count_parameters
+    from trainer.torchdata import EvalFrames, TrainCrops
+    from trainer.trainplot import plot_training
+
+    _check_args(args)
+    world, rank, local_rank = _dist_info()
+    distributed = world > 1
+    device = select_device(args.device, local_rank)
+    if distributed:
+        import torch.distributed as dist
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+    main_proc = rank == 0
+    torch.manual_seed(args.seed + rank)
+
+    out = Path(args.out)
+    ckpt = None
+    if args.resume:
+        rpath = Path(args.resume)
+        if not rpath.is_file():
+            raise UserError(f"--resume {rpath}: checkpoint not found")
+        try:
+            ckpt = torch.load(rpath, map_location="cpu", weights_only=False)
+        except Exception as exc:
+            raise UserError(f"--resume {rpath}: cannot read checkpoint: {exc}") from None
+        if not isinstance(ckpt, dict) or "optimizer" not in ckpt:
+            raise UserError(f"--resume {rpath}: not a training checkpoint")
+    if main_proc:
+        out.mkdir(parents=True, exist_ok=True)
+
+    train_data, val_data = _load_datasets(args)
+    n_classes = train_data.n_classes
+    class_names = train_data.class_names
+    px = train_data.px_size_um
+    if px is None:
+        log.warning("%s: classes.json has no px_size_um; assuming 1.45 um", args.data)
+        px = 1.45
+    px_net = px / args.input_scale
+
+    # class weights (saved in the run dir and the checkpoint)
+    if ckpt is not None:
+        cw = np.asarray(ckpt["class_weights"]) if ckpt.get("class_weights") is not None else None
+        cw_summary = ckpt.get("class_weights_summary", {})
+    elif args.no_class_weights:
+        cw, cw_summary = None, {"weights": None}
+    else:
+        cw, cw_summary = compute_class_weights(train_data)
+    if main_proc:
+        log.info("class weights %s: %s", class_names,
+                 None if cw is None else [round(float(v), 4) for v in cw])
+        (out / "class_weights.json").write_text(json.dumps(cw_summary, indent=2) + "\n")
+
+    model = build_model(args.backbone, n_classes=n_classes,
+                        weights="none" if ckpt is not None else args.weights)
+    if ckpt is not None:
+        model.load_state_dict(ckpt["model"])
+    model.to(device)
+    log.info("model DeepLabV3Plus/%s: %.1f M parameters, device %s",
+             args.backbone, count_parameters(model) / 1e6, device)
+
+    steps_per_epoch = args.steps_per_epoch or max(1, math.ceil(len(train_data) / args.batch_size))
+    total_steps = steps_per_epoch * args.epochs
+    if args.max_steps is not None:
+        total_steps = min(total_steps, args.max_steps)
+    train_ds = TrainCrops(train_data, crop_size=args.image_size,
+                          samples_per_epoch=steps_per_epoch * args.batch_size * world,
+                          input_scale=args.input_scale, augment=PRESETS[args.augment],
+                          seed=args.seed)
+    sampler = None
+    if distributed:
+        from torch.utils.data.distributed import DistributedSampler
+        sampler = DistributedSampler(train_ds, shuffle=True, seed=args.seed)
+        model = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[local_rank] if device.type == "cuda" else None)
+    workers = max(0, args.workers)
+    train_loader = DataLoader(train_ds, batch_size=args.batch_size, shuffle=sampler is None,
+                              sampler=sampler, num_workers=workers, drop_last=True,
+                              pin_memory=device.type == "cuda",
+                              persistent_workers=workers > 0,
+                              generator=torch.Generator().manual_seed(args.seed))
+    val_loader = None
+    if val_data is not None and main_proc:
+        val_loader = DataLoader(EvalFrames(val_data, input_scale=args.input_scale),
+                                batch_size=1, shuffle=False, num_workers=0)
+
+    criterion = make_criterion(cw, device=device)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad],
+                                  lr=args.lr, weight_decay=args.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lr_lambda_factory(args.warmup_steps, total_steps))
+    scaler = torch.amp.GradScaler("cuda") if device.type == "cuda" else None
+
+    start_epoch, step, best_acc = 0, 0, -1.0
+    epoch_rows: list[dict[str, Any]] = []
+    step_rows: list[dict[str, Any]] = []
+    if ckpt is not None:
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        if scaler is not None and ckpt.get("scaler"):
+            scaler.load_state_dict(ckpt["scaler"])
+        start_epoch = int(ckpt["epoch"]) + 1
+        step = int(ckpt.get("step", 0))
+        best_acc = float(ckpt.get("best_accuracy", -1.0))
+        epoch_rows = list(ckpt.get("epoch_rows", []))
+        step_rows = list(ckpt.get("step_rows", []))
+        log.info("resumed from %s at epoch %d (step %d)", args.resume, start_epoch, step)
+
+    config = {k: v for k, v in vars(args).items() if not k.startswith("_") and not callable(v)}
+    config.update({
+        "n_classes": n_classes, "classes": class_names, "crystal_class": train_data.crystal_class,
+        "px_size_um_data": px, "px_size_um": px_net, "size_multiple": 16,
+        "architecture": {"name": "DeepLabV3Plus", "encoder": args.backbone,
+                         "library": "segmentation-models-pytorch"},
+        "train_data": _data_summary(train_data), "val_data": _data_summary(val_data),
+        "steps_per_epoch": steps_per_epoch, "total_steps": total_steps, "world_size": world,
+    })
+    if main_proc:
+        (out / "config.json").write_text(json.dumps(config, indent=2, default=str) + "\n")
+
+    deadline = time.monotonic() + args.max_minutes * 60 if args.max_minutes else None
+    bare = model.module if distributed else model
+    best_metrics: dict[str, Any] = {}
+    epoch = start_epoch - 1
+    for epoch in range(start_epoch, args.epochs):
+        if step >= total_steps or (deadline is not None and time.monotonic() > deadline):
+            break
+        train_ds.set_epoch(epoch)
+        if sampler is not None:
+            sampler.set_epoch(epoch)
+        t0 = time.monotonic()
+        tm = train_one_epoch(model, criterion, optimizer, train_loader, device, epoch=epoch,
+                             n_classes=n_classes, scheduler=scheduler, scaler=scaler,
+                             max_steps=total_steps, step0=step, on_step=step_rows.append,
+                             progress=main_proc and not args.no_progress, deadline=deadline)
+        step += tm["steps"]
+        if not main_proc:
+            continue
+        vm = (evaluate(bare, criterion, val_loader, device, n_classes=n_classes,
+                       class_names=class_names, amp=scaler is not None)
+              if val_loader is not None else {})
+        row = {"epoch": epoch, "step": step, "lr": optimizer.param_groups[0]["lr"],
+               "seconds": round(time.monotonic() - t0, 2)}
+        tm["iou"] = dict(zip(class_names, tm["iou"].values(), strict=True))
+        row.update(_flat("train", tm))
+        row.update(_flat("val", vm))
+        epoch_rows.append(row)
+        score = vm.get("pixel_accuracy") if vm else tm.get("pixel_accuracy")
+        log.info("epoch %d step %d: train loss %.4f acc %.4f | val loss %s acc %s crystal IoU %s",
+                 epoch, step, tm["loss"], tm["pixel_accuracy"] or float("nan"),
+                 _fmt(vm.get("loss")), _fmt(vm.get("pixel_accuracy")),
+                 _fmt((vm.get("iou") or {}).get(class_names[train_data.crystal_class])))
+        state = {
+            "model": bare.state_dict(), "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "scaler": scaler.state_dict() if scaler is not None else None,
+            "epoch": epoch, "step": step, "config": config,
+            "class_weights": None if cw is None else [float(v) for v in cw],
+            "class_weights_summary": cw_summary, "best_accuracy": best_acc,
+            "epoch_rows": epoch_rows, "step_rows": step_rows, "metrics": {"val": vm, "train": tm},
+        }
+        if score is not None and score > best_acc:
+            best_acc = float(score)
+            state["best_accuracy"] = best_acc
+            best_metrics = {"epoch": epoch, "step": step, "val": vm, "train": tm}
+            torch.save(state, out / "best.pt")
+        torch.save(state, out / "checkpoint.pt")
+        _write_csv(out / "metrics.csv", epoch_rows)
+        _write_csv(out / "steps.csv", step_rows)
+        try:
+            plot_training(step_rows, epoch_rows, out / "training.png")
+        except Exception as exc:  # a plot must never stop training
+            log.warning("training plot not written: %s", exc)
+    if distributed:
+        import torch.distributed as dist
+        dist.destroy_process_group()
+    summary = {"run": str(out), "epochs_done": epoch + 1, "steps": step,
+               "best_val_accuracy": best_acc if best_acc >= 0 else None, "best": best_metrics}
+    if main_proc:
+        log.info("done: %d steps, best accuracy %s -> %s", step, _fmt(summary["best_val_accuracy"]),
+                 out / "best.pt")
+    return summary
+
+
+def _fmt(v: Any) -> str:
+    return "n/a" if v is None else f"{v:.4f}"
