@@ -1,0 +1,100 @@
+"""Pre-processing: channels, bit depths, scale/pixel size, padding, class-map cropping."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from edge.preprocess import (
+    auto_inference_scale,
+    grey_u8,
+    infer_bit_depth,
+    inference_px_size,
+    logits_to_class_maps,
+    pad_to,
+    padded_hw,
+    resize_for_inference,
+    to_nchw,
+    to_rgb_float,
+    upsample_class_map,
+)
+
+
+def test_bgr_from_opencv_becomes_rgb(tmp_path):
+    bgr = np.zeros((4, 5, 3), np.uint8)
+    bgr[:, :, 0] = 255  # blue in OpenCV order
+    path = tmp_path / "blue.png"
+    cv2.imwrite(str(path), bgr)
+    rgb = to_rgb_float(cv2.imread(str(path), cv2.IMREAD_UNCHANGED))
+    assert rgb.shape == (4, 5, 3) and rgb.dtype == np.float32
+    np.testing.assert_array_equal(rgb[0, 0], [0.0, 0.0, 1.0])
+    np.testing.assert_array_equal(to_rgb_float(bgr, color_order="rgb")[0, 0], [1.0, 0.0, 0.0])
+
+
+def test_grey_and_bgra_and_single_channel():
+    grey = np.full((3, 3), 51, np.uint8)
+    out = to_rgb_float(grey)
+    assert out.shape == (3, 3, 3)
+    np.testing.assert_allclose(out, 0.2)
+    np.testing.assert_allclose(to_rgb_float(grey[:, :, None]), out)
+    bgra = np.dstack([np.full((2, 2), v, np.uint8) for v in (0, 0, 255, 7)])
+    np.testing.assert_allclose(to_rgb_float(bgra)[0, 0], [1.0, 0.0, 0.0])
+
+
+def test_16bit_scaled_by_actual_bit_depth(tmp_path):
+    twelve = np.array([[0, 4095], [2048, 1000]], np.uint16)  # 12-bit camera in uint16
+    path = tmp_path / "g16.png"
+    cv2.imwrite(str(path), twelve)
+    back = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    assert back.dtype == np.uint16 and infer_bit_depth(back) == 12
+    out = to_rgb_float(back)
+    np.testing.assert_allclose(out[:, :, 0], twelve / 4095.0, rtol=1e-6)
+    full = np.array([[0, 65535]], np.uint16)
+    np.testing.assert_allclose(to_rgb_float(full)[0, :, 0], [0.0, 1.0])
+    np.testing.assert_allclose(to_rgb_float(twelve, bit_depth=16)[0, 1, 0], 4095 / 65535)
+    assert grey_u8(twelve)[0, 1] == 255
+
+
+def test_bad_inputs_quote_the_shape():
+    with pytest.raises(ValueError, match=r"got shape \(4, 4, 2\)"):
+        to_rgb_float(np.zeros((4, 4, 2), np.uint8))
+    with pytest.raises(ValueError, match="must be in"):
+        to_rgb_float(np.full((2, 2), 3.0, np.float32))
+    with pytest.raises(ValueError, match="dtype int64"):
+        to_rgb_float(np.zeros((2, 2), np.int64))
+
+
+def test_scale_and_pixel_size():
+    assert inference_px_size(1.45, 0.5) == pytest.approx(2.9)
+    assert auto_inference_scale(1.45, 2.9) == pytest.approx(0.5)
+    img = np.random.default_rng(0).uniform(0, 1, (768, 1024, 3)).astype(np.float32)
+    assert resize_for_inference(img, 0.5).shape == (384, 512, 3)
+    assert resize_for_inference(img, 1.0) is img
+    assert padded_hw((384, 500), 16) == (384, 512)
+    assert padded_hw((241, 320), 32) == (256, 320)
+
+
+def test_pad_then_crop_round_trip():
+    rng = np.random.default_rng(1)
+    imgs = [rng.uniform(0, 1, (30, 41, 3)).astype(np.float32),
+            rng.uniform(0, 1, (32, 48, 3)).astype(np.float32)]
+    batch = to_nchw(imgs, (32, 48))
+    assert batch.shape == (2, 3, 32, 48)
+    np.testing.assert_array_equal(batch[0, :, :30, :41], imgs[0].transpose(2, 0, 1))
+    # reflected padding continues the image, not zeros
+    np.testing.assert_array_equal(batch[0, :, 30, :41], imgs[0][28].T)
+    logits = np.zeros((2, 3, 32, 48), np.float32)
+    logits[:, 2] = 1.0
+    maps = logits_to_class_maps(logits, [(30, 41), (32, 48)])
+    assert [m.shape for m in maps] == [(30, 41), (32, 48)]
+    assert all(m.dtype == np.uint8 and (m == 2).all() for m in maps)
+    with pytest.raises(ValueError, match="cannot pad"):
+        pad_to(imgs[1], (16, 16))
+
+
+def test_upsample_class_map_nearest():
+    cm = np.array([[0, 1], [2, 2]], np.uint8)
+    up = upsample_class_map(cm, (4, 4))
+    assert set(np.unique(up)) == {0, 1, 2}
+    np.testing.assert_array_equal(up[::2, ::2], cm)
