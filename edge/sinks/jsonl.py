@@ -1,0 +1,119 @@
+"""JSON-lines sink: one line per batch report (and, optionally, per health snapshot).
+
+Each line is one JSON object with a ``type`` field (``"psd"`` or ``"health"``) and the
+payload under ``payload``. Lines are written whole, flushed and fsync'd before
+:meth:`JsonlSink.publish` returns, so a report the sink accepted survives a power cut.
+``path = "-"`` writes to standard output (no fsync).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import threading
+from pathlib import Path
+from typing import Any, TextIO
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from edge.errors import UserError
+from edge.sinks.base import Publishable
+
+
+class JsonlSinkConfig(BaseModel):
+    """``[sinks.jsonl]``: batch reports as JSON lines in a file or on stdout."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = Field(True, description="write batch reports as JSON lines")
+    path: str = Field(
+        "-",
+        description="output file (appended; relative paths are relative to the "
+                    "configuration file), or '-' for standard output")
+    health: bool = Field(
+        False, description="also write every health snapshot as a line (type 'health')")
+    fsync: bool = Field(True, description="fsync after every line (files only)")
+
+
+class JsonlSink:
+    """Append reports to a JSON-lines file or stdout (see the module docstring)."""
+
+    name = "jsonl"
+
+    def __init__(self, config: JsonlSinkConfig | None = None, *,
+                 stream: TextIO | None = None) -> None:
+        self.config = config or JsonlSinkConfig()
+        self._stream = stream
+        self._file: TextIO | None = None
+        self._lock = threading.Lock()
+        self._written = 0
+        self._errors = 0
+        self._last_error: str | None = None
+
+    @property
+    def to_stdout(self) -> bool:
+        return self._stream is None and self.config.path == "-"
+
+    def open(self) -> None:
+        if self._stream is not None or self.to_stdout:
+            return
+        path = Path(self.config.path)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._file = open(path, "a", encoding="utf-8")
+        except OSError as exc:
+            raise UserError(f"sinks.jsonl.path {path}: cannot open for appending: "
+                            f"{exc.strerror or exc}") from None
+
+    def _out(self) -> TextIO:
+        if self._stream is not None:
+            return self._stream
+        if self._file is not None:
+            return self._file
+        return sys.stdout
+
+    def _write(self, record: dict[str, Any]) -> None:
+        line = json.dumps(record, separators=(",", ":"), allow_nan=False) + "\n"
+        with self._lock:
+            out = self._out()
+            try:
+                out.write(line)
+                out.flush()
+                if self.config.fsync and self._file is not None:
+                    os.fsync(self._file.fileno())
+            except (OSError, ValueError) as exc:
+                self._errors += 1
+                self._last_error = str(exc)
+                raise
+            self._written += 1
+
+    def publish(self, report: Publishable) -> None:
+        self._write({"type": "psd", "batch_id": report.batch_id,
+                     "payload": report.to_payload()})
+
+    def publish_health(self, health: dict[str, Any]) -> None:
+        if self.config.health:
+            self._write({"type": "health", "payload": health})
+
+    def health(self) -> dict[str, Any]:
+        return {"name": self.name, "path": self.config.path, "lines_written": self._written,
+                "errors": self._errors, "last_error": self._last_error}
+
+    def close(self) -> None:
+        with self._lock:
+            if self._file is not None:
+                self._file.close()
+                self._file = None
+
+
+def read_jsonl(path: str | Path, *, type_: str | None = "psd") -> list[dict[str, Any]]:
+    """Records of a JSON-lines file written by :class:`JsonlSink` (optionally one type)."""
+    out = []
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            if line.strip():
+                rec = json.loads(line)
+                if type_ is None or rec.get("type") == type_:
+                    out.append(rec)
+    return out

@@ -1,0 +1,43 @@
+"""Capture sources: where frames come from (a watched folder, a camera, a generator).
+
+The registry is explicit: :data:`SOURCES` maps the ``[source] type`` to the module and
+class; :func:`build_source` constructs the configured one. See :mod:`edge.sources.base`
+for the interface.
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Annotated, Union
+
+from pydantic import Field
+
+from edge.sources.base import Frame, FrameSource
+from edge.sources.folder import FolderSourceConfig
+from edge.sources.opencv import OpenCVSourceConfig
+from edge.sources.synthetic import SyntheticSourceConfig
+
+#: ``[source] type`` -> "module:Class"
+SOURCES: dict[str, str] = {
+    "folder": "edge.sources.folder:FolderSource",
+    "opencv": "edge.sources.opencv:OpenCVSource",
+    "synthetic": "edge.sources.synthetic:SyntheticSource",
+}
+
+SourceConfig = Annotated[
+    Union[FolderSourceConfig, OpenCVSourceConfig, SyntheticSourceConfig],  # noqa: UP007
+    Field(discriminator="type"),
+]
+"""The ``[source]`` section: one of the source configs, chosen by ``type``."""
+
+
+def build_source(config: FolderSourceConfig | OpenCVSourceConfig | SyntheticSourceConfig, *,
+                 state_dir: str | Path) -> FrameSource:
+    """Construct (not yet open) the source named by ``config.type``."""
+    module_name, cls_name = SOURCES[config.type].split(":")
+    cls = getattr(importlib.import_module(module_name), cls_name)
+    return cls(config, state_dir=state_dir)
+
+
+__all__ = ["SOURCES", "Frame", "FrameSource", "SourceConfig", "build_source"]

@@ -1,0 +1,83 @@
+"""The capture-source interface and the frame record it yields.
+
+A source yields :class:`Frame` records from :meth:`FrameSource.frames` until the stop
+event is set (or the source is exhausted). A frame it could not decode is still yielded,
+with ``image=None`` and ``error`` set, so that the pipeline counts it as a rejection
+with a reason instead of it vanishing. The pipeline calls :meth:`FrameSource.ack` with
+the frames of a batch once that batch is closed and handed to the sinks; a source with
+durable bookkeeping (the folder source) marks them done only then, so a crash never
+loses a frame that was not yet counted into a delivered batch.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+
+@dataclass
+class Frame:
+    """One captured frame (or one that failed to decode).
+
+    Attributes
+    ----------
+    name : str
+        Human-readable name: file name, ``cam:<seq>``, ``synthetic:<seq>``.
+    seq : int
+        Sequence number within this source run, from 0.
+    image : numpy.ndarray or None
+        BGR uint8 (H, W, 3) image as OpenCV decodes it; None when ``error`` is set.
+    t_capture : float
+        Wall-clock time (``time.time()``) the frame was captured / picked up.
+    error : str or None
+        Why the frame is unusable (``"unreadable: <detail>"``); counted as ``unreadable``.
+    token : Any
+        Opaque bookkeeping handle the source needs in :meth:`FrameSource.ack`.
+    truth : dict
+        Optional ground truth (synthetic source), carried through for tests and demos.
+    """
+
+    name: str
+    seq: int
+    image: np.ndarray | None
+    t_capture: float
+    error: str | None = None
+    token: Any = None
+    truth: dict[str, Any] = field(default_factory=dict)
+
+
+@runtime_checkable
+class FrameSource(Protocol):
+    """A capture source (see the module docstring)."""
+
+    #: registry name: ``"folder"``, ``"opencv"``, ``"synthetic"``
+    name: str
+
+    def open(self) -> None:
+        """Prepare the source (databases, first connection). Raise UserError on bad config."""
+        ...
+
+    def frames(self, stop: threading.Event) -> Iterator[Frame]:
+        """Yield frames until ``stop`` is set or the source is exhausted."""
+        ...
+
+    def ack(self, frames: Iterable[Frame]) -> None:
+        """The frames were counted into a batch that was handed to the sinks."""
+        ...
+
+    def health(self) -> dict[str, Any]:
+        """Plain-JSON state for the health snapshot (reconnects, pending files, ...)."""
+        ...
+
+    def close(self) -> None:
+        """Release devices and files. Idempotent."""
+        ...
+
+
+def wait(stop: threading.Event, seconds: float) -> bool:
+    """Sleep up to ``seconds``; return True when ``stop`` was set meanwhile."""
+    return stop.wait(max(0.0, seconds))

@@ -1,0 +1,374 @@
+"""Folder source: new image files dropped into a directory by the camera software.
+
+The directory is polled. A file is read once its size and modification time have been
+the same for ``stable_polls`` consecutive polls (and it is at least ``min_age_s`` old),
+and a PNG/JPEG without its end marker is re-checked for ``truncated_grace_s``, so a
+file that is still being written is never read; names the camera software uses
+while writing (``.*``, ``*.tmp``, ``*.part``, ``*~``) are ignored. Files are processed
+once each, in arrival order (modification time, then name).
+
+Bookkeeping lives in ``<state dir>/folder_source.sqlite3``: a file (path, size, mtime)
+is recorded as ``done`` or ``failed`` only when the pipeline acknowledges it, i.e. when
+the batch it was counted into has been closed and handed to the sinks. A restart
+therefore neither re-processes delivered files nor loses undelivered ones. A file that
+cannot be decoded (corrupt, truncated) is yielded as an error frame (the pipeline counts
+it as a rejection with the reason) and recorded ``failed``: it is never retried, unless
+it is rewritten (new size or mtime).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import logging
+import os
+import shutil
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any, Literal
+
+import cv2
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from edge.errors import UserError
+from edge.sources.base import Frame, wait
+from edge.state import FOLDER_DB_FILE
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PATTERNS = ["*.png", "*.jpg", "*.jpeg", "*.tif", "*.tiff", "*.bmp"]
+DEFAULT_IGNORE = [".*", "*.tmp", "*.part", "*.partial", "*~", "*.crdownload"]
+
+_PNG_END = b"IEND\xaeB`\x82"
+_JPEG_EOI = b"\xff\xd9"
+
+
+class FolderSourceConfig(BaseModel):
+    """``[source]`` with ``type = "folder"``: watch a directory for new image files."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["folder"] = Field("folder", description="source type")
+    path: Path = Field(
+        Path("incoming"),
+        description="directory the camera software writes image files into (relative "
+                    "paths are relative to the configuration file)")
+    patterns: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_PATTERNS),
+        description="file-name patterns to process (case-insensitive fnmatch)")
+    ignore: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_IGNORE),
+        description="file-name patterns never read (files still being written)")
+    recursive: bool = Field(False, description="also watch subdirectories")
+    poll_s: float = Field(0.5, gt=0, le=60, description="seconds between directory scans")
+    stable_polls: int = Field(
+        2, ge=1, le=20,
+        description="a file is read once its size and mtime were identical in this many "
+                    "consecutive scans (2 = unchanged between two scans)")
+    min_age_s: float = Field(
+        0.0, ge=0, description="and once its mtime is at least this many seconds old")
+    truncated_grace_s: float = Field(
+        10.0, ge=0,
+        description="a PNG/JPEG without its end marker is taken for still being written "
+                    "and re-checked until its mtime is this old; then it is reported "
+                    "unreadable")
+    after: Literal["keep", "move", "delete"] = Field(
+        "keep",
+        description="what to do with a file once its batch is delivered: keep it, move "
+                    "it to move_to, or delete it")
+    move_to: Path | None = Field(
+        None, description="destination directory for after = 'move' (created if missing)")
+    failed_to: Path | None = Field(
+        None,
+        description="directory unreadable files are moved to (None: leave them; they "
+                    "are recorded and never retried)")
+
+    @model_validator(mode="after")
+    def _move_needs_target(self) -> FolderSourceConfig:
+        if self.after == "move" and self.move_to is None:
+            raise ValueError("after = 'move' needs move_to")
+        return self
+
+
+class _Ledger:
+    """SQLite record of processed files; safe to use from several threads."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+        try:
+            self._db = sqlite3.connect(str(path), check_same_thread=False, timeout=10)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.execute(
+                "CREATE TABLE IF NOT EXISTS processed ("
+                " path TEXT NOT NULL, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL,"
+                " status TEXT NOT NULL, reason TEXT, t REAL NOT NULL,"
+                " PRIMARY KEY (path, size, mtime_ns))")
+            self._db.commit()
+        except sqlite3.Error as exc:
+            raise UserError(f"{path}: cannot open the folder-source database: {exc}") from None
+
+    def is_processed(self, rel: str, size: int, mtime_ns: int) -> bool:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT 1 FROM processed WHERE path=? AND size=? AND mtime_ns=?",
+                (rel, size, mtime_ns)).fetchone()
+        return row is not None
+
+    def mark(self, entries: list[tuple[str, int, int, str, str | None]]) -> None:
+        now = time.time()
+        with self._lock:
+            self._db.executemany(
+                "INSERT OR REPLACE INTO processed (path, size, mtime_ns, status, reason, t)"
+                " VALUES (?, ?, ?, ?, ?, ?)", [(*e, now) for e in entries])
+            self._db.commit()
+
+    def counts(self) -> dict[str, int]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT status, COUNT(*) FROM processed GROUP BY status").fetchall()
+        return {str(s): int(n) for s, n in rows}
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+
+def check_complete(data: bytes, suffix: str) -> str | None:
+    """Cheap end-of-file check for PNG and JPEG; a reason string when truncated.
+
+    OpenCV decodes a truncated JPEG into a partly grey image with only a warning on
+    stderr, so the end marker is checked before decoding.
+    """
+    s = suffix.lower()
+    if s == ".png" and not data.rstrip(b"\x00").endswith(_PNG_END):
+        return "unreadable: truncated PNG (no IEND chunk)"
+    if s in (".jpg", ".jpeg") and _JPEG_EOI not in data[-64:]:
+        return "unreadable: truncated JPEG (no end-of-image marker)"
+    return None
+
+
+def decode_image(data: bytes, suffix: str) -> tuple[np.ndarray | None, str | None]:
+    """Decode an image file's bytes to BGR uint8; ``(None, reason)`` when impossible."""
+    if not data:
+        return None, "unreadable: empty file"
+    reason = check_complete(data, suffix)
+    if reason:
+        return None, reason
+    img = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
+    if img is None or img.size == 0:
+        return None, "unreadable: OpenCV cannot decode it"
+    return img, None
+
+
+class FolderSource:
+    """Poll a directory for new image files (see the module docstring).
+
+    Parameters
+    ----------
+    config : FolderSourceConfig
+        The ``[source]`` section.
+    state_dir : path
+        Where ``folder_source.sqlite3`` is kept.
+    """
+
+    name = "folder"
+
+    def __init__(self, config: FolderSourceConfig, *, state_dir: str | Path) -> None:
+        self.config = config
+        self.dir = Path(config.path)
+        self.state_dir = Path(state_dir)
+        self._ledger: _Ledger | None = None
+        self._seen: dict[str, tuple[tuple[int, int], int]] = {}
+        self._inflight: set[tuple[str, int, int]] = set()
+        self._done: set[tuple[str, int, int]] = set()
+        self._lock = threading.Lock()
+        self._seq = 0
+        self._stats = {"files_read": 0, "files_failed": 0, "files_acked": 0,
+                       "after_errors": 0}
+        self._pending = 0
+        self._last_failed: dict[str, str] | None = None
+
+    # -- lifecycle ---------------------------------------------------------------
+    def open(self) -> None:
+        if not self.dir.is_dir():
+            raise UserError(f"source.path {self.dir}: not a directory")
+        for key, d in (("move_to", self.config.move_to), ("failed_to", self.config.failed_to)):
+            if d is not None:
+                try:
+                    Path(d).mkdir(parents=True, exist_ok=True)
+                except OSError as exc:
+                    raise UserError(f"source.{key} {d}: cannot create: {exc.strerror}") from None
+        self._ledger = _Ledger(self.state_dir / FOLDER_DB_FILE)
+
+    def close(self) -> None:
+        if self._ledger is not None:
+            self._ledger.close()
+            self._ledger = None
+
+    # -- scanning ----------------------------------------------------------------
+    def _wanted(self, name: str) -> bool:
+        low = name.lower()
+        if any(fnmatch.fnmatchcase(low, p.lower()) for p in self.config.ignore):
+            return False
+        return any(fnmatch.fnmatchcase(low, p.lower()) for p in self.config.patterns)
+
+    def _scan(self) -> dict[str, tuple[int, int]]:
+        """Relative path -> (size, mtime_ns) of every candidate file now present."""
+        found: dict[str, tuple[int, int]] = {}
+        stack = [self.dir]
+        while stack:
+            d = stack.pop()
+            try:
+                entries = list(os.scandir(d))
+            except OSError as exc:
+                log.warning("folder source: cannot list %s: %s", d, exc)
+                continue
+            for e in entries:
+                try:
+                    if e.is_dir(follow_symlinks=False):
+                        if self.config.recursive and not e.name.startswith("."):
+                            stack.append(Path(e.path))
+                        continue
+                    if not e.is_file() or not self._wanted(e.name):
+                        continue
+                    st = e.stat()
+                except OSError:
+                    continue  # vanished between listing and stat
+                rel = os.path.relpath(e.path, self.dir)
+                found[rel] = (st.st_size, st.st_mtime_ns)
+        return found
+
+    def _ready(self) -> list[tuple[str, int, int]]:
+        """Files that are complete, new and not in flight, in arrival order."""
+        assert self._ledger is not None
+        scan = self._scan()
+        now_ns = time.time_ns()
+        min_age_ns = int(self.config.min_age_s * 1e9)
+        ready: list[tuple[str, int, int]] = []
+        seen: dict[str, tuple[tuple[int, int], int]] = {}
+        done: set[tuple[str, int, int]] = set()
+        for rel, sig in scan.items():
+            key = (rel, sig[0], sig[1])
+            with self._lock:
+                if key in self._inflight:
+                    continue
+            if key in self._done or self._ledger.is_processed(*key):
+                done.add(key)  # cached so that a kept file costs no query next scan
+                if key not in self._done:
+                    self._redo_after(rel)
+                continue
+            prev = self._seen.get(rel)
+            count = prev[1] + 1 if prev is not None and prev[0] == sig else 1
+            seen[rel] = (sig, count)
+            if count >= self.config.stable_polls and now_ns - sig[1] >= min_age_ns:
+                ready.append(key)
+        self._seen = seen
+        self._done = done
+        self._pending = len(seen)
+        ready.sort(key=lambda k: (k[2], k[0]))
+        return ready
+
+    def _redo_after(self, rel: str) -> None:
+        """A recorded file is still here: finish its move/delete (crash in between)."""
+        if self.config.after != "keep":
+            self._apply_after(rel, failed=False)
+
+    # -- reading -----------------------------------------------------------------
+    def frames(self, stop: threading.Event) -> Iterator[Frame]:
+        if self._ledger is None:
+            self.open()
+        while not stop.is_set():
+            for rel, size, mtime_ns in self._ready():
+                if stop.is_set():
+                    return
+                frame = self._read(rel, size, mtime_ns)
+                if frame is not None:
+                    yield frame
+            if wait(stop, self.config.poll_s):
+                return
+
+    def _read(self, rel: str, size: int, mtime_ns: int) -> Frame | None:
+        path = self.dir / rel
+        try:
+            data = path.read_bytes()
+            st = path.stat()
+        except OSError:
+            self._seen.pop(rel, None)
+            return None  # vanished or became unreadable: look again next scan
+        if (st.st_size, st.st_mtime_ns) != (size, mtime_ns):
+            self._seen.pop(rel, None)  # still being written after all
+            return None
+        image, error = decode_image(data, path.suffix)
+        if (error and "truncated" in error
+                and time.time_ns() - mtime_ns < self.config.truncated_grace_s * 1e9):
+            return None  # most likely still being written: look again next scan
+        key = (rel, size, mtime_ns)
+        with self._lock:
+            self._inflight.add(key)
+        self._stats["files_read"] += 1
+        if error:
+            self._stats["files_failed"] += 1
+            self._last_failed = {"file": rel, "reason": error}
+            log.warning("folder source: %s: %s", path, error)
+        frame = Frame(name=rel, seq=self._seq, image=image, t_capture=time.time(),
+                      error=error, token=key)
+        self._seq += 1
+        return frame
+
+    # -- acknowledgement ---------------------------------------------------------
+    def ack(self, frames: Iterable[Frame]) -> None:
+        entries = []
+        for fr in frames:
+            if fr.token is None:
+                continue
+            rel, size, mtime_ns = fr.token
+            status = "failed" if fr.error else "done"
+            entries.append((rel, size, mtime_ns, status, fr.error))
+        if not entries or self._ledger is None:
+            return
+        self._ledger.mark(entries)
+        with self._lock:
+            for e in entries:
+                self._inflight.discard((e[0], e[1], e[2]))
+        self._stats["files_acked"] += len(entries)
+        for rel, _, _, status, _ in entries:
+            self._apply_after(rel, failed=status == "failed")
+
+    def _apply_after(self, rel: str, *, failed: bool) -> None:
+        src = self.dir / rel
+        try:
+            if failed:
+                if self.config.failed_to is not None:
+                    _move(src, Path(self.config.failed_to))
+                return
+            if self.config.after == "delete":
+                src.unlink(missing_ok=True)
+            elif self.config.after == "move" and self.config.move_to is not None:
+                _move(src, Path(self.config.move_to))
+        except OSError as exc:
+            self._stats["after_errors"] += 1
+            log.warning("folder source: cannot %s %s: %s",
+                        "move" if failed or self.config.after == "move" else "delete", src, exc)
+
+    def health(self) -> dict[str, Any]:
+        with self._lock:
+            inflight = len(self._inflight)
+        return {"type": self.name, "path": str(self.dir), "pending_files": self._pending,
+                "in_flight": inflight, "last_failed": self._last_failed, **self._stats}
+
+
+def _move(src: Path, dest_dir: Path) -> None:
+    if not src.exists():
+        return
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    dest = dest_dir / src.name
+    n = 1
+    while dest.exists():
+        dest = dest_dir / f"{src.stem}.{n}{src.suffix}"
+        n += 1
+    shutil.move(str(src), str(dest))

@@ -1,0 +1,115 @@
+"""The state directory: where the running service keeps what must survive a restart.
+
+Layout (see ``docs/architecture.md``): ``engines/`` (TensorRT cache),
+``outbox.sqlite3`` (MQTT store-and-forward), ``batch_counter.json``,
+``folder_source.sqlite3`` (processed files) and ``status.json`` (the health snapshot
+the running service rewrites every few seconds; read by ``crystal-edge status``).
+
+Resolution order of the directory: ``$CRYSTAL_EDGE_STATE_DIR`` (an explicit override,
+e.g. for tests or a second instance), then ``[state] dir`` from the configuration, then
+systemd's ``$STATE_DIRECTORY``, then ``~/.local/state/crystal-edge``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from edge.errors import UserError
+
+OVERRIDE_ENV = "CRYSTAL_EDGE_STATE_DIR"
+STATUS_FILE = "status.json"
+BATCH_COUNTER_FILE = "batch_counter.json"
+FOLDER_DB_FILE = "folder_source.sqlite3"
+
+
+class StateConfig(BaseModel):
+    """``[state]``: where the service keeps its persistent state."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    dir: Path | None = Field(
+        None,
+        description="state directory (engine cache, batch counter, folder-source "
+                    "bookkeeping, status.json); None = systemd's $STATE_DIRECTORY, else "
+                    "~/.local/state/crystal-edge. $CRYSTAL_EDGE_STATE_DIR overrides it")
+
+
+def resolve_state_dir(configured: str | Path | None = None) -> Path:
+    """The state directory to use (see the module docstring for the order)."""
+    override = os.environ.get(OVERRIDE_ENV, "").strip()
+    if override:
+        return Path(override).expanduser()
+    if configured is not None and str(configured).strip():
+        return Path(configured).expanduser()
+    systemd = os.environ.get("STATE_DIRECTORY", "").strip()
+    if systemd:
+        return Path(systemd.split(":")[0])
+    return Path.home() / ".local" / "state" / "crystal-edge"
+
+
+def ensure_state_dir(path: str | Path) -> Path:
+    """Create the state directory (mode 0750) if needed; UserError when impossible."""
+    p = Path(path)
+    try:
+        p.mkdir(parents=True, exist_ok=True, mode=0o750)
+    except OSError as exc:
+        raise UserError(f"[state] dir {p}: cannot create the state directory: "
+                        f"{exc.strerror or exc}") from None
+    if not os.access(p, os.W_OK):
+        raise UserError(f"[state] dir {p}: not writable by this user")
+    return p
+
+
+def atomic_write_text(path: str | Path, text: str, *, fsync: bool = True) -> None:
+    """Write ``text`` to ``path`` so that readers see the old or the new file, never half.
+
+    Writes a temporary file in the same directory, fsyncs it (``fsync=True``), renames
+    it over ``path`` and fsyncs the directory so the rename survives a power cut.
+    """
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            if fsync:
+                f.flush()
+                os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    if fsync:
+        dfd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+
+
+def write_status(state_dir: str | Path, status: dict[str, Any]) -> Path:
+    """Atomically (re)write ``status.json`` in the state directory.
+
+    Not fsynced: it is rewritten every few seconds and only ever describes the present.
+    """
+    path = Path(state_dir) / STATUS_FILE
+    atomic_write_text(path, json.dumps(status, indent=2, sort_keys=True) + "\n", fsync=False)
+    return path
+
+
+def read_status(state_dir: str | Path) -> dict[str, Any] | None:
+    """The last ``status.json`` written, or None when there is none (or it is unreadable)."""
+    path = Path(state_dir) / STATUS_FILE
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None

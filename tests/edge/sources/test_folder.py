@@ -1,0 +1,189 @@
+"""Folder source: real image files written by OpenCV into a watched directory."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from pydantic import ValidationError
+
+from edge.errors import UserError
+from edge.sources.folder import FolderSource, FolderSourceConfig, decode_image
+from tests.edge.sources.helpers import Collector
+
+
+def _img(value: int, h: int = 24, w: int = 32) -> np.ndarray:
+    img = np.full((h, w, 3), value, np.uint8)
+    img[2:6, 3:9] = 255 - value
+    return img
+
+
+def _write(path: Path, value: int, mtime: float | None = None) -> Path:
+    assert cv2.imwrite(str(path), _img(value))
+    if mtime is not None:
+        os.utime(path, (mtime, mtime))
+    return path
+
+
+def _source(tmp_path: Path, **kw) -> FolderSource:
+    watch = tmp_path / "in"
+    watch.mkdir(exist_ok=True)
+    state = tmp_path / "state"
+    state.mkdir(exist_ok=True)
+    cfg = FolderSourceConfig(path=watch, poll_s=0.05, **kw)
+    src = FolderSource(cfg, state_dir=state)
+    src.open()
+    return src
+
+
+def test_arrival_order_once_and_ignored_names(tmp_path):
+    src = _source(tmp_path)
+    watch = src.dir
+    t0 = time.time() - 100
+    _write(watch / "b.png", 20, t0 + 1)
+    _write(watch / "a.png", 10, t0 + 2)      # newer than b: after b despite the name
+    _write(watch / "c.jpg", 30, t0 + 2)      # same mtime as a: name decides
+    _write(watch / ".hidden.png", 40, t0)
+    _write(watch / "partial.png", 50, t0)
+    os.replace(watch / "partial.png", watch / "partial.png.tmp")  # still being copied
+    (watch / "y.png.part").write_bytes(b"half")
+    (watch / "notes.txt").write_text("not an image")
+    col = Collector(src)
+    frames = col.wait_frames(3)
+    time.sleep(0.3)  # several more polls: nothing is yielded twice
+    col.close()
+    assert [f.name for f in col.frames] == ["b.png", "a.png", "c.jpg"]
+    assert [f.seq for f in frames] == [0, 1, 2]
+    assert all(f.error is None and f.image.shape == (24, 32, 3) for f in frames)
+    assert int(frames[1].image[0, 0, 0]) == 10
+    assert src.health()["in_flight"] == 3
+
+
+def test_half_written_file_waits_until_stable(tmp_path):
+    src = _source(tmp_path, stable_polls=2)
+    path = src.dir / "grow.png"
+    _ok, buf = cv2.imencode(".png", _img(90, 64, 64))
+    data = buf.tobytes()
+    col = Collector(src)
+    with open(path, "wb") as f:
+        f.write(data[:40])
+        f.flush()
+        # keep growing the file over several polls: it must not be read meanwhile
+        for k in range(40, len(data), max(1, len(data) // 6)):
+            time.sleep(0.07)
+            f.write(data[k:k + max(1, len(data) // 6)])
+            f.flush()
+            assert col.frames == [], "a file still being written was read"
+    frames = col.wait_frames(1)
+    col.close()
+    assert frames[0].error is None
+    assert frames[0].image.shape == (64, 64, 3)
+
+
+def test_corrupt_and_truncated_files_are_reported_once(tmp_path):
+    src = _source(tmp_path)
+    _ok, png = cv2.imencode(".png", _img(60, 40, 40))
+    _ok2, jpg = cv2.imencode(".jpg", _img(60, 40, 40))
+    t0 = time.time() - 50
+    (src.dir / "1-trunc.png").write_bytes(png.tobytes()[:-30])
+    (src.dir / "2-trunc.jpg").write_bytes(jpg.tobytes()[: len(jpg) // 2])
+    (src.dir / "3-garbage.png").write_bytes(b"\x89PNG not really" * 10 + b"IEND\xaeB`\x82")
+    (src.dir / "4-empty.bmp").write_bytes(b"")
+    _write(src.dir / "5-good.png", 77)
+    for i, name in enumerate(sorted(os.listdir(src.dir))):
+        os.utime(src.dir / name, (t0 + i, t0 + i))
+    col = Collector(src)
+    frames = col.wait_frames(5)
+    time.sleep(0.3)
+    col.close()
+    assert len(col.frames) == 5
+    errors = {f.name: f.error for f in frames}
+    assert errors["5-good.png"] is None
+    for name in ("1-trunc.png", "2-trunc.jpg", "3-garbage.png", "4-empty.bmp"):
+        assert errors[name] and errors[name].startswith("unreadable"), (name, errors[name])
+        assert next(f for f in frames if f.name == name).image is None
+    assert "truncated" in errors["1-trunc.png"] and "truncated" in errors["2-trunc.jpg"]
+    src.ack(frames)
+    h = src.health()
+    assert h["files_failed"] == 4 and h["files_acked"] == 5 and h["in_flight"] == 0
+    # a restart does not retry the failed files either
+    src.close()
+    src2 = _source(tmp_path)
+    col2 = Collector(src2)
+    time.sleep(0.4)
+    col2.close()
+    assert col2.frames == []
+
+
+def test_restart_resumes_only_unacknowledged(tmp_path):
+    src = _source(tmp_path)
+    t0 = time.time() - 100
+    for i in range(4):
+        _write(src.dir / f"f{i}.png", 10 * i, t0 + i)
+    col = Collector(src)
+    frames = col.wait_frames(4)
+    col.close()
+    src.ack(frames[:2])           # only the first two reached a delivered batch
+    src.close()
+    src2 = _source(tmp_path)
+    col2 = Collector(src2)
+    again = col2.wait_frames(2)
+    time.sleep(0.3)
+    col2.close()
+    assert [f.name for f in col2.frames] == ["f2.png", "f3.png"]
+    src2.ack(again)
+    # a file rewritten in place (new mtime) is new data and is read again
+    _write(src2.dir / "f0.png", 99, time.time() - 10)
+    col3 = Collector(src2)
+    third = col3.wait_frames(1)
+    time.sleep(0.2)
+    col3.close()
+    assert [f.name for f in col3.frames] == ["f0.png"]
+    assert int(third[0].image[0, 0, 0]) == 99
+    assert src2.health()["files_acked"] == 2
+
+
+@pytest.mark.parametrize("after", ["move", "delete"])
+def test_after_processing_move_or_delete(tmp_path, after):
+    kw = {"after": after}
+    if after == "move":
+        kw["move_to"] = tmp_path / "done"
+        kw["failed_to"] = tmp_path / "failed"
+    src = _source(tmp_path, **kw)
+    _write(src.dir / "ok.png", 30, time.time() - 10)
+    (src.dir / "bad.png").write_bytes(b"junk")
+    os.utime(src.dir / "bad.png", (time.time() - 50, time.time() - 50))
+    col = Collector(src)
+    frames = col.wait_frames(2)
+    col.close()
+    assert (src.dir / "ok.png").exists(), "moved/deleted before the batch was delivered"
+    src.ack(frames)
+    assert not (src.dir / "ok.png").exists()
+    if after == "move":
+        assert (tmp_path / "done" / "ok.png").is_file()
+        assert (tmp_path / "failed" / "bad.png").is_file()
+        assert not (src.dir / "bad.png").exists()
+    else:
+        assert (src.dir / "bad.png").exists()  # no failed_to: left in place, not retried
+
+
+def test_config_errors(tmp_path):
+    with pytest.raises(ValidationError, match="move_to"):
+        FolderSourceConfig(after="move")
+    with pytest.raises(ValidationError):
+        FolderSourceConfig(poll_s=0)
+    src = FolderSource(FolderSourceConfig(path=tmp_path / "missing"), state_dir=tmp_path)
+    with pytest.raises(UserError, match="missing: not a directory"):
+        src.open()
+
+
+def test_decode_image_reasons():
+    _ok, png = cv2.imencode(".png", _img(1))
+    img, err = decode_image(png.tobytes(), ".PNG")
+    assert err is None and img.shape == (24, 32, 3)
+    assert decode_image(b"", ".png") == (None, "unreadable: empty file")
+    assert decode_image(png.tobytes()[:-5], ".png")[1].startswith("unreadable: truncated")
