@@ -34,11 +34,10 @@ class PsdConfig(BaseModel):
                     "large as the field would otherwise dominate the volume distribution)")
     bootstrap_n: int = Field(
         1000, ge=0,
-        description="bootstrap resamples for the confidence interval of x50,3 (0 = no interval)")
+        description="bootstrap resamples for the 95 % percentile interval of x50,3 "
+                    "(0 = no interval)")
     bootstrap_seed: int = Field(
         0, description="seed of the bootstrap random generator (results are reproducible)")
-    confidence: float = Field(
-        0.95, gt=0, lt=1, description="coverage of the bootstrap percentile interval of x50,3")
     lognormal_fit: bool = Field(
         True,
         description="fit the study's Eq. 2, Q3(x) = 1/2 (1 + erf(ln(x/x50,3) / (sqrt(2) s))), "
