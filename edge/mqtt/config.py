@@ -66,6 +66,11 @@ class MqttConfig(BaseModel):
     sparkplug_edge_node_id: str = Field("", description="Sparkplug edge node id; empty = "
                                         "device id")
 
+    sparkplug_ndata_qos: Literal[0, 1] = Field(
+        0, description="QoS of Sparkplug NDATA; 0 as the Sparkplug 3.0 specification requires "
+        "(an outbox entry is removed once written to the socket), 1 for acknowledged delivery "
+        "(removed on PUBACK) with hosts that accept it")
+
     commands_enabled: bool = Field(False, description="accept commands on <prefix>/<device>/cmd "
                                    "(Sparkplug: NCMD)")
     health_interval_s: float = Field(30.0, gt=0, description="health message period (s)")

@@ -1,0 +1,260 @@
+"""A real Mosquitto broker on a free loopback port, started per test, plus helpers:
+a recording subscriber, certificates made with the openssl CLI, and report factories."""
+
+from __future__ import annotations
+
+import os
+import queue
+import shutil
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+
+from edge.mqtt.config import MqttConfig
+from edge.mqtt.payloads import PsdPayload
+
+MOSQUITTO = "/usr/sbin/mosquitto"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_port(port: int, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"mosquitto did not listen on {port} within {timeout} s")
+
+
+def wait_for(predicate: Any, timeout: float = 10.0, interval: float = 0.05) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return bool(predicate())
+
+
+@dataclass
+class Broker:
+    """A mosquitto process; ``stop()``/``start()`` keep the port (an outage)."""
+
+    workdir: Path
+    port: int
+    extra_conf: str = ""
+    tls_port: int | None = None
+    proc: subprocess.Popen[bytes] | None = None
+    log_path: Path = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.log_path = self.workdir / "mosquitto.log"
+
+    def write_conf(self) -> Path:
+        conf = self.workdir / "mosquitto.conf"
+        conf.write_text(
+            "user root\n"
+            "persistence false\n"
+            f"log_dest file {self.log_path}\n"
+            "log_type error\nlog_type warning\nlog_type notice\n"
+            "per_listener_settings true\n"
+            f"listener {self.port} 127.0.0.1\n"
+            + self.extra_conf)
+        return conf
+
+    def start(self) -> None:
+        conf = self.write_conf()
+        self.proc = subprocess.Popen([MOSQUITTO, "-c", str(conf)],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        try:
+            wait_port(self.port)
+            if self.tls_port:
+                wait_port(self.tls_port)
+        except RuntimeError:
+            self.stop()
+            raise RuntimeError(f"mosquitto failed: {self.log_text()}") from None
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+            self.proc = None
+
+    def log_text(self) -> str:
+        return self.log_path.read_text() if self.log_path.exists() else ""
+
+
+def make_broker(tmp_path: Path, extra_conf: str = "", *, anonymous: bool = True,
+                tls_port: int | None = None) -> Broker:
+    workdir = tmp_path / "broker"
+    workdir.mkdir(exist_ok=True)
+    port = free_port()
+    conf = f"allow_anonymous {'true' if anonymous else 'false'}\n" + extra_conf
+    return Broker(workdir=workdir, port=port, extra_conf=conf, tls_port=tls_port)
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[Broker]:
+    b = make_broker(tmp_path)
+    b.start()
+    yield b
+    b.stop()
+
+
+class Recorder:
+    """A paho subscriber that records (topic, payload, retain) from a topic filter."""
+
+    def __init__(self, port: int, topic: str, *, host: str = "127.0.0.1") -> None:
+        self.messages: queue.Queue[mqtt.MQTTMessage] = queue.Queue()
+        self.all: list[mqtt.MQTTMessage] = []
+        self._lock = threading.Lock()
+        self._subscribed = threading.Event()
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"rec-{time.time_ns()}",
+                                  protocol=mqtt.MQTTv5)
+        self.client.on_message = self._on_message
+        self.client.on_subscribe = lambda *a: self._subscribed.set()
+        self.client.on_connect = lambda c, u, f, rc, p: c.subscribe(topic, qos=1)
+        self.client.connect(host, port)
+        self.client.loop_start()
+        if not self._subscribed.wait(10):
+            raise RuntimeError("recorder could not subscribe")
+
+    def _on_message(self, client: Any, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        with self._lock:
+            self.all.append(msg)
+        self.messages.put(msg)
+
+    def on(self, suffix: str) -> list[mqtt.MQTTMessage]:
+        with self._lock:
+            return [m for m in self.all if m.topic.endswith(suffix)]
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+@pytest.fixture
+def recorder_factory() -> Iterator[Any]:
+    made: list[Recorder] = []
+
+    def make(port: int, topic: str = "#") -> Recorder:
+        r = Recorder(port, topic)
+        made.append(r)
+        return r
+
+    yield make
+    for r in made:
+        r.close()
+
+
+def mqtt_config(port: int, **kw: Any) -> MqttConfig:
+    base: dict[str, Any] = dict(enabled=True, host="127.0.0.1", port=port, device_id="dev1",
+                                topic_prefix="plant/cryst", reconnect_min_s=0.2,
+                                reconnect_max_s=1.0, health_interval_s=3600.0)
+    base.update(kw)
+    return MqttConfig(**base)
+
+
+T0 = datetime(2026, 11, 30, 8, 0, tzinfo=timezone.utc)
+
+
+def psd_payload(batch_id: int, *, device_id: str = "dev1", empty: bool = False) -> dict[str, Any]:
+    """A realistic, schema-valid batch payload (what edge.batch.BatchReport produces)."""
+    edges = [10.0 * (i + 1) for i in range(12)]
+    if empty:
+        q3 = q0 = counts = [0.0] * 12
+    else:
+        counts = [0, 3, 11, 25, 31, 22, 12, 6, 3, 1, 0, 0]
+        total_n = sum(counts)
+        vol = [c * (e - 5.0) ** 3 for c, e in zip(counts, edges, strict=True)]
+        q3 = [sum(vol[: i + 1]) / sum(vol) for i in range(12)]
+        q0 = [sum(counts[: i + 1]) / total_n for i in range(12)]
+        counts = [float(c) for c in counts]
+    payload = PsdPayload(
+        device_id=device_id, batch_id=batch_id,
+        batch_start=T0 + timedelta(minutes=batch_id),
+        batch_end=T0 + timedelta(minutes=batch_id + 1),
+        frames={"used": 118, "rejected": 2, "rejected_by_reason": {"blur": 2}},
+        crystals={"measured": 0 if empty else 114, "rejected": 40,
+                  "rejected_by_reason": {"border": 30, "circularity": 10}},
+        px_size_um=1.45, class_width_um=10.0,
+        classes={"upper_edges_um": edges, "q3": q3, "q0": q0, "counts": counts},
+        statistics={} if empty else {"x10_3_um": 41.2, "x50_3_um": 58.7, "x90_3_um": 86.0,
+                                     "x50_0_um": 49.9, "span": 0.763, "d32_um": 55.1,
+                                     "x50_3_ci95_um": (56.0, 61.5)},
+        lognormal={} if empty else {"x50_3_um": 58.1, "s_lnd": 0.29, "rmse": 0.012},
+        model={"name": "crystal-seg", "sha256": "ab" * 32, "backend": "onnxruntime-cpu",
+               "precision": "fp32"},
+        software_version="0.1.0")
+    return payload.to_payload()
+
+
+@dataclass
+class FakeReport:
+    """A Publishable built on a real payload (the runtime's BatchReport stands in)."""
+
+    batch_id: int
+    device_id: str = "dev1"
+    empty: bool = False
+
+    def to_payload(self) -> dict[str, Any]:
+        return psd_payload(self.batch_id, device_id=self.device_id, empty=self.empty)
+
+
+# ----------------------------------------------------------------------------- TLS
+def openssl(*args: str, cwd: Path) -> None:
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
+
+
+def make_ca(d: Path, name: str) -> tuple[Path, Path]:
+    key, crt = d / f"{name}.key", d / f"{name}.crt"
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj",
+            f"/CN={name}", "-keyout", str(key), "-out", str(crt), cwd=d)
+    return key, crt
+
+
+def make_cert(d: Path, name: str, ca: tuple[Path, Path], *, san: str | None) -> tuple[Path, Path]:
+    key, csr, crt = d / f"{name}.key", d / f"{name}.csr", d / f"{name}.crt"
+    openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={name}", "-keyout", str(key),
+            "-out", str(csr), cwd=d)
+    ext = d / f"{name}.ext"
+    ext.write_text(f"subjectAltName={san}\n" if san else "basicConstraints=CA:FALSE\n")
+    openssl("x509", "-req", "-in", str(csr), "-CA", str(ca[1]), "-CAkey", str(ca[0]),
+            "-CAcreateserial", "-days", "2", "-out", str(crt), "-extfile", str(ext), cwd=d)
+    return key, crt
+
+
+@pytest.fixture(scope="session")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """CA, server certificate (SAN 127.0.0.1/localhost), client certificate, and a rogue CA."""
+    if shutil.which("openssl") is None:  # pragma: no cover - Debian always has it
+        pytest.skip("openssl CLI missing (apt-get install openssl)")
+    d = tmp_path_factory.mktemp("pki")
+    ca = make_ca(d, "ca")
+    rogue = make_ca(d, "rogue-ca")
+    skey, scrt = make_cert(d, "server", ca, san="IP:127.0.0.1,DNS:localhost")
+    ckey, ccrt = make_cert(d, "client", ca, san=None)
+    for p in d.iterdir():
+        os.chmod(p, 0o644)
+    return {"ca": ca[1], "rogue_ca": rogue[1], "server_key": skey, "server_crt": scrt,
+            "client_key": ckey, "client_crt": ccrt}

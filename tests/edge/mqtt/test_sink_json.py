@@ -1,0 +1,143 @@
+"""MqttSink in JSON mode against a real Mosquitto: schema, topics, status, health, commands."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import jsonschema
+import pytest
+
+from edge.mqtt.payloads import CommandPayload
+from edge.mqtt.sink import MqttSink
+from tests.edge.mqtt.conftest import FakeReport, mqtt_config, wait_for
+
+SCHEMAS = Path(__file__).resolve().parents[3] / "edge" / "schemas"
+
+
+def _schema(name: str) -> dict:
+    return json.loads((SCHEMAS / f"{name}.schema.json").read_text())
+
+
+def test_batch_arrives_with_the_schema_it_claims(broker, recorder_factory, tmp_path):
+    rec = recorder_factory(broker.port, "plant/cryst/#")
+    sink = MqttSink(mqtt_config(broker.port), state_dir=tmp_path / "state",
+                    model_name="crystal-seg", backend="onnxruntime-cpu")
+    sink.open()
+    try:
+        sink.publish(FakeReport(7))
+        sink.publish(FakeReport(8, empty=True))
+        assert wait_for(lambda: len(rec.on("/psd")) == 2)
+        assert wait_for(lambda: sink.health()["outbox_depth"] == 0)
+    finally:
+        sink.close()
+    psd = [json.loads(m.payload) for m in rec.on("/psd")]
+    assert [m.topic for m in rec.on("/psd")] == ["plant/cryst/dev1/psd"] * 2
+    assert [p["batch_id"] for p in psd] == [7, 8]
+    validator = jsonschema.Draft202012Validator(_schema("psd"))
+    for p in psd:
+        validator.validate(p)
+        assert p["schema_id"] == "crystal-psd/psd" and p["schema_version"] == 1
+    assert psd[0]["statistics"]["x50_3_um"] == pytest.approx(58.7)
+    assert psd[0]["batch_start"] == "2026-11-30T08:07:00Z"
+    assert psd[1]["statistics"]["x50_3_um"] is None and psd[1]["lognormal"]["s_lnd"] is None
+    assert all(not m.retain for m in rec.on("/psd"))
+    # status: online on connect, offline on the clean stop, both valid
+    status = [json.loads(m.payload) for m in rec.on("/status")]
+    assert [s["state"] for s in status] == ["online", "offline"]
+    assert status[0]["model_name"] == "crystal-seg" and status[1]["reason"] == "clean stop"
+    for s in status:
+        jsonschema.validate(s, _schema("status"))
+    assert sink.health()["published"] == 2
+
+
+def test_status_is_retained_for_late_subscribers(broker, recorder_factory, tmp_path):
+    sink = MqttSink(mqtt_config(broker.port, protocol="3.1.1"), state_dir=tmp_path)
+    sink.open()
+    try:
+        assert wait_for(lambda: sink.health()["connected"])
+        late = recorder_factory(broker.port, "plant/cryst/dev1/status")
+        assert wait_for(lambda: len(late.all) == 1)
+        msg = late.all[0]
+        assert msg.retain and json.loads(msg.payload)["state"] == "online"
+    finally:
+        sink.close()
+    later = recorder_factory(broker.port, "plant/cryst/dev1/status")
+    assert wait_for(lambda: len(later.all) == 1)
+    assert later.all[0].retain and json.loads(later.all[0].payload)["state"] == "offline"
+
+
+def test_health_payload_merges_pipeline_and_sink_state(broker, recorder_factory, tmp_path):
+    rec = recorder_factory(broker.port, "plant/cryst/dev1/health")
+    sink = MqttSink(mqtt_config(broker.port), state_dir=tmp_path)
+    sink.open()
+    try:
+        assert wait_for(lambda: sink.health()["connected"])
+        sink.publish_health({"frames_per_s": 12.5, "queue_depths": {"frames": 3},
+                             "last_error": None, "current_batch_id": 4, "gpu_temp_c": 51})
+        assert wait_for(lambda: any(json.loads(m.payload).get("frames_per_s") == 12.5
+                                    for m in rec.all))
+    finally:
+        sink.close()
+    h = next(json.loads(m.payload) for m in rec.all if json.loads(m.payload).get("frames_per_s"))
+    jsonschema.validate(h, _schema("health"))
+    assert h["queue_depths"] == {"frames": 3} and h["current_batch_id"] == 4
+    assert h["connection"] == "connected" and h["outbox_depth"] == 0
+    assert h["details"] == {"gpu_temp_c": 51}
+
+
+def test_commands_dispatched_and_malformed_ones_logged(broker, recorder_factory, tmp_path,
+                                                         caplog):
+    got: list[CommandPayload] = []
+    sink = MqttSink(mqtt_config(broker.port, commands_enabled=True), state_dir=tmp_path,
+                    command_handler=got.append)
+    sink.open()
+    pub = recorder_factory(broker.port, "nothing/here")
+    try:
+        assert wait_for(lambda: sink.health()["connected"])
+        with caplog.at_level(logging.WARNING, logger="edge.mqtt"):
+            topic = "plant/cryst/dev1/cmd"
+            pub.client.publish(topic, b"{not json", qos=1)
+            pub.client.publish(topic, json.dumps({"command": "explode"}), qos=1)
+            pub.client.publish(topic, json.dumps({"command": "close_batch",
+                                                  "request_id": "r-1"}), qos=1)
+            assert wait_for(lambda: len(got) == 1)
+            assert wait_for(lambda: len([r for r in caplog.records
+                                         if "ignored message" in r.getMessage()]) == 2)
+    finally:
+        sink.close()
+    assert got[0].command == "close_batch" and got[0].request_id == "r-1"
+    msgs = [r.getMessage() for r in caplog.records if "ignored message" in r.getMessage()]
+    assert "not JSON" in msgs[0]
+    assert "command: Input should be 'close_batch' or 'reload_config'" in msgs[1]
+
+
+def test_commands_off_by_default_not_subscribed(broker, recorder_factory, tmp_path):
+    got: list[CommandPayload] = []
+    sink = MqttSink(mqtt_config(broker.port), state_dir=tmp_path, command_handler=got.append)
+    sink.open()
+    pub = recorder_factory(broker.port, "nothing/here")
+    try:
+        assert wait_for(lambda: sink.health()["connected"])
+        pub.client.publish("plant/cryst/dev1/cmd", json.dumps({"command": "close_batch"}), qos=1)
+        assert not wait_for(lambda: bool(got), timeout=1.0)
+    finally:
+        sink.close()
+
+
+def test_invalid_report_is_refused_before_the_outbox(broker, tmp_path):
+    class Bad(FakeReport):
+        def to_payload(self):
+            p = super().to_payload()
+            p["classes"]["q3"] = p["classes"]["q3"][:-1]
+            return p
+
+    sink = MqttSink(mqtt_config(broker.port), state_dir=tmp_path)
+    sink.open()
+    try:
+        with pytest.raises(ValueError, match=r"batch 3: report does not match the psd schema"):
+            sink.publish(Bad(3))
+        assert sink.health()["outbox_depth"] == 0
+    finally:
+        sink.close()
