@@ -95,10 +95,18 @@ def infer_bit_depth(arr: np.ndarray) -> int:
 
 
 def grey_u8(image: np.ndarray, *, bit_depth: int | None = None) -> np.ndarray:
-    """8-bit grey of a decoded frame (for the quality gate and ROI detection)."""
+    """8-bit grey of a decoded frame (for the quality gate and ROI detection).
+
+    uint8 colour uses OpenCV's luma weights (fast path); other depths the channel mean.
+    """
     arr = np.asarray(image)
     if arr.ndim == 3 and arr.shape[2] == 1:
         arr = arr[:, :, 0]
+    if arr.dtype == np.uint8 and arr.ndim == 2:
+        return arr
+    if arr.dtype == np.uint8 and arr.ndim == 3 and arr.shape[2] in (3, 4):
+        code = cv2.COLOR_BGR2GRAY if arr.shape[2] == 3 else cv2.COLOR_BGRA2GRAY
+        return cv2.cvtColor(np.ascontiguousarray(arr), code)
     if arr.ndim == 3:
         if arr.shape[2] not in (3, 4):
             raise ValueError(f"expected 1, 3 or 4 channels, got shape {arr.shape}")

@@ -1,0 +1,348 @@
+"""Per-frame analysis: quality gate -> segmentation -> ROI -> crowding -> measurement.
+
+:class:`FrameAnalyzer` is what the pipeline (``edge.pipeline``) and ``crystal-edge analyze``
+use; it owns the inference backend. Frames are decoded images as OpenCV gives them (see
+:mod:`edge.preprocess` for channels and bit depths).
+
+Scale and pixel size: with ``inference_scale`` s the network sees frames resized by s,
+and the class map is measured *at inference resolution* with the pixel size
+``px_size_um / s`` (never resized back for measuring). ``inference_scale="auto"`` picks
+s = ``px_size_um / model px_size_um`` so the network sees the pixel size it was trained
+at; an explicit s that gives a pixel size more than 10 % off the model's logs a warning
+once (the measurement stays right, the segmentation may suffer).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from edge.backends.base import Backend
+from edge.backends.config import BackendConfig
+from edge.backends.registry import create_backend
+from edge.errors import UserError
+from edge.measure import MeasureConfig, measure_crystals
+from edge.modelmeta import ModelMeta, load_meta
+from edge.preprocess import (
+    auto_inference_scale,
+    grey_u8,
+    inference_px_size,
+    logits_to_class_maps,
+    padded_hw,
+    resize_for_inference,
+    scaled_hw,
+    to_nchw,
+    to_rgb_float,
+)
+from edge.quality import QualityConfig, QualityResult, check_crowding, check_frame
+from edge.roi import Roi, RoiConfig, detect_roi
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class FrameResult:
+    """Everything known about one frame after analysis.
+
+    ``ok`` False means rejected (``reject_reason`` from :data:`edge.quality.REASONS`);
+    ``crystals`` is H1's ``Crystals`` (measured at ``px_size_um``) for accepted frames.
+    """
+
+    name: str
+    ok: bool
+    reject_reason: str | None = None
+    reject_detail: str = ""
+    crystals: Any = None
+    roi: Roi | None = None
+    px_size_um: float = 0.0
+    inference_scale: float = 1.0
+    frame_hw: tuple[int, int] = (0, 0)
+    quality: dict[str, float] = field(default_factory=dict)
+    timings_ms: dict[str, float] = field(default_factory=dict)
+    class_map: np.ndarray | None = None
+
+    @property
+    def roi_info(self) -> dict[str, Any] | None:
+        return None if self.roi is None else self.roi.to_payload(scale=self.inference_scale)
+
+    def to_payload(self) -> dict[str, Any]:
+        """Plain-JSON summary (no per-crystal data; that is the report's job)."""
+        n_kept = n_total = 0
+        if self.crystals is not None:
+            n_total = len(self.crystals)
+            kept = getattr(self.crystals, "kept", None)
+            n_kept = int(np.count_nonzero(kept)) if kept is not None else n_total
+        return {
+            "name": self.name,
+            "ok": self.ok,
+            "reject_reason": self.reject_reason,
+            "reject_detail": self.reject_detail,
+            "n_objects": n_total,
+            "n_kept": n_kept,
+            "px_size_um": round(self.px_size_um, 6),
+            "inference_scale": self.inference_scale,
+            "frame_hw": list(self.frame_hw),
+            "roi": self.roi_info,
+            "quality": {k: round(float(v), 4) for k, v in self.quality.items()},
+            "timings_ms": {k: round(float(v), 2) for k, v in self.timings_ms.items()},
+        }
+
+
+def check_model_file(path: Path) -> None:
+    """UserError unless ``path`` exists and starts like an ONNX protobuf."""
+    if not path.is_file():
+        raise UserError(f"{path}: model file not found")
+    with open(path, "rb") as f:
+        head = f.read(2)
+    # ModelProto field 1 (ir_version, varint) is written first by every ONNX exporter
+    if len(head) < 2 or head[0] != 0x08:
+        raise UserError(f"{path}: not an ONNX model (expected a protobuf ModelProto)")
+
+
+class FrameAnalyzer:
+    """Quality gate, batched segmentation and measurement of frames with one model.
+
+    Parameters
+    ----------
+    model_path : path
+        The ONNX; its metadata JSON must lie beside it (:mod:`edge.modelmeta`).
+    backend_config, measure_config, quality_config, roi_config : optional
+        Section configs; defaults when None.
+    px_size_um : float, optional
+        Pixel size of the *frames* (um). None = the model's trained pixel size.
+    inference_scale : float or "auto"
+        Resize factor before inference (see module docstring).
+    frame_hw : (H, W), optional
+        Expected frame size; with it (or ``backend_config.input_height/width``) the
+        backend is loaded now, else on the first frame.
+    state_dir : path, optional
+        State directory (TensorRT engine cache under ``engines/``).
+    keep_class_maps : bool
+        Keep each frame's class map in :attr:`FrameResult.class_map`.
+    color_order, bit_depth
+        Passed to :func:`edge.preprocess.to_rgb_float`.
+    """
+
+    def __init__(self, model_path: str | Path, *, backend_config: BackendConfig | None = None,
+                 measure_config: MeasureConfig | None = None,
+                 quality_config: QualityConfig | None = None,
+                 roi_config: RoiConfig | None = None, px_size_um: float | None = None,
+                 inference_scale: float | str = 1.0, frame_hw: tuple[int, int] | None = None,
+                 state_dir: str | Path | None = None, keep_class_maps: bool = False,
+                 color_order: str = "bgr", bit_depth: int | None = None) -> None:
+        self.model_path = Path(model_path)
+        check_model_file(self.model_path)
+        self.meta: ModelMeta = load_meta(self.model_path)
+        self.backend_config = backend_config or BackendConfig()
+        self.measure_config = measure_config or MeasureConfig()
+        self.quality_config = quality_config or QualityConfig()
+        self.roi_config = roi_config or RoiConfig()
+        self.state_dir = state_dir
+        self.keep_class_maps = keep_class_maps
+        self.color_order = color_order
+        self.bit_depth = bit_depth
+        self.frame_px_size_um = float(px_size_um if px_size_um is not None
+                                      else self.meta.px_size_um)
+        if self.frame_px_size_um <= 0:
+            raise UserError(f"px_size_um: must be > 0, got {self.frame_px_size_um}")
+        if isinstance(inference_scale, str):
+            if inference_scale != "auto":
+                raise UserError(f"inference_scale: expected a number or 'auto', got "
+                                f"{inference_scale!r}")
+            scale = auto_inference_scale(self.frame_px_size_um, self.meta.px_size_um)
+        else:
+            scale = float(inference_scale)
+        if not 0.05 <= scale <= 4.0:
+            raise UserError(f"inference_scale: {scale:.4g} outside 0.05..4")
+        self.inference_scale = scale
+        self.px_size_um = inference_px_size(self.frame_px_size_um, scale)
+        off = abs(self.px_size_um / self.meta.px_size_um - 1.0)
+        if off > 0.10:
+            log.warning("pixel size at the network input %.3f um differs by %.0f %% from the "
+                        "model's trained %.3f um (%s); set inference_scale = 'auto' to match",
+                        self.px_size_um, 100 * off, self.meta.px_size_um, self.model_path.name)
+        self.crystal_class = int(self.meta.crystal_class_id)
+        self.black_class = next((c.id for c in self.meta.classes if "black" in c.name.lower()), 0)
+        self.backend: Backend | None = None
+        self.last_timings: dict[str, float] = {}
+        self.backend_selection: list[dict[str, str]] = []
+        cfg = self.backend_config
+        if cfg.input_height and cfg.input_width:
+            self._ensure_backend(padded_hw((cfg.input_height, cfg.input_width),
+                                           self.meta.input.size_multiple))
+        elif frame_hw is not None:
+            self._ensure_backend(self.input_hw_for(frame_hw))
+
+    # ------------------------------------------------------------------ backend
+    def input_hw_for(self, frame_hw: tuple[int, int]) -> tuple[int, int]:
+        """Padded network input (H, W) for frames of ``frame_hw``."""
+        return padded_hw(scaled_hw(frame_hw, self.inference_scale), self.meta.input.size_multiple)
+
+    def _ensure_backend(self, input_hw: tuple[int, int]) -> Backend:
+        b = self.backend
+        if b is not None and (b.dynamic_shapes or tuple(b.input_hw) == tuple(input_hw)):
+            return b
+        if b is not None:
+            log.warning("frame size changed: reloading %s for input %dx%d (was %dx%d)",
+                        b.name, *input_hw, *b.input_hw)
+            b.close()
+        self.backend, self.backend_selection = create_backend(
+            self.model_path, self.meta, self.backend_config, input_hw=input_hw,
+            state_dir=self.state_dir)
+        return self.backend
+
+    @property
+    def model_info(self) -> dict[str, Any]:
+        """Model and backend description for reports."""
+        info = self.backend.info() if self.backend is not None else {}
+        return {
+            "name": self.meta.name,
+            "file": self.model_path.name,
+            "sha256": self.meta.sha256,
+            "classes": [c.name for c in self.meta.classes],
+            "model_px_size_um": self.meta.px_size_um,
+            "frame_px_size_um": self.frame_px_size_um,
+            "inference_scale": self.inference_scale,
+            "measure_px_size_um": self.px_size_um,
+            "backend": info.get("name"),
+            "precision": info.get("precision"),
+            "backend_info": info,
+            "backend_selection": self.backend_selection,
+        }
+
+    def close(self) -> None:
+        if self.backend is not None:
+            self.backend.close()
+            self.backend = None
+
+    def __enter__(self) -> FrameAnalyzer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ stages
+    def check_quality_full(self, image: np.ndarray | None) -> QualityResult:
+        """Pre-inference gate with metrics; ``unreadable`` for None or malformed arrays."""
+        if image is None:
+            return QualityResult("unreadable", "could not decode")
+        try:
+            grey = grey_u8(image, bit_depth=self.bit_depth)
+        except ValueError as exc:
+            return QualityResult("unreadable", str(exc))
+        return check_frame(grey, self.quality_config)
+
+    def check_quality(self, image: np.ndarray | None) -> str | None:
+        """Reject reason, or None when the frame may be analysed."""
+        return self.check_quality_full(image).reason
+
+    def segment(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """Batched inference: uint8 class maps at inference resolution, one per image.
+
+        Images of equal size go through the backend together, at most
+        ``backend_config.max_batch`` at a time.
+        """
+        if not images:
+            return []
+        t0 = time.perf_counter()
+        prepared = [resize_for_inference(
+            to_rgb_float(im, color_order=self.color_order, bit_depth=self.bit_depth),
+            self.inference_scale) for im in images]
+        t_pre = time.perf_counter()
+        groups: dict[tuple[int, int], list[int]] = {}
+        for i, p in enumerate(prepared):
+            groups.setdefault(padded_hw(p.shape[:2], self.meta.input.size_multiple), []).append(i)
+        maps: list[np.ndarray | None] = [None] * len(images)
+        step = self.backend_config.max_batch
+        infer_s = 0.0
+        for hw, idx in groups.items():
+            backend = self._ensure_backend(hw)
+            for k in range(0, len(idx), step):
+                chunk = idx[k:k + step]
+                batch = to_nchw([prepared[i] for i in chunk], hw)
+                t1 = time.perf_counter()
+                logits = backend.infer(batch)
+                infer_s += time.perf_counter() - t1
+                for i, cm in zip(chunk, logits_to_class_maps(
+                        logits, [prepared[i].shape[:2] for i in chunk]), strict=True):
+                    maps[i] = cm
+        n = len(images)
+        total_s = time.perf_counter() - t0
+        self.last_timings = {"preprocess_ms": (t_pre - t0) * 1e3 / n,
+                             "inference_ms": infer_s * 1e3 / n,
+                             "segment_ms": total_s * 1e3 / n}
+        return [m for m in maps if m is not None]
+
+    def postprocess(self, name: str, image: np.ndarray, class_map: np.ndarray, *,
+                    quality: QualityResult | None = None,
+                    timings: dict[str, float] | None = None) -> FrameResult:
+        """ROI, crowding check and measurement of one segmented frame."""
+        t0 = time.perf_counter()
+        frame_hw = (int(image.shape[0]), int(image.shape[1]))
+        result = FrameResult(name=name, ok=True, px_size_um=self.px_size_um,
+                             inference_scale=self.inference_scale, frame_hw=frame_hw,
+                             quality=dict(quality.metrics) if quality else {},
+                             timings_ms=dict(timings or {}),
+                             class_map=class_map if self.keep_class_maps else None)
+        grey = grey_u8(image, bit_depth=self.bit_depth)
+        if grey.shape != class_map.shape:
+            grey = cv2.resize(grey, (class_map.shape[1], class_map.shape[0]),
+                              interpolation=cv2.INTER_AREA)
+        roi = detect_roi(grey, self.roi_config, class_map=class_map,
+                         black_class=self.black_class, scale=self.inference_scale)
+        if roi is None:
+            return self._reject(result, "no_field", "no illuminated field found", t0)
+        result.roi = roi
+        crowd = check_crowding(class_map, roi.mask, crystal_class=self.crystal_class,
+                               config=self.quality_config)
+        result.quality.update(crowd.metrics)
+        if not crowd.ok:
+            return self._reject(result, crowd.reason, crowd.detail, t0)
+        result.crystals = measure_crystals(
+            class_map, px_size_um=self.px_size_um, crystal_class=self.crystal_class,
+            roi=roi.mask, config=self.measure_config)
+        result.timings_ms["postprocess_ms"] = (time.perf_counter() - t0) * 1e3
+        return result
+
+    @staticmethod
+    def _reject(result: FrameResult, reason: str | None, detail: str, t0: float) -> FrameResult:
+        result.ok = False
+        result.reject_reason = reason
+        result.reject_detail = detail
+        result.timings_ms["postprocess_ms"] = (time.perf_counter() - t0) * 1e3
+        return result
+
+    def analyze(self, name: str, image: np.ndarray | None) -> FrameResult:
+        """All stages for one frame."""
+        return self.analyze_many([(name, image)])[0]
+
+    def analyze_many(self, frames: Sequence[tuple[str, np.ndarray | None]]) -> list[FrameResult]:
+        """All stages for several frames; accepted frames are segmented in batches."""
+        results: list[FrameResult | None] = [None] * len(frames)
+        todo: list[tuple[int, QualityResult, float]] = []
+        for i, (name, image) in enumerate(frames):
+            t0 = time.perf_counter()
+            q = self.check_quality_full(image)
+            q_ms = (time.perf_counter() - t0) * 1e3
+            if q.ok:
+                todo.append((i, q, q_ms))
+                continue
+            hw = (0, 0) if image is None or np.ndim(image) < 2 else tuple(np.shape(image)[:2])
+            results[i] = FrameResult(name=name, ok=False, reject_reason=q.reason,
+                                     reject_detail=q.detail, px_size_um=self.px_size_um,
+                                     inference_scale=self.inference_scale, frame_hw=hw,
+                                     quality=dict(q.metrics), timings_ms={"quality_ms": q_ms})
+        if todo:
+            maps = self.segment([frames[i][1] for i, _, _ in todo])
+            for (i, q, q_ms), cm in zip(todo, maps, strict=True):
+                name, image = frames[i]
+                results[i] = self.postprocess(
+                    name, image, cm, quality=q, timings={"quality_ms": q_ms, **self.last_timings})
+        return [r for r in results if r is not None]
