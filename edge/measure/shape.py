@@ -1,0 +1,131 @@
+"""Shape descriptors of one digital crystal: perimeter, circularity, Feret diameters.
+
+Circularity is ``4 * pi * A / P**2`` (the study's Eq. 1; 1 for a disc, 0.907 for a regular
+hexagon, 0.785 for a square). Some instruments report its square root; we do not.
+
+``A`` is the pixel count. ``P`` must be an *unbiased* estimate of the length of the
+object's outline, otherwise circularity depends on size: ``cv2.arcLength`` of the raw
+pixel contour measures the staircase through the boundary pixel centres (a digital disc
+of radius 5 px scores 1.08, of radius 200 px 0.90). We use the Vossepoel-Smeulders
+corner-count estimator on the 8-connected chain of boundary pixel centres,
+``L = 0.980 n_even + 1.406 n_odd - 0.091 n_corners`` (Vossepoel & Smeulders 1982,
+unbiased on average over orientations), plus ``pi`` because that chain runs half a
+pixel inside the outline of the pixel set whose area is ``A`` (an outward offset by
+``d`` adds ``2 pi d`` to the length of any simple closed curve). Measured here:
+digital discs of radius 2.5-200 px score 0.986-1.000, regular hexagons (R >= 12 px,
+any orientation) 0.90-0.93 (the high end for edges exactly along the pixel axes, where
+the estimator reads straight runs 2 % short), a regular octagon 0.94.
+"""
+
+from __future__ import annotations
+
+import math
+
+import cv2
+import numpy as np
+
+_VS_EVEN, _VS_ODD, _VS_CORNER = 0.980, 1.406, 0.091
+
+
+def chain_length(contour: np.ndarray) -> float:
+    """Vossepoel-Smeulders length of a closed 8-connected chain of pixel centres.
+
+    Parameters
+    ----------
+    contour : ndarray, shape (N, 2) or (N, 1, 2)
+        Consecutive boundary pixels (x, y) as from ``cv2.findContours(...,
+        cv2.CHAIN_APPROX_NONE)``; closed (the last point joins the first).
+
+    Returns
+    -------
+    float
+        Estimated length in px (0 for a single pixel).
+    """
+    c = np.asarray(contour).reshape(-1, 2).astype(np.int64)
+    if c.shape[0] < 2:
+        return 0.0
+    d = np.empty_like(c)
+    d[:-1] = c[1:] - c[:-1]
+    d[-1] = c[0] - c[-1]
+    odd = (np.abs(d[:, 0]) + np.abs(d[:, 1])) == 2
+    code = (d[:, 0] + 1) * 3 + (d[:, 1] + 1)  # distinct per step direction
+    corners = int(np.count_nonzero(code[1:] != code[:-1])) + int(code[0] != code[-1])
+    n_odd = int(np.count_nonzero(odd))
+    return _VS_EVEN * (c.shape[0] - n_odd) + _VS_ODD * n_odd - _VS_CORNER * corners
+
+
+def outer_contours(mask: np.ndarray) -> list[np.ndarray]:
+    """External contours (pixel centres, ``CHAIN_APPROX_NONE``) of a 0/1 uint8 mask."""
+    found = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+    return list(found[-2])  # OpenCV 3 returned 3 values, 4.x/5.x return 2
+
+
+def perimeter(mask: np.ndarray) -> float:
+    """Length (px) of the outline of the pixel set ``mask != 0``.
+
+    Vossepoel-Smeulders length of each external boundary chain plus ``pi`` per chain
+    (half-pixel outward offset; see the module docstring). Holes are not counted.
+
+    Parameters
+    ----------
+    mask : ndarray, shape (H, W)
+        Non-zero = object.
+
+    Returns
+    -------
+    float
+    """
+    m = np.ascontiguousarray(np.asarray(mask) != 0, dtype=np.uint8)
+    if m.ndim != 2:
+        raise ValueError(f"mask must be 2-D, got shape {m.shape}")
+    return float(sum(chain_length(c) + math.pi for c in outer_contours(m)))
+
+
+def circularity(mask: np.ndarray) -> float:
+    """Circularity ``4 pi A / P**2`` of the pixel set ``mask != 0`` (0 when empty)."""
+    m = np.asarray(mask)
+    if m.ndim != 2:
+        raise ValueError(f"mask must be 2-D, got shape {m.shape}")
+    area = int(np.count_nonzero(m))
+    if area == 0:
+        return 0.0
+    p = perimeter(m)
+    return 4.0 * math.pi * area / (p * p)
+
+
+_CORNERS = np.array([[-0.5, -0.5], [0.5, -0.5], [0.5, 0.5], [-0.5, 0.5]])
+
+
+def feret(points: np.ndarray) -> tuple[float, float]:
+    """Maximum and minimum Feret diameter (px) of the union of the given pixels.
+
+    Computed exactly on the convex hull of the pixels' corners (so a single pixel
+    measures 1 x 1 and a horizontal run of n pixels n x 1).
+
+    Parameters
+    ----------
+    points : ndarray, shape (N, 2) or (N, 1, 2)
+        Pixel centres (x, y), e.g. a boundary contour.
+
+    Returns
+    -------
+    (float, float)
+        ``(feret_max, feret_min)``.
+    """
+    p = np.asarray(points, dtype=np.float64).reshape(-1, 2)
+    if p.shape[0] == 0:
+        return 0.0, 0.0
+    hull = cv2.convexHull(p.astype(np.float32)).reshape(-1, 2).astype(np.float64)
+    corners = (hull[:, None, :] + _CORNERS[None, :, :]).reshape(-1, 2)
+    h = cv2.convexHull(corners.astype(np.float32)).reshape(-1, 2).astype(np.float64)
+    dx = h[:, 0, None] - h[None, :, 0]
+    dy = h[:, 1, None] - h[None, :, 1]
+    fmax = float(np.sqrt((dx * dx + dy * dy).max()))
+    edges = np.concatenate([h[1:], h[:1]]) - h
+    norm = np.hypot(edges[:, 0], edges[:, 1])
+    ok = norm > 0
+    nrm = np.stack([-edges[ok, 1], edges[ok, 0]], axis=1) / norm[ok, None]
+    proj = h @ nrm.T  # (n_pts, n_edges)
+    widths = proj.max(axis=0) - proj.min(axis=0)
+    fmin = float(widths.min()) if widths.size else fmax
+    return fmax, fmin
