@@ -1,0 +1,397 @@
+"""``crystal-edge analyze``: crystals and size distribution of a set of frames -> report.
+
+``--masks`` measures crystal masks made by any segmenter (non-zero = crystal, or a class
+map with ``--crystal-class``). The image mode (segmenting frames with a model) plugs in at
+:func:`collect_results`: each mode yields one :class:`edge.report.FileResult` per input,
+and everything after that (PSD, JSON/CSV/plot, exit status) is shared.
+
+Mask files, decided explicitly:
+
+* 8-bit single channel: binary (0 / any one non-zero value) or, with ``--crystal-class``,
+  a class map;
+* 16-bit single channel: accepted as binary, or as a class map when all values are <= 255;
+* RGB/RGBA: accepted when the colour channels are identical (alpha ignored), otherwise
+  skipped (a colour picture is not a mask);
+* JPEG: binary masks thresholded at 128 (lossy compression leaves small non-zero values
+  along edges); JPEG class maps are refused (values are not exact);
+* float or other pixel types, images smaller than 8 px, undecodable, empty or truncated
+  files: skipped with the reason.
+
+A binary mask with several different non-zero values (a class map given without
+``--crystal-class``) is skipped with a hint, instead of silently merging classes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import sys
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from edge.errors import UserError
+
+HELP = ("measure crystals and the size distribution (Q3, x50,3, log-normal) of crystal "
+        "masks; writes a JSON/CSV/PNG report")
+
+log = logging.getLogger("edge.analyze")
+
+#: File types scanned for in directories (case-insensitive).
+IMAGE_EXTENSIONS: tuple[str, ...] = (".png", ".tif", ".tiff", ".bmp", ".jpg", ".jpeg")
+MIN_SIDE_PX = 8
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    # The positional ``inputs`` (frames for the image mode) belong to the image mode.
+    g = parser.add_argument_group("input")
+    g.add_argument("--masks", nargs="+", metavar="PATH",
+                   help="crystal mask files or directories (png, tif, tiff, bmp, jpg; "
+                        "directories are scanned, not recursively, in sorted order)")
+    g.add_argument("--crystal-class", type=int, default=None, metavar="N",
+                   help="masks are class maps; pixels equal to N are crystal "
+                        "(default: binary masks, non-zero = crystal)")
+    g.add_argument("--px-size-um", type=float, default=None, metavar="F",
+                   help="pixel size in um (required with --masks)")
+
+    m = parser.add_argument_group("measurement (defaults: edge.measure.MeasureConfig)")
+    m.add_argument("--min-area-px", type=int, default=None, metavar="N",
+                   help="reject objects smaller than N px2 (default 20)")
+    m.add_argument("--closing-radius-px", type=int, default=None, metavar="R",
+                   help="radius of the closing disc, 0 = none (default 2)")
+    m.add_argument("--circularity-min", type=float, default=None, metavar="C",
+                   help="reject crystals with circularity below C as agglomerates")
+    m.add_argument("--circularity-max", type=float, default=None, metavar="C",
+                   help="reject crystals with circularity above C")
+    m.add_argument("--paper-circularity", action="store_true",
+                   help="use the study's circularity window 0.85-0.95")
+    m.add_argument("--no-clear-border", action="store_true",
+                   help="keep crystals touching the border (no edge correction then)")
+    m.add_argument("--no-split", action="store_true",
+                   help="do not split touching crystals (no watershed)")
+    m.add_argument("--no-fill-holes", action="store_true", help="do not fill holes")
+
+    p = parser.add_argument_group("size distribution (defaults: edge.psd.PsdConfig)")
+    p.add_argument("--class-width-um", type=float, default=None, metavar="W",
+                   help="width of the size classes in um (default 10)")
+    p.add_argument("--no-edge-correction", action="store_true",
+                   help="do not weight crystals against the border-clearing bias")
+    p.add_argument("--bootstrap", type=int, default=None, metavar="N",
+                   help="bootstrap resamples for the 95%% interval of x50,3 (0 = none; "
+                        "default 1000)")
+    p.add_argument("--seed", type=int, default=None, metavar="S",
+                   help="bootstrap seed (default 0)")
+    p.add_argument("--no-fit", action="store_true", help="no log-normal fit")
+    p.add_argument("--fit-points", choices=["upper_edge", "class_max"], default=None,
+                   help="Q3 points the log-normal is fitted to (default upper_edge)")
+
+    o = parser.add_argument_group("output")
+    o.add_argument("--json", metavar="OUT", default=None,
+                   help="write the JSON report to OUT ('-' = stdout instead of the summary)")
+    o.add_argument("--csv", metavar="OUT", default=None,
+                   help="write one CSV row per measured crystal")
+    o.add_argument("--plot", metavar="OUT.png", default=None,
+                   help="write the Q3 plot with the log-normal fit (PNG)")
+
+
+# ---------------------------------------------------------------- settings from arguments
+def _validated(model: type, fields: dict[str, Any], options: dict[str, str]) -> Any:
+    from pydantic import ValidationError
+
+    try:
+        return model(**fields)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        name = str(err["loc"][0]) if err["loc"] else ""
+        opt = options.get(name, name)
+        raise UserError(f"{opt}: {err['msg']}") from None
+
+
+def measure_config_from_args(args: argparse.Namespace) -> Any:
+    """:class:`edge.measure.MeasureConfig` from the measurement options."""
+    from edge.measure import PAPER_WINDOW, MeasureConfig
+
+    fields: dict[str, Any] = {}
+    if args.paper_circularity:
+        fields.update(circularity_min=PAPER_WINDOW[0], circularity_max=PAPER_WINDOW[1])
+    for name in ("min_area_px", "closing_radius_px", "circularity_min", "circularity_max"):
+        value = getattr(args, name)
+        if value is not None:
+            fields[name] = value
+    if args.no_clear_border:
+        fields["clear_border"] = False
+    if args.no_split:
+        fields["split_touching"] = False
+    if args.no_fill_holes:
+        fields["fill_holes"] = False
+    options = {n: "--" + n.replace("_", "-") for n in fields}
+    options["circularity_min"] = "--circularity-min/--circularity-max"
+    return _validated(MeasureConfig, fields, options)
+
+
+def psd_config_from_args(args: argparse.Namespace) -> Any:
+    """:class:`edge.psd.PsdConfig` from the size-distribution options."""
+    from edge.psd import PsdConfig
+
+    fields: dict[str, Any] = {}
+    if args.class_width_um is not None:
+        fields["class_width_um"] = args.class_width_um
+    if args.no_edge_correction:
+        fields["edge_correction"] = False
+    if args.bootstrap is not None:
+        fields["bootstrap_n"] = args.bootstrap
+    if args.seed is not None:
+        fields["bootstrap_seed"] = args.seed
+    if args.no_fit:
+        fields["lognormal_fit"] = False
+    if args.fit_points is not None:
+        fields["fit_points"] = args.fit_points
+    options = {"class_width_um": "--class-width-um", "bootstrap_n": "--bootstrap",
+               "bootstrap_seed": "--seed", "fit_points": "--fit-points"}
+    return _validated(PsdConfig, fields, options)
+
+
+def check_px_size(value: float | None, option: str = "--px-size-um") -> float:
+    if value is None:
+        raise UserError(f"{option}: required (pixel size of the masks in um, e.g. 1.45)")
+    if not math.isfinite(value) or value <= 0:
+        raise UserError(f"{option}: must be a positive number of um, got {value}")
+    return float(value)
+
+
+def check_output_paths(args: argparse.Namespace) -> None:
+    """Fail before any work when an output folder does not exist."""
+    for opt in ("json", "csv", "plot"):
+        value = getattr(args, opt, None)
+        if value is None or value == "-":
+            continue
+        parent = Path(value).expanduser().resolve().parent
+        if not parent.is_dir():
+            raise UserError(f"--{opt} {value}: folder {parent} does not exist")
+        if Path(value).is_dir():
+            raise UserError(f"--{opt} {value}: is a directory, expected a file name")
+
+
+# ---------------------------------------------------------------- inputs
+def expand_inputs(paths: Iterable[str],
+                  extensions: Sequence[str] = IMAGE_EXTENSIONS) -> list[tuple[str, str | None]]:
+    """Files named or found in directories, as ``(name, error)`` in order.
+
+    Directories contribute their image files (by extension, sorted by name, not
+    recursive); a directory without any, or a path that does not exist, becomes one
+    entry with the error. Files are returned whatever their extension (decoding decides).
+    """
+    out: list[tuple[str, str | None]] = []
+    exts = tuple(e.lower() for e in extensions)
+    for raw in paths:
+        p = Path(raw)
+        if p.is_dir():
+            found = sorted(c for c in p.iterdir()
+                           if c.is_file() and c.suffix.lower() in exts)
+            if not found:
+                out.append((raw, "directory contains no image files ("
+                                 + ", ".join(e.lstrip(".") for e in exts) + ")"))
+            out.extend((str(c), None) for c in found)
+        elif p.is_file():
+            out.append((raw, None))
+        elif p.exists():
+            out.append((raw, "not a regular file"))
+        else:
+            out.append((raw, "no such file or directory"))
+    return out
+
+
+def decode_image(path: str | Path) -> Any:
+    """Read an image file unchanged (bit depth, channels) or raise UserError naming it."""
+    import cv2
+    import numpy as np
+
+    path = Path(path)
+    try:
+        data = np.fromfile(path, dtype=np.uint8)
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    if data.size == 0:
+        raise UserError(f"{path}: empty file")
+    quiet = getattr(getattr(cv2, "utils", None), "logging", None)
+    level = None
+    if quiet is not None:
+        level = quiet.getLogLevel()
+        quiet.setLogLevel(quiet.LOG_LEVEL_SILENT)
+    try:
+        img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    except cv2.error:
+        img = None
+    finally:
+        if quiet is not None and level is not None:
+            quiet.setLogLevel(level)
+    if img is None:
+        raise UserError(f"{path}: cannot decode as an image (not an image, unsupported "
+                        f"format, or truncated)")
+    return img
+
+
+def read_mask(path: str | Path, *, crystal_class: int | None = None) -> Any:
+    """Crystal mask (bool, H x W) from a mask or class-map file; see the module doc.
+
+    Raises
+    ------
+    UserError
+        Naming the file and what is wrong with it.
+    """
+    import numpy as np
+
+    path = Path(path)
+    img = decode_image(path)
+    if img.ndim == 3:
+        colour = img[..., :3] if img.shape[2] >= 3 else img[..., :1]
+        if colour.shape[2] > 1 and not (np.array_equal(colour[..., 0], colour[..., 1])
+                                        and np.array_equal(colour[..., 0], colour[..., 2])):
+            raise UserError(f"{path}: colour image with differing channels (shape "
+                            f"{img.shape}); a mask must be single-channel or grey")
+        img = colour[..., 0]
+    if img.dtype not in (np.uint8, np.uint16):
+        raise UserError(f"{path}: {img.dtype} pixels; expected an 8- or 16-bit integer mask")
+    if img.ndim != 2 or min(img.shape) < MIN_SIDE_PX:
+        raise UserError(f"{path}: image of {img.shape[1] if img.ndim > 1 else 1}x"
+                        f"{img.shape[0]} px is smaller than {MIN_SIDE_PX} px")
+    lossy = path.suffix.lower() in (".jpg", ".jpeg")
+    if crystal_class is not None:
+        if lossy:
+            raise UserError(f"{path}: JPEG cannot hold a class map exactly (lossy); "
+                            f"save class maps as PNG or TIFF")
+        vmax = int(img.max())
+        if vmax > 255:
+            raise UserError(f"{path}: 16-bit values up to {vmax}; a class map holds small "
+                            f"class ids (<= 255)")
+        return img == crystal_class
+    if lossy:
+        return img >= (128 if img.dtype == np.uint8 else 32768)
+    nonzero = img[img != 0]
+    if nonzero.size and (nonzero != nonzero[0]).any():
+        values = np.unique(img)
+        shown = ", ".join(str(int(v)) for v in values[:5]) + (", ..." if values.size > 5 else "")
+        raise UserError(f"{path}: {values.size} different values ({shown}), not a binary "
+                        f"mask; for a class map give --crystal-class")
+    return img != 0
+
+
+# ---------------------------------------------------------------- modes
+def warn_skipped(name: str, reason: str) -> None:
+    """One line on stderr for an input that is skipped (the run goes on)."""
+    print(f"crystal-edge: warning: {name}: {reason} (skipped)", file=sys.stderr)
+
+
+def results_from_masks(paths: Sequence[str], *, px_size_um: float,
+                       crystal_class: int | None, measure_config: Any) -> list[Any]:
+    """Measure every mask file; one FileResult per input (errors logged and recorded)."""
+    from edge.measure import measure_crystals
+    from edge.report import FileResult
+
+    results = []
+    for name, error in expand_inputs(paths):
+        if error is not None:
+            warn_skipped(name, error)
+            results.append(FileResult(name=name, error=error))
+            continue
+        t0 = time.perf_counter()
+        try:
+            mask = read_mask(name, crystal_class=crystal_class)
+            t1 = time.perf_counter()
+            crystals = measure_crystals(mask.astype("uint8"), px_size_um=px_size_um,
+                                        config=measure_config)
+        except (UserError, ValueError) as exc:
+            msg = str(exc)
+            prefix = f"{name}: "
+            msg = msg[len(prefix):] if msg.startswith(prefix) else msg
+            warn_skipped(name, msg)
+            results.append(FileResult(name=name, error=msg))
+            continue
+        t2 = time.perf_counter()
+        results.append(FileResult(name=name, crystals=crystals,
+                                  timings_ms={"read": (t1 - t0) * 1e3,
+                                              "measure": (t2 - t1) * 1e3}))
+    return results
+
+
+def collect_results(args: argparse.Namespace, measure_config: Any,
+                    ) -> tuple[str, list[Any], float, dict[str, Any]]:
+    """The mode's per-file results: ``(mode, results, px_size_um, extra settings)``.
+
+    The image mode adds its branch here (positional inputs + ``--model``).
+    """
+    if args.masks:
+        px = check_px_size(args.px_size_um)
+        if args.crystal_class is not None and args.crystal_class < 0:
+            raise UserError(f"--crystal-class: must be >= 0, got {args.crystal_class}")
+        results = results_from_masks(args.masks, px_size_um=px,
+                                     crystal_class=args.crystal_class,
+                                     measure_config=measure_config)
+        return "masks", results, px, {"crystal_class": args.crystal_class,
+                                      "inputs": list(args.masks)}
+    raise UserError("--masks: give the crystal mask files or directories to analyze")
+
+
+# ---------------------------------------------------------------- output
+def summary(report: Any) -> str:
+    """A few human-readable lines about the report."""
+    p = report.psd
+    rej = ", ".join(f"{n} {r}" for r, n in report.n_rejected.items())
+    lines = [f"images: {report.n_images_ok} of {report.n_images} measured; crystals kept: "
+             f"{p.n} (rejected: {rej})"]
+    if p.n:
+        ci = p.x50_3_ci95_um
+        ci_txt = f" (95% CI {ci[0]:.1f}-{ci[1]:.1f})" if ci else ""
+        lines.append(f"x10,3 = {p.x10_3_um:.1f} um, x50,3 = {p.x50_3_um:.1f} um{ci_txt}, "
+                     f"x90,3 = {p.x90_3_um:.1f} um, x50,0 = {p.x50_0_um:.1f} um, "
+                     f"span = {p.span:.3f}, d32 = {p.d32_um:.1f} um")
+        if p.lognormal is not None:
+            f = p.lognormal
+            lines.append(f"log-normal fit: x50,3 = {f.x50_3_um:.1f} um, s_LND = "
+                         f"{f.s_lnd:.3f}, RMSE = {f.rmse:.4f}")
+    if report.edge_correction_applied:
+        lines.append("edge correction: on (Miles-Lantuejoul weights)")
+    return "\n".join(lines)
+
+
+def write_outputs(args: argparse.Namespace, report: Any) -> None:
+    import json
+
+    from edge.report import write_csv, write_json
+
+    if args.json == "-":
+        sys.stdout.write(json.dumps(report.to_payload(), indent=2, allow_nan=False) + "\n")
+    else:
+        print(summary(report))
+        if args.json:
+            write_json(report, args.json)
+            log.info("JSON report: %s", args.json)
+    if args.csv:
+        write_csv(report, args.csv)
+        log.info("CSV: %s", args.csv)
+    if args.plot:
+        from edge.plot import plot_q3
+
+        plot_q3(report.psd, args.plot, title=f"Q3 distribution, {report.psd.n} crystals")
+        log.info("plot: %s", args.plot)
+
+
+def run(args: argparse.Namespace) -> int:
+    from edge.report import build_report
+
+    measure_config = measure_config_from_args(args)
+    psd_config = psd_config_from_args(args)
+    check_output_paths(args)
+    mode, results, px, extra = collect_results(args, measure_config)
+    report = build_report(results, mode=mode, px_size_um=px, measure_config=measure_config,
+                          psd_config=psd_config, settings=extra)
+    write_outputs(args, report)
+    if report.n_images_ok == 0:
+        print(f"crystal-edge: error: nothing could be measured ({report.n_images} input(s), "
+              f"all skipped)", file=sys.stderr)
+        return 1
+    if report.psd.n == 0:
+        log.warning("no crystal was kept in %d image(s)", report.n_images_ok)
+    return 0
