@@ -12,6 +12,7 @@ from edge.clikit import dispatch
 
 COMMANDS: dict[str, str] = {
     "analyze": "edge.commands.analyze",
+    "payload-schema": "edge.commands.payload_schema",
     "status": "edge.commands.status",
 }
 

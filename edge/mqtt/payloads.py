@@ -38,7 +38,8 @@ def utc_now() -> datetime:
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # Outbound payloads always carry every field (null where unknown): the schema says so.
+    model_config = ConfigDict(extra="forbid", json_schema_serialization_defaults_required=True)
 
     def to_payload(self) -> dict[str, Any]:
         """Plain-JSON dict (datetimes as ISO 8601 strings)."""
@@ -211,8 +212,9 @@ PAYLOAD_MODELS: dict[str, type[BaseModel]] = {
 
 def json_schema(model: type[BaseModel]) -> dict[str, Any]:
     """JSON Schema (draft 2020-12) of a payload model, with ``$id`` and ``$schema``."""
-    schema = model.model_json_schema(mode="serialization")
     stem = next(k for k, v in PAYLOAD_MODELS.items() if v is model)
+    # inbound commands: what a sender may omit; outbound payloads: what always arrives
+    schema = model.model_json_schema(mode="validation" if stem == "command" else "serialization")
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "$id": f"https://crystal-psd.local/schemas/{stem}.v{SCHEMA_VERSION}.schema.json",
