@@ -12,6 +12,9 @@ from edge.clikit import dispatch
 
 COMMANDS: dict[str, str] = {
     "analyze": "edge.commands.analyze",
+    "run": "edge.commands.run",
+    "check-config": "edge.commands.check_config",
+    "config-schema": "edge.commands.config_schema",
     "payload-schema": "edge.commands.payload_schema",
     "status": "edge.commands.status",
 }

@@ -33,10 +33,15 @@ SourceConfig = Annotated[
 
 
 def build_source(config: FolderSourceConfig | OpenCVSourceConfig | SyntheticSourceConfig, *,
-                 state_dir: str | Path) -> FrameSource:
-    """Construct (not yet open) the source named by ``config.type``."""
+                 state_dir: str | Path, px_size_um: float = 1.45) -> FrameSource:
+    """Construct (not yet open) the source named by ``config.type``.
+
+    ``px_size_um`` ([optics]) is passed to the synthetic source, which renders at it.
+    """
     module_name, cls_name = SOURCES[config.type].split(":")
     cls = getattr(importlib.import_module(module_name), cls_name)
+    if config.type == "synthetic":
+        return cls(config, state_dir=state_dir, px_size_um=px_size_um)
     return cls(config, state_dir=state_dir)
 
 

@@ -13,7 +13,8 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from edge.errors import UserError
 from edge.sources.base import Frame, wait
@@ -25,15 +26,20 @@ class SyntheticSourceConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     type: Literal["synthetic"] = Field("synthetic", description="source type")
-    seed: int = Field(0, description="random seed (frame i uses seed + i)")
+    seed: int = Field(0, ge=0, description="random seed; frame i is rendered from (seed, i)")
     width: int = Field(1024, ge=64, le=8192, description="frame width in pixels")
     height: int = Field(768, ge=64, le=8192, description="frame height in pixels")
     count: int | None = Field(None, ge=1, description="frames to generate; None = endless")
     rate_fps: float | None = Field(
         None, gt=0, description="frames per second; None = as fast as they are taken")
-    fraction: str = Field(
-        "fine", description="crystal population preset of the generator (e.g. the sieve "
-                            "fraction); see `crystal-train synth --help`")
+    fraction_um: tuple[float, float] = Field(
+        (125.0, 180.0), description="sieve fraction of the generated crystals (um)")
+    px_size_um: float | None = Field(
+        None, gt=0, description="pixel size of the generated frames; None = [optics] px_size_um")
+    generator: dict[str, Any] = Field(
+        default_factory=dict,
+        description="further settings of the generator (trainer.synth.SynthConfig keys, "
+                    "e.g. density, bubbles_per_frame); checked at start-up")
 
 
 class SyntheticSource:
@@ -42,32 +48,52 @@ class SyntheticSource:
     name = "synthetic"
 
     def __init__(self, config: SyntheticSourceConfig, *,
-                 state_dir: str | Path | None = None) -> None:
+                 state_dir: str | Path | None = None, px_size_um: float = 1.45) -> None:
         self.config = config
+        self.px_size_um = config.px_size_um or px_size_um
         self._render: Any = None
+        self._synth_cfg: Any = None
         self._n = 0
 
     def open(self) -> None:
         try:
-            from trainer.synth import render_frame
+            from trainer.synth.config import SynthConfig
+            from trainer.synth.render import render_frame
         except ImportError as exc:
             raise UserError(f"source.type 'synthetic': the generator (trainer.synth) is not "
                             f"installed: {exc}") from None
+        c = self.config
+        try:
+            self._synth_cfg = SynthConfig(**{
+                "width": c.width, "height": c.height, "px_size_um": self.px_size_um,
+                "fraction_um": c.fraction_um, **c.generator})
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            loc = ".".join(str(p) for p in first["loc"])
+            raise UserError(f"source.generator.{loc}: {first['msg']}") from None
         self._render = render_frame
 
     def close(self) -> None:
         pass
 
-    def frames(self, stop: threading.Event) -> Iterator[Frame]:
+    def render(self, i: int) -> tuple[np.ndarray, dict[str, Any]]:
+        """Frame ``i`` (BGR uint8) and its truth: the area-equivalent diameters (um) of
+        the crystals wholly inside the frame and field."""
         if self._render is None:
             self.open()
+        sf = self._render(np.random.default_rng([self.config.seed, i]), self._synth_cfg)
+        bgr = np.ascontiguousarray(sf.image[:, :, ::-1])
+        truth = {"diameters_um": [float(c.diameter_um) for c in sf.crystals if c.whole],
+                 "n_crystals": len(sf.crystals)}
+        return bgr, truth
+
+    def frames(self, stop: threading.Event) -> Iterator[Frame]:
         c = self.config
         period = 1.0 / c.rate_fps if c.rate_fps else 0.0
         t_next = time.monotonic()
         i = 0
         while not stop.is_set() and (c.count is None or i < c.count):
-            image, truth = self._render(seed=c.seed + i, width=c.width, height=c.height,
-                                        fraction=c.fraction)
+            image, truth = self.render(i)
             if period:
                 if wait(stop, t_next - time.monotonic()):
                     return

@@ -44,3 +44,66 @@ class Collector:
         self.stop.set()
         self.thread.join(10.0)
         assert not self.thread.is_alive(), "source did not stop"
+
+
+# ---------------------------------------------------------------- run / pipeline tests
+def write_frames(directory, names, *, seed: int = 0, h: int = 240, w: int = 320,
+                 n_crystals: int = 8, t0: float | None = None):
+    """Write back-lit frames with dark discs (tiny-model fixture) as image files, with
+    increasing mtimes (arrival order = list order). Returns the paths."""
+    import os
+
+    import cv2
+    import numpy as np
+
+    from tests.fixtures.tiny_model import synth_frame
+
+    rng = np.random.default_rng(seed)
+    t0 = time.time() - 1000 if t0 is None else t0
+    paths = []
+    for i, name in enumerate(names):
+        crystals = [(rng.uniform(40, w - 40), rng.uniform(40, h - 40), rng.uniform(5, 15))
+                    for _ in range(n_crystals)]
+        path = directory / name
+        assert cv2.imwrite(str(path), synth_frame(h, w, crystals=crystals, seed=seed + i))
+        os.utime(path, (t0 + i, t0 + i))
+        paths.append(path)
+    return paths
+
+
+def write_config(path, *, model, extra: str = "", source: str | None = None,
+                 batch_frames: int = 3) -> None:
+    """A run configuration for tests: folder source 'in', JSON lines 'out.jsonl'."""
+    source = source or ('type = "folder"\npath = "in"\npoll_s = 0.05\nstable_polls = 1\n')
+    path.write_text(f"""
+[device]
+id = "test-01"
+
+[source]
+{source}
+[model]
+path = "{model}"
+
+[backend]
+name = "onnxruntime"
+onnxruntime_device = "cpu"
+threads = 1
+max_batch = 2
+warmup_runs = 0
+
+[batch]
+frames = {batch_frames}
+
+[state]
+dir = "state"
+
+[sinks.jsonl]
+path = "out.jsonl"
+
+[psd]
+bootstrap_n = 50
+
+[health]
+interval_s = 0.1
+{extra}
+""")

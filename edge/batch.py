@@ -1,0 +1,341 @@
+"""Batches: frames collected until N frames or T seconds, then one PSD report.
+
+:class:`BatchAggregator` collects the crystals (area-equivalent diameters and
+edge-correction weights) and the frame / crystal rejection counts of the open batch;
+:meth:`BatchAggregator.close` computes the PSD of all its crystals with
+:func:`edge.psd.compute_psd` and returns a :class:`BatchReport`, whose ``to_payload()``
+is the MQTT ``psd`` payload (:class:`edge.mqtt.payloads.PsdPayload`).
+
+Batch ids come from :class:`BatchCounter`: monotonic per device, persisted atomically in
+``<state dir>/batch_counter.json`` when a batch closes, so they survive restarts.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from edge.errors import UserError
+from edge.mqtt.payloads import PsdPayload
+from edge.psd import PsdConfig, PSDResult, compute_psd
+from edge.sources.base import Frame
+from edge.state import BATCH_COUNTER_FILE, atomic_write_text
+
+log = logging.getLogger(__name__)
+
+CloseReason = Literal["frames", "seconds", "command", "shutdown", "end"]
+
+
+def software_version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("crystal-psd")
+    except Exception:  # not installed (source checkout)
+        return ""
+
+
+class BatchConfig(BaseModel):
+    """``[batch]``: when a batch closes."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    frames: int = Field(
+        100, ge=1,
+        description="close the batch after this many frames (used + rejected)")
+    seconds: float = Field(
+        0.0, ge=0,
+        description="and/or after this many seconds since its first frame; 0 = no time "
+                    "limit")
+    on_shutdown: Literal["close", "discard"] = Field(
+        "close",
+        description="open batch at a stop (SIGTERM, end of input): 'close' publishes it "
+                    "as a shorter batch; 'discard' drops it (a folder source then "
+                    "re-reads its files on the next start)")
+
+
+class BatchCounter:
+    """Monotonic batch ids persisted in ``<state dir>/batch_counter.json``."""
+
+    def __init__(self, state_dir: str | Path) -> None:
+        self.path = Path(state_dir) / BATCH_COUNTER_FILE
+        self._last = self._load()
+
+    def _load(self) -> int:
+        if not self.path.exists():
+            return 0
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+            last = int(data["last_batch_id"])
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            # Never restart the numbering silently: the plant keys batches by id.
+            raise UserError(
+                f"{self.path}: unreadable batch counter ({exc}); fix it or write "
+                '{"last_batch_id": <last id published>}') from None
+        if last < 0:
+            raise UserError(f"{self.path}: last_batch_id must be >= 0, got {last}")
+        return last
+
+    @property
+    def last(self) -> int:
+        """The last id handed out (0: none yet)."""
+        return self._last
+
+    def next(self) -> int:
+        """Allocate the next id and persist it (atomically, fsync'd) before returning."""
+        new = self._last + 1
+        atomic_write_text(self.path, json.dumps(
+            {"last_batch_id": new, "updated": datetime.now(timezone.utc).isoformat()}) + "\n")
+        self._last = new
+        return new
+
+
+@dataclass
+class BatchReport:
+    """One closed batch (see the module docstring). ``frames`` holds light copies of the
+    batch's frames (no images) for the source's acknowledgement."""
+
+    batch_id: int
+    device_id: str
+    batch_start: datetime
+    batch_end: datetime
+    close_reason: str
+    frames_used: int
+    frames_rejected_by_reason: dict[str, int]
+    crystals_measured: int
+    crystals_rejected_by_reason: dict[str, int]
+    psd: PSDResult
+    px_size_um: float
+    model: dict[str, str]
+    timing: dict[str, float]
+    software_version: str = ""
+    frames: list[Frame] = field(default_factory=list, repr=False)
+
+    @property
+    def frames_rejected(self) -> int:
+        return int(sum(self.frames_rejected_by_reason.values()))
+
+    @property
+    def frames_total(self) -> int:
+        return self.frames_used + self.frames_rejected
+
+    def payload_model(self) -> PsdPayload:
+        """The report as H4's :class:`~edge.mqtt.payloads.PsdPayload`."""
+        p = self.psd
+        lg = p.lognormal
+        ci = p.x50_3_ci95_um
+        return PsdPayload(
+            device_id=self.device_id,
+            batch_id=self.batch_id,
+            batch_start=self.batch_start,
+            batch_end=self.batch_end,
+            frames={"used": self.frames_used, "rejected": self.frames_rejected,
+                    "rejected_by_reason": dict(self.frames_rejected_by_reason)},
+            crystals={"measured": self.crystals_measured,
+                      "rejected": int(sum(self.crystals_rejected_by_reason.values())),
+                      "rejected_by_reason": dict(self.crystals_rejected_by_reason)},
+            px_size_um=self.px_size_um,
+            class_width_um=p.config.class_width_um,
+            classes={"upper_edges_um": _floats(p.edges_um[1:]), "q3": _floats(p.Q3),
+                     "q0": _floats(p.Q0), "counts": _floats(p.counts)},
+            statistics={"x10_3_um": _f(p.x10_3_um), "x50_3_um": _f(p.x50_3_um),
+                        "x90_3_um": _f(p.x90_3_um), "x50_0_um": _f(p.x50_0_um),
+                        "span": _f(p.span), "d32_um": _f(p.d32_um),
+                        "x50_3_ci95_um": None if ci is None or None in (_f(ci[0]), _f(ci[1]))
+                        else (_f(ci[0]), _f(ci[1]))},
+            lognormal={} if lg is None else {"x50_3_um": _f(lg.x50_3_um),
+                                             "s_lnd": _f(lg.s_lnd), "rmse": _f(lg.rmse)},
+            model=self.model,
+            software_version=self.software_version,
+        )
+
+    def to_payload(self) -> dict[str, Any]:
+        """Plain-JSON ``psd`` payload (``PsdPayload.model_dump(mode="json")``)."""
+        return self.payload_model().model_dump(mode="json")
+
+    def summary(self) -> dict[str, Any]:
+        """Short plain-JSON summary for logs and the health snapshot."""
+        lg = self.psd.lognormal
+        return {"batch_id": self.batch_id, "close_reason": self.close_reason,
+                "frames_used": self.frames_used, "frames_rejected": self.frames_rejected,
+                "crystals": self.crystals_measured, "x50_3_um": _f(self.psd.x50_3_um),
+                "s_lnd": None if lg is None else _f(lg.s_lnd),
+                "batch_end": self.batch_end.isoformat()}
+
+
+def _f(v: Any) -> float | None:
+    if v is None:
+        return None
+    v = float(v)
+    return v if math.isfinite(v) else None
+
+
+def _floats(a: np.ndarray) -> list[float]:
+    return [float(x) for x in np.asarray(a, dtype=np.float64).ravel()]
+
+
+def _utc(t: float) -> datetime:
+    return datetime.fromtimestamp(t, tz=timezone.utc)
+
+
+class BatchAggregator:
+    """Collects frame results of the open batch; closes it into a :class:`BatchReport`.
+
+    Parameters
+    ----------
+    config : BatchConfig
+        When a batch closes.
+    counter : BatchCounter
+        Source of batch ids (allocated at close).
+    device_id : str
+        Appliance id for the payload.
+    px_size_um : float
+        Pixel size the diameters were measured at (for the payload).
+    model : dict or callable
+        ``{"name", "sha256", "backend", "precision"}`` for the payload, or a callable
+        returning it at close time (the backend may load with the first frame).
+    psd_config : PsdConfig, optional
+        Size classes, edge correction, bootstrap.
+    clock : callable, optional
+        ``time.time`` replacement for tests.
+    """
+
+    def __init__(self, *, config: BatchConfig, counter: BatchCounter, device_id: str,
+                 px_size_um: float, model: dict[str, str] | Callable[[], dict[str, str]],
+                 psd_config: PsdConfig | None = None, clock: Any = time.time) -> None:
+        self.config = config
+        self.counter = counter
+        self.device_id = device_id
+        self.px_size_um = float(px_size_um)
+        self.model = model
+        self.psd_config = psd_config or PsdConfig()
+        self._clock = clock
+        self._version = software_version()
+        self._reset()
+
+    def _reset(self) -> None:
+        self._diam: list[np.ndarray] = []
+        self._weights: list[np.ndarray] = []
+        self._frames: list[Frame] = []
+        self._used = 0
+        self._rejected: Counter[str] = Counter()
+        self._crystals_rejected: Counter[str] = Counter()
+        self._t_first: float | None = None
+        self._t_last: float | None = None
+        self._opened: float | None = None  # monotonic time of the first frame
+        self._timing: dict[str, float] = {"infer_ms": 0.0, "post_ms": 0.0, "latency_ms": 0.0}
+
+    # -- collecting ---------------------------------------------------------------
+    @property
+    def n_frames(self) -> int:
+        """Frames in the open batch (used + rejected)."""
+        return self._used + sum(self._rejected.values())
+
+    @property
+    def started(self) -> float | None:
+        """Wall-clock time of the open batch's first frame (None: empty)."""
+        return self._t_first
+
+    def _touch(self, frame: Frame) -> None:
+        t = frame.t_capture
+        if self._t_first is None:
+            self._t_first = t
+            self._opened = time.monotonic()
+        self._t_first = min(self._t_first, t)
+        self._t_last = t if self._t_last is None else max(self._t_last, t)
+        self._frames.append(Frame(name=frame.name, seq=frame.seq, image=None,
+                                  t_capture=frame.t_capture, error=frame.error,
+                                  token=frame.token))
+
+    def add_result(self, frame: Frame, *, diameters_um: np.ndarray,
+                   weights: np.ndarray | None = None,
+                   crystals_rejected_by_reason: dict[str, int] | None = None,
+                   timing_ms: dict[str, float] | None = None) -> None:
+        """Count a used frame and its crystals into the open batch."""
+        d = np.asarray(diameters_um, dtype=np.float64).ravel()
+        w = np.ones_like(d) if weights is None else np.asarray(weights, np.float64).ravel()
+        if w.shape != d.shape:
+            raise ValueError(f"weights of shape {w.shape} do not match diameters {d.shape}")
+        self._touch(frame)
+        self._used += 1
+        self._diam.append(d)
+        self._weights.append(w)
+        for reason, n in (crystals_rejected_by_reason or {}).items():
+            self._crystals_rejected[str(reason)] += int(n)
+        for key, v in (timing_ms or {}).items():
+            if key in self._timing:
+                self._timing[key] += float(v)
+
+    def add_rejection(self, frame: Frame, reason: str) -> None:
+        """Count a frame the quality gate (or decoding, or an error) refused."""
+        self._touch(frame)
+        self._rejected[str(reason)] += 1
+
+    def due(self) -> CloseReason | None:
+        """Why the open batch should close now (None: not yet, or empty)."""
+        if self.n_frames == 0:
+            return None
+        if self.n_frames >= self.config.frames:
+            return "frames"
+        if (self.config.seconds > 0 and self._opened is not None
+                and time.monotonic() - self._opened >= self.config.seconds):
+            return "seconds"
+        return None
+
+    # -- closing ------------------------------------------------------------------
+    def discard(self) -> list[Frame]:
+        """Drop the open batch; return its frames (not acknowledged)."""
+        frames = self._frames
+        self._reset()
+        return frames
+
+    def close(self, reason: str) -> BatchReport | None:
+        """Close the open batch (None when it has no frames) and start a new one."""
+        if self.n_frames == 0:
+            return None
+        d = np.concatenate(self._diam) if self._diam else np.zeros(0)
+        w = np.concatenate(self._weights) if self._weights else np.zeros(0)
+        weighted = bool(w.size) and not np.allclose(w, 1.0)
+        psd = compute_psd(d, weights=w if weighted else None, config=self.psd_config)
+        n_used = max(self._used, 1)
+        timing = {
+            "infer_ms_mean": self._timing["infer_ms"] / n_used,
+            "post_ms_mean": self._timing["post_ms"] / n_used,
+            "latency_ms_mean": self._timing["latency_ms"] / n_used,
+            "duration_s": float((self._t_last or 0.0) - (self._t_first or 0.0)),
+        }
+        t_end = max(self._t_last or self._clock(), self._t_first or 0.0)
+        report = BatchReport(
+            batch_id=self.counter.next(),
+            device_id=self.device_id,
+            batch_start=_utc(self._t_first or t_end),
+            batch_end=_utc(t_end),
+            close_reason=reason,
+            frames_used=self._used,
+            frames_rejected_by_reason=dict(sorted(self._rejected.items())),
+            crystals_measured=int(d.size),
+            crystals_rejected_by_reason=dict(sorted(self._crystals_rejected.items())),
+            psd=psd,
+            px_size_um=self.px_size_um,
+            model=dict(self.model() if callable(self.model) else self.model),
+            timing=timing,
+            software_version=self._version,
+            frames=self._frames,
+        )
+        log.info("batch %d closed (%s): %d frames used, %d rejected, %d crystals, "
+                 "x50,3 = %s um", report.batch_id, reason, report.frames_used,
+                 report.frames_rejected, report.crystals_measured,
+                 "n/a" if psd.x50_3_um is None else f"{psd.x50_3_um:.1f}")
+        self._reset()
+        return report

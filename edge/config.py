@@ -1,0 +1,300 @@
+"""The appliance configuration: one TOML file, validated in full at start-up.
+
+:class:`EdgeConfig` is a tree of pydantic models (``extra="forbid"``: a misspelt key is
+an error, not a silent default). The sections of the other modules are imported, not
+redefined: ``[measure]`` (:mod:`edge.measure`), ``[psd]`` (:mod:`edge.psd`),
+``[backend]`` (:mod:`edge.backends`), ``[quality]``, ``[roi]`` (:mod:`edge.quality`,
+:mod:`edge.roi`), ``[mqtt]`` (:mod:`edge.mqtt`), ``[logging]`` (:mod:`edge.logsetup`),
+``[metrics]`` (:mod:`edge.metrics`).
+
+:func:`load_config` turns every problem into one :class:`~edge.errors.UserError` line
+that names the file, the key path and the problem (unknown key, wrong type, missing
+file, TOML syntax error with line and column). Relative paths in the file are relative
+to the file's directory. ``examples/config.toml`` is a complete commented example.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import sys
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from edge.backends.config import BackendConfig
+from edge.batch import BatchConfig
+from edge.errors import UserError
+from edge.logsetup import LoggingConfig
+from edge.measure import MeasureConfig
+from edge.metrics import MetricsConfig
+from edge.mqtt.config import MqttConfig
+from edge.psd import PsdConfig
+from edge.quality import QualityConfig
+from edge.roi import RoiConfig
+from edge.sinks.jsonl import JsonlSinkConfig
+from edge.sources import SOURCES, SourceConfig
+from edge.sources.folder import FolderSourceConfig
+from edge.state import StateConfig
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10 (JetPack 6)
+    import tomli as tomllib
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DeviceConfig(_Section):
+    """``[device]``: who this appliance is."""
+
+    id: str = Field(
+        "", max_length=64,
+        description="appliance id in payloads and MQTT topics; empty = the host name")
+    description: str = Field("", description="free text, e.g. the crystallizer's tag")
+
+
+class ModelSection(_Section):
+    """``[model]``: the segmentation model."""
+
+    path: Path = Field(
+        Path("models/crystal-seg.onnx"),
+        description="ONNX model; its metadata JSON (classes, pixel size, sha256) must lie "
+                    "beside it, and the ONNX must match the sha256 recorded there")
+    inference_scale: float | Literal["auto"] = Field(
+        1.0,
+        description="resize factor of the frames before inference; 'auto' = so that the "
+                    "network sees the pixel size it was trained at. Crystals are measured "
+                    "at inference resolution with the pixel size scaled accordingly")
+
+
+class OpticsConfig(_Section):
+    """``[optics]``: the microscope's geometry."""
+
+    px_size_um: float = Field(
+        1.45, gt=0, le=1000,
+        description="size of one frame pixel in micrometres (calibrate with a stage "
+                    "micrometer; the study's set-up: about 1.45 um)")
+
+
+class SinksConfig(_Section):
+    """``[sinks]``: where batch reports go besides MQTT (``[mqtt] enabled``)."""
+
+    jsonl: JsonlSinkConfig = Field(
+        default_factory=JsonlSinkConfig, description="JSON lines file or stdout")
+
+
+class HealthConfig(_Section):
+    """``[health]``: the periodic health snapshot."""
+
+    interval_s: float = Field(
+        5.0, gt=0, le=3600,
+        description="seconds between health snapshots (status.json in the state "
+                    "directory, and every sink's health message)")
+    stall_s: float = Field(
+        120.0, gt=0,
+        description="a pipeline stage that makes no progress for this long counts as hung:"
+                    " the systemd watchdog is no longer petted (systemd restarts the "
+                    "service after WatchdogSec)")
+
+
+class PipelineConfig(_Section):
+    """``[pipeline]``: threads and queues."""
+
+    queue_size: int = Field(
+        4, ge=1, le=256,
+        description="frames that may wait between two stages (back-pressure beyond)")
+    post_workers: int = Field(
+        1, ge=1, le=16, description="post-processing threads (measuring is CPU work)")
+
+
+class EdgeConfig(_Section):
+    """The whole configuration file."""
+
+    device: DeviceConfig = Field(default_factory=DeviceConfig, description="appliance id")
+    source: SourceConfig = Field(
+        default_factory=FolderSourceConfig,
+        description="capture source; 'type' selects folder | opencv | synthetic")
+    model: ModelSection = Field(default_factory=ModelSection, description="segmentation model")
+    backend: BackendConfig = Field(default_factory=BackendConfig, description="inference backend")
+    batch: BatchConfig = Field(default_factory=BatchConfig, description="when batches close")
+    optics: OpticsConfig = Field(default_factory=OpticsConfig, description="pixel size")
+    state: StateConfig = Field(default_factory=StateConfig, description="state directory")
+    measure: MeasureConfig = Field(default_factory=MeasureConfig,
+                                   description="crystal separation and measurement")
+    psd: PsdConfig = Field(default_factory=PsdConfig, description="size classes and statistics")
+    quality: QualityConfig = Field(default_factory=QualityConfig,
+                                   description="frame quality gate")
+    roi: RoiConfig = Field(default_factory=RoiConfig, description="region of interest")
+    mqtt: MqttConfig = Field(default_factory=MqttConfig, description="MQTT publishing")
+    sinks: SinksConfig = Field(default_factory=SinksConfig, description="other result sinks")
+    logging: LoggingConfig = Field(default_factory=LoggingConfig, description="log format")
+    health: HealthConfig = Field(default_factory=HealthConfig, description="health snapshots")
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig,
+                                   description="optional Prometheus endpoint (loopback)")
+    pipeline: PipelineConfig = Field(default_factory=PipelineConfig,
+                                     description="threads and queues")
+
+    def device_id(self) -> str:
+        """``[device] id``, else ``[mqtt] device_id``, else the host name."""
+        return self.device.id or self.mqtt.device_id or socket.gethostname().split(".")[0]
+
+
+# ------------------------------------------------------------------ loading
+def _loc(loc: tuple[Any, ...]) -> str:
+    parts = [str(p) for p in loc]
+    # A discriminated union puts the tag into the location: source.folder.poll_s.
+    if len(parts) >= 2 and parts[0] == "source" and parts[1] in SOURCES:
+        parts.pop(1)
+    return ".".join(p if not p.isdigit() else f"[{p}]" for p in parts).replace(".[", "[")
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    """First problem of a validation error as ``key.path: problem`` (plus a count)."""
+    errors = exc.errors()
+    first = errors[0]
+    loc = _loc(tuple(first.get("loc", ())))
+    kind = first.get("type", "")
+    if kind == "extra_forbidden":
+        msg = "unknown key (misspelt? see examples/config.toml or `crystal-edge config-schema`)"
+    elif kind == "union_tag_invalid":
+        msg = f"unknown type {first.get('input', {}).get('type')!r}; one of {', '.join(SOURCES)}"
+    else:
+        msg = first.get("msg", "invalid")
+        if "input" in first and kind not in ("missing",) and not isinstance(
+                first["input"], dict):
+            msg += f" (got {first['input']!r})"
+    more = f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})" \
+        if len(errors) > 1 else ""
+    return f"{loc or '(top level)'}: {msg}{more}"
+
+
+def parse_config(data: dict[str, Any], *, source: str = "<config>",
+                 base_dir: str | Path | None = None) -> EdgeConfig:
+    """Validate a parsed TOML/JSON mapping; resolve relative paths against ``base_dir``."""
+    try:
+        cfg = EdgeConfig.model_validate(data)
+    except ValidationError as exc:
+        raise UserError(f"{source}: {describe_validation_error(exc)}") from None
+    if base_dir is not None:
+        resolve_paths(cfg, Path(base_dir))
+    return cfg
+
+
+def load_config(path: str | Path) -> EdgeConfig:
+    """Read and validate a TOML configuration file (see the module docstring)."""
+    p = Path(path)
+    try:
+        raw = p.read_bytes()
+    except FileNotFoundError:
+        raise UserError(f"{p}: configuration file not found") from None
+    except OSError as exc:
+        raise UserError(f"{p}: cannot read the configuration: {exc.strerror or exc}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{p}: not UTF-8 text (byte {exc.start})") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise UserError(f"{p}: TOML syntax error: {exc}") from None
+    return parse_config(data, source=str(p), base_dir=p.resolve().parent)
+
+
+def _rel(base: Path, value: Any) -> Any:
+    if value is None:
+        return None
+    if isinstance(value, Path):
+        return value if value.expanduser().is_absolute() else base / value
+    text = str(value)
+    if not text or text == "-":
+        return value
+    pp = Path(text).expanduser()
+    return str(pp if pp.is_absolute() else base / pp)
+
+
+def resolve_paths(cfg: EdgeConfig, base: Path) -> None:
+    """Make the file paths of ``cfg`` absolute, relative to ``base`` (in place)."""
+    cfg.model.path = _rel(base, cfg.model.path)
+    if cfg.state.dir is not None:
+        cfg.state.dir = _rel(base, cfg.state.dir)
+    src = cfg.source
+    if isinstance(src, FolderSourceConfig):
+        src.path = _rel(base, src.path)
+        src.move_to = _rel(base, src.move_to)
+        src.failed_to = _rel(base, src.failed_to)
+    cfg.sinks.jsonl.path = _rel(base, cfg.sinks.jsonl.path)
+    if cfg.backend.engine_cache_dir is not None:
+        cfg.backend.engine_cache_dir = _rel(base, cfg.backend.engine_cache_dir)
+    for key in ("ca_file", "cert_file", "key_file", "password_file", "outbox_path"):
+        setattr(cfg.mqtt, key, _rel(base, getattr(cfg.mqtt, key)))
+
+
+# ------------------------------------------------------------------ output
+def config_schema() -> dict[str, Any]:
+    """JSON Schema of the configuration file."""
+    schema = EdgeConfig.model_json_schema()
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema",
+            "title": "crystal-edge configuration", **schema}
+
+
+def config_json(cfg: EdgeConfig) -> str:
+    return json.dumps(cfg.model_dump(mode="json"), indent=2)
+
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    if isinstance(v, str):
+        return json.dumps(v, ensure_ascii=False)
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    if isinstance(v, dict):
+        return "{" + ", ".join(f"{_toml_key(k)} = {_toml_value(x)}" for k, x in v.items()
+                               if x is not None) + "}"
+    raise TypeError(f"cannot write {type(v).__name__} as TOML")
+
+
+def _toml_key(k: str) -> str:
+    return k if k.replace("_", "").replace("-", "").isalnum() else json.dumps(k)
+
+
+def to_toml(data: dict[str, Any], *, _prefix: str = "") -> str:
+    """A nested plain-JSON mapping as TOML: dict values become tables; None values
+    (TOML has no null) appear as ``# key = (unset)`` comments."""
+    lines: list[str] = []
+    tables: list[tuple[str, dict[str, Any]]] = []
+    for k, v in data.items():
+        if isinstance(v, dict):
+            tables.append((k, v))
+        elif v is None:
+            lines.append(f"# {_toml_key(k)} = (unset)")
+        else:
+            lines.append(f"{_toml_key(k)} = {_toml_value(v)}")
+    chunks = ["\n".join(lines)] if lines else []
+    for k, v in tables:
+        name = f"{_prefix}.{_toml_key(k)}" if _prefix else _toml_key(k)
+        body = to_toml(v, _prefix=name)
+        chunks.append(f"[{name}]" + ("\n" + body if body else ""))
+    return "\n\n".join(c.strip("\n") for c in chunks)
+
+
+def config_toml(cfg: EdgeConfig) -> str:
+    return to_toml(cfg.model_dump(mode="json")) + "\n"
+
+
+def check_files(cfg: EdgeConfig) -> None:
+    """The files the configuration names exist (model + metadata, folder source dir)."""
+    from edge.modelmeta import load_meta
+
+    if not Path(cfg.model.path).is_file():
+        raise UserError(f"model.path {cfg.model.path}: file not found")
+    load_meta(cfg.model.path)
+    src = cfg.source
+    if isinstance(src, FolderSourceConfig) and not Path(src.path).is_dir():
+        raise UserError(f"source.path {src.path}: not a directory")

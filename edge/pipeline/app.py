@@ -1,0 +1,200 @@
+"""Assemble the running service from an :class:`~edge.config.EdgeConfig` (``crystal-edge run``).
+
+Order of start-up, so that a mistake is reported before anything is half started:
+state directory and batch counter -> model + metadata (+ backend when the input size is
+known) -> source -> sinks (JSON lines, MQTT) -> pipeline threads -> systemd ``READY``.
+Shutdown (SIGTERM/SIGINT or ``--max-frames``/``--max-batches``): systemd ``STOPPING``,
+the pipeline drains and closes the open batch, sinks are closed (MQTT sends its backlog
+for a few seconds; what is left stays in the outbox), then the source and the model.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from edge import systemd
+from edge.batch import BatchAggregator, BatchCounter, software_version
+from edge.config import EdgeConfig
+from edge.errors import UserError
+from edge.pipeline.runtime import Pipeline, PipelineOptions
+from edge.sinks.base import Sink
+from edge.sinks.jsonl import JsonlSink
+from edge.sources import build_source
+from edge.state import ensure_state_dir, resolve_state_dir
+
+log = logging.getLogger(__name__)
+
+
+def build_sinks(cfg: EdgeConfig, *, state_dir: Path, ident: dict[str, str],
+                on_command: Callable[[Any], None] | None = None) -> list[Sink]:
+    """The configured sinks, not yet opened."""
+    sinks: list[Sink] = []
+    if cfg.sinks.jsonl.enabled:
+        sinks.append(JsonlSink(cfg.sinks.jsonl))
+    if cfg.mqtt.enabled:
+        from edge.mqtt.sink import MqttSink
+
+        mq = MqttSink(cfg.mqtt, state_dir=state_dir, software_version=software_version(),
+                      model_name=ident.get("name", ""), model_sha256=ident.get("sha256", ""),
+                      backend=ident.get("backend", ""), command_handler=on_command)
+        sinks.append(mq)
+    if not sinks:
+        raise UserError("sinks: no sink enabled (set [sinks.jsonl] enabled = true or "
+                        "[mqtt] enabled = true); batch reports would go nowhere")
+    return sinks
+
+
+class Service:
+    """The appliance built from a configuration; :meth:`run` blocks until it stops.
+
+    Parameters
+    ----------
+    cfg : EdgeConfig
+        Validated configuration (paths already absolute).
+    max_frames, max_batches : int, optional
+        Stop after this many frames / closed batches (tests, demos, soak runs).
+    install_signals : bool
+        Handle SIGTERM/SIGINT (only possible in the main thread).
+    """
+
+    def __init__(self, cfg: EdgeConfig, *, max_frames: int | None = None,
+                 max_batches: int | None = None, install_signals: bool = True) -> None:
+        self.cfg = cfg
+        self.max_frames = max_frames
+        self.max_batches = max_batches
+        self.install_signals = install_signals
+        self.pipeline: Pipeline | None = None
+        self.ready = threading.Event()
+        self._cleanup: list[tuple[str, Callable[[], Any]]] = []
+
+    # ------------------------------------------------------------------ assembly
+    def _build(self) -> Pipeline:
+        from edge.frames import FrameAnalyzer
+        from edge.pipeline.analysis import AnalyzerProcessor
+
+        cfg = self.cfg
+        device_id = cfg.device_id()
+        if not cfg.mqtt.device_id:
+            cfg.mqtt.device_id = device_id
+        state_dir = ensure_state_dir(resolve_state_dir(cfg.state.dir))
+        self.state_dir = state_dir
+        counter = BatchCounter(state_dir)
+        log.info("state directory %s; last batch id %d", state_dir, counter.last)
+
+        frame_hw = None
+        if cfg.source.type == "synthetic":
+            frame_hw = (cfg.source.height, cfg.source.width)
+        analyzer = FrameAnalyzer(
+            cfg.model.path, backend_config=cfg.backend, measure_config=cfg.measure,
+            quality_config=cfg.quality, roi_config=cfg.roi, px_size_um=cfg.optics.px_size_um,
+            inference_scale=cfg.model.inference_scale, frame_hw=frame_hw, state_dir=state_dir)
+        self._cleanup.append(("model", analyzer.close))
+        if analyzer.backend is None:
+            log.info("the backend is loaded with the first frame (its size is not known yet; "
+                     "set [backend] input_height/input_width to load it at start-up)")
+        processor = AnalyzerProcessor(analyzer, psd_config=cfg.psd)
+
+        def model_ident() -> dict[str, str]:
+            mi = analyzer.model_info
+            return {"name": str(mi.get("name") or ""), "sha256": str(mi.get("sha256") or ""),
+                    "backend": str(mi.get("backend") or "pending"),
+                    "precision": str(mi.get("precision") or "")}
+
+        source = build_source(cfg.source, state_dir=state_dir,
+                              px_size_um=cfg.optics.px_size_um)
+        source.open()
+        self._cleanup.append(("source", source.close))
+
+        sinks = build_sinks(cfg, state_dir=state_dir, ident=model_ident(),
+                            on_command=self._on_command)
+        for s in sinks:
+            s.open()
+            self._cleanup.append((f"sink {s.name}", s.close))
+
+        aggregator = BatchAggregator(
+            config=cfg.batch, counter=counter, device_id=device_id,
+            px_size_um=cfg.optics.px_size_um, model=model_ident, psd_config=cfg.psd)
+
+        def info() -> dict[str, Any]:
+            mi = analyzer.model_info
+            return {"software_version": software_version(),
+                    "backend": mi.get("backend_info") or {"name": mi.get("backend")},
+                    "model": {k: mi.get(k) for k in ("name", "file", "sha256",
+                                                     "measure_px_size_um")},
+                    "state_dir": str(state_dir)}
+
+        opts = PipelineOptions(
+            queue_size=cfg.pipeline.queue_size, infer_batch=cfg.backend.max_batch,
+            post_workers=cfg.pipeline.post_workers, health_interval_s=cfg.health.interval_s,
+            stall_s=cfg.health.stall_s, max_frames=self.max_frames,
+            max_batches=self.max_batches)
+        return Pipeline(source=source, processor=processor, aggregator=aggregator,
+                        sinks=sinks, options=opts, state_dir=state_dir, device_id=device_id,
+                        info=info, watchdog=systemd.notify_watchdog,
+                        watchdog_interval_s=systemd.watchdog_interval_s(),
+                        on_health=self._on_health)
+
+    # ------------------------------------------------------------------ callbacks
+    def _on_command(self, cmd: Any) -> None:
+        name = getattr(cmd, "command", cmd)
+        if name == "close_batch" and self.pipeline is not None:
+            self.pipeline.request_close_batch(f"mqtt command {getattr(cmd, 'request_id', '')}")
+        else:
+            log.warning("command %r is not supported by this version; ignored", name)
+
+    @staticmethod
+    def _on_health(snap: dict[str, Any]) -> None:
+        last = snap.get("last_batch") or {}
+        systemd.notify_status(
+            f"{snap.get('state')}: {snap.get('frames_per_s', 0):.2f} frames/s, "
+            f"{snap.get('frames_total', 0)} frames, last batch {last.get('batch_id', '-')}")
+
+    def _signal(self, signum: int, _frame: Any) -> None:
+        name = signal.Signals(signum).name
+        if self.pipeline is None:
+            raise KeyboardInterrupt
+        if self.pipeline.stop_reason is not None and name == "SIGINT":
+            log.warning("second SIGINT: aborting without draining")
+            self.pipeline.abort()
+            return
+        self.pipeline.request_stop(name)
+
+    # ------------------------------------------------------------------ running
+    def run(self) -> int:
+        old: dict[int, Any] = {}
+        metrics = None
+        try:
+            self.pipeline = pipeline = self._build()
+            if self.install_signals:
+                for sig in (signal.SIGTERM, signal.SIGINT):
+                    old[sig] = signal.signal(sig, self._signal)
+            if self.cfg.metrics.enabled:
+                from edge.metrics import MetricsServer
+
+                metrics = MetricsServer(pipeline.metrics_snapshot, config=self.cfg.metrics)
+                metrics.start()
+            pipeline.start()
+            systemd.notify_ready(f"running: source {self.cfg.source.type}")
+            self.ready.set()
+            rc = pipeline.run()
+            systemd.notify_stopping(f"stopped ({pipeline.stop_reason or 'end of input'})")
+            log.info("stopped (%s): %d frames, %d batches closed, %d published",
+                     pipeline.stop_reason or "end of input", pipeline.frames_total,
+                     pipeline.batches_closed, pipeline.batches_published)
+            return rc
+        finally:
+            self.ready.set()
+            if metrics is not None:
+                metrics.stop()
+            for what, fn in reversed(self._cleanup):
+                try:
+                    fn()
+                except Exception:
+                    log.exception("closing %s failed", what)
+            for sig, handler in old.items():
+                signal.signal(sig, handler)

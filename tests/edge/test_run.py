@@ -1,0 +1,198 @@
+"""``crystal-edge run`` end to end: real image files, the tiny real ONNX model, JSON lines.
+
+In-process through the CLI entry point where possible (fast); a real subprocess for
+SIGTERM.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from edge.cli import main
+from edge.config import load_config
+from edge.pipeline.app import Service
+from edge.sinks.jsonl import read_jsonl
+from edge.state import read_status
+from tests.edge.sources.helpers import write_config, write_frames
+from tests.edge.sources.test_opencv import write_video
+from tests.fixtures.tiny_model import build_tiny_model, synth_frame
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    return build_tiny_model(tmp_path_factory.mktemp("model"))
+
+
+@pytest.fixture
+def workdir(tmp_path, tiny_model, monkeypatch):
+    monkeypatch.delenv("CRYSTAL_EDGE_STATE_DIR", raising=False)
+    (tmp_path / "in").mkdir()
+    return tmp_path
+
+
+def _ledger(state: Path) -> dict[str, str]:
+    with sqlite3.connect(state / "folder_source.sqlite3") as db:
+        return dict(db.execute("SELECT path, status FROM processed").fetchall())
+
+
+def _bad_files(directory: Path, t_png: float, t_jpg: float) -> None:
+    ok, png = cv2.imencode(".png", synth_frame(240, 320))
+    assert ok
+    (directory / "bad1.png").write_bytes(png.tobytes()[:-100])       # truncated
+    (directory / "bad2.jpg").write_bytes(b"\xff\xd8 not a jpeg \xff\xd9")  # corrupt
+    os.utime(directory / "bad1.png", (t_png, t_png))
+    os.utime(directory / "bad2.jpg", (t_jpg, t_jpg))
+
+
+def test_run_folder_batches_corrupt_files_and_restart(workdir, tiny_model, capsys):
+    write_config(workdir / "config.toml", model=tiny_model, batch_frames=3)
+    cfg_text = (workdir / "config.toml").read_text().replace(
+        'path = "out.jsonl"\n', 'path = "out.jsonl"\nhealth = true\n')
+    (workdir / "config.toml").write_text(cfg_text)
+    t0 = time.time() - 1000
+    # arrival order: g0 g1 g2 | bad1 g3 bad2 | g4 g5 g6
+    write_frames(workdir / "in", ["g0.png", "g1.png", "g2.png"], t0=t0)
+    _bad_files(workdir / "in", t0 + 3, t0 + 5)
+    write_frames(workdir / "in", ["g3.png"], t0=t0 + 4, seed=10)
+    write_frames(workdir / "in", ["g4.png", "g5.png", "g6.png"], t0=t0 + 6, seed=20)
+
+    rc = main(["run", "--config", str(workdir / "config.toml"), "--max-frames", "9"])
+    assert rc == 0
+    recs = read_jsonl(workdir / "out.jsonl")
+    assert [r["batch_id"] for r in recs] == [1, 2, 3]
+    pay = [r["payload"] for r in recs]
+    assert [p["frames"]["used"] for p in pay] == [3, 1, 3]
+    assert [p["frames"]["rejected"] for p in pay] == [0, 2, 0]
+    assert pay[1]["frames"]["rejected_by_reason"] == {"unreadable": 2}
+    for p in pay:
+        assert p["device_id"] == "test-01" and p["schema_id"] == "crystal-psd/psd"
+        assert p["model"]["name"] == "tiny-seg" and p["model"]["backend"] == "onnxruntime"
+        # 8 discs of radius 5-15 px per frame at 1.45 um/px: 14.5-43.5 um
+        assert p["crystals"]["measured"] >= 4 * p["frames"]["used"]
+        st = p["statistics"]
+        assert 12 < st["x10_3_um"] <= st["x50_3_um"] <= st["x90_3_um"] < 48
+        assert p["batch_start"] <= p["batch_end"]
+        assert abs(sum(np.diff([0.0, *p["classes"]["q3"]])) - 1.0) < 1e-9
+    health = read_jsonl(workdir / "out.jsonl", type_="health")
+    assert health and health[-1]["payload"]["state"] == "stopped"
+    status = read_status(workdir / "state")
+    assert status["state"] == "stopped" and status["frames_total"] == 9
+    assert status["batches_total"] == 3 and status["last_batch_id"] == 3
+    assert status["frames_rejected_total"] == {"unreadable": 2}
+    assert status["source"]["files_failed"] == 2
+    assert json.loads((workdir / "state" / "batch_counter.json").read_text())[
+        "last_batch_id"] == 3
+    ledger = _ledger(workdir / "state")
+    assert len(ledger) == 9
+    assert ledger["bad1.png"] == "failed" and ledger["g6.png"] == "done"
+
+    # restart with four new files: only those are read, numbering continues
+    write_frames(workdir / "in", ["n0.png", "n1.png", "n2.png", "n3.png"], t0=t0 + 100,
+                 seed=30)
+    rc = main(["run", "--config", str(workdir / "config.toml"), "--max-frames", "4"])
+    assert rc == 0
+    recs = read_jsonl(workdir / "out.jsonl")
+    assert [r["batch_id"] for r in recs] == [1, 2, 3, 4, 5]
+    assert [r["payload"]["frames"]["used"] for r in recs[3:]] == [3, 1]
+    assert all(r["payload"]["frames"]["rejected"] == 0 for r in recs[3:])
+    assert len(_ledger(workdir / "state")) == 13
+
+
+def test_max_batches_leaves_the_rest_for_the_next_start(workdir, tiny_model):
+    write_config(workdir / "config.toml", model=tiny_model, batch_frames=2)
+    write_frames(workdir / "in", [f"f{i}.png" for i in range(5)])
+    assert main(["run", "--config", str(workdir / "config.toml"), "--max-batches", "1"]) == 0
+    recs = read_jsonl(workdir / "out.jsonl")
+    assert [(r["batch_id"], r["payload"]["frames"]["used"]) for r in recs] == [(1, 2)]
+    assert sorted(_ledger(workdir / "state")) == ["f0.png", "f1.png"]
+    assert main(["run", "--config", str(workdir / "config.toml"), "--max-frames", "3"]) == 0
+    recs = read_jsonl(workdir / "out.jsonl")
+    assert [(r["batch_id"], r["payload"]["frames"]["used"]) for r in recs] == [
+        (1, 2), (2, 2), (3, 1)]
+    assert sorted(_ledger(workdir / "state")) == [f"f{i}.png" for i in range(5)]
+
+
+def _wait(cond, timeout: float, what: str) -> None:
+    t_end = time.monotonic() + timeout
+    while time.monotonic() < t_end:
+        if cond():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_sigterm_mid_batch_persists_the_open_batch(workdir, tiny_model):
+    write_config(workdir / "config.toml", model=tiny_model, batch_frames=100)
+    write_frames(workdir / "in", [f"f{i}.png" for i in range(5)])
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop("CRYSTAL_EDGE_STATE_DIR", None)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "edge.cli", "run", "--config", str(workdir / "config.toml")],
+        cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        _wait(lambda: (read_status(workdir / "state") or {}).get("frames_total") == 5,
+              90, "5 frames in status.json")
+        assert not (workdir / "out.jsonl").exists() or not read_jsonl(workdir / "out.jsonl")
+        proc.send_signal(signal.SIGTERM)
+        _out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    recs = read_jsonl(workdir / "out.jsonl")
+    assert [(r["batch_id"], r["payload"]["frames"]["used"]) for r in recs] == [(1, 5)]
+    status = read_status(workdir / "state")
+    assert status["state"] == "stopped" and status["stop_reason"] == "SIGTERM"
+    assert sorted(_ledger(workdir / "state")) == [f"f{i}.png" for i in range(5)]
+    assert "Traceback" not in err
+
+
+def test_camera_that_disappears_is_retried_while_the_service_runs(workdir, tiny_model):
+    video = workdir / "cam.avi"
+    vw = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (320, 240))
+    assert vw.isOpened()
+    for i in range(4):
+        vw.write(synth_frame(240, 320, crystals=[(100, 100, 10), (200, 150, 8)], seed=i))
+    vw.release()
+    source = (f'type = "opencv"\nuri = "{video}"\non_end = "reconnect"\n'
+              'reconnect_initial_s = 0.3\nreconnect_max_s = 0.6\n')
+    write_config(workdir / "config.toml", model=tiny_model, batch_frames=4, source=source)
+    svc = Service(load_config(workdir / "config.toml"), install_signals=False)
+    result: list[int] = []
+    th = threading.Thread(target=lambda: result.append(svc.run()))
+    th.start()
+    try:
+        assert svc.ready.wait(30)
+        pipe = svc.pipeline
+        _wait(lambda: pipe.frames_total >= 4, 30, "the video's frames")
+        os.remove(video)  # the camera is unplugged
+        _wait(lambda: pipe.source.health()["reconnect_attempts"] >= 3, 15, "reconnect attempts")
+        assert th.is_alive() and pipe.state == "running"
+        _wait(lambda: (read_status(workdir / "state") or {}).get("source", {}).get(
+            "connected") is False, 5, "status.json showing the camera down")
+        snap = read_status(workdir / "state")
+        assert "cannot open" in snap["source"]["last_error"]
+        assert snap["batches_total"] >= 1
+        write_video(video, n=3, h=240, w=320)  # plugged in again
+        n_before = pipe.frames_total
+        _wait(lambda: pipe.frames_total >= n_before + 3, 15, "frames after reconnecting")
+    finally:
+        svc.pipeline.request_stop("test")
+        th.join(30)
+    assert result == [0]
+    recs = read_jsonl(workdir / "out.jsonl")
+    assert recs[0]["batch_id"] == 1 and recs[0]["payload"]["frames"]["used"] == 4
