@@ -60,6 +60,7 @@ class Broker:
     port: int
     extra_conf: str = ""
     tls_port: int | None = None
+    persistence: bool = False
     proc: subprocess.Popen[bytes] | None = None
     log_path: Path = field(init=False)
 
@@ -70,7 +71,9 @@ class Broker:
         conf = self.workdir / "mosquitto.conf"
         conf.write_text(
             "user root\n"
-            "persistence false\n"
+            + (f"persistence true\npersistence_location {self.workdir}/\n"
+               if self.persistence else "persistence false\n")
+            +
             f"log_dest file {self.log_path}\n"
             "log_type error\nlog_type warning\nlog_type notice\n"
             "per_listener_settings true\n"
@@ -105,12 +108,13 @@ class Broker:
 
 
 def make_broker(tmp_path: Path, extra_conf: str = "", *, anonymous: bool = True,
-                tls_port: int | None = None) -> Broker:
+                tls_port: int | None = None, persistence: bool = False) -> Broker:
     workdir = tmp_path / "broker"
     workdir.mkdir(exist_ok=True)
     port = free_port()
     conf = f"allow_anonymous {'true' if anonymous else 'false'}\n" + extra_conf
-    return Broker(workdir=workdir, port=port, extra_conf=conf, tls_port=tls_port)
+    return Broker(workdir=workdir, port=port, extra_conf=conf, tls_port=tls_port,
+                  persistence=persistence)
 
 
 @pytest.fixture
@@ -124,13 +128,19 @@ def broker(tmp_path: Path) -> Iterator[Broker]:
 class Recorder:
     """A paho subscriber that records (topic, payload, retain) from a topic filter."""
 
-    def __init__(self, port: int, topic: str, *, host: str = "127.0.0.1") -> None:
+    def __init__(self, port: int, topic: str, *, host: str = "127.0.0.1",
+                 persistent_id: str | None = None) -> None:
         self.messages: queue.Queue[mqtt.MQTTMessage] = queue.Queue()
         self.all: list[mqtt.MQTTMessage] = []
         self._lock = threading.Lock()
         self._subscribed = threading.Event()
-        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"rec-{time.time_ns()}",
-                                  protocol=mqtt.MQTTv5)
+        if persistent_id:  # a durable session: queued messages survive its and our restarts
+            self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=persistent_id,
+                                      protocol=mqtt.MQTTv311, clean_session=False)
+            self.client.reconnect_delay_set(0.2, 0.5)  # type: ignore[arg-type]
+        else:
+            self.client = mqtt.Client(CallbackAPIVersion.VERSION2,
+                                      client_id=f"rec-{time.time_ns()}", protocol=mqtt.MQTTv5)
         self.client.on_message = self._on_message
         self.client.on_subscribe = lambda *a: self._subscribed.set()
         self.client.on_connect = lambda c, u, f, rc, p: c.subscribe(topic, qos=1)
@@ -157,8 +167,8 @@ class Recorder:
 def recorder_factory() -> Iterator[Any]:
     made: list[Recorder] = []
 
-    def make(port: int, topic: str = "#") -> Recorder:
-        r = Recorder(port, topic)
+    def make(port: int, topic: str = "#", persistent_id: str | None = None) -> Recorder:
+        r = Recorder(port, topic, persistent_id=persistent_id)
         made.append(r)
         return r
 
