@@ -175,21 +175,41 @@ class AnalysisReport:
                 yield {"file": f.name, **row, "weight": weight}
 
 
+def kept_edge_weights(crystals: Any, *, roi: Any = None, max_weight: float = 20.0,
+                      ) -> np.ndarray:
+    """Miles-Lantuejoul weights of the kept crystals of one frame (bounding-box extents).
+
+    Parameters
+    ----------
+    crystals : edge.measure.Crystals
+        One frame's crystals (``bbox``, ``kept``, ``frame_shape``).
+    roi : ndarray (H, W) or RoiSurvival, optional
+        The ROI the crystals were measured in; None = the rectangular frame.
+    max_weight : float
+        Cap (``PsdConfig.edge_weight_max``).
+
+    Returns
+    -------
+    ndarray, shape (n_kept,)
+    """
+    kept = _kept(crystals)
+    bbox = np.asarray(crystals.bbox, dtype=np.float64).reshape(-1, 4)[kept]
+    return edge_correction_weights(bbox[:, 2], bbox[:, 3],
+                                   field_shape=tuple(crystals.frame_shape[:2]),
+                                   roi=roi, max_weight=max_weight)
+
+
 def _file_weights(f: FileResult, cfg: PsdConfig, apply: bool,
                   roi_cache: dict[int, RoiSurvival]) -> np.ndarray | None:
-    kept = _kept(f.crystals)
     if not apply:
         return None
-    bbox = np.asarray(f.crystals.bbox, dtype=np.float64).reshape(-1, 4)[kept]
     roi = f.roi
     if roi is not None and not isinstance(roi, RoiSurvival):
         key = id(roi)
         if key not in roi_cache:
             roi_cache[key] = RoiSurvival(roi)
         roi = roi_cache[key]
-    return edge_correction_weights(bbox[:, 2], bbox[:, 3],
-                                   field_shape=tuple(f.crystals.frame_shape[:2]),
-                                   roi=roi, max_weight=cfg.edge_weight_max)
+    return kept_edge_weights(f.crystals, roi=roi, max_weight=cfg.edge_weight_max)
 
 
 def build_report(files: Sequence[FileResult], *, mode: str, px_size_um: float,
@@ -263,18 +283,27 @@ def write_json(report: AnalysisReport, path: str | Path) -> Path:
 CSV_LEADING = ("file", "id", "kept", "reason", "diameter_um")
 
 
-def write_csv(report: AnalysisReport, path: str | Path,
-              empty_columns: Sequence[str] = ()) -> Path:
+def _crystal_columns() -> list[str]:
+    """Column names of ``Crystals.to_rows()`` (from a one-row, all-zero result)."""
+    from edge.measure.crystals import COLUMNS, Crystals
+
+    cols = {name: np.zeros((1, *tail), dtype=dtype) for name, (dtype, tail) in COLUMNS.items()}
+    one = Crystals(**cols, contours=[np.zeros((1, 2), np.int32)], frame_shape=(1, 1),
+                   px_size_um=1.0, roi_area_px=1)
+    return list(one.to_rows()[0].keys())
+
+
+def write_csv(report: AnalysisReport, path: str | Path) -> Path:
     """Write one CSV row per measured crystal (``file`` first, ``weight`` last).
 
-    ``empty_columns`` gives the header when no file yielded a crystal.
+    Without any crystal the file holds just the header.
     """
     path = Path(path)
     rows = list(report.csv_rows())
     if rows:
         keys = list(rows[0].keys())
     else:
-        keys = ["file", *[c for c in empty_columns if c not in ("file", "weight")], "weight"]
+        keys = ["file", *_crystal_columns(), "weight"]
     lead = [k for k in CSV_LEADING if k in keys]
     header = lead + [k for k in keys if k not in lead]
     try:

@@ -75,17 +75,25 @@ def weighted_quantile_sorted(x_sorted: np.ndarray, weights: np.ndarray, q: float
 
 
 def _resampled_quantile(x: np.ndarray, w: np.ndarray, idx: np.ndarray, q: float) -> np.ndarray:
-    """Midpoint-rule quantile of each row of sorted resample indices ``idx`` (b, N)."""
+    """Midpoint-rule quantile of each row of sorted resample indices ``idx`` (b, N).
+
+    Only the item where the cumulative weight crosses ``q`` and its neighbour need their
+    midpoint position, so the full arrays see one gather, one cumsum and one comparison.
+    """
     n = x.shape[0]
     wr = w[idx]
     cum = np.cumsum(wr, axis=1)
     thr = q * cum[:, -1]
-    cum -= 0.5 * wr  # midpoint positions, unnormalised
-    hi = (cum < thr[:, None]).sum(axis=1)
-    lo = np.clip(hi - 1, 0, n - 1)
-    hi = np.clip(hi, 0, n - 1)
+    k = np.minimum((cum < thr[:, None]).sum(axis=1), n - 1)  # first item reaching thr
     rows = np.arange(idx.shape[0])
-    f_lo, f_hi = cum[rows, lo], cum[rows, hi]
+
+    def mid(j: np.ndarray) -> np.ndarray:
+        return cum[rows, j] - 0.5 * wr[rows, j]
+
+    above = thr >= mid(k)
+    lo = np.where(above, k, np.maximum(k - 1, 0))
+    hi = np.where(above, np.minimum(k + 1, n - 1), k)
+    f_lo, f_hi = mid(lo), mid(hi)
     x_lo, x_hi = x[idx[rows, lo]], x[idx[rows, hi]]
     den = f_hi - f_lo
     t = np.clip(np.where(den > 0, (thr - f_lo) / np.where(den > 0, den, 1.0), 0.0), 0.0, 1.0)

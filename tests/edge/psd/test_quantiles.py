@@ -82,3 +82,14 @@ def test_bootstrap_interval_seeded_and_covers_truth():
 def test_bootstrap_none_for_small_or_disabled():
     assert bootstrap_quantile_ci(np.array([5.0]), np.array([1.0]), 0.5, n_boot=100, seed=0) is None
     assert bootstrap_quantile_ci(np.arange(1.0, 9), np.ones(8), 0.5, n_boot=0, seed=0) is None
+
+
+@pytest.mark.parametrize("n", [2, 3, 10, 999])
+def test_bootstrap_row_rule_matches_point_estimate(n):
+    # a "resample" that takes every crystal once must give the point estimate exactly
+    from edge.psd.quantiles import _resampled_quantile
+
+    x = np.sort(np.random.default_rng(n).lognormal(4, 0.4, n))
+    for q in (0.01, 0.1, 0.5, 0.9, 0.99):
+        row = _resampled_quantile(x, x**3, np.arange(n)[None, :], q)[0]
+        assert row == pytest.approx(weighted_quantile_sorted(x, x**3, q), rel=1e-12)
