@@ -13,19 +13,28 @@ from edge.measure.clean import border_zone, clean_mask, disc
 from edge.measure.config import DEFAULT_WINDOW, PAPER_WINDOW, MeasureConfig
 from edge.measure.crystals import REASONS, Crystals
 from edge.measure.measure import measure_crystals
-from edge.measure.shape import chain_length, circularity, feret, perimeter
+from edge.measure.shape import (
+    SIGMA_PX,
+    chain_length,
+    circularity,
+    contour_length,
+    feret,
+    perimeter,
+)
 from edge.measure.split import split_touching
 
 __all__ = [
     "DEFAULT_WINDOW",
     "PAPER_WINDOW",
     "REASONS",
+    "SIGMA_PX",
     "Crystals",
     "MeasureConfig",
     "border_zone",
     "chain_length",
     "circularity",
     "clean_mask",
+    "contour_length",
     "disc",
     "feret",
     "measure_crystals",

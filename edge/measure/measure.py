@@ -25,7 +25,7 @@ from edge.measure.clean import (
 )
 from edge.measure.config import MeasureConfig
 from edge.measure.crystals import COLUMNS, Crystals
-from edge.measure.shape import chain_length, feret, outer_contours
+from edge.measure.shape import contour_length, feret, outer_contours
 from edge.measure.split import iter_objects, split_object
 
 
@@ -37,7 +37,7 @@ def _measure_one(sub: np.ndarray, ox: int, oy: int, zone: np.ndarray,
     gx, gy = ox + x, oy + y
     area = int(cv2.countNonZero(s))
     contours = outer_contours(s)
-    per = float(sum(chain_length(c) + math.pi for c in contours))
+    per = float(sum(contour_length(c) + math.pi for c in contours))
     pts = np.concatenate([c.reshape(-1, 2) for c in contours])
     fmax, fmin = feret(pts)
     mom = cv2.moments(s, True)
