@@ -34,8 +34,8 @@ from typing import Any
 
 from edge.errors import UserError
 
-HELP = ("measure crystals and the size distribution (Q3, x50,3, log-normal) of crystal "
-        "masks; writes a JSON/CSV/PNG report")
+HELP = ("measure crystals and the size distribution (Q3, x50,3, log-normal) of frames "
+        "(segmented with a model) or of crystal masks; writes a JSON/CSV/PNG report")
 
 log = logging.getLogger("edge.analyze")
 
@@ -45,7 +45,9 @@ MIN_SIDE_PX = 8
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    # The positional ``inputs`` (frames for the image mode) belong to the image mode.
+    from edge.commands.analyze_images import add_image_arguments
+
+    add_image_arguments(parser)  # positional frames + model/backend/overlay options
     g = parser.add_argument_group("input")
     g.add_argument("--masks", nargs="+", metavar="PATH",
                    help="crystal mask files or directories (png, tif, tiff, bmp, jpg; "
@@ -54,7 +56,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="masks are class maps; pixels equal to N are crystal "
                         "(default: binary masks, non-zero = crystal)")
     g.add_argument("--px-size-um", type=float, default=None, metavar="F",
-                   help="pixel size in um (required with --masks)")
+                   help="pixel size in um (required with --masks; for frames: default the "
+                        "model's trained pixel size)")
 
     m = parser.add_argument_group("measurement (defaults: edge.measure.MeasureConfig)")
     m.add_argument("--min-area-px", type=int, default=None, metavar="N",
@@ -320,8 +323,15 @@ def collect_results(args: argparse.Namespace, measure_config: Any,
                     ) -> tuple[str, list[Any], float, dict[str, Any]]:
     """The mode's per-file results: ``(mode, results, px_size_um, extra settings)``.
 
-    The image mode adds its branch here (positional inputs + ``--model``).
+    The image mode (positional inputs + ``--model``) is in
+    :mod:`edge.commands.analyze_images`.
     """
+    if args.masks and args.inputs:
+        raise UserError("give either frames (IMAGES_OR_DIRS) or --masks, not both")
+    if args.inputs:
+        from edge.commands.analyze_images import results_from_images
+
+        return results_from_images(args, measure_config)
     if args.masks:
         px = check_px_size(args.px_size_um)
         if args.crystal_class is not None and args.crystal_class < 0:
@@ -331,7 +341,8 @@ def collect_results(args: argparse.Namespace, measure_config: Any,
                                      measure_config=measure_config)
         return "masks", results, px, {"crystal_class": args.crystal_class,
                                       "inputs": list(args.masks)}
-    raise UserError("--masks: give the crystal mask files or directories to analyze")
+    raise UserError("nothing to analyze: give frames (IMAGES_OR_DIRS) or --masks with "
+                    "crystal mask files or directories")
 
 
 # ---------------------------------------------------------------- output
