@@ -12,6 +12,7 @@ from edge.clikit import dispatch
 
 COMMANDS: dict[str, str] = {
     "check-data": "trainer.commands.check_data",
+    "synth": "trainer.commands.synth",
     "weights": "trainer.commands.weights",
     "train": "trainer.commands.train",
     "evaluate": "trainer.commands.evaluate",

@@ -1,0 +1,46 @@
+"""Synthetic flow-cell microscope frames with exactly known crystal sizes.
+
+Needs only numpy, OpenCV and pydantic (no torch): the edge's synthetic frame source and
+``make demo`` use it. Typical use::
+
+    from trainer.synth import SynthConfig, render_frame
+    rng = np.random.default_rng(0)
+    frame = render_frame(rng, SynthConfig(fraction_um=(90, 125)))
+    frame.image, frame.label, frame.crystals
+
+or ``generate_dataset(out, n, cfg, seed)`` / ``crystal-train synth``.
+"""
+
+from trainer.synth.config import SynthConfig
+from trainer.synth.dataset import (
+    PALETTE,
+    POPULATIONS,
+    colorize_label,
+    frame_seed,
+    generate_dataset,
+    population_stats,
+    truth_statistics,
+    weighted_quantile,
+)
+from trainer.synth.geometry import (
+    area_equivalent_diameter,
+    make_outline,
+    polygon_area,
+    sample_diameters_um,
+)
+from trainer.synth.render import (
+    BLACK_BACKGROUND,
+    CLASS_NAMES,
+    CRYSTAL,
+    LIGHT_BACKGROUND,
+    SynthCrystal,
+    SynthFrame,
+    render_frame,
+)
+
+__all__ = [
+    "BLACK_BACKGROUND", "CLASS_NAMES", "CRYSTAL", "LIGHT_BACKGROUND", "PALETTE", "POPULATIONS",
+    "SynthConfig", "SynthCrystal", "SynthFrame", "area_equivalent_diameter", "colorize_label",
+    "frame_seed", "generate_dataset", "make_outline", "polygon_area", "population_stats",
+    "render_frame", "sample_diameters_um", "truth_statistics", "weighted_quantile",
+]

@@ -1,0 +1,234 @@
+"""Crystal sizes, faceted convex crystal outlines and their placement in the field.
+
+All coordinates are pixels with pixel centres at integers (OpenCV's convention): pixel
+``(x, y)`` covers ``[x-0.5, x+0.5] x [y-0.5, y+0.5]``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+
+from trainer.synth.config import SynthConfig
+
+SHAPES = ("hexagon", "octagon", "rhomb", "irregular")
+_SHAPE_P = (0.40, 0.22, 0.16, 0.22)
+
+
+# ----------------------------------------------------------------------------- polygons
+def polygon_area(poly: np.ndarray) -> float:
+    """Shoelace area of a simple polygon ``(N, 2)`` (absolute value, px2)."""
+    x, y = poly[:, 0].astype(np.float64), poly[:, 1].astype(np.float64)
+    return 0.5 * abs(float(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1))))
+
+
+def polygon_centroid(poly: np.ndarray) -> np.ndarray:
+    x, y = poly[:, 0].astype(np.float64), poly[:, 1].astype(np.float64)
+    xn, yn = np.roll(x, -1), np.roll(y, -1)
+    cross = x * yn - xn * y
+    a = cross.sum() / 2.0
+    if abs(a) < 1e-12:
+        return poly.mean(axis=0)
+    return np.array([((x + xn) * cross).sum() / (6 * a), ((y + yn) * cross).sum() / (6 * a)])
+
+
+def inradius(poly: np.ndarray, centre: np.ndarray) -> float:
+    """Distance from ``centre`` to the nearest edge of a convex polygon."""
+    p, q = poly, np.roll(poly, -1, axis=0)
+    d = q - p
+    t = np.clip(((centre - p) * d).sum(1) / np.maximum((d * d).sum(1), 1e-12), 0, 1)
+    foot = p + t[:, None] * d
+    return float(np.sqrt(((foot - centre) ** 2).sum(1)).min())
+
+
+def convex_mask(poly: np.ndarray, shape: tuple[int, int],
+                origin: tuple[int, int] = (0, 0)) -> np.ndarray:
+    """Exact pixel-centre rasterisation of a convex polygon: uint8 0/1 of ``shape``.
+
+    A pixel is set when its centre lies inside or on the polygon, so the expected pixel
+    count equals the polygon's area (``cv2.fillPoly`` also sets pixels the outline
+    touches and overestimates the area by about 0.46 px times the perimeter).
+    ``origin`` is the frame coordinate of the mask's top-left pixel.
+    """
+    h, w = shape
+    p = np.asarray(poly, np.float64) - np.asarray(origin, np.float64)
+    x, y = p[:, 0], p[:, 1]
+    if float(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1))) < 0:
+        p = p[::-1]
+    xs = np.arange(w, dtype=np.float64)[None, :]
+    ys = np.arange(h, dtype=np.float64)[:, None]
+    inside = np.ones((h, w), bool)
+    for (px, py), (qx, qy) in zip(p, np.roll(p, -1, axis=0), strict=True):
+        inside &= (qx - px) * (ys - py) - (qy - py) * (xs - px) >= -1e-9
+    return inside.astype(np.uint8)
+
+
+def area_equivalent_diameter(area: float) -> float:
+    return 2.0 * math.sqrt(max(area, 0.0) / math.pi)
+
+
+def make_outline(rng: np.random.Generator, d_px: float, *, aspect_max: float = 1.6,
+                 shape: str | None = None) -> tuple[np.ndarray, str, float]:
+    """A faceted, convex, mostly equant crystal outline centred on its centroid.
+
+    The outline is a hexagon, octagon, rhomb or irregular 5-7-gon with jittered vertices,
+    optionally truncated corners, stretched to an aspect ratio in [1, aspect_max] (mostly
+    low) and rotated; then scaled so that its area is exactly ``pi (d_px/2)^2``.
+
+    Returns
+    -------
+    (polygon (N, 2) float64 centred at its centroid, shape name, aspect ratio)
+    """
+    shape = shape or str(rng.choice(SHAPES, p=_SHAPE_P))
+    if shape == "rhomb":
+        k = rng.uniform(0.62, 0.9)
+        pts = np.array([[1.0, 0.0], [0.0, k], [-1.0, 0.0], [0.0, -k]])
+        pts *= 1 + rng.normal(0, 0.04, (4, 1))
+    else:
+        n = {"hexagon": 6, "octagon": 8}.get(shape, int(rng.integers(5, 8)))
+        step = 2 * math.pi / n
+        jitter = 0.12 if shape != "irregular" else 0.3
+        ang = np.arange(n) * step + rng.uniform(-jitter, jitter, n) * step
+        rad = 1 + rng.normal(0, 0.05 if shape != "irregular" else 0.1, n)
+        pts = np.stack([rad * np.cos(ang), rad * np.sin(ang)], 1)
+    if rng.random() < 0.35:  # truncate corners: more facets
+        f = rng.uniform(0.08, 0.2)
+        nxt, prv = np.roll(pts, -1, 0), np.roll(pts, 1, 0)
+        pts = np.stack([pts + f * (prv - pts), pts + f * (nxt - pts)], 1).reshape(-1, 2)
+    aspect = float(min(1.0 + abs(rng.normal(0, 0.22)), aspect_max))
+    pts = pts * np.array([math.sqrt(aspect), 1 / math.sqrt(aspect)])
+    th = rng.uniform(0, 2 * math.pi)
+    c, s = math.cos(th), math.sin(th)
+    pts = pts @ np.array([[c, s], [-s, c]])
+    hull = cv2.convexHull(pts.astype(np.float32)).reshape(-1, 2).astype(np.float64)
+    hull -= polygon_centroid(hull)
+    hull *= math.sqrt(math.pi * (d_px / 2) ** 2 / polygon_area(hull))
+    return hull, shape, aspect
+
+
+# ----------------------------------------------------------------------------- sizes
+def sample_diameters_um(rng: np.random.Generator, cfg: SynthConfig, n: int) -> np.ndarray:
+    """``n`` true area-equivalent diameters (um) from the configured size distribution.
+
+    sieve ``[a, b]``: number density ~ x^-3 (uniform volume density q3) inside the
+    fraction; ``tail_fraction`` of the crystals are fines (log-uniform 0.45a..a) or
+    oversize (log-uniform b..1.3b) in the ratio 2:1. lognormal: number distribution
+    ``ln x ~ N(ln x50,3 - 3 s^2, s)``, whose Q3 has median x50,3 and the same s.
+    """
+    if cfg.size_mode == "lognormal":
+        mu0 = math.log(cfg.lognormal_x50_um) - 3 * cfg.lognormal_s ** 2
+        d = np.exp(rng.normal(mu0, cfg.lognormal_s, n))
+    else:
+        a, b = cfg.fraction_um
+        u = rng.random(n)
+        kind = rng.random(n)
+        core = (a ** -2 - u * (a ** -2 - b ** -2)) ** -0.5 if b > a else np.full(n, a)
+        fines = np.exp(np.log(0.45 * a) + u * math.log(1 / 0.45))
+        over = np.exp(np.log(b) + u * math.log(1.3))
+        t = cfg.tail_fraction
+        d = np.where(kind < t * 2 / 3, fines, np.where(kind < t, over, core))
+    return np.maximum(d, cfg.min_diameter_um)
+
+
+# ----------------------------------------------------------------------------- placement
+@dataclass(eq=False)
+class Placed:
+    """A crystal outline placed in the frame (before rendering)."""
+
+    polygon: np.ndarray            # (N, 2) px, absolute
+    centre: np.ndarray             # (2,) centroid px
+    diameter_um: float
+    shape: str
+    aspect: float
+    r_out: float                   # circumradius about the centroid (px)
+    r_in: float                    # inradius about the centroid (px)
+    group: int | None = None       # agglomerate id
+    extra: dict = field(default_factory=dict)
+
+
+def _new(rng, cfg: SynthConfig, d_um: float, centre: np.ndarray) -> Placed:
+    d_px = d_um / cfg.px_size_um
+    outline, shape, aspect = make_outline(rng, d_px, aspect_max=cfg.aspect_max)
+    r_out = float(np.sqrt((outline ** 2).sum(1)).max())
+    r_in = inradius(outline, np.zeros(2))
+    return Placed(outline + centre, centre.astype(np.float64), float(d_um), shape, aspect,
+                  r_out, r_in)
+
+
+def _clear(p: Placed, others: list[Placed], gap: float, skip_group: int | None = None) -> bool:
+    for o in others:
+        if skip_group is not None and o.group == skip_group:
+            continue
+        if np.hypot(*(p.centre - o.centre)) < p.r_out + o.r_out + gap:
+            return False
+    return True
+
+
+def place_crystals(rng: np.random.Generator, cfg: SynthConfig,
+                   field_xyr: tuple[float, float, float], field_area_px: float) -> list[Placed]:
+    """Place crystals until ``density`` of the field area is covered (or space runs out).
+
+    Centres lie in the field circle enlarged by a fraction of the crystal size (so some
+    crystals are cut by the field edge) and within the frame enlarged likewise (some are
+    cut by the frame border). Single crystals keep a gap of >= 2 px to every other
+    crystal; with probability chosen so that ``agglomerate_rate`` of all crystals are in
+    agglomerates, a crystal gets 1-2 partners whose inscribed circles overlap its own
+    (the outlines surely touch or overlap).
+    """
+    cx, cy, rf = field_xyr
+    w, h = cfg.width, cfg.height
+    target = cfg.density * field_area_px
+    k_mean = 1.3  # mean partners of an agglomerate seed
+    r = cfg.agglomerate_rate
+    p_seed = r / ((1 + k_mean) - r * k_mean) if r > 0 else 0.0
+    placed: list[Placed] = []
+    covered, fails, group = 0.0, 0, 0
+    sizes = iter(())
+    while covered < target and fails < 300:
+        d_um = next(sizes, None)
+        if d_um is None:
+            sizes = iter(sample_diameters_um(rng, cfg, 64).tolist())
+            d_um = next(sizes)
+        d_px = d_um / cfg.px_size_um
+        rho = (rf + 0.35 * d_px) * math.sqrt(rng.random())
+        phi = rng.uniform(0, 2 * math.pi)
+        c = np.array([cx + rho * math.cos(phi), cy + rho * math.sin(phi)])
+        if not (-0.35 * d_px <= c[0] <= w - 1 + 0.35 * d_px
+                and -0.35 * d_px <= c[1] <= h - 1 + 0.35 * d_px):
+            fails += 1
+            continue
+        p = _new(rng, cfg, d_um, c)
+        if not _clear(p, placed, gap=2.5):
+            fails += 1
+            continue
+        fails = 0
+        placed.append(p)
+        covered += math.pi * p.r_in * p.r_out
+        if rng.random() < p_seed:
+            members = [p]
+            n_partners = 1 if rng.random() < 0.7 else 2
+            for _ in range(n_partners):
+                anchor = members[int(rng.integers(len(members)))]
+                d2 = float(sample_diameters_um(rng, cfg, 1)[0])
+                q = _new(rng, cfg, d2, np.zeros(2))
+                outline = q.polygon.copy()
+                others = [o for o in placed if all(o is not m for m in members)]
+                for _try in range(6):  # a few directions before giving up
+                    phi2 = rng.uniform(0, 2 * math.pi)
+                    dist = (anchor.r_in + q.r_in) * rng.uniform(0.72, 0.98)
+                    shift = anchor.centre + dist * np.array([math.cos(phi2), math.sin(phi2)])
+                    q.polygon, q.centre = outline + shift, shift
+                    if _clear(q, others, gap=2.5):
+                        q.group = group
+                        members.append(q)
+                        break
+            if len(members) > 1:
+                for m in members:
+                    m.group = group
+                placed.extend(members[1:])
+                covered += sum(math.pi * m.r_in * m.r_out for m in members[1:])
+                group += 1
+    return placed
