@@ -257,13 +257,23 @@ class MqttSink:
                 else:
                     client.disconnect()
                 return had_session
-            rc = client.loop(timeout=0.1)
+            failed = False
+            try:
+                rc = client.loop(timeout=0.1)
+            except Exception as exc:  # TLS alerts after the handshake, socket errors
+                rc, failed = mqtt.MQTT_ERR_CONN_LOST, True
+                self._error(describe_connect_error(exc, cfg.host, cfg.effective_port))
             if self._refused:
                 return had_session
             if rc != mqtt.MQTT_ERR_SUCCESS:
+                where = f"{cfg.host}:{cfg.effective_port}"
                 if self._connected:
-                    self._error(f"connection to {cfg.host}:{cfg.effective_port} lost "
-                                f"({mqtt.error_string(rc)})")
+                    self._error(f"connection to {where} lost ({mqtt.error_string(rc)})")
+                elif not failed:
+                    hint = (" (TLS: did the broker refuse the client certificate? check "
+                            "mqtt.cert_file / mqtt.key_file)" if cfg.use_tls else "")
+                    self._error(f"{where} closed the connection before CONNACK "
+                                f"({mqtt.error_string(rc)}){hint}")
                 self._connected = False
                 self._flush_acks()
                 return had_session
