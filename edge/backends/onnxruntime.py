@@ -96,11 +96,28 @@ class OnnxRuntimeBackend:
             raise BackendUnavailable(
                 "onnxruntime is not installed (pip install 'crystal-psd[cpu]')") from None
         t0 = time.perf_counter()
+        if self.device == "auto" and CUDA in ort.get_available_providers():
+            try:
+                self._open(ort, "cuda")
+            except BackendUnavailable as exc:
+                log.warning("onnxruntime: CUDA provider unusable (%s); using the CPU", exc)
+                self._open(ort, "cpu")
+        else:
+            self._open(ort, "cpu" if self.device == "auto" else self.device)
+        h, w = self.input_hw
+        for _ in range(max(1, self.config.warmup_runs)):
+            out = self.infer(np.zeros((1, 3, h, w), np.float32))
+        check_logits(out, self.meta, self.model_path, input_hw=(h, w))
+        self.load_ms = (time.perf_counter() - t0) * 1e3
+        log.debug("onnxruntime session ready on %s in %.0f ms", self._providers, self.load_ms)
+
+    def _open(self, ort: Any, device: str) -> None:
+        """Create the session on ``device`` ('cpu' | 'cuda' | 'tensorrt')."""
         cache = None
-        if self.device == "tensorrt":
+        if device == "tensorrt":
             cache = self.config.resolved_engine_cache_dir(self.state_dir) / "ort-trt"
             cache.mkdir(parents=True, exist_ok=True)
-        providers = choose_providers(self.device, list(ort.get_available_providers()),
+        providers = choose_providers(device, list(ort.get_available_providers()),
                                      config=self.config, engine_cache=cache)
         so = ort.SessionOptions()
         so.intra_op_num_threads = int(self.config.threads)
@@ -114,8 +131,8 @@ class OnnxRuntimeBackend:
             session = ort.InferenceSession(str(self.model_path), so, providers=providers)
         except Exception as exc:  # onnxruntime raises its own pybind exception types
             msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            if self.device in ("cuda", "tensorrt") and "provider" in msg.lower():
-                raise BackendUnavailable(f"onnxruntime {self.device}: {msg}") from None
+            if device in ("cuda", "tensorrt") and "provider" in msg.lower():
+                raise BackendUnavailable(f"onnxruntime {device}: {msg}") from None
             raise UserError(f"{self.model_path}: not a loadable ONNX model ({msg})") from None
         active = list(session.get_providers())
         wanted = providers[0][0] if isinstance(providers[0], tuple) else providers[0]
@@ -129,12 +146,6 @@ class OnnxRuntimeBackend:
         self._session = session
         self._input_name = inputs[0].name
         self._providers = active
-        h, w = self.input_hw
-        for _ in range(max(1, self.config.warmup_runs)):
-            out = self.infer(np.zeros((1, 3, h, w), np.float32))
-        check_logits(out, self.meta, self.model_path, input_hw=(h, w))
-        self.load_ms = (time.perf_counter() - t0) * 1e3
-        log.debug("onnxruntime session ready on %s in %.0f ms", active, self.load_ms)
 
     def infer(self, nchw: np.ndarray) -> np.ndarray:
         if self._session is None:

@@ -1,0 +1,143 @@
+"""``crystal-edge build-engine``: build the TensorRT engine ahead of time.
+
+The first start of ``crystal-edge run`` with the TensorRT backend would otherwise spend
+minutes building it. The engine goes into the same cache the service uses
+(``[backend] engine_cache_dir``, default ``<state dir>/engines``), keyed by the ONNX's
+sha256, the TensorRT version, the GPU, the precision, the batch size and the input size,
+so the service finds and reuses it. The input size comes from ``[backend]
+input_height/input_width``, else from the frame size (``--frame-size`` or the source's
+width/height in the configuration) and the inference scale.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import re
+from pathlib import Path
+from typing import Any
+
+from edge.errors import UserError
+
+HELP = "build (or verify) the TensorRT engine for a model ahead of time (Jetson)"
+
+log = logging.getLogger("edge.build_engine")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default=None, metavar="M.onnx",
+                        help="ONNX model (default: [model] path of --config, else "
+                             "models/crystal-seg.onnx)")
+    parser.add_argument("--config", default=None, metavar="FILE",
+                        help="edge configuration (TOML): [backend], [model], [source], [state]")
+    parser.add_argument("--frame-size", default=None, metavar="WxH",
+                        help="frame size in pixels, e.g. 1024x768 (default: from --config)")
+    parser.add_argument("--inference-scale", default=None, metavar="S",
+                        help="override [model] inference_scale (number or 'auto')")
+    parser.add_argument("--precision", choices=["fp16", "fp32"], default=None,
+                        help="override [backend] precision")
+    parser.add_argument("--max-batch", type=int, default=None, metavar="N",
+                        help="override [backend] max_batch")
+    parser.add_argument("--engine-cache-dir", default=None, metavar="DIR",
+                        help="override [backend] engine_cache_dir")
+
+
+def _frame_size(text: str) -> tuple[int, int]:
+    m = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", text)
+    if not m or int(m.group(1)) < 16 or int(m.group(2)) < 16:
+        raise UserError(f"--frame-size: expected WIDTHxHEIGHT (>= 16 each), got {text!r}")
+    return int(m.group(2)), int(m.group(1))
+
+
+def resolve_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """Model path, backend config, frame size, scale, state dir from config + options."""
+    from edge.backends import BackendConfig
+
+    model: Path = Path("models/crystal-seg.onnx")
+    backend = BackendConfig()
+    scale: float | str = 1.0
+    px_size = None
+    frame_hw = None
+    state_dir = None
+    if args.config:
+        from edge.config import load_config
+        from edge.state import resolve_state_dir
+
+        cfg = load_config(args.config)
+        model, backend, scale = Path(cfg.model.path), cfg.backend, cfg.model.inference_scale
+        px_size = cfg.optics.px_size_um
+        state_dir = resolve_state_dir(cfg.state.dir)
+        w, h = getattr(cfg.source, "width", None), getattr(cfg.source, "height", None)
+        if w and h:
+            frame_hw = (int(h), int(w))
+    if args.model:
+        model = Path(args.model)
+    updates: dict[str, Any] = {"name": "tensorrt"}
+    if args.precision:
+        updates["precision"] = args.precision
+    if args.max_batch is not None:
+        if not 1 <= args.max_batch <= 64:
+            raise UserError(f"--max-batch: must be 1..64, got {args.max_batch}")
+        updates["max_batch"] = args.max_batch
+    if args.engine_cache_dir:
+        updates["engine_cache_dir"] = Path(args.engine_cache_dir)
+    backend = backend.model_copy(update=updates)
+    if args.frame_size:
+        frame_hw = _frame_size(args.frame_size)
+    if args.inference_scale is not None:
+        if args.inference_scale == "auto":
+            scale = "auto"
+        else:
+            try:
+                scale = float(args.inference_scale)
+            except ValueError:
+                raise UserError(f"--inference-scale: expected a number or 'auto', got "
+                                f"{args.inference_scale!r}") from None
+    return {"model": model, "backend": backend, "scale": scale, "px_size_um": px_size,
+            "frame_hw": frame_hw, "state_dir": state_dir}
+
+
+def input_hw(settings: dict[str, Any], meta: Any) -> tuple[int, int]:
+    """Padded network input (H, W) the engine is built for."""
+    from edge.preprocess import auto_inference_scale, padded_hw, scaled_hw
+
+    b = settings["backend"]
+    mult = meta.input.size_multiple
+    if b.input_height and b.input_width:
+        return padded_hw((b.input_height, b.input_width), mult)
+    if settings["frame_hw"] is None:
+        raise UserError("--frame-size: needed (or [backend] input_height/input_width, or the "
+                        "source's width/height in --config) to know the engine's input size")
+    scale = settings["scale"]
+    if scale == "auto":
+        px = settings["px_size_um"] or meta.px_size_um
+        scale = auto_inference_scale(px, meta.px_size_um)
+    if not 0.05 <= float(scale) <= 4.0:
+        raise UserError(f"--inference-scale: {scale} outside 0.05..4")
+    return padded_hw(scaled_hw(settings["frame_hw"], float(scale)), mult)
+
+
+def run(args: argparse.Namespace) -> int:
+    from edge.backends import BackendUnavailable
+    from edge.backends.tensorrt import TensorRTBackend
+    from edge.frames import check_model_file
+    from edge.modelmeta import load_meta
+
+    s = resolve_settings(args)
+    check_model_file(s["model"])
+    meta = load_meta(s["model"])
+    hw = input_hw(s, meta)
+    backend = TensorRTBackend(s["model"], meta, s["backend"], input_hw=hw,
+                              state_dir=s["state_dir"])
+    try:
+        backend.load()  # builds or reuses, then a warm-up inference checks the engine
+    except BackendUnavailable as exc:
+        raise UserError(f"build-engine: TensorRT is not usable on this machine: {exc}") from None
+    finally:
+        backend.close()
+    verb = "built" if backend.built else "reused (already cached, key unchanged)"
+    print(f"engine {verb}: {backend.engine_file}")
+    print(f"  model {meta.name} ({s['model'].name}, sha256 {meta.sha256[:12]}...), "
+          f"{backend.precision}, input {hw[0]}x{hw[1]}, batch <= {backend.max_batch}, "
+          f"GPU {backend.info().get('gpu')}, TensorRT {backend.info().get('tensorrt_version')}")
+    return 0
