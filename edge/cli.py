@@ -17,6 +17,7 @@ COMMANDS: dict[str, str] = {
     "config-schema": "edge.commands.config_schema",
     "payload-schema": "edge.commands.payload_schema",
     "status": "edge.commands.status",
+    "build-engine": "edge.commands.build_engine",
 }
 
 
