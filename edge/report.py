@@ -30,6 +30,9 @@ REPORT_SCHEMA_ID = "crystal-psd/analysis-report"
 REPORT_SCHEMA_VERSION = 1
 #: Rejection reasons always listed in ``n_rejected`` (zeros included).
 REJECT_REASONS: tuple[str, ...] = ("too_small", "agglomerate", "border")
+#: Below this many kept crystals the report notes that volume statistics are uncertain
+#: (ISO 13322-1: volume-weighted results need thousands of particles).
+FEW_CRYSTALS = 1000
 
 
 @dataclass
@@ -109,6 +112,18 @@ class AnalysisReport:
                 total.update(_rejected(f.crystals))
         return dict(total)
 
+    def notes(self) -> list[str]:
+        """Plain-language caveats about the numbers (also printed by the CLI)."""
+        out = []
+        n = self.psd.n
+        if 0 < n < FEW_CRYSTALS:
+            out.append(f"only {n} crystals: volume statistics (x50,3, Q3) are uncertain; "
+                       f"ISO 13322-1 asks for thousands (see x50_3_ci95_um)")
+        if self.n_images_ok and n == 0:
+            out.append("no crystal was kept; check the masks, --crystal-class and the "
+                       "measurement settings (n_rejected)")
+        return out
+
     def settings(self) -> dict[str, Any]:
         """Everything that affects the numbers."""
         return {
@@ -157,6 +172,7 @@ class AnalysisReport:
             "n_crystals": n_crystals,
             "n_rejected": self.n_rejected,
             **psd,
+            "notes": self.notes(),
             "images": self.image_entries(),
             "settings": self.settings(),
         }

@@ -364,6 +364,7 @@ def summary(report: Any) -> str:
                          f"{f.s_lnd:.3f}, RMSE = {f.rmse:.4f}")
     if report.edge_correction_applied:
         lines.append("edge correction: on (Miles-Lantuejoul weights)")
+    lines.extend(f"note: {n}" for n in report.notes())
     return "\n".join(lines)
 
 
@@ -403,6 +404,4 @@ def run(args: argparse.Namespace) -> int:
         print(f"crystal-edge: error: nothing could be measured ({report.n_images} input(s), "
               f"all skipped)", file=sys.stderr)
         return 1
-    if report.psd.n == 0:
-        log.warning("no crystal was kept in %d image(s)", report.n_images_ok)
     return 0

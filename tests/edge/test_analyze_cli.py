@@ -103,6 +103,7 @@ def test_discs_of_known_size_json_csv_plot(mask_dir, tmp_path, capsys):
     img = cv2.imread(str(p))
     assert img is not None and img.shape[0] > 200 and img.shape[1] > 300
     assert "x50,3" in out
+    assert rep["notes"] and "only 30 crystals" in rep["notes"][0] and "note: only 30" in out
 
 
 def test_no_edge_correction_uniform_size(tmp_path, capsys):
@@ -136,10 +137,11 @@ def test_rejections_border_and_small(tmp_path, capsys):
     assert rep["x50_3_ci95_um"] is None
     # without border clearing the cut disc is kept and there is no edge correction
     rc, _out, err = _run(["--masks", tmp_path / "a.png", "--px-size-um", PX, "--json", j,
-                          "--no-clear-border", "--min-area-px", 5], capsys)
+                          "--no-clear-border", "--min-area-px", 30], capsys)
     rep = json.loads(j.read_text())
-    assert rc == 0 and rep["n_crystals"] == 6 and rep["n_rejected"]["border"] == 0
-    assert rep["settings"]["measure"]["min_area_px"] == 5
+    assert rc == 0 and rep["n_crystals"] == 5 and rep["n_rejected"]["border"] == 0
+    assert rep["n_rejected"]["too_small"] == 1
+    assert rep["settings"]["measure"]["min_area_px"] == 30
     assert rep["settings"]["edge_correction_applied"] is False
 
 
@@ -232,6 +234,7 @@ def test_no_crystals_is_not_an_error(tmp_path, capsys):
     assert rc == 0
     rep = json.loads(j.read_text())
     assert rep["n_crystals"] == 0 and rep["x50_3_um"] is None and rep["bins"] == []
+    assert "no crystal was kept" in rep["notes"][0]
     assert cv2.imread(str(p)) is not None
     header = (tmp_path / "r.csv").read_text().splitlines()
     assert len(header) == 1 and header[0].startswith("file,")
