@@ -58,6 +58,16 @@ def to_rgb_float(image: np.ndarray, *, color_order: str = "bgr",
         raise ValueError(f"empty image of shape {arr.shape}")
     if color_order not in ("bgr", "rgb"):
         raise ValueError(f"color_order must be 'bgr' or 'rgb', got {color_order!r}")
+    if arr.dtype == np.uint8:  # fast path: channel work on 8 bits, then one conversion
+        codes = {(2, "bgr"): cv2.COLOR_GRAY2RGB, (2, "rgb"): cv2.COLOR_GRAY2RGB,
+                 (3, "bgr"): cv2.COLOR_BGR2RGB, (3, "rgb"): None,
+                 (4, "bgr"): cv2.COLOR_BGRA2RGB, (4, "rgb"): cv2.COLOR_RGBA2RGB}
+        code = codes[(2 if arr.ndim == 2 else arr.shape[2], color_order)]
+        rgb8 = np.ascontiguousarray(arr) if code is None else cv2.cvtColor(
+            np.ascontiguousarray(arr), code)
+        out = rgb8.astype(np.float32)
+        out *= np.float32(1.0 / 255.0)
+        return out
     out = scale_to_unit(arr, bit_depth=bit_depth)
     if out.ndim == 2:
         return np.ascontiguousarray(np.repeat(out[:, :, None], 3, axis=2))

@@ -23,6 +23,7 @@ are rejected as ``unreadable`` by whoever decodes them.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -108,6 +109,14 @@ def focus_measure(grey: np.ndarray, mask: np.ndarray | None = None) -> float:
     return float(vals.var()) if vals.size else 0.0
 
 
+def _percentile_u8(hist: np.ndarray, q: float) -> float:
+    """``q``-th percentile (lower value) of uint8 data given as a 256-bin histogram."""
+    cum = np.cumsum(hist)
+    if cum[-1] == 0:
+        return 0.0
+    return float(np.searchsorted(cum, q / 100.0 * cum[-1]))
+
+
 def check_frame(grey: np.ndarray, config: QualityConfig | None = None) -> QualityResult:
     """Pre-inference quality checks of one uint8 grey frame (see the module docstring)."""
     cfg = config or QualityConfig()
@@ -120,13 +129,13 @@ def check_frame(grey: np.ndarray, config: QualityConfig | None = None) -> Qualit
         s = cfg.work_width / grey.shape[1]
         grey = cv2.resize(grey, (cfg.work_width, max(1, round(grey.shape[0] * s))),
                           interpolation=cv2.INTER_AREA)
-    unit = grey.astype(np.float32) / 255.0
-    m: dict[str, float] = {"std": float(unit.std())}
+    _mean, std = cv2.meanStdDev(grey)
+    m: dict[str, float] = {"std": float(std[0, 0]) / 255.0}
     if m["std"] < cfg.blank_std:
         return QualityResult("blank", f"grey std {m['std']:.4f} < {cfg.blank_std}", m)
-    m["p99"] = float(np.percentile(unit, 99))
-    lit = unit > max(0.05, cfg.field_level * m["p99"])
-    m["field_fraction"] = float(lit.mean())
+    m["p99"] = _percentile_u8(np.bincount(grey.ravel(), minlength=256), 99) / 255.0
+    lit = grey > 255.0 * max(0.05, cfg.field_level * m["p99"])
+    m["field_fraction"] = float(np.count_nonzero(lit)) / lit.size
     if m["field_fraction"] < cfg.min_field_fraction:
         return QualityResult("no_field", f"illuminated fraction {m['field_fraction']:.3f} < "
                                          f"{cfg.min_field_fraction}", m)
@@ -136,17 +145,19 @@ def check_frame(grey: np.ndarray, config: QualityConfig | None = None) -> Qualit
         comp, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (7, 7))) > 0
     if not field_mask.any():
         field_mask = lit
-    vals = unit[field_mask]
-    m["p95"] = float(np.percentile(vals, 95))
+    hist = np.bincount(grey[field_mask], minlength=256)
+    n_field = float(hist.sum())
+    m["p95"] = _percentile_u8(hist, 95) / 255.0
     if m["p95"] < cfg.min_brightness:
         return QualityResult("underexposed", f"field 95th percentile {m['p95']:.3f} < "
                                              f"{cfg.min_brightness}", m)
-    m["saturated_fraction"] = float((vals >= cfg.saturation_level).mean())
+    m["saturated_fraction"] = float(hist[math.ceil(cfg.saturation_level * 255 - 1e-9):].sum()) \
+        / n_field
     if m["saturated_fraction"] > cfg.max_saturated_fraction:
         return QualityResult("overexposed", f"saturated fraction {m['saturated_fraction']:.3f} "
                                             f"> {cfg.max_saturated_fraction}", m)
-    content = field_mask & (unit < float(np.median(vals)) - 0.15)
-    m["content_fraction"] = float(content.sum()) / float(field_mask.sum())
+    content = field_mask & (grey < _percentile_u8(hist, 50) - 0.15 * 255.0)
+    m["content_fraction"] = float(np.count_nonzero(content)) / n_field
     near = cv2.dilate(content.astype(np.uint8),
                       cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (7, 7))) > 0
     m["focus"] = focus_measure(grey, near & field_mask)

@@ -33,6 +33,10 @@ import cv2
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+#: auto/model detection runs on a copy at most this wide (speed); the shape found is
+#: drawn at full resolution (circle: sub-pixel centre and radius scaled back)
+WORK_WIDTH = 512
+
 
 class RoiConfig(BaseModel):
     """``[roi]``: where crystals are measured."""
@@ -155,26 +159,50 @@ def detect_roi(grey: np.ndarray, config: RoiConfig | None = None, *,
     if cfg.mode == "fixed":
         roi = _fixed(hw, cfg, scale)
     else:
+        # the field is found on a copy at most WORK_WIDTH wide, then drawn at full size
+        f = min(1.0, WORK_WIDTH / hw[1])
+        small = (max(1, round(hw[0] * f)), max(1, round(hw[1] * f)))
         if cfg.mode == "model":
             if class_map is None or class_map.shape != hw:
                 raise ValueError(f"mode 'model' needs a class map of shape {hw}, got "
                                  f"{None if class_map is None else class_map.shape}")
             bright = (class_map != black_class).astype(np.uint8)
+            if f < 1.0:
+                bright = cv2.resize(bright, small[::-1], interpolation=cv2.INTER_NEAREST)
         else:
+            g = grey if f == 1.0 else cv2.resize(grey, small[::-1], interpolation=cv2.INTER_AREA)
             if cfg.threshold is None:
-                t, _ = cv2.threshold(grey, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+                t, _ = cv2.threshold(g, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
             else:
                 t = cfg.threshold * 255.0
             t = max(float(t), cfg.min_level * 255.0)
-            bright = (grey > t).astype(np.uint8)
+            bright = (g > t).astype(np.uint8)
         component = largest_filled_component(bright)
         if component is None or component.mean() < cfg.min_field_fraction:
             return None
-        roi = _shape_from_component(component, cfg)
+        roi = _upscale(_shape_from_component(component, cfg), hw)
     if cfg.margin_px > 0 and roi.kind != "full":
         k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * cfg.margin_px + 1,) * 2)
         roi.mask = cv2.erode(roi.mask.astype(np.uint8), k, borderType=cv2.BORDER_REPLICATE) > 0
     return roi
+
+
+def _upscale(roi: Roi, hw: tuple[int, int]) -> Roi:
+    """The ROI found on the reduced copy, at full size ``hw``."""
+    sh, sw = roi.mask.shape
+    if (sh, sw) == tuple(hw):
+        return roi
+    if roi.kind == "full":
+        return full_roi(hw)
+    fx, fy = hw[1] / sw, hw[0] / sh
+    if roi.circle is not None:
+        cx, cy, r = roi.circle
+        circle = ((cx + 0.5) * fx - 0.5, (cy + 0.5) * fy - 0.5, r * 0.5 * (fx + fy))
+        canvas = np.zeros(hw, np.uint8)
+        _circle(canvas, *circle)
+        return Roi(canvas > 0, roi.kind, circle)
+    mask = cv2.resize(roi.mask.astype(np.uint8), (hw[1], hw[0]), interpolation=cv2.INTER_NEAREST)
+    return Roi(mask > 0, roi.kind)
 
 
 def _fixed(hw: tuple[int, int], cfg: RoiConfig, scale: float) -> Roi:
