@@ -391,14 +391,19 @@ def write_outputs(args: argparse.Namespace, report: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from edge.psd import TooManyClassesError
     from edge.report import build_report
 
     measure_config = measure_config_from_args(args)
     psd_config = psd_config_from_args(args)
     check_output_paths(args)
     mode, results, px, extra = collect_results(args, measure_config)
-    report = build_report(results, mode=mode, px_size_um=px, measure_config=measure_config,
-                          psd_config=psd_config, settings=extra)
+    try:
+        report = build_report(results, mode=mode, px_size_um=px,
+                              measure_config=measure_config, psd_config=psd_config,
+                              settings=extra)
+    except TooManyClassesError as exc:
+        raise UserError(f"--class-width-um: {exc}") from None
     write_outputs(args, report)
     if report.n_images_ok == 0:
         print(f"crystal-edge: error: nothing could be measured ({report.n_images} input(s), "

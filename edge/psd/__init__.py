@@ -14,14 +14,20 @@ from __future__ import annotations
 from edge.psd.config import PsdConfig
 from edge.psd.edge_correction import RoiSurvival, edge_correction_weights, survival_probability
 from edge.psd.lognormal import LogNormalFit, fit_lognormal, lognormal_q3
-from edge.psd.quantiles import bootstrap_quantile_ci, weighted_quantile_sorted
-from edge.psd.stats import PSDResult, compute_psd
+from edge.psd.quantiles import (
+    bootstrap_quantile_ci,
+    weighted_quantile_sorted,
+    woodruff_quantile_ci,
+)
+from edge.psd.stats import MAX_CLASSES, PSDResult, TooManyClassesError, compute_psd
 
 __all__ = [
+    "MAX_CLASSES",
     "LogNormalFit",
     "PSDResult",
     "PsdConfig",
     "RoiSurvival",
+    "TooManyClassesError",
     "bootstrap_quantile_ci",
     "compute_psd",
     "edge_correction_weights",
@@ -29,4 +35,5 @@ __all__ = [
     "lognormal_q3",
     "survival_probability",
     "weighted_quantile_sorted",
+    "woodruff_quantile_ci",
 ]

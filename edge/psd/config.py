@@ -36,6 +36,11 @@ class PsdConfig(BaseModel):
         1000, ge=0,
         description="bootstrap resamples for the 95 % percentile interval of x50,3 "
                     "(0 = no interval)")
+    bootstrap_max_n: int = Field(
+        20000, ge=2,
+        description="above this many crystals the 95 % interval of x50,3 comes from the "
+                    "Woodruff formula (CDF inversion, one pass) instead of the bootstrap, "
+                    "whose cost grows as bootstrap_n * N; both agree closely at this size")
     bootstrap_seed: int = Field(
         0, description="seed of the bootstrap random generator (results are reproducible)")
     lognormal_fit: bool = Field(

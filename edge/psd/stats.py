@@ -17,7 +17,18 @@ import numpy as np
 
 from edge.psd.config import PsdConfig
 from edge.psd.lognormal import LogNormalFit, fit_lognormal
-from edge.psd.quantiles import bootstrap_quantile_ci, weighted_quantile_sorted
+from edge.psd.quantiles import (
+    bootstrap_quantile_ci,
+    weighted_quantile_sorted,
+    woodruff_quantile_ci,
+)
+
+#: Most size classes one distribution may have (guards against a wrong pixel size).
+MAX_CLASSES = 100_000
+
+
+class TooManyClassesError(ValueError):
+    """The diameters span more than :data:`MAX_CLASSES` classes of the configured width."""
 
 
 def _f(v: float | None) -> float | None:
@@ -61,6 +72,7 @@ class PSDResult:
     lognormal: LogNormalFit | None
     weighted: bool
     config: PsdConfig = field(default_factory=PsdConfig)
+    ci_method: str | None = None
 
     @property
     def q3_density_per_um(self) -> np.ndarray:
@@ -99,6 +111,7 @@ class PSDResult:
             "span": _f(self.span),
             "d32_um": _f(self.d32_um),
             "x50_3_ci95_um": None if ci is None else [_f(ci[0]), _f(ci[1])],
+            "x50_3_ci_method": self.ci_method,
             "lognormal": None if self.lognormal is None else self.lognormal.to_payload(),
             "class_width_um": self.config.class_width_um,
             "bins": self.bins_payload(),
@@ -160,8 +173,10 @@ def compute_psd(diameters_um: np.ndarray | Sequence[float], *,
     Notes
     -----
     Quantiles come from the raw weighted sample (:mod:`edge.psd.quantiles`), not from the
-    binned Q3, so they do not depend on the class width. The bootstrap resamples crystals
-    (with their weights) ``config.bootstrap_n`` times with ``config.bootstrap_seed``.
+    binned Q3, so they do not depend on the class width. The 95 % interval of x50,3: the
+    bootstrap resamples crystals (with their weights) ``config.bootstrap_n`` times with
+    ``config.bootstrap_seed``; above ``config.bootstrap_max_n`` crystals the Woodruff
+    interval is used (``ci_method``).
     """
     cfg = config or PsdConfig()
     d, w = _validate(diameters_um, weights)
@@ -190,6 +205,10 @@ def compute_psd(diameters_um: np.ndarray | Sequence[float], *,
     k_lo, k_hi = int(k.min()), int(k.max())
     kk = k - k_lo
     n_cls = k_hi - k_lo + 1
+    if n_cls > MAX_CLASSES:
+        raise TooManyClassesError(
+            f"diameters from {d[0]:.4g} to {d[-1]:.4g} um need {n_cls} classes of "
+            f"{width:g} um (more than {MAX_CLASSES}); check the pixel size or widen the classes")
     edges = x0 + width * np.arange(k_lo, k_hi + 2, dtype=np.float64)
     counts = np.bincount(kk, minlength=n_cls)
     w0_cls = np.bincount(kk, weights=w, minlength=n_cls)
@@ -207,7 +226,15 @@ def compute_psd(diameters_um: np.ndarray | Sequence[float], *,
     span = (x90_3 - x10_3) / x50_3
     d32 = float(w3.sum() / (w * d ** 2).sum())
     n_eff = float(w3.sum() ** 2 / (w3 ** 2).sum())
-    ci = bootstrap_quantile_ci(d, w3, 0.5, n_boot=cfg.bootstrap_n, seed=cfg.bootstrap_seed)
+    ci, ci_method = None, None
+    if cfg.bootstrap_n > 0 and n >= 2:
+        if n <= cfg.bootstrap_max_n:
+            ci = bootstrap_quantile_ci(d, w3, 0.5, n_boot=cfg.bootstrap_n,
+                                       seed=cfg.bootstrap_seed)
+            ci_method = "bootstrap"
+        else:
+            ci = woodruff_quantile_ci(d, w3, 0.5)
+            ci_method = "woodruff"
 
     fit = None
     if cfg.lognormal_fit and n >= cfg.fit_min_crystals:
@@ -222,4 +249,4 @@ def compute_psd(diameters_um: np.ndarray | Sequence[float], *,
         q0=q0, q3=q3, Q0=Q0, Q3=Q3, class_max_um=cmax,
         x10_3_um=x10_3, x50_3_um=x50_3, x90_3_um=x90_3, x10_0_um=x10_0, x50_0_um=x50_0,
         x90_0_um=x90_0, span=span, d32_um=d32, x50_3_ci95_um=ci, lognormal=fit,
-        weighted=weighted, config=cfg)
+        weighted=weighted, config=cfg, ci_method=ci_method if ci is not None else None)

@@ -291,3 +291,9 @@ def test_subprocess_cli(mask_dir, tmp_path):
     assert bad.returncode == 2
     assert bad.stderr.strip() == ("crystal-edge: error: --px-size-um: must be a positive "
                                   "number of um, got -2.0")
+
+
+def test_absurd_pixel_size_is_a_user_error(mask_dir, capsys):
+    rc, _out, err = _run(["--masks", mask_dir, "--px-size-um", "1e6", "--class-width-um",
+                          "0.001", "--bootstrap", 0], capsys)
+    assert rc == 2 and "--class-width-um" in err and "classes" in err

@@ -93,3 +93,29 @@ def test_bootstrap_row_rule_matches_point_estimate(n):
     for q in (0.01, 0.1, 0.5, 0.9, 0.99):
         row = _resampled_quantile(x, x**3, np.arange(n)[None, :], q)[0]
         assert row == pytest.approx(weighted_quantile_sorted(x, x**3, q), rel=1e-12)
+
+
+@pytest.mark.parametrize("n", [300, 5000])
+def test_woodruff_agrees_with_bootstrap(n):
+    from edge.psd import woodruff_quantile_ci
+
+    rng = np.random.default_rng(n)
+    x = np.sort(rng.lognormal(np.log(100), 0.35, n))
+    w = x**3 * rng.uniform(1, 3, n)  # volume weights times edge-correction-like weights
+    b_lo, b_hi = bootstrap_quantile_ci(x, w, 0.5, n_boot=1000, seed=0)
+    w_lo, w_hi = woodruff_quantile_ci(x, w, 0.5)
+    assert w_hi - w_lo == pytest.approx(b_hi - b_lo, rel=0.25)
+    mid = weighted_quantile_sorted(x, w, 0.5)
+    assert w_lo < mid < w_hi
+    assert w_lo == pytest.approx(b_lo, rel=0.02) and w_hi == pytest.approx(b_hi, rel=0.02)
+
+
+def test_large_samples_switch_to_woodruff():
+    d = np.random.default_rng(0).lognormal(np.log(100), 0.3, 3000)
+    small = compute_psd(d, config=PsdConfig(bootstrap_n=200))
+    large = compute_psd(d, config=PsdConfig(bootstrap_n=200, bootstrap_max_n=1000))
+    assert small.ci_method == "bootstrap" and large.ci_method == "woodruff"
+    assert large.to_payload()["x50_3_ci_method"] == "woodruff"
+    (a, b), (c, e) = small.x50_3_ci95_um, large.x50_3_ci95_um
+    assert c == pytest.approx(a, rel=0.02) and e == pytest.approx(b, rel=0.02)
+    assert compute_psd(d, config=PsdConfig(bootstrap_n=0)).ci_method is None

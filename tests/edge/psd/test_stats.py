@@ -142,3 +142,10 @@ def test_fit_lognormal_exact_curve():
     assert fit.s_lnd == pytest.approx(0.25, rel=1e-6)
     assert fit.rmse < 1e-8 and fit.n_points == x.size
     assert lognormal_q3(np.array([0.0, 150.0]), 150.0, 0.25).tolist() == [0.0, 0.5]
+
+
+def test_too_many_classes_is_refused():
+    from edge.psd import MAX_CLASSES, TooManyClassesError
+
+    with pytest.raises(TooManyClassesError, match="classes of 10 um"):
+        compute_psd([1.0, 10.0 * (MAX_CLASSES + 5)], config=NO_BOOT)
