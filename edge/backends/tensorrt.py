@@ -165,7 +165,7 @@ def import_cudart() -> Any:
 def _check(result: Any) -> Any:
     """Unpack a cuda-python call's ``(err, *values)``; raise on an error code."""
     err, *values = result if isinstance(result, tuple) else (result,)
-    if int(err) != 0:
+    if int(getattr(err, "value", err)) != 0:  # cudaError_t.cudaSuccess == 0
         raise RuntimeError(f"CUDA runtime error {err}")
     return values[0] if len(values) == 1 else values
 
@@ -198,8 +198,17 @@ def build_serialized_engine(trt: Any, onnx_path: str | Path, *, precision: str,
         config.set_flag(trt.BuilderFlag.FP16)
     h, w = input_hw
     inp = network.get_input(0)
+    static = tuple(int(d) for d in inp.shape)  # -1 = dynamic axis
+    if len(static) != 4:
+        raise UserError(f"{onnx_path}: input {inp.name} has shape {static}, expected NCHW")
+    for axis, size in ((2, h), (3, w)):
+        if static[axis] not in (-1, size):
+            raise UserError(f"{onnx_path}: input size is fixed at {static[2]}x{static[3]} in "
+                            f"the ONNX, but {h}x{w} is needed; export with dynamic H/W or set "
+                            f"[backend] input_height/input_width to it")
+    lo, hi = (1, max_batch) if static[0] == -1 else (static[0], static[0])
     profile = builder.create_optimization_profile()
-    profile.set_shape(inp.name, (1, 3, h, w), (max_batch, 3, h, w), (max_batch, 3, h, w))
+    profile.set_shape(inp.name, (lo, 3, h, w), (hi, 3, h, w), (hi, 3, h, w))
     config.add_optimization_profile(profile)
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
@@ -216,9 +225,9 @@ class _Buffer:
         self.size = int(np.prod(shape))
         self.nbytes = self.size * self.dtype.itemsize
         self.host_ptr = _check(cudart.cudaMallocHost(self.nbytes))
-        ctype = np.ctypeslib.as_ctypes_type(self.dtype)
-        self.host = np.ctypeslib.as_array(ctypes.cast(self.host_ptr, ctypes.POINTER(ctype)),
-                                          (self.size,))
+        raw = np.ctypeslib.as_array(ctypes.cast(int(self.host_ptr), ctypes.POINTER(ctypes.c_uint8)),
+                                    (self.nbytes,))
+        self.host = raw.view(self.dtype)  # bytes viewed as the tensor type (fp16 has no ctype)
         self.device = _check(cudart.cudaMalloc(self.nbytes))
 
     def free(self) -> None:
@@ -307,6 +316,8 @@ class TensorRTBackend:
             raise UserError(f"{self.model_path}: expected 1 input and 1 output, found "
                             f"{len(inputs)} and {len(outputs)}")
         self._names = (inputs[0], outputs[0])
+        # the profile's largest batch (a model exported with a fixed batch of 1 has 1)
+        self.max_batch = int(engine.get_tensor_profile_shape(inputs[0], 0)[2][0])
         context = engine.create_execution_context()
         h, w = self.input_hw
         context.set_input_shape(inputs[0], (self.max_batch, 3, h, w))
@@ -343,7 +354,7 @@ class TensorRTBackend:
         d2h = cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
         _check(cudart.cudaMemcpyAsync(self._in.device, self._in.host_ptr,
                                       n_in * self._in.dtype.itemsize, h2d, self._stream))
-        if not ctx.execute_async_v3(self._stream):
+        if not ctx.execute_async_v3(int(self._stream)):
             raise RuntimeError("TensorRT execute_async_v3 failed")
         _check(cudart.cudaMemcpyAsync(self._out.host_ptr, self._out.device,
                                       n_out * self._out.dtype.itemsize, d2h, self._stream))
