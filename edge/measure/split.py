@@ -30,6 +30,7 @@ import numpy as np
 
 _PAD = 2
 _K3 = np.ones((3, 3), np.uint8)
+_NB8 = ((-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 1), (1, -1), (1, 0), (1, 1))
 
 
 def _find(parent: list[int], a: int) -> int:
@@ -49,7 +50,7 @@ def _checker(q: np.ndarray) -> np.ndarray:
     return img
 
 
-def split_object(obj: np.ndarray, *, h_px: float = 1.0, h_rel: float = 0.12,
+def split_object(obj: np.ndarray, *, h_px: float = 1.0, h_rel: float = 0.08,
                  connectivity: int = 8) -> tuple[np.ndarray, int]:
     """Split one object (a padded crop) into crystals.
 
@@ -88,24 +89,28 @@ def split_object(obj: np.ndarray, *, h_px: float = 1.0, h_rel: float = 0.12,
     markers = plateaus.copy()
     cv2.watershed(_checker(q), markers)
 
-    # saddles between basins: across watershed-line pixels and direct 4-neighbour contacts
+    # saddles between basins: across watershed-line pixels and direct 8-neighbour contacts
+    # (an 8-connected object may hang together by a diagonal step only)
     lab = np.where(inside, markers, 0)
     ys, xs = np.nonzero(lab == -1)
     pairs_a: list[np.ndarray] = []
     pairs_b: list[np.ndarray] = []
     pairs_s: list[np.ndarray] = []
     if ys.size:
-        nb = np.stack([lab[ys - 1, xs], lab[ys + 1, xs], lab[ys, xs - 1], lab[ys, xs + 1]])
+        nb = np.stack([lab[ys + dy, xs + dx] for dy, dx in _NB8])
         dv = dist[ys, xs].astype(np.float64)
-        for i in range(4):
-            for j in range(i + 1, 4):
+        for i in range(8):
+            for j in range(i + 1, 8):
                 a, b = nb[i], nb[j]
                 ok = (a > 0) & (b > 0) & (a != b)
-                pairs_a.append(np.minimum(a[ok], b[ok]))
-                pairs_b.append(np.maximum(a[ok], b[ok]))
-                pairs_s.append(dv[ok])
+                if ok.any():
+                    pairs_a.append(np.minimum(a[ok], b[ok]))
+                    pairs_b.append(np.maximum(a[ok], b[ok]))
+                    pairs_s.append(dv[ok])
     for a, b, da, db in ((lab[:, :-1], lab[:, 1:], dist[:, :-1], dist[:, 1:]),
-                         (lab[:-1, :], lab[1:, :], dist[:-1, :], dist[1:, :])):
+                         (lab[:-1, :], lab[1:, :], dist[:-1, :], dist[1:, :]),
+                         (lab[:-1, :-1], lab[1:, 1:], dist[:-1, :-1], dist[1:, 1:]),
+                         (lab[:-1, 1:], lab[1:, :-1], dist[:-1, 1:], dist[1:, :-1])):
         ok = (a > 0) & (b > 0) & (a != b)
         pairs_a.append(np.minimum(a[ok], b[ok]))
         pairs_b.append(np.maximum(a[ok], b[ok]))
@@ -201,7 +206,7 @@ def iter_objects(mask: np.ndarray, *, connectivity: int = 8
         yield x - _PAD, y - _PAD, crop
 
 
-def split_touching(mask: np.ndarray, *, h_px: float = 1.0, h_rel: float = 0.12,
+def split_touching(mask: np.ndarray, *, h_px: float = 1.0, h_rel: float = 0.08,
                    connectivity: int = 8) -> np.ndarray:
     """Label image of crystals, touching crystals separated.
 

@@ -30,7 +30,7 @@ class OracleCrystal:
 
 def oracle_measure(mask: np.ndarray, *, px_size_um: float, roi: np.ndarray | None = None,
                    min_area_px: int = 20, closing_radius_px: int = 2, h_px: float = 1.0,
-                   h_rel: float = 0.12) -> tuple[list[OracleCrystal], int]:
+                   h_rel: float = 0.08) -> tuple[list[OracleCrystal], int]:
     """Crystals of a mask (all of them, before the shape filter) and the small-object count."""
     m = np.asarray(mask) != 0
     valid = np.ones(m.shape, bool) if roi is None else np.asarray(roi) != 0

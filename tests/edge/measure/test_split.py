@@ -75,10 +75,10 @@ def test_two_discs_at_an_angle_and_unequal() -> None:
     # the small disc keeps most of its own area, the cut runs near the neck
     assert 0.85 * math.pi * 16 ** 2 < a[0] < 1.02 * math.pi * 16 ** 2
     # h is relative to the object's largest inscribed radius (h-maxima): a small crystal
-    # sunk deep into a big one (overlap 0.55 r) stays merged (then usually an agglomerate)
+    # sunk deep into a big one (overlap 0.75 r) stays merged
     deep = blank(160, 160)
     add_disc(deep, 60, 60, 28)
-    add_disc(deep, 60 + 35.2 * math.cos(0.6), 60 + 35.2 * math.sin(0.6), 16)
+    add_disc(deep, 60 + 32 * math.cos(0.6), 60 + 32 * math.sin(0.6), 16)
     assert split_touching(deep).max() == 1
 
 
