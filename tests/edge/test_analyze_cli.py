@@ -92,7 +92,7 @@ def test_discs_of_known_size_json_csv_plot(mask_dir, tmp_path, capsys):
     assert [im["file"] for im in rep["images"]] == [str(mask_dir / f"m{k}.png") for k in range(3)]
     assert all(im["n_kept"] == 10 for im in rep["images"])
     # CSV: one row per crystal, areas as drawn, weights as above
-    rows = list(csv.DictReader(c.open()))
+    rows = list(csv.DictReader(c.read_text().splitlines()))
     assert len(rows) == n
     assert sorted(int(r["area_px"]) for r in rows) == sorted(areas.astype(int))
     got_w = sorted(float(r["weight"]) for r in rows)

@@ -99,7 +99,8 @@ def test_csv_rows_and_weights(tmp_path):
     c = measure_crystals(mask, px_size_um=PX)
     rep = build_report([FileResult(name="a.png", crystals=c)], mode="masks", px_size_um=PX,
                        psd_config=NO_BOOT)
-    rows = list(csv.DictReader(write_csv(rep, tmp_path / "c.csv").open()))
+    out = write_csv(rep, tmp_path / "c.csv")
+    rows = list(csv.DictReader(out.read_text().splitlines()))
     assert len(rows) == len(c)
     kept_rows = [r for r in rows if r["kept"] == "1"]
     assert [float(r["weight"]) for r in kept_rows] == pytest.approx(rep.weights[0])
