@@ -198,8 +198,13 @@ class MqttSink:
         delay = cfg.reconnect_min_s
         while not self._stop.is_set():
             self._state = "connecting"
-            client = self._connect()
-            had_session = self._serve(client) if client is not None else False
+            try:
+                client = self._connect()
+                had_session = self._serve(client) if client is not None else False
+            except Exception as exc:  # never let the delivery thread die (e.g. disk full)
+                log.exception("mqtt: unexpected error in the network thread")
+                self._last_error = f"internal error: {type(exc).__name__}: {exc}"
+                had_session = False
             self._state = "disconnected"
             if self._stop.is_set():
                 break
@@ -267,7 +272,7 @@ class MqttSink:
                 return had_session
             if rc != mqtt.MQTT_ERR_SUCCESS:
                 where = f"{cfg.host}:{cfg.effective_port}"
-                if self._connected:
+                if self._connected or had_session:
                     self._error(f"connection to {where} lost ({mqtt.error_string(rc)})")
                 elif not failed:
                     hint = (" (TLS: did the broker refuse the client certificate? check "

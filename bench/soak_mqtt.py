@@ -1,0 +1,280 @@
+"""Soak: N batch reports through a broker outage and restart; JSON on stdout.
+
+Starts a Mosquitto (persistence on) on a free loopback port, a durable subscriber (the
+"DCS", QoS 1, persistent session), and an MqttSink with a fresh state directory. Publishes
+``--n`` reports as fast as ``publish()`` returns; after ``--outage-at`` of them the broker
+is stopped for ``--outage-s`` seconds and started again. Then waits until the outbox is
+empty and the subscriber has everything (or ``--timeout-s``).
+
+Reports: produced, delivered (unique batch ids), lost, duplicates, order kept,
+publish throughput (reports/s into the outbox), delivery throughput (acknowledged
+reports/s, whole run), backlog peak and drain time, process CPU seconds. Phase 2
+(``--drain-n``) queues reports with the broker down and times how fast the outbox empties
+once it is back (the delivery capacity, independent of the producer).
+
+    .venv/bin/python bench/soak_mqtt.py [--n 10000] [--outage-s 3] [--out FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+from edge.mqtt.config import MqttConfig
+from edge.mqtt.payloads import PsdPayload
+from edge.mqtt.sink import MqttSink
+
+MOSQUITTO = "/usr/sbin/mosquitto"
+T0 = datetime(2026, 11, 30, tzinfo=timezone.utc)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait_port(port: int, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"mosquitto not listening on {port}")
+
+
+class _Broker:
+    def __init__(self, workdir: Path, port: int) -> None:
+        self.conf = workdir / "mosquitto.conf"
+        self.conf.write_text(f"user root\npersistence true\npersistence_location {workdir}/\n"
+                             f"log_dest file {workdir}/mosquitto.log\n"
+                             f"listener {port} 127.0.0.1\nallow_anonymous true\n"
+                             "max_queued_messages 0\n")
+        self.port = port
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen([MOSQUITTO, "-c", str(self.conf)],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        _wait_port(self.port)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(10)
+            self.proc = None
+
+
+class _Report:
+    """A realistic batch report (30 size classes)."""
+
+    def __init__(self, batch_id: int) -> None:
+        self.batch_id = batch_id
+
+    def to_payload(self) -> dict[str, Any]:
+        n = 30
+        edges = [10.0 * (i + 1) for i in range(n)]
+        cum = [min(1.0, (i + 1) / 12) for i in range(n)]
+        return PsdPayload(
+            device_id="soak", batch_id=self.batch_id,
+            batch_start=T0 + timedelta(seconds=10 * self.batch_id),
+            batch_end=T0 + timedelta(seconds=10 * self.batch_id + 9),
+            frames={"used": 100, "rejected": 3, "rejected_by_reason": {"blur": 3}},
+            crystals={"measured": 420, "rejected": 80,
+                      "rejected_by_reason": {"border": 60, "circularity": 20}},
+            px_size_um=1.45, class_width_um=10.0,
+            classes={"upper_edges_um": edges, "q3": cum, "q0": cum, "counts": [14.0] * n},
+            statistics={"x10_3_um": 20.1, "x50_3_um": 60.2, "x90_3_um": 110.3,
+                        "x50_0_um": 45.0, "span": 1.5, "d32_um": 55.0,
+                        "x50_3_ci95_um": (58.0, 62.0)},
+            lognormal={"x50_3_um": 59.0, "s_lnd": 0.4, "rmse": 0.01},
+            model={"name": "crystal-seg", "sha256": "0" * 64, "backend": "onnxruntime-cpu",
+                   "precision": "fp32"}).to_payload()
+
+
+class _Dcs:
+    """Durable subscriber: records every batch id it receives (duplicates too)."""
+
+    def __init__(self, port: int) -> None:
+        self.ids: list[int] = []
+        self.lock = threading.Lock()
+        self.c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="soak-dcs",
+                             protocol=mqtt.MQTTv311, clean_session=False)
+        self.c.reconnect_delay_set(1, 1)
+        self.c.max_inflight_messages_set(100)
+        self.c.on_connect = lambda c, u, f, rc, p: c.subscribe("soak/#", 1)
+        self.c.on_message = self._on_message
+        self.c.connect("127.0.0.1", port)
+        self.c.loop_start()
+
+    def _on_message(self, c: Any, u: Any, msg: mqtt.MQTTMessage) -> None:
+        if msg.topic.endswith("/psd"):
+            bid = json.loads(msg.payload)["batch_id"]
+            with self.lock:
+                self.ids.append(bid)
+
+    def snapshot(self) -> list[int]:
+        with self.lock:
+            return list(self.ids)
+
+    def close(self) -> None:
+        self.c.disconnect()
+        self.c.loop_stop()
+
+
+def _cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def run(n: int, *, outage_at: float, outage_s: float, max_inflight: int, timeout_s: float,
+        mode: str, drain_n: int) -> dict[str, Any]:
+    work = Path(tempfile.mkdtemp(prefix="soak-mqtt-"))
+    broker = _Broker(work, _free_port())
+    broker.start()
+    dcs = _Dcs(broker.port)
+    time.sleep(0.3)
+    cfg = MqttConfig(enabled=True, host="127.0.0.1", port=broker.port, device_id="soak",
+                     topic_prefix="soak", reconnect_min_s=0.5, reconnect_max_s=2.0,
+                     max_inflight=max_inflight, mode=mode, sparkplug_ndata_qos=1)  # type: ignore[arg-type]
+    sink = MqttSink(cfg, state_dir=work / "state", close_timeout_s=10.0)
+    sink.open()
+    reports = [_Report(i) for i in range(1, n + 1)]
+    outage_index = int(n * outage_at)
+    peak_depth = 0
+    cpu0 = _cpu()
+    t_start = time.perf_counter()
+    publish_time = 0.0
+    outage_started = outage_ended = None
+    try:
+        for i, r in enumerate(reports, start=1):
+            t = time.perf_counter()
+            sink.publish(r)
+            publish_time += time.perf_counter() - t
+            if i == outage_index:
+                broker.stop()
+                outage_started = time.perf_counter()
+            if outage_started and outage_ended is None and \
+                    time.perf_counter() - outage_started >= outage_s:
+                broker.start()
+                outage_ended = time.perf_counter()
+            if i % 200 == 0:
+                peak_depth = max(peak_depth, sink.health()["outbox_depth"])
+        if outage_ended is None:  # producing was faster than the outage
+            assert outage_started is not None
+            while time.perf_counter() - outage_started < outage_s:
+                peak_depth = max(peak_depth, sink.health()["outbox_depth"])
+                time.sleep(0.05)
+            broker.start()
+            outage_ended = time.perf_counter()
+        t_produced = time.perf_counter()
+        peak_depth = max(peak_depth, sink.health()["outbox_depth"])
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if sink.health()["outbox_depth"] == 0 and len(set(dcs.snapshot())) >= n:
+                break
+            time.sleep(0.05)
+        t_drained = time.perf_counter()
+        health = sink.health()
+        # phase 2: a pure backlog (broker down while drain_n reports are produced), then
+        # the broker comes back: how fast does the outbox empty?
+        drain_s = None
+        if drain_n:
+            broker.stop()
+            for i in range(n + 1, n + drain_n + 1):
+                sink.publish(_Report(i))
+            t = time.perf_counter()
+            broker.start()
+            deadline = time.monotonic() + timeout_s
+            while time.monotonic() < deadline and sink.health()["outbox_depth"] > 0:
+                time.sleep(0.01)
+            drain_s = time.perf_counter() - t
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and len(set(dcs.snapshot())) < n + drain_n:
+                time.sleep(0.05)
+    finally:
+        sink.close()
+        time.sleep(0.5)
+        dcs.close()
+        broker.stop()
+    ids = dcs.snapshot()
+    total = n + drain_n
+    unique = set(ids) & set(range(1, total + 1))
+    first_seen = list(dict.fromkeys(ids))
+    cpu = _cpu() - cpu0
+    shutil.rmtree(work, ignore_errors=True)
+    return {
+        "bench": "soak_mqtt",
+        "mode": mode,
+        "produced": total,
+        "delivered_unique": len(unique),
+        "lost": total - len(unique),
+        "duplicates": len(ids) - len(set(ids)),
+        "order_kept": first_seen == sorted(first_seen),
+        "delivered_over_produced": len(unique) / total,
+        "publish_reports_per_s": n / publish_time,
+        "publish_mean_ms": 1000 * publish_time / n,
+        "delivery_reports_per_s_phase1": health["published"] / (t_drained - t_start),
+        "outage_s": (outage_ended or 0) - (outage_started or 0),
+        "outage_after_report": outage_index,
+        "outbox_peak_depth": peak_depth,
+        "drain_after_production_s": t_drained - t_produced,
+        "total_s": t_drained - t_start,
+        "backlog_drain_reports": drain_n,
+        "backlog_drain_s": drain_s,  # from broker start: includes the reconnect back-off
+        "backlog_drain_reports_per_s": (drain_n / drain_s) if drain_s else None,
+        "sink_published_phase1": health["published"],
+        "outbox_left": health["outbox_depth"],
+        "max_inflight": max_inflight,
+        "process_cpu_s": cpu,
+        "host": {"python": platform.python_version(), "machine": platform.machine(),
+                 "cpus": __import__("os").cpu_count()},
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n", type=int, default=10_000, help="reports to produce (10000)")
+    ap.add_argument("--outage-at", type=float, default=0.3,
+                    help="fraction of reports produced before the broker stops (0.3)")
+    ap.add_argument("--outage-s", type=float, default=3.0, help="outage length (3 s)")
+    ap.add_argument("--max-inflight", type=int, default=10, help="MqttConfig.max_inflight (10)")
+    ap.add_argument("--mode", choices=["json", "sparkplug"], default="json")
+    ap.add_argument("--drain-n", type=int, default=2000,
+                    help="phase 2: reports queued while the broker is down, then timed "
+                         "while the outbox drains (2000; 0 = skip)")
+    ap.add_argument("--timeout-s", type=float, default=300.0)
+    ap.add_argument("--out", type=Path, default=None, help="also write the JSON here")
+    args = ap.parse_args(argv)
+    if not Path(MOSQUITTO).exists():
+        print(f"soak_mqtt: {MOSQUITTO} missing (apt-get install mosquitto)", file=sys.stderr)
+        return 2
+    result = run(args.n, outage_at=args.outage_at, outage_s=args.outage_s,
+                 max_inflight=args.max_inflight, timeout_s=args.timeout_s,
+                 mode=args.mode, drain_n=args.drain_n)
+    text = json.dumps(result, indent=2)
+    print(text)
+    if args.out:
+        args.out.write_text(text + "\n")
+    return 0 if result["lost"] == 0 and result["order_kept"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
