@@ -171,6 +171,7 @@ class FrameAnalyzer:
         self.crystal_class = int(self.meta.crystal_class_id)
         self.black_class = next((c.id for c in self.meta.classes if "black" in c.name.lower()), 0)
         self.backend: Backend | None = None
+        self._last_roi: Roi | None = None
         self.last_timings: dict[str, float] = {}
         self.backend_selection: list[dict[str, str]] = []
         cfg = self.backend_config
@@ -299,6 +300,7 @@ class FrameAnalyzer:
                          black_class=self.black_class, scale=self.inference_scale)
         if roi is None:
             return self._reject(result, "no_field", "no illuminated field found", t0)
+        roi = self._stable_roi(roi)
         result.roi = roi
         crowd = check_crowding(class_map, roi.mask, crystal_class=self.crystal_class,
                                config=self.quality_config)
@@ -310,6 +312,25 @@ class FrameAnalyzer:
             roi=roi.mask, config=self.measure_config)
         result.timings_ms["postprocess_ms"] = (time.perf_counter() - t0) * 1e3
         return result
+
+    def _stable_roi(self, roi: Roi) -> Roi:
+        """The previous frame's ROI object when the field has not moved (within 1 px).
+
+        The illuminated field is fixed by the optics; reusing the identical mask keeps
+        the measuring region (and the edge-correction weights derived from it) the same
+        from frame to frame instead of jittering with pixel noise.
+        """
+        last = self._last_roi
+        if last is not None and last.kind == roi.kind and last.mask.shape == roi.mask.shape:
+            if roi.circle is not None and last.circle is not None:
+                if max(abs(a - b) for a, b in zip(roi.circle, last.circle, strict=True)) <= 1.0:
+                    return last
+            elif roi.circle is None and last.circle is None:
+                union = np.count_nonzero(roi.mask | last.mask)
+                if union and np.count_nonzero(roi.mask ^ last.mask) <= 0.002 * union:
+                    return last
+        self._last_roi = roi
+        return roi
 
     @staticmethod
     def _reject(result: FrameResult, reason: str | None, detail: str, t0: float) -> FrameResult:

@@ -143,3 +143,13 @@ def test_backend_loaded_up_front_when_size_is_known(model):
     fb = FrameAnalyzer(model, backend_config=cfg)
     assert fb.backend.input_hw == (112, 208)
     assert FrameAnalyzer(model).backend is None
+
+
+def test_roi_is_reused_while_the_field_stays_put(model):
+    fa = FrameAnalyzer(model)
+    a = fa.analyze("a", synth_frame(440, 600, field_radius=200, seed=1, crystals=[(300, 220, 9)]))
+    b = fa.analyze("b", synth_frame(440, 600, field_radius=200, seed=2, crystals=[(250, 200, 12)]))
+    assert a.roi is b.roi  # same object: same mask, same edge-correction survival map
+    moved = fa.analyze("c", synth_frame(440, 600, field_radius=180, seed=3))
+    assert moved.roi is not a.roi
+    assert moved.roi.circle[2] == pytest.approx(180, abs=1.5)
