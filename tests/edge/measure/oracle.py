@@ -25,7 +25,6 @@ class OracleCrystal:
     centroid: tuple[float, float]  # x, y
     bbox: tuple[int, int, int, int]  # x, y, w, h
     touches_border: bool
-    circularity_crofton: float
 
 
 def oracle_measure(mask: np.ndarray, *, px_size_um: float, roi: np.ndarray | None = None,
@@ -77,13 +76,11 @@ def oracle_measure(mask: np.ndarray, *, px_size_um: float, roi: np.ndarray | Non
         y0, x0, y1, x1 = p.bbox
         region = labels[y0:y1, x0:x1] == p.label
         touches = bool(np.any(region & zone[y0:y1, x0:x1]))
-        per = measure.perimeter_crofton(np.pad(region, 1), directions=4)
         out.append(OracleCrystal(
             area_px=int(p.area),
             diameter_um=2.0 * math.sqrt(p.area / math.pi) * px_size_um,
             centroid=(float(p.centroid[1]), float(p.centroid[0])),
             bbox=(int(x0), int(y0), int(x1 - x0), int(y1 - y0)),
             touches_border=touches,
-            circularity_crofton=4 * math.pi * p.area / per ** 2 if per > 0 else 0.0,
         ))
     return out, n_small

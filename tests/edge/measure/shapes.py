@@ -14,10 +14,23 @@ def blank(h: int, w: int) -> np.ndarray:
     return np.zeros((h, w), np.uint8)
 
 
+def _window(img: np.ndarray, cx: float, cy: float, ext: float
+            ) -> tuple[slice, slice, np.ndarray, np.ndarray] | None:
+    h, w = img.shape
+    y0, y1 = max(0, int(cy - ext) - 1), min(h, int(cy + ext) + 2)
+    x0, x1 = max(0, int(cx - ext) - 1), min(w, int(cx + ext) + 2)
+    if y0 >= y1 or x0 >= x1:
+        return None
+    yy, xx = np.mgrid[y0:y1, x0:x1]
+    return slice(y0, y1), slice(x0, x1), xx, yy
+
+
 def add_disc(img: np.ndarray, cx: float, cy: float, r: float) -> np.ndarray:
     """Set pixels whose centre lies within ``r`` of (cx, cy)."""
-    yy, xx = np.mgrid[:img.shape[0], :img.shape[1]]
-    img[(xx - cx) ** 2 + (yy - cy) ** 2 <= r * r] = 1
+    win = _window(img, cx, cy, r)
+    if win is not None:
+        sy, sx, xx, yy = win
+        img[sy, sx][(xx - cx) ** 2 + (yy - cy) ** 2 <= r * r] = 1
     return img
 
 
@@ -46,11 +59,14 @@ def rhomb(cx: float, cy: float, half: float, aspect: float, angle: float = 0.0) 
 
 def add_ellipse(img: np.ndarray, cx: float, cy: float, a: float, b: float, *,
                 angle: float = 0.0) -> np.ndarray:
-    yy, xx = np.mgrid[:img.shape[0], :img.shape[1]]
+    win = _window(img, cx, cy, max(a, b))
+    if win is None:
+        return img
+    sy, sx, xx, yy = win
     c, s = math.cos(angle), math.sin(angle)
     u = (xx - cx) * c + (yy - cy) * s
     v = -(xx - cx) * s + (yy - cy) * c
-    img[(u / a) ** 2 + (v / b) ** 2 <= 1] = 1
+    img[sy, sx][(u / a) ** 2 + (v / b) ** 2 <= 1] = 1
     return img
 
 
