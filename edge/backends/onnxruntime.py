@@ -86,6 +86,7 @@ class OnnxRuntimeBackend:
         self.precision = meta.precision
         self._session: Any = None
         self._input_name = "input"
+        self._input_dtype: Any = np.float32
         self._providers: list[str] = []
         self.load_ms = 0.0
 
@@ -145,12 +146,16 @@ class OnnxRuntimeBackend:
             raise UserError(f"{self.model_path}: expected one input tensor, found {len(inputs)}")
         self._session = session
         self._input_name = inputs[0].name
+        # exports keep float32 I/O; a float16-input model gets its batch cast
+        self._input_dtype = np.float16 if inputs[0].type == "tensor(float16)" else np.float32
         self._providers = active
 
     def infer(self, nchw: np.ndarray) -> np.ndarray:
         if self._session is None:
             raise RuntimeError("OnnxRuntimeBackend.infer() before load()")
         x = check_nchw(nchw)
+        if self._input_dtype is not np.float32:
+            x = x.astype(self._input_dtype)
         (logits,) = self._session.run(None, {self._input_name: x})[:1]
         return np.asarray(logits, dtype=np.float32)
 

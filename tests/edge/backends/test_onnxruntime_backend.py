@@ -110,3 +110,28 @@ def test_config_forbids_unknown_fields_and_resolves_cache_dir(tmp_path, monkeypa
     assert BackendConfig().resolved_engine_cache_dir(tmp_path / "s") == tmp_path / "s" / "engines"
     assert BackendConfig(engine_cache_dir=tmp_path / "e").resolved_engine_cache_dir() == \
         tmp_path / "e"
+
+
+@pytest.mark.parametrize("keep_io_types", [True, False])
+def test_fp16_weight_model_segments_like_fp32(tmp_path, tiny, keep_io_types):
+    onnx = pytest.importorskip("onnx")
+    float16 = pytest.importorskip("onnxconverter_common.float16")
+    from edge.modelmeta import sha256_file, write_meta
+
+    path = tmp_path / "half.onnx"
+    onnx.save(float16.convert_float_to_float16(onnx.load(tiny), keep_io_types=keep_io_types),
+              path)
+    meta = load_meta(tiny).model_copy(update={"sha256": sha256_file(path), "precision": "fp16",
+                                              "onnx_file": path.name})
+    write_meta(meta, path)
+    half = OnnxRuntimeBackend(path, load_meta(path), BackendConfig(), input_hw=(24, 24),
+                              device="cpu")
+    half.load()
+    full = OnnxRuntimeBackend(tiny, load_meta(tiny), BackendConfig(), input_hw=(24, 24),
+                              device="cpu")
+    full.load()
+    x = np.random.default_rng(2).uniform(0, 1, (2, 3, 24, 24)).astype(np.float32)
+    y16, y32 = half.infer(x), full.infer(x)
+    assert y16.dtype == np.float32 and half.info()["precision"] == "fp16"
+    agree = (y16.argmax(1) == y32.argmax(1)).mean()
+    assert agree > 0.99
