@@ -1,0 +1,310 @@
+"""SSH and rsync to one target, and the bash scripts run there.
+
+One SSH master connection per host (``ControlMaster``) carries every step, so a deploy
+costs one handshake per host. Scripts go over stdin (``bash -s``) with their arguments
+as positional parameters, so nothing is quoted twice. A non-root SSH user gets ``sudo
+-n`` in front of the scripts and of the remote rsync (passwordless sudo required).
+
+Every path on the target is under ``ROOT`` (``--target-root``, default ``/``).
+"""
+
+from __future__ import annotations
+
+import shlex
+import subprocess
+from dataclasses import dataclass, field
+
+SERVICE = "crystal-edge.service"
+
+
+class RemoteError(Exception):
+    """A remote step failed; the message is one line for the summary table."""
+
+
+@dataclass
+class Target:
+    host: str
+    user: str | None = None
+    port: int | None = None
+    identity: str | None = None
+    options: list[str] = field(default_factory=list)  # extra "-o Key=Value"
+    control_dir: str | None = None
+    sudo: bool = False
+    connect_timeout: int = 10
+
+    @property
+    def dest(self) -> str:
+        return f"{self.user}@{self.host}" if self.user else self.host
+
+    def ssh_args(self) -> list[str]:
+        args = ["ssh", "-o", "BatchMode=yes", "-o", f"ConnectTimeout={self.connect_timeout}",
+                "-o", "ServerAliveInterval=15"]
+        if self.port:
+            args += ["-p", str(self.port)]
+        if self.identity:
+            args += ["-i", self.identity, "-o", "IdentitiesOnly=yes"]
+        if self.control_dir:
+            args += ["-o", "ControlMaster=auto", "-o",
+                     f"ControlPath={self.control_dir}/%C", "-o", "ControlPersist=120"]
+        for opt in self.options:
+            args += ["-o", opt]
+        return args
+
+    def run(self, script: str, *params: str, timeout: float = 600,
+            check: bool = True) -> subprocess.CompletedProcess[str]:
+        """Run a bash script on the target (``sudo -n`` when :attr:`sudo`)."""
+        remote = "bash -s -- " + " ".join(shlex.quote(p) for p in params)
+        if self.sudo:
+            remote = "sudo -n " + remote
+        try:
+            result = subprocess.run([*self.ssh_args(), self.dest, remote], input=script,
+                                    capture_output=True, text=True, timeout=timeout,
+                                    check=False)
+        except subprocess.TimeoutExpired:
+            raise RemoteError(f"timed out after {timeout:.0f} s") from None
+        if check and result.returncode != 0:
+            if result.returncode == 255:
+                raise RemoteError("ssh: " + _last_line(result.stderr, "connection failed"))
+            raise RemoteError(_last_line(result.stderr or result.stdout,
+                                         f"exit {result.returncode}"))
+        return result
+
+    def rsync(self, src: str, dest_path: str, *extra: str,
+              timeout: float = 1800) -> subprocess.CompletedProcess[str]:
+        """``rsync -a`` a local directory to a path on the target."""
+        ssh = " ".join(shlex.quote(a) for a in self.ssh_args())
+        cmd = ["rsync", "-a", "-e", ssh, *extra]
+        if self.sudo:
+            cmd += ["--rsync-path", "sudo -n rsync"]
+        cmd += [src, f"{self.dest}:{dest_path}"]
+        try:
+            result = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
+                                    check=False)
+        except FileNotFoundError:
+            raise RemoteError("rsync is not installed on this workstation") from None
+        except subprocess.TimeoutExpired:
+            raise RemoteError(f"rsync timed out after {timeout:.0f} s") from None
+        if result.returncode != 0:
+            raise RemoteError("rsync: " + _last_line(result.stderr, f"exit {result.returncode}"))
+        return result
+
+    def close(self) -> None:
+        if self.control_dir:
+            subprocess.run([*self.ssh_args(), "-O", "exit", self.dest], capture_output=True,
+                           timeout=15, check=False)
+
+
+def _last_line(text: str, default: str) -> str:
+    lines = [line.strip() for line in (text or "").splitlines() if line.strip()]
+    return lines[-1] if lines else default
+
+
+def parse_kv(text: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition("=")
+        if sep and key and " " not in key:
+            out[key] = value
+    return out
+
+
+def parse_kv_all(text: str, key: str) -> list[str]:
+    """Every value of a repeated ``key=value`` line."""
+    return [line.partition("=")[2] for line in text.splitlines()
+            if line.partition("=")[0] == key]
+
+
+# ----------------------------------------------------------------------------- scripts
+# Each prints key=value lines the orchestrator parses. $1 is always the target root.
+
+CHECK = r"""
+set -u
+R="${1%/}"; PY="$2"
+echo "uid=$(id -u)"
+echo "arch=$(uname -m)"
+[ -r "$R/etc/nv_tegra_release" ] && echo "nv_tegra_release=$(head -n1 "$R/etc/nv_tegra_release")"
+if command -v "$PY" >/dev/null 2>&1; then
+  echo "python=$("$PY" -c 'import sys; print("%d.%d.%d" % sys.version_info[:3])' 2>/dev/null)"
+  "$PY" -c 'import venv' >/dev/null 2>&1 && echo "venv=yes"
+  "$PY" -m pip --version >/dev/null 2>&1 && echo "pip=yes"
+  echo "tensorrt=$("$PY" -c 'import tensorrt; print(tensorrt.__version__)' 2>/dev/null)"
+fi
+for c in rsync systemctl systemd-sysusers useradd sha256sum; do
+  command -v "$c" >/dev/null 2>&1 && echo "has_$c=yes"
+done
+d="$R/opt"; while [ ! -d "$d" ]; do d=$(dirname "$d"); done
+echo "free_mb=$(df -Pk "$d" | awk 'NR==2 {print int($4/1024)}')"
+BASE="$R/opt/crystal-psd"
+[ -L "$BASE/current" ] && echo "current=$(basename "$(readlink "$BASE/current")")"
+[ -d "$BASE/releases" ] && echo "releases=$(ls -1 "$BASE/releases" | tr '\n' ' ')"
+CFG="$R/etc/crystal-edge/config.toml"
+[ -f "$CFG" ] && echo "config_sha256=$(sha256sum "$CFG" | cut -d' ' -f1)"
+UNIT="$R/etc/systemd/system/crystal-edge.service"
+[ -f "$UNIT" ] && echo "unit_sha256=$(sha256sum "$UNIT" | cut -d' ' -f1)"
+exit 0
+"""
+
+CAT = r"""
+R="${1%/}"; f="$R/$2"
+[ -f "$f" ] && cat "$f"
+exit 0
+"""
+
+# Prepare the release in place (venv, package, units, account, config); flip `current`
+# only after everything else succeeded, so a failure here leaves the running release.
+INSTALL = r"""
+set -euo pipefail
+R="${1%/}"; NAME="$2"; PY="$3"; PIP_MODE="$4"; WHEEL="$5"; EXTRAS="$6"
+CONFIG_ACTION="$7"; CONFIG_SRC="$8"; STAMP="$9"; RESTART="${10}"
+BASE="$R/opt/crystal-psd"; REL="$BASE/releases/$NAME"
+step() { echo "step=$*" >&2; }
+
+step venv
+if [ ! -x "$REL/venv/bin/python" ]; then
+  # --system-site-packages: TensorRT, cuda-python and CUDA-enabled OpenCV from JetPack
+  "$PY" -m venv --system-site-packages --without-pip "$REL/venv"
+fi
+VPY="$REL/venv/bin/python"
+if ! "$VPY" -m pip --version >/dev/null 2>&1; then "$VPY" -m ensurepip --default-pip >/dev/null; fi
+PIP=("$VPY" -m pip --disable-pip-version-check --no-input -q)
+WHL="$REL/wheels/$WHEEL"
+step "pip ($PIP_MODE)"
+case "$PIP_MODE" in
+  no-deps) ;;  # dependencies already present (system site-packages / earlier install)
+  wheelhouse) "${PIP[@]}" install --no-index --find-links "$BASE/wheelhouse" "$WHL$EXTRAS" ;;
+  index) "${PIP[@]}" install "$WHL$EXTRAS" ;;
+  *) echo "unknown pip mode $PIP_MODE" >&2; exit 2 ;;
+esac
+# The package itself always into the venv (even if a system copy exists).
+"${PIP[@]}" install --no-index --no-deps --ignore-installed "$WHL"
+step smoke-test
+"$VPY" -c 'import edge, edge.cli; print("package_version=" + edge.__version__)'
+[ -x "$REL/venv/bin/crystal-edge" ]
+
+step units
+install -d -m 0755 "$R/etc/systemd/system" "$R/etc/sysusers.d"
+install -m 0644 "$REL/systemd/crystal-edge.service" "$R/etc/systemd/system/crystal-edge.service"
+install -m 0644 "$REL/systemd/crystal-edge.sysusers.conf" "$R/etc/sysusers.d/crystal-edge.conf"
+step account
+if command -v systemd-sysusers >/dev/null 2>&1; then
+  if [ -z "$R" ]; then systemd-sysusers /etc/sysusers.d/crystal-edge.conf >&2
+  else systemd-sysusers --root="$R" "$R/etc/sysusers.d/crystal-edge.conf" >&2; fi
+elif [ -z "$R" ] && ! id crystal-edge >/dev/null 2>&1; then
+  useradd --system --user-group --home-dir /var/lib/crystal-edge --shell /usr/sbin/nologin \
+          --groups video crystal-edge
+fi
+
+step config
+CFGDIR="$R/etc/crystal-edge"
+install -d -m 0755 "$CFGDIR"
+install -d -m 0700 "$CFGDIR/credentials"
+# LoadCredential= refuses to start the unit when the file is missing: create it empty.
+PWFILE="$CFGDIR/credentials/mqtt-password"
+[ -e "$PWFILE" ] || install -m 0600 /dev/null "$PWFILE"
+case "$CONFIG_ACTION" in
+  install) install -m 0644 "$REL/$CONFIG_SRC" "$CFGDIR/config.toml" ;;
+  replace)
+    cp -p "$CFGDIR/config.toml" "$CFGDIR/config.toml.bak-$STAMP"
+    echo "config_backup=/etc/crystal-edge/config.toml.bak-$STAMP"
+    install -m 0644 "$REL/$CONFIG_SRC" "$CFGDIR/config.toml" ;;
+  keep|unchanged) ;;
+  *) echo "unknown config action $CONFIG_ACTION" >&2; exit 2 ;;
+esac
+
+step switch
+PREV=""
+[ -L "$BASE/current" ] && PREV="$(basename "$(readlink "$BASE/current")")"
+echo "previous=$PREV"
+ln -sfn "releases/$NAME" "$BASE/current.new"
+mv -T "$BASE/current.new" "$BASE/current"
+echo "current=$NAME"
+
+if [ "$RESTART" = 1 ]; then
+  step restart
+  systemctl daemon-reload
+  systemctl enable crystal-edge.service >&2
+  systemctl restart --no-block crystal-edge.service
+fi
+"""
+
+# Wait until the restart job is done, then require `active` for SETTLE seconds.
+WAIT = r"""
+set -u
+TIMEOUT="$2"; SETTLE="$3"; POLL="$4"
+start=$(date +%s)
+state=unknown
+while :; do
+  jobs="$(systemctl list-jobs --no-legend crystal-edge.service 2>/dev/null || true)"
+  state="$(systemctl is-active crystal-edge.service 2>/dev/null || true)"
+  state="${state:-unknown}"
+  # Crashed and waiting to be restarted by Restart=on-failure: this start failed.
+  sub="$(systemctl show -p SubState --value crystal-edge.service 2>/dev/null || true)"
+  if [ "$sub" = auto-restart ]; then state="failed(auto-restart)"; break; fi
+  if [ -z "$jobs" ]; then
+    case "$state" in
+      active)
+        sleep "$SETTLE"
+        state="$(systemctl is-active crystal-edge.service 2>/dev/null || true)"
+        break ;;
+      failed|inactive) break ;;
+    esac
+  fi
+  if [ $(( $(date +%s) - start )) -ge "$TIMEOUT" ]; then state="timeout($state)"; break; fi
+  sleep "$POLL"
+done
+echo "state=$state"
+"""
+
+# Back to the previous release: symlink, its unit, the config backup; restart.
+ROLLBACK = r"""
+set -euo pipefail
+R="${1%/}"; FAILED="$2"; PREV="$3"; BACKUP="$4"; RESTART="$5"
+BASE="$R/opt/crystal-psd"
+[ -d "$BASE/releases/$PREV" ] || { echo "previous release $PREV is gone" >&2; exit 1; }
+ln -sfn "releases/$PREV" "$BASE/current.new"
+mv -T "$BASE/current.new" "$BASE/current"
+if [ -f "$BASE/releases/$PREV/systemd/crystal-edge.service" ]; then
+  install -m 0644 "$BASE/releases/$PREV/systemd/crystal-edge.service" \
+    "$R/etc/systemd/system/crystal-edge.service"
+fi
+if [ -n "$BACKUP" ] && [ -f "$R$BACKUP" ]; then
+  cp -p "$R$BACKUP" "$R/etc/crystal-edge/config.toml"
+  echo "config_restored=$BACKUP"
+fi
+date -u +%FT%TZ > "$BASE/releases/$FAILED/DEPLOY_FAILED"
+echo "current=$PREV"
+if [ "$RESTART" = 1 ]; then
+  systemctl daemon-reload
+  systemctl restart --no-block crystal-edge.service
+fi
+"""
+
+MKDIRS = r"""
+set -eu
+R="${1%/}"
+mkdir -p "$R/opt/crystal-psd/releases"
+"""
+
+# A release whose preparation failed before the switch: remove it.
+DISCARD = r"""
+set -eu
+R="${1%/}"; NAME="$2"
+BASE="$R/opt/crystal-psd"
+[ "$(basename "$(readlink "$BASE/current" 2>/dev/null || true)")" = "$NAME" ] && exit 1
+rm -rf "$BASE/releases/$NAME"
+"""
+
+# Keep the newest KEEP releases plus current and previous; print what was removed.
+PRUNE = r"""
+set -eu
+R="${1%/}"; KEEP="$2"; PREV="$3"
+BASE="$R/opt/crystal-psd"
+CUR="$(basename "$(readlink "$BASE/current" 2>/dev/null || true)")"
+n=0
+for d in $(ls -1 "$BASE/releases" | sort -r); do
+  n=$((n + 1))
+  if [ "$n" -le "$KEEP" ] || [ "$d" = "$CUR" ] || [ "$d" = "$PREV" ]; then continue; fi
+  rm -rf "$BASE/releases/$d"
+  echo "pruned=$d"
+done
+"""

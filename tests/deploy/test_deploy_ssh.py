@@ -1,0 +1,177 @@
+"""`make deploy` for real: sshd on loopback, rsync, venv + pip, units, config, rollback."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.deploy.conftest import REPO
+
+CFG_A = '[logging]\nlevel = "INFO"\n'
+CFG_B = '[logging]\nlevel = "DEBUG"\n'
+CFG_C = '[logging]\nlevel = "WARNING"\n'
+CFG_HOST = '# edited on the skid by the operator\n[logging]\nlevel = "ERROR"\n'
+
+
+def _current(root: Path) -> str:
+    link = root / "opt/crystal-psd/current"
+    target = os.readlink(link)
+    assert target.startswith("releases/"), "current must be a relative link"
+    return Path(target).name
+
+
+def _tree(root: Path) -> dict[str, str]:
+    """Every path under root with its content hash / link target / mode: a change detector."""
+    out = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            p = Path(dirpath) / name
+            st = p.lstat()
+            key = str(p.relative_to(root))
+            if stat.S_ISLNK(st.st_mode):
+                out[key] = "->" + os.readlink(p)
+            elif stat.S_ISREG(st.st_mode):
+                out[key] = f"{oct(st.st_mode)}:{st.st_mtime_ns}:" + hashlib.sha256(
+                    p.read_bytes()).hexdigest()
+            else:
+                out[key] = oct(st.st_mode)
+    return out
+
+
+def _row(stdout: str, host: str) -> list[str]:
+    rows = [line.split() for line in stdout.splitlines() if line.startswith(host + " ")]
+    assert len(rows) == 1, stdout
+    return rows[0]
+
+
+def test_deploy_update_force_dryrun_rollback(sshd, target_root, tmp_path):
+    root = target_root
+    cfg = {}
+    for name, text in {"a": CFG_A, "b": CFG_B, "c": CFG_C}.items():
+        cfg[name] = tmp_path / f"{name}.toml"
+        cfg[name].write_text(text)
+
+    # 1. First install; a second, unreachable host fails without affecting the first.
+    r = sshd.deploy("--config", str(cfg["a"]), root=root,
+                    hosts="127.0.0.1 no-such-host.invalid")
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert _row(r.stdout, "127.0.0.1")[1] == "ok"
+    bad = _row(r.stdout, "no-such-host.invalid")
+    assert bad[1] == "failed" and "ssh:" in r.stdout.split("no-such-host.invalid  failed")[1]
+    assert "1 of 2 host(s) failed" in r.stdout
+    n1 = _current(root)
+    rel = root / "opt/crystal-psd/releases" / n1
+    assert (rel / "edge/status.py").is_file() and (rel / "systemd/crystal-edge.service").is_file()
+    for dev_only in ("tests", "bench", "docs", "deploy", ".ci"):
+        assert not (rel / dev_only).exists(), dev_only
+    (built,) = (rel / "wheels").glob("crystal_psd-*-py3-none-any.whl")
+    wheel = tmp_path / built.name  # reused below (saves a build); n1 is pruned in step 4
+    wheel.write_bytes(built.read_bytes())
+    assert (rel / "RELEASE.json").is_file()
+    # the venv runs the package from the release, not from this checkout
+    venv_py = rel / "venv/bin/python"
+    assert (rel / "venv/bin/crystal-edge").is_file()
+    where = subprocess.run([str(venv_py), "-c", "import edge; print(edge.__file__)"],
+                           capture_output=True, text=True, check=True, cwd="/").stdout
+    assert where.startswith(str(rel / "venv")), where
+    assert (root / "etc/systemd/system/crystal-edge.service").read_text() == \
+        (REPO / "systemd/crystal-edge.service").read_text()
+    assert (root / "etc/sysusers.d/crystal-edge.conf").is_file()
+    assert any(line.startswith("crystal-edge:") for line in
+               (root / "etc/passwd").read_text().splitlines())
+    assert (root / "etc/crystal-edge/config.toml").read_text() == CFG_A
+    pw = root / "etc/crystal-edge/credentials/mqtt-password"
+    assert pw.is_file() and stat.S_IMODE(pw.stat().st_mode) == 0o600
+    calls = sshd.calls()
+    assert calls[:3] == ["daemon-reload", "enable crystal-edge.service",
+                         "restart --no-block crystal-edge.service"]
+    assert "is-active crystal-edge.service" in calls
+
+    # 2. Dry run against the installed host: shows the config diff, changes nothing.
+    before, n_calls = _tree(root), len(sshd.calls())
+    r = sshd.deploy("--config", str(cfg["b"]), "--dry-run", root=root)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert _row(r.stdout, "127.0.0.1")[1] == "dry-run"
+    assert '[127.0.0.1]   config: -level = "INFO"' in r.stdout
+    assert '[127.0.0.1]   config: +level = "DEBUG"' in r.stdout
+    assert "would: switch current ->" in r.stdout
+    assert _tree(root) == before
+    assert len(sshd.calls()) == n_calls
+
+    # 3. The operator edited the config on the skid: an update without FORCE keeps it.
+    (root / "etc/crystal-edge/config.toml").write_text(CFG_HOST)
+    r = sshd.deploy("--config", str(cfg["a"]), "--wheel", str(wheel), root=root)
+    assert r.returncode == 0, r.stdout + r.stderr
+    n2 = _current(root)
+    assert n2 != n1 and _row(r.stdout, "127.0.0.1")[3] == n1  # PREVIOUS column
+    assert "host's kept (FORCE=1" in r.stdout
+    assert (root / "etc/crystal-edge/config.toml").read_text() == CFG_HOST
+    assert not list((root / "etc/crystal-edge").glob("config.toml.bak-*"))
+
+    # 4. FORCE replaces it and keeps a backup; --keep 2 prunes the oldest release.
+    r = sshd.deploy("--config", str(cfg["b"]), "--force", "--keep", "2",
+                    "--wheel", str(wheel), root=root)
+    assert r.returncode == 0, r.stdout + r.stderr
+    n3 = _current(root)
+    assert (root / "etc/crystal-edge/config.toml").read_text() == CFG_B
+    (backup,) = (root / "etc/crystal-edge").glob("config.toml.bak-*")
+    assert backup.read_text() == CFG_HOST
+    releases = sorted(p.name for p in (root / "opt/crystal-psd/releases").iterdir())
+    assert releases == sorted([n2, n3])
+
+    # 5. The new release does not come up: roll back to n3, config restored.
+    sshd.set_mode("fail-new", good=n3)
+    restarts_before = sshd.calls().count("restart --no-block crystal-edge.service")
+    r = sshd.deploy("--config", str(cfg["c"]), "--force", "--wheel", str(wheel), root=root)
+    assert r.returncode == 1, r.stdout + r.stderr
+    row = _row(r.stdout, "127.0.0.1")
+    assert row[1:3] == ["rolled", "back"]
+    n4 = row[3]
+    assert _current(root) == n3
+    assert f"back on {n3} (state active)" in r.stdout and "config restored" in r.stdout
+    assert (root / "etc/crystal-edge/config.toml").read_text() == CFG_B
+    assert (root / "opt/crystal-psd/releases" / n4 / "DEPLOY_FAILED").is_file()
+    assert sshd.calls().count("restart --no-block crystal-edge.service") == restarts_before + 2
+    assert "1 of 1 host(s) failed" in r.stdout
+
+
+def test_target_checks_refuse_before_changing_anything(sshd, tmp_path):
+    root = tmp_path / "plain"
+    (root / "etc").mkdir(parents=True)  # no nv_tegra_release: not a Jetson
+    sshd.use_root(root)
+    before = _tree(root)
+    r = sshd.deploy("--min-free-mb", str(10**9), root=root)
+    assert r.returncode == 1
+    detail = r.stdout.split("127.0.0.1  failed")[1]
+    assert "not a Jetson" in detail and "MB free" in detail
+    assert _tree(root) == before and sshd.calls() == []
+
+
+def test_fresh_host_without_any_config_is_refused(sshd, target_root):
+    r = sshd.deploy("--allow-non-jetson", root=target_root)
+    if "example config" in r.stdout:  # the tree ships an example config: installed
+        assert r.returncode == 0
+        assert (target_root / "etc/crystal-edge/config.toml").is_file()
+    else:
+        assert r.returncode == 1
+        assert "none was given (CONFIG=path)" in r.stdout
+        assert not (target_root / "opt/crystal-psd").exists()
+
+
+def test_usage_errors_exit_2(tmp_path):
+    def run(*args):
+        return subprocess.run([sys.executable, "-m", "deploy", *args], cwd=REPO,
+                              capture_output=True, text=True, check=False, timeout=60)
+
+    r = run()
+    assert r.returncode == 2 and "no hosts" in r.stderr
+    r = run("--hosts", "h", "--config", str(tmp_path / "missing.toml"))
+    assert r.returncode == 2 and "missing.toml: no such file" in r.stderr
+    r = run("--hosts", "h", "--target-root", "relative/root")
+    assert r.returncode == 2 and "absolute path" in r.stderr
+    r = run("--hosts", "h", "--pip-mode", "wheelhouse")
+    assert r.returncode == 2 and "needs --wheelhouse" in r.stderr
