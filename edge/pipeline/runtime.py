@@ -148,6 +148,8 @@ class Pipeline:
                 try:
                     for frame in self.source.frames(self._stop_capture):
                         st.tick()
+                        if frame is None:  # idle heartbeat
+                            continue
                         if self._capture_abandoned or not put(
                                 self.q_infer, Item(frame), st, self._abort):
                             return

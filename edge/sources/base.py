@@ -1,7 +1,10 @@
 """The capture-source interface and the frame record it yields.
 
 A source yields :class:`Frame` records from :meth:`FrameSource.frames` until the stop
-event is set (or the source is exhausted). A frame it could not decode is still yielded,
+event is set (or the source is exhausted). While it waits for input (an empty folder, a
+camera being reconnected) it yields ``None`` at least every second or so: a heartbeat
+that tells the pipeline the capture stage is idle, not hung (the systemd watchdog is
+petted only while every stage beats). A frame it could not decode is still yielded,
 with ``image=None`` and ``error`` set, so that the pipeline counts it as a rejection
 with a reason instead of it vanishing. The pipeline calls :meth:`FrameSource.ack` with
 the frames of a batch once that batch is closed and handed to the sinks; a source with
@@ -12,6 +15,7 @@ loses a frame that was not yet counted into a delivered batch.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
@@ -61,8 +65,9 @@ class FrameSource(Protocol):
         """Prepare the source (databases, first connection). Raise UserError on bad config."""
         ...
 
-    def frames(self, stop: threading.Event) -> Iterator[Frame]:
-        """Yield frames until ``stop`` is set or the source is exhausted."""
+    def frames(self, stop: threading.Event) -> Iterator[Frame | None]:
+        """Yield frames (``None`` as an idle heartbeat) until ``stop`` is set or the
+        source is exhausted."""
         ...
 
     def ack(self, frames: Iterable[Frame]) -> None:
@@ -81,3 +86,19 @@ class FrameSource(Protocol):
 def wait(stop: threading.Event, seconds: float) -> bool:
     """Sleep up to ``seconds``; return True when ``stop`` was set meanwhile."""
     return stop.wait(max(0.0, seconds))
+
+
+HEARTBEAT_S = 1.0
+
+
+def idle(stop: threading.Event, seconds: float) -> Iterator[None]:
+    """Wait ``seconds`` (until ``stop``), yielding ``None`` heartbeats every
+    :data:`HEARTBEAT_S`; ``yield from idle(...)`` inside a source's ``frames``."""
+    t_end = time.monotonic() + max(0.0, seconds)
+    while not stop.is_set():
+        left = t_end - time.monotonic()
+        if left <= 0:
+            return
+        if stop.wait(min(left, HEARTBEAT_S)):
+            return
+        yield None

@@ -34,7 +34,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from edge.errors import UserError
-from edge.sources.base import Frame, wait
+from edge.sources.base import Frame, idle
 from edge.state import FOLDER_DB_FILE
 
 log = logging.getLogger(__name__)
@@ -279,7 +279,7 @@ class FolderSource:
             self._apply_after(rel, failed=False)
 
     # -- reading -----------------------------------------------------------------
-    def frames(self, stop: threading.Event) -> Iterator[Frame]:
+    def frames(self, stop: threading.Event) -> Iterator[Frame | None]:
         if self._ledger is None:
             self.open()
         while not stop.is_set():
@@ -289,8 +289,8 @@ class FolderSource:
                 frame = self._read(rel, size, mtime_ns)
                 if frame is not None:
                     yield frame
-            if wait(stop, self.config.poll_s):
-                return
+            yield None  # heartbeat: one scan done
+            yield from idle(stop, self.config.poll_s)
 
     def _read(self, rel: str, size: int, mtime_ns: int) -> Frame | None:
         path = self.dir / rel

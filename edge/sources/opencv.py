@@ -21,7 +21,7 @@ from typing import Any, Literal
 import cv2
 from pydantic import BaseModel, ConfigDict, Field
 
-from edge.sources.base import Frame, wait
+from edge.sources.base import Frame, idle
 
 log = logging.getLogger(__name__)
 
@@ -139,7 +139,7 @@ class OpenCVSource:
     def close(self) -> None:
         pass
 
-    def frames(self, stop: threading.Event) -> Iterator[Frame]:
+    def frames(self, stop: threading.Event) -> Iterator[Frame | None]:
         c = self.config
         delay = c.reconnect_initial_s
         min_dt = 1.0 / c.max_fps if c.max_fps else 0.0
@@ -153,8 +153,8 @@ class OpenCVSource:
             if cap is None:
                 log.warning("opencv source: %s; retrying in %.1f s", self._last_error, delay)
                 self._next_delay_s = delay
-                if wait(stop, delay):
-                    return
+                yield None
+                yield from idle(stop, delay)
                 delay = min(delay * 2, c.reconnect_max_s)
                 continue
             self._connected = True
@@ -197,8 +197,8 @@ class OpenCVSource:
             self._last_error = "stream ended or read failed"
             log.warning("opencv source: %r dropped; reconnecting in %.1f s", c.uri, delay)
             self._next_delay_s = delay
-            if wait(stop, delay):
-                return
+            yield None
+            yield from idle(stop, delay)
             delay = min(delay * 2, c.reconnect_max_s)
 
     def ack(self, frames: Iterable[Frame]) -> None:

@@ -17,7 +17,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from edge.errors import UserError
-from edge.sources.base import Frame, wait
+from edge.sources.base import Frame, idle
 
 
 class SyntheticSourceConfig(BaseModel):
@@ -87,7 +87,7 @@ class SyntheticSource:
                  "n_crystals": len(sf.crystals)}
         return bgr, truth
 
-    def frames(self, stop: threading.Event) -> Iterator[Frame]:
+    def frames(self, stop: threading.Event) -> Iterator[Frame | None]:
         c = self.config
         period = 1.0 / c.rate_fps if c.rate_fps else 0.0
         t_next = time.monotonic()
@@ -95,7 +95,8 @@ class SyntheticSource:
         while not stop.is_set() and (c.count is None or i < c.count):
             image, truth = self.render(i)
             if period:
-                if wait(stop, t_next - time.monotonic()):
+                yield from idle(stop, t_next - time.monotonic())
+                if stop.is_set():
                     return
                 t_next = max(t_next + period, time.monotonic() - period)
             yield Frame(name=f"synthetic:{i}", seq=i, image=image, t_capture=time.time(),

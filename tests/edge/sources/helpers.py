@@ -15,6 +15,7 @@ class Collector:
     def __init__(self, source) -> None:
         self.source = source
         self.frames: list[Frame] = []
+        self.beats = 0
         self.stop = threading.Event()
         self.finished = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
@@ -23,7 +24,10 @@ class Collector:
     def _run(self) -> None:
         try:
             for fr in self.source.frames(self.stop):
-                self.frames.append(fr)
+                if fr is None:  # idle heartbeat
+                    self.beats += 1
+                else:
+                    self.frames.append(fr)
         finally:
             self.finished.set()
 

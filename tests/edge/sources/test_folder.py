@@ -61,6 +61,7 @@ def test_arrival_order_once_and_ignored_names(tmp_path):
     assert all(f.error is None and f.image.shape == (24, 32, 3) for f in frames)
     assert int(frames[1].image[0, 0, 0]) == 10
     assert src.health()["in_flight"] == 3
+    assert col.beats >= 3  # idle scans are reported as heartbeats
 
 
 def test_half_written_file_waits_until_stable(tmp_path):
