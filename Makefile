@@ -63,8 +63,20 @@ bench:
 train-default:
 	@echo "make train-default: not yet"; exit 1
 
-deploy deploy-dry-run:
-	@echo "make $@: not yet"; exit 1
+# make deploy HOSTS="jetson-01 jetson-02" [SSH_USER=ubuntu] [CONFIG=site.toml] [FORCE=1]
+#             [WHEELHOUSE=dir] [ROOT=/] [DEPLOY_ARGS="--allow-missing-tensorrt ..."]
+# The deploy tool is stdlib-only; the dev venv's Python builds the wheel (setuptools>=68).
+DEPLOY_PY = $(if $(wildcard $(BIN)/python),$(BIN)/python,$(PY))
+DEPLOY_FLAGS = --hosts "$(HOSTS)" $(if $(SSH_USER),--ssh-user "$(SSH_USER)") \
+	$(if $(CONFIG),--config "$(CONFIG)") $(if $(FORCE),--force) \
+	$(if $(WHEELHOUSE),--wheelhouse "$(WHEELHOUSE)") $(if $(ROOT),--target-root "$(ROOT)") \
+	$(DEPLOY_ARGS)
+
+deploy:
+	$(DEPLOY_PY) -m deploy $(DEPLOY_FLAGS)
+
+deploy-dry-run:
+	$(DEPLOY_PY) -m deploy --dry-run $(DEPLOY_FLAGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info demo-out
