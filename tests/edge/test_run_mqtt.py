@@ -1,0 +1,68 @@
+"""``run`` with ``[mqtt] enabled`` against a real Mosquitto: batches on the psd topic, an
+inbound ``close_batch`` command closes the open batch, health reaches the broker."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import pytest
+
+from edge.config import load_config
+from edge.pipeline.app import Service
+from edge.sinks.jsonl import read_jsonl
+from edge.state import read_status
+from tests.edge.mqtt.conftest import Recorder, make_broker, wait_for
+from tests.edge.sources.helpers import write_config, write_frames
+from tests.fixtures.tiny_model import build_tiny_model
+
+
+@pytest.fixture
+def broker(tmp_path):
+    b = make_broker(tmp_path)
+    b.start()
+    yield b
+    b.stop()
+
+
+def test_mqtt_batches_and_close_command(tmp_path, broker, monkeypatch):
+    monkeypatch.delenv("CRYSTAL_EDGE_STATE_DIR", raising=False)
+    model = build_tiny_model(tmp_path / "model")
+    (tmp_path / "in").mkdir()
+    write_frames(tmp_path / "in", ["a.png", "b.png", "c.png"])
+    mqtt = (f'\n[mqtt]\nenabled = true\nhost = "127.0.0.1"\nport = {broker.port}\n'
+            'topic_prefix = "plant/cryst"\ncommands_enabled = true\n'
+            'reconnect_min_s = 0.2\nreconnect_max_s = 1.0\nhealth_interval_s = 0.3\n')
+    write_config(tmp_path / "config.toml", model=model, batch_frames=100, extra=mqtt)
+    rec = Recorder(broker.port, "plant/cryst/#")
+    svc = Service(load_config(tmp_path / "config.toml"), install_signals=False)
+    rc: list[int] = []
+    th = threading.Thread(target=lambda: rc.append(svc.run()))
+    th.start()
+    try:
+        assert svc.ready.wait(30)
+        pipe = svc.pipeline
+        assert wait_for(lambda: pipe.frames_total == 3, 30)
+        assert wait_for(lambda: rec.on("/status"), 10)
+        assert rec.on("/psd") == []  # the batch (100 frames) is still open
+        rec.client.publish("plant/cryst/test-01/cmd", json.dumps(
+            {"schema_id": "crystal-psd/command", "command": "close_batch",
+             "request_id": "op-7"}), qos=1)
+        assert wait_for(lambda: rec.on("/psd"), 15), "no psd message after close_batch"
+        assert wait_for(lambda: rec.on("/health"), 10)
+    finally:
+        svc.pipeline.request_stop("test")
+        th.join(30)
+    assert rc == [0]
+    psd = [json.loads(m.payload) for m in rec.on("/psd")]
+    assert [(p["batch_id"], p["frames"]["used"]) for p in psd] == [(1, 3)]
+    assert psd[0]["device_id"] == "test-01" and psd[0]["crystals"]["measured"] > 0
+    status = json.loads(rec.on("/status")[0].payload)
+    assert status["state"] == "online" and status["model_name"] == "tiny-seg"
+    health = json.loads(rec.on("/health")[-1].payload)
+    assert health["device_id"] == "test-01" and "queue_depths" in health
+    # the same batch went to the JSON-lines sink; nothing left in the outbox
+    assert [r["batch_id"] for r in read_jsonl(tmp_path / "out.jsonl")] == [1]
+    final = read_status(tmp_path / "state")  # written at stop, before the sinks close
+    assert final["sinks"]["mqtt"]["outbox_depth"] == 0
+    assert final["sinks"]["mqtt"]["published"] == 1
