@@ -38,6 +38,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from edge.mqtt.config import MqttConfig
 from edge.mqtt.payloads import PsdPayload
 from edge.mqtt.sink import MqttSink
+from edge.mqtt.sparkplug import codec
 
 MOSQUITTO = "/usr/sbin/mosquitto"
 T0 = datetime(2026, 11, 30, tzinfo=timezone.utc)
@@ -119,7 +120,8 @@ class _Dcs:
                              protocol=mqtt.MQTTv311, clean_session=False)
         self.c.reconnect_delay_set(1, 1)
         self.c.max_inflight_messages_set(100)
-        self.c.on_connect = lambda c, u, f, rc, p: c.subscribe("soak/#", 1)
+        self.c.on_connect = lambda c, u, f, rc, p: c.subscribe(
+            [("soak/#", 1), ("spBv1.0/soak/NDATA/#", 1)])
         self.c.on_message = self._on_message
         self.c.connect("127.0.0.1", port)
         self.c.loop_start()
@@ -127,8 +129,14 @@ class _Dcs:
     def _on_message(self, c: Any, u: Any, msg: mqtt.MQTTMessage) -> None:
         if msg.topic.endswith("/psd"):
             bid = json.loads(msg.payload)["batch_id"]
-            with self.lock:
-                self.ids.append(bid)
+        elif msg.topic.startswith("spBv1.0/"):
+            bid = codec.decode(msg.payload)["metrics"].get("PSD/Batch ID")
+            if bid is None:  # a health NDATA
+                return
+        else:
+            return
+        with self.lock:
+            self.ids.append(int(bid))
 
     def snapshot(self) -> list[int]:
         with self.lock:
@@ -152,7 +160,8 @@ def run(n: int, *, outage_at: float, outage_s: float, max_inflight: int, timeout
     dcs = _Dcs(broker.port)
     time.sleep(0.3)
     cfg = MqttConfig(enabled=True, host="127.0.0.1", port=broker.port, device_id="soak",
-                     topic_prefix="soak", reconnect_min_s=0.5, reconnect_max_s=2.0,
+                     topic_prefix="soak", sparkplug_group_id="soak", reconnect_min_s=0.5,
+                     reconnect_max_s=2.0,
                      max_inflight=max_inflight, mode=mode, sparkplug_ndata_qos=1)  # type: ignore[arg-type]
     sink = MqttSink(cfg, state_dir=work / "state", close_timeout_s=10.0)
     sink.open()

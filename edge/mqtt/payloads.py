@@ -191,6 +191,32 @@ class HealthPayload(_Strict):
                                     description="further pipeline counters (free-form)")
 
 
+HEALTH_PIPELINE_KEYS = ("uptime_s", "frames_per_s", "queue_depths", "current_batch_id",
+                        "last_batch_id", "last_error")
+"""Keys of a pipeline health snapshot that map onto HealthPayload fields; the rest goes
+to ``details``."""
+
+
+def build_health(device_id: str, pipeline: dict[str, Any], sink: dict[str, Any], *,
+                 uptime_s: float) -> HealthPayload:
+    """HealthPayload from the pipeline's snapshot and the MQTT sink's own state.
+
+    Raises pydantic's ``ValidationError`` when the pipeline snapshot has wrong types.
+    """
+    import json
+
+    known = {k: pipeline[k] for k in HEALTH_PIPELINE_KEYS if k in pipeline}
+    known.setdefault("uptime_s", uptime_s)
+    details = {k: v for k, v in pipeline.items()
+               if k not in HEALTH_PIPELINE_KEYS and k not in sink
+               and k not in ("device_id", "time")}
+    return HealthPayload(
+        device_id=device_id, time=utc_now(), connection=sink.get("connection", "connected"),
+        outbox_depth=sink.get("outbox_depth", 0), outbox_dropped=sink.get("outbox_dropped", 0),
+        published=sink.get("published", 0),
+        details=json.loads(json.dumps(details, default=str)), **known)
+
+
 # ----------------------------------------------------------------------- command
 class CommandPayload(_Strict):
     """Inbound ``<prefix>/<device>/cmd`` (only with ``commands_enabled``)."""

@@ -32,7 +32,7 @@ from edge.mqtt.connect import build_tls_context, describe_connect_error, new_cli
 from edge.mqtt.jsonmode import JsonMode, first_validation_error
 from edge.mqtt.message import Message, TopicMode
 from edge.mqtt.outbox import OUTBOX_FILE, Outbox
-from edge.mqtt.payloads import CommandPayload, HealthPayload, PsdPayload, utc_now
+from edge.mqtt.payloads import CommandPayload, PsdPayload, build_health
 from edge.sinks.base import Publishable
 
 log = logging.getLogger(__name__)
@@ -40,8 +40,6 @@ log = logging.getLogger(__name__)
 CommandHandler = Callable[[CommandPayload], None]
 
 _OK = (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN)
-_HEALTH_KEYS = ("uptime_s", "frames_per_s", "queue_depths", "current_batch_id",
-                "last_batch_id", "last_error")
 
 
 class MqttSink:
@@ -330,19 +328,10 @@ class MqttSink:
         assert self._mode is not None
         if pipeline is not None:
             self._last_pipeline_health = pipeline
-        src = self._last_pipeline_health
-        own = self.health()
-        known = {k: src[k] for k in _HEALTH_KEYS if k in src}
-        details = {k: v for k, v in src.items()
-                   if k not in _HEALTH_KEYS and k not in own and k not in ("device_id", "time")}
-        if "uptime_s" not in known:
-            known["uptime_s"] = time.monotonic() - self._started
+        own = dict(self.health(), connection="connected")
         try:
-            payload = HealthPayload(
-                device_id=self.device_id, time=utc_now(), connection="connected",
-                outbox_depth=own["outbox_depth"], outbox_dropped=own["outbox_dropped"],
-                published=own["published"],
-                details=json.loads(json.dumps(details, default=str)), **known)
+            payload = build_health(self.device_id, self._last_pipeline_health, own,
+                                   uptime_s=time.monotonic() - self._started)
         except ValidationError as exc:
             log.warning("mqtt: health snapshot not sent: %s", first_validation_error(exc))
             return
