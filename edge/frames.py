@@ -46,6 +46,9 @@ from edge.roi import Roi, RoiConfig, detect_roi
 
 log = logging.getLogger(__name__)
 
+#: frames smaller than this on a side are rejected as 'bad_shape' (nothing to measure)
+MIN_SIDE_PX = 32
+
 
 @dataclass
 class FrameResult:
@@ -238,6 +241,9 @@ class FrameAnalyzer:
             grey = grey_u8(image, bit_depth=self.bit_depth)
         except ValueError as exc:
             return QualityResult("unreadable", str(exc))
+        if min(grey.shape) < MIN_SIDE_PX:
+            return QualityResult("bad_shape", f"{grey.shape[1]}x{grey.shape[0]} px is smaller "
+                                              f"than {MIN_SIDE_PX} px")
         return check_frame(grey, self.quality_config)
 
     def check_quality(self, image: np.ndarray | None) -> str | None:
@@ -298,7 +304,7 @@ class FrameAnalyzer:
                               interpolation=cv2.INTER_AREA)
         roi = detect_roi(grey, self.roi_config, class_map=class_map,
                          black_class=self.black_class, scale=self.inference_scale)
-        if roi is None:
+        if roi is None or roi.area_px == 0:
             return self._reject(result, "no_field", "no illuminated field found", t0)
         roi = self._stable_roi(roi)
         result.roi = roi

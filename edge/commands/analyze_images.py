@@ -166,7 +166,7 @@ def results_from_images(args: argparse.Namespace, measure_config: Any
                     if not r.ok:
                         warn_skipped(name, f"rejected: {r.reject_reason} ({r.reject_detail})")
                     stem = _unique_stem(name, seen)
-                    if overlays is not None:
+                    if overlays is not None and r.reject_reason != "unreadable":
                         _imwrite(overlays / f"{stem}.overlay.png", render_overlay(image, r), cv2)
                     if masks_out is not None and r.class_map is not None:
                         cm = upsample_class_map(r.class_map, r.frame_hw)

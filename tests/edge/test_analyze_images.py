@@ -147,3 +147,21 @@ def test_not_an_onnx_model_is_a_user_error(frames, tmp_path, capsys):
     fake.write_text("hello")
     rc, _, err = _run([frames / "f0.png", "--model", fake], capsys)
     assert rc == 2 and "fake.onnx: not an ONNX model" in err
+
+
+def test_odd_frames_are_skipped_with_reasons_not_tracebacks(model, frames, tmp_path, capsys):
+    cv2.imwrite(str(tmp_path / "tiny.png"), np.full((5, 5), 200, np.uint8))
+    cv2.imwrite(str(tmp_path / "f32.tiff"), np.full((64, 64), 3.5, np.float32))
+    grey16 = cv2.cvtColor(cv2.imread(str(frames / "f0.png")), cv2.COLOR_BGR2GRAY)
+    cv2.imwrite(str(tmp_path / "g16.tif"), grey16.astype(np.uint16) * 257)
+    rc, _, err = _run([tmp_path / "tiny.png", tmp_path / "f32.tiff", tmp_path / "g16.tif",
+                       frames / "f0.png", "--model", model, "--json", tmp_path / "r.json",
+                       "--overlays", tmp_path / "ov", "--bootstrap", 0], capsys)
+    assert rc == 0, err
+    assert "Traceback" not in err
+    assert "tiny.png: rejected: bad_shape (5x5 px is smaller than 32 px)" in err
+    assert "f32.tiff: rejected: unreadable (float image must be in [0, 1]" in err
+    rep = json.loads((tmp_path / "r.json").read_text())
+    entries = {Path(e["file"]).name: e for e in rep["images"]}
+    assert entries["g16.tif"]["n_kept"] == entries["f0.png"]["n_kept"] == 12
+    assert not (tmp_path / "ov" / "f32.overlay.png").exists()
