@@ -1,7 +1,7 @@
 """The per-frame analysis of the pipeline: :class:`edge.frames.FrameAnalyzer` plus the
 edge-correction weights of each frame's kept crystals.
 
-The weights follow ``crystal-edge analyze`` (:mod:`edge.report`) exactly, so a batch of
+The weights are :func:`edge.report.kept_edge_weights`, as in ``crystal-edge analyze``, so a batch of
 frames streamed through ``run`` and the same frames analysed as files give the same PSD:
 Miles-Lantuejoul weights from each kept crystal's bounding box, inside the frame's ROI
 (or the rectangular frame), capped at ``[psd] edge_weight_max``, applied only when
@@ -17,7 +17,8 @@ import numpy as np
 
 from edge.frames import FrameAnalyzer
 from edge.pipeline.stages import Measured
-from edge.psd import PsdConfig, RoiSurvival, edge_correction_weights
+from edge.psd import PsdConfig, RoiSurvival
+from edge.report import kept_edge_weights
 from edge.sources.base import Frame
 
 
@@ -59,11 +60,8 @@ class AnalyzerProcessor:
         d = np.asarray(c.diameter_um, dtype=np.float64)[kept]
         weights = None
         if self.edge_correction:
-            bbox = np.asarray(c.bbox, dtype=np.float64).reshape(-1, 4)[kept]
             roi = self._survival(res.roi.mask) if res.roi is not None else None
-            weights = edge_correction_weights(
-                bbox[:, 2], bbox[:, 3], field_shape=tuple(c.frame_shape[:2]), roi=roi,
-                max_weight=self.psd_config.edge_weight_max)
+            weights = kept_edge_weights(c, roi=roi, max_weight=self.psd_config.edge_weight_max)
         rejected = {k: int(v) for k, v in c.rejected_counts().items() if int(v)}
         return Measured(diameters_um=d, weights=weights, crystals_rejected_by_reason=rejected,
                         extra={"timings_ms": dict(res.timings_ms)})

@@ -196,3 +196,20 @@ def test_camera_that_disappears_is_retried_while_the_service_runs(workdir, tiny_
     assert result == [0]
     recs = read_jsonl(workdir / "out.jsonl")
     assert recs[0]["batch_id"] == 1 and recs[0]["payload"]["frames"]["used"] == 4
+
+
+def test_run_and_analyze_agree_on_the_same_frames(workdir, tiny_model, capsys):
+    """A batch streamed through ``run`` and the same files through ``analyze``: same PSD."""
+    write_config(workdir / "config.toml", model=tiny_model, batch_frames=5)
+    write_frames(workdir / "in", [f"f{i}.png" for i in range(5)], seed=40, n_crystals=12)
+    assert main(["run", "--config", str(workdir / "config.toml"), "--max-frames", "5"]) == 0
+    batch = read_jsonl(workdir / "out.jsonl")[0]["payload"]
+    assert main(["analyze", str(workdir / "in"), "--model", str(tiny_model),
+                 "--backend", "onnxruntime", "--px-size-um", "1.45", "--bootstrap", "50",
+                 "--json", str(workdir / "report.json")]) == 0
+    capsys.readouterr()
+    rep = json.loads((workdir / "report.json").read_text())
+    assert rep["n_crystals"] == batch["crystals"]["measured"] > 20
+    for key in ("x10_3_um", "x50_3_um", "x90_3_um"):
+        assert batch["statistics"][key] == pytest.approx(rep[key], rel=1e-9)
+    assert batch["lognormal"]["s_lnd"] == pytest.approx(rep["lognormal"]["s_lnd"], rel=1e-9)
