@@ -26,7 +26,9 @@ class SyntheticSourceConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     type: Literal["synthetic"] = Field("synthetic", description="source type")
-    seed: int = Field(0, ge=0, description="random seed; frame i is rendered from (seed, i)")
+    seed: int = Field(
+        0, ge=0, description="random seed; frame i is the i-th frame of `crystal-train synth "
+                             "--seed SEED` with the same settings")
     width: int = Field(1024, ge=64, le=8192, description="frame width in pixels")
     height: int = Field(768, ge=64, le=8192, description="frame height in pixels")
     count: int | None = Field(None, ge=1, description="frames to generate; None = endless")
@@ -53,12 +55,12 @@ class SyntheticSource:
         self.px_size_um = config.px_size_um or px_size_um
         self._render: Any = None
         self._synth_cfg: Any = None
+        self._frame_seed: Any = None
         self._n = 0
 
     def open(self) -> None:
         try:
-            from trainer.synth.config import SynthConfig
-            from trainer.synth.render import render_frame
+            from trainer.synth import SynthConfig, frame_seed, render_frame
         except ImportError as exc:
             raise UserError(f"source.type 'synthetic': the generator (trainer.synth) is not "
                             f"installed: {exc}") from None
@@ -72,6 +74,7 @@ class SyntheticSource:
             loc = ".".join(str(p) for p in first["loc"])
             raise UserError(f"source.generator.{loc}: {first['msg']}") from None
         self._render = render_frame
+        self._frame_seed = frame_seed
 
     def close(self) -> None:
         pass
@@ -81,7 +84,7 @@ class SyntheticSource:
         the crystals wholly inside the frame and field."""
         if self._render is None:
             self.open()
-        sf = self._render(np.random.default_rng([self.config.seed, i]), self._synth_cfg)
+        sf = self._render(self._frame_seed(self.config.seed, i), self._synth_cfg)
         bgr = np.ascontiguousarray(sf.image[:, :, ::-1])
         truth = {"diameters_um": [float(c.diameter_um) for c in sf.crystals if c.whole],
                  "n_crystals": len(sf.crystals)}
