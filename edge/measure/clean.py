@@ -117,15 +117,37 @@ def border_zone(shape: tuple[int, int], roi: np.ndarray | None = None) -> np.nda
 
 def remove_small(mask: np.ndarray, min_area_px: int, *, connectivity: int = 8
                  ) -> tuple[np.ndarray, int]:
-    """Drop objects of fewer than ``min_area_px`` pixels; return (mask, number dropped)."""
-    # connectedComponentsWithStats is several times slower than labels + bincount here
-    n, lab = cv2.connectedComponents(mask, connectivity=connectivity, ltype=cv2.CV_32S)
-    small = np.bincount(lab.ravel(), minlength=n) < min_area_px
-    small[0] = False
-    n_small = int(np.count_nonzero(small))
-    if n_small == 0:
+    """Drop objects of fewer than ``min_area_px`` pixels; return (mask, number dropped).
+
+    8-connectivity: only objects whose outline has fewer than ``2 * min_area_px + 4``
+    points can be that small, so only those are counted, on their own crops (no
+    frame-sized pass besides the labelling).
+    """
+    if min_area_px <= 1:
         return mask, 0
-    return np.where(small[lab], 0, mask).astype(np.uint8), n_small
+    n, lab = cv2.connectedComponents(mask, connectivity=connectivity, ltype=cv2.CV_32S)
+    if connectivity != 8:
+        small = np.bincount(lab.ravel(), minlength=n) < min_area_px
+        small[0] = False
+        n_small = int(np.count_nonzero(small))
+        return (np.where(small[lab], 0, mask).astype(np.uint8) if n_small else mask), n_small
+    found = cv2.findContours(mask, cv2.RETR_CCOMP, cv2.CHAIN_APPROX_NONE)
+    contours, hierarchy = found[-2], found[-1]
+    out, n_small = mask, 0
+    if hierarchy is None:
+        return out, 0
+    for k, c in enumerate(contours):
+        if hierarchy[0, k, 3] != -1 or len(c) >= 2 * min_area_px + 4:
+            continue  # a hole's outline, or an object too long to be small
+        i = int(lab[c[0, 0, 1], c[0, 0, 0]])
+        x, y, w, h = cv2.boundingRect(c)
+        crop = lab[y:y + h, x:x + w] == i
+        if int(np.count_nonzero(crop)) < min_area_px:
+            if out is mask:
+                out = mask.copy()
+            out[y:y + h, x:x + w][crop] = 0
+            n_small += 1
+    return out, n_small
 
 
 def close_disc(mask: np.ndarray, radius: int) -> np.ndarray:

@@ -143,39 +143,42 @@ def circularity(mask: np.ndarray) -> float:
     return 4.0 * math.pi * area / (p * p)
 
 
-_CORNERS = np.array([[-0.5, -0.5], [0.5, -0.5], [0.5, 0.5], [-0.5, 0.5]])
+_AXES = np.array([[1.0, 0.0], [0.0, 1.0]])
 
 
 def feret(points: np.ndarray) -> tuple[float, float]:
     """Maximum and minimum Feret diameter (px) of the union of the given pixels.
 
-    Computed exactly on the convex hull of the pixels' corners (so a single pixel
-    measures 1 x 1 and a horizontal run of n pixels n x 1).
+    Exact for the union of the unit squares of the pixels (so a single pixel measures
+    ``sqrt(2) x 1`` and a horizontal run of n pixels ``hypot(n, 1) x 1``): the union's
+    convex hull is the hull ``K`` of the pixel centres plus a unit square, so its
+    diameter is ``max |(|dx| + 1, |dy| + 1)|`` over pairs of vertices of ``K`` and its
+    width in direction ``n`` is ``width_K(n) + |n_x| + |n_y|``, smallest at an edge normal
+    of ``K`` or an axis.
 
     Parameters
     ----------
     points : ndarray, shape (N, 2) or (N, 1, 2)
-        Pixel centres (x, y), e.g. a boundary contour.
+        Integer pixel centres (x, y), e.g. a boundary contour.
 
     Returns
     -------
     (float, float)
         ``(feret_max, feret_min)``.
     """
-    p = np.asarray(points, dtype=np.float64).reshape(-1, 2)
+    p = np.asarray(points).reshape(-1, 2)
     if p.shape[0] == 0:
         return 0.0, 0.0
-    hull = cv2.convexHull(p.astype(np.float32)).reshape(-1, 2).astype(np.float64)
-    corners = (hull[:, None, :] + _CORNERS[None, :, :]).reshape(-1, 2)
-    h = cv2.convexHull(corners.astype(np.float32)).reshape(-1, 2).astype(np.float64)
-    dx = h[:, 0, None] - h[None, :, 0]
-    dy = h[:, 1, None] - h[None, :, 1]
-    fmax = float(np.sqrt((dx * dx + dy * dy).max()))
-    edges = np.concatenate([h[1:], h[:1]]) - h
-    norm = np.hypot(edges[:, 0], edges[:, 1])
-    ok = norm > 0
-    nrm = np.stack([-edges[ok, 1], edges[ok, 0]], axis=1) / norm[ok, None]
-    proj = h @ nrm.T  # (n_pts, n_edges)
-    widths = proj.max(axis=0) - proj.min(axis=0)
-    fmin = float(widths.min()) if widths.size else fmax
-    return fmax, fmin
+    h = cv2.convexHull(np.ascontiguousarray(p, dtype=np.int32)).reshape(-1, 2)
+    h = h.astype(np.float64)
+    dx = np.abs(h[:, 0, None] - h[None, :, 0]) + 1.0
+    dy = np.abs(h[:, 1, None] - h[None, :, 1]) + 1.0
+    fmax = math.sqrt(float((dx * dx + dy * dy).max()))
+    e = np.concatenate([h[1:], h[:1]]) - h
+    nrm = np.concatenate([np.stack([-e[:, 1], e[:, 0]], axis=1), _AXES])
+    length = np.hypot(nrm[:, 0], nrm[:, 1])
+    ok = length > 0
+    nrm = nrm[ok] / length[ok, None]
+    proj = h @ nrm.T  # (n_vertices, n_directions)
+    widths = proj.max(axis=0) - proj.min(axis=0) + np.abs(nrm[:, 0]) + np.abs(nrm[:, 1])
+    return fmax, float(widths.min())

@@ -74,6 +74,8 @@ def split_object(obj: np.ndarray, *, h_px: float = 1.0, h_rel: float = 0.08,
     inside = obj.astype(bool)
     # regional maxima: pixels with no higher 8-neighbour; their plateaus are the maxima
     peak = (dist >= cv2.dilate(dist, _K3)) & inside
+    if np.count_nonzero(peak) <= 1:
+        return inside.astype(np.int32), 1
     n_max, plateaus = cv2.connectedComponents(peak.view(np.uint8), connectivity=8,
                                               ltype=cv2.CV_32S)
     n_max -= 1
@@ -97,16 +99,15 @@ def split_object(obj: np.ndarray, *, h_px: float = 1.0, h_rel: float = 0.08,
     pairs_b: list[np.ndarray] = []
     pairs_s: list[np.ndarray] = []
     if ys.size:
+        # smallest and largest basin label around each line pixel (where three basins
+        # meet, the third pair is found at a neighbouring line pixel)
         nb = np.stack([lab[ys + dy, xs + dx] for dy, dx in _NB8])
-        dv = dist[ys, xs].astype(np.float64)
-        for i in range(8):
-            for j in range(i + 1, 8):
-                a, b = nb[i], nb[j]
-                ok = (a > 0) & (b > 0) & (a != b)
-                if ok.any():
-                    pairs_a.append(np.minimum(a[ok], b[ok]))
-                    pairs_b.append(np.maximum(a[ok], b[ok]))
-                    pairs_s.append(dv[ok])
+        hi = nb.max(axis=0)
+        lo = np.where(nb > 0, nb, np.iinfo(np.int32).max).min(axis=0)
+        ok = (hi > 0) & (lo < hi)
+        pairs_a.append(lo[ok])
+        pairs_b.append(hi[ok])
+        pairs_s.append(dist[ys[ok], xs[ok]].astype(np.float64))
     for a, b, da, db in ((lab[:, :-1], lab[:, 1:], dist[:, :-1], dist[:, 1:]),
                          (lab[:-1, :], lab[1:, :], dist[:-1, :], dist[1:, :]),
                          (lab[:-1, :-1], lab[1:, 1:], dist[:-1, :-1], dist[1:, 1:]),

@@ -146,3 +146,18 @@ def test_clean_mask_class_map_and_roi_validation() -> None:
         clean_mask(cm, crystal_class=2, roi=np.ones((10, 10), bool))
     with pytest.raises(ValueError, match=r"roi of shape \(30, 30\) is empty"):
         clean_mask(cm, crystal_class=2, roi=np.zeros((30, 30), bool))
+
+
+@pytest.mark.parametrize("connectivity", [4, 8])
+def test_remove_small_matches_a_full_frame_count(connectivity: int) -> None:
+    """The contour-candidate shortcut equals counting every component (random noise)."""
+    from edge.measure.clean import remove_small
+    rng = np.random.default_rng(connectivity)
+    for _ in range(20):
+        m = (rng.random((60, 60)) < 0.3).astype(np.uint8)
+        n, lab = cv2.connectedComponents(m, connectivity=connectivity)
+        small = np.bincount(lab.ravel(), minlength=n) < 5
+        small[0] = False
+        out, k = remove_small(m, 5, connectivity=connectivity)
+        assert np.array_equal(out, np.where(small[lab], 0, m))
+        assert k == int(small.sum())
