@@ -26,14 +26,14 @@ def _pt(p: np.ndarray) -> tuple[int, int]:
     return round(float(p[0]) * ONE), round(float(p[1]) * ONE)
 
 
-def crystal_patch(rng: np.random.Generator, p: Placed, *, kind: str, mask: np.ndarray,
+def crystal_patch(rng: np.random.Generator, p: Placed, *, kind: str, alpha: np.ndarray,
                   org: tuple[int, int]) -> np.ndarray:
-    """Transmission (float32, 1 = clear) of crystal ``p`` on the patch of ``mask``.
+    """Transmission (float32, 1 = clear) of crystal ``p`` on the patch of ``alpha``.
 
-    ``mask`` is the crystal's exact 0/1 mask on the patch whose top-left frame pixel is
-    ``org``; the result is 1 outside the mask (defocus is applied by the caller).
+    ``alpha`` is the crystal's pixel coverage (0..1) on the patch whose top-left frame
+    pixel is ``org``; the result is 1 where it is 0 (defocus is applied by the caller).
     """
-    ph, pw = mask.shape
+    ph, pw = alpha.shape
     poly = p.polygon - np.asarray(org, np.float64)
     c = p.centre - np.asarray(org, np.float64)
     n = len(poly)
@@ -90,4 +90,4 @@ def crystal_patch(rng: np.random.Generator, p: Placed, *, kind: str, mask: np.nd
     tex = cv2.resize(rng.normal(0, 1, (4, 4)).astype(np.float32), (pw, ph),
                      interpolation=cv2.INTER_CUBIC)
     t *= 1 + float(rng.uniform(0.05, 0.2)) * ramp + 0.04 * tex
-    return np.where(mask > 0, t, np.float32(1.0)).astype(np.float32)
+    return (1 + (t - 1) * alpha).astype(np.float32)

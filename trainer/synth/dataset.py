@@ -106,11 +106,14 @@ def frame_seed(seed: int, index: int) -> np.random.Generator:
 
 
 def write_frame(out: Path, stem: str, frame: SynthFrame, *, png_compression: int = 1) -> None:
-    params = [cv2.IMWRITE_PNG_COMPRESSION, int(png_compression)]
+    # noisy camera frames: run-length zlib is ~2x faster than the default and smaller
+    img_params = [cv2.IMWRITE_PNG_COMPRESSION, int(png_compression),
+                  cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_RLE]
+    lab_params = [cv2.IMWRITE_PNG_COMPRESSION, int(png_compression)]
     img_path, lab_path = out / "images" / f"{stem}.png", out / "labels" / f"{stem}.png"
-    if not cv2.imwrite(str(img_path), cv2.cvtColor(frame.image, cv2.COLOR_RGB2BGR), params):
+    if not cv2.imwrite(str(img_path), cv2.cvtColor(frame.image, cv2.COLOR_RGB2BGR), img_params):
         raise OSError(f"{img_path}: cannot write")
-    if not cv2.imwrite(str(lab_path), frame.label, params):
+    if not cv2.imwrite(str(lab_path), frame.label, lab_params):
         raise OSError(f"{lab_path}: cannot write")
 
 

@@ -44,6 +44,28 @@ def inradius(poly: np.ndarray, centre: np.ndarray) -> float:
     return float(np.sqrt(((foot - centre) ** 2).sum(1)).min())
 
 
+def convex_sdf(poly: np.ndarray, shape: tuple[int, int],
+               origin: tuple[int, int] = (0, 0)) -> np.ndarray:
+    """Signed distance (px, float64, > 0 inside) of pixel centres to a convex polygon's
+    edge lines (the max over edges of the outside distance; exact inside and near edges).
+    """
+    h, w = shape
+    p = np.asarray(poly, np.float64) - np.asarray(origin, np.float64)
+    x, y = p[:, 0], p[:, 1]
+    if float(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1))) < 0:
+        p = p[::-1]
+    xs = np.arange(w, dtype=np.float64)[None, :]
+    ys = np.arange(h, dtype=np.float64)[:, None]
+    sd = np.full((h, w), np.inf)
+    for (px, py), (qx, qy) in zip(p, np.roll(p, -1, axis=0), strict=True):
+        ln = math.hypot(qx - px, qy - py)
+        if ln < 1e-12:
+            continue
+        ex, ey = (qx - px) / ln, (qy - py) / ln
+        np.minimum(sd, ex * (ys - py) - ey * (xs - px), out=sd)
+    return sd
+
+
 def convex_mask(poly: np.ndarray, shape: tuple[int, int],
                 origin: tuple[int, int] = (0, 0)) -> np.ndarray:
     """Exact pixel-centre rasterisation of a convex polygon: uint8 0/1 of ``shape``.
@@ -53,17 +75,7 @@ def convex_mask(poly: np.ndarray, shape: tuple[int, int],
     touches and overestimates the area by about 0.46 px times the perimeter).
     ``origin`` is the frame coordinate of the mask's top-left pixel.
     """
-    h, w = shape
-    p = np.asarray(poly, np.float64) - np.asarray(origin, np.float64)
-    x, y = p[:, 0], p[:, 1]
-    if float(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1))) < 0:
-        p = p[::-1]
-    xs = np.arange(w, dtype=np.float64)[None, :]
-    ys = np.arange(h, dtype=np.float64)[:, None]
-    inside = np.ones((h, w), bool)
-    for (px, py), (qx, qy) in zip(p, np.roll(p, -1, axis=0), strict=True):
-        inside &= (qx - px) * (ys - py) - (qy - py) * (xs - px) >= -1e-9
-    return inside.astype(np.uint8)
+    return (convex_sdf(poly, shape, origin) >= -1e-9).astype(np.uint8)
 
 
 def area_equivalent_diameter(area: float) -> float:
@@ -98,15 +110,30 @@ def make_outline(rng: np.random.Generator, d_px: float, *, aspect_max: float = 1
         f = rng.uniform(0.08, 0.2)
         nxt, prv = np.roll(pts, -1, 0), np.roll(pts, 1, 0)
         pts = np.stack([pts + f * (prv - pts), pts + f * (nxt - pts)], 1).reshape(-1, 2)
-    aspect = float(min(1.0 + abs(rng.normal(0, 0.22)), aspect_max))
-    pts = pts * np.array([math.sqrt(aspect), 1 / math.sqrt(aspect)])
+    stretch = float(min(1.0 + abs(rng.normal(0, 0.22)), aspect_max))
+    pts = pts * np.array([math.sqrt(stretch), 1 / math.sqrt(stretch)])
+    for _ in range(3):  # cap the aspect ratio (sides of the minimum-area rectangle)
+        aspect = min_rect_aspect(pts)
+        if aspect <= aspect_max * (1 + 1e-6):
+            break
+        (_, _), (rw, rh), ang = cv2.minAreaRect(pts.astype(np.float32))
+        th = math.radians(ang) + (0.0 if rw >= rh else math.pi / 2)
+        u = np.array([math.cos(th), math.sin(th)])
+        along = pts @ u
+        pts = pts - np.outer(along * (1 - aspect_max / aspect), u)
     th = rng.uniform(0, 2 * math.pi)
     c, s = math.cos(th), math.sin(th)
     pts = pts @ np.array([[c, s], [-s, c]])
     hull = cv2.convexHull(pts.astype(np.float32)).reshape(-1, 2).astype(np.float64)
     hull -= polygon_centroid(hull)
     hull *= math.sqrt(math.pi * (d_px / 2) ** 2 / polygon_area(hull))
-    return hull, shape, aspect
+    return hull, shape, min_rect_aspect(hull)
+
+
+def min_rect_aspect(poly: np.ndarray) -> float:
+    """Aspect ratio (long / short side) of the polygon's minimum-area bounding rectangle."""
+    (_, _), (rw, rh), _ = cv2.minAreaRect(np.asarray(poly, np.float32))
+    return float(max(rw, rh) / max(min(rw, rh), 1e-9))
 
 
 # ----------------------------------------------------------------------------- sizes
