@@ -31,7 +31,7 @@ EXCLUDE_FILES = (".gitignore", ".gitattributes")
 #: Where an example configuration may live in the tree (first existing one is used for a
 #: host that has no configuration yet and was given no CONFIG=).
 DEFAULT_CONFIG_CANDIDATES = (
-    "config/crystal-edge.toml", "config/config.toml", "config/edge.toml",
+    "examples/config.toml", "config/crystal-edge.toml", "config/config.toml", "config/edge.toml",
     "configs/crystal-edge.toml", "configs/edge.toml", "config/example.toml",
     "configs/example.toml", "edge/config.example.toml",
 )

@@ -13,6 +13,8 @@ REPO = Path(__file__).resolve().parents[2]
 UNIT = REPO / "systemd" / "crystal-edge.service"
 SYSUSERS = REPO / "systemd" / "crystal-edge.sysusers.conf"
 INSTALLED_BIN = "/opt/crystal-psd/current/venv/bin/crystal-edge"
+INSTALLED_PY = "/opt/crystal-psd/current/venv/bin/python"
+PRESTART = REPO / "systemd" / "prestart.py"
 
 
 def _directives(path: Path) -> dict[str, dict[str, list[str]]]:
@@ -47,7 +49,8 @@ def _local_copy(tmp_path: Path, text: str | None = None) -> Path:
     assert local_bin.exists(), f"{local_bin} missing: install the package (make install-dev)"
     text = UNIT.read_text() if text is None else text
     out = tmp_path / UNIT.name
-    out.write_text(text.replace(INSTALLED_BIN, str(local_bin)))
+    out.write_text(text.replace(INSTALLED_BIN, str(local_bin))
+                   .replace(INSTALLED_PY, sys.executable))
     return out
 
 
@@ -107,10 +110,70 @@ def test_exec_lines_validate_build_and_run(unit):
     svc = unit["Service"]
     cfg = "/etc/crystal-edge/config.toml"
     assert svc["ExecStartPre"] == [
-        f"{INSTALLED_BIN} check-config {cfg}",
-        f"-{INSTALLED_BIN} build-engine --config {cfg}",
+        f"{INSTALLED_BIN} check-config --quiet --check-files {cfg}",
+        f"{INSTALLED_PY} /opt/crystal-psd/current/systemd/prestart.py {cfg}",
     ]
     assert svc["ExecStart"] == [f"{INSTALLED_BIN} run --config {cfg}"]
+    # the commands exist with these arguments (a renamed option would break every start)
+    for argv in (["check-config", "--quiet", "--check-files", "X"],
+                 ["run", "--config", "X"], ["build-engine", "--config", "X"]):
+        parser = _edge_parser()
+        parser.parse_args(argv)
+
+
+def _edge_parser():
+    from edge.cli import COMMANDS
+    from edge.clikit import build_parser
+
+    return build_parser("crystal-edge", "", COMMANDS)
+
+
+def _prestart(cfg: Path, capsys) -> subprocess.CompletedProcess[str]:
+    """Run systemd/prestart.py's main() in this process (as systemd would run the file)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("crystal_edge_prestart", PRESTART)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    capsys.readouterr()
+    rc = module.main([str(cfg)])
+    out = capsys.readouterr()
+    return subprocess.CompletedProcess([str(PRESTART)], rc, out.out, out.err)
+
+
+def test_prestart_skips_engine_build_unless_tensorrt_can_be_used(tmp_path, capsys):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[backend]\nname = "onnxruntime"\n')
+    r = _prestart(cfg, capsys)
+    assert r.returncode == 0 and "no TensorRT engine to build" in r.stdout
+
+    cfg.write_text('[backend]\nname = "auto"\n')
+    r = _prestart(cfg, capsys)
+    assert r.returncode == 0
+    import importlib.util
+
+    if importlib.util.find_spec("tensorrt") is None:
+        assert "TensorRT not installed" in r.stdout
+
+    cfg.write_text('[backend]\nnme = "auto"\n')  # a typo: the start must stop
+    r = _prestart(cfg, capsys)
+    assert r.returncode == 2 and "backend.nme" in r.stderr
+
+
+def test_prestart_with_tensorrt_backend_fails_without_tensorrt(tmp_path, capsys):
+    import importlib.util
+
+    if importlib.util.find_spec("tensorrt") is not None:
+        pytest.skip("TensorRT installed: a real build would run (covered by gpu tests)")
+    from tests.fixtures.tiny_model import build_tiny_model
+
+    model = build_tiny_model(tmp_path)
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f'[model]\npath = "{model}"\n[backend]\nname = "tensorrt"\n'
+                   "input_height = 64\ninput_width = 64\n")
+    r = _prestart(cfg, capsys)
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert "TensorRT is not usable" in r.stderr
 
 
 def test_hardening_and_device_policy(unit):
