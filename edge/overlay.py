@@ -34,13 +34,15 @@ def render_overlay(image: np.ndarray, result: FrameResult, *, label_diameters: b
                    ) -> np.ndarray:
     """Draw ``result`` on ``image`` (frame resolution); return BGR uint8.
 
-    Outlines are measured at inference resolution and mapped back with
-    1 / ``result.inference_scale``.
+    The frame keeps its pixels and size below a header band of
+    :func:`header_height` rows (name, counts, pixel size, colour legend), so no crystal
+    is hidden under text. Outlines are measured at inference resolution and mapped back
+    with 1 / ``result.inference_scale``.
     """
     canvas = to_bgr_u8(image)
     h, w = canvas.shape[:2]
     thick = max(1, round(min(h, w) / 500))
-    fscale = max(0.35, min(h, w) / 1600)
+    fscale = max(0.4, min(h, w) / 1400)  # keep in step with header_height
     inv = 1.0 / result.inference_scale
     if result.roi is not None:
         roi8 = result.roi.mask.astype(np.uint8)
@@ -59,28 +61,45 @@ def render_overlay(image: np.ndarray, result: FrameResult, *, label_diameters: b
                 x, y, bw, _bh = (float(v) * inv for v in c.bbox[i])
                 org = (int(x + bw + 2), int(max(10.0, y + 10)))
                 _text(canvas, f"{c.diameter_um[i]:.0f}", org, fscale, colour)
-    _header(canvas, result, fscale)
-    return canvas
+    return np.vstack([_header(w, result, fscale), canvas])
 
 
 def _text(canvas: np.ndarray, text: str, org: tuple[int, int], scale: float,
           colour: tuple[int, int, int]) -> None:
-    cv2.putText(canvas, text, org, _FONT, scale, (0, 0, 0), 3, cv2.LINE_AA)
+    x, y = org
+    for dx, dy in ((1, 1), (-1, 1), (1, -1), (-1, -1)):  # thin dark halo, same glyph widths
+        cv2.putText(canvas, text, (x + dx, y + dy), _FONT, scale, (0, 0, 0), 1, cv2.LINE_AA)
     cv2.putText(canvas, text, org, _FONT, scale, colour, 1, cv2.LINE_AA)
 
 
-def _header(canvas: np.ndarray, result: FrameResult, scale: float) -> None:
+def header_height(width: int, height: int) -> int:
+    """Rows of the header band :func:`render_overlay` puts above a ``width x height`` frame."""
+    scale = max(0.4, min(height, width) / 1400)
+    return 2 * _line_height(scale) + 6
+
+
+def _line_height(scale: float) -> int:
+    return int(cv2.getTextSize("Ag", _FONT, scale, 1)[0][1] * 1.9) + 4
+
+
+def _header(width: int, result: FrameResult, scale: float) -> np.ndarray:
+    """Dark band, two lines: frame name and counts, colour legend (or the reject reason)."""
+    line_h = _line_height(scale)
+    band = np.full((2 * line_h + 6, width, 3), 30, np.uint8)
+    y1, y2 = line_h, 2 * line_h
     if not result.ok:
-        line = f"{result.name}: REJECTED {result.reject_reason} {result.reject_detail}"
-        _text(canvas, line, (8, int(24 * scale / 0.5)), scale, (60, 60, 230))
-        return
+        _text(band, f"{result.name}: REJECTED {result.reject_reason}", (8, y1), scale,
+              (60, 60, 230))
+        _text(band, result.reject_detail, (8, y2), scale, (60, 60, 230))
+        return band
     c = result.crystals
     rej = c.rejected_counts() if c is not None else {}
     parts = [f"{result.name}", f"kept {c.n_kept if c is not None else 0}"]
     parts += [f"{k} {v}" for k, v in rej.items() if v]
-    parts.append(f"{result.px_size_um:.3g} um/px (d in um)")
-    _text(canvas, "  ".join(parts), (8, int(24 * scale / 0.5)), scale, (255, 255, 255))
-    y = int(48 * scale / 0.5)
+    parts.append(f"{result.px_size_um:.3g} um/px, d in um")
+    _text(band, "  ".join(parts), (8, y1), scale, (255, 255, 255))
+    x = 8
     for name, colour in COLOURS.items():
-        _text(canvas, name, (8, y), scale * 0.9, colour)
-        y += int(20 * scale / 0.5)
+        _text(band, name, (x, y2), scale, colour)
+        x += cv2.getTextSize(name, _FONT, scale, 1)[0][0] + 14
+    return band

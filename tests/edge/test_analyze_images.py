@@ -78,7 +78,10 @@ def test_frames_to_report_overlays_and_class_maps(model, frames, tmp_path, capsy
 
     ov = sorted(p.name for p in (out / "ov").iterdir())
     assert ov == ["f0.overlay.png", "f1.overlay.png", "f2.overlay.png", "z_blank.overlay.png"]
-    assert cv2.imread(str(out / "ov" / "f0.overlay.png")).shape == (480, 640, 3)
+    from edge.overlay import header_height
+
+    ov_img = cv2.imread(str(out / "ov" / "f0.overlay.png"))
+    assert ov_img.shape == (480 + header_height(640, 480), 640, 3)
     cm = cv2.imread(str(out / "cm" / "f2.classes.png"), cv2.IMREAD_UNCHANGED)
     assert cm.dtype == np.uint8 and cm.shape == (480, 640)
     assert set(np.unique(cm)) == {0, 1, 2}

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from edge.frames import FrameAnalyzer
-from edge.overlay import COLOURS, render_overlay
+from edge.overlay import COLOURS, header_height, render_overlay
 from tests.fixtures.tiny_model import build_tiny_model, synth_frame
 
 
@@ -26,17 +26,19 @@ def test_kept_and_border_outlines_are_drawn_where_the_crystals_are(fa):
     r = fa.analyze("f", frame)
     assert r.crystals.n_kept == 1 and r.crystals.rejected_counts()["border"] == 1
     out = render_overlay(frame, r)
-    assert out.shape == (400, 560, 3) and out.dtype == np.uint8
+    top = header_height(560, 400)
+    assert out.shape == (400 + top, 560, 3) and out.dtype == np.uint8
+    out = out[top:]  # the frame below the header band
+    np.testing.assert_array_equal(out[200, 280], frame[200, 280])  # pixels kept
     green = np.all(out == np.array(COLOURS["kept"], np.uint8), axis=2)
-    ys, xs = np.nonzero(green[60:, :])  # below the legend
-    ys = ys + 60
+    ys, xs = np.nonzero(green)
     # the kept outline hugs the disc of radius 20 around (280, 200)
     rad = np.hypot(xs - 280, ys - 200)
     near = rad < 40
     assert near.sum() > 60
     assert np.median(rad[near]) == pytest.approx(20, abs=2.5)
     orange = np.all(out == np.array(COLOURS["border"], np.uint8), axis=2)
-    _oy, ox = np.nonzero(orange[60:, 300:])
+    _oy, ox = np.nonzero(orange[:, 300:])
     assert len(ox) > 20 and np.median(ox + 300) == pytest.approx(440, abs=15)
     # the input frame is untouched
     assert _count(frame, COLOURS["kept"]) == 0
@@ -47,6 +49,7 @@ def test_rejected_frame_and_16_bit_input(fa):
     r = fa.analyze("blank", blank)
     assert r.reject_reason == "blank"
     out = render_overlay(blank, r)
-    assert out.shape == (200, 300, 3)
+    top = header_height(300, 200)
+    assert out.shape == (200 + top, 300, 3)
     redish = (out[:, :, 2].astype(int) - out[:, :, 1] > 80) & (out[:, :, 2] > 150)
-    assert redish[:40].sum() > 20  # the red "REJECTED" header
+    assert redish[:top].sum() > 20 and redish[top:].sum() == 0  # red "REJECTED" header
