@@ -120,7 +120,7 @@ def make_outline(rng: np.random.Generator, d_px: float, *, aspect_max: float = 1
         th = math.radians(ang) + (0.0 if rw >= rh else math.pi / 2)
         u = np.array([math.cos(th), math.sin(th)])
         along = pts @ u
-        pts = pts - np.outer(along * (1 - aspect_max / aspect), u)
+        pts = pts - np.outer(along * (1 - 0.998 * aspect_max / aspect), u)
     th = rng.uniform(0, 2 * math.pi)
     c, s = math.cos(th), math.sin(th)
     pts = pts @ np.array([[c, s], [-s, c]])
