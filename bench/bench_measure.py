@@ -4,6 +4,11 @@ Prints one JSON object on stdout: ms per image (median of the repeats) for each
 implementation, their ratio, and the crystal counts.
 
     .venv/bin/python bench/bench_measure.py [--size 2048] [--crystals 300] [--repeats 5]
+
+``--window-study`` instead measures what the defaults of ``MeasureConfig`` rest on, on
+the synthetic generator's crystal outlines (``trainer.synth.geometry``): circularity of
+single crystals and of the 2-3 crystal clumps the watershed leaves unsplit, the share
+of each the lower circularity bound would reject, and how often pairs are split.
 """
 
 from __future__ import annotations
@@ -38,6 +43,69 @@ def _time(fn, repeats: int) -> tuple[list[float], object]:
     return times, out
 
 
+def window_study(n_singles: int, n_clumps: int, seed: int) -> dict[str, object]:
+    """Circularity of synthetic single crystals and unsplit clumps; pair split rates."""
+    import math
+
+    from edge.measure import split_touching
+    from trainer.synth.geometry import convex_mask, make_outline
+
+    rng = np.random.default_rng(seed)
+    cfg = MeasureConfig()
+    open_window = cfg.model_copy(update={"circularity_min": 0.0, "circularity_max": 10.0})
+    singles, oversplit = [], 0
+    for _ in range(n_singles):
+        d = float(rng.uniform(10, 70))
+        poly, _shape, _aspect = make_outline(rng, d)
+        n = int(d * 1.8) + 10
+        res = measure_crystals(convex_mask(poly + n / 2, (n, n)), px_size_um=1.0,
+                               config=open_window)
+        oversplit += len(res) > 1
+        singles.append(float(res.circularity[np.argmax(res.area_px)]))
+    clumps = []
+    split_by_sep: dict[str, list[bool]] = {}
+    for _ in range(n_clumps):
+        k = int(rng.choice([2, 3]))
+        d = float(rng.uniform(15, 60))
+        n = int(d * 5) + 20
+        m = np.zeros((n, n), np.uint8)
+        centres = [np.array([n / 2, n / 2])]
+        sep = 1.0
+        for j in range(k):
+            dj = d * float(rng.uniform(0.7, 1.3))
+            poly, _shape, _aspect = make_outline(rng, dj)
+            c = centres[0]
+            if j > 0:
+                base = centres[int(rng.integers(0, len(centres)))]
+                ang = rng.uniform(0, 2 * math.pi)
+                sep = float(rng.uniform(0.55, 1.0))
+                c = base + sep * (d + dj) / 2 * np.array([math.cos(ang), math.sin(ang)])
+                centres.append(c)
+            m |= convex_mask(poly + c, (n, n))
+        if k == 2:
+            key = f"{min(sep, 0.99) // 0.1 * 0.1:.1f}"
+            split_by_sep.setdefault(key, []).append(int(split_touching(m).max()) >= 2)
+        res = measure_crystals(m, px_size_um=1.0, config=open_window)
+        if len(res) < k:
+            clumps.append(float(res.circularity[np.argmax(res.area_px)]))
+    s, c = np.array(singles), np.array(clumps)
+    bounds = (0.65, 0.70, 0.72, 0.75, 0.80)
+    return {
+        "bench": "measure-window-study",
+        "h_rel": cfg.h_rel, "circularity_min": cfg.circularity_min,
+        "singles": {"n": n_singles, "oversplit": oversplit,
+                    "circularity_pct_1_5_50": np.round(np.percentile(s, [1, 5, 50]), 3).tolist(),
+                    "rejected_below": {str(b): round(float((s < b).mean()), 4) for b in bounds}},
+        "clumps": {"n": n_clumps, "unsplit": int(c.size),
+                   "circularity_pct_5_50_95": np.round(np.percentile(c, [5, 50, 95]), 3).tolist()
+                   if c.size else [],
+                   "rejected_below": {str(b): round(float((c < b).mean()), 4) if c.size else 0.0
+                                      for b in bounds}},
+        "pairs_split_rate_by_centre_distance": {
+            k: round(float(np.mean(v)), 3) for k, v in sorted(split_by_sep.items())},
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--size", type=int, default=2048, help="mask side (px)")
@@ -45,7 +113,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=5, help="timed runs of the OpenCV pipeline")
     p.add_argument("--oracle-repeats", type=int, default=3, help="timed runs of the oracle")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--window-study", action="store_true",
+                   help="measure the circularity window / marker suppression defaults instead")
+    p.add_argument("--singles", type=int, default=600, help="window study: single crystals")
+    p.add_argument("--clumps", type=int, default=400, help="window study: 2-3 crystal clumps")
     a = p.parse_args(argv)
+    if a.window_study:
+        print(json.dumps(window_study(a.singles, a.clumps, a.seed), indent=2))
+        return 0
 
     mask = random_scene(a.size, a.size, a.crystals, seed=a.seed, r_range=(10, 40))
     cfg = MeasureConfig()

@@ -15,11 +15,12 @@ PAPER_WINDOW: tuple[float, float] = (0.85, 0.95)
 #: Default window for the unbiased estimator used here (``edge.measure.shape``).
 #: Single crystals measure: disc 0.98-1.0, octagon 0.94, hexagon 0.91, hexagon stretched
 #: 1.6x 0.84, ellipse 1.4 0.94, rhomb of aspect 1.4 0.75 (1.6: 0.71). Agglomerates the
-#: watershed cannot split (compact clusters, heavy overlaps) measure 0.65-0.94, e.g. three
+#: watershed cannot split (compact clusters, heavy overlaps) measure 0.66-0.94, e.g. three
 #: hexagons sharing edges 0.70. Measured on the synthetic generator's outlines
-#: (``trainer.synth.geometry.make_outline``, 600 singles, 400 random 2-3 crystal clumps):
-#: a lower bound of 0.72 rejects 3.3 % of single crystals (elongated rhombs, not
-#: size-dependent) and 27 % of the unsplit clumps (0.70: 1.7 % / 18 %, 0.75: 6 % / 42 %).
+#: (``trainer.synth.geometry.make_outline``; ``bench/bench_measure.py --window-study
+#: --seed 1``: 600 singles, 400 random 2-3 crystal clumps, 236 of them left unsplit):
+#: a lower bound of 0.72 rejects 1.8 % of single crystals (elongated rhombs; not
+#: size-dependent) and 17 % of the unsplit clumps (0.70: 0.3 % / 7 %, 0.75: 4 % / 31 %).
 #: Clumps are large and bias Q3 upwards, lost singles do not bias it, hence 0.72. The
 #: upper bound only catches estimator noise on tiny objects (a 29-px disc scores 1.07).
 DEFAULT_WINDOW: tuple[float, float] = (0.72, 1.10)
@@ -52,7 +53,8 @@ class MeasureConfig(BaseModel):
         0.08, ge=0, lt=1,
         description="marker suppression relative to the object's largest inscribed radius "
                     "(peak of the distance map); see h_px. 0.08: no synthetic single crystal "
-                    "split, 87 % of pairs overlapping by 30 % split (0.12: 69 %)")
+                    "split; pairs at a centre distance of 0.7-0.8 (0.9-1.0) times the mean "
+                    "diameter split in 72 % (97 %) of cases")
     connectivity: int = Field(
         8, description="pixel connectivity of objects, 4 or 8 (study, MATLAB bwlabel: 8)")
     circularity_min: float = Field(
