@@ -6,13 +6,14 @@ those cut by the frame edge: the mask goes to ``measure_crystals(..., roi=mask)`
 
 Modes (:class:`RoiConfig`):
 
-* ``auto``: threshold the grey frame (Otsu, or ``threshold``), keep the largest bright
-  component, fill its holes (crystals inside the field are dark), then fit a circle to
-  the component's outline where it does not run along the frame edge (algebraic least
-  squares, one outlier-rejecting refit). The circle (clipped to the frame) is used when it
-  agrees with the component (IoU >= ``min_circle_iou``), else the component itself; a
-  field that fills the whole frame gives the full frame. ``shape = "component"`` skips
-  the circle.
+* ``auto``: threshold the grey frame (:func:`field_threshold`, or ``threshold``), keep
+  the largest bright component, fill its holes (crystals inside the field are dark),
+  then fit a circle to the component's outline where it does not run along the frame
+  edge (algebraic least squares, refitted without the outline points that lie well
+  inside the circle: bays cut by dark crystals on the field edge). The circle (clipped
+  to the frame) is used when it agrees with the component (IoU >= ``min_circle_iou``),
+  else the component itself; a field that fills the whole frame gives the full frame.
+  ``shape = "component"`` skips the circle.
 * ``model``: the same on the network's class map (field = not black background).
 * ``fixed``: a circle ``fixed_circle = [cx, cy, r]`` or rectangle ``fixed_rect = [x, y,
   w, h]`` in frame pixels.
@@ -54,7 +55,13 @@ class RoiConfig(BaseModel):
                     "to the component when the fit disagrees) or use the component as is")
     threshold: float | None = Field(
         None, gt=0, lt=1,
-        description="auto: grey threshold (0-1) of the illuminated field; None = Otsu")
+        description="auto: grey threshold (0-1) of the illuminated field; None = from the "
+                    "frame (Otsu, then edge_level between dark and bright)")
+    edge_level: float = Field(
+        0.25, gt=0, lt=1,
+        description="auto: the field edge lies this fraction of the way from the dark "
+                    "surround's level to the field's bright level (vignetting darkens the "
+                    "rim, so well below the middle)")
     min_level: float = Field(
         0.08, ge=0, lt=1,
         description="auto: field pixels must be brighter than this (0-1) whatever Otsu says, "
@@ -171,11 +178,7 @@ def detect_roi(grey: np.ndarray, config: RoiConfig | None = None, *,
                 bright = cv2.resize(bright, small[::-1], interpolation=cv2.INTER_NEAREST)
         else:
             g = grey if f == 1.0 else cv2.resize(grey, small[::-1], interpolation=cv2.INTER_AREA)
-            if cfg.threshold is None:
-                t, _ = cv2.threshold(g, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
-            else:
-                t = cfg.threshold * 255.0
-            t = max(float(t), cfg.min_level * 255.0)
+            t = field_threshold(g, cfg)
             bright = (g > t).astype(np.uint8)
         component = largest_filled_component(bright)
         if component is None or component.mean() < cfg.min_field_fraction:
@@ -185,6 +188,33 @@ def detect_roi(grey: np.ndarray, config: RoiConfig | None = None, *,
         k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * cfg.margin_px + 1,) * 2)
         roi.mask = cv2.erode(roi.mask.astype(np.uint8), k, borderType=cv2.BORDER_REPLICATE) > 0
     return roi
+
+
+def field_threshold(grey: np.ndarray, cfg: RoiConfig) -> float:
+    """Grey level (0-255) separating the illuminated field from the black surround.
+
+    ``threshold`` when configured; else Otsu splits dark from bright, and the edge is put
+    at ``edge_level`` of the way from the dark level (median below Otsu) to the bright
+    level (90th percentile above it): vignetting darkens the rim of the field, and Otsu
+    alone would cut inside it. Never below ``min_level``.
+    """
+    if cfg.threshold is not None:
+        t = cfg.threshold * 255.0
+    else:
+        otsu, _ = cv2.threshold(grey, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+        hist = np.bincount(grey.ravel(), minlength=256).astype(np.float64)
+        k = int(otsu)
+        dark = _hist_quantile(hist[: k + 1], 0.5, 0)
+        bright = _hist_quantile(hist[k + 1:], 0.9, k + 1)
+        t = otsu if dark is None or bright is None else dark + cfg.edge_level * (bright - dark)
+    return max(float(t), cfg.min_level * 255.0)
+
+
+def _hist_quantile(hist: np.ndarray, q: float, offset: int) -> float | None:
+    total = hist.sum()
+    if total <= 0:
+        return None
+    return float(offset + np.searchsorted(np.cumsum(hist), q * total))
 
 
 def _upscale(roi: Roi, hw: tuple[int, int]) -> Roi:
@@ -262,10 +292,16 @@ def _shape_from_component(component: np.ndarray, cfg: RoiConfig) -> Roi:
     if cfg.shape == "component" or len(inner) < 20:
         return Roi(comp_mask, "component")
     circle = fit_circle(inner)
-    if circle is not None:  # refit without the points far off (bays cut by dark crystals)
-        resid = np.abs(np.hypot(inner[:, 0] - circle[0], inner[:, 1] - circle[1]) - circle[2])
-        keep = inner[resid < max(2.0, 3.0 * float(np.median(resid)))]
-        circle = fit_circle(keep) if len(keep) >= 20 else circle
+    pts = inner
+    for _ in range(4):  # refit without outline points inside the circle: bays cut by crystals
+        if circle is None:
+            break
+        d = np.hypot(pts[:, 0] - circle[0], pts[:, 1] - circle[1]) - circle[2]
+        keep = d > -max(2.0, 3.0 * float(np.median(np.abs(d))))
+        if keep.all() or keep.sum() < 20:
+            break
+        pts = pts[keep]
+        circle = fit_circle(pts)
     if circle is None:
         return Roi(comp_mask, "component")
     canvas = np.zeros((h, w), np.uint8)

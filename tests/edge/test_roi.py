@@ -72,3 +72,15 @@ def test_fit_circle_exact_points():
     pts = np.column_stack([7 + 3 * np.cos(t), -2 + 3 * np.sin(t)])
     assert fit_circle(pts) == pytest.approx((7, -2, 3))
     assert fit_circle(pts[:2]) is None
+
+
+def test_field_of_realistic_synthetic_frames_matches_the_generator_truth():
+    """trainer.synth frames: vignetted rim, faceted crystals cut by the field edge."""
+    synth = pytest.importorskip("trainer.synth")
+    for seed in (0, 1, 8):  # 0 and 8: dark crystals on the field edge, strong vignetting
+        frame = synth.render_frame(np.random.default_rng(seed), synth.SynthConfig())
+        truth = frame.label != synth.BLACK_BACKGROUND
+        roi = detect_roi(grey_u8(frame.image), RoiConfig(margin_px=0))
+        assert roi.kind == "circle"
+        iou = np.count_nonzero(roi.mask & truth) / np.count_nonzero(roi.mask | truth)
+        assert iou > 0.985, (seed, iou)
