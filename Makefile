@@ -54,11 +54,15 @@ test: system-deps install-dev
 lint: install-dev
 	$(BIN)/ruff check edge trainer tests bench
 
-demo:
-	@echo "make demo: not yet (needs the edge runtime and the default model)"; exit 1
+# Synthetic frames of both sieve fractions -> crystal-edge analyze (bundled model, CPU)
+# -> summary against the generator's truth; output in demo-out/. Fails (exit 1) without
+# models/crystal-seg.onnx.
+demo: install
+	$(BIN)/python scripts/demo.py --out demo-out
 
-bench:
-	@echo "make bench: not yet"; exit 1
+# Every bench/bench_*.py, one JSON document per benchmark on stdout and in bench-out/.
+bench: install
+	$(BIN)/python bench/run_all.py --out bench-out
 
 train-default:
 	@echo "make train-default: not yet"; exit 1
