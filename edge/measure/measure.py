@@ -108,8 +108,7 @@ def measure_crystals(mask: np.ndarray, *, px_size_um: float, crystal_class: int 
     contours: list[np.ndarray] = []
     for ox, oy, crop in iter_objects(clean, connectivity=cfg.connectivity):
         if cfg.split_touching:
-            lab, n = split_object(crop, h_px=cfg.h_px, h_rel=cfg.h_rel,
-                                  connectivity=cfg.connectivity)
+            lab, n = split_object(crop, h_px=cfg.h_px, h_rel=cfg.h_rel)
         else:
             lab, n = crop.astype(np.int32), 1
         if n == 1:

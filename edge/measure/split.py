@@ -50,8 +50,8 @@ def _checker(q: np.ndarray) -> np.ndarray:
     return img
 
 
-def split_object(obj: np.ndarray, *, h_px: float = 1.0, h_rel: float = 0.08,
-                 connectivity: int = 8) -> tuple[np.ndarray, int]:
+def split_object(obj: np.ndarray, *, h_px: float = 1.0, h_rel: float = 0.08
+                 ) -> tuple[np.ndarray, int]:
     """Split one object (a padded crop) into crystals.
 
     Parameters
@@ -60,8 +60,6 @@ def split_object(obj: np.ndarray, *, h_px: float = 1.0, h_rel: float = 0.08,
         1 inside the object, 0 outside; the outermost 2 px must be 0 (padding).
     h_px, h_rel : float
         Marker suppression, see :class:`edge.measure.MeasureConfig`.
-    connectivity : int
-        Connectivity (4 or 8) used for the plateaus of the distance map.
 
     Returns
     -------
@@ -139,10 +137,12 @@ def split_object(obj: np.ndarray, *, h_px: float = 1.0, h_rel: float = 0.08,
                 parent[rb] = ra
     roots = np.array([_find(parent, i) for i in range(n_max + 1)], np.int64)
     uniq = np.unique(roots[1:])
+    if uniq.size == 1:
+        return inside.astype(np.int32), 1
     remap = np.zeros(n_max + 1, np.int32)
     remap[uniq] = np.arange(1, uniq.size + 1, dtype=np.int32)
     final = remap[roots]
-    if 1 < uniq.size < n_max:
+    if uniq.size < n_max:
         # re-flood from the surviving maxima only: a suppressed maximum near a neck must
         # not carry its whole basin over to one side
         keep = np.zeros(n_max + 1, bool)
@@ -155,9 +155,6 @@ def split_object(obj: np.ndarray, *, h_px: float = 1.0, h_rel: float = 0.08,
         out = np.where(lab > 0, final[np.clip(lab, 0, None)], 0).astype(np.int32)
     # watershed-line (and any unflooded) object pixels join a neighbouring crystal
     todo = inside & (out == 0)
-    if uniq.size == 1:
-        out[todo] = 1
-        todo[:] = False
     # alternate between the larger and the smaller neighbouring label on a checkerboard,
     # so that a line between two crystals is shared between them, not given to one
     even = ((np.arange(out.shape[0])[:, None] + np.arange(out.shape[1])[None, :]) & 1) == 0
@@ -171,7 +168,6 @@ def split_object(obj: np.ndarray, *, h_px: float = 1.0, h_rel: float = 0.08,
         out[fill] = grown[fill].astype(np.int32)
         todo &= ~fill
         guard += 1
-    del connectivity
     return out, int(uniq.size)
 
 
@@ -182,23 +178,27 @@ def iter_objects(mask: np.ndarray, *, connectivity: int = 8
     ``crop`` is a uint8 0/1 crop of this object only, padded by 2 px of background; its
     pixel ``(r, c)`` is frame pixel ``(y0 + r, x0 + c)``.
     """
-    # connectedComponentsWithStats is ~7x slower than labels + outer contours here
-    _n, lab = cv2.connectedComponents(mask, connectivity=connectivity, ltype=cv2.CV_32S)
-    found = cv2.findContours(mask, cv2.RETR_CCOMP, cv2.CHAIN_APPROX_SIMPLE)
-    contours, hierarchy = found[-2], found[-1]
-    if hierarchy is None:
-        return
     boxes: dict[int, list[int]] = {}
-    for k, c in enumerate(contours):
-        if hierarchy[0, k, 3] != -1:  # a hole's boundary
-            continue
-        x, y, w, h = cv2.boundingRect(c)
-        i = int(lab[c[0, 0, 1], c[0, 0, 0]])
-        b = boxes.get(i)
-        if b is None:  # with 4-connectivity one component may yield several outlines
+    if connectivity == 8:
+        # connectedComponentsWithStats is ~7x slower than labels + outer contours here;
+        # every 8-connected object has exactly one outer outline (RETR_CCOMP: objects
+        # inside another's hole are top-level outlines too)
+        _n, lab = cv2.connectedComponents(mask, connectivity=8, ltype=cv2.CV_32S)
+        found = cv2.findContours(mask, cv2.RETR_CCOMP, cv2.CHAIN_APPROX_SIMPLE)
+        contours, hierarchy = found[-2], found[-1]
+        if hierarchy is None:
+            return
+        for k, c in enumerate(contours):
+            if hierarchy[0, k, 3] != -1:  # a hole's boundary
+                continue
+            x, y, w, h = cv2.boundingRect(c)
+            boxes[int(lab[c[0, 0, 1], c[0, 0, 0]])] = [x, y, x + w, y + h]
+    else:  # one outline may hold several 4-connected objects
+        n, lab, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=connectivity,
+                                                            ltype=cv2.CV_32S)
+        for i in range(1, n):
+            x, y, w, h = (int(v) for v in stats[i, :4])
             boxes[i] = [x, y, x + w, y + h]
-        else:
-            b[:] = [min(b[0], x), min(b[1], y), max(b[2], x + w), max(b[3], y + h)]
     for i in sorted(boxes):
         x, y, x1, y1 = boxes[i]
         w, h = x1 - x, y1 - y
@@ -235,7 +235,7 @@ def split_touching(mask: np.ndarray, *, h_px: float = 1.0, h_rel: float = 0.08,
     out = np.zeros((H, W), np.int32)
     nxt = 0
     for x0, y0, crop in iter_objects(m, connectivity=connectivity):
-        lab, n = split_object(crop, h_px=h_px, h_rel=h_rel, connectivity=connectivity)
+        lab, n = split_object(crop, h_px=h_px, h_rel=h_rel)
         inner = lab[_PAD:-_PAD, _PAD:-_PAD]
         ys, xs = np.nonzero(inner)
         out[ys + y0 + _PAD, xs + x0 + _PAD] = inner[ys, xs] + nxt

@@ -162,3 +162,25 @@ def test_many_objects_labels_are_unique_and_cover_mask() -> None:
     labels = split_touching(mask)
     _check_partition(mask, labels)
     assert np.array_equal(np.unique(labels)[1:], np.arange(1, labels.max() + 1))
+
+
+def test_iter_objects_finds_objects_in_holes_and_honours_connectivity() -> None:
+    from edge.measure.split import iter_objects
+    m = add_disc(blank(80, 80), 40, 40, 30)
+    m[add_disc(blank(80, 80), 40, 40, 20) > 0] = 0
+    add_disc(m, 40, 40, 8)  # an island inside the ring's hole
+    crops = list(iter_objects(m))
+    assert len(crops) == 2
+    assert sorted(int(c.sum()) for _x, _y, c in crops) == sorted(
+        [int(add_disc(blank(80, 80), 40, 40, 8).sum()), int(m.sum())
+         - int(add_disc(blank(80, 80), 40, 40, 8).sum())])
+    c = measure_crystals(m, px_size_um=1.0, config=MeasureConfig(fill_holes=False))
+    assert len(c) == 2
+    # two squares touching at a corner: one object (8) or two (4)
+    sq = blank(30, 30)
+    sq[5:12, 5:12] = 1
+    sq[12:19, 12:19] = 1
+    assert len(list(iter_objects(sq, connectivity=8))) == 1
+    four = list(iter_objects(sq, connectivity=4))
+    assert len(four) == 2 and all(int(c.sum()) == 49 for _x, _y, c in four)
+    assert (four[1][0], four[1][1]) == (12 - 2, 12 - 2)
