@@ -7,7 +7,6 @@ reason for every skip; a named backend that cannot load is a start-up error.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Literal
 
@@ -15,21 +14,13 @@ from pydantic import BaseModel, ConfigDict, Field
 
 BackendName = Literal["auto", "onnxruntime", "tensorrt"]
 
-#: Environment variables that name the state directory, in order of precedence.
-STATE_DIR_ENV = ("CRYSTAL_EDGE_STATE_DIR", "STATE_DIRECTORY")
-
-
 def default_state_dir() -> Path:
-    """State directory when the configuration names none.
+    """State directory when none is passed: :func:`edge.state.resolve_state_dir` without a
+    configured one (``$CRYSTAL_EDGE_STATE_DIR``, ``$STATE_DIRECTORY``,
+    ``~/.local/state/crystal-edge``)."""
+    from edge.state import resolve_state_dir
 
-    ``$CRYSTAL_EDGE_STATE_DIR``, else systemd's ``$STATE_DIRECTORY`` (first entry),
-    else ``~/.local/state/crystal-edge``.
-    """
-    for var in STATE_DIR_ENV:
-        value = os.environ.get(var, "").strip()
-        if value:
-            return Path(value.split(":")[0])
-    return Path.home() / ".local" / "state" / "crystal-edge"
+    return resolve_state_dir(None)
 
 
 class BackendConfig(BaseModel):
