@@ -60,8 +60,9 @@ lint: install-dev
 demo: install
 	$(BIN)/python scripts/demo.py --out demo-out
 
-# Every bench/bench_*.py, one JSON document per benchmark on stdout and in bench-out/.
-bench: install
+# Every bench/bench_*.py, one JSON document per benchmark on stdout and in bench-out/
+# (the benchmarks use test fixtures and oracles: the dev install).
+bench: install-dev
 	$(BIN)/python bench/run_all.py --out bench-out
 
 train-default:

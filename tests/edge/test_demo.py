@@ -51,7 +51,7 @@ def test_demo_runs_both_fractions(tmp_path, capsys):
 def test_makefile_targets_use_the_scripts():
     mk = (ROOT / "Makefile").read_text()
     assert "demo: install\n\t$(BIN)/python scripts/demo.py --out demo-out" in mk
-    assert "$(BIN)/python bench/run_all.py --out bench-out" in mk
+    assert "bench: install-dev\n\t$(BIN)/python bench/run_all.py --out bench-out" in mk
 
 
 def test_run_all_collects_json_and_failures(tmp_path, capsys):
