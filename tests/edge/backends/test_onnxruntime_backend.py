@@ -135,3 +135,20 @@ def test_fp16_weight_model_segments_like_fp32(tmp_path, tiny, keep_io_types):
     assert y16.dtype == np.float32 and half.info()["precision"] == "fp16"
     agree = (y16.argmax(1) == y32.argmax(1)).mean()
     assert agree > 0.99
+
+
+@pytest.mark.gpu
+def test_cuda_provider_matches_cpu(tiny):
+    from edge.backends.onnxruntime import available_providers
+
+    if "CUDAExecutionProvider" not in available_providers():
+        pytest.skip("needs onnxruntime-gpu with CUDAExecutionProvider and a CUDA GPU")
+    gpu = OnnxRuntimeBackend(tiny, load_meta(tiny), BackendConfig(), input_hw=(64, 64),
+                             device="cuda")
+    gpu.load()
+    cpu = OnnxRuntimeBackend(tiny, load_meta(tiny), BackendConfig(), input_hw=(64, 64),
+                             device="cpu")
+    cpu.load()
+    x = np.random.default_rng(4).uniform(0, 1, (2, 3, 64, 64)).astype(np.float32)
+    np.testing.assert_allclose(gpu.infer(x), cpu.infer(x), atol=1e-4)
+    assert gpu.info()["device"] == "gpu"
