@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import random
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -40,6 +41,30 @@ log = logging.getLogger(__name__)
 CommandHandler = Callable[[CommandPayload], None]
 
 _OK = (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN)
+
+
+def _close_socket(client: mqtt.Client) -> None:
+    """Close what paho left open after a failed or finished connection."""
+    sock = client.socket()
+    if sock is not None:
+        try:
+            sock.close()
+        except OSError:  # pragma: no cover - already broken
+            pass
+
+
+def _close_leaked_sockets(exc: BaseException) -> None:
+    """paho 2.x leaves the TLS socket open when the handshake fails (it is only a local
+    of the failing frame); close the sockets found in the traceback's frames."""
+    tb = exc.__traceback__
+    while tb is not None:
+        for value in list(tb.tb_frame.f_locals.values()):
+            if isinstance(value, socket.socket) and value.fileno() != -1:
+                try:
+                    value.close()
+                except OSError:  # pragma: no cover
+                    pass
+        tb = tb.tb_next
 
 
 class MqttSink:
@@ -240,15 +265,19 @@ class MqttSink:
                 client.connect(cfg.host, cfg.effective_port, cfg.keepalive)
         except Exception as exc:  # socket, TLS and DNS errors of every kind
             self._error(describe_connect_error(exc, cfg.host, cfg.effective_port))
-            try:
-                client.socket() and client.socket().close()
-            except OSError:  # pragma: no cover
-                pass
+            _close_socket(client)
+            _close_leaked_sockets(exc)
             return None
         return client
 
     def _serve(self, client: mqtt.Client) -> bool:
         """Run one connection until it ends; True when CONNACK accepted it."""
+        try:
+            return self._serve_loop(client)
+        finally:
+            _close_socket(client)
+
+    def _serve_loop(self, client: mqtt.Client) -> bool:
         cfg = self.config
         had_session = False
         connack_deadline = time.monotonic() + max(10.0, float(cfg.keepalive))

@@ -84,7 +84,7 @@ class Broker:
     def start(self) -> None:
         conf = self.write_conf()
         self.proc = subprocess.Popen([MOSQUITTO, "-c", str(conf)],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             wait_port(self.port)
             if self.tls_port:

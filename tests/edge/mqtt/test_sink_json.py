@@ -141,3 +141,23 @@ def test_invalid_report_is_refused_before_the_outbox(broker, tmp_path):
         assert sink.health()["outbox_depth"] == 0
     finally:
         sink.close()
+
+
+def test_idle_connected_sink_is_quiet(broker, tmp_path):
+    import resource
+    import time
+
+    def cpu() -> float:
+        r = resource.getrusage(resource.RUSAGE_SELF)
+        return r.ru_utime + r.ru_stime
+
+    sink = MqttSink(mqtt_config(broker.port), state_dir=tmp_path)
+    sink.open()
+    try:
+        assert wait_for(lambda: sink.health()["connected"])
+        c0, t0 = cpu(), time.monotonic()
+        time.sleep(2.0)
+        share = (cpu() - c0) / (time.monotonic() - t0)
+    finally:
+        sink.close()
+    assert share < 0.05, f"idle connected sink used {100 * share:.1f} % CPU"
