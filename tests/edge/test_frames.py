@@ -153,3 +153,17 @@ def test_roi_is_reused_while_the_field_stays_put(model):
     moved = fa.analyze("c", synth_frame(440, 600, field_radius=180, seed=3))
     assert moved.roi is not a.roi
     assert moved.roi.circle[2] == pytest.approx(180, abs=1.5)
+
+
+def test_segment_mixed_sizes_keeps_order_and_shapes(model):
+    fa = FrameAnalyzer(model, inference_scale=0.5, backend_config=BackendConfig(max_batch=2))
+    frames = [synth_frame(h, w, crystals=[(w / 2, h / 2, 10)], seed=i)
+              for i, (h, w) in enumerate([(120, 160), (200, 100), (120, 160), (64, 64),
+                                          (120, 160)])]
+    maps = fa.segment(frames)
+    assert [m.shape for m in maps] == [(60, 80), (100, 50), (60, 80), (32, 32), (60, 80)]
+    for m in maps:
+        # the centre disc is crystal, a point near the left edge is lit background
+        assert m[m.shape[0] // 2, m.shape[1] // 2] == 2
+        assert m[m.shape[0] // 2, 2] == 1
+    assert set(fa.last_timings) == {"preprocess_ms", "inference_ms", "segment_ms"}
