@@ -55,15 +55,19 @@ def build_parser() -> argparse.ArgumentParser:
                          help="install and switch only")
     p.add_argument("--remote-python", default="python3",
                    help="Python on the target used to create the venv (default python3)")
-    p.add_argument("--pip-mode", choices=["no-deps", "wheelhouse", "index"], default=None,
-                   help="how dependencies reach the target venv: 'wheelhouse' (offline, from "
-                        "--wheelhouse; default when given), 'index' (the target's pip index), "
-                        "'no-deps' (already installed system-wide; default otherwise)")
+    p.add_argument("--pip-mode", choices=["auto", "wheelhouse", "index", "no-deps"],
+                   default="auto",
+                   help="how dependencies reach the new release's venv: 'wheelhouse' "
+                        "(offline, from /opt/crystal-psd/wheelhouse on the target, filled "
+                        "from --wheelhouse), 'index' (the target's pip index), 'no-deps' "
+                        "(all already in the system site-packages), 'auto' (default: "
+                        "wheelhouse if the target has one, else index)")
     p.add_argument("--wheelhouse", type=Path, default=None,
-                   help="local directory of wheels for the target (aarch64, cp310)")
+                   help="local directory of wheels (aarch64, cp310) synced to the target's "
+                        "/opt/crystal-psd/wheelhouse before installing")
     p.add_argument("--extras", default=None,
-                   help="package extras to install with the dependencies (default 'cpu' "
-                        "for wheelhouse/index: ONNX Runtime fallback)")
+                   help="package extras installed with the dependencies (default 'cpu': "
+                        "ONNX Runtime, the fallback backend; '' for none)")
     p.add_argument("--start-timeout", type=float, default=1800.0, metavar="S",
                    help="wait this long for the service to become active (default 1800: a "
                         "first TensorRT engine build on an Orin Nano takes 15-20 min)")
@@ -92,12 +96,13 @@ def _options(args: argparse.Namespace) -> Options:
         raise UsageError(f"--wheel {args.wheel}: not a .whl file")
     if args.wheelhouse is not None and not args.wheelhouse.is_dir():
         raise UsageError(f"--wheelhouse {args.wheelhouse}: no such directory")
-    pip_mode = args.pip_mode or ("wheelhouse" if args.wheelhouse else "no-deps")
-    if pip_mode == "wheelhouse" and args.wheelhouse is None:
-        raise UsageError("--pip-mode wheelhouse needs --wheelhouse DIR")
+    pip_mode = args.pip_mode
+    if pip_mode in ("index", "no-deps") and args.wheelhouse is not None:
+        raise UsageError(f"--wheelhouse is not used with --pip-mode {pip_mode}")
     if not args.target_root.startswith("/"):
         raise UsageError(f"--target-root {args.target_root}: must be an absolute path")
     extras = args.extras if args.extras is not None else ("" if pip_mode == "no-deps" else "cpu")
+    extras = ",".join(e.strip() for e in extras.split(",") if e.strip())
     restart = args.restart if args.restart is not None else args.target_root.rstrip("/") == ""
     for name in ("keep", "parallel"):
         if getattr(args, name) < 1:

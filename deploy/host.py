@@ -19,7 +19,7 @@ MIN_PYTHON = (3, 10)
 class Options:
     target_root: str = "/"
     remote_python: str = "python3"
-    pip_mode: str = "no-deps"  # no-deps | wheelhouse | index
+    pip_mode: str = "auto"  # auto | wheelhouse | index | no-deps
     extras: str = ""
     wheelhouse: Path | None = None
     config_given: bool = False
@@ -200,7 +200,7 @@ def _install_and_verify(target: Target, release: Release, facts: dict[str, str],
                         result: HostResult, log: Log) -> None:
     base = f"{opts.root}/opt/crystal-psd"
     target.run(remote.MKDIRS, opts.target_root, timeout=120)
-    if opts.pip_mode == "wheelhouse" and opts.wheelhouse is not None:
+    if opts.wheelhouse is not None:
         log(f"wheelhouse: rsync {opts.wheelhouse} -> {base}/wheelhouse/")
         target.rsync(f"{opts.wheelhouse}/", f"{base}/wheelhouse/")
     try:

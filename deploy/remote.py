@@ -169,8 +169,12 @@ if ! "$VPY" -m pip --version >/dev/null 2>&1; then "$VPY" -m ensurepip --default
 PIP=("$VPY" -m pip --disable-pip-version-check --no-input -q)
 WHL="$REL/wheels/$WHEEL"
 step "pip ($PIP_MODE)"
+if [ "$PIP_MODE" = auto ]; then
+  if [ -d "$BASE/wheelhouse" ]; then PIP_MODE=wheelhouse; else PIP_MODE=index; fi
+  step "pip mode auto -> $PIP_MODE"
+fi
 case "$PIP_MODE" in
-  no-deps) ;;  # dependencies already present (system site-packages / earlier install)
+  no-deps) ;;  # dependencies already in the system site-packages
   wheelhouse) "${PIP[@]}" install --no-index --find-links "$BASE/wheelhouse" "$WHL$EXTRAS" ;;
   index) "${PIP[@]}" install "$WHL$EXTRAS" ;;
   *) echo "unknown pip mode $PIP_MODE" >&2; exit 2 ;;

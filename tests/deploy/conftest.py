@@ -70,17 +70,20 @@ class Sshd:
         (self.stub / "calls").unlink(missing_ok=True)
         self.set_mode("active")
 
-    def deploy(self, *args: str, hosts: str = "127.0.0.1",
-               root: Path | None = None) -> subprocess.CompletedProcess[str]:
+    def deploy(self, *args: str, hosts: str = "127.0.0.1", root: Path | None = None,
+               restart: bool = True) -> subprocess.CompletedProcess[str]:
         cmd = [sys.executable, "-m", "deploy", "--hosts", hosts, "--ssh-user", "root",
                "--ssh-port", str(self.port), "--identity", str(self.key),
                "--ssh-option", "StrictHostKeyChecking=no",
                "--ssh-option", f"UserKnownHostsFile={self.known_hosts}",
                "--remote-python", str(Path(sys.base_prefix) / "bin" / "python3"),
+               # dependencies: from this interpreter's site-packages (the test venv is
+               # made with --system-site-packages from it), nothing downloaded
+               "--pip-mode", "no-deps",
                "--allow-missing-tensorrt", "--settle", "0.3", "--poll", "0.2",
                "--start-timeout", "60"]
         if root is not None:
-            cmd += ["--target-root", str(root), "--restart"]
+            cmd += ["--target-root", str(root), "--restart" if restart else "--no-restart"]
         return subprocess.run([*cmd, *args], cwd=REPO, capture_output=True, text=True,
                               timeout=300, check=False)
 

@@ -78,6 +78,13 @@ def test_deploy_update_force_dryrun_rollback(sshd, target_root, tmp_path):
     where = subprocess.run([str(venv_py), "-c", "import edge; print(edge.__file__)"],
                            capture_output=True, text=True, check=True, cwd="/").stdout
     assert where.startswith(str(rel / "venv")), where
+    # and the installed command runs (status of an empty state directory)
+    (tmp_path / "state").mkdir()
+    st = subprocess.run([str(rel / "venv/bin/crystal-edge"), "status", "--json",
+                         "--state-dir", str(tmp_path / "state")],
+                        capture_output=True, text=True, check=False, cwd="/")
+    assert st.returncode == 0, st.stderr
+    assert '"status_error": "missing' in st.stdout
     assert (root / "etc/systemd/system/crystal-edge.service").read_text() == \
         (REPO / "systemd/crystal-edge.service").read_text()
     assert (root / "etc/sysusers.d/crystal-edge.conf").is_file()
@@ -151,15 +158,16 @@ def test_target_checks_refuse_before_changing_anything(sshd, tmp_path):
     assert _tree(root) == before and sshd.calls() == []
 
 
-def test_fresh_host_without_any_config_is_refused(sshd, target_root):
-    r = sshd.deploy("--allow-non-jetson", root=target_root)
-    if "example config" in r.stdout:  # the tree ships an example config: installed
-        assert r.returncode == 0
-        assert (target_root / "etc/crystal-edge/config.toml").is_file()
-    else:
-        assert r.returncode == 1
-        assert "none was given (CONFIG=path)" in r.stdout
-        assert not (target_root / "opt/crystal-psd").exists()
+def test_fresh_host_gets_the_example_config_and_no_restart(sshd, target_root):
+    # no CONFIG=: a host without /etc/crystal-edge/config.toml gets examples/config.toml
+    r = sshd.deploy(root=target_root, restart=False)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "example config examples/config.toml installed" in r.stdout
+    assert "not restarted (--no-restart)" in r.stdout
+    assert (target_root / "etc/crystal-edge/config.toml").read_text() == \
+        (REPO / "examples/config.toml").read_text()
+    assert _current(target_root).startswith("0.")
+    assert sshd.calls() == []  # --no-restart: systemctl never called
 
 
 def test_usage_errors_exit_2(tmp_path):
@@ -173,5 +181,5 @@ def test_usage_errors_exit_2(tmp_path):
     assert r.returncode == 2 and "missing.toml: no such file" in r.stderr
     r = run("--hosts", "h", "--target-root", "relative/root")
     assert r.returncode == 2 and "absolute path" in r.stderr
-    r = run("--hosts", "h", "--pip-mode", "wheelhouse")
-    assert r.returncode == 2 and "needs --wheelhouse" in r.stderr
+    r = run("--hosts", "h", "--pip-mode", "index", "--wheelhouse", str(tmp_path))
+    assert r.returncode == 2 and "not used with --pip-mode index" in r.stderr
