@@ -98,14 +98,18 @@ class FrameResult:
         }
 
 
+_MODELPROTO_FIRST_TAGS = frozenset({0x08, 0x12, 0x1A, 0x22, 0x28, 0x32, 0x3A, 0x42, 0x72})
+
+
 def check_model_file(path: Path) -> None:
     """UserError unless ``path`` exists and starts like an ONNX protobuf."""
     if not path.is_file():
         raise UserError(f"{path}: model file not found")
     with open(path, "rb") as f:
         head = f.read(2)
-    # ModelProto field 1 (ir_version, varint) is written first by every ONNX exporter
-    if len(head) < 2 or head[0] != 0x08:
+    # protobuf writes fields in number order: ir_version (tag 0x08) first, or the first set
+    # field of ModelProto (producer, domain, version, doc, graph, opset_import, metadata)
+    if len(head) < 2 or head[0] not in _MODELPROTO_FIRST_TAGS:
         raise UserError(f"{path}: not an ONNX model (expected a protobuf ModelProto)")
 
 
