@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import collections
 import logging
-import os
 import queue
 import threading
 import time
@@ -27,10 +26,10 @@ from pathlib import Path
 from typing import Any
 
 from edge.batch import BatchAggregator, BatchReport
+from edge.pipeline.health import HealthMixin
 from edge.pipeline.stages import END, FrameProcessor, Item, Stage, get, one_line, put
 from edge.sinks.base import Sink
 from edge.sources.base import FrameSource
-from edge.state import write_status
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +49,7 @@ class PipelineOptions:
     fps_window_s: float = 10.0
 
 
-class Pipeline:
+class Pipeline(HealthMixin):
     """Run a source through the processor into batches and sinks (module docstring)."""
 
     def __init__(self, *, source: FrameSource, processor: FrameProcessor,
@@ -380,14 +379,6 @@ class Pipeline:
             stage.thread.start()
         self.state = "running"
 
-    def healthy(self) -> bool:
-        """All stages beat within ``stall_s`` (finished stages count as healthy)."""
-        now = time.monotonic()
-        for s in [*self.stages.values(), *self.post_stages]:
-            if not s.done and s.alive() and now - s.beat > self.opt.stall_s:
-                return False
-        return True
-
     def run(self) -> int:
         """Start, supervise until the sink stage ends, return 0 (1 if no batch got out
         while at least one was closed)."""
@@ -423,105 +414,3 @@ class Pipeline:
         self.state = "stopped"
         self.publish_health()
         return 1 if self.batches_closed and not self.batches_published else 0
-
-    # ---------------------------------------------------------------- health
-    def frames_per_s(self) -> float:
-        now = time.monotonic()
-        win = self.opt.fps_window_s
-        while self._fps_times and now - self._fps_times[0] > win:
-            self._fps_times.popleft()
-        n = len(self._fps_times)
-        return n / max(min(win, now - self._t0), 1e-6)
-
-    def queue_depths(self) -> dict[str, int]:
-        return {"inference": self.q_infer.qsize(), "post": self.q_post.qsize(),
-                "aggregate": self.q_agg.qsize(), "sinks": self.q_sink.qsize()}
-
-    def snapshot(self) -> dict[str, Any]:
-        """Plain-JSON health snapshot (``status.json`` and ``publish_health``)."""
-        now = time.monotonic()
-        try:
-            src = self.source.health()
-        except Exception as exc:
-            src = {"error": one_line(exc)}
-        sinks = {}
-        for s in self.sinks:
-            try:
-                sinks[getattr(s, "name", "?")] = s.health()
-            except Exception as exc:
-                sinks[getattr(s, "name", "?")] = {"error": one_line(exc)}
-        last = self.last_report or {}
-        return {
-            "state": self.state,
-            "device_id": self.device_id,
-            "pid": os.getpid(),
-            "time": datetime.now(timezone.utc).isoformat(),
-            "started": datetime.fromtimestamp(self.t_start, tz=timezone.utc).isoformat(),
-            "uptime_s": round(time.time() - self.t_start, 3),
-            "healthy": self.healthy(),
-            "frames_per_s": round(self.frames_per_s(), 3),
-            "frames_total": self.frames_total,
-            "frames_used_total": self.frames_used,
-            "frames_rejected_total": dict(self.frames_rejected),
-            "queue_depths": self.queue_depths(),
-            "current_batch_id": self.agg.counter.last + 1,
-            "current_batch_frames": self.agg.n_frames,
-            "batches_total": self.batches_closed,
-            "batches_published": self.batches_published,
-            "batches_failed": self.batches_failed,
-            "last_batch_id": last.get("batch_id"),
-            "last_batch": self.last_report,
-            "last_error": self.last_error,
-            "last_error_time": self.last_error_time,
-            "stop_reason": self.stop_reason,
-            **self.info,
-            "source": src,
-            "sinks": sinks,
-            "stages": {s.name: s.snapshot(now) for s in [*self.stages.values(),
-                                                           *self.post_stages]},
-        }
-
-    def metrics_snapshot(self) -> dict[str, Any]:
-        """Keys of :mod:`edge.metrics` (Prometheus endpoint)."""
-        snap = self.snapshot()
-        last = self.last_report or {}
-        out: dict[str, Any] = {
-            "frames_total": snap["frames_total"],
-            "frames_rejected_total": snap["frames_rejected_total"],
-            "batches_total": snap["batches_total"],
-            "fps": snap["frames_per_s"],
-            "queue_depth": snap["queue_depths"],
-            "uptime_s": snap["uptime_s"],
-            "backend": str((self.info.get("backend") or {}).get("name", "")),
-            "version": str(self.info.get("software_version", "")),
-        }
-        for s in snap["sinks"].values():
-            if isinstance(s, dict) and "outbox_depth" in s:
-                out["outbox_depth"] = s["outbox_depth"]
-        if last.get("x50_3_um") is not None:
-            out["last_x50_um"] = last["x50_3_um"]
-        if last.get("s_lnd") is not None:
-            out["last_s_lnd"] = last["s_lnd"]
-        if last.get("batch_end"):
-            out["last_batch_timestamp_s"] = datetime.fromisoformat(
-                last["batch_end"]).timestamp()
-        return out
-
-    def publish_health(self) -> dict[str, Any]:
-        snap = self.snapshot()
-        if self._on_health is not None:
-            try:
-                self._on_health(snap)
-            except Exception as exc:
-                self._error("health callback", exc)
-        if self.state_dir is not None:
-            try:
-                write_status(self.state_dir, snap)
-            except OSError as exc:
-                self._error("status.json", exc)
-        for s in self.sinks:
-            try:
-                s.publish_health(snap)
-            except Exception as exc:
-                self._error(f"sink {getattr(s, 'name', '?')} health", exc)
-        return snap
