@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import json
 import os
+from collections import deque
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -119,12 +121,13 @@ def write_frame(out: Path, stem: str, frame: SynthFrame, *, png_compression: int
 
 def generate_dataset(out: str | Path, n: int, cfg: SynthConfig | None = None, seed: int = 0,
                      *, progress: Callable[[int, int], None] | None = None,
-                     png_compression: int = 1) -> dict[str, Any]:
+                     png_compression: int = 1, writers: int = 2) -> dict[str, Any]:
     """Render ``n`` frames into ``out`` and write ``classes.json`` and ``truth.json``.
 
     Frame ``i`` is rendered with :func:`frame_seed` ``(seed, i)``, so a set is
-    reproducible byte for byte and any frame can be re-rendered alone. Returns the
-    truth document (also written to ``out/truth.json``).
+    reproducible byte for byte and any frame can be re-rendered alone. ``writers``
+    background threads encode the PNGs while the next frame renders. Returns the truth
+    document (also written to ``out/truth.json``).
     """
     from trainer.data import write_classes
 
@@ -138,14 +141,23 @@ def generate_dataset(out: str | Path, n: int, cfg: SynthConfig | None = None, se
     frames: list[dict[str, Any]] = []
     every: list[SynthCrystal] = []
     width = max(5, len(str(n - 1)))
-    for i in range(n):
-        if progress is not None:
-            progress(i, n)
-        frame = render_frame(frame_seed(seed, i), cfg)
-        stem = f"synth_{i:0{width}d}"
-        write_frame(out, stem, frame, png_compression=png_compression)
-        frames.append({"stem": stem, **frame.to_payload()})
-        every.extend(frame.crystals)
+    # PNG encoding releases the GIL: write in background threads while the next frame
+    # renders (the files and their bytes do not depend on the order of completion)
+    pending: deque[Future] = deque()
+    with ThreadPoolExecutor(max_workers=max(1, int(writers))) as pool:
+        for i in range(n):
+            if progress is not None:
+                progress(i, n)
+            frame = render_frame(frame_seed(seed, i), cfg)
+            stem = f"synth_{i:0{width}d}"
+            pending.append(pool.submit(write_frame, out, stem, frame,
+                                       png_compression=png_compression))
+            while len(pending) > 2 * max(1, int(writers)):
+                pending.popleft().result()
+            frames.append({"stem": stem, **frame.to_payload()})
+            every.extend(frame.crystals)
+        while pending:
+            pending.popleft().result()
     doc = {
         "schema": "crystal-psd/synth-truth",
         "schema_version": 1,
