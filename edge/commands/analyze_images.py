@@ -176,6 +176,13 @@ def results_from_images(args: argparse.Namespace, measure_config: Any
     finally:
         analyzer.close()
     wall = time.perf_counter() - t_start
+    rejected: dict[str, int] = {}
+    for r in results:
+        reason = r.info.get("reject_reason") or ("undecodable" if r.error else None)
+        if reason:
+            rejected[reason] = rejected.get(reason, 0) + 1
+    if rejected:
+        log.info("frames rejected: %s", ", ".join(f"{k} {v}" for k, v in sorted(rejected.items())))
     log.info("%d frame(s) in %.1f s (%.2f frames/s) on %s", n_frames, wall,
              n_frames / wall if wall > 0 else 0.0, info.get("backend"))
     extra = {
@@ -185,6 +192,7 @@ def results_from_images(args: argparse.Namespace, measure_config: Any
         "inference_scale": analyzer.inference_scale,
         "quality": quality_config.model_dump(mode="json"),
         "roi": roi_config.model_dump(mode="json"),
+        "frames_rejected": dict(sorted(rejected.items())),
         "throughput": {"frames": n_frames, "wall_s": round(wall, 3)},
     }
     return "images", results, analyzer.px_size_um, extra

@@ -63,6 +63,7 @@ def test_frames_to_report_overlays_and_class_maps(model, frames, tmp_path, capsy
     assert good["n_kept"] == 12 and good["roi"]["kind"] == "circle"
     assert {"quality_ms", "inference_ms", "postprocess_ms"} <= set(good["timings_ms"])
     assert good["quality"]["focus"] > 50
+    assert rep["settings"]["frames_rejected"] == {"blank": 1, "undecodable": 1}
     model_info = rep["settings"]["model"]
     assert model_info["backend"] == "onnxruntime" and model_info["name"] == "tiny-seg"
     assert rep["settings"]["px_size_um"] == PX
