@@ -63,14 +63,13 @@ def contour_length(contour: np.ndarray, sigma: float = SIGMA_PX) -> float:
     if sigma > 0:
         w = _KERNEL if sigma == SIGMA_PX else _kernel(sigma)
         k = w.size // 2
-        idx = np.arange(-k, n + k) % n
+        idx = np.arange(-k, n + k + 1) % n  # one extra point closes the polygon
         xs = np.convolve(c[idx, 0], w, mode="valid")
         ys = np.convolve(c[idx, 1], w, mode="valid")
     else:
-        xs, ys = c[:, 0], c[:, 1]
-    dx = np.diff(xs, append=xs[:1])
-    dy = np.diff(ys, append=ys[:1])
-    return float(np.hypot(dx, dy).sum())
+        idx = np.arange(n + 1) % n
+        xs, ys = c[idx, 0], c[idx, 1]
+    return float(np.hypot(xs[1:] - xs[:-1], ys[1:] - ys[:-1]).sum())
 
 
 def chain_length(contour: np.ndarray) -> float:

@@ -99,3 +99,17 @@ def test_shape_helpers_reject_3d() -> None:
     with pytest.raises(ValueError, match=r"shape \(4, 4, 3\)"):
         circularity(np.zeros((4, 4, 3), np.uint8))
     assert circularity(np.zeros((4, 4), np.uint8)) == 0.0
+
+
+def test_contour_length_raw_and_smoothed() -> None:
+    from edge.measure import contour_length
+    square = np.array([[0, 0], [10, 0], [10, 10], [0, 10]])
+    assert contour_length(square, sigma=0) == pytest.approx(40.0)
+    # a 4-point chain is no pixel chain; smoothing over it shrinks it a lot
+    assert contour_length(square) < 40.0
+    ring = np.array([[x, 0] for x in range(20)] + [[19, y] for y in range(1, 20)]
+                    + [[x, 19] for x in range(18, -1, -1)] + [[0, y] for y in range(18, 0, -1)])
+    # a 20 x 20 px square outline of pixel centres: 76 unit steps, corners rounded
+    assert contour_length(ring, sigma=0) == pytest.approx(76.0)
+    assert 74.0 < contour_length(ring) < 76.0
+    assert contour_length(np.array([[5, 5]])) == 0.0
