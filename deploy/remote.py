@@ -216,6 +216,9 @@ case "$CONFIG_ACTION" in
 esac
 
 step switch
+# `crystal-edge status` etc. on the PATH of an administrator's shell
+install -d -m 0755 "$R/usr/local/bin"
+ln -sfn /opt/crystal-psd/current/venv/bin/crystal-edge "$R/usr/local/bin/crystal-edge"
 PREV=""
 [ -L "$BASE/current" ] && PREV="$(basename "$(readlink "$BASE/current")")"
 echo "previous=$PREV"

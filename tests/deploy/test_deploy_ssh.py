@@ -88,6 +88,8 @@ def test_deploy_update_force_dryrun_rollback(sshd, target_root, tmp_path):
     assert (root / "etc/systemd/system/crystal-edge.service").read_text() == \
         (REPO / "systemd/crystal-edge.service").read_text()
     assert (root / "etc/sysusers.d/crystal-edge.conf").is_file()
+    assert os.readlink(root / "usr/local/bin/crystal-edge") == \
+        "/opt/crystal-psd/current/venv/bin/crystal-edge"
     assert any(line.startswith("crystal-edge:") for line in
                (root / "etc/passwd").read_text().splitlines())
     assert (root / "etc/crystal-edge/config.toml").read_text() == CFG_A
