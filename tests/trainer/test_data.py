@@ -205,3 +205,14 @@ def test_crops():
     assert len(one) == 1
     with pytest.raises(ValueError, match="share"):
         crop_whole(img[:10], lab)
+
+
+def test_16_bit_frames_scale_like_the_edge(tmp_path):
+    root = make_ds(tmp_path / "d", n=1)
+    img8, _ = _frame(seed=0)
+    grey12 = (img8[:, :, 0].astype(np.uint16) * 16)           # a 12-bit camera, 16-bit PNG
+    assert cv2.imwrite(str(root / "images" / "f00.png"), grey12)
+    img, _ = LabelledDataset(root).load(0)
+    assert img.dtype == np.uint8 and img.shape == (48, 64, 3)
+    expected = np.round(grey12.astype(np.float64) / 4095 * 255)
+    assert np.abs(img[:, :, 1].astype(float) - expected).max() <= 1

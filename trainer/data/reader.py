@@ -102,11 +102,29 @@ def _scan(folder: Path, exts: tuple[str, ...]) -> tuple[dict[str, Path], list[Da
 
 
 def read_image(path: str | Path) -> np.ndarray:
-    """Read a camera frame as RGB uint8 ``(H, W, 3)``; :class:`UserError` if unreadable."""
-    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    """Read a camera frame as RGB uint8 ``(H, W, 3)``; :class:`UserError` if unreadable.
+
+    Grey is replicated to RGB, alpha dropped; 16-bit frames are scaled by the bit depth
+    their data shows (10/12/14/16 bits), exactly as the edge runtime does
+    (:func:`edge.preprocess.to_rgb_float`), so training sees what inference sees.
+    """
+    img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if img is None:
         raise UserError(f"{path}: unreadable image (not a decodable image file)")
-    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    from edge.preprocess import to_rgb_float
+
+    if img.dtype == np.uint8:
+        if img.ndim == 2 or img.shape[2] == 1:
+            return cv2.cvtColor(img.reshape(img.shape[:2]), cv2.COLOR_GRAY2RGB)
+        if img.shape[2] == 4:
+            return cv2.cvtColor(img, cv2.COLOR_BGRA2RGB)
+        if img.shape[2] == 3:
+            return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    try:
+        unit = to_rgb_float(img)
+    except ValueError as exc:
+        raise UserError(f"{path}: unsupported image: {exc}") from None
+    return np.round(unit * 255.0).astype(np.uint8)
 
 
 def decode_label(raw: np.ndarray, classes: tuple[ClassSpec, ...], *,
