@@ -36,7 +36,8 @@ class Frame:
     image : numpy.ndarray or None
         BGR uint8 (H, W, 3) image as OpenCV decodes it; None when ``error`` is set.
     t_capture : float
-        Wall-clock time (``time.time()``) the frame was captured / picked up.
+        Wall-clock time (UNIX seconds) the frame was captured: a camera frame's read
+        time, a file's modification time.
     error : str or None
         Why the frame is unusable (``"unreadable: <detail>"``); counted as ``unreadable``.
     token : Any

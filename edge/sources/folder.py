@@ -315,7 +315,8 @@ class FolderSource:
             self._stats["files_failed"] += 1
             self._last_failed = {"file": rel, "reason": error}
             log.warning("folder source: %s: %s", path, error)
-        frame = Frame(name=rel, seq=self._seq, image=image, t_capture=time.time(),
+        # capture time = when the camera software finished writing the file
+        frame = Frame(name=rel, seq=self._seq, image=image, t_capture=mtime_ns / 1e9,
                       error=error, token=key)
         self._seq += 1
         return frame

@@ -213,3 +213,31 @@ def test_run_and_analyze_agree_on_the_same_frames(workdir, tiny_model, capsys):
     for key in ("x10_3_um", "x50_3_um", "x90_3_um"):
         assert batch["statistics"][key] == pytest.approx(rep[key], rel=1e-9)
     assert batch["lognormal"]["s_lnd"] == pytest.approx(rep["lognormal"]["s_lnd"], rel=1e-9)
+
+
+def test_start_up_errors_are_one_line(workdir, tiny_model, capsys):
+    write_config(workdir / "config.toml", model=tiny_model)
+    (workdir / "in").rmdir()
+    assert main(["run", "--config", str(workdir / "config.toml")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == f"crystal-edge: error: source.path {workdir / 'in'}: not a directory"
+    write_config(workdir / "config.toml", model=workdir / "missing.onnx")
+    assert main(["run", "--config", str(workdir / "config.toml")]) == 2
+    err = capsys.readouterr().err
+    assert "missing.onnx: model file not found" in err and "Traceback" not in err
+    (workdir / "in").mkdir()
+    write_config(workdir / "config.toml", model=tiny_model)
+    (workdir / "state").mkdir(exist_ok=True)
+    (workdir / "state" / "batch_counter.json").write_text("garbage")
+    assert main(["run", "--config", str(workdir / "config.toml")]) == 2
+    assert "batch_counter.json: unreadable batch counter" in capsys.readouterr().err
+
+
+def test_batch_times_are_the_frames_capture_times(workdir, tiny_model):
+    write_config(workdir / "config.toml", model=tiny_model, batch_frames=3)
+    t0 = 1_764_000_000.0  # 2025-11-24T16:00:00Z
+    write_frames(workdir / "in", ["a.png", "b.png", "c.png"], t0=t0)
+    assert main(["run", "--config", str(workdir / "config.toml"), "--max-frames", "3"]) == 0
+    pay = read_jsonl(workdir / "out.jsonl")[0]["payload"]
+    assert pay["batch_start"] == "2025-11-24T16:00:00Z"
+    assert pay["batch_end"] == "2025-11-24T16:00:02Z"
