@@ -180,7 +180,8 @@ class MqttSink:
         self._outbox.put(psd.batch_id, text)
 
     def publish_health(self, health: dict[str, Any]) -> None:
-        """Queue a health snapshot from the pipeline; sent by the MQTT thread when connected."""
+        """Hand over the pipeline's latest health snapshot (any cadence); the MQTT thread
+        publishes the latest one every ``health_interval_s`` while connected."""
         with self._lock:
             self._pending_health = dict(health)
 
@@ -316,8 +317,10 @@ class MqttSink:
                 with self._lock:
                     pending = self._pending_health
                     self._pending_health = None
-                if pending is not None or now - last_health >= cfg.health_interval_s:
-                    self._send_health(client, pending)
+                if pending is not None:
+                    self._last_pipeline_health = pending
+                if now - last_health >= cfg.health_interval_s:  # first one right after CONNACK
+                    self._send_health(client)
                     last_health = now
                 self._flush_acks()
             elif time.monotonic() > connack_deadline:
@@ -353,10 +356,8 @@ class MqttSink:
             self._outbox.ack(self._acked)
             self._acked = []
 
-    def _send_health(self, client: mqtt.Client, pipeline: dict[str, Any] | None) -> None:
+    def _send_health(self, client: mqtt.Client) -> None:
         assert self._mode is not None
-        if pipeline is not None:
-            self._last_pipeline_health = pipeline
         own = dict(self.health(), connection="connected")
         try:
             payload = build_health(self.device_id, self._last_pipeline_health, own,

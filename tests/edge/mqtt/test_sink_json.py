@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from pathlib import Path
 
 import jsonschema
@@ -70,7 +71,7 @@ def test_status_is_retained_for_late_subscribers(broker, recorder_factory, tmp_p
 
 def test_health_payload_merges_pipeline_and_sink_state(broker, recorder_factory, tmp_path):
     rec = recorder_factory(broker.port, "plant/cryst/dev1/health")
-    sink = MqttSink(mqtt_config(broker.port), state_dir=tmp_path)
+    sink = MqttSink(mqtt_config(broker.port, health_interval_s=0.5), state_dir=tmp_path)
     sink.open()
     try:
         assert wait_for(lambda: sink.health()["connected"])
@@ -78,9 +79,20 @@ def test_health_payload_merges_pipeline_and_sink_state(broker, recorder_factory,
                              "last_error": None, "current_batch_id": 4, "gpu_temp_c": 51})
         assert wait_for(lambda: any(json.loads(m.payload).get("frames_per_s") == 12.5
                                     for m in rec.all))
+        n0 = len(rec.all)
+        for i in range(20):  # the pipeline may report faster than the MQTT period
+            sink.publish_health({"frames_per_s": 13.0 + i})
+            time.sleep(0.05)
+        assert wait_for(lambda: json.loads(rec.all[-1].payload)["frames_per_s"] == 32.0,
+                        timeout=3)
+        burst = [json.loads(m.payload)["frames_per_s"] for m in rec.all[n0:]]
     finally:
         sink.close()
+    first = json.loads(rec.all[0].payload)  # sent right after CONNACK, before any snapshot
+    assert first["frames_per_s"] is None and first["uptime_s"] >= 0
     h = next(json.loads(m.payload) for m in rec.all if json.loads(m.payload).get("frames_per_s"))
+    assert 2 <= len(burst) <= 5  # ~1.5 s at one per 0.5 s, not one per snapshot (20)
+    assert burst == sorted(burst)  # always the latest snapshot
     jsonschema.validate(h, _schema("health"))
     assert h["queue_depths"] == {"frames": 3} and h["current_batch_id"] == 4
     assert h["connection"] == "connected" and h["outbox_depth"] == 0
@@ -145,7 +157,6 @@ def test_invalid_report_is_refused_before_the_outbox(broker, tmp_path):
 
 def test_idle_connected_sink_is_quiet(broker, tmp_path):
     import resource
-    import time
 
     def cpu() -> float:
         r = resource.getrusage(resource.RUSAGE_SELF)
