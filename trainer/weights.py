@@ -16,6 +16,8 @@ import numpy as np
 
 from edge.errors import UserError
 
+PAIRING_KINDS = ("missing_label", "missing_image", "duplicate_stem")
+
 
 @dataclass(frozen=True)
 class ClassWeights:
@@ -93,17 +95,21 @@ def median_frequency_weights(counts, image_pixels) -> np.ndarray:
 def class_pixel_stats(dataset, progress=None) -> ClassWeights:
     """Count class pixels of a :class:`trainer.data.LabelledDataset` and weight them.
 
+    Images without labels (and vice versa) are not pairs and are ignored here.
+
     Raises
     ------
     UserError
-        When a file cannot be read or decoded (the dataset must pass ``check-data``), or
-        when no class has any pixels.
+        When a pair cannot be read or decoded, or its sizes differ (the first such
+        problem, with the count of the others), or when there are no valid pairs.
     """
     rep = dataset.validate(progress=progress)
-    if rep.issues:
-        first = rep.issues[0]
-        more = f" (and {len(rep.issues) - 1} more; run crystal-train check-data)" \
-            if len(rep.issues) > 1 else ""
+    # files without a partner are not in the pairs and do not change the counts
+    bad = [i for i in rep.issues if i.kind not in PAIRING_KINDS]
+    if bad:
+        first = bad[0]
+        more = f" (and {len(bad) - 1} more; run crystal-train check-data)" \
+            if len(bad) > 1 else ""
         raise UserError(f"{first}{more}")
     if rep.n_valid == 0:
         raise UserError(f"{dataset.root}: no image/label pairs")

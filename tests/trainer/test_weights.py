@@ -84,3 +84,12 @@ def test_check_data_cli(tmp_path, capsys):
     rep = json.loads((tmp_path / "r.json").read_text())
     assert rep["n_valid"] == 1 and len(rep["issues"]) == 2
     assert main(["check-data", str(tmp_path / "missing")]) == 2
+
+
+def test_unpaired_files_do_not_block_weights(tmp_path):
+    root = make_ds(tmp_path / "d", n=3)
+    (root / "labels" / "f02.png").unlink()
+    ds = LabelledDataset(root)
+    assert [i.kind for i in ds.issues] == ["missing_label"]
+    cw = class_pixel_stats(ds)
+    assert cw.n_images == 2 and cw.image_pixel_count.tolist() == [2 * 48 * 64] * 3
