@@ -196,6 +196,9 @@ HEALTH_PIPELINE_KEYS = ("uptime_s", "frames_per_s", "queue_depths", "current_bat
 """Keys of a pipeline health snapshot that map onto HealthPayload fields; the rest goes
 to ``details``."""
 
+HEALTH_DETAILS_SKIPPED = ("device_id", "time", "last_batch")
+"""Snapshot keys not copied into ``details`` (``last_batch`` is on the psd topic)."""
+
 
 def build_health(device_id: str, pipeline: dict[str, Any], sink: dict[str, Any], *,
                  uptime_s: float) -> HealthPayload:
@@ -209,7 +212,7 @@ def build_health(device_id: str, pipeline: dict[str, Any], sink: dict[str, Any],
     known.setdefault("uptime_s", uptime_s)
     details = {k: v for k, v in pipeline.items()
                if k not in HEALTH_PIPELINE_KEYS and k not in sink
-               and k not in ("device_id", "time")}
+               and k not in HEALTH_DETAILS_SKIPPED}
     return HealthPayload(
         device_id=device_id, time=utc_now(), connection=sink.get("connection", "connected"),
         outbox_depth=sink.get("outbox_depth", 0), outbox_dropped=sink.get("outbox_dropped", 0),

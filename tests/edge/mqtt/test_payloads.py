@@ -97,3 +97,22 @@ def test_cli_unwritable_out_is_a_one_line_error(tmp_path, capsys):
     err = capsys.readouterr().err
     assert rc == 2
     assert err.startswith("crystal-edge: error: --out ") and err.count("\n") == 1
+
+
+def test_build_health_from_a_pipeline_snapshot():
+    from edge.mqtt.payloads import build_health
+
+    snap = {"state": "running", "device_id": "dev1", "time": "2026-11-30T00:00:00+00:00",
+            "uptime_s": 12.5, "frames_per_s": 14.2, "frames_total": 180,
+            "queue_depths": {"inference": 1, "post": 0}, "current_batch_id": 4,
+            "last_batch_id": 3, "last_batch": psd_payload(3), "last_error": None,
+            "sinks": {"mqtt": {"connected": True}}, "stages": {"infer": {"beat_age_s": 0.1}}}
+    own = {"connection": "connected", "outbox_depth": 2, "outbox_dropped": 0, "published": 3}
+    h = build_health("dev1", snap, own, uptime_s=99.0).to_payload()
+    assert h["uptime_s"] == 12.5 and h["frames_per_s"] == 14.2
+    assert h["queue_depths"] == {"inference": 1, "post": 0}
+    assert h["outbox_depth"] == 2 and h["last_batch_id"] == 3
+    assert set(h["details"]) == {"state", "frames_total", "sinks", "stages"}
+    assert build_health("dev1", {}, own, uptime_s=99.0).uptime_s == 99.0
+    with pytest.raises(ValidationError):
+        build_health("dev1", {"queue_depths": "full"}, own, uptime_s=1.0)
