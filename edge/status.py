@@ -190,6 +190,7 @@ class StatusReport:
     healthy: bool | None = None
     device_id: str | None = None
     backend: str | None = None
+    model: str | None = None
     software_version: str | None = None
     uptime_s: float | None = None
     frames_per_s: float | None = None
@@ -227,6 +228,7 @@ class StatusReport:
             "healthy": self.healthy,
             "device_id": self.device_id,
             "backend": self.backend,
+            "model": self.model,
             "software_version": self.software_version,
             "uptime_s": self.uptime_s,
             "frames_per_s": self.frames_per_s,
@@ -281,6 +283,7 @@ class StatusReport:
              else f"{self.status_file}: {self.status_error}"),
             ("device", fmt(self.device_id)),
             ("backend", fmt(self.backend)),
+            ("model", fmt(self.model)),
             ("version", fmt(self.software_version)),
             ("uptime", "-" if self.uptime_s is None else f"{self.uptime_s / 3600:.2f} h"),
             ("frames/s", fmt(self.frames_per_s)),
@@ -373,6 +376,10 @@ def collect_status(state_dir: str | Path, *, stale_after_s: float = DEFAULT_STAL
     rep.device_id = data.get("device_id")
     rep.backend = _backend_name(data)
     rep.software_version = data.get("software_version")
+    model = data.get("model")
+    if isinstance(model, dict) and model.get("name"):
+        sha = str(model.get("sha256") or "")[:12]
+        rep.model = f"{model['name']}" + (f" (sha256 {sha})" if sha else "")
     rep.uptime_s = data.get("uptime_s")
     rep.frames_per_s = data.get("frames_per_s", data.get("fps"))
     rep.frames_total = data.get("frames_total")
@@ -399,7 +406,9 @@ def collect_status(state_dir: str | Path, *, stale_after_s: float = DEFAULT_STAL
         if from_status is not None:
             rep.outbox_depth, rep.outbox_source = from_status, "status.json"
 
+    engine = _get(data, "backend", "engine")
     cache = (_get(data, "backend", "engine_cache_dir") or data.get("engine_cache_dir")
+             or (Path(engine).parent if isinstance(engine, str) and engine else None)
              or sd / ENGINE_DIR)
     rep.engine_cache_dir = str(cache)
     rep.engines = _engine_files(Path(cache))

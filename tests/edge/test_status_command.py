@@ -35,7 +35,9 @@ SNAPSHOT = {
     "last_batch": {"batch_id": 17, "x50_3_um": 84.2, "s_lnd": 0.41, "crystals": 5321,
                    "batch_end": "2026-11-30T00:59:00+00:00", "close_reason": "frames"},
     "last_error": None,
-    "backend": {"name": "tensorrt", "precision": "fp16"},
+    "backend": {"name": "tensorrt", "precision": "fp16", "device": "gpu",
+                "engine": "/somewhere/else/engines/x.engine"},
+    "model": {"name": "crystal-seg", "file": "crystal-seg.onnx", "sha256": "ab" * 32},
     "software_version": "0.1.0",
     "sinks": {"mqtt": {"connected": False, "outbox_depth": 99}},
 }
@@ -67,7 +69,9 @@ def _outbox(path: Path, n: int) -> None:
 def state_dir(tmp_path):
     sd = tmp_path / "state"
     (sd / "engines").mkdir(parents=True)
-    (sd / "status.json").write_text(json.dumps(SNAPSHOT))
+    snap = json.loads(json.dumps(SNAPSHOT))
+    snap["backend"]["engine"] = str(sd / "engines" / "crystal-seg-abc123.engine")
+    (sd / "status.json").write_text(json.dumps(snap))
     _outbox(sd / "outbox.sqlite3", 3)
     eng = sd / "engines" / "crystal-seg-abc123.engine"
     eng.write_bytes(b"\0" * 2_500_000)
@@ -84,7 +88,8 @@ def test_collect_status_reads_everything(state_dir, tmp_path):
     assert (tmp_path / "systemctl.calls").read_text().split() == ["is-active", "crystal-edge"]
     assert rep.status_age_s == pytest.approx(4.0, abs=1e-3) and rep.stale is False
     assert rep.state == "running" and rep.healthy is True
-    assert rep.backend == "tensorrt" and rep.device_id == "skid-07"
+    assert rep.backend == "tensorrt (gpu)" and rep.device_id == "skid-07"
+    assert rep.model == "crystal-seg (sha256 abababababab)"
     assert rep.frames_per_s == 9.5 and rep.frames_total == 68000
     assert rep.frames_rejected_total == {"blur": 12, "empty": 3}
     assert rep.last_batch["batch_id"] == 17 and rep.last_batch["x50_3_um"] == 84.2
@@ -196,7 +201,7 @@ def test_cli_json_text_and_check(state_dir, tmp_path, monkeypatch, capsys):
     assert payload["last_batch"]["batch_id"] == 17 and payload["ok"] is True
 
     assert dispatch("crystal-edge", "t", COMMANDS, argv) == 0
-    assert "backend       tensorrt" in capsys.readouterr().out
+    assert "backend       tensorrt (gpu)" in capsys.readouterr().out
 
     old = time.time() - 3600
     os.utime(state_dir / "status.json", (old, old))
@@ -211,3 +216,15 @@ def test_cli_user_errors_are_one_line(tmp_path, capsys):
     rc = dispatch("crystal-edge", "t", COMMANDS,
                   ["status", "--state-dir", str(tmp_path), "--stale-after", "0"])
     assert rc == 2 and "--stale-after" in capsys.readouterr().err
+
+
+def test_engine_cache_dir_follows_the_backend_engine_path(tmp_path):
+    sd, cache = tmp_path / "s", tmp_path / "cache"
+    sd.mkdir()
+    cache.mkdir()
+    (cache / "m-1.engine").write_bytes(b"x" * 1000)
+    (sd / "status.json").write_text(json.dumps(
+        {"backend": {"name": "tensorrt", "engine": str(cache / "m-1.engine")}}))
+    rep = collect_status(sd, systemctl="/nonexistent/systemctl")
+    assert rep.engine_cache_dir == str(cache)
+    assert [(e.name, e.size_bytes, e.meta) for e in rep.engines] == [("m-1.engine", 1000, {})]
