@@ -126,19 +126,21 @@ def remove_small(mask: np.ndarray, min_area_px: int, *, connectivity: int = 8
     if min_area_px <= 1:
         return mask, 0
     n, lab = cv2.connectedComponents(mask, connectivity=connectivity, ltype=cv2.CV_32S)
-    if connectivity != 8:
+    candidates: list[int] = []
+    if connectivity == 8 and n > 1:
+        found = cv2.findContours(mask, cv2.RETR_CCOMP, cv2.CHAIN_APPROX_NONE)
+        contours, hierarchy = found[-2], found[-1]
+        limit = 2 * min_area_px + 4
+        candidates = [k for k, c in enumerate(contours)
+                      if hierarchy[0, k, 3] == -1 and len(c) < limit]
+    if connectivity != 8 or len(candidates) > 500:  # 4-connectivity, or speckle noise
         small = np.bincount(lab.ravel(), minlength=n) < min_area_px
         small[0] = False
         n_small = int(np.count_nonzero(small))
         return (np.where(small[lab], 0, mask).astype(np.uint8) if n_small else mask), n_small
-    found = cv2.findContours(mask, cv2.RETR_CCOMP, cv2.CHAIN_APPROX_NONE)
-    contours, hierarchy = found[-2], found[-1]
     out, n_small = mask, 0
-    if hierarchy is None:
-        return out, 0
-    for k, c in enumerate(contours):
-        if hierarchy[0, k, 3] != -1 or len(c) >= 2 * min_area_px + 4:
-            continue  # a hole's outline, or an object too long to be small
+    for k in candidates:
+        c = contours[k]
         i = int(lab[c[0, 0, 1], c[0, 0, 0]])
         x, y, w, h = cv2.boundingRect(c)
         crop = lab[y:y + h, x:x + w] == i

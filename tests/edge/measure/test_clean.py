@@ -161,3 +161,12 @@ def test_remove_small_matches_a_full_frame_count(connectivity: int) -> None:
         out, k = remove_small(m, 5, connectivity=connectivity)
         assert np.array_equal(out, np.where(small[lab], 0, m))
         assert k == int(small.sum())
+    # speckle noise (thousands of candidates: the full-frame count path)
+    m = (rng.random((300, 300)) < 0.06).astype(np.uint8)
+    m[100:140, 100:140] = 1
+    n, lab = cv2.connectedComponents(m, connectivity=connectivity)
+    small = np.bincount(lab.ravel(), minlength=n) < 5
+    small[0] = False
+    assert small.sum() > 500
+    out, k = remove_small(m, 5, connectivity=connectivity)
+    assert np.array_equal(out, np.where(small[lab], 0, m)) and k == int(small.sum())
