@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import sys
@@ -33,14 +34,16 @@ from tests.edge.measure.oracle import oracle_measure  # noqa: E402
 from tests.edge.measure.shapes import random_scene  # noqa: E402
 
 
-def _time(fn, repeats: int) -> tuple[list[float], object]:
+def _time(fn, repeats: int) -> tuple[list[float], list[float], object]:
+    """Wall and CPU (all threads of the process) ms per run, and the last result."""
     out = fn()  # warm-up
-    times = []
+    wall, cpu = [], []
     for _ in range(repeats):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         out = fn()
-        times.append((time.perf_counter() - t0) * 1000.0)
-    return times, out
+        cpu.append((time.process_time() - c0) * 1000.0)
+        wall.append((time.perf_counter() - t0) * 1000.0)
+    return wall, cpu, out
 
 
 def window_study(n_singles: int, n_clumps: int, seed: int) -> dict[str, object]:
@@ -125,8 +128,9 @@ def main(argv: list[str] | None = None) -> int:
     mask = random_scene(a.size, a.size, a.crystals, seed=a.seed, r_range=(10, 40))
     cfg = MeasureConfig()
     px = 1.45
-    t_cv, res = _time(lambda: measure_crystals(mask, px_size_um=px, config=cfg), a.repeats)
-    t_sk, (ref, _n_small) = _time(
+    t_cv, c_cv, res = _time(lambda: measure_crystals(mask, px_size_um=px, config=cfg),
+                            a.repeats)
+    t_sk, c_sk, (ref, _n_small) = _time(
         lambda: oracle_measure(mask, px_size_um=px, min_area_px=cfg.min_area_px,
                                closing_radius_px=cfg.closing_radius_px, h_px=cfg.h_px,
                                h_rel=cfg.h_rel), a.oracle_repeats)
@@ -141,6 +145,10 @@ def main(argv: list[str] | None = None) -> int:
         "opencv_ms": {"median": round(med_cv, 2), "runs": [round(t, 2) for t in t_cv]},
         "skimage_oracle_ms": {"median": round(med_sk, 2), "runs": [round(t, 2) for t in t_sk]},
         "speedup": round(med_sk / med_cv, 2),
+        "opencv_cpu_ms_median": round(statistics.median(c_cv), 2),
+        "skimage_oracle_cpu_ms_median": round(statistics.median(c_sk), 2),
+        "load_average_1min": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
+        "cpu_count": os.cpu_count(),
         "opencv_version": cv2.__version__,
         "opencv_threads": cv2.getNumThreads(),
         "numpy_version": np.__version__,
