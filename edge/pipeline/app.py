@@ -69,6 +69,7 @@ class Service:
         self.max_batches = max_batches
         self.install_signals = install_signals
         self.pipeline: Pipeline | None = None
+        self.metrics: Any = None
         self.ready = threading.Event()
         self._cleanup: list[tuple[str, Callable[[], Any]]] = []
 
@@ -162,12 +163,12 @@ class Service:
             log.warning("second SIGINT: aborting without draining")
             self.pipeline.abort()
             return
+        systemd.notify_stopping(f"{name}: finishing the open batch")
         self.pipeline.request_stop(name)
 
     # ------------------------------------------------------------------ running
     def run(self) -> int:
         old: dict[int, Any] = {}
-        metrics = None
         try:
             self.pipeline = pipeline = self._build()
             if self.install_signals:
@@ -176,8 +177,10 @@ class Service:
             if self.cfg.metrics.enabled:
                 from edge.metrics import MetricsServer
 
-                metrics = MetricsServer(pipeline.metrics_snapshot, config=self.cfg.metrics)
-                metrics.start()
+                self.metrics = MetricsServer(pipeline.metrics_snapshot,
+                                             config=self.cfg.metrics)
+                port = self.metrics.start()
+                log.info("metrics on http://%s:%d/metrics", self.cfg.metrics.host, port)
             pipeline.start()
             systemd.notify_ready(f"running: source {self.cfg.source.type}")
             self.ready.set()
@@ -189,8 +192,8 @@ class Service:
             return rc
         finally:
             self.ready.set()
-            if metrics is not None:
-                metrics.stop()
+            if self.metrics is not None:
+                self.metrics.stop()
             for what, fn in reversed(self._cleanup):
                 try:
                     fn()

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 import cv2
@@ -170,7 +171,8 @@ def test_camera_that_disappears_is_retried_while_the_service_runs(workdir, tiny_
     vw.release()
     source = (f'type = "opencv"\nuri = "{video}"\non_end = "reconnect"\n'
               'reconnect_initial_s = 0.3\nreconnect_max_s = 0.6\n')
-    write_config(workdir / "config.toml", model=tiny_model, batch_frames=4, source=source)
+    write_config(workdir / "config.toml", model=tiny_model, batch_frames=4, source=source,
+                 extra="\n[metrics]\nenabled = true\nport = 0\n")
     svc = Service(load_config(workdir / "config.toml"), install_signals=False)
     result: list[int] = []
     th = threading.Thread(target=lambda: result.append(svc.run()))
@@ -187,6 +189,8 @@ def test_camera_that_disappears_is_retried_while_the_service_runs(workdir, tiny_
         snap = read_status(workdir / "state")
         assert "cannot open" in snap["source"]["last_error"]
         assert snap["batches_total"] >= 1
+        metrics = urllib.request.urlopen(svc.metrics.url, timeout=5).read().decode()
+        assert f"crystal_edge_frames_total {pipe.frames_total}" in metrics
         write_video(video, n=3, h=240, w=320)  # plugged in again
         n_before = pipe.frames_total
         _wait(lambda: pipe.frames_total >= n_before + 3, 15, "frames after reconnecting")
