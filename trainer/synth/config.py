@@ -41,6 +41,10 @@ class SynthConfig(BaseModel):
     tint: Range = Field(
         (0.86, 0.97),
         description="blue (and, halved, green) gain of the lamp colour relative to red")
+    chromatic_aberration: Range = Field(
+        (0.0, 0.0015),
+        description="lateral colour: relative magnification of red (+) and blue (-) "
+                    "about the field centre (colour fringes towards the field edge)")
     # crystals
     size_mode: Literal["sieve", "lognormal"] = Field(
         "sieve", description="'sieve': a sieve fraction with tails; 'lognormal': x50,3 and s")
@@ -84,7 +88,8 @@ class SynthConfig(BaseModel):
     def _ranges(self) -> SynthConfig:
         for name in ("field_radius_frac", "brightness", "vignetting", "illumination_gradient",
                      "black_level", "field_edge_px", "psf_sigma_px", "tint", "fraction_um",
-                     "defocus_sigma_px", "motion_blur_px", "bubble_radius_um"):
+                     "defocus_sigma_px", "motion_blur_px", "bubble_radius_um",
+                     "chromatic_aberration"):
             lo, hi = getattr(self, name)
             if lo > hi or lo < 0:
                 raise ValueError(f"{name}: need 0 <= lo <= hi, got ({lo}, {hi})")

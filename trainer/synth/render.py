@@ -290,6 +290,13 @@ def render_frame(rng: np.random.Generator, cfg: SynthConfig | None = None) -> Sy
     tint = np.array([1.0, 1 - (1 - blue) / 2, blue], np.float32)
     black = _u(rng, cfg.black_level)
     img = light[:, :, None] * tint
+    ca = _u(rng, cfg.chromatic_aberration)
+    if ca > 0:  # lateral colour: red imaged slightly larger, blue smaller, about the axis
+        for ch, m in ((0, 1 + ca), (2, 1 - ca)):
+            warp = np.array([[m, 0, (1 - m) * cx], [0, m, (1 - m) * cy]], np.float32)
+            img[:, :, ch] = cv2.warpAffine(np.ascontiguousarray(img[:, :, ch]), warp, (w, h),
+                                           flags=cv2.INTER_LINEAR,
+                                           borderMode=cv2.BORDER_REPLICATE)
     img += np.float32(black + 0.5)
     if cfg.noise > 0:  # shot + read noise: sigma^2 = 2.5 + 0.045 I (DN)
         sigma = cv2.sqrt(light * np.float32(0.045 * cfg.noise ** 2)
