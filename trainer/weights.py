@@ -16,7 +16,7 @@ import numpy as np
 
 from edge.errors import UserError
 
-PAIRING_KINDS = ("missing_label", "missing_image", "duplicate_stem")
+PAIRING_KINDS = ("missing_label", "missing_image", "duplicate_stem", "bad_format")
 
 
 @dataclass(frozen=True)

@@ -114,19 +114,21 @@ def test_validate_reports_every_error_at_once(tmp_path):
     bad = _frame(seed=4)[1].copy()
     bad[0, :3] = 7
     _write(root / "labels" / "f04.png", bad)                     # unknown value
+    (root / "labels" / "f05.png").rename(root / "labels" / "f05.jpg")  # lossy label
     ds = LabelledDataset(root)
     rep = ds.validate()
     kinds = sorted((Path(i.path).name, i.kind) for i in rep.issues)
     assert kinds == [("extra.png", "missing_image"), ("f00.png", "missing_label"),
                      ("f01.png", "unreadable"), ("f02.png", "unreadable"),
-                     ("f03.png", "size_mismatch"), ("f04.png", "unknown_label_value")]
+                     ("f03.png", "size_mismatch"), ("f04.png", "unknown_label_value"),
+                     ("f05.jpg", "bad_format"), ("f05.png", "missing_label")]
     msgs = {Path(i.path).name: str(i) for i in rep.issues}
     assert "label size 64x40 differs from image 64x48" in msgs["f03.png"]
     assert "label values not in classes.json ids [0, 1, 2]: 7 (3 px)" in msgs["f04.png"]
     assert all("\n" not in m for m in msgs.values())
     # the good pairs still count
-    assert rep.n_pairs == 6 and rep.n_valid == 2
-    assert rep.class_pixels.sum() == 2 * 48 * 64
+    assert rep.n_pairs == 5 and rep.n_valid == 1
+    assert rep.class_pixels.sum() == 1 * 48 * 64
     # load() of a bad pair raises a one-line UserError naming the file
     i3 = [p.stem for p in ds.items].index("f03")
     with pytest.raises(UserError, match=r"f03\.png: label size"):
@@ -216,3 +218,18 @@ def test_16_bit_frames_scale_like_the_edge(tmp_path):
     assert img.dtype == np.uint8 and img.shape == (48, 64, 3)
     expected = np.round(grey12.astype(np.float64) / 4095 * 255)
     assert np.abs(img[:, :, 1].astype(float) - expected).max() <= 1
+
+
+def test_crops_of_a_synthetic_frame():
+    from trainer.synth import SynthConfig, render_frame
+    f = render_frame(np.random.default_rng(2), SynthConfig(width=320, height=240))
+    crops = dict((k, (i, lab)) for k, i, lab in make_crops(f.image, f.label, corner=1))
+    img, lab = crops["whole"]
+    assert img.shape == (*lab.shape, 3)
+    r = f.field_xyr[2]
+    assert lab.shape[1] == pytest.approx(min(2 * r, 320), abs=2)   # the circle's width
+    assert (lab[:, 0] != 0).any() and (lab[:, -1] != 0).any()       # field touches the sides
+    _, ls = crops["lens_square"]
+    assert ls.shape[0] == ls.shape[1] and (ls != 0).all()
+    assert ls.shape[0] >= min(int(r * np.sqrt(2)) - 4, 240 - 4)
+    assert (crops["cornered_quarter"][1] == 0).any()

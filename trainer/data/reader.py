@@ -25,8 +25,8 @@ class DataIssue:
     """One problem with one file; ``str()`` gives the one-line message."""
 
     path: str
-    # missing_label | missing_image | duplicate_stem | unreadable | size_mismatch
-    # | unknown_label_value
+    # missing_label | missing_image | duplicate_stem | bad_format | unreadable
+    # | size_mismatch | unknown_label_value
     kind: str
     message: str
 
@@ -91,7 +91,13 @@ def _scan(folder: Path, exts: tuple[str, ...]) -> tuple[dict[str, Path], list[Da
     found: dict[str, Path] = {}
     issues: list[DataIssue] = []
     for p in sorted(folder.iterdir()):
-        if p.name.startswith(".") or not p.is_file() or p.suffix.lower() not in exts:
+        if p.name.startswith(".") or not p.is_file():
+            continue
+        if p.suffix.lower() not in exts:
+            if p.suffix.lower() in IMAGE_EXTS:  # a JPEG label: lossy, cannot hold class ids
+                issues.append(DataIssue(str(p), "bad_format",
+                                        f"labels must be lossless ({', '.join(exts)}), "
+                                        f"not {p.suffix}"))
             continue
         if p.stem in found:
             issues.append(DataIssue(str(p), "duplicate_stem",
