@@ -245,3 +245,40 @@ def test_batch_times_are_the_frames_capture_times(workdir, tiny_model):
     pay = read_jsonl(workdir / "out.jsonl")[0]["payload"]
     assert pay["batch_start"] == "2025-11-24T16:00:00Z"
     assert pay["batch_end"] == "2025-11-24T16:00:02Z"
+
+
+def test_systemd_notifications(workdir, tiny_model, monkeypatch):
+    """READY after start-up, WATCHDOG while the stages make progress, STOPPING at the end,
+    received on a real AF_UNIX datagram socket as systemd would."""
+    import socket
+
+    sock_path = workdir / "notify.sock"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(sock_path))
+    sock.settimeout(0.2)
+    monkeypatch.setenv("NOTIFY_SOCKET", str(sock_path))
+    monkeypatch.setenv("WATCHDOG_USEC", "200000")  # 0.2 s: pets every 0.1 s
+    monkeypatch.setenv("WATCHDOG_PID", str(os.getpid()))
+    write_config(workdir / "config.toml", model=tiny_model, batch_frames=2)
+    write_frames(workdir / "in", [f"f{i}.png" for i in range(4)])
+    svc = Service(load_config(workdir / "config.toml"), install_signals=False)
+    th = threading.Thread(target=svc.run)
+    th.start()
+    assert svc.ready.wait(30)
+    _wait(lambda: svc.pipeline.frames_total >= 4, 30, "4 frames")
+    time.sleep(0.4)
+    svc.pipeline.request_stop("test")
+    th.join(30)
+    msgs = []
+    try:
+        while True:
+            msgs.append(sock.recv(4096).decode())
+    except TimeoutError:
+        pass
+    finally:
+        sock.close()
+    kinds = [m.split("\n")[0].split("=")[0] for m in msgs]
+    assert kinds[0] == "READY" and "STOPPING" in kinds
+    assert kinds.index("STOPPING") > kinds.index("READY")
+    assert kinds.count("WATCHDOG") >= 3
+    assert any(m.startswith("STATUS=") and "frames/s" in m for m in msgs)
