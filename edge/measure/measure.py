@@ -26,30 +26,43 @@ from edge.measure.clean import (
 from edge.measure.config import MeasureConfig
 from edge.measure.crystals import COLUMNS, Crystals
 from edge.measure.shape import contour_length, feret, outer_contours
-from edge.measure.split import iter_objects, split_object
+from edge.measure.split import PAD, iter_objects, split_object
 
 
-def _measure_one(sub: np.ndarray, ox: int, oy: int, zone: np.ndarray,
-                 px: float) -> tuple[dict[str, object], np.ndarray]:
-    """Measure one crystal given as a 0/1 uint8 crop whose pixel (0, 0) is frame (ox, oy)."""
-    x, y, w, h = cv2.boundingRect(sub)
-    s = np.ascontiguousarray(sub[y:y + h, x:x + w])
-    gx, gy = ox + x, oy + y
+def _measure_one(sub: np.ndarray, ox: int, oy: int, *, zone: np.ndarray | None,
+                 frame_hw: tuple[int, int], px: float, tight: bool = False
+                 ) -> tuple[dict[str, object], np.ndarray]:
+    """Measure one crystal given as a 0/1 uint8 crop whose pixel (0, 0) is frame (ox, oy).
+
+    ``tight``: ``sub`` is an object crop from :func:`iter_objects` (2 px of padding around
+    the object's bounding box), so the bounding box is known. ``zone`` is the border zone
+    of a ROI, or None for the frame edge only (decided from the bounding box).
+    """
+    if tight:
+        x, y, w, h = PAD, PAD, sub.shape[1] - 2 * PAD, sub.shape[0] - 2 * PAD
+        s = sub
+    else:
+        x, y, w, h = cv2.boundingRect(sub)
+        s = np.ascontiguousarray(sub[y:y + h, x:x + w])
+    gx, gy = ox + x, oy + y  # frame position of the bounding box
+    sx, sy = gx - (x if tight else 0), gy - (y if tight else 0)  # of s's pixel (0, 0)
     area = int(cv2.countNonZero(s))
     contours = outer_contours(s)
     per = float(sum(contour_length(c) + math.pi for c in contours))
-    pts = np.concatenate([c.reshape(-1, 2) for c in contours])
+    main = max(contours, key=len)
+    pts = main if len(contours) == 1 else np.concatenate([c.reshape(-1, 2) for c in contours])
     fmax, fmin = feret(pts)
     mom = cv2.moments(s, True)
-    cx = mom["m10"] / mom["m00"] + gx
-    cy = mom["m01"] / mom["m00"] + gy
-    H, W = zone.shape
-    # crop bounds may reach into the padding outside the frame
-    y0, y1, x0, x1 = max(gy, 0), min(gy + h, H), max(gx, 0), min(gx + w, W)
-    zcrop = zone[y0:y1, x0:x1]
-    scrop = s[y0 - gy:y1 - gy, x0 - gx:x1 - gx]
-    touches = bool(np.any(zcrop & scrop))
-    main = max(contours, key=len).reshape(-1, 2).astype(np.int32) + np.array([gx, gy], np.int32)
+    cx = mom["m10"] / mom["m00"] + sx
+    cy = mom["m01"] / mom["m00"] + sy
+    H, W = frame_hw
+    if zone is None:  # the frame's outer pixel ring: touched iff the box reaches the edge
+        touches = gx <= 0 or gy <= 0 or gx + w >= W or gy + h >= H
+    else:  # crop bounds may reach into the padding outside the frame
+        y0, y1, x0, x1 = max(gy, 0), min(gy + h, H), max(gx, 0), min(gx + w, W)
+        zcrop = zone[y0:y1, x0:x1]
+        scrop = s[y0 - sy:y1 - sy, x0 - sx:x1 - sx]
+        touches = bool(np.any(zcrop & scrop))
     row: dict[str, object] = {
         "area_px": area,
         "perimeter_px": per,
@@ -60,9 +73,9 @@ def _measure_one(sub: np.ndarray, ox: int, oy: int, zone: np.ndarray,
         "aspect_ratio": fmax / fmin if fmin > 0 else 1.0,
         "bbox": (gx, gy, w, h),
         "centroid": (cx, cy),
-        "touches_border": touches,
+        "touches_border": bool(touches),
     }
-    return row, main
+    return row, main.reshape(-1, 2).astype(np.int32) + np.array([sx, sy], np.int32)
 
 
 def measure_crystals(mask: np.ndarray, *, px_size_um: float, crystal_class: int | None = None,
@@ -102,7 +115,7 @@ def measure_crystals(mask: np.ndarray, *, px_size_um: float, crystal_class: int 
     roi_area = int(np.count_nonzero(r)) if r is not None else m.size
     clean, n_small = clean_binary(m, r, cfg)
     dropped = {"too_small": n_small}
-    zone = border_zone(frame_shape, r)
+    zone = border_zone(frame_shape, r) if r is not None else None
 
     rows: list[dict[str, object]] = []
     contours: list[np.ndarray] = []
@@ -112,7 +125,8 @@ def measure_crystals(mask: np.ndarray, *, px_size_um: float, crystal_class: int 
         else:
             lab, n = crop.astype(np.int32), 1
         if n == 1:
-            row, cnt = _measure_one(crop, ox, oy, zone, px)
+            row, cnt = _measure_one(crop, ox, oy, zone=zone, frame_hw=frame_shape, px=px,
+                                    tight=True)
             rows.append(row)
             contours.append(cnt)
             continue
@@ -120,7 +134,7 @@ def measure_crystals(mask: np.ndarray, *, px_size_um: float, crystal_class: int 
             sub = (lab == j).view(np.uint8)
             if not sub.any():
                 continue
-            row, cnt = _measure_one(sub, ox, oy, zone, px)
+            row, cnt = _measure_one(sub, ox, oy, zone=zone, frame_hw=frame_shape, px=px)
             rows.append(row)
             contours.append(cnt)
 

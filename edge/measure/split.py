@@ -28,7 +28,8 @@ from collections.abc import Iterator
 import cv2
 import numpy as np
 
-_PAD = 2
+#: Background margin (px) around each object crop (cv2.watershed needs >= 1).
+PAD = 2
 _K3 = np.ones((3, 3), np.uint8)
 _NB8 = ((-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 1), (1, -1), (1, 0), (1, 1))
 
@@ -202,9 +203,9 @@ def iter_objects(mask: np.ndarray, *, connectivity: int = 8
     for i in sorted(boxes):
         x, y, x1, y1 = boxes[i]
         w, h = x1 - x, y1 - y
-        crop = np.zeros((h + 2 * _PAD, w + 2 * _PAD), np.uint8)
-        crop[_PAD:_PAD + h, _PAD:_PAD + w] = lab[y:y + h, x:x + w] == i
-        yield x - _PAD, y - _PAD, crop
+        crop = np.zeros((h + 2 * PAD, w + 2 * PAD), np.uint8)
+        crop[PAD:PAD + h, PAD:PAD + w] = lab[y:y + h, x:x + w] == i
+        yield x - PAD, y - PAD, crop
 
 
 def split_touching(mask: np.ndarray, *, h_px: float = 1.0, h_rel: float = 0.08,
@@ -236,8 +237,8 @@ def split_touching(mask: np.ndarray, *, h_px: float = 1.0, h_rel: float = 0.08,
     nxt = 0
     for x0, y0, crop in iter_objects(m, connectivity=connectivity):
         lab, n = split_object(crop, h_px=h_px, h_rel=h_rel)
-        inner = lab[_PAD:-_PAD, _PAD:-_PAD]
+        inner = lab[PAD:-PAD, PAD:-PAD]
         ys, xs = np.nonzero(inner)
-        out[ys + y0 + _PAD, xs + x0 + _PAD] = inner[ys, xs] + nxt
+        out[ys + y0 + PAD, xs + x0 + PAD] = inner[ys, xs] + nxt
         nxt += n
     return out

@@ -170,3 +170,16 @@ def test_remove_small_matches_a_full_frame_count(connectivity: int) -> None:
     assert small.sum() > 500
     out, k = remove_small(m, 5, connectivity=connectivity)
     assert np.array_equal(out, np.where(small[lab], 0, m)) and k == int(small.sum())
+
+
+def test_full_frame_roi_equals_no_roi() -> None:
+    """The bounding-box shortcut for the frame edge agrees with the pixel test."""
+    from tests.edge.measure.shapes import random_scene
+    m = random_scene(256, 256, 25, seed=4)
+    a = measure_crystals(m, px_size_um=1.0)
+    b = measure_crystals(m, px_size_um=1.0, roi=np.ones(m.shape, bool))
+    assert a.touches_border.sum() >= 2
+    for name in ("area_px", "bbox", "centroid", "touches_border", "reason", "circularity"):
+        assert np.array_equal(getattr(a, name), getattr(b, name)), name
+    for ca, cb in zip(a.contours, b.contours, strict=True):
+        assert np.array_equal(ca, cb)
