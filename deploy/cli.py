@@ -73,6 +73,14 @@ def build_parser() -> argparse.ArgumentParser:
                         "first TensorRT engine build on an Orin Nano takes 15-20 min)")
     p.add_argument("--settle", type=float, default=10.0, metavar="S",
                    help="the service must stay active this long after start (default 10)")
+    p.add_argument("--wait-mqtt", action="store_true",
+                   help="after 'active', also wait until the new process reports its MQTT "
+                        "connection (status.json via crystal-edge status); roll back if not")
+    p.add_argument("--mqtt-timeout", type=float, default=120.0, metavar="S",
+                   help="how long --wait-mqtt waits (default 120)")
+    p.add_argument("--state-dir", default="/var/lib/crystal-edge",
+                   help="the service's state directory on the target, for --wait-mqtt "
+                        "(default /var/lib/crystal-edge)")
     p.add_argument("--poll", type=float, default=2.0, metavar="S", help=argparse.SUPPRESS)
     p.add_argument("--keep", type=int, default=3, help="releases kept per host (default 3)")
     p.add_argument("--min-free-mb", type=int, default=1024,
@@ -113,7 +121,8 @@ def _options(args: argparse.Namespace) -> Options:
         force=args.force, dry_run=args.dry_run, restart=restart,
         start_timeout_s=args.start_timeout, settle_s=args.settle, poll_s=args.poll,
         keep=args.keep, min_free_mb=args.min_free_mb, allow_non_jetson=args.allow_non_jetson,
-        require_tensorrt=not args.allow_missing_tensorrt)
+        require_tensorrt=not args.allow_missing_tensorrt, wait_mqtt=args.wait_mqtt,
+        mqtt_timeout_s=args.mqtt_timeout, state_dir=args.state_dir)
 
 
 def summary_table(results: Sequence[HostResult]) -> str:

@@ -34,6 +34,9 @@ class Options:
     min_l4t: int = 36
     allow_non_jetson: bool = False
     require_tensorrt: bool = True
+    wait_mqtt: bool = False
+    mqtt_timeout_s: float = 120.0
+    state_dir: str = "/var/lib/crystal-edge"
 
     @property
     def root(self) -> str:
@@ -243,9 +246,22 @@ def _install_and_verify(target: Target, release: Release, facts: dict[str, str],
         return
     log(f"waiting for crystal-edge to become active (up to {opts.start_timeout_s:.0f} s)")
     state = _wait(target, opts) if proc.returncode == 0 else "restart failed"
+    mqtt_note = ""
+    if state == "active" and opts.wait_mqtt:
+        log(f"waiting for the service's MQTT connection (up to {opts.mqtt_timeout_s:.0f} s)")
+        mqtt = remote.parse_kv(target.run(
+            remote.WAIT_MQTT, opts.target_root, out.get("restarted_at", "0"),
+            str(int(opts.mqtt_timeout_s)), str(opts.poll_s), opts.state_dir,
+            timeout=opts.mqtt_timeout_s + 120).stdout).get("mqtt", "unknown")
+        if mqtt == "connected":
+            mqtt_note = "; MQTT connected"
+        elif mqtt == "none":
+            mqtt_note = "; no MQTT sink configured"
+        else:
+            state = f"active but MQTT {mqtt}"
     if state == "active":
         result.result = "ok"
-        result.detail = f"active; {config_note}"
+        result.detail = f"active{mqtt_note}; {config_note}"
         _prune(target, opts, result, log)
         return
 

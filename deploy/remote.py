@@ -230,6 +230,7 @@ if [ "$RESTART" = 1 ]; then
   step restart
   systemctl daemon-reload
   systemctl enable crystal-edge.service >&2
+  echo "restarted_at=$(date +%s)"
   systemctl restart --no-block crystal-edge.service
 fi
 """
@@ -260,6 +261,32 @@ while :; do
   sleep "$POLL"
 done
 echo "state=$state"
+"""
+
+# After `active`: wait until the new process reports its MQTT connection in status.json
+# (`crystal-edge status --json`): connected, or no MQTT sink configured.
+WAIT_MQTT = r"""
+set -u
+R="${1%/}"; SINCE="$2"; TIMEOUT="$3"; POLL="$4"; SD="$R$5"
+CUR="$R/opt/crystal-psd/current"
+start=$(date +%s)
+while :; do
+  line="$("$CUR/venv/bin/crystal-edge" status --json --state-dir "$SD" 2>/dev/null \
+    | "$CUR/venv/bin/python" -c '
+import json, sys
+from datetime import datetime
+d = json.load(sys.stdin)
+started = d.get("started")
+new = bool(started) and datetime.fromisoformat(started).timestamp() >= float(sys.argv[1]) - 2
+print((d.get("mqtt") or "none") + " " + ("new" if new and not d.get("stale") else "old"))
+' "$SINCE" 2>/dev/null || echo "unknown old")"
+  case "$line" in
+    "connected new") echo "mqtt=connected"; exit 0 ;;
+    "none new") echo "mqtt=none"; exit 0 ;;
+  esac
+  if [ $(( $(date +%s) - start )) -ge "$TIMEOUT" ]; then echo "mqtt=timeout ($line)"; exit 0; fi
+  sleep "$POLL"
+done
 """
 
 # Back to the previous release: symlink, its unit, the config backup; restart.

@@ -193,6 +193,8 @@ class StatusReport:
     model: str | None = None
     software_version: str | None = None
     uptime_s: float | None = None
+    started: str | None = None
+    mqtt: str | None = None
     frames_per_s: float | None = None
     frames_total: int | None = None
     frames_rejected_total: dict[str, int] = field(default_factory=dict)
@@ -231,6 +233,8 @@ class StatusReport:
             "model": self.model,
             "software_version": self.software_version,
             "uptime_s": self.uptime_s,
+            "started": self.started,
+            "mqtt": self.mqtt,
             "frames_per_s": self.frames_per_s,
             "frames_total": self.frames_total,
             "frames_rejected_total": dict(self.frames_rejected_total),
@@ -293,6 +297,7 @@ class StatusReport:
                         f"#{fmt(self.current_batch_id)}"),
             ("last batch", lb),
             ("queues", fmt(self.queue_depths)),
+            ("mqtt", fmt(self.mqtt) if self.mqtt else "- (no MQTT sink)"),
             ("outbox", outbox),
             ("last error", fmt(self.last_error) + (f" ({self.last_error_time})"
                                                    if self.last_error_time else "")),
@@ -381,6 +386,12 @@ def collect_status(state_dir: str | Path, *, stale_after_s: float = DEFAULT_STAL
         sha = str(model.get("sha256") or "")[:12]
         rep.model = f"{model['name']}" + (f" (sha256 {sha})" if sha else "")
     rep.uptime_s = data.get("uptime_s")
+    rep.started = data.get("started")
+    mqtt = _get(data, "sinks", "mqtt")
+    if isinstance(mqtt, dict):
+        rep.mqtt = mqtt.get("connection") or (
+            None if mqtt.get("connected") is None
+            else "connected" if mqtt["connected"] else "disconnected")
     rep.frames_per_s = data.get("frames_per_s", data.get("fps"))
     rep.frames_total = data.get("frames_total")
     if isinstance(data.get("frames_rejected_total"), dict):

@@ -36,6 +36,14 @@ case "$1" in
     echo "$mode"
     [ "$mode" = active ] && exit 0
     exit 3 ;;
+  restart)
+    # the "service" starts: it writes status.json from the test's template, if any
+    if [ -f "$S/status.template" ]; then
+      sd="$(cat "$S/root")/var/lib/crystal-edge"
+      mkdir -p "$sd"
+      sed "s/@STARTED@/$(date -u +%Y-%m-%dT%H:%M:%S+00:00)/" "$S/status.template" \
+        > "$sd/status.json"
+    fi ;;
 esac
 exit 0
 """
@@ -68,7 +76,12 @@ class Sshd:
     def use_root(self, root: Path) -> None:
         (self.stub / "root").write_text(str(root))
         (self.stub / "calls").unlink(missing_ok=True)
+        (self.stub / "status.template").unlink(missing_ok=True)
         self.set_mode("active")
+
+    def status_on_restart(self, template: str) -> None:
+        """status.json the stub writes at each restart (@STARTED@ = now)."""
+        (self.stub / "status.template").write_text(template)
 
     def deploy(self, *args: str, hosts: str = "127.0.0.1", root: Path | None = None,
                restart: bool = True) -> subprocess.CompletedProcess[str]:

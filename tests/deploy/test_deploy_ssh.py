@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import stat
 import subprocess
 import sys
 from pathlib import Path
 
+from deploy.remote import WAIT_MQTT
 from tests.deploy.conftest import REPO
 
 CFG_A = '[logging]\nlevel = "INFO"\n'
@@ -112,9 +114,15 @@ def test_deploy_update_force_dryrun_rollback(sshd, target_root, tmp_path):
     assert len(sshd.calls()) == n_calls
 
     # 3. The operator edited the config on the skid: an update without FORCE keeps it.
+    #    --wait-mqtt: the new process must report its MQTT connection in status.json.
     (root / "etc/crystal-edge/config.toml").write_text(CFG_HOST)
-    r = sshd.deploy("--config", str(cfg["a"]), "--wheel", str(wheel), root=root)
+    sshd.status_on_restart(json.dumps({
+        "state": "running", "started": "@STARTED@", "healthy": True,
+        "sinks": {"mqtt": {"connection": "connected", "connected": True}}}))
+    r = sshd.deploy("--config", str(cfg["a"]), "--wheel", str(wheel), "--wait-mqtt",
+                    "--state-dir", "/var/lib/crystal-edge", root=root)
     assert r.returncode == 0, r.stdout + r.stderr
+    assert "active; MQTT connected" in r.stdout
     n2 = _current(root)
     assert n2 != n1 and _row(r.stdout, "127.0.0.1")[3] == n1  # PREVIOUS column
     assert "host's kept (FORCE=1" in r.stdout
@@ -146,6 +154,23 @@ def test_deploy_update_force_dryrun_rollback(sshd, target_root, tmp_path):
     assert (root / "opt/crystal-psd/releases" / n4 / "DEPLOY_FAILED").is_file()
     assert sshd.calls().count("restart --no-block crystal-edge.service") == restarts_before + 2
     assert "1 of 1 host(s) failed" in r.stdout
+
+    # 6. --wait-mqtt's probe on the installed release: a connecting or a previous
+    #    process's status.json is not "up" (run locally: same script, same files).
+    sd = root / "var/lib/crystal-edge"
+
+    def probe(connection: str, started: str, since: float) -> str:
+        (sd / "status.json").write_text(json.dumps(
+            {"started": started, "sinks": {"mqtt": {"connection": connection}}}))
+        out = subprocess.run(["bash", "-s", "--", str(root), str(since), "1", "0.2",
+                              "/var/lib/crystal-edge"], input=WAIT_MQTT, text=True,
+                             capture_output=True, timeout=60, check=True).stdout
+        return out.strip()
+
+    now = "2026-11-30T00:00:00+00:00"
+    assert probe("connected", now, 0) == "mqtt=connected"
+    assert probe("connecting", now, 0) == "mqtt=timeout (connecting new)"
+    assert probe("connected", now, 4e9) == "mqtt=timeout (connected old)"
 
 
 def test_target_checks_refuse_before_changing_anything(sshd, tmp_path):

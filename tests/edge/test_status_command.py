@@ -39,7 +39,8 @@ SNAPSHOT = {
                 "engine": "/somewhere/else/engines/x.engine"},
     "model": {"name": "crystal-seg", "file": "crystal-seg.onnx", "sha256": "ab" * 32},
     "software_version": "0.1.0",
-    "sinks": {"mqtt": {"connected": False, "outbox_depth": 99}},
+    "started": "2026-11-30T00:00:00+00:00",
+    "sinks": {"mqtt": {"connection": "connecting", "connected": False, "outbox_depth": 99}},
 }
 
 
@@ -90,6 +91,7 @@ def test_collect_status_reads_everything(state_dir, tmp_path):
     assert rep.state == "running" and rep.healthy is True
     assert rep.backend == "tensorrt (gpu)" and rep.device_id == "skid-07"
     assert rep.model == "crystal-seg (sha256 abababababab)"
+    assert rep.mqtt == "connecting" and rep.started == "2026-11-30T00:00:00+00:00"
     assert rep.frames_per_s == 9.5 and rep.frames_total == 68000
     assert rep.frames_rejected_total == {"blur": 12, "empty": 3}
     assert rep.last_batch["batch_id"] == 17 and rep.last_batch["x50_3_um"] == 84.2
@@ -164,6 +166,8 @@ def test_missing_keys_missing_outbox_and_bad_json(tmp_path):
     assert rep.service == "unknown" and rep.state == "starting"
     assert rep.frames_per_s is None and rep.last_batch is None and rep.engines == []
     assert rep.outbox_depth == 7 and rep.outbox_source == "status.json"
+    assert rep.mqtt is None  # neither connection nor connected reported
+    assert "- (no MQTT sink)" in rep.to_text()
     assert "frames/s" in rep.to_text()
 
     (sd / "status.json").write_text("{not json")
