@@ -174,6 +174,8 @@ class Pipeline(HealthMixin):
         while not ended:
             first = get(self.q_infer, st)
             if first is None:
+                if self._abort.is_set():
+                    return
                 continue
             items: list[Item] = []
             if first is END:
@@ -242,6 +244,8 @@ class Pipeline(HealthMixin):
         while True:
             it = get(self.q_post, st)
             if it is None:
+                if self._abort.is_set():
+                    return
                 continue
             if it is END:
                 break
@@ -275,6 +279,8 @@ class Pipeline(HealthMixin):
         st = self.stages["aggregate"]
         while True:
             it = get(self.q_agg, st)
+            if it is None and self._abort.is_set():
+                break
             if self._close_now.is_set():
                 self._close_now.clear()
                 if not self._closing_disabled:
@@ -330,6 +336,8 @@ class Pipeline(HealthMixin):
         while True:
             rep = get(self.q_sink, st)
             if rep is None:
+                if self._abort.is_set() and self.q_sink.empty():
+                    break  # abort: every closed batch handed over was published
                 continue
             if rep is END:
                 break
@@ -364,18 +372,24 @@ class Pipeline(HealthMixin):
 
     # ---------------------------------------------------------------- running
     def start(self) -> None:
-        """Start the stage threads (non-daemon, except capture which may block in I/O)."""
-        targets: list[tuple[Stage, Callable[[], None], bool]] = [
-            (self.stages["capture"], self._capture, True),
-            (self.stages["inference"], self._inference, False),
-            (self.stages["aggregate"], self._aggregate, False),
-            (self.stages["sinks"], self._sink, False),
+        """Start the stage threads.
+
+        They are daemon threads: :meth:`run` waits for the sink stage, which ends only
+        after the last closed batch was published (or on :meth:`abort`), so nothing is
+        cut short by the interpreter exiting; a stage hung in a driver call cannot keep
+        the process alive after an abort.
+        """
+        targets: list[tuple[Stage, Callable[[], None]]] = [
+            (self.stages["capture"], self._capture),
+            (self.stages["inference"], self._inference),
+            (self.stages["aggregate"], self._aggregate),
+            (self.stages["sinks"], self._sink),
         ]
         for ps in self.post_stages:
-            targets.append((ps, lambda ps=ps: self._post(ps), False))
-        for stage, fn, daemon in targets:
+            targets.append((ps, lambda ps=ps: self._post(ps)))
+        for stage, fn in targets:
             stage.thread = threading.Thread(target=fn, name=f"pipeline-{stage.name}",
-                                            daemon=daemon)
+                                            daemon=True)
             stage.thread.start()
         self.state = "running"
 
@@ -408,9 +422,10 @@ class Pipeline(HealthMixin):
             if now >= next_health:
                 self.publish_health()
                 next_health = now + self.opt.health_interval_s
+        grace = 0.2 if self._abort.is_set() else 5.0
         for s in [*self.stages.values(), *self.post_stages]:
             if s.thread is not None and s.name != "capture":
-                s.thread.join(5.0)
+                s.thread.join(grace)
         self.state = "stopped"
         self.publish_health()
         return 1 if self.batches_closed and not self.batches_published else 0

@@ -273,3 +273,25 @@ def test_metrics_snapshot_keys(tmp_path, processor):
 
     text = render_metrics(m)
     assert "crystal_edge_frames_total 4" in text
+
+
+def test_abort_returns_even_with_a_hung_stage(tmp_path, processor):
+    hold = threading.Event()
+    src = ListSource(_images(6), hold=hold)
+    proc = Wrapped(processor)
+    p = _pipeline(tmp_path, src, proc, frames_per_batch=2)
+    th, rc = _run_in_thread(p)
+    t_end = time.monotonic() + 20
+    while p.batches_published < 1 and time.monotonic() < t_end:
+        time.sleep(0.02)
+    proc.gate = threading.Event()  # inference now hangs (a wedged driver)
+    time.sleep(0.3)
+    t0 = time.monotonic()
+    p.abort()
+    th.join(10)
+    assert not th.is_alive() and time.monotonic() - t0 < 5
+    assert rc == [0]
+    recs = read_jsonl(tmp_path / "out.jsonl")
+    assert recs and all(r["payload"]["frames"]["used"] == 2 for r in recs)  # no partial
+    assert p.stop_reason == "abort"
+    proc.gate.set()
