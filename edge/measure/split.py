@@ -75,13 +75,18 @@ def split_object(obj: np.ndarray, *, h_px: float = 1.0, h_rel: float = 0.08
     peak = (dist >= cv2.dilate(dist, _K3)) & inside
     if np.count_nonzero(peak) <= 1:
         return inside.astype(np.int32), 1
+    dmax = float(dist.max())
+    h = max(float(h_px), float(h_rel) * dmax)
+    # shortcut (exact): if all maxima hang together above dmax - h, every one of them has
+    # a saddle above its own peak - h, so all merge into one crystal
+    _nt, top_lab = cv2.connectedComponents((dist > dmax - h).view(np.uint8), connectivity=8,
+                                           ltype=cv2.CV_32S)
+    at_peaks = top_lab[peak]
+    if at_peaks.min() > 0 and at_peaks.min() == at_peaks.max():
+        return inside.astype(np.int32), 1
     n_max, plateaus = cv2.connectedComponents(peak.view(np.uint8), connectivity=8,
                                               ltype=cv2.CV_32S)
     n_max -= 1
-    if n_max <= 1:
-        return inside.astype(np.int32), 1
-    dmax = float(dist.max())
-    h = max(float(h_px), float(h_rel) * dmax)
     peaks = np.zeros(n_max + 1, np.float64)
     peaks[plateaus[peak]] = dist[peak]  # a plateau has one value
 
