@@ -120,10 +120,8 @@ def measure_crystals(mask: np.ndarray, *, px_size_um: float, crystal_class: int 
     rows: list[dict[str, object]] = []
     contours: list[np.ndarray] = []
     for ox, oy, crop in iter_objects(clean, connectivity=cfg.connectivity):
-        if cfg.split_touching:
-            lab, n = split_object(crop, h_px=cfg.h_px, h_rel=cfg.h_rel)
-        else:
-            lab, n = crop.astype(np.int32), 1
+        lab, n = (split_object(crop, h_px=cfg.h_px, h_rel=cfg.h_rel) if cfg.split_touching
+                  else (crop, 1))
         if n == 1:
             row, cnt = _measure_one(crop, ox, oy, zone=zone, frame_hw=frame_shape, px=px,
                                     tight=True)
