@@ -5,7 +5,9 @@ Per connected object (on a small bounding-box crop):
 1. Euclidean distance map ``D`` (exact, ``cv2.DIST_MASK_PRECISE``; the crop edge counts
    as background, so a crystal cut by the frame edge is treated like a cut shape).
 2. Candidate markers: the regional maxima (plateaus) of ``D``. One plateau -> one crystal
-   (fast path, the common case).
+   (fast path, the common case). Also one crystal, exactly, when all maxima lie in one
+   connected part of ``{D > max(D) - h}`` (``h`` below): digitisation noise on a single
+   crystal's ridge.
 3. Flooding from all candidate markers in order of *intensity* (descending ``D``), i.e.
    a watershed by immersion. ``cv2.watershed`` orders its flood by the colour
    *difference* between neighbouring pixels, not by intensity, so the raw (or inverted)
@@ -15,10 +17,13 @@ Per connected object (on a small bounding-box crop):
    have opposite parity, so the difference it computes between pixels ``p`` and ``q`` is
    ``max(q(p), q(q))``: exactly the priority of a flood by intensity. Background is 255,
    so it is entered last.
-4. Marker suppression by dynamics (equivalent to h-maxima): basins are merged in order of
-   decreasing saddle height; a maximum whose peak rises less than
-   ``h = max(h_px, h_rel * max(D))`` above its saddle joins its higher neighbour.
-5. Watershed-line pixels go to a neighbouring crystal (no area is lost).
+4. Marker suppression by dynamics (equivalent to extended h-maxima): basins are merged in
+   order of decreasing saddle height; a maximum whose peak rises less than
+   ``h = max(h_px, h_rel * max(D))`` above its saddle joins its higher neighbour. When
+   maxima were suppressed, the flood is repeated from the surviving ones only (otherwise a
+   suppressed maximum near a neck hands its whole basin to one side).
+5. Watershed-line pixels go to a neighbouring crystal, alternating on a checkerboard so
+   that a line is shared (no area is lost, no side is favoured).
 """
 
 from __future__ import annotations
