@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import random
 import socket
 import threading
@@ -282,7 +283,7 @@ class MqttSink:
         cfg = self.config
         had_session = False
         connack_deadline = time.monotonic() + max(10.0, float(cfg.keepalive))
-        last_health = 0.0
+        last_health = -math.inf
         while True:
             if self._stop.is_set():
                 if self._connected:
@@ -295,14 +296,20 @@ class MqttSink:
                 rc = client.loop(timeout=0.1)
             except Exception as exc:  # TLS alerts after the handshake, socket errors
                 rc, failed = mqtt.MQTT_ERR_CONN_LOST, True
-                self._error(describe_connect_error(exc, cfg.host, cfg.effective_port))
+                if had_session:
+                    self._error(f"connection to {cfg.host}:{cfg.effective_port} lost "
+                                f"({type(exc).__name__}: {exc})")
+                else:
+                    self._error(describe_connect_error(exc, cfg.host, cfg.effective_port))
             if self._refused:
                 return had_session
             if rc != mqtt.MQTT_ERR_SUCCESS:
                 where = f"{cfg.host}:{cfg.effective_port}"
-                if self._connected or had_session:
+                if failed:
+                    pass  # logged above
+                elif self._connected or had_session:
                     self._error(f"connection to {where} lost ({mqtt.error_string(rc)})")
-                elif not failed:
+                else:
                     hint = (" (TLS: did the broker refuse the client certificate? check "
                             "mqtt.cert_file / mqtt.key_file)" if cfg.use_tls else "")
                     self._error(f"{where} closed the connection before CONNACK "
@@ -337,8 +344,16 @@ class MqttSink:
         if room <= 0:
             return
         for item in self._outbox.peek(self._last_fed, room):
-            payload = json.loads(item.payload)
-            msg = self._mode.batch(item, payload, historical=item.created < self._connected_wall)
+            try:
+                payload = json.loads(item.payload)
+                msg = self._mode.batch(item, payload,
+                                       historical=item.created < self._connected_wall)
+            except (ValueError, ValidationError) as exc:  # a poison entry must not block
+                self._error(f"outbox entry {item.id} (batch {item.batch_id}) cannot be "
+                            f"encoded, removed: {exc}".splitlines()[0])
+                self._acked.append(item.id)
+                self._last_fed = item.id
+                continue
             info = self._send(client, msg)
             if info.rc not in _OK:
                 log.warning("mqtt: publishing batch %d failed (%s); retrying",

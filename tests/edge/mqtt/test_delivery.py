@@ -183,3 +183,22 @@ def test_broker_stopped_mid_stream_nothing_lost_order_kept(tmp_path, recorder_fa
         print(f"received {len(ids)} for {n} produced ({len(ids) - n} duplicates)")
     finally:
         b.stop()
+
+
+def test_unreadable_outbox_entry_is_removed_not_blocking(broker, recorder_factory, tmp_path,
+                                                         caplog):
+    state = tmp_path / "state"
+    box = Outbox(state / "outbox.sqlite3")
+    box.put(1, json.dumps(FakeReport(1).to_payload()))
+    box.put(2, "{truncated")
+    box.put(3, json.dumps(FakeReport(3).to_payload()))
+    box.close()
+    rec = recorder_factory(broker.port, "plant/cryst/dev1/psd")
+    sink = MqttSink(mqtt_config(broker.port), state_dir=state)
+    sink.open()
+    try:
+        assert wait_for(lambda: _batch_ids(rec) == [1, 3])
+        assert wait_for(lambda: sink.health()["outbox_depth"] == 0)
+    finally:
+        sink.close()
+    assert "outbox entry 2 (batch 2) cannot be encoded, removed" in caplog.text
