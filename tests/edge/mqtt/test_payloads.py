@@ -116,3 +116,12 @@ def test_build_health_from_a_pipeline_snapshot():
     assert build_health("dev1", {}, own, uptime_s=99.0).uptime_s == 99.0
     with pytest.raises(ValidationError):
         build_health("dev1", {"queue_depths": "full"}, own, uptime_s=1.0)
+
+
+def test_shipped_schemas_load_as_package_data():
+    from edge import schemas
+
+    for name in schemas.NAMES:
+        assert schemas.load(name)["$id"].endswith(f"/{name}.v1.schema.json")
+    with pytest.raises(ValueError, match="unknown payload schema 'x'"):
+        schemas.load("x")
