@@ -51,8 +51,10 @@ class AugmentConfig(BaseModel):
 
 PRESETS: dict[str, AugmentConfig] = {
     "study": AugmentConfig(),
+    # for short schedules: the study's rotation and flips, milder shear/zoom/translation
     "light": AugmentConfig(rotation_deg=(0.0, 90.0), shear_x_deg=(0.0, 10.0),
-                           shear_y_deg=(0.0, 10.0), zoom=(0.85, 1.2)),
+                           shear_y_deg=(0.0, 10.0), translate_px=(-20.0, 20.0),
+                           zoom=(0.85, 1.2)),
     "none": AugmentConfig(enabled=False),
 }
 

@@ -126,15 +126,22 @@ class EvaluationResult:
                  "IoU " + ", ".join(f"{n} {_pct(seg['iou'][n])}" for n in names)]
         if self.measurement:
             m = self.measurement
-            lines.append(f"x50,3 predicted {m['x50_3_pred_um']:.1f} um, truth "
-                         f"{m['x50_3_truth_um']:.1f} um: error "
-                         f"{100 * m['x50_3_rel_error']:+.2f} %; "
-                         f"Q3 max |diff| {m['q3_max_abs_diff']:.3f}")
+            lines.append(
+                f"x50,3 predicted {_um(m['x50_3_pred_um'])}, through the labels "
+                f"{_um(m['x50_3_label_um'])}, truth ({m['truth_population']}) "
+                f"{_um(m['x50_3_truth_um'])}: error {_pct(m['x50_3_rel_error'], signed=True)}; "
+                f"Q3 max |diff| {m['q3_max_abs_diff']:.3f}")
         return "\n".join(lines)
 
 
-def _pct(v: float | None) -> str:
-    return "n/a" if v is None else f"{100 * v:.2f} %"
+def _pct(v: float | None, *, signed: bool = False) -> str:
+    if v is None:
+        return "n/a"
+    return f"{100 * v:+.2f} %" if signed else f"{100 * v:.2f} %"
+
+
+def _um(v: float | None) -> str:
+    return "n/a" if v is None else f"{v:.1f} um"
 
 
 # ----------------------------------------------------------------------------- main
