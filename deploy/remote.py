@@ -1,9 +1,9 @@
 """SSH and rsync to one target, and the bash scripts run there.
 
 One SSH master connection per host (``ControlMaster``) carries every step, so a deploy
-costs one handshake per host. Scripts go over stdin (``bash -s``) with their arguments
-as positional parameters, so nothing is quoted twice. A non-root SSH user gets ``sudo
--n`` in front of the scripts and of the remote rsync (passwordless sudo required).
+costs one handshake per host. Scripts run as ``bash -c SCRIPT`` with their arguments
+as positional parameters. A non-root SSH user gets ``sudo -n`` in front of the scripts
+and of the remote rsync (passwordless sudo required).
 
 Every path on the target is under ``ROOT`` (``--target-root``, default ``/``).
 """
@@ -52,14 +52,20 @@ class Target:
 
     def run(self, script: str, *params: str, timeout: float = 600,
             check: bool = True) -> subprocess.CompletedProcess[str]:
-        """Run a bash script on the target (``sudo -n`` when :attr:`sudo`)."""
-        remote = "bash -s -- " + " ".join(shlex.quote(p) for p in params)
+        """Run a bash script on the target (``sudo -n`` when :attr:`sudo`).
+
+        The script travels as the argument of ``bash -c`` (quoted once for the remote
+        login shell), not on stdin, so no command in it can swallow the rest of it; its
+        stdin is empty.
+        """
+        remote = "bash -c " + shlex.quote(script) + " crystal-deploy " + " ".join(
+            shlex.quote(p) for p in params)
         if self.sudo:
             remote = "sudo -n " + remote
         try:
-            result = subprocess.run([*self.ssh_args(), self.dest, remote], input=script,
-                                    capture_output=True, text=True, timeout=timeout,
-                                    check=False)
+            result = subprocess.run([*self.ssh_args(), self.dest, remote],
+                                    stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                                    timeout=timeout, check=False)
         except subprocess.TimeoutExpired:
             raise RemoteError(f"timed out after {timeout:.0f} s") from None
         if check and result.returncode != 0:
@@ -124,10 +130,18 @@ echo "uid=$(id -u)"
 echo "arch=$(uname -m)"
 [ -r "$R/etc/nv_tegra_release" ] && echo "nv_tegra_release=$(head -n1 "$R/etc/nv_tegra_release")"
 if command -v "$PY" >/dev/null 2>&1; then
-  echo "python=$("$PY" -c 'import sys; print("%d.%d.%d" % sys.version_info[:3])' 2>/dev/null)"
-  "$PY" -c 'import venv' >/dev/null 2>&1 && echo "venv=yes"
-  "$PY" -m pip --version >/dev/null 2>&1 && echo "pip=yes"
-  echo "tensorrt=$("$PY" -c 'import tensorrt; print(tensorrt.__version__)' 2>/dev/null)"
+  "$PY" - <<'PYEOF' 2>/dev/null
+import importlib.util as u
+import sys
+print("python=%d.%d.%d" % sys.version_info[:3])
+print("venv=" + ("yes" if u.find_spec("venv") else "no"))
+print("pip=" + ("yes" if u.find_spec("pip") else "no"))
+try:
+    import tensorrt
+    print("tensorrt=" + tensorrt.__version__)
+except Exception:
+    print("tensorrt=")
+PYEOF
 fi
 for c in rsync systemctl systemd-sysusers useradd sha256sum; do
   command -v "$c" >/dev/null 2>&1 && echo "has_$c=yes"

@@ -148,6 +148,26 @@ def sshd(tmp_path_factory):
     log.close()
 
 
+@pytest.fixture(scope="session")
+def staged_release(tmp_path_factory):
+    """The release of this checkout, staged and with its wheel built (once per session)."""
+    from deploy.release import build_release
+
+    d = tmp_path_factory.mktemp("release")
+    cfg = d / "site.toml"
+    cfg.write_text("[logging]\n")
+    rel = build_release(REPO, d / "stage", config=cfg, name="9.9.9-test")
+    rel.ensure_wheel()
+    return rel
+
+
+@pytest.fixture(scope="session")
+def wheel(staged_release) -> Path:
+    """A built crystal_psd wheel (saves a build per deploy; the build itself is tested
+    in test_release_and_make)."""
+    return staged_release.path / "wheels" / staged_release.wheel
+
+
 @pytest.fixture
 def target_root(tmp_path, sshd):
     root = tmp_path / "root"

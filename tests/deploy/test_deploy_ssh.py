@@ -50,7 +50,7 @@ def _row(stdout: str, host: str) -> list[str]:
     return rows[0]
 
 
-def test_deploy_update_force_dryrun_rollback(sshd, target_root, tmp_path):
+def test_deploy_update_force_dryrun_rollback(sshd, target_root, tmp_path, wheel):
     root = target_root
     cfg = {}
     for name, text in {"a": CFG_A, "b": CFG_B, "c": CFG_C}.items():
@@ -58,7 +58,7 @@ def test_deploy_update_force_dryrun_rollback(sshd, target_root, tmp_path):
         cfg[name].write_text(text)
 
     # 1. First install; a second, unreachable host fails without affecting the first.
-    r = sshd.deploy("--config", str(cfg["a"]), root=root,
+    r = sshd.deploy("--config", str(cfg["a"]), "--wheel", str(wheel), root=root,
                     hosts="127.0.0.1 no-such-host.invalid")
     assert r.returncode == 1, r.stdout + r.stderr
     assert _row(r.stdout, "127.0.0.1")[1] == "ok"
@@ -70,9 +70,8 @@ def test_deploy_update_force_dryrun_rollback(sshd, target_root, tmp_path):
     assert (rel / "edge/status.py").is_file() and (rel / "systemd/crystal-edge.service").is_file()
     for dev_only in ("tests", "bench", "docs", "deploy", ".ci"):
         assert not (rel / dev_only).exists(), dev_only
-    (built,) = (rel / "wheels").glob("crystal_psd-*-py3-none-any.whl")
-    wheel = tmp_path / built.name  # reused below (saves a build); n1 is pruned in step 4
-    wheel.write_bytes(built.read_bytes())
+    (shipped,) = (rel / "wheels").glob("crystal_psd-*-py3-none-any.whl")
+    assert shipped.read_bytes() == wheel.read_bytes()
     assert (rel / "RELEASE.json").is_file()
     # the venv runs the package from the release, not from this checkout
     venv_py = rel / "venv/bin/python"
@@ -162,8 +161,8 @@ def test_deploy_update_force_dryrun_rollback(sshd, target_root, tmp_path):
     def probe(connection: str, started: str, since: float) -> str:
         (sd / "status.json").write_text(json.dumps(
             {"started": started, "sinks": {"mqtt": {"connection": connection}}}))
-        out = subprocess.run(["bash", "-s", "--", str(root), str(since), "1", "0.2",
-                              "/var/lib/crystal-edge"], input=WAIT_MQTT, text=True,
+        out = subprocess.run(["bash", "-c", WAIT_MQTT, "probe", str(root), str(since), "1",
+                              "0.2", "/var/lib/crystal-edge"], text=True,
                              capture_output=True, timeout=60, check=True).stdout
         return out.strip()
 
@@ -185,9 +184,9 @@ def test_target_checks_refuse_before_changing_anything(sshd, tmp_path):
     assert _tree(root) == before and sshd.calls() == []
 
 
-def test_fresh_host_gets_the_example_config_and_no_restart(sshd, target_root):
+def test_fresh_host_gets_the_example_config_and_no_restart(sshd, target_root, wheel):
     # no CONFIG=: a host without /etc/crystal-edge/config.toml gets examples/config.toml
-    r = sshd.deploy(root=target_root, restart=False)
+    r = sshd.deploy("--wheel", str(wheel), root=target_root, restart=False)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "example config examples/config.toml installed" in r.stdout
     assert "not restarted (--no-restart)" in r.stdout

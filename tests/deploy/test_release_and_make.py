@@ -11,7 +11,7 @@ import pytest
 
 from deploy.cli import summary_table
 from deploy.host import HostResult
-from deploy.release import build_release, parse_l4t, release_files
+from deploy.release import parse_l4t, release_files
 from tests.deploy.conftest import REPO
 
 
@@ -26,11 +26,9 @@ def test_release_files_are_the_tracked_tree_minus_dev_only():
     assert set(files) <= tracked
 
 
-def test_build_release_with_wheel(tmp_path):
-    cfg = tmp_path / "site.toml"
-    cfg.write_text("[logging]\n")
-    rel = build_release(REPO, tmp_path / "stage", config=cfg, name="9.9.9-test")
-    assert rel.path == tmp_path / "stage" / "9.9.9-test"
+def test_build_release_with_wheel(staged_release):
+    rel = staged_release
+    assert rel.path.name == "9.9.9-test" and rel.path.parent.name == "stage"
     assert (rel.path / ".deploy/config.toml").read_text() == "[logging]\n"
     assert rel.config_in_release == ".deploy/config.toml" and len(rel.config_sha256) == 64
     wheel = rel.ensure_wheel()
