@@ -349,7 +349,9 @@ R="${1%/}"; KEEP="$2"; PREV="$3"
 BASE="$R/opt/crystal-psd"
 CUR="$(basename "$(readlink "$BASE/current" 2>/dev/null || true)")"
 n=0
-for d in $(ls -1 "$BASE/releases" | sort -r); do
+# newest first by the timestamp suffix (<version>-<YYYYmmddTHHMMSSZ>), whatever the version
+by_age="$(for r in $(ls -1 "$BASE/releases"); do echo "${r##*-} $r"; done | sort -r)"
+for d in $(echo "$by_age" | cut -d' ' -f2); do
   n=$((n + 1))
   if [ "$n" -le "$KEEP" ] || [ "$d" = "$CUR" ] || [ "$d" = "$PREV" ]; then continue; fi
   rm -rf "$BASE/releases/$d"

@@ -83,3 +83,19 @@ def test_make_targets_pass_variables():
     out = dry("deploy-dry-run", "HOSTS=x", "ROOT=/tmp/r", "DEPLOY_ARGS=--keep 5")
     assert out[1:] == ["-m", "deploy", "--dry-run", "--hosts", '"x"', "--target-root",
                        '"/tmp/r"', "--keep", "5"]
+
+
+def test_prune_keeps_newest_by_timestamp_plus_current_and_previous(tmp_path):
+    from deploy.remote import PRUNE
+
+    rel = tmp_path / "opt/crystal-psd/releases"
+    names = ["0.9.0-20261101T000000Z", "0.10.0-20261102T000000Z",
+             "0.10.1-rc1-20261103T000000Z", "0.2.0-20261104T000000Z"]
+    for n in names:
+        (rel / n).mkdir(parents=True)
+    (tmp_path / "opt/crystal-psd/current").symlink_to(f"releases/{names[3]}")
+    out = subprocess.run(["bash", "-c", PRUNE, "prune", str(tmp_path), "2", names[0]],
+                         capture_output=True, text=True, check=True, timeout=30).stdout
+    # by timestamp (not by version string): keep the 2 newest, and the previous one
+    assert out.split() == [f"pruned={names[1]}"]
+    assert sorted(p.name for p in rel.iterdir()) == sorted([names[0], names[2], names[3]])
