@@ -145,8 +145,8 @@ def test_outbox_counts_uncheckpointed_rows_of_a_live_writer(state_dir):
         writer.close()
 
 
-def test_outbox_readable_without_write_access(tmp_path):
-    # root bypasses permissions: the fallback is exercised only as an ordinary user
+def test_outbox_in_a_read_only_directory(tmp_path):
+    # no -wal/-shm: opened immutable, nothing is created (root bypasses the mode anyway)
     sd = tmp_path / "ro"
     sd.mkdir()
     _outbox(sd / "outbox.sqlite3", 5)
