@@ -65,8 +65,10 @@ demo: install
 bench: install-dev
 	$(BIN)/python bench/run_all.py --out bench-out
 
-train-default:
-	@echo "make train-default: not yet"; exit 1
+# Re-train the bundled model (synthetic data, ResNet-50, half resolution, FP16 export,
+# evaluation); schedule and settings via the environment, see scripts/train_default.sh.
+train-default: install-dev
+	BIN=$(BIN) bash scripts/train_default.sh
 
 # make deploy HOSTS="jetson-01 jetson-02" [SSH_USER=ubuntu] [CONFIG=site.toml] [FORCE=1]
 #             [WHEELHOUSE=dir] [ROOT=/] [DEPLOY_ARGS="--allow-missing-tensorrt ..."]

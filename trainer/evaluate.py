@@ -209,7 +209,10 @@ def write_json(result: EvaluationResult, path: str | Path) -> Path:
 
 
 def update_model_metrics(onnx_path: str | Path, result: EvaluationResult) -> Path:
-    """Record ``result``'s headline numbers in the model's metadata (``metrics.evaluation``)."""
+    """Record ``result``'s headline numbers in the model's metadata.
+
+    They go to ``metrics.evaluation.<dataset folder name>`` (several datasets side by side).
+    """
     from edge.modelmeta import load_meta, write_meta
 
     meta = load_meta(onnx_path)
@@ -219,5 +222,7 @@ def update_model_metrics(onnx_path: str | Path, result: EvaluationResult) -> Pat
                           "mean_iou": seg["mean_iou"]}
     if result.measurement:
         ev["measurement"] = {k: v for k, v in result.measurement.items() if k != "frames"}
-    meta.metrics = dict(meta.metrics, evaluation=ev)
+    evals = dict(meta.metrics.get("evaluation") or {})
+    evals[Path(result.data).name] = ev
+    meta.metrics = dict(meta.metrics, evaluation=evals)
     return write_meta(meta, onnx_path)

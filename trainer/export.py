@@ -73,7 +73,7 @@ def load_checkpoint(path: str | Path):
         raise UserError(f"{path}: not a crystal-train checkpoint (no 'model'/'config')")
     cfg = ckpt["config"]
     model = build_model(cfg.get("backbone", "resnet50"), n_classes=int(cfg["n_classes"]),
-                        weights="none")
+                        weights="none", aspp_rates=tuple(cfg.get("aspp_rates", (12, 24, 36))))
     try:
         model.load_state_dict(ckpt["model"])
     except RuntimeError as exc:

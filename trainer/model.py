@@ -23,6 +23,11 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 #: H and W of the input must be multiples of this (encoder output stride 16).
 SIZE_MULTIPLE = 16
+#: ASPP dilation rates at output stride 16: the DeepLabv3 paper's and MATLAB's
+#: ``deeplabv3plusLayers`` (the study's tool) values. smp's own default (12, 24, 36) is the
+#: output-stride-8 setting; on 32x24 feature maps (a half-resolution frame) its 24/36
+#: branches see almost nothing but padding, and on training crops never anything else.
+ASPP_RATES = (6, 12, 18)
 
 
 class SegmentationNet(nn.Module):
@@ -60,7 +65,8 @@ def _resolve_weights(weights: str | None) -> tuple[str | None, Path | None]:
 
 
 def build_model(backbone: str = "resnet50", *, n_classes: int = 3,
-                weights: str | None = "none") -> SegmentationNet:
+                weights: str | None = "none",
+                aspp_rates: tuple[int, int, int] = ASPP_RATES) -> SegmentationNet:
     """Build DeepLabV3+ with a ResNet encoder, wrapped in :class:`SegmentationNet`.
 
     Parameters
@@ -74,6 +80,8 @@ def build_model(backbone: str = "resnet50", *, n_classes: int = 3,
         ``'imagenet'``: the library's ImageNet encoder weights (Hugging Face cache or
         download). A file path: a checkpoint written by ``crystal-train train``
         (``{'model': state_dict}``) or a bare state dict of the whole network.
+    aspp_rates : (int, int, int)
+        Dilation rates of the three atrous ASPP branches.
 
     Raises
     ------
@@ -89,7 +97,8 @@ def build_model(backbone: str = "resnet50", *, n_classes: int = 3,
     enc_weights, path = _resolve_weights(weights)
     try:
         net = smp.DeepLabV3Plus(encoder_name=backbone, encoder_weights=enc_weights,
-                                classes=n_classes)
+                                classes=n_classes,
+                                decoder_atrous_rates=tuple(int(r) for r in aspp_rates))
     except Exception as exc:  # network, cache or hub errors: the user's environment
         if enc_weights is None:
             raise

@@ -44,6 +44,9 @@ def add_train_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--weights", default="imagenet",
                    help="encoder init: imagenet (library weights, from cache or download), "
                         "none, or a file")
+    p.add_argument("--aspp-rates", default="6,12,18",
+                   help="ASPP dilation rates (default 6,12,18: DeepLabv3 at output stride 16, "
+                        "as MATLAB's deeplabv3plusLayers)")
     p.add_argument("--epochs", type=int, default=50, help="number of epochs (default 50)")
     p.add_argument("--batch-size", type=int, default=8,
                    help="mini-batch size per device (default 8, the study's)")
@@ -130,6 +133,20 @@ def _check_args(args: argparse.Namespace) -> None:
             raise UserError(f"--{name.replace('_', '-')} {getattr(args, name)}: must be >= 1")
     if args.lr <= 0:
         raise UserError(f"--lr {args.lr}: must be > 0")
+    args.aspp_rates = parse_rates(args.aspp_rates)
+
+
+def parse_rates(text) -> list[int]:
+    """``'6,12,18'`` -> ``[6, 12, 18]`` (:class:`UserError` unless three positive ints)."""
+    if isinstance(text, (list, tuple)):
+        return [int(v) for v in text]
+    try:
+        rates = [int(v) for v in str(text).split(",")]
+    except ValueError:
+        rates = []
+    if len(rates) != 3 or min(rates) < 1:
+        raise UserError(f"--aspp-rates {text}: expected three positive integers like 6,12,18")
+    return rates
 
 
 def _load_datasets(args):
@@ -240,7 +257,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
                  None if cw is None else [round(float(v), 4) for v in cw])
         (out / "class_weights.json").write_text(json.dumps(cw_summary, indent=2) + "\n")
 
-    model = build_model(args.backbone, n_classes=n_classes,
+    model = build_model(args.backbone, n_classes=n_classes, aspp_rates=args.aspp_rates,
                         weights="none" if ckpt is not None else args.weights)
     if ckpt is not None:
         model.load_state_dict(ckpt["model"])
@@ -300,6 +317,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         "n_classes": n_classes, "classes": class_names, "crystal_class": train_data.crystal_class,
         "px_size_um_data": px, "px_size_um": px_net, "size_multiple": 16,
         "architecture": {"name": "DeepLabV3Plus", "encoder": args.backbone,
+                         "aspp_rates": list(args.aspp_rates), "output_stride": 16,
                          "library": "segmentation-models-pytorch"},
         "train_data": _data_summary(train_data), "val_data": _data_summary(val_data),
         "steps_per_epoch": steps_per_epoch, "total_steps": total_steps, "world_size": world,

@@ -79,7 +79,7 @@ def test_evaluate_onnx_known_confusion_matrix(tmp_path, capsys):
     assert "pixel accuracy 81.25 %" in capsys.readouterr().out
     doc = json.loads(out.read_text())
     assert doc["segmentation"]["pixel_accuracy"] == pytest.approx(0.8125)
-    ev = load_meta(model).metrics["evaluation"]
+    ev = load_meta(model).metrics["evaluation"]["data"]
     assert ev["pixel_accuracy"] == pytest.approx(0.8125) and ev["n_frames"] == 2
 
 
