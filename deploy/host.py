@@ -169,9 +169,9 @@ def _dry_run(target: Target, release: Release, facts: dict[str, str], opts: Opti
     result.detail = f"{len(changed)} file(s) would change; config {action}; nothing changed"
 
 
-def _wait(target: Target, opts: Options) -> str:
+def _wait(target: Target, opts: Options, old_invocation: str = "") -> str:
     out = target.run(remote.WAIT, opts.target_root, str(int(opts.start_timeout_s)),
-                     str(opts.settle_s), str(opts.poll_s),
+                     str(opts.settle_s), str(opts.poll_s), old_invocation,
                      timeout=opts.start_timeout_s + opts.settle_s + 120).stdout
     return remote.parse_kv(out).get("state", "unknown")
 
@@ -245,7 +245,8 @@ def _install_and_verify(target: Target, release: Release, facts: dict[str, str],
         _prune(target, opts, result, log)
         return
     log(f"waiting for crystal-edge to become active (up to {opts.start_timeout_s:.0f} s)")
-    state = _wait(target, opts) if proc.returncode == 0 else "restart failed"
+    state = (_wait(target, opts, out.get("old_invocation", "")) if proc.returncode == 0
+             else "restart failed")
     mqtt_note = ""
     if state == "active" and opts.wait_mqtt:
         log(f"waiting for the service's MQTT connection (up to {opts.mqtt_timeout_s:.0f} s)")
@@ -271,9 +272,9 @@ def _install_and_verify(target: Target, release: Release, facts: dict[str, str],
         result.detail = f"service state {state}; no previous release to roll back to"
         return
     log(f"rolling back to {result.previous}")
-    target.run(remote.ROLLBACK, opts.target_root, release.name, result.previous, backup,
-               "1", timeout=300)
-    back = _wait(target, opts)
+    rb = remote.parse_kv(target.run(remote.ROLLBACK, opts.target_root, release.name,
+                                    result.previous, backup, "1", timeout=300).stdout)
+    back = _wait(target, opts, rb.get("old_invocation", ""))
     result.result = "rolled back"
     result.detail = (f"{release.name} state {state}; back on {result.previous} "
                      f"(state {back})" + ("; config restored" if backup else ""))

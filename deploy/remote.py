@@ -242,8 +242,10 @@ echo "current=$NAME"
 
 if [ "$RESTART" = 1 ]; then
   step restart
+  U=crystal-edge.service
   systemctl daemon-reload
-  systemctl enable crystal-edge.service >&2
+  systemctl enable "$U" >&2
+  echo "old_invocation=$(systemctl show -p InvocationID --value "$U" 2>/dev/null || true)"
   echo "restarted_at=$(date +%s)"
   systemctl restart --no-block crystal-edge.service
 fi
@@ -252,22 +254,28 @@ fi
 # Wait until the restart job is done, then require `active` for SETTLE seconds.
 WAIT = r"""
 set -u
-TIMEOUT="$2"; SETTLE="$3"; POLL="$4"
+TIMEOUT="$2"; SETTLE="$3"; POLL="$4"; OLD_INV="${5:-}"
+U=crystal-edge.service
 start=$(date +%s)
 state=unknown
 while :; do
-  jobs="$(systemctl list-jobs --no-legend crystal-edge.service 2>/dev/null || true)"
-  state="$(systemctl is-active crystal-edge.service 2>/dev/null || true)"
+  jobs="$(systemctl list-jobs --no-legend "$U" 2>/dev/null || true)"
+  state="$(systemctl is-active "$U" 2>/dev/null || true)"
   state="${state:-unknown}"
+  inv="$(systemctl show -p InvocationID --value "$U" 2>/dev/null || true)"
   # Crashed and waiting to be restarted by Restart=on-failure: this start failed.
-  sub="$(systemctl show -p SubState --value crystal-edge.service 2>/dev/null || true)"
+  sub="$(systemctl show -p SubState --value "$U" 2>/dev/null || true)"
   if [ "$sub" = auto-restart ]; then state="failed(auto-restart)"; break; fi
+  # The instance from before the restart (restart job not processed yet): not an answer.
+  if [ -n "$OLD_INV" ] && [ "$inv" = "$OLD_INV" ]; then jobs="old instance"; fi
   if [ -z "$jobs" ]; then
     case "$state" in
       active)
         sleep "$SETTLE"
-        state="$(systemctl is-active crystal-edge.service 2>/dev/null || true)"
-        break ;;
+        state="$(systemctl is-active "$U" 2>/dev/null || true)"
+        case "$state" in
+          active|failed|inactive) break ;;
+        esac ;;  # activating again (restarted meanwhile): keep watching
       failed|inactive) break ;;
     esac
   fi
@@ -322,7 +330,9 @@ fi
 date -u +%FT%TZ > "$BASE/releases/$FAILED/DEPLOY_FAILED"
 echo "current=$PREV"
 if [ "$RESTART" = 1 ]; then
+  U=crystal-edge.service
   systemctl daemon-reload
+  echo "old_invocation=$(systemctl show -p InvocationID --value "$U" 2>/dev/null || true)"
   systemctl restart --no-block crystal-edge.service
 fi
 """

@@ -36,7 +36,11 @@ case "$1" in
     echo "$mode"
     [ "$mode" = active ] && exit 0
     exit 3 ;;
+  show)
+    # InvocationID changes with every restart (the deploy waits for a new one)
+    case "$*" in *InvocationID*) cat "$S/invocation" 2>/dev/null || echo 0 ;; esac ;;
   restart)
+    echo $(( $(cat "$S/invocation" 2>/dev/null || echo 0) + 1 )) > "$S/invocation"
     # the "service" starts: it writes status.json from the test's template, if any
     if [ -f "$S/status.template" ]; then
       sd="$(cat "$S/root")/var/lib/crystal-edge"

@@ -97,7 +97,9 @@ def test_deploy_update_force_dryrun_rollback(sshd, target_root, tmp_path, wheel)
     pw = root / "etc/crystal-edge/credentials/mqtt-password"
     assert pw.is_file() and stat.S_IMODE(pw.stat().st_mode) == 0o600
     calls = sshd.calls()
-    assert calls[:3] == ["daemon-reload", "enable crystal-edge.service",
+    # the InvocationID before the restart is read: the wait ignores that old instance
+    assert calls[:4] == ["daemon-reload", "enable crystal-edge.service",
+                         "show -p InvocationID --value crystal-edge.service",
                          "restart --no-block crystal-edge.service"]
     assert "is-active crystal-edge.service" in calls
 

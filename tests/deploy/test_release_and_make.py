@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import zipfile
@@ -99,3 +100,31 @@ def test_prune_keeps_newest_by_timestamp_plus_current_and_previous(tmp_path):
     # by timestamp (not by version string): keep the 2 newest, and the previous one
     assert out.split() == [f"pruned={names[1]}"]
     assert sorted(p.name for p in rel.iterdir()) == sorted([names[0], names[2], names[3]])
+
+
+WAIT_STUB = r"""#!/bin/sh
+# systemctl for the WAIT script: the old instance answers 'active' for 2 polls (restart
+# job not processed yet; list-jobs shows nothing), then the new one is 'activating' for 3
+# polls (e.g. an engine build), then 'active'.
+S="$(dirname "$0")"
+c=$(cat "$S/c" 2>/dev/null || echo 0)
+case "$1 $3" in
+  "show InvocationID") c=$((c + 1)); echo $c > "$S/c"
+    if [ $c -le 2 ]; then echo old; else echo new; fi ;;
+  "is-active "*) if [ $c -le 2 ] || [ $c -ge 6 ]; then echo active; else echo activating; fi ;;
+esac
+exit 0
+"""
+
+
+def test_wait_ignores_the_old_instance_and_waits_through_activating(tmp_path):
+    from deploy.remote import WAIT
+
+    stub = tmp_path / "systemctl"
+    stub.write_text(WAIT_STUB)
+    stub.chmod(0o755)
+    env = {**os.environ, "PATH": f"{tmp_path}:{os.environ['PATH']}"}
+    out = subprocess.run(["bash", "-c", WAIT, "wait", "/", "30", "0", "0.05", "old"],
+                         env=env, capture_output=True, text=True, check=True, timeout=60)
+    assert out.stdout.strip() == "state=active"
+    assert int((tmp_path / "c").read_text()) >= 6  # did not stop at the old instance
