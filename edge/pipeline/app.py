@@ -87,9 +87,12 @@ class Service:
         counter = BatchCounter(state_dir)
         log.info("state directory %s; last batch id %d", state_dir, counter.last)
 
-        frame_hw = None
-        if cfg.source.type == "synthetic":
-            frame_hw = (cfg.source.height, cfg.source.width)
+        frame_hw = None  # known frame size: the backend loads now, before READY
+        src_cfg = cfg.source
+        if src_cfg.type == "synthetic":
+            frame_hw = (src_cfg.height, src_cfg.width)
+        elif src_cfg.type == "opencv" and src_cfg.width and src_cfg.height:
+            frame_hw = (src_cfg.height, src_cfg.width)
         analyzer = FrameAnalyzer(
             cfg.model.path, backend_config=cfg.backend, measure_config=cfg.measure,
             quality_config=cfg.quality, roi_config=cfg.roi, px_size_um=cfg.optics.px_size_um,

@@ -403,8 +403,11 @@ class Pipeline(HealthMixin):
         next_health = time.monotonic()
         next_pet = time.monotonic()
         stop_seen: float | None = None
+        tick = 0.25
+        if self._watchdog is not None and self._watchdog_interval:
+            tick = min(tick, self._watchdog_interval / 4.0)
         while sink_thread.is_alive():
-            sink_thread.join(0.25)
+            sink_thread.join(tick)
             now = time.monotonic()
             if self._watchdog is not None and self._watchdog_interval and now >= next_pet:
                 if self.healthy():

@@ -256,6 +256,18 @@ def test_systemd_notifications(workdir, tiny_model, monkeypatch):
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     sock.bind(str(sock_path))
     sock.settimeout(0.2)
+    msgs: list[str] = []
+    done = threading.Event()
+
+    def receive() -> None:  # read as systemd does, so the sender never blocks
+        while not done.is_set():
+            try:
+                msgs.append(sock.recv(4096).decode())
+            except TimeoutError:
+                continue
+
+    rx = threading.Thread(target=receive, daemon=True)
+    rx.start()
     monkeypatch.setenv("NOTIFY_SOCKET", str(sock_path))
     monkeypatch.setenv("WATCHDOG_USEC", "200000")  # 0.2 s: pets every 0.1 s
     monkeypatch.setenv("WATCHDOG_PID", str(os.getpid()))
@@ -264,21 +276,20 @@ def test_systemd_notifications(workdir, tiny_model, monkeypatch):
     svc = Service(load_config(workdir / "config.toml"), install_signals=False)
     th = threading.Thread(target=svc.run)
     th.start()
-    assert svc.ready.wait(30)
-    _wait(lambda: svc.pipeline.frames_total >= 4, 30, "4 frames")
-    time.sleep(0.4)
-    svc.pipeline.request_stop("test")
-    th.join(30)
-    msgs = []
     try:
-        while True:
-            msgs.append(sock.recv(4096).decode())
-    except TimeoutError:
-        pass
+        assert svc.ready.wait(30)
+        _wait(lambda: svc.pipeline.frames_total >= 4, 30, "4 frames")
+        time.sleep(0.6)
+        svc.pipeline.request_stop("test")
+        th.join(30)
+        assert not th.is_alive()
+        time.sleep(0.3)
     finally:
+        done.set()
+        rx.join(5)
         sock.close()
     kinds = [m.split("\n")[0].split("=")[0] for m in msgs]
-    assert kinds[0] == "READY" and "STOPPING" in kinds
+    assert kinds[0] == "READY" and "STOPPING" in kinds, kinds
     assert kinds.index("STOPPING") > kinds.index("READY")
-    assert kinds.count("WATCHDOG") >= 3
+    assert kinds.count("WATCHDOG") >= 4, kinds
     assert any(m.startswith("STATUS=") and "frames/s" in m for m in msgs)
