@@ -107,7 +107,8 @@ class OpenCVSource:
     def _open_capture(self) -> Any | None:
         target, api = self._target()
         params: list[int] = []
-        if "://" in str(target) and hasattr(cv2, "CAP_PROP_OPEN_TIMEOUT_MSEC"):
+        if "://" in str(target) and hasattr(cv2, "CAP_PROP_OPEN_TIMEOUT_MSEC") and hasattr(
+                cv2, "CAP_PROP_READ_TIMEOUT_MSEC"):  # OpenCV >= 4.6
             ms = int(self.config.open_timeout_s * 1000)
             params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, ms]
         try:
