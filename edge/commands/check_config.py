@@ -25,7 +25,8 @@ def run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
     if args.check_files:
         check_files(cfg)
-    if not args.quiet:
-        sys.stdout.write(config_json(cfg) + "\n" if args.format == "json" else config_toml(cfg))
+    if args.quiet:
+        return 0
+    sys.stdout.write(config_json(cfg) + "\n" if args.format == "json" else config_toml(cfg))
     print(f"{args.config}: OK", file=sys.stderr)
     return 0

@@ -174,6 +174,8 @@ def test_cli_check_config_and_schema(tmp_path, capsys):
                   "(misspelt? see examples/config.toml or `crystal-edge config-schema`)"
     assert main(["run", "--config", str(p)]) == 2
     assert "sinks.jsonl.pathh: unknown key" in capsys.readouterr().err
+    assert main(["check-config", "-q", str(EXAMPLE)]) == 0
+    assert capsys.readouterr() == ("", "")
     assert main(["config-schema"]) == 0
     assert "properties" in json.loads(capsys.readouterr().out)
     p.write_text("")
