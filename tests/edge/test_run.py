@@ -293,3 +293,30 @@ def test_systemd_notifications(workdir, tiny_model, monkeypatch):
     assert kinds.index("STOPPING") > kinds.index("READY")
     assert kinds.count("WATCHDOG") >= 4, kinds
     assert any(m.startswith("STATUS=") and "frames/s" in m for m in msgs)
+
+
+def test_synthetic_source_batches_close_by_time(workdir, tiny_model):
+    """A paced synthetic source (soak-test mode): batches close every [batch] seconds."""
+    source = ('type = "synthetic"\nwidth = 320\nheight = 240\nrate_fps = 15\nseed = 5\n'
+              'fraction_um = [20.0, 40.0]\n')
+    write_config(workdir / "config.toml", model=tiny_model, batch_frames=10_000,
+                 source=source)
+    cfg_text = (workdir / "config.toml").read_text().replace(
+        "frames = 10000\n", "frames = 10000\nseconds = 0.6\n")
+    (workdir / "config.toml").write_text(cfg_text)
+    svc = Service(load_config(workdir / "config.toml"), install_signals=False)
+    th = threading.Thread(target=svc.run)
+    th.start()
+    try:
+        assert svc.ready.wait(30)
+        _wait(lambda: svc.pipeline.batches_published >= 3, 30, "3 time-closed batches")
+    finally:
+        svc.pipeline.request_stop("test")
+        th.join(30)
+    recs = read_jsonl(workdir / "out.jsonl")
+    assert len(recs) >= 3
+    for r in recs[:3]:  # the last one may be the shorter shutdown batch
+        p = r["payload"]
+        n = p["frames"]["used"] + p["frames"]["rejected"]
+        assert 4 <= n <= 14, n  # ~0.6 s at 15 frames/s
+    assert [r["batch_id"] for r in recs] == list(range(1, len(recs) + 1))
