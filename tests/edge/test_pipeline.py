@@ -186,7 +186,9 @@ def test_hung_stage_stops_the_watchdog(tmp_path, processor):
     p._watchdog_interval = 0.1
     proc.gate = threading.Event()  # inference hangs
     th, _rc = _run_in_thread(p)
-    time.sleep(0.3)
+    t_end = time.monotonic() + 10
+    while not pets and time.monotonic() < t_end:
+        time.sleep(0.02)
     assert pets, "no watchdog pets while healthy"
     time.sleep(0.6)
     assert not p.healthy()
@@ -195,7 +197,9 @@ def test_hung_stage_stops_the_watchdog(tmp_path, processor):
     assert len(pets) == n, "watchdog petted while the inference stage hung"
     assert p.snapshot()["healthy"] is False
     proc.gate.set()  # it recovers
-    time.sleep(0.5)
+    t_end = time.monotonic() + 10
+    while not (p.healthy() and len(pets) > n) and time.monotonic() < t_end:
+        time.sleep(0.05)
     assert p.healthy() and len(pets) > n
     p.request_stop("test")
     th.join(20)
