@@ -187,8 +187,26 @@ def parity(model, onnx_path: str | Path, *, inputs: np.ndarray | None = None,
             "input_shape": list(inputs.shape)}
 
 
+def frames_for_parity(data_dir: str | Path, *, input_scale: float, n: int = 2) -> np.ndarray:
+    """The first ``n`` frames of a dataset at network scale as NCHW float32 [0, 1]
+    (cropped to a common size that is a multiple of 16)."""
+    from trainer.data import LabelledDataset
+    from trainer.torchdata import scale_image
+
+    data = LabelledDataset(data_dir)
+    imgs = [scale_image(data.load_image(i), input_scale) for i in range(min(n, len(data)))]
+    if not imgs:
+        raise UserError(f"--parity-data {data_dir}: no frames")
+    h = min(i.shape[0] for i in imgs) // 16 * 16
+    w = min(i.shape[1] for i in imgs) // 16 * 16
+    if h == 0 or w == 0:
+        raise UserError(f"--parity-data {data_dir}: frames smaller than 16 px at network scale")
+    return np.stack([i[:h, :w] for i in imgs]).transpose(0, 3, 1, 2).astype(np.float32) / 255.0
+
+
 def export_checkpoint(checkpoint: str | Path, out: str | Path, *, fp16: bool = False,
                       name: str | None = None, parity_inputs: np.ndarray | None = None,
+                      parity_data: str | Path | None = None,
                       extra_metrics: dict[str, Any] | None = None) -> ExportResult:
     """Export ``checkpoint`` to ``out`` (.onnx) and write the metadata JSON beside it.
 
@@ -204,6 +222,8 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, *, fp16: bool = F
         Model name in the metadata (default: the file stem).
     parity_inputs : numpy.ndarray, optional
         NCHW float32 [0, 1] inputs for the parity check (default: seeded noise).
+    parity_data : path, optional
+        Also check parity on the first frames of this dataset (``metrics.parity_frames``).
     extra_metrics : dict, optional
         Merged into the metadata's ``metrics``.
     """
@@ -223,6 +243,13 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, *, fp16: bool = F
     par = parity(model, out, inputs=parity_inputs)
     log.info("parity ONNX Runtime vs PyTorch (%s): max |diff| %.2e, argmax agreement %.5f",
              "fp16" if fp16 else "fp32", par["max_abs_diff"], par["argmax_agreement"])
+    par_frames = None
+    if parity_data is not None:
+        frames = frames_for_parity(parity_data, input_scale=float(cfg.get("input_scale", 1.0)))
+        par_frames = dict(parity(model, out, inputs=frames), data=str(parity_data))
+        log.info("parity on %d frames of %s: max |diff| %.2e, argmax agreement %.5f",
+                 frames.shape[0], parity_data, par_frames["max_abs_diff"],
+                 par_frames["argmax_agreement"])
     val = (ckpt.get("metrics") or {}).get("val") or {}
     metrics: dict[str, Any] = {
         "checkpoint_epoch": int(ckpt.get("epoch", -1)), "checkpoint_step": int(ckpt.get("step", 0)),
@@ -230,6 +257,8 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, *, fp16: bool = F
         "val_mean_iou": val.get("mean_iou"),
         "parity": par,
     }
+    if par_frames is not None:
+        metrics["parity_frames"] = par_frames
     if extra_metrics:
         metrics.update(extra_metrics)
     training = {
@@ -256,4 +285,5 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, *, fp16: bool = F
     mpath = write_meta(meta, out)
     return ExportResult(onnx_path=str(out), meta_path=str(mpath),
                         precision=meta.precision, size_bytes=out.stat().st_size,
-                        sha256=meta.sha256, ops=ops, parity=par)
+                        sha256=meta.sha256, ops=ops,
+                    parity=dict(par, frames=par_frames) if par_frames else par)

@@ -100,9 +100,14 @@ def test_fp16_is_half_size_and_agrees_with_fp32(run, fp32, frames, tmp_path):
 
 def test_export_cli_and_errors(run, tmp_path, capsys):
     out = tmp_path / "cli.onnx"
-    assert cli(["export", "--checkpoint", str(run / "checkpoint.pt"), "--out", str(out)]) == 0
+    frames = make_dataset(tmp_path / "pd", 2, h=64, w=96, seed=8)
+    assert cli(["export", "--checkpoint", str(run / "checkpoint.pt"), "--out", str(out),
+                "--parity-data", str(frames)]) == 0
     printed = json.loads(capsys.readouterr().out)
     assert printed["precision"] == "fp32" and out.is_file() and out.with_suffix(".json").is_file()
+    pf = load_meta(out).metrics["parity_frames"]
+    assert pf["input_shape"] == [2, 3, 32, 48]  # 96x64 frames at the trained half scale
+    assert pf["max_abs_diff"] < 1e-4 and pf["argmax_agreement"] >= 0.999
     assert cli(["export", "--checkpoint", str(tmp_path / "none.pt"), "--out", str(out)]) == 2
     assert "checkpoint not found" in capsys.readouterr().err
     bad = tmp_path / "bad.pt"

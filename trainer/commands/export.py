@@ -14,6 +14,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="target .onnx (metadata .json written beside it)")
     parser.add_argument("--fp16", action="store_true",
                         help="store weights as float16 (I/O stay float32)")
+    parser.add_argument("--parity-data", default=None,
+                        help="also compare ONNX Runtime with PyTorch on the first 2 frames of "
+                             "this dataset (recorded in the metadata)")
     parser.add_argument("--name", default=None,
                         help="model name in the metadata (default: file stem)")
 
@@ -21,6 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from trainer.export import export_checkpoint
 
-    res = export_checkpoint(args.checkpoint, args.out, fp16=args.fp16, name=args.name)
+    res = export_checkpoint(args.checkpoint, args.out, fp16=args.fp16, name=args.name,
+                            parity_data=args.parity_data)
     print(json.dumps({k: v for k, v in res.to_payload().items() if k != "ops"}, indent=2))
     return 0
