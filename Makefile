@@ -52,7 +52,7 @@ test: system-deps install-dev
 	$(BIN)/pytest
 
 lint: install-dev
-	$(BIN)/ruff check edge trainer tests bench
+	$(BIN)/ruff check edge trainer tests bench scripts deploy systemd
 
 # Synthetic frames of both sieve fractions -> crystal-edge analyze (bundled model, CPU)
 # -> summary against the generator's truth; output in demo-out/. Fails (exit 1) without
@@ -86,4 +86,4 @@ deploy-dry-run:
 	$(DEPLOY_PY) -m deploy --dry-run $(DEPLOY_FLAGS)
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info demo-out
+	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info demo-out bench-out

@@ -28,7 +28,7 @@ from edge.backends.base import Backend
 from edge.backends.config import BackendConfig
 from edge.backends.registry import create_backend
 from edge.errors import UserError
-from edge.measure import MeasureConfig, measure_crystals
+from edge.measure import MeasureConfig, measure_crystals, select_morphology
 from edge.modelmeta import ModelMeta, load_meta
 from edge.preprocess import (
     auto_inference_scale,
@@ -149,6 +149,11 @@ class FrameAnalyzer:
         self.meta: ModelMeta = load_meta(self.model_path)
         self.backend_config = backend_config or BackendConfig()
         self.measure_config = measure_config or MeasureConfig()
+        try:
+            self.morphology = select_morphology(self.measure_config.morphology_device)
+        except RuntimeError as exc:
+            raise UserError(f"measure.morphology_device: {exc}") from None
+        log.info("post-processing threshold/closing on the %s", self.morphology.name)
         self.quality_config = quality_config or QualityConfig()
         self.roi_config = roi_config or RoiConfig()
         self.state_dir = state_dir
@@ -319,7 +324,7 @@ class FrameAnalyzer:
             return self._reject(result, crowd.reason, crowd.detail, t0)
         result.crystals = measure_crystals(
             class_map, px_size_um=self.px_size_um, crystal_class=self.crystal_class,
-            roi=roi.mask, config=self.measure_config)
+            roi=roi.mask, config=self.measure_config, morphology=self.morphology)
         result.timings_ms["postprocess_ms"] = (time.perf_counter() - t0) * 1e3
         return result
 

@@ -40,8 +40,10 @@ class InputSpec(_Strict):
     color_order: Literal["RGB"] = Field("RGB", description="channel order of the input")
     dtype: Literal["float32"] = Field("float32", description="input element type")
     value_range: tuple[float, float] = Field((0.0, 1.0), description="expected input value range")
-    mean: tuple[float, ...] = Field((0.485, 0.456, 0.406), description="per-channel mean (on [0,1] values)")
-    std: tuple[float, ...] = Field((0.229, 0.224, 0.225), description="per-channel std (on [0,1] values)")
+    mean: tuple[float, ...] = Field(
+        (0.485, 0.456, 0.406), description="per-channel mean (on [0,1] values)")
+    std: tuple[float, ...] = Field(
+        (0.229, 0.224, 0.225), description="per-channel std (on [0,1] values)")
     normalization_in_graph: bool = Field(
         True, description="True: mean/std applied inside the graph; feed values in value_range")
     size_multiple: int = Field(16, description="H and W must be multiples of this (pad, then crop)")
@@ -63,11 +65,17 @@ class ModelMeta(_Strict):
     crystal_class_id: int = Field(2, description="id of the crystal class")
     input: InputSpec = Field(default_factory=InputSpec, description="input tensor spec")
     output: OutputSpec = Field(default_factory=OutputSpec, description="output tensor spec")
-    px_size_um: float = Field(gt=0, description="pixel size (um) of the frames the model was trained on, at the network input")
-    architecture: dict[str, Any] = Field(default_factory=dict, description="e.g. {'name': 'DeepLabV3Plus', 'encoder': 'resnet50'}")
-    training: dict[str, Any] = Field(default_factory=dict, description="training data summary and command")
+    px_size_um: float = Field(
+        gt=0, description="pixel size (um) of the frames the model was trained on, "
+                          "at the network input")
+    architecture: dict[str, Any] = Field(
+        default_factory=dict,
+        description="e.g. {'name': 'DeepLabV3Plus', 'encoder': 'resnet50'}")
+    training: dict[str, Any] = Field(
+        default_factory=dict, description="training data summary and command")
     metrics: dict[str, Any] = Field(default_factory=dict, description="validation metrics")
-    precision: Literal["fp32", "fp16"] = Field("fp32", description="weight precision stored in the ONNX")
+    precision: Literal["fp32", "fp16"] = Field(
+        "fp32", description="weight precision stored in the ONNX")
     trainer_version: str = Field("", description="crystal-psd trainer version that exported it")
     created: str = Field("", description="UTC ISO 8601 time of export")
 

@@ -99,6 +99,9 @@ def notify(state: str | Mapping[str, object], *,
         return False
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+            # Never block the pipeline on a notify socket nobody reads (a full queue
+            # raises BlockingIOError, an OSError: logged and reported as not sent).
+            sock.setblocking(False)
             sock.sendto(message.encode("utf-8"), address)
     except OSError as exc:
         log.debug("sd_notify to %r failed: %s", env.get("NOTIFY_SOCKET"), exc)

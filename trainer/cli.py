@@ -21,7 +21,8 @@ COMMANDS: dict[str, str] = {
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return dispatch("crystal-train", "Train and export crystal segmentation models.", COMMANDS, argv)
+    return dispatch(
+        "crystal-train", "Train and export crystal segmentation models.", COMMANDS, argv)
 
 
 if __name__ == "__main__":

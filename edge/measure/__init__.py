@@ -12,6 +12,7 @@ Public API::
 from edge.measure.clean import border_zone, clean_mask, disc
 from edge.measure.config import DEFAULT_WINDOW, PAPER_WINDOW, MeasureConfig
 from edge.measure.crystals import REASONS, Crystals
+from edge.measure.gpu import CpuMorphology, CudaMorphology, Morphology, select_morphology
 from edge.measure.measure import measure_crystals
 from edge.measure.shape import (
     SIGMA_PX,
@@ -28,8 +29,11 @@ __all__ = [
     "PAPER_WINDOW",
     "REASONS",
     "SIGMA_PX",
+    "CpuMorphology",
     "Crystals",
+    "CudaMorphology",
     "MeasureConfig",
+    "Morphology",
     "border_zone",
     "chain_length",
     "circularity",
@@ -39,5 +43,6 @@ __all__ = [
     "feret",
     "measure_crystals",
     "perimeter",
+    "select_morphology",
     "split_touching",
 ]

@@ -16,6 +16,7 @@ Two pitfalls handled here:
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import cv2
 import numpy as np
@@ -190,15 +191,18 @@ def clear_border_objects(mask: np.ndarray, zone: np.ndarray, *, connectivity: in
     return np.where(hit[lab], 0, mask).astype(np.uint8), n_hit
 
 
-def clean_binary(mask01: np.ndarray, roi01: np.ndarray | None, cfg: MeasureConfig
+def clean_binary(mask01: np.ndarray, roi01: np.ndarray | None, cfg: MeasureConfig, *,
+                 close: Callable[[np.ndarray, int], np.ndarray] = close_disc
                  ) -> tuple[np.ndarray, int]:
     """Steps 1a-1d on a validated 0/1 mask: ROI, small objects, closing, holes.
 
+    ``close`` is the closing implementation (:func:`close_disc`, or the CUDA one from
+    :mod:`edge.measure.gpu`, which gives identical results).
     Returns the cleaned mask and the number of objects dropped as too small.
     """
     m = mask01 if roi01 is None else (mask01 & roi01)
     m, n_small = remove_small(m, cfg.min_area_px, connectivity=cfg.connectivity)
-    m = close_disc(m, cfg.closing_radius_px)
+    m = close(m, cfg.closing_radius_px)
     if roi01 is not None:
         m &= roi01
     if cfg.fill_holes:

@@ -8,6 +8,8 @@ unbiased (a disc measures ~1.0, a regular hexagon 0.907); see ``DEFAULT_WINDOW``
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 #: Circularity window used by the study (with its own, biased perimeter estimator).
@@ -61,6 +63,10 @@ class MeasureConfig(BaseModel):
         DEFAULT_WINDOW[0], ge=0,
         description="crystals with circularity 4*pi*A/P^2 below this are rejected as "
                     "'agglomerate' (study: 0.85, with a biased perimeter)")
+    morphology_device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto",
+        description="where the runtime thresholds the class map and runs the closing: 'auto' = "
+                    "the GPU where OpenCV has CUDA (JetPack), else the CPU; results identical")
     circularity_max: float = Field(
         DEFAULT_WINDOW[1], ge=0,
         description="crystals with circularity above this are rejected as 'agglomerate' "

@@ -25,6 +25,7 @@ from edge.measure.clean import (
 )
 from edge.measure.config import MeasureConfig
 from edge.measure.crystals import COLUMNS, Crystals
+from edge.measure.gpu import Morphology
 from edge.measure.shape import contour_length, feret, outer_contours
 from edge.measure.split import PAD, iter_objects, split_object
 
@@ -79,8 +80,8 @@ def _measure_one(sub: np.ndarray, ox: int, oy: int, *, zone: np.ndarray | None,
 
 
 def measure_crystals(mask: np.ndarray, *, px_size_um: float, crystal_class: int | None = None,
-                     roi: np.ndarray | None = None, config: MeasureConfig | None = None
-                     ) -> Crystals:
+                     roi: np.ndarray | None = None, config: MeasureConfig | None = None,
+                     morphology: Morphology | None = None) -> Crystals:
     """Separate and measure the crystals of one segmented frame.
 
     Parameters
@@ -96,6 +97,10 @@ def measure_crystals(mask: np.ndarray, *, px_size_um: float, crystal_class: int 
         crystal touching its boundary is a border crystal, like one touching the frame edge.
     config : MeasureConfig, optional
         Cleaning, splitting and shape-filter settings (defaults: the study's).
+    morphology : Morphology, optional
+        Implementation of the threshold and closing steps
+        (:func:`edge.measure.gpu.select_morphology`: CUDA where OpenCV has it); the
+        default is the CPU. Results are identical either way.
 
     Returns
     -------
@@ -109,11 +114,16 @@ def measure_crystals(mask: np.ndarray, *, px_size_um: float, crystal_class: int 
     """
     cfg = config or MeasureConfig()
     px = validate_px_size(px_size_um)
-    m = binarize(mask, crystal_class=crystal_class)
+    if morphology is None:
+        m = binarize(mask, crystal_class=crystal_class)
+        clean_kw: dict[str, object] = {}
+    else:
+        m = morphology.binarize(mask, crystal_class=crystal_class)
+        clean_kw = {"close": morphology.close_disc}
     r = validate_roi(roi, m.shape)
     frame_shape = (int(m.shape[0]), int(m.shape[1]))
     roi_area = int(np.count_nonzero(r)) if r is not None else m.size
-    clean, n_small = clean_binary(m, r, cfg)
+    clean, n_small = clean_binary(m, r, cfg, **clean_kw)
     dropped = {"too_small": n_small}
     zone = border_zone(frame_shape, r) if r is not None else None
 
