@@ -129,9 +129,12 @@ def compare_with_truth(pred_maps: dict[str, np.ndarray], truth_path: str | Path,
     x50_truth = weighted_quantile(td, td ** 3, 0.5) if td.size else None
     grid = np.arange(0.0, max(float(td.max()) if td.size else 0.0,
                               float(pred["diameters"].max()) if pred["n_kept"] else 0.0) + 10, 10)
-    q_t = volume_cdf(td, grid)
-    q_p = volume_cdf(pred["diameters"], grid, pred["weights"]) if pred["n_kept"] else q_t * np.nan
-    q_r = volume_cdf(ref["diameters"], grid, ref["weights"]) if ref["n_kept"] else q_t * np.nan
+    q_t = volume_cdf(td, grid) if td.size else None
+
+    def q3_diff(res: dict[str, Any]) -> float | None:
+        if q_t is None or not res["n_kept"]:
+            return None  # nothing measured: no distribution to compare
+        return float(np.max(np.abs(volume_cdf(res["diameters"], grid, res["weights"]) - q_t)))
     return {
         "truth_population": population,
         "n_frames": len(stems),
@@ -145,6 +148,6 @@ def compare_with_truth(pred_maps: dict[str, np.ndarray], truth_path: str | Path,
         "x50_3_pred_vs_label": _rel(pred["x50_3_um"], ref["x50_3_um"]),
         "s_lnd_pred": pred["s_lnd"], "s_lnd_label": ref["s_lnd"],
         "q3_grid_um": grid.tolist(),
-        "q3_max_abs_diff": float(np.nanmax(np.abs(q_p - q_t))),
-        "q3_label_max_abs_diff": float(np.nanmax(np.abs(q_r - q_t))),
+        "q3_max_abs_diff": q3_diff(pred),
+        "q3_label_max_abs_diff": q3_diff(ref),
     }

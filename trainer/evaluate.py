@@ -130,7 +130,7 @@ class EvaluationResult:
                 f"x50,3 predicted {_um(m['x50_3_pred_um'])}, through the labels "
                 f"{_um(m['x50_3_label_um'])}, truth ({m['truth_population']}) "
                 f"{_um(m['x50_3_truth_um'])}: error {_pct(m['x50_3_rel_error'], signed=True)}; "
-                f"Q3 max |diff| {m['q3_max_abs_diff']:.3f}")
+                f"Q3 max |diff| {_num(m['q3_max_abs_diff'])}")
         return "\n".join(lines)
 
 
@@ -138,6 +138,10 @@ def _pct(v: float | None, *, signed: bool = False) -> str:
     if v is None:
         return "n/a"
     return f"{100 * v:+.2f} %" if signed else f"{100 * v:.2f} %"
+
+
+def _num(v: float | None) -> str:
+    return "n/a" if v is None else f"{v:.3f}"
 
 
 def _um(v: float | None) -> str:

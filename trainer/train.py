@@ -131,6 +131,9 @@ def _check_args(args: argparse.Namespace) -> None:
     for name in ("epochs", "batch_size"):
         if getattr(args, name) < 1:
             raise UserError(f"--{name.replace('_', '-')} {getattr(args, name)}: must be >= 1")
+    if args.batch_size < 2:
+        raise UserError(f"--batch-size {args.batch_size}: must be >= 2 (the ASPP image-pooling "
+                        "branch has BatchNorm over the batch)")
     if args.lr <= 0:
         raise UserError(f"--lr {args.lr}: must be > 0")
     args.aspp_rates = parse_rates(args.aspp_rates)

@@ -136,6 +136,13 @@ def test_truth_comparison_through_the_edge_measurement(synth_set):
                             data=data)
     assert r2["x50_3_pred_vs_label"] < -0.04
     assert r2["q3_max_abs_diff"] > r["q3_max_abs_diff"]
+    # nothing segmented as crystal: no x50,3 and no Q3 difference, but no crash or NaN
+    blank = {s: np.where(m == 2, 1, m).astype(np.uint8) for s, m in labels.items()}
+    r3 = compare_with_truth(blank, synth_set / "truth.json", px_size_um=1.45, crystal_class=2,
+                            data=data)
+    assert r3["n_kept_pred"] == 0 and r3["x50_3_pred_um"] is None
+    assert r3["x50_3_rel_error"] is None and r3["q3_max_abs_diff"] is None
+    json.dumps(r3, allow_nan=False)
 
 
 def test_evaluate_runs_the_measurement_when_truth_exists(synth_set, tmp_path):

@@ -111,6 +111,8 @@ def test_eval_frames_pad_to_multiple_of_16(tiny):
 def test_user_errors_are_one_line(tiny, tmp_path, capsys):
     assert cli(_train_args(tiny, tmp_path / "r", "--image-size", "60")) == 2
     assert "--image-size 60" in capsys.readouterr().err
+    assert cli(_train_args(tiny, tmp_path / "r", "--batch-size", "1")) == 2
+    assert "--batch-size 1: must be >= 2" in capsys.readouterr().err
     args = _train_args(tiny, tmp_path / "r")
     args[2] = str(tmp_path / "missing")
     assert cli(args) == 2
