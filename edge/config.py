@@ -65,7 +65,7 @@ class ModelSection(_Section):
         description="ONNX model; its metadata JSON (classes, pixel size, sha256) must lie "
                     "beside it, and the ONNX must match the sha256 recorded there")
     inference_scale: float | Literal["auto"] = Field(
-        1.0,
+        "auto",
         description="resize factor of the frames before inference; 'auto' = so that the "
                     "network sees the pixel size it was trained at. Crystals are measured "
                     "at inference resolution with the pixel size scaled accordingly")

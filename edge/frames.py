@@ -160,8 +160,12 @@ class FrameAnalyzer:
         self.keep_class_maps = keep_class_maps
         self.color_order = color_order
         self.bit_depth = bit_depth
-        self.frame_px_size_um = float(px_size_um if px_size_um is not None
-                                      else self.meta.px_size_um)
+        if px_size_um is None:
+            px_size_um = self.meta.training_frame_px_size_um
+            log.warning("frame pixel size not given: assuming %.4g um/px, the pixel size of "
+                        "the frames %s was trained on (set it from a stage micrometer)",
+                        px_size_um, self.model_path.name)
+        self.frame_px_size_um = float(px_size_um)
         if self.frame_px_size_um <= 0:
             raise UserError(f"px_size_um: must be > 0, got {self.frame_px_size_um}")
         if isinstance(inference_scale, str):

@@ -68,6 +68,11 @@ class ModelMeta(_Strict):
     px_size_um: float = Field(
         gt=0, description="pixel size (um) of the frames the model was trained on, "
                           "at the network input")
+    frame_px_size_um: float | None = Field(
+        None, gt=0,
+        description="camera pixel size (um) of the training frames before any input scaling "
+                    "(px_size_um / frame_px_size_um = the input scale used in training); the "
+                    "default frame pixel size when a user gives none")
     architecture: dict[str, Any] = Field(
         default_factory=dict,
         description="e.g. {'name': 'DeepLabV3Plus', 'encoder': 'resnet50'}")
@@ -82,6 +87,20 @@ class ModelMeta(_Strict):
     @property
     def n_classes(self) -> int:
         return len(self.classes)
+
+    @property
+    def training_frame_px_size_um(self) -> float:
+        """Camera pixel size of the training frames (before the training input scale).
+
+        ``frame_px_size_um`` when recorded; else derived from ``training.input_scale``
+        (older exports); else ``px_size_um`` (trained at full resolution).
+        """
+        if self.frame_px_size_um:
+            return float(self.frame_px_size_um)
+        scale = self.training.get("input_scale") if isinstance(self.training, dict) else None
+        if isinstance(scale, (int, float)) and scale > 0:
+            return float(self.px_size_um) * float(scale)
+        return float(self.px_size_um)
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:

@@ -27,6 +27,9 @@ if str(ROOT) not in sys.path:  # runnable from a checkout without installing
     sys.path.insert(0, str(ROOT))
 
 FRACTIONS = [("90-125", 1), ("125-180", 2)]  # (sieve fraction in um, seed)
+#: Camera pixel size of the demo frames (the study's set-up); the frames are rendered at it and
+#: analysed with it, never taken from the model.
+PX_SIZE_UM = 1.45
 
 
 def _say(text: str = "") -> None:
@@ -115,13 +118,14 @@ def main(argv: list[str] | None = None) -> int:
              f"{args.size}, seed {seed}")
         rc = _cli("crystal-train", ["synth", "--out", str(frames_dir), "--n", str(args.frames),
                                     "--fraction", fraction, "--size", args.size,
-                                    "--seed", str(seed)])
+                                    "--px-size-um", str(PX_SIZE_UM), "--seed", str(seed)])
         if rc:
             _say(f"make demo: generating the {fraction} frames failed (exit {rc})")
             return 1
         report = res_dir / "report.json"
         analyze = ["analyze", str(frames_dir / "images"), "--model", str(args.model),
-                   "--backend", "onnxruntime", "--json", str(report),
+                   "--backend", "onnxruntime", "--px-size-um", str(PX_SIZE_UM),
+                   "--inference-scale", "auto", "--json", str(report),
                    "--csv", str(res_dir / "crystals.csv"), "--plot", str(res_dir / "q3.png"),
                    "--overlays", str(res_dir / "overlays")]
         if args.threads:

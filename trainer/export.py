@@ -276,6 +276,8 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, *, fp16: bool = F
         crystal_class_id=int(cfg.get("crystal_class", 2)),
         input=InputSpec(mean=IMAGENET_MEAN, std=IMAGENET_STD, size_multiple=SIZE_MULTIPLE),
         px_size_um=float(cfg["px_size_um"]),
+        frame_px_size_um=(float(cfg["px_size_um_data"]) if cfg.get("px_size_um_data")
+                          else None),
         architecture=dict(cfg.get("architecture") or {}, params=sum(
             p.numel() for p in model.parameters()), torch=torch.__version__),
         training=training, metrics=metrics, precision="fp16" if fp16 else "fp32",

@@ -57,7 +57,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "(default: binary masks, non-zero = crystal)")
     g.add_argument("--px-size-um", type=float, default=None, metavar="F",
                    help="pixel size in um (required with --masks; for frames: default the "
-                        "model's trained pixel size)")
+                        "pixel size of the frames the model was trained on, with a warning)")
 
     m = parser.add_argument_group("measurement (defaults: edge.measure.MeasureConfig)")
     m.add_argument("--min-area-px", type=int, default=None, metavar="N",

@@ -45,8 +45,8 @@ def add_image_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--batch", type=int, default=None, metavar="N",
                    help="frames per inference call (default 4)")
     g.add_argument("--inference-scale", default=None, metavar="S",
-                   help="resize frames by S for inference, or 'auto' to match the model's "
-                        "pixel size (default 1; diameters use px size / S)")
+                   help="resize frames by S for inference, or 'auto' (default) to match "
+                        "the pixel size the model was trained at; diameters use px size / S")
     g.add_argument("--roi", choices=["auto", "model", "full"], default=None,
                    help="measuring region: illuminated field from the frame (auto, "
                         "default), from the class map (model), or the whole frame (full)")
@@ -60,9 +60,7 @@ def add_image_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _scale(value: str | None) -> float | str:
-    if value is None:
-        return 1.0
-    if value == "auto":
+    if value is None or value == "auto":
         return "auto"
     try:
         s = float(value)

@@ -65,6 +65,34 @@ def test_auto_scale_follows_the_model_pixel_size(model_coarse):
     fa.close()
 
 
+def test_frame_px_size_defaults_to_the_training_frames_not_the_network_input(
+        tmp_path, caplog):
+    """A model trained at half resolution (2.9 um/px at the input, frames of 1.45 um/px):
+    without a pixel size the frames are taken as 1.45 um/px (with a warning), the auto
+    scale is 0.5 and diameters stay right; the network-input size must never be used as
+    the frame pixel size (that measured every crystal twice as large)."""
+    import json
+
+    from edge.modelmeta import meta_path_for
+
+    onnx = build_tiny_model(tmp_path, name="half", px_size_um=2.9)
+    mpath = meta_path_for(onnx)
+    meta = json.loads(mpath.read_text())
+    meta.pop("frame_px_size_um", None)
+    meta["training"] = {"input_scale": 0.5}  # an export that predates frame_px_size_um
+    mpath.write_text(json.dumps(meta))
+    with FrameAnalyzer(onnx, inference_scale="auto") as fa:
+        assert fa.frame_px_size_um == pytest.approx(1.45)
+        assert fa.inference_scale == pytest.approx(0.5)
+        r = fa.analyze("f", _frame())
+    np.testing.assert_allclose(np.sort(r.crystals.diameters_um()), _true_d_um(), atol=3.0)
+    assert any("assuming 1.45 um/px" in rec.getMessage() for rec in caplog.records)
+    meta["frame_px_size_um"] = 1.6
+    mpath.write_text(json.dumps(meta))
+    with FrameAnalyzer(onnx, inference_scale="auto") as fa:
+        assert fa.frame_px_size_um == pytest.approx(1.6)
+
+
 def test_mismatched_scale_warns(model_coarse, caplog):
     FrameAnalyzer(model_coarse, px_size_um=1.45, inference_scale=1.0).close()
     assert any("differs by 50 %" in r.getMessage() for r in caplog.records)
