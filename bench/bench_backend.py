@@ -1,10 +1,11 @@
 """Benchmark of the inference backend and per-frame post-processing; one JSON object on stdout.
 
     .venv/bin/python bench/bench_backend.py [--model models/crystal-seg.onnx] [--frames N]
-        [--batch 4] [--threads 0] [--inference-scale 1.0] [--backend onnxruntime]
+        [--batch 4] [--threads 0] [--inference-scale auto] [--backend onnxruntime]
 
-At the demo frame size (1024 x 768 synthetic back-lit frames with ~30 crystals) and the
-given inference scale (default 1.0, the ``[model] inference_scale`` default):
+At the demo frame size (1024 x 768 synthetic back-lit frames of 1.45 um/px with ~30
+crystals) and the given inference scale (default ``auto``, the ``[model] inference_scale``
+default: the network sees the pixel size it was trained at):
 
 * ``backend.batch1_fps`` / ``backend.batchN_fps``: bare ``Backend.infer`` throughput on
   pre-built NCHW tensors (no decoding, no pre-processing), batch 1 and batch N;
@@ -71,7 +72,9 @@ def main(argv: list[str] | None = None) -> int:
                          "real network: each frame is inferred four times)")
     ap.add_argument("--batch", type=int, default=4, help="batch size of the batched run")
     ap.add_argument("--threads", type=int, default=0, help="ONNX Runtime threads (0 = default)")
-    ap.add_argument("--inference-scale", type=float, default=1.0)
+    ap.add_argument("--inference-scale", default="auto",
+                    help="number, or 'auto' (default, as the appliance): the model's trained "
+                         "pixel size for frames of 1.45 um/px")
     ap.add_argument("--backend", default="onnxruntime",
                     choices=["auto", "onnxruntime", "tensorrt"])
     ap.add_argument("--width", type=int, default=1024)
@@ -92,8 +95,10 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"--frames ({args.frames}) must be at least --batch ({args.batch})")
     hw = (args.height, args.width)
     cfg = BackendConfig(name=args.backend, threads=args.threads, max_batch=args.batch)
-    fa = FrameAnalyzer(model, backend_config=cfg, inference_scale=args.inference_scale,
-                       frame_hw=hw)
+    scale = args.inference_scale if args.inference_scale == "auto" else float(
+        args.inference_scale)
+    fa = FrameAnalyzer(model, backend_config=cfg, inference_scale=scale, frame_hw=hw,
+                       px_size_um=1.45)
     frames = _frames(args.frames, hw)
     backend = fa.backend
     assert backend is not None

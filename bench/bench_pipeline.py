@@ -163,7 +163,10 @@ def main(argv: list[str] | None = None) -> int:
     images = render_frames(work / "in", n, hw)
     cfg = BackendConfig(name="onnxruntime", onnxruntime_device="cpu", threads=args.threads,
                         max_batch=args.batch)
-    fa = FrameAnalyzer(model, backend_config=cfg, frame_hw=hw)
+    # the appliance's defaults: frames of 1.45 um/px, inference scale 'auto' (the network
+    # sees the pixel size it was trained at; 0.5 for the bundled half-resolution model)
+    fa = FrameAnalyzer(model, backend_config=cfg, frame_hw=hw, px_size_um=1.45,
+                       inference_scale="auto")
     bare = bare_backend_fps(fa, images, args.batch)
     run = pipeline_run(fa, work / "in", work / "state", n=n, batch=args.batch,
                        post_workers=args.post_workers)

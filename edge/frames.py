@@ -141,7 +141,7 @@ class FrameAnalyzer:
                  measure_config: MeasureConfig | None = None,
                  quality_config: QualityConfig | None = None,
                  roi_config: RoiConfig | None = None, px_size_um: float | None = None,
-                 inference_scale: float | str = 1.0, frame_hw: tuple[int, int] | None = None,
+                 inference_scale: float | str = "auto", frame_hw: tuple[int, int] | None = None,
                  state_dir: str | Path | None = None, keep_class_maps: bool = False,
                  color_order: str = "bgr", bit_depth: int | None = None) -> None:
         self.model_path = Path(model_path)
