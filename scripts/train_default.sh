@@ -4,23 +4,19 @@
 #   DeepLabV3+/ResNet-50 from random init at half resolution (0.5 -> 2.9 um/px),
 #   FP16 ONNX export with metadata, evaluation (pixel accuracy, IoU, x50,3 vs truth).
 #
-# Two stages, as the committed model was trained on a shared 2-core CPU (random init, no
-# ImageNet weights offline): stage 1 = 4 x 18 steps of 2 crops (320 px at half scale),
-# stage 2 = continued from stage 1's best.pt with 4 crops per step (MAX_STEPS2 = the steps
-# the committed run managed in its time box). Environment overrides (defaults = that recipe):
-#   EPOCHS1 STEPS1 BATCH1 LR1 / EPOCHS2 STEPS2 BATCH2 LR2 MAX_STEPS2 (EPOCHS2=0: one stage)
-#   CROP, AUGMENT, WEIGHTS (imagenet where reachable), DEVICE (auto|cpu|cuda), WORKERS,
-#   NICE, WORK (scratch dir), OUT (target .onnx)
-# A longer schedule, e.g. on a GPU:
-#   make train-default WEIGHTS=imagenet EPOCHS1=50 STEPS1=100 BATCH1=8 EPOCHS2=0
+# The committed model was trained in three stages on a shared 2-core CPU (random init: no
+# ImageNet weights offline), each continuing from the previous stage's best.pt, with
+# 320 px crops at half scale: STAGES="epochs:steps_per_epoch:batch:lr:warmup[:max_steps] ..."
+# (a stage the committed run stopped by its time box carries max_steps = the steps it did).
+# Other overrides: CROP, AUGMENT, WEIGHTS (imagenet where reachable), DEVICE (auto|cpu|cuda),
+# WORKERS, NICE, WORK (scratch dir), OUT (target .onnx). A longer schedule, e.g. on a GPU:
+#   make train-default WEIGHTS=imagenet STAGES="60:100:8:5e-4:100"
 set -euo pipefail
 
 BIN=${BIN:-.venv/bin}
 WORK=${WORK:-runs/default}
 OUT=${OUT:-models/crystal-seg.onnx}
-EPOCHS1=${EPOCHS1:-4}; STEPS1=${STEPS1:-18}; BATCH1=${BATCH1:-2}; LR1=${LR1:-5e-4}
-EPOCHS2=${EPOCHS2:-9}; STEPS2=${STEPS2:-25}; BATCH2=${BATCH2:-4}; LR2=${LR2:-3e-4}
-MAX_STEPS2=${MAX_STEPS2:-}
+STAGES=${STAGES:-"4:18:2:5e-4:8 9:25:4:3e-4:5 6:25:8:2e-4:5:121"}
 CROP=${CROP:-320}
 AUGMENT=${AUGMENT:-light}
 WEIGHTS=${WEIGHTS:-none}
@@ -62,14 +58,17 @@ train() {  # run weights epochs steps batch lr warmup seed [extra...]
         --input-scale 0.5 --augment "$AUGMENT" --lr "$lr" --warmup-steps "$wu" \
         --workers "$WORKERS" --seed "$seed" --device "$DEVICE" --no-progress "$@"
 }
-RUN=$WORK/stage1
-train "$RUN" "$WEIGHTS" "$EPOCHS1" "$STEPS1" "$BATCH1" "$LR1" 8 0
-if [ "$EPOCHS2" -gt 0 ]; then
+init=$WEIGHTS
+i=0
+for stage in $STAGES; do
+    IFS=: read -r e st b lr wu ms <<<"$stage"
+    i=$((i + 1))
+    RUN=$WORK/stage$i
     extra=()
-    [ -n "$MAX_STEPS2" ] && extra+=(--max-steps "$MAX_STEPS2")
-    train "$WORK/stage2" "$RUN/best.pt" "$EPOCHS2" "$STEPS2" "$BATCH2" "$LR2" 5 1 "${extra[@]}"
-    RUN=$WORK/stage2
-fi
+    [ -n "${ms:-}" ] && extra+=(--max-steps "$ms")
+    train "$RUN" "$init" "$e" "$st" "$b" "$lr" "$wu" $((i - 1)) "${extra[@]}"
+    init=$RUN/best.pt
+done
 
 mkdir -p "$(dirname "$OUT")"
 $CT export --checkpoint "$RUN/best.pt" --out "$OUT" --fp16 --name crystal-seg \
