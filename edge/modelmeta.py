@@ -52,6 +52,11 @@ class InputSpec(_Strict):
 class OutputSpec(_Strict):
     kind: Literal["logits"] = Field("logits", description="per-pixel class logits")
     layout: Literal["NCHW"] = Field("NCHW", description="(N, n_classes, H, W)")
+    logit_adjustment: tuple[float, ...] | None = Field(
+        None,
+        description="per-class constants already added to the logits inside the graph "
+                    "(-log of the training class weights, undoing the weighted loss's prior "
+                    "shift); informational, consumers take argmax as is")
 
 
 class ModelMeta(_Strict):

@@ -56,8 +56,13 @@ class ExportResult:
                 "parity": self.parity}
 
 
-def load_checkpoint(path: str | Path):
-    """Read a training checkpoint; returns ``(model in eval mode, checkpoint dict)``."""
+def load_checkpoint(path: str | Path, *, prior_correction: bool = True):
+    """Read a training checkpoint; returns ``(model in eval mode, checkpoint dict)``.
+
+    With ``prior_correction`` (default) and class weights in the checkpoint, the model's
+    logits get ``-log(w_c)`` added (:func:`trainer.model.set_prior_correction`), so that
+    evaluation of the ``.pt`` and the exported ONNX make the unweighted decision.
+    """
     import torch
 
     from trainer.model import build_model
@@ -79,6 +84,10 @@ def load_checkpoint(path: str | Path):
     except RuntimeError as exc:
         raise UserError(f"{path}: weights do not fit: {str(exc).splitlines()[0]}") from None
     model.eval()
+    if prior_correction and ckpt.get("class_weights") is not None:
+        from trainer.model import set_prior_correction
+
+        set_prior_correction(model, ckpt["class_weights"])
     return model, ckpt
 
 
@@ -207,7 +216,8 @@ def frames_for_parity(data_dir: str | Path, *, input_scale: float, n: int = 2) -
 def export_checkpoint(checkpoint: str | Path, out: str | Path, *, fp16: bool = False,
                       name: str | None = None, parity_inputs: np.ndarray | None = None,
                       parity_data: str | Path | None = None,
-                      extra_metrics: dict[str, Any] | None = None) -> ExportResult:
+                      extra_metrics: dict[str, Any] | None = None,
+                      prior_correction: bool = True) -> ExportResult:
     """Export ``checkpoint`` to ``out`` (.onnx) and write the metadata JSON beside it.
 
     Parameters
@@ -226,17 +236,28 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, *, fp16: bool = F
         Also check parity on the first frames of this dataset (``metrics.parity_frames``).
     extra_metrics : dict, optional
         Merged into the metadata's ``metrics``.
+    prior_correction : bool
+        Fold ``-log(class weight)`` into the output logits (recorded as
+        ``output.logit_adjustment`` in the metadata); see
+        :func:`trainer.model.prior_correction`.
     """
     import torch
 
     import trainer
-    from edge.modelmeta import ClassInfo, InputSpec, ModelMeta, sha256_file, write_meta
+    from edge.modelmeta import (
+        ClassInfo,
+        InputSpec,
+        ModelMeta,
+        OutputSpec,
+        sha256_file,
+        write_meta,
+    )
     from trainer.model import IMAGENET_MEAN, IMAGENET_STD, SIZE_MULTIPLE
 
     out = Path(out)
     if out.suffix.lower() != ".onnx":
         raise UserError(f"--out {out}: expected a .onnx file name")
-    model, ckpt = load_checkpoint(checkpoint)
+    model, ckpt = load_checkpoint(checkpoint, prior_correction=prior_correction)
     cfg = ckpt["config"]
     export_model(model, out, fp16=fp16)
     ops = onnx_ops(out)
@@ -275,6 +296,8 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, *, fp16: bool = F
         classes=[ClassInfo(id=i, name=n) for i, n in enumerate(cfg["classes"])],
         crystal_class_id=int(cfg.get("crystal_class", 2)),
         input=InputSpec(mean=IMAGENET_MEAN, std=IMAGENET_STD, size_multiple=SIZE_MULTIPLE),
+        output=OutputSpec(logit_adjustment=None if model.logit_bias is None else tuple(
+            round(float(v), 6) for v in model.logit_bias.flatten().tolist())),
         px_size_um=float(cfg["px_size_um"]),
         frame_px_size_um=(float(cfg["px_size_um_data"]) if cfg.get("px_size_um_data")
                           else None),

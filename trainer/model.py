@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -47,9 +48,38 @@ class SegmentationNet(nn.Module):
         self.net = net
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
+        # Per-class constants added to the logits after training (see set_prior_correction);
+        # None while training (the weighted loss sees the raw logits). Not in state dicts.
+        self.register_buffer("logit_bias", None, persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net((x - self.mean) / self.std)
+        out = self.net((x - self.mean) / self.std)
+        if self.logit_bias is not None:
+            out = out + self.logit_bias
+        return out
+
+
+def prior_correction(class_weights) -> np.ndarray:
+    """Logit constants ``-log(w_c)`` that undo a class-weighted loss's prior shift.
+
+    Cross-entropy weighted by ``w_c`` is minimised by ``p(c|x) * w_c`` (normalised), so
+    the weighted model's argmax favours up-weighted classes: with the study's
+    median-frequency weights (crystal 3.3, light background 0.47) crystals are drawn too
+    large. Adding ``-log(w_c)`` to the logits restores the unweighted decision (logit
+    adjustment, Menon et al., ICLR 2021) while training keeps the balanced gradients.
+    """
+    w = np.asarray(class_weights, dtype=np.float64).ravel()
+    if w.size == 0 or not np.all(np.isfinite(w)) or np.any(w <= 0):
+        raise ValueError(f"class weights must be positive and finite, got {w.tolist()}")
+    return (-np.log(w)).astype(np.float32)
+
+
+def set_prior_correction(model: SegmentationNet, class_weights) -> np.ndarray:
+    """Add :func:`prior_correction` of ``class_weights`` to ``model``'s logits; returns it."""
+    bias = prior_correction(class_weights)
+    ref = model.mean
+    model.logit_bias = torch.from_numpy(bias).view(1, -1, 1, 1).to(ref.device)
+    return bias
 
 
 def _resolve_weights(weights: str | None) -> tuple[str | None, Path | None]:

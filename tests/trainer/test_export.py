@@ -132,3 +132,34 @@ def test_evaluate_checkpoint_and_its_onnx_agree(run, fp32, tmp_path):
     assert a.input_scale == b.input_scale == pytest.approx(0.5)
     np.testing.assert_array_equal(a.segmentation["confusion_matrix"],
                                   b.segmentation["confusion_matrix"])
+
+
+def test_prior_correction_is_folded_into_the_graph(run, fp32, frames, tmp_path):
+    """The exported logits are the raw network's plus -log(class weight) per class."""
+    import torch
+
+    from trainer.model import prior_correction
+
+    np.testing.assert_allclose(prior_correction([1.0, 0.4763, 3.2361]),
+                               [0.0, 0.74172, -1.17436], atol=1e-4)
+    with pytest.raises(ValueError, match="positive"):
+        prior_correction([1.0, 0.0, 2.0])
+    model, ckpt = load_checkpoint(run / "best.pt")
+    raw_model, _ = load_checkpoint(run / "best.pt", prior_correction=False)
+    w = np.asarray(ckpt["class_weights"], np.float64)
+    assert raw_model.logit_bias is None and "logit_bias" not in model.state_dict()
+    with torch.no_grad():
+        adj = model(torch.from_numpy(frames)).numpy()
+        raw = raw_model(torch.from_numpy(frames)).numpy()
+    np.testing.assert_allclose(adj - raw, np.broadcast_to(
+        -np.log(w)[None, :, None, None], raw.shape), atol=1e-5)
+    # the ONNX carries it, the metadata says so; without it the raw logits come out
+    meta = load_meta(fp32.onnx_path)
+    np.testing.assert_allclose(meta.output.logit_adjustment, -np.log(w), atol=1e-5)
+    out = ort_session(fp32.onnx_path).run(None, {INPUT_NAME: frames})[0]
+    np.testing.assert_allclose(out, adj, atol=1e-4)
+    plain = export_checkpoint(run / "best.pt", tmp_path / "plain.onnx", parity_inputs=frames,
+                              prior_correction=False)
+    assert load_meta(plain.onnx_path).output.logit_adjustment is None
+    out_plain = ort_session(plain.onnx_path).run(None, {INPUT_NAME: frames})[0]
+    np.testing.assert_allclose(out_plain, raw, atol=1e-4)

@@ -19,12 +19,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "this dataset (recorded in the metadata)")
     parser.add_argument("--name", default=None,
                         help="model name in the metadata (default: file stem)")
+    parser.add_argument("--no-prior-correction", action="store_true",
+                        help="do not fold -log(class weight) into the logits (by default the "
+                             "exported argmax undoes the class-weighted loss's bias towards "
+                             "up-weighted classes; see the model card)")
 
 
 def run(args: argparse.Namespace) -> int:
     from trainer.export import export_checkpoint
 
     res = export_checkpoint(args.checkpoint, args.out, fp16=args.fp16, name=args.name,
-                            parity_data=args.parity_data)
+                            parity_data=args.parity_data,
+                            prior_correction=not args.no_prior_correction)
     print(json.dumps({k: v for k, v in res.to_payload().items() if k != "ops"}, indent=2))
     return 0

@@ -1,0 +1,46 @@
+"""The bundled model end to end: `crystal-edge analyze` on generated frames of both sieve
+fractions reports x50,3 within 5 % of the generator's truth (ONNX Runtime, CPU, FP16)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from edge.cli import main as edge_cli
+from edge.modelmeta import load_meta
+from trainer.cli import main as train_cli
+
+ROOT = Path(__file__).resolve().parents[2]
+MODEL = ROOT / "models" / "crystal-seg.onnx"
+
+
+def test_bundled_model_file_and_metadata() -> None:
+    meta = load_meta(MODEL)  # schema + sha256 of the committed ONNX
+    assert MODEL.stat().st_size <= 60 * 2**20
+    assert meta.precision == "fp16" and meta.architecture["encoder"] == "resnet50"
+    assert [c.name for c in meta.classes] == ["black_background", "light_background", "crystal"]
+    assert meta.px_size_um == pytest.approx(2.9) and meta.frame_px_size_um == pytest.approx(1.45)
+    assert meta.output.logit_adjustment is not None
+    assert meta.metrics["parity_frames"]["argmax_agreement"] >= 0.995
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("fraction", "seed"), [("90-125", 31), ("125-180", 32)])
+def test_analyze_with_the_bundled_model_recovers_x50_3(tmp_path: Path, fraction: str,
+                                                       seed: int) -> None:
+    data = tmp_path / "frames"
+    assert train_cli(["synth", "--out", str(data), "--n", "8", "--fraction", fraction,
+                      "--seed", str(seed), "--px-size-um", "1.45"]) == 0
+    report = tmp_path / "report.json"
+    assert edge_cli(["analyze", str(data / "images"), "--model", str(MODEL), "--backend",
+                     "onnxruntime", "--px-size-um", "1.45", "--json", str(report)]) == 0
+    rep = json.loads(report.read_text())
+    truth = json.loads((data / "truth.json").read_text())["statistics"]["all"]
+    assert rep["n_images"] == 8 and rep["n_crystals"] >= 40
+    err = rep["x50_3_um"] / truth["x50_3_um"] - 1
+    print(f"{fraction}: x50,3 {rep['x50_3_um']:.1f} um vs truth {truth['x50_3_um']:.1f} um "
+          f"({100 * err:+.1f} %), {rep['n_crystals']} crystals")
+    assert abs(err) < 0.05
+    assert rep["settings"]["px_size_um"] == pytest.approx(2.9)  # measured at the network scale
