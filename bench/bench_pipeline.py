@@ -142,6 +142,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch", type=int, default=4, help="frames per inference call")
     ap.add_argument("--threads", type=int, default=0, help="ONNX Runtime threads (0 = default)")
     ap.add_argument("--post-workers", type=int, default=1, help="post-processing threads")
+    ap.add_argument("--repeats", type=int, default=3,
+                    help="alternating bare/pipeline measurements; the ratio reported is the "
+                         "median of the adjacent pairs (this machine is noisy)")
     ap.add_argument("--width", type=int, default=1024)
     ap.add_argument("--height", type=int, default=768)
     args = ap.parse_args(argv)
@@ -159,7 +162,6 @@ def main(argv: list[str] | None = None) -> int:
     n = args.frames or (48 if kind == TINY else 16)
     hw = (args.height, args.width)
     (work / "in").mkdir()
-    (work / "state").mkdir()
     images = render_frames(work / "in", n, hw)
     cfg = BackendConfig(name="onnxruntime", onnxruntime_device="cpu", threads=args.threads,
                         max_batch=args.batch)
@@ -167,9 +169,17 @@ def main(argv: list[str] | None = None) -> int:
     # sees the pixel size it was trained at; 0.5 for the bundled half-resolution model)
     fa = FrameAnalyzer(model, backend_config=cfg, frame_hw=hw, px_size_um=1.45,
                        inference_scale="auto")
-    bare = bare_backend_fps(fa, images, args.batch)
-    run = pipeline_run(fa, work / "in", work / "state", n=n, batch=args.batch,
-                       post_workers=args.post_workers)
+    pairs = []
+    for r in range(max(1, args.repeats)):
+        state = work / f"state{r}"  # a fresh folder-source ledger: the same frames again
+        state.mkdir()
+        b = bare_backend_fps(fa, images, args.batch)
+        p = pipeline_run(fa, work / "in", state, n=n, batch=args.batch,
+                         post_workers=args.post_workers)
+        pairs.append((b, p))
+    k = sorted(range(len(pairs)), key=lambda i: pairs[i][1]["fps"] / pairs[i][0])[
+        len(pairs) // 2]
+    bare, run = pairs[k]  # the pair with the median ratio
     out = {
         "benchmark": "pipeline",
         "model": {"kind": kind, "name": fa.meta.name,
@@ -182,6 +192,7 @@ def main(argv: list[str] | None = None) -> int:
         "backend_fps": round(bare, 3),
         "pipeline_fps": round(run["fps"], 3),
         "ratio": round(run["fps"] / bare, 3),
+        "ratios_all": [round(p["fps"] / b, 3) for b, p in pairs],
         "ratio_goal": 0.85,
         "postprocess_ms_per_frame": round(run["postprocess_ms_per_frame"], 2),
         "inference_stage_ms_per_frame": round(run["inference_stage_ms_per_frame"], 2),

@@ -149,8 +149,11 @@ class Pipeline(HealthMixin):
                         st.tick()
                         if frame is None:  # idle heartbeat
                             continue
+                        # The quality gate runs here, beside decoding, so that the
+                        # inference thread only prepares tensors and runs the network.
+                        item = self._checked(Item(frame), st)
                         if self._capture_abandoned or not put(
-                                self.q_infer, Item(frame), st, self._abort):
+                                self.q_infer, item, st, self._abort):
                             return
                         st.items += 1
                         if self.opt.max_frames and st.items >= self.opt.max_frames:
@@ -198,23 +201,26 @@ class Pipeline(HealthMixin):
         for _ in self.post_stages:
             put(self.q_post, END, st, self._abort)
 
+    def _checked(self, it: Item, st: Stage) -> Item:
+        """Quality gate of one captured frame: sets ``it.reject`` for a rejected frame."""
+        fr = it.frame
+        if fr.error or fr.image is None:
+            it.reject = "unreadable"  # the detail is in the log and the source health
+            return it
+        t0 = time.perf_counter()
+        try:
+            reason = self.processor.quality(fr.image)
+        except Exception as exc:
+            st.errors += 1
+            self._error(f"quality {fr.name}", exc)
+            reason = "quality_error"
+        it.timing_ms["quality_ms"] = (time.perf_counter() - t0) * 1000.0
+        if reason:
+            it.reject = str(reason)
+        return it
+
     def _infer_items(self, items: list[Item], st: Stage) -> list[Item]:
-        ready: list[Item] = []
-        for it in items:
-            fr = it.frame
-            if fr.error or fr.image is None:
-                it.reject = "unreadable"  # the detail is in the log and the source health
-                continue
-            try:
-                reason = self.processor.quality(fr.image)
-            except Exception as exc:
-                st.errors += 1
-                self._error(f"quality {fr.name}", exc)
-                reason = "quality_error"
-            if reason:
-                it.reject = str(reason)
-            else:
-                ready.append(it)
+        ready = [it for it in items if it.reject is None]
         groups: dict[tuple[int, ...], list[Item]] = {}
         for it in ready:
             groups.setdefault(tuple(it.frame.image.shape), []).append(it)  # type: ignore[union-attr]
