@@ -88,8 +88,10 @@ def test_health_payload_merges_pipeline_and_sink_state(broker, recorder_factory,
         burst = [json.loads(m.payload)["frames_per_s"] for m in rec.all[n0:]]
     finally:
         sink.close()
-    first = json.loads(rec.all[0].payload)  # sent right after CONNACK, before any snapshot
-    assert first["frames_per_s"] is None and first["uptime_s"] >= 0
+    # The first one goes out right after CONNACK: without a pipeline snapshot (None), unless
+    # the snapshot above raced it (seen on a loaded CI machine), never anything else.
+    first = json.loads(rec.all[0].payload)
+    assert first["frames_per_s"] in (None, 12.5) and first["uptime_s"] >= 0
     h = next(json.loads(m.payload) for m in rec.all if json.loads(m.payload).get("frames_per_s"))
     assert 2 <= len(burst) <= 5  # ~1.5 s at one per 0.5 s, not one per snapshot (20)
     assert burst == sorted(burst)  # always the latest snapshot
