@@ -22,7 +22,6 @@ import json
 import platform
 import resource
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -40,25 +39,13 @@ from edge.mqtt.payloads import PsdPayload
 from edge.mqtt.sink import MqttSink
 from edge.mqtt.sparkplug import codec
 
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+from tests.edge.mqtt.conftest import free_port, wait_port  # noqa: E402  (the tests' broker helpers)
+
 MOSQUITTO = "/usr/sbin/mosquitto"
 T0 = datetime(2026, 11, 30, tzinfo=timezone.utc)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _wait_port(port: int, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"mosquitto not listening on {port}")
 
 
 class _Broker:
@@ -74,7 +61,7 @@ class _Broker:
     def start(self) -> None:
         self.proc = subprocess.Popen([MOSQUITTO, "-c", str(self.conf)],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        _wait_port(self.port)
+        wait_port(self.port)
 
     def stop(self) -> None:
         if self.proc is not None:
@@ -155,7 +142,7 @@ def _cpu() -> float:
 def run(n: int, *, outage_at: float, outage_s: float, max_inflight: int, timeout_s: float,
         mode: str, drain_n: int) -> dict[str, Any]:
     work = Path(tempfile.mkdtemp(prefix="soak-mqtt-"))
-    broker = _Broker(work, _free_port())
+    broker = _Broker(work, free_port())
     broker.start()
     dcs = _Dcs(broker.port)
     time.sleep(0.3)
