@@ -25,6 +25,23 @@ from trainer.augment import IGNORE_INDEX
 log = logging.getLogger(__name__)
 
 
+# ----------------------------------------------------------------------------- DDP
+def any_rank(flag: bool, device: torch.device) -> bool:
+    """``flag`` OR-ed over all processes (a collective under DDP, ``flag`` itself otherwise).
+
+    Every decision that changes how many optimizer steps a process takes (time box,
+    skipped batch) must be taken by all processes together: one process stepping alone
+    waits forever in DDP's gradient all-reduce.
+    """
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return flag
+    t = torch.tensor([1 if flag else 0], dtype=torch.int32, device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
+
+
 # ----------------------------------------------------------------------------- metrics
 def confusion_matrix(pred: np.ndarray | torch.Tensor, target: np.ndarray | torch.Tensor,
                      n_classes: int, *, ignore_index: int = IGNORE_INDEX) -> np.ndarray:
@@ -123,13 +140,13 @@ def train_one_epoch(model: nn.Module, criterion: nn.Module, optimizer: torch.opt
         if max_steps is not None and step >= max_steps:
             stopped = True
             break
-        if deadline is not None and time.monotonic() > deadline:
+        if deadline is not None and any_rank(time.monotonic() > deadline, device):
             stopped = True
             break
         images = batch[0].to(device, non_blocking=True)
         targets = batch[1].to(device, non_blocking=True)
-        if not bool((targets != IGNORE_INDEX).any()):
-            log.debug("step skipped: every pixel of the batch is padding")
+        if any_rank(not bool((targets != IGNORE_INDEX).any()), device):
+            log.debug("step skipped: every pixel of the batch (on some process) is padding")
             continue
         with _autocast(device, scaler is not None):
             logits = model(images)

@@ -206,7 +206,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     from torch.utils.data import DataLoader
 
     from trainer.augment import PRESETS
-    from trainer.engine import evaluate, make_criterion, train_one_epoch
+    from trainer.engine import any_rank, evaluate, make_criterion, train_one_epoch
     from trainer.model import build_model, count_parameters
     from trainer.torchdata import EvalFrames, TrainCrops
     from trainer.trainplot import plot_training
@@ -333,7 +333,8 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     best_metrics: dict[str, Any] = {}
     epoch = start_epoch - 1
     for epoch in range(start_epoch, args.epochs):
-        if step >= total_steps or (deadline is not None and time.monotonic() > deadline):
+        if step >= total_steps or (
+                deadline is not None and any_rank(time.monotonic() > deadline, device)):
             break
         train_ds.set_epoch(epoch)
         if sampler is not None:
