@@ -4,6 +4,12 @@ Each line is one JSON object with a ``type`` field (``"psd"`` or ``"health"``) a
 payload under ``payload``. Lines are written whole, flushed and fsync'd before
 :meth:`JsonlSink.publish` returns, so a report the sink accepted survives a power cut.
 ``path = "-"`` writes to standard output (no fsync).
+
+A file is rotated by size, as :class:`logging.handlers.RotatingFileHandler` does: when
+the next line would take it past ``max_bytes``, ``PATH`` becomes ``PATH.1`` (``PATH.1``
+becomes ``PATH.2``, ..., up to ``keep`` old files; the oldest is deleted) and a new
+``PATH`` is started, so a headless appliance never fills its disk with reports.
+A line is never split between two files.
 """
 
 from __future__ import annotations
@@ -34,6 +40,11 @@ class JsonlSinkConfig(BaseModel):
     health: bool = Field(
         False, description="also write every health snapshot as a line (type 'health')")
     fsync: bool = Field(True, description="fsync after every line (files only)")
+    max_bytes: int = Field(
+        50_000_000, ge=0,
+        description="rotate the file when the next line would take it past this size "
+                    "(bytes; 0 = never rotate)")
+    keep: int = Field(5, ge=1, le=1000, description="rotated files kept (PATH.1 .. PATH.keep)")
 
 
 class JsonlSink:
@@ -50,6 +61,7 @@ class JsonlSink:
         self._written = 0
         self._errors = 0
         self._last_error: str | None = None
+        self._rotations = 0
 
     @property
     def to_stdout(self) -> bool:
@@ -69,20 +81,47 @@ class JsonlSink:
     def _out(self) -> TextIO:
         if self._stream is not None:
             return self._stream
-        if self._file is not None:
-            return self._file
-        return sys.stdout
+        if self.to_stdout:
+            return sys.stdout
+        if self._file is None:  # not opened yet, or a rotation failed to reopen it
+            self.open()
+        assert self._file is not None
+        return self._file
+
+    def _rotate_if_needed(self, n_bytes: int) -> None:
+        f = self._file
+        limit = self.config.max_bytes
+        if f is None or limit <= 0:
+            return
+        size = f.tell()
+        if size == 0 or size + n_bytes <= limit:
+            return
+        path = Path(self.config.path)
+        f.close()
+        self._file = None
+        keep = self.config.keep
+        old = path.with_name(f"{path.name}.{keep}")
+        if old.exists():
+            old.unlink()
+        for i in range(keep - 1, 0, -1):
+            src = path.with_name(f"{path.name}.{i}")
+            if src.exists():
+                os.replace(src, path.with_name(f"{path.name}.{i + 1}"))
+        os.replace(path, path.with_name(f"{path.name}.1"))
+        self._rotations += 1
+        self.open()
 
     def _write(self, record: dict[str, Any]) -> None:
         line = json.dumps(record, separators=(",", ":"), allow_nan=False) + "\n"
         with self._lock:
-            out = self._out()
             try:
+                self._rotate_if_needed(len(line.encode("utf-8")))
+                out = self._out()
                 out.write(line)
                 out.flush()
                 if self.config.fsync and self._file is not None:
                     os.fsync(self._file.fileno())
-            except (OSError, ValueError) as exc:
+            except (OSError, ValueError, UserError) as exc:
                 self._errors += 1
                 self._last_error = str(exc)
                 raise
@@ -98,7 +137,8 @@ class JsonlSink:
 
     def health(self) -> dict[str, Any]:
         return {"name": self.name, "path": self.config.path, "lines_written": self._written,
-                "errors": self._errors, "last_error": self._last_error}
+                "rotations": self._rotations, "errors": self._errors,
+                "last_error": self._last_error}
 
     def close(self) -> None:
         with self._lock:

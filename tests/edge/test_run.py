@@ -318,5 +318,7 @@ def test_synthetic_source_batches_close_by_time(workdir, tiny_model):
     for r in recs[:3]:  # the last one may be the shorter shutdown batch
         p = r["payload"]
         n = p["frames"]["used"] + p["frames"]["rejected"]
-        assert 4 <= n <= 14, n  # ~0.6 s at 15 frames/s
+        # at most ~0.6 s at 15 frames/s (fewer when the machine is loaded): closed by
+        # time, far below the 10 000-frame limit
+        assert 1 <= n <= 14, n
     assert [r["batch_id"] for r in recs] == list(range(1, len(recs) + 1))
