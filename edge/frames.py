@@ -43,6 +43,7 @@ from edge.preprocess import (
 )
 from edge.quality import QualityConfig, QualityResult, check_crowding, check_frame
 from edge.roi import Roi, RoiConfig, detect_roi
+from edge.state import write_frame_size
 
 log = logging.getLogger(__name__)
 
@@ -190,6 +191,7 @@ class FrameAnalyzer:
         self._last_roi: Roi | None = None
         self.last_timings: dict[str, float] = {}
         self.backend_selection: list[dict[str, str]] = []
+        self._remembered_hw: tuple[int, int] | None = None
         cfg = self.backend_config
         if cfg.input_height and cfg.input_width:
             self._ensure_backend(padded_hw((cfg.input_height, cfg.input_width),
@@ -214,6 +216,17 @@ class FrameAnalyzer:
             self.model_path, self.meta, self.backend_config, input_hw=input_hw,
             state_dir=self.state_dir)
         return self.backend
+
+    def _remember_frame_hw(self, hw: tuple[int, ...]) -> None:
+        """Record the frame size in the state directory (once per size; never fatal)."""
+        hw2 = (int(hw[0]), int(hw[1]))
+        if self.state_dir is None or hw2 == self._remembered_hw:
+            return
+        self._remembered_hw = hw2
+        try:
+            write_frame_size(self.state_dir, hw2)
+        except OSError as exc:
+            log.warning("cannot record the frame size in %s: %s", self.state_dir, exc)
 
     @property
     def model_info(self) -> dict[str, Any]:
@@ -284,6 +297,7 @@ class FrameAnalyzer:
         infer_s = 0.0
         for hw, idx in groups.items():
             backend = self._ensure_backend(hw)
+            self._remember_frame_hw(images[idx[0]].shape[:2])
             for k in range(0, len(idx), step):
                 chunk = idx[k:k + step]
                 batch = to_nchw([prepared[i] for i in chunk], hw)

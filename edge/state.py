@@ -113,3 +113,23 @@ def read_status(state_dir: str | Path) -> dict[str, Any] | None:
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None
+
+
+FRAME_SIZE_FILE = "frame_size.json"
+
+
+def write_frame_size(state_dir: str | Path, hw: tuple[int, int]) -> None:
+    """Remember the frame size last analysed, so the next start loads the model before
+    READY even when the source cannot tell the size yet (an empty watched folder)."""
+    atomic_write_text(Path(state_dir) / FRAME_SIZE_FILE,
+                      json.dumps({"height": int(hw[0]), "width": int(hw[1])}) + "\n")
+
+
+def read_frame_size(state_dir: str | Path) -> tuple[int, int] | None:
+    """The size :func:`write_frame_size` recorded, or None (absent or unreadable)."""
+    try:
+        d = json.loads((Path(state_dir) / FRAME_SIZE_FILE).read_text())
+        h, w = int(d["height"]), int(d["width"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return (h, w) if h > 0 and w > 0 else None

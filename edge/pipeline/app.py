@@ -25,7 +25,7 @@ from edge.pipeline.runtime import Pipeline, PipelineOptions
 from edge.sinks.base import Sink
 from edge.sinks.jsonl import JsonlSink
 from edge.sources import build_source
-from edge.state import ensure_state_dir, resolve_state_dir
+from edge.state import ensure_state_dir, read_frame_size, resolve_state_dir
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +75,7 @@ class Service:
 
     # ------------------------------------------------------------------ assembly
     def _build(self) -> Pipeline:
-        from edge.frames import FrameAnalyzer
+        from edge.frames import FrameAnalyzer, check_model_file
         from edge.pipeline.analysis import AnalyzerProcessor
 
         cfg = self.cfg
@@ -87,20 +87,35 @@ class Service:
         counter = BatchCounter(state_dir)
         log.info("state directory %s; last batch id %d", state_dir, counter.last)
 
-        frame_hw = None  # known frame size: the backend loads now, before READY
+        check_model_file(Path(cfg.model.path))  # before the source: the more basic mistake
+        source = build_source(cfg.source, state_dir=state_dir,
+                              px_size_um=cfg.optics.px_size_um)
+        source.open()
+        self._cleanup.append(("source", source.close))
+
+        # known frame size: the backend loads now, before READY
+        frame_hw, hw_from = None, ""
         src_cfg = cfg.source
         if src_cfg.type == "synthetic":
-            frame_hw = (src_cfg.height, src_cfg.width)
+            frame_hw, hw_from = (src_cfg.height, src_cfg.width), "[source]"
         elif src_cfg.type == "opencv" and src_cfg.width and src_cfg.height:
-            frame_hw = (src_cfg.height, src_cfg.width)
+            frame_hw, hw_from = (src_cfg.height, src_cfg.width), "[source]"
+        elif hasattr(source, "frame_size_hint"):
+            frame_hw, hw_from = source.frame_size_hint(), "the first pending frame"
+        if frame_hw is None:
+            frame_hw, hw_from = read_frame_size(state_dir), "the last run's frames"
+        if frame_hw is not None:
+            log.info("frame size %dx%d (from %s): loading the model before READY",
+                     frame_hw[1], frame_hw[0], hw_from)
         analyzer = FrameAnalyzer(
             cfg.model.path, backend_config=cfg.backend, measure_config=cfg.measure,
             quality_config=cfg.quality, roi_config=cfg.roi, px_size_um=cfg.optics.px_size_um,
             inference_scale=cfg.model.inference_scale, frame_hw=frame_hw, state_dir=state_dir)
         self._cleanup.append(("model", analyzer.close))
         if analyzer.backend is None:
-            log.info("the backend is loaded with the first frame (its size is not known yet; "
-                     "set [backend] input_height/input_width to load it at start-up)")
+            log.info("the backend is loaded with the first frame (its size is not known yet: "
+                     "no frame waiting and none analysed before; set [backend] "
+                     "input_height/input_width to load it at start-up)")
         processor = AnalyzerProcessor(analyzer, psd_config=cfg.psd)
 
         def model_ident() -> dict[str, str]:
@@ -108,11 +123,6 @@ class Service:
             return {"name": str(mi.get("name") or ""), "sha256": str(mi.get("sha256") or ""),
                     "backend": str(mi.get("backend") or "pending"),
                     "precision": str(mi.get("precision") or "")}
-
-        source = build_source(cfg.source, state_dir=state_dir,
-                              px_size_um=cfg.optics.px_size_um)
-        source.open()
-        self._cleanup.append(("source", source.close))
 
         sinks = build_sinks(cfg, state_dir=state_dir, ident=model_ident(),
                             on_command=self._on_command)

@@ -278,6 +278,30 @@ class FolderSource:
         if self.config.after != "keep":
             self._apply_after(rel, failed=False)
 
+    def frame_size_hint(self, max_files: int = 3) -> tuple[int, int] | None:
+        """(H, W) of the oldest file still to be processed, or None (empty folder).
+
+        Lets the service load the model before it reports READY. Reads and decodes at
+        most ``max_files`` files (skipping undecodable ones); nothing is marked.
+        """
+        if self._ledger is None:
+            self.open()
+        assert self._ledger is not None
+        tried = 0
+        for rel, (size, mtime_ns) in sorted(self._scan().items(), key=lambda kv: kv[1][1]):
+            if self._ledger.is_processed(rel, size, mtime_ns):
+                continue
+            tried += 1
+            try:
+                image, error = decode_image((self.dir / rel).read_bytes(), Path(rel).suffix)
+            except OSError:
+                image, error = None, "unreadable"
+            if image is not None and not error:
+                return int(image.shape[0]), int(image.shape[1])
+            if tried >= max_files:
+                break
+        return None
+
     # -- reading -----------------------------------------------------------------
     def frames(self, stop: threading.Event) -> Iterator[Frame | None]:
         if self._ledger is None:

@@ -322,3 +322,52 @@ def test_synthetic_source_batches_close_by_time(workdir, tiny_model):
         # time, far below the 10 000-frame limit
         assert 1 <= n <= 14, n
     assert [r["batch_id"] for r in recs] == list(range(1, len(recs) + 1))
+
+
+def _backend_at_ready(workdir, monkeypatch, *, until_ready_only: bool, **kw):
+    """Run the service; return (backend loaded when READY was sent, the service)."""
+    from edge import systemd
+
+    seen: dict[str, object] = {}
+    svc = Service(load_config(workdir / "config.toml"), install_signals=False, **kw)
+
+    def ready(status: str = "") -> None:
+        seen["backend"] = svc.pipeline.processor.analyzer.backend
+
+    monkeypatch.setattr(systemd, "notify_ready", ready)
+    if not until_ready_only:
+        assert svc.run() == 0
+        return seen["backend"], svc
+    th = threading.Thread(target=svc.run)
+    th.start()
+    try:
+        assert svc.ready.wait(30)
+    finally:
+        _wait(lambda: svc.pipeline is not None, 10, "the pipeline")
+        svc.pipeline.request_stop("test")
+        th.join(30)
+    return seen["backend"], svc
+
+
+def test_model_is_loaded_before_ready_when_the_frame_size_can_be_known(workdir, tiny_model,
+                                                                        monkeypatch):
+    """READY means the model is loaded: the frame size comes from the first waiting file,
+    else from the last run's frames (frame_size.json); only a first start on an empty
+    folder has to load the model with the first frame."""
+    write_config(workdir / "config.toml", model=tiny_model, batch_frames=2)
+    state = workdir / "state"
+    # first start, empty folder, nothing known: loaded lazily
+    backend, _ = _backend_at_ready(workdir, monkeypatch, until_ready_only=True)
+    assert backend is None and not (state / "frame_size.json").exists()
+    # frames waiting: size from the oldest pending file, model loaded before READY
+    write_frames(workdir / "in", ["f0.png", "f1.png"], h=240, w=320)
+    backend, _ = _backend_at_ready(workdir, monkeypatch, until_ready_only=False, max_batches=1)
+    assert backend is not None
+    assert json.loads((state / "frame_size.json").read_text()) == {"height": 240, "width": 320}
+    # restart with the folder empty again (files processed): size from frame_size.json
+    backend, _ = _backend_at_ready(workdir, monkeypatch, until_ready_only=True)
+    assert backend is not None
+    # a damaged record is ignored, not fatal
+    (state / "frame_size.json").write_text("{not json")
+    backend, _ = _backend_at_ready(workdir, monkeypatch, until_ready_only=True)
+    assert backend is None

@@ -188,3 +188,22 @@ def test_decode_image_reasons():
     assert err is None and img.shape == (24, 32, 3)
     assert decode_image(b"", ".png") == (None, "unreadable: empty file")
     assert decode_image(png.tobytes()[:-5], ".png")[1].startswith("unreadable: truncated")
+
+
+def test_frame_size_hint_is_the_oldest_pending_decodable_file(tmp_path):
+    src = _source(tmp_path)
+    assert src.frame_size_hint() is None  # empty folder
+    t0 = time.time() - 100
+    (src.dir / "a_broken.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    os.utime(src.dir / "a_broken.png", (t0, t0))
+    assert cv2.imwrite(str(src.dir / "b.png"), _img(50, h=30, w=40))
+    os.utime(src.dir / "b.png", (t0 + 1, t0 + 1))
+    assert cv2.imwrite(str(src.dir / "c.png"), _img(60, h=50, w=70))
+    os.utime(src.dir / "c.png", (t0 + 2, t0 + 2))
+    assert src.frame_size_hint() == (30, 40)  # the broken oldest file is skipped
+    col = Collector(src)
+    frames = col.wait_frames(3)
+    col.close()
+    src.ack([f for f in frames if f.name == "b.png"])
+    assert src.frame_size_hint() == (50, 70)  # b.png is done; nothing was marked by hints
+    assert src.health()["files_acked"] == 1
