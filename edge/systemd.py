@@ -31,6 +31,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import time
 from collections.abc import Mapping
 
 log = logging.getLogger(__name__)
@@ -112,6 +113,17 @@ def notify(state: str | Mapping[str, object], *,
 def notify_ready(status: str | None = None) -> bool:
     """Tell systemd the service finished starting (``READY=1``), with an optional status."""
     fields: dict[str, object] = {"READY": 1}
+    if status:
+        fields["STATUS"] = _clean(status)[:_MAX_STATUS_CHARS]
+    return notify(fields)
+
+
+def notify_reloading(status: str | None = None) -> bool:
+    """Announce a configuration reload (``RELOADING=1`` with ``MONOTONIC_USEC``, as
+    ``Type=notify-reload`` expects); ``READY=1`` follows when the reload is done."""
+    fields: dict[str, object] = {"RELOADING": 1,
+                                 "MONOTONIC_USEC": time.clock_gettime_ns(time.CLOCK_MONOTONIC)
+                                 // 1000}
     if status:
         fields["STATUS"] = _clean(status)[:_MAX_STATUS_CHARS]
     return notify(fields)

@@ -35,4 +35,5 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config)
     setup_logging(cfg.logging)
-    return Service(cfg, max_frames=args.max_frames, max_batches=args.max_batches).run()
+    return Service(cfg, max_frames=args.max_frames, max_batches=args.max_batches,
+                   config_path=args.config).run()

@@ -6,6 +6,11 @@ known) -> source -> sinks (JSON lines, MQTT) -> pipeline threads -> systemd ``RE
 Shutdown (SIGTERM/SIGINT or ``--max-frames``/``--max-batches``): systemd ``STOPPING``,
 the pipeline drains and closes the open batch, sinks are closed (MQTT sends its backlog
 for a few seconds; what is left stays in the outbox), then the source and the model.
+Reload (SIGHUP, ``systemctl reload``, or the MQTT ``reload_config`` command): the
+configuration file is read and validated again; if it is invalid the service says why in
+one log line and runs on unchanged. If it is valid, systemd hears ``RELOADING``, the
+pipeline drains and closes the open batch (published as usual), everything is closed and
+built again from the new file in the same process (batch ids continue), then ``READY``.
 """
 
 from __future__ import annotations
@@ -59,12 +64,20 @@ class Service:
     max_frames, max_batches : int, optional
         Stop after this many frames / closed batches (tests, demos, soak runs).
     install_signals : bool
-        Handle SIGTERM/SIGINT (only possible in the main thread).
+        Handle SIGTERM/SIGINT/SIGHUP (only possible in the main thread).
+    config_path : path, optional
+        The file ``cfg`` came from: needed to reload (SIGHUP, MQTT ``reload_config``).
     """
 
     def __init__(self, cfg: EdgeConfig, *, max_frames: int | None = None,
-                 max_batches: int | None = None, install_signals: bool = True) -> None:
+                 max_batches: int | None = None, install_signals: bool = True,
+                 config_path: str | Path | None = None) -> None:
         self.cfg = cfg
+        self.config_path = Path(config_path) if config_path is not None else None
+        self.reloads = 0
+        self._next_cfg: EdgeConfig | None = None
+        self._terminating = False
+        self._reload_lock = threading.Lock()
         self.max_frames = max_frames
         self.max_batches = max_batches
         self.install_signals = install_signals
@@ -156,8 +169,11 @@ class Service:
     # ------------------------------------------------------------------ callbacks
     def _on_command(self, cmd: Any) -> None:
         name = getattr(cmd, "command", cmd)
+        rid = getattr(cmd, "request_id", "") or ""
         if name == "close_batch" and self.pipeline is not None:
-            self.pipeline.request_close_batch(f"mqtt command {getattr(cmd, 'request_id', '')}")
+            self.pipeline.request_close_batch(f"mqtt command {rid}")
+        elif name == "reload_config":
+            self.request_reload(f"mqtt command {rid}".strip())
         else:
             log.warning("command %r is not supported by this version; ignored", name)
 
@@ -168,8 +184,43 @@ class Service:
             f"{snap.get('state')}: {snap.get('frames_per_s', 0):.2f} frames/s, "
             f"{snap.get('frames_total', 0)} frames, last batch {last.get('batch_id', '-')}")
 
+    def request_reload(self, reason: str = "reload") -> bool:
+        """Re-read the configuration file; restart the pipeline with it if it is valid.
+
+        Returns True when a reload was started. An invalid file is refused with one log
+        line and the service runs on with the configuration it has.
+        """
+        from edge.config import load_config
+
+        if self.config_path is None:
+            log.warning("reload (%s) ignored: the service was not started from a file", reason)
+            return False
+        try:
+            new = load_config(self.config_path)
+        except UserError as exc:
+            log.error("reload (%s) refused, running on unchanged: %s", reason, exc)
+            return False
+        with self._reload_lock:
+            pipeline = self.pipeline
+            if pipeline is None or self._terminating or pipeline.stop_reason is not None:
+                log.warning("reload (%s) ignored: the service is starting or stopping", reason)
+                return False
+            self._next_cfg = new
+        systemd.notify_reloading(f"reloading ({reason})")
+        log.info("reload (%s): %s is valid; closing the open batch and restarting the "
+                 "pipeline", reason, self.config_path)
+        pipeline.request_stop(f"reload: {reason}")
+        return True
+
     def _signal(self, signum: int, _frame: Any) -> None:
         name = signal.Signals(signum).name
+        if name == "SIGHUP":
+            threading.Thread(target=self.request_reload, args=("SIGHUP",), daemon=True,
+                             name="reload").start()  # file I/O: not in the handler
+            return
+        with self._reload_lock:
+            self._terminating = True
+            self._next_cfg = None
         if self.pipeline is None:
             raise KeyboardInterrupt
         if self.pipeline.stop_reason is not None and name == "SIGINT":
@@ -183,10 +234,33 @@ class Service:
     def run(self) -> int:
         old: dict[int, Any] = {}
         try:
-            self.pipeline = pipeline = self._build()
             if self.install_signals:
-                for sig in (signal.SIGTERM, signal.SIGINT):
+                for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                     old[sig] = signal.signal(sig, self._signal)
+            while True:
+                rc = self._run_once()
+                with self._reload_lock:
+                    nxt, self._next_cfg = self._next_cfg, None
+                    if nxt is None or self._terminating:
+                        return rc
+                    self.cfg = nxt
+                    self.pipeline = None
+                    self.ready.clear()
+                self.reloads += 1
+                log.info("configuration reloaded from %s (reload %d)", self.config_path,
+                         self.reloads)
+        finally:
+            self.ready.set()
+            for sig, handler in old.items():
+                signal.signal(sig, handler)
+
+    def _run_once(self) -> int:
+        self._cleanup = []
+        self.metrics = None
+        try:
+            pipeline = self._build()
+            with self._reload_lock:
+                self.pipeline = pipeline
             if self.cfg.metrics.enabled:
                 from edge.metrics import MetricsServer
 
@@ -198,13 +272,14 @@ class Service:
             systemd.notify_ready(f"running: source {self.cfg.source.type}")
             self.ready.set()
             rc = pipeline.run()
-            systemd.notify_stopping(f"stopped ({pipeline.stop_reason or 'end of input'})")
+            reloading = self._next_cfg is not None and not self._terminating
+            if not reloading:
+                systemd.notify_stopping(f"stopped ({pipeline.stop_reason or 'end of input'})")
             log.info("stopped (%s): %d frames, %d batches closed, %d published",
                      pipeline.stop_reason or "end of input", pipeline.frames_total,
                      pipeline.batches_closed, pipeline.batches_published)
             return rc
         finally:
-            self.ready.set()
             if self.metrics is not None:
                 self.metrics.stop()
             for what, fn in reversed(self._cleanup):
@@ -212,5 +287,3 @@ class Service:
                     fn()
                 except Exception:
                     log.exception("closing %s failed", what)
-            for sig, handler in old.items():
-                signal.signal(sig, handler)

@@ -371,3 +371,101 @@ def test_model_is_loaded_before_ready_when_the_frame_size_can_be_known(workdir, 
     (state / "frame_size.json").write_text("{not json")
     backend, _ = _backend_at_ready(workdir, monkeypatch, until_ready_only=True)
     assert backend is None
+
+
+def test_reload_applies_a_valid_file_and_refuses_an_invalid_one(workdir, tiny_model,
+                                                                 monkeypatch, caplog):
+    """SIGHUP / MQTT reload_config: the open batch is closed, the pipeline is rebuilt from
+    the re-read file in the same process (batch ids continue); an invalid file is refused
+    and the service runs on. systemd hears RELOADING then READY."""
+    import socket
+
+    sock_path = workdir / "notify.sock"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(sock_path))
+    sock.settimeout(0.2)
+    msgs: list[str] = []
+    done = threading.Event()
+
+    def receive() -> None:
+        while not done.is_set():
+            try:
+                msgs.append(sock.recv(4096).decode())
+            except TimeoutError:
+                continue
+
+    rx = threading.Thread(target=receive, daemon=True)
+    rx.start()
+    monkeypatch.setenv("NOTIFY_SOCKET", str(sock_path))
+    cfg_path = workdir / "config.toml"
+    write_config(cfg_path, model=tiny_model, batch_frames=2)
+    write_frames(workdir / "in", [f"a{i}.png" for i in range(4)])
+    svc = Service(load_config(cfg_path), install_signals=False, config_path=cfg_path)
+    th = threading.Thread(target=svc.run)
+    th.start()
+    try:
+        assert svc.ready.wait(30)
+        _wait(lambda: svc.pipeline.batches_published >= 2, 30, "2 batches of 2")
+        first = svc.pipeline
+        good = cfg_path.read_text()
+        cfg_path.write_text(good.replace("frames = 2\n", "frames = -5\n"))
+        with caplog.at_level("ERROR", logger="edge.pipeline.app"):
+            assert svc.request_reload("test") is False
+        assert any("refused, running on unchanged" in r.getMessage() and "frames" in
+                   r.getMessage() for r in caplog.records)
+        assert svc.pipeline is first and first.stop_reason is None
+        cfg_path.write_text(good.replace("frames = 2\n", "frames = 3\n"))
+        assert svc.request_reload("test") is True
+        _wait(lambda: svc.reloads == 1 and svc.ready.is_set() and svc.pipeline is not None
+              and svc.pipeline is not first, 30, "the reload")
+        assert svc.cfg.batch.frames == 3
+        write_frames(workdir / "in", [f"b{i}.png" for i in range(3)])
+        _wait(lambda: svc.pipeline.batches_published >= 1, 30, "a batch of 3")
+    finally:
+        if svc.pipeline is not None:
+            svc.pipeline.request_stop("test")
+        th.join(30)
+        done.set()
+        rx.join(5)
+        sock.close()
+    assert not th.is_alive()
+    recs = read_jsonl(workdir / "out.jsonl")
+    assert [r["batch_id"] for r in recs] == list(range(1, len(recs) + 1))
+    assert [r["payload"]["frames"]["used"] for r in recs][:2] == [2, 2]
+    assert recs[-1]["payload"]["frames"]["used"] == 3
+    kinds = [m.split("\n")[0].split("=")[0] for m in msgs]
+    i = kinds.index("RELOADING")
+    assert "READY" in kinds[i + 1:] and "STOPPING" not in kinds[:i], kinds
+    assert "MONOTONIC_USEC=" in msgs[i]
+
+
+def test_sighup_reloads_the_running_process(workdir, tiny_model):
+    """``systemctl reload`` sends SIGHUP: the open batch is closed and published, the new
+    batch size applies, the process (PID) stays."""
+    cfg_path = workdir / "config.toml"
+    write_config(cfg_path, model=tiny_model, batch_frames=100)
+    write_frames(workdir / "in", [f"f{i}.png" for i in range(3)])
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop("CRYSTAL_EDGE_STATE_DIR", None)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "edge.cli", "run", "--config", str(cfg_path)],
+        cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        _wait(lambda: (read_status(workdir / "state") or {}).get("frames_total") == 3,
+              90, "3 frames in status.json")
+        cfg_path.write_text(cfg_path.read_text().replace("frames = 100\n", "frames = 2\n"))
+        proc.send_signal(signal.SIGHUP)
+        _wait(lambda: (workdir / "out.jsonl").exists() and len(read_jsonl(
+            workdir / "out.jsonl")) == 1, 60, "the open batch closed by the reload")
+        write_frames(workdir / "in", [f"g{i}.png" for i in range(2)])
+        _wait(lambda: len(read_jsonl(workdir / "out.jsonl")) == 2, 60, "a batch of 2")
+        assert proc.poll() is None
+        proc.send_signal(signal.SIGTERM)
+        _out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    recs = read_jsonl(workdir / "out.jsonl")
+    assert [(r["batch_id"], r["payload"]["frames"]["used"]) for r in recs] == [(1, 3), (2, 2)]
+    assert "reload (SIGHUP)" in err and "Traceback" not in err

@@ -66,3 +66,40 @@ def test_mqtt_batches_and_close_command(tmp_path, broker, monkeypatch):
     final = read_status(tmp_path / "state")  # written at stop, before the sinks close
     assert final["sinks"]["mqtt"]["outbox_depth"] == 0
     assert final["sinks"]["mqtt"]["published"] == 1
+
+
+def test_mqtt_reload_config_command(tmp_path, broker, monkeypatch):
+    """``reload_config`` from the DCS: the open batch goes out, the service comes back with
+    the re-read file (new batch size) on a new MQTT session, batch ids continue."""
+    monkeypatch.delenv("CRYSTAL_EDGE_STATE_DIR", raising=False)
+    model = build_tiny_model(tmp_path / "model")
+    (tmp_path / "in").mkdir()
+    write_frames(tmp_path / "in", ["a.png", "b.png", "c.png"])
+    mqtt = (f'\n[mqtt]\nenabled = true\nhost = "127.0.0.1"\nport = {broker.port}\n'
+            'topic_prefix = "plant/cryst"\ncommands_enabled = true\n'
+            'reconnect_min_s = 0.2\nreconnect_max_s = 1.0\n')
+    cfg_path = tmp_path / "config.toml"
+    write_config(cfg_path, model=model, batch_frames=100, extra=mqtt)
+    rec = Recorder(broker.port, "plant/cryst/#")
+    svc = Service(load_config(cfg_path), install_signals=False, config_path=cfg_path)
+    th = threading.Thread(target=svc.run)
+    th.start()
+    try:
+        assert svc.ready.wait(30)
+        first = svc.pipeline
+        assert wait_for(lambda: first.frames_total == 3, 30)
+        cfg_path.write_text(cfg_path.read_text().replace("frames = 100\n", "frames = 2\n"))
+        rec.client.publish("plant/cryst/test-01/cmd", json.dumps(
+            {"schema_id": "crystal-psd/command", "command": "reload_config",
+             "request_id": "op-8"}), qos=1)
+        assert wait_for(lambda: svc.reloads == 1 and svc.pipeline is not None
+                        and svc.pipeline is not first and svc.ready.is_set(), 30)
+        write_frames(tmp_path / "in", ["d.png", "e.png"])
+        assert wait_for(lambda: len(rec.on("/psd")) == 2, 30), "no batch after the reload"
+    finally:
+        if svc.pipeline is not None:
+            svc.pipeline.request_stop("test")
+        th.join(30)
+    psd = [json.loads(m.payload) for m in rec.on("/psd")]
+    assert [(p["batch_id"], p["frames"]["used"]) for p in psd] == [(1, 3), (2, 2)]
+    assert svc.cfg.batch.frames == 2
