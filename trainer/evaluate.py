@@ -212,6 +212,23 @@ def write_json(result: EvaluationResult, path: str | Path) -> Path:
     return path
 
 
+def synth_recipe(data_dir: str | Path) -> dict[str, Any] | None:
+    """How a generated dataset was made (from its ``truth.json``), so that the numbers in
+    a model card can be reproduced: ``crystal-train synth --fraction A-B --n N --seed S
+    --size WxH --px-size-um P`` with the generator's other settings at their defaults.
+    None for data that was not generated (or whose truth file is unreadable)."""
+    try:
+        truth = json.loads((Path(data_dir) / "truth.json").read_text())
+        cfg = truth["config"]
+        return {"seed": int(truth["seed"]), "n_frames": int(truth["n_frames"]),
+                "size_mode": str(cfg["size_mode"]),
+                "fraction_um": [float(v) for v in cfg["fraction_um"]],
+                "width": int(cfg["width"]), "height": int(cfg["height"]),
+                "px_size_um": float(cfg["px_size_um"])}
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def update_model_metrics(onnx_path: str | Path, result: EvaluationResult) -> Path:
     """Record ``result``'s headline numbers in the model's metadata.
 
@@ -226,6 +243,9 @@ def update_model_metrics(onnx_path: str | Path, result: EvaluationResult) -> Pat
                           "mean_iou": seg["mean_iou"]}
     if result.measurement:
         ev["measurement"] = {k: v for k, v in result.measurement.items() if k != "frames"}
+    recipe = synth_recipe(result.data)
+    if recipe is not None:
+        ev["synth"] = recipe
     evals = dict(meta.metrics.get("evaluation") or {})
     evals[Path(result.data).name] = ev
     meta.metrics = dict(meta.metrics, evaluation=evals)

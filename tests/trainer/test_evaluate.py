@@ -153,3 +153,16 @@ def test_evaluate_runs_the_measurement_when_truth_exists(synth_set, tmp_path):
     assert m["x50_3_truth_um"] > 0 and m["n_kept_label"] > 0
     assert 0.5 < res.segmentation["pixel_accuracy"] <= 1.0
     assert "x50,3 predicted" in res.summary()
+
+
+def test_update_meta_records_how_generated_data_was_made(synth_set, tmp_path):
+    from trainer.evaluate import synth_recipe, update_model_metrics
+
+    model = build_tiny_model(tmp_path / "m")
+    update_model_metrics(model, evaluate_model(model, synth_set, measure=False))
+    ev = load_meta(model).metrics["evaluation"][synth_set.name]
+    truth = json.loads((synth_set / "truth.json").read_text())
+    assert ev["synth"] == synth_recipe(synth_set)
+    assert ev["synth"]["seed"] == truth["seed"] and ev["synth"]["n_frames"] == 3
+    assert ev["synth"]["fraction_um"] == truth["config"]["fraction_um"]
+    assert synth_recipe(tmp_path) is None  # not generated data
