@@ -99,6 +99,10 @@ class HealthConfig(_Section):
         description="a pipeline stage that makes no progress for this long counts as hung:"
                     " the systemd watchdog is no longer petted (systemd restarts the "
                     "service after WatchdogSec)")
+    load_timeout_s: float = Field(
+        3600.0, gt=0,
+        description="while the inference stage loads the backend (a TensorRT engine build "
+                    "takes minutes on a Jetson) it may exceed stall_s up to this long")
 
 
 class PipelineConfig(_Section):

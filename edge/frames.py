@@ -192,6 +192,7 @@ class FrameAnalyzer:
         self.last_timings: dict[str, float] = {}
         self.backend_selection: list[dict[str, str]] = []
         self._remembered_hw: tuple[int, int] | None = None
+        self.loading: tuple[str, float] | None = None  # (what, since monotonic) while loading
         cfg = self.backend_config
         if cfg.input_height and cfg.input_width:
             self._ensure_backend(padded_hw((cfg.input_height, cfg.input_width),
@@ -212,9 +213,17 @@ class FrameAnalyzer:
             log.warning("frame size changed: reloading %s for input %dx%d (was %dx%d)",
                         b.name, *input_hw, *b.input_hw)
             b.close()
-        self.backend, self.backend_selection = create_backend(
-            self.model_path, self.meta, self.backend_config, input_hw=input_hw,
-            state_dir=self.state_dir)
+            self.backend = None
+        # a TensorRT engine build can take many minutes: the pipeline's hang detection
+        # reads this and lets the inference stage be busy loading (up to its own limit)
+        self.loading = (f"loading the backend for input {input_hw[1]}x{input_hw[0]}",
+                        time.monotonic())
+        try:
+            self.backend, self.backend_selection = create_backend(
+                self.model_path, self.meta, self.backend_config, input_hw=input_hw,
+                state_dir=self.state_dir)
+        finally:
+            self.loading = None
         return self.backend
 
     def _remember_frame_hw(self, hw: tuple[int, ...]) -> None:

@@ -49,6 +49,10 @@ class AnalyzerProcessor:
     def segment(self, images: list[np.ndarray]) -> list[np.ndarray]:
         return self.analyzer.segment(images)
 
+    def busy(self) -> tuple[str, float] | None:
+        """(what, since monotonic) while the backend is being loaded or built, else None."""
+        return self.analyzer.loading
+
     def measure(self, frame: Frame, class_map: np.ndarray) -> Measured:
         assert frame.image is not None
         res = self.analyzer.postprocess(frame.name, frame.image, class_map)

@@ -158,7 +158,8 @@ class Service:
         opts = PipelineOptions(
             queue_size=cfg.pipeline.queue_size, infer_batch=cfg.backend.max_batch,
             post_workers=cfg.pipeline.post_workers, health_interval_s=cfg.health.interval_s,
-            stall_s=cfg.health.stall_s, max_frames=self.max_frames,
+            stall_s=cfg.health.stall_s, load_timeout_s=cfg.health.load_timeout_s,
+            max_frames=self.max_frames,
             max_batches=self.max_batches)
         return Pipeline(source=source, processor=processor, aggregator=aggregator,
                         sinks=sinks, options=opts, state_dir=state_dir, device_id=device_id,

@@ -22,16 +22,30 @@ class HealthMixin:
 
     # provided by Pipeline
     opt: Any
+    processor: Any
     stages: dict[str, Any]
     post_stages: list[Any]
     _fps_times: Any
     _t0: float
 
+    def busy(self) -> tuple[str, float] | None:
+        """(what, since) while the inference stage loads or builds the backend, else None."""
+        fn = getattr(self.processor, "busy", None)
+        return fn() if fn is not None else None
+
     def healthy(self) -> bool:
-        """All stages beat within ``stall_s`` (finished stages count as healthy)."""
+        """All stages beat within ``stall_s`` (finished stages count as healthy).
+
+        The inference stage may instead be loading the backend (a TensorRT engine build
+        takes minutes on a Jetson) for up to ``load_timeout_s``.
+        """
         now = time.monotonic()
+        busy = self.busy()
         for s in [*self.stages.values(), *self.post_stages]:
             if not s.done and s.alive() and now - s.beat > self.opt.stall_s:
+                if (s.name == "inference" and busy is not None
+                        and now - busy[1] <= self.opt.load_timeout_s):
+                    continue
                 return False
         return True
 
@@ -69,6 +83,7 @@ class HealthMixin:
             "started": datetime.fromtimestamp(self.t_start, tz=timezone.utc).isoformat(),
             "uptime_s": round(time.time() - self.t_start, 3),
             "healthy": self.healthy(),
+            "busy": (self.busy() or (None,))[0],
             "frames_per_s": round(self.frames_per_s(), 3),
             "frames_total": self.frames_total,
             "frames_used_total": self.frames_used,

@@ -43,6 +43,7 @@ class PipelineOptions:
     post_workers: int = 1
     health_interval_s: float = 5.0
     stall_s: float = 120.0
+    load_timeout_s: float = 3600.0
     max_frames: int | None = None
     max_batches: int | None = None
     capture_grace_s: float = 5.0

@@ -469,3 +469,52 @@ def test_sighup_reloads_the_running_process(workdir, tiny_model):
     recs = read_jsonl(workdir / "out.jsonl")
     assert [(r["batch_id"], r["payload"]["frames"]["used"]) for r in recs] == [(1, 3), (2, 2)]
     assert "reload (SIGHUP)" in err and "Traceback" not in err
+
+
+def _slow_backend_run(workdir, tiny_model, monkeypatch, load_timeout_s: float):
+    """A backend that takes 1.5 s to load with the first frame, stall_s 0.3 s: returns
+    (pipeline.healthy() seen while loading, the status 'busy' texts, frames done)."""
+    import edge.frames
+
+    real = edge.frames.create_backend
+
+    def slow(*a, **k):
+        time.sleep(1.5)
+        return real(*a, **k)
+
+    monkeypatch.setattr(edge.frames, "create_backend", slow)
+    write_config(workdir / "config.toml", model=tiny_model, batch_frames=2,
+                 extra=f"stall_s = 0.3\nload_timeout_s = {load_timeout_s}\n")
+    svc = Service(load_config(workdir / "config.toml"), install_signals=False)
+    th = threading.Thread(target=svc.run)
+    th.start()
+    health, busy = [], set()
+    try:
+        assert svc.ready.wait(30)
+        assert svc.pipeline.processor.analyzer.backend is None  # empty folder: lazy load
+        write_frames(workdir / "in", ["f0.png", "f1.png"])
+        t_end = time.monotonic() + 30
+        while svc.pipeline.frames_total < 2 or svc.pipeline.busy() is not None:
+            assert time.monotonic() < t_end, "frames not analysed"
+            health.append(svc.pipeline.healthy())
+            busy.add((read_status(workdir / "state") or {}).get("busy"))
+            time.sleep(0.05)
+        _wait(lambda: svc.pipeline.batches_published == 1, 30, "the batch")
+    finally:
+        svc.pipeline.request_stop("test")
+        th.join(30)
+    return health, busy
+
+
+def test_loading_the_backend_with_the_first_frame_is_not_a_hang(workdir, tiny_model,
+                                                                 monkeypatch):
+    """A TensorRT engine build in the running service takes minutes: the inference stage
+    is busy, not hung, so the watchdog keeps being petted (up to [health] load_timeout_s)."""
+    health, busy = _slow_backend_run(workdir, tiny_model, monkeypatch, load_timeout_s=60)
+    assert len(health) > 10 and all(health)
+    assert any(b and b.startswith("loading the backend") for b in busy), busy
+
+
+def test_a_backend_load_past_load_timeout_counts_as_hung(workdir, tiny_model, monkeypatch):
+    health, _ = _slow_backend_run(workdir, tiny_model, monkeypatch, load_timeout_s=0.5)
+    assert not all(health)

@@ -17,7 +17,7 @@ from edge.mqtt.sink import MqttSink
 from edge.mqtt.sparkplug import codec
 from edge.mqtt.sparkplug import sparkplug_b_pb2 as pb
 from edge.mqtt.sparkplug.mode import BdSeqStore
-from tests.edge.mqtt.conftest import FakeReport, mqtt_config, wait_for
+from tests.edge.mqtt.conftest import FakeReport, make_broker, mqtt_config, wait_for
 
 REPO = Path(__file__).resolve().parents[3]
 NODE = "spBv1.0/plant1/{}/dev1"
@@ -148,25 +148,31 @@ def test_ndeath_will_on_kill_matches_birth_and_bdseq_increments(broker, recorder
     assert all(m.qos == 0 for m in nbirth_msgs)  # Sparkplug: NBIRTH/NDATA QoS 0
 
 
-def test_backlog_is_flagged_historical(broker, recorder_factory, tmp_path):
-    rec = recorder_factory(broker.port, "spBv1.0/#")
-    state = tmp_path / "state"
-    broker.stop()
-    sink = MqttSink(sp_config(broker.port, reconnect_min_s=0.3, reconnect_max_s=0.3),
-                    state_dir=state)
-    sink.open()
+def test_backlog_is_flagged_historical(recorder_factory, tmp_path):
+    # a persistent broker and a durable subscriber: what the sink sends while the
+    # subscriber is still reconnecting after the broker's restart is queued for it (a
+    # fresh subscriber could miss the backlog on a loaded machine)
+    broker = make_broker(tmp_path, persistence=True)
+    broker.start()
     try:
-        sink.publish(FakeReport(1))
-        sink.publish(FakeReport(2))
-        rec.close()
-        broker.start()
-        rec2 = recorder_factory(broker.port, "spBv1.0/#")
-        assert wait_for(lambda: len(_psd(rec2)) == 2, timeout=10)
-        sink.publish(FakeReport(3))
-        assert wait_for(lambda: len(_psd(rec2)) == 3, timeout=10)
+        rec = recorder_factory(broker.port, "spBv1.0/#", persistent_id="sp-historical-rec")
+        state = tmp_path / "state"
+        broker.stop()
+        sink = MqttSink(sp_config(broker.port, reconnect_min_s=0.3, reconnect_max_s=0.3),
+                        state_dir=state)
+        sink.open()
+        try:
+            sink.publish(FakeReport(1))
+            sink.publish(FakeReport(2))
+            broker.start()
+            assert wait_for(lambda: len(_psd(rec)) == 2, timeout=20)
+            sink.publish(FakeReport(3))
+            assert wait_for(lambda: len(_psd(rec)) == 3, timeout=20)
+        finally:
+            sink.close()
     finally:
-        sink.close()
-    data = _psd(rec2)
+        broker.stop()
+    data = _psd(rec)
     assert [d["metrics"]["PSD/Batch ID"] for d in data] == [1, 2, 3]
     assert [d["historical"]["PSD/x50_3 um"] for d in data] == [True, True, False]
 
