@@ -6,18 +6,24 @@
 #
 # The committed model was trained in three stages on a shared 2-core CPU (random init: no
 # ImageNet weights offline), each continuing from the previous stage's best.pt, with
-# 320 px crops at half scale: STAGES="epochs:steps_per_epoch:batch:lr:warmup[:max_steps] ..."
-# (a stage the committed run stopped by its time box carries max_steps = the steps it did).
+# 320 px crops at half scale: STAGES="epochs:steps_per_epoch:batch:lr:warmup[:max_steps[:data]]"
+# (a stage the committed run stopped by its time box carries max_steps = the steps it did;
+# data = train (160 frames, the default) or train2 (train + 120 more frames, 80 of them of
+# the small fraction, made with the generator's later version)).
 # Other overrides: CROP, AUGMENT, WEIGHTS (imagenet where reachable), DEVICE (auto|cpu|cuda),
-# WORKERS, NICE, WORK (scratch dir), OUT (target .onnx). A longer schedule, e.g. on a GPU:
+# WORKERS, NICE, WORK (scratch dir), OUT (target .onnx); for a quick smoke run (tests):
+# BACKBONE, SIZE (frame WxH), FRAMES_DIV (divide every set's frame count). A longer schedule, e.g. on a GPU:
 #   make train-default WEIGHTS=imagenet STAGES="60:100:8:5e-4:100"
 set -euo pipefail
 
 BIN=${BIN:-.venv/bin}
 WORK=${WORK:-runs/default}
 OUT=${OUT:-models/crystal-seg.onnx}
-STAGES=${STAGES:-"4:18:2:5e-4:8 9:25:4:3e-4:5 6:25:8:2e-4:5:121"}
+STAGES=${STAGES:-"4:18:2:5e-4:8 9:25:4:3e-4:5 6:25:8:2e-4:5:121 12:40:8:1.5e-4:10::train2"}
 CROP=${CROP:-320}
+BACKBONE=${BACKBONE:-resnet50}
+SIZE=${SIZE:-1024x768}
+FRAMES_DIV=${FRAMES_DIV:-1}
 AUGMENT=${AUGMENT:-light}
 WEIGHTS=${WEIGHTS:-none}
 DEVICE=${DEVICE:-auto}
@@ -28,7 +34,9 @@ DATA=$WORK/data
 
 gen() {  # name fraction n seed
     if [ ! -f "$DATA/$1/truth.json" ]; then
-        $CT synth --out "$DATA/$1" --fraction "$2" --n "$3" --seed "$4" --size 1024x768
+        local n=$(( $3 / FRAMES_DIV ))
+        $CT synth --out "$DATA/$1" --fraction "$2" --n $(( n > 0 ? n : 1 )) --seed "$4" \
+            --size "$SIZE"
     fi
 }
 merge() {  # dst limit part...   (hard links, stems prefixed by the part's name)
@@ -45,15 +53,20 @@ merge() {  # dst limit part...   (hard links, stems prefixed by the part's name)
 
 gen train_a 90-125 80 101
 gen train_b 125-180 80 102
+gen train_c 90-125 80 103
+gen train_d 125-180 40 104
 gen val_a 90-125 12 201
 gen val_b 125-180 12 202
+gen test_a 90-125 12 401
+gen test_b 125-180 12 402
 merge train 100000 train_a train_b
+merge train2 100000 train_a train_b train_c train_d
 merge val_small 4 val_a val_b
 
-train() {  # run weights epochs steps batch lr warmup seed [extra...]
-    local run=$1 w=$2 e=$3 st=$4 b=$5 lr=$6 wu=$7 seed=$8; shift 8
-    $CT train --data "$DATA/train" --val "$DATA/val_small" --out "$run" \
-        --backbone resnet50 --weights "$w" --aspp-rates 6,12,18 \
+train() {  # run data weights epochs steps batch lr warmup seed [extra...]
+    local run=$1 data=$2 w=$3 e=$4 st=$5 b=$6 lr=$7 wu=$8 seed=$9; shift 9
+    $CT train --data "$DATA/$data" --val "$DATA/val_small" --out "$run" \
+        --backbone "$BACKBONE" --weights "$w" --aspp-rates 6,12,18 \
         --epochs "$e" --steps-per-epoch "$st" --batch-size "$b" --image-size "$CROP" \
         --input-scale 0.5 --augment "$AUGMENT" --lr "$lr" --warmup-steps "$wu" \
         --workers "$WORKERS" --seed "$seed" --device "$DEVICE" --no-progress "$@"
@@ -61,19 +74,19 @@ train() {  # run weights epochs steps batch lr warmup seed [extra...]
 init=$WEIGHTS
 i=0
 for stage in $STAGES; do
-    IFS=: read -r e st b lr wu ms <<<"$stage"
+    IFS=: read -r e st b lr wu ms data <<<"$stage"
     i=$((i + 1))
     RUN=$WORK/stage$i
     extra=()
     [ -n "${ms:-}" ] && extra+=(--max-steps "$ms")
-    train "$RUN" "$init" "$e" "$st" "$b" "$lr" "$wu" $((i - 1)) "${extra[@]}"
+    train "$RUN" "${data:-train}" "$init" "$e" "$st" "$b" "$lr" "$wu" $((i - 1)) "${extra[@]}"
     init=$RUN/best.pt
 done
 
 mkdir -p "$(dirname "$OUT")"
 $CT export --checkpoint "$RUN/best.pt" --out "$OUT" --fp16 --name crystal-seg \
     --parity-data "$DATA/val_a"
-for v in val_a val_b; do
+for v in val_a val_b test_a test_b; do
     $CT evaluate --model "$OUT" --data "$DATA/$v" --json "$WORK/eval_$v.json" --update-meta
 done
 merge val 100000 val_a val_b
