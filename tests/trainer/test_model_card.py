@@ -1,0 +1,46 @@
+"""`crystal-train evaluate --model models/crystal-seg.onnx --data <generated set>` reproduces
+the numbers of the model card: each set recorded in the metadata is generated again from
+its recipe and evaluated; metadata and models/README.md must agree with the result."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from edge.modelmeta import load_meta
+from trainer.cli import main as train_cli
+from trainer.evaluate import evaluate_model
+
+ROOT = Path(__file__).resolve().parents[2]
+MODEL = ROOT / "models" / "crystal-seg.onnx"
+SETS = ["val_a", "val_b", "test_a", "test_b"]
+
+
+def test_card_lists_generated_sets_of_both_fractions():
+    evals = load_meta(MODEL).metrics["evaluation"]
+    fractions = {tuple(evals[k]["synth"]["fraction_um"]) for k in SETS}
+    assert fractions == {(90.0, 125.0), (125.0, 180.0)}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("key", SETS)
+def test_evaluate_reproduces_the_model_card(tmp_path, key):
+    ev = load_meta(MODEL).metrics["evaluation"][key]
+    r = ev["synth"]
+    assert r["size_mode"] == "sieve"
+    data = tmp_path / key
+    frac = f"{r['fraction_um'][0]:g}-{r['fraction_um'][1]:g}"
+    assert train_cli(["synth", "--out", str(data), "--fraction", frac, "--n", str(r["n_frames"]),
+                      "--seed", str(r["seed"]), "--size", f"{r['width']}x{r['height']}",
+                      "--px-size-um", str(r["px_size_um"])]) == 0
+    res = evaluate_model(MODEL, data)
+    seg, m = res.segmentation, res.measurement
+    assert seg["pixel_accuracy"] == pytest.approx(ev["pixel_accuracy"], abs=2e-4)
+    assert seg["iou"]["crystal"] == pytest.approx(ev["iou"]["crystal"], abs=1e-3)
+    assert m["x50_3_rel_error"] == pytest.approx(ev["measurement"]["x50_3_rel_error"], abs=2e-3)
+    # the card quotes these numbers as they are printed
+    card = (ROOT / "models" / "README.md").read_text()
+    for text in (f"{100 * ev['pixel_accuracy']:.2f} %", f"{ev['iou']['crystal']:.3f}",
+                 f"{100 * ev['measurement']['x50_3_rel_error']:+.1f} %"):
+        assert text in card, f"models/README.md does not quote {text} ({key})"
