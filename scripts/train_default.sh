@@ -8,8 +8,9 @@
 # ImageNet weights offline), each continuing from the previous stage's best.pt, with
 # 320 px crops at half scale: STAGES="epochs:steps_per_epoch:batch:lr:warmup[:max_steps[:data]]"
 # (a stage the committed run stopped by its time box carries max_steps = the steps it did;
-# data = train (160 frames, the default) or train2 (train + 120 more frames, 80 of them of
-# the small fraction, made with the generator's later version)).
+# data = train (160 frames, the default), train2 (train + 120 more frames, 80 of them of
+# the small fraction, made with the generator's later version) or train3 (train2 + 80
+# more small-fraction frames)).
 # Other overrides: CROP, AUGMENT, WEIGHTS (imagenet where reachable), DEVICE (auto|cpu|cuda),
 # WORKERS, NICE, WORK (scratch dir), OUT (target .onnx); for a quick smoke run (tests):
 # BACKBONE, SIZE (frame WxH), FRAMES_DIV (divide every set's frame count). A longer schedule, e.g. on a GPU:
@@ -19,7 +20,7 @@ set -euo pipefail
 BIN=${BIN:-.venv/bin}
 WORK=${WORK:-runs/default}
 OUT=${OUT:-models/crystal-seg.onnx}
-STAGES=${STAGES:-"4:18:2:5e-4:8 9:25:4:3e-4:5 6:25:8:2e-4:5:121 12:40:8:1.5e-4:10::train2"}
+STAGES=${STAGES:-"4:18:2:5e-4:8 9:25:4:3e-4:5 6:25:8:2e-4:5:121 12:40:8:1.5e-4:10::train2 5:40:8:1e-4:5::train3"}
 CROP=${CROP:-320}
 BACKBONE=${BACKBONE:-resnet50}
 SIZE=${SIZE:-1024x768}
@@ -55,12 +56,14 @@ gen train_a 90-125 80 101
 gen train_b 125-180 80 102
 gen train_c 90-125 80 103
 gen train_d 125-180 40 104
+gen train_e 90-125 80 105
 gen val_a 90-125 12 201
 gen val_b 125-180 12 202
 gen test_a 90-125 12 401
 gen test_b 125-180 12 402
 merge train 100000 train_a train_b
 merge train2 100000 train_a train_b train_c train_d
+merge train3 100000 train_a train_b train_c train_d train_e
 merge val_small 4 val_a val_b
 
 train() {  # run data weights epochs steps batch lr warmup seed [extra...]
