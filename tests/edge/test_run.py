@@ -247,28 +247,39 @@ def test_batch_times_are_the_frames_capture_times(workdir, tiny_model):
     assert pay["batch_end"] == "2025-11-24T16:00:02Z"
 
 
-def test_systemd_notifications(workdir, tiny_model, monkeypatch):
-    """READY after start-up, WATCHDOG while the stages make progress, STOPPING at the end,
-    received on a real AF_UNIX datagram socket as systemd would."""
-    import socket
+class NotifyReceiver:
+    """A real AF_UNIX datagram socket read as systemd reads it (the sender never blocks);
+    NOTIFY_SOCKET points at it for the test."""
 
-    sock_path = workdir / "notify.sock"
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    sock.bind(str(sock_path))
-    sock.settimeout(0.2)
-    msgs: list[str] = []
-    done = threading.Event()
+    def __init__(self, path: Path, monkeypatch) -> None:
+        import socket
 
-    def receive() -> None:  # read as systemd does, so the sender never blocks
-        while not done.is_set():
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(str(path))
+        self.sock.settimeout(0.2)
+        self.msgs: list[str] = []
+        self._done = threading.Event()
+        self._rx = threading.Thread(target=self._receive, daemon=True)
+        self._rx.start()
+        monkeypatch.setenv("NOTIFY_SOCKET", str(path))
+
+    def _receive(self) -> None:
+        while not self._done.is_set():
             try:
-                msgs.append(sock.recv(4096).decode())
+                self.msgs.append(self.sock.recv(4096).decode())
             except TimeoutError:
                 continue
 
-    rx = threading.Thread(target=receive, daemon=True)
-    rx.start()
-    monkeypatch.setenv("NOTIFY_SOCKET", str(sock_path))
+    def close(self) -> None:
+        self._done.set()
+        self._rx.join(5)
+        self.sock.close()
+
+
+def test_systemd_notifications(workdir, tiny_model, monkeypatch):
+    """READY after start-up, WATCHDOG while the stages make progress, STOPPING at the end,
+    received on a real AF_UNIX datagram socket as systemd would."""
+    rx = NotifyReceiver(workdir / "notify.sock", monkeypatch)
     monkeypatch.setenv("WATCHDOG_USEC", "200000")  # 0.2 s: pets every 0.1 s
     monkeypatch.setenv("WATCHDOG_PID", str(os.getpid()))
     write_config(workdir / "config.toml", model=tiny_model, batch_frames=2)
@@ -285,9 +296,8 @@ def test_systemd_notifications(workdir, tiny_model, monkeypatch):
         assert not th.is_alive()
         time.sleep(0.3)
     finally:
-        done.set()
-        rx.join(5)
-        sock.close()
+        rx.close()
+    msgs = rx.msgs
     kinds = [m.split("\n")[0].split("=")[0] for m in msgs]
     assert kinds[0] == "READY" and "STOPPING" in kinds, kinds
     assert kinds.index("STOPPING") > kinds.index("READY")
@@ -378,25 +388,7 @@ def test_reload_applies_a_valid_file_and_refuses_an_invalid_one(workdir, tiny_mo
     """SIGHUP / MQTT reload_config: the open batch is closed, the pipeline is rebuilt from
     the re-read file in the same process (batch ids continue); an invalid file is refused
     and the service runs on. systemd hears RELOADING then READY."""
-    import socket
-
-    sock_path = workdir / "notify.sock"
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    sock.bind(str(sock_path))
-    sock.settimeout(0.2)
-    msgs: list[str] = []
-    done = threading.Event()
-
-    def receive() -> None:
-        while not done.is_set():
-            try:
-                msgs.append(sock.recv(4096).decode())
-            except TimeoutError:
-                continue
-
-    rx = threading.Thread(target=receive, daemon=True)
-    rx.start()
-    monkeypatch.setenv("NOTIFY_SOCKET", str(sock_path))
+    rx = NotifyReceiver(workdir / "notify.sock", monkeypatch)
     cfg_path = workdir / "config.toml"
     write_config(cfg_path, model=tiny_model, batch_frames=2)
     write_frames(workdir / "in", [f"a{i}.png" for i in range(4)])
@@ -425,14 +417,13 @@ def test_reload_applies_a_valid_file_and_refuses_an_invalid_one(workdir, tiny_mo
         if svc.pipeline is not None:
             svc.pipeline.request_stop("test")
         th.join(30)
-        done.set()
-        rx.join(5)
-        sock.close()
+        rx.close()
     assert not th.is_alive()
     recs = read_jsonl(workdir / "out.jsonl")
     assert [r["batch_id"] for r in recs] == list(range(1, len(recs) + 1))
     assert [r["payload"]["frames"]["used"] for r in recs][:2] == [2, 2]
     assert recs[-1]["payload"]["frames"]["used"] == 3
+    msgs = rx.msgs
     kinds = [m.split("\n")[0].split("=")[0] for m in msgs]
     i = kinds.index("RELOADING")
     assert "READY" in kinds[i + 1:] and "STOPPING" not in kinds[:i], kinds

@@ -25,11 +25,17 @@ def broker(tmp_path):
     b.stop()
 
 
-def test_mqtt_batches_and_close_command(tmp_path, broker, monkeypatch):
+def _setup(tmp_path, monkeypatch):
+    """Tiny model, a watched folder with three frames waiting; returns the model path."""
     monkeypatch.delenv("CRYSTAL_EDGE_STATE_DIR", raising=False)
     model = build_tiny_model(tmp_path / "model")
     (tmp_path / "in").mkdir()
     write_frames(tmp_path / "in", ["a.png", "b.png", "c.png"])
+    return model
+
+
+def test_mqtt_batches_and_close_command(tmp_path, broker, monkeypatch):
+    model = _setup(tmp_path, monkeypatch)
     mqtt = (f'\n[mqtt]\nenabled = true\nhost = "127.0.0.1"\nport = {broker.port}\n'
             'topic_prefix = "plant/cryst"\ncommands_enabled = true\n'
             'reconnect_min_s = 0.2\nreconnect_max_s = 1.0\nhealth_interval_s = 0.3\n')
@@ -71,10 +77,7 @@ def test_mqtt_batches_and_close_command(tmp_path, broker, monkeypatch):
 def test_mqtt_reload_config_command(tmp_path, broker, monkeypatch):
     """``reload_config`` from the DCS: the open batch goes out, the service comes back with
     the re-read file (new batch size) on a new MQTT session, batch ids continue."""
-    monkeypatch.delenv("CRYSTAL_EDGE_STATE_DIR", raising=False)
-    model = build_tiny_model(tmp_path / "model")
-    (tmp_path / "in").mkdir()
-    write_frames(tmp_path / "in", ["a.png", "b.png", "c.png"])
+    model = _setup(tmp_path, monkeypatch)
     mqtt = (f'\n[mqtt]\nenabled = true\nhost = "127.0.0.1"\nport = {broker.port}\n'
             'topic_prefix = "plant/cryst"\ncommands_enabled = true\n'
             'reconnect_min_s = 0.2\nreconnect_max_s = 1.0\n')
