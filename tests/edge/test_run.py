@@ -136,24 +136,35 @@ def _wait(cond, timeout: float, what: str) -> None:
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def _service_process(workdir: Path) -> subprocess.Popen:
+    """``crystal-edge run --config workdir/config.toml`` as a real process."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop("CRYSTAL_EDGE_STATE_DIR", None)
+    return subprocess.Popen(
+        [sys.executable, "-m", "edge.cli", "run", "--config", str(workdir / "config.toml")],
+        cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _sigterm(proc: subprocess.Popen) -> str:
+    """Stop it as systemd does; it must exit 0. Returns its stderr."""
+    proc.send_signal(signal.SIGTERM)
+    _out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    return err
+
+
 def test_sigterm_mid_batch_persists_the_open_batch(workdir, tiny_model):
     write_config(workdir / "config.toml", model=tiny_model, batch_frames=100)
     write_frames(workdir / "in", [f"f{i}.png" for i in range(5)])
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    env.pop("CRYSTAL_EDGE_STATE_DIR", None)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "edge.cli", "run", "--config", str(workdir / "config.toml")],
-        cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = _service_process(workdir)
     try:
         _wait(lambda: (read_status(workdir / "state") or {}).get("frames_total") == 5,
               90, "5 frames in status.json")
         assert not (workdir / "out.jsonl").exists() or not read_jsonl(workdir / "out.jsonl")
-        proc.send_signal(signal.SIGTERM)
-        _out, err = proc.communicate(timeout=60)
+        err = _sigterm(proc)
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert proc.returncode == 0, err
     recs = read_jsonl(workdir / "out.jsonl")
     assert [(r["batch_id"], r["payload"]["frames"]["used"]) for r in recs] == [(1, 5)]
     status = read_status(workdir / "state")
@@ -436,11 +447,7 @@ def test_sighup_reloads_the_running_process(workdir, tiny_model):
     cfg_path = workdir / "config.toml"
     write_config(cfg_path, model=tiny_model, batch_frames=100)
     write_frames(workdir / "in", [f"f{i}.png" for i in range(3)])
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    env.pop("CRYSTAL_EDGE_STATE_DIR", None)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "edge.cli", "run", "--config", str(cfg_path)],
-        cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = _service_process(workdir)
     try:
         _wait(lambda: (read_status(workdir / "state") or {}).get("frames_total") == 3,
               90, "3 frames in status.json")
@@ -451,12 +458,10 @@ def test_sighup_reloads_the_running_process(workdir, tiny_model):
         write_frames(workdir / "in", [f"g{i}.png" for i in range(2)])
         _wait(lambda: len(read_jsonl(workdir / "out.jsonl")) == 2, 60, "a batch of 2")
         assert proc.poll() is None
-        proc.send_signal(signal.SIGTERM)
-        _out, err = proc.communicate(timeout=60)
+        err = _sigterm(proc)
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert proc.returncode == 0, err
     recs = read_jsonl(workdir / "out.jsonl")
     assert [(r["batch_id"], r["payload"]["frames"]["used"]) for r in recs] == [(1, 3), (2, 2)]
     assert "reload (SIGHUP)" in err and "Traceback" not in err
