@@ -11,6 +11,8 @@ configuration file is read and validated again; if it is invalid the service say
 one log line and runs on unchanged. If it is valid, systemd hears ``RELOADING``, the
 pipeline drains and closes the open batch (published as usual), everything is closed and
 built again from the new file in the same process (batch ids continue), then ``READY``.
+If the new file is valid but cannot start (a model file that is not there, say), the
+service says so and starts again with the configuration it had.
 """
 
 from __future__ import annotations
@@ -238,13 +240,24 @@ class Service:
             if self.install_signals:
                 for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                     old[sig] = signal.signal(sig, self._signal)
+            previous: EdgeConfig | None = None  # the config before a reload, until it runs
             while True:
-                rc = self._run_once()
+                try:
+                    rc = self._run_once()
+                except UserError as exc:
+                    if previous is None or self._terminating:
+                        raise
+                    # valid TOML, but it cannot start (model file gone, folder missing...)
+                    log.error("reloaded configuration cannot start, going back to the previous "
+                              "one: %s", exc)
+                    self.cfg, previous = previous, None
+                    continue
+                previous = None
                 with self._reload_lock:
                     nxt, self._next_cfg = self._next_cfg, None
                     if nxt is None or self._terminating:
                         return rc
-                    self.cfg = nxt
+                    previous, self.cfg = self.cfg, nxt
                     self.pipeline = None
                     self.ready.clear()
                 self.reloads += 1

@@ -514,3 +514,31 @@ def test_loading_the_backend_with_the_first_frame_is_not_a_hang(workdir, tiny_mo
 def test_a_backend_load_past_load_timeout_counts_as_hung(workdir, tiny_model, monkeypatch):
     health, _ = _slow_backend_run(workdir, tiny_model, monkeypatch, load_timeout_s=0.5)
     assert not all(health)
+
+
+def test_reload_to_a_file_that_cannot_start_goes_back_to_the_previous_one(
+        workdir, tiny_model, caplog):
+    cfg_path = workdir / "config.toml"
+    write_config(cfg_path, model=tiny_model, batch_frames=2)
+    svc = Service(load_config(cfg_path), install_signals=False, config_path=cfg_path)
+    th = threading.Thread(target=svc.run)
+    th.start()
+    try:
+        assert svc.ready.wait(30)
+        first = svc.pipeline
+        # valid TOML and schema, but the model file does not exist
+        write_config(cfg_path, model=workdir / "gone.onnx", batch_frames=3)
+        with caplog.at_level("ERROR", logger="edge.pipeline.app"):
+            assert svc.request_reload("test") is True
+            _wait(lambda: svc.pipeline is not None and svc.pipeline is not first
+                  and svc.ready.is_set(), 30, "the service back on its previous config")
+        assert any("cannot start, going back" in r.getMessage() and "gone.onnx" in
+                   r.getMessage() for r in caplog.records)
+        assert svc.cfg.batch.frames == 2 and th.is_alive()
+        write_frames(workdir / "in", ["f0.png", "f1.png"])
+        _wait(lambda: svc.pipeline.batches_published == 1, 30, "a batch with the old config")
+    finally:
+        if svc.pipeline is not None:
+            svc.pipeline.request_stop("test")
+        th.join(30)
+    assert [r["payload"]["frames"]["used"] for r in read_jsonl(workdir / "out.jsonl")] == [2]
