@@ -109,7 +109,10 @@ def build_model(backbone: str = "resnet50", *, n_classes: int = 3,
         ``'none'``/``None``: random initialisation, nothing is downloaded.
         ``'imagenet'``: the library's ImageNet encoder weights (Hugging Face cache or
         download). A file path: a checkpoint written by ``crystal-train train``
-        (``{'model': state_dict}``) or a bare state dict of the whole network.
+        (``{'model': state_dict}``), a bare state dict of the whole network, or an ONNX
+        file written by ``crystal-train export`` (with its ``NAME.json``; see
+        :mod:`trainer.onnx_weights`: the model then carries
+        ``needs_bn_calibration = True``).
     aspp_rates : (int, int, int)
         Dilation rates of the three atrous ASPP branches.
 
@@ -125,6 +128,12 @@ def build_model(backbone: str = "resnet50", *, n_classes: int = 3,
     if n_classes < 2:
         raise UserError(f"classes: need at least 2 classes, got {n_classes}")
     enc_weights, path = _resolve_weights(weights)
+    onnx_file = path is not None and path.suffix.lower() == ".onnx"
+    if onnx_file:
+        from trainer.onnx_weights import check_architecture, read_onnx_meta
+
+        check_architecture(read_onnx_meta(path), path, backbone=backbone,
+                           aspp_rates=aspp_rates, n_classes=n_classes)
     try:
         net = smp.DeepLabV3Plus(encoder_name=backbone, encoder_weights=enc_weights,
                                 classes=n_classes,
@@ -138,7 +147,11 @@ def build_model(backbone: str = "resnet50", *, n_classes: int = 3,
             f"(no internet and not in the Hugging Face cache?): {first[:200]}; "
             "use --weights none or a file") from None
     model = SegmentationNet(net)
-    if path is not None:
+    if onnx_file:
+        from trainer.onnx_weights import load_onnx_weights
+
+        load_onnx_weights(model, path)
+    elif path is not None:
         load_weights_file(model, path)
     return model
 

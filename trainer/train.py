@@ -29,6 +29,8 @@ from edge.errors import UserError
 log = logging.getLogger(__name__)
 
 DEFAULT_VAL_FRACTION = 0.1
+#: Training crops whose statistics the batch norms of an imported ONNX model get.
+BN_CALIBRATION_CROPS = 32
 
 
 def add_train_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -42,8 +44,9 @@ def add_train_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--backbone", default="resnet50", choices=["resnet18", "resnet34", "resnet50"],
                    help="encoder (default resnet50, the study's)")
     p.add_argument("--weights", default="imagenet",
-                   help="encoder init: imagenet (library weights, from cache or download), "
-                        "none, or a file")
+                   help="init: imagenet (library encoder weights, from cache or download), "
+                        "none, a checkpoint/state dict, or a model exported by crystal-train "
+                        "export (e.g. models/crystal-seg.onnx, to fine-tune the shipped model)")
     p.add_argument("--aspp-rates", default="6,12,18",
                    help="ASPP dilation rates (default 6,12,18: DeepLabv3 at output stride 16, "
                         "as MATLAB's deeplabv3plusLayers)")
@@ -276,6 +279,17 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
                           samples_per_epoch=steps_per_epoch * args.batch_size * world,
                           input_scale=args.input_scale, augment=PRESETS[args.augment],
                           seed=args.seed)
+    if getattr(model, "needs_bn_calibration", False):
+        # weights read from an exported ONNX file: give its batch norms real statistics
+        # (the same crops on every rank, so that DDP replicas stay identical)
+        from trainer.onnx_weights import recalibrate_batchnorm
+
+        crops = [train_ds[k][0] for k in range(min(len(train_ds), BN_CALIBRATION_CROPS))]
+        n_bn = recalibrate_batchnorm(
+            model, [torch.stack(crops[i:i + args.batch_size]).to(device)
+                    for i in range(0, len(crops), args.batch_size)])
+        log.info("batch norm statistics of %d layers measured on %d training crops",
+                 n_bn, len(crops))
     sampler = None
     if distributed:
         from torch.utils.data.distributed import DistributedSampler
