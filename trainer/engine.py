@@ -203,9 +203,49 @@ def evaluate(model: nn.Module, criterion: nn.Module | None, loader, device: torc
     return out
 
 
+class CELovasz(nn.Module):
+    """Weighted cross-entropy plus ``lovasz_weight`` x the Lovasz-softmax loss.
+
+    The Lovasz-softmax loss (Berman et al., CVPR 2018; segmentation-models-pytorch's
+    implementation) is a convex surrogate of the per-class IoU. It is applied to the
+    *prior-corrected* logits (raw logits ``- log w_c``, :func:`trainer.model.prior_correction`),
+    i.e. to the decision the exported model makes, while the weighted cross-entropy keeps
+    shaping the raw logits as it always does.
+    """
+
+    def __init__(self, class_weights, lovasz_weight: float, *, ignore_index: int,
+                 device: torch.device | str = "cpu") -> None:
+        super().__init__()
+        from segmentation_models_pytorch.losses import LovaszLoss
+
+        from trainer.model import prior_correction
+
+        w = None
+        adj = torch.zeros(1)
+        if class_weights is not None:
+            w = torch.as_tensor(np.asarray(class_weights, dtype=np.float32), device=device)
+            adj = torch.from_numpy(prior_correction(class_weights))
+        self.ce = nn.CrossEntropyLoss(weight=w, ignore_index=ignore_index)
+        self.lovasz = LovaszLoss("multiclass", ignore_index=ignore_index)
+        self.lovasz_weight = float(lovasz_weight)
+        self.register_buffer("adj", adj.view(1, -1, 1, 1).to(device))
+
+    def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return self.ce(logits, targets) + self.lovasz_weight * self.lovasz(logits + self.adj,
+                                                                           targets)
+
+
 def make_criterion(class_weights: np.ndarray | None, *, ignore_index: int = IGNORE_INDEX,
-                   device: torch.device | str = "cpu") -> nn.CrossEntropyLoss:
-    """Cross-entropy, weighted by ``class_weights`` when given, ignoring padding."""
+                   device: torch.device | str = "cpu", lovasz_weight: float = 0.0) -> nn.Module:
+    """Cross-entropy, weighted by ``class_weights`` when given, ignoring padding.
+
+    With ``lovasz_weight > 0``, plus that multiple of the Lovasz-softmax IoU loss on the
+    prior-corrected logits (:class:`CELovasz`).
+    """
+    if lovasz_weight < 0:
+        raise ValueError(f"lovasz_weight must be >= 0, got {lovasz_weight}")
+    if lovasz_weight > 0:
+        return CELovasz(class_weights, lovasz_weight, ignore_index=ignore_index, device=device)
     w = None
     if class_weights is not None:
         w = torch.as_tensor(np.asarray(class_weights, dtype=np.float32), device=device)

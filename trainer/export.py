@@ -288,6 +288,8 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, *, fp16: bool = F
         "batch_size": cfg.get("batch_size"), "lr": cfg.get("lr"),
         "image_size": cfg.get("image_size"), "input_scale": cfg.get("input_scale"),
         "augment": cfg.get("augment"), "weights_init": cfg.get("weights"),
+        "loss": "weighted cross-entropy" + (
+            f" + {cfg['lovasz_weight']:g} x Lovasz-softmax" if cfg.get("lovasz_weight") else ""),
         "seed": cfg.get("seed"), "class_weights": ckpt.get("class_weights"),
         "px_size_um_data": cfg.get("px_size_um_data"),
     }

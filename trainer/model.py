@@ -69,9 +69,10 @@ def prior_correction(class_weights) -> np.ndarray:
     adjustment, Menon et al., ICLR 2021) while training keeps the balanced gradients.
     """
     w = np.asarray(class_weights, dtype=np.float64).ravel()
-    if w.size == 0 or not np.all(np.isfinite(w)) or np.any(w <= 0):
-        raise ValueError(f"class weights must be positive and finite, got {w.tolist()}")
-    return (-np.log(w)).astype(np.float32)
+    if w.size == 0 or not np.all(np.isfinite(w)) or np.any(w < 0) or not np.any(w > 0):
+        raise ValueError(f"class weights must be >= 0 and finite, got {w.tolist()}")
+    # weight 0: the class was absent from the training data and never up- or down-weighted
+    return np.where(w > 0, -np.log(np.where(w > 0, w, 1.0)), 0.0).astype(np.float32)
 
 
 def set_prior_correction(model: SegmentationNet, class_weights) -> np.ndarray:

@@ -69,6 +69,11 @@ def add_train_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
                    help="stop (after validating and saving) when this much wall time has passed")
     p.add_argument("--augment", default="study", choices=["study", "light", "none"],
                    help="augmentation preset (study: Table 3 of the study plus photometric jitter)")
+    p.add_argument("--lovasz-weight", type=float, default=0.0,
+                   help="add this multiple of the Lovasz-softmax IoU loss, on the "
+                        "prior-corrected logits the exported model decides by (default 0: "
+                        "the study's weighted cross-entropy alone; e.g. 1 for a final "
+                        "fine-tuning stage that targets crystal IoU)")
     p.add_argument("--no-class-weights", action="store_true",
                    help="plain cross-entropy instead of median-frequency class weights")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="device")
@@ -139,6 +144,8 @@ def _check_args(args: argparse.Namespace) -> None:
                         "branch has BatchNorm over the batch)")
     if args.lr <= 0:
         raise UserError(f"--lr {args.lr}: must be > 0")
+    if not 0 <= args.lovasz_weight < float("inf"):
+        raise UserError(f"--lovasz-weight {args.lovasz_weight}: must be >= 0")
     args.aspp_rates = parse_rates(args.aspp_rates)
 
 
@@ -307,7 +314,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         val_loader = DataLoader(EvalFrames(val_data, input_scale=args.input_scale),
                                 batch_size=1, shuffle=False, num_workers=0)
 
-    criterion = make_criterion(cw, device=device)
+    criterion = make_criterion(cw, device=device, lovasz_weight=args.lovasz_weight)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad],
                                   lr=args.lr, weight_decay=args.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(

@@ -142,8 +142,12 @@ def test_prior_correction_is_folded_into_the_graph(run, fp32, frames, tmp_path):
 
     np.testing.assert_allclose(prior_correction([1.0, 0.4763, 3.2361]),
                                [0.0, 0.74172, -1.17436], atol=1e-4)
-    with pytest.raises(ValueError, match="positive"):
-        prior_correction([1.0, 0.0, 2.0])
+    # a class absent from the training data (weight 0) keeps its logit as it is
+    np.testing.assert_allclose(prior_correction([1.0, 0.0, 2.0]), [0.0, 0.0, -np.log(2.0)],
+                               atol=1e-6)
+    for bad in ([1.0, -1.0, 2.0], [1.0, np.nan, 1.0], [0.0, 0.0, 0.0]):
+        with pytest.raises(ValueError, match=">= 0 and finite"):
+            prior_correction(bad)
     model, ckpt = load_checkpoint(run / "best.pt")
     raw_model, _ = load_checkpoint(run / "best.pt", prior_correction=False)
     w = np.asarray(ckpt["class_weights"], np.float64)

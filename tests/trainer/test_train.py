@@ -137,3 +137,45 @@ def test_weights_none_never_downloads_and_imagenet_offline_is_a_user_error(monke
     with pytest.raises(UserError, match="--weights imagenet: cannot obtain"):
         build_model("resnet18", weights="imagenet")
     assert calls, "imagenet weights must be looked up"
+
+
+def test_lovasz_term_is_added_on_prior_corrected_logits():
+    from segmentation_models_pytorch.losses import LovaszLoss
+
+    from trainer.engine import CELovasz
+
+    torch.manual_seed(3)
+    logits = torch.randn(2, 3, 8, 8)
+    targets = torch.randint(0, 3, (2, 8, 8))
+    targets[0, 0, :] = 255  # padding stays ignored
+    w = np.array([1.0, 0.5, 3.0])
+    ce = make_criterion(w)
+    both = make_criterion(w, lovasz_weight=0.5)
+    assert isinstance(both, CELovasz) and not isinstance(ce, CELovasz)
+    adj = torch.tensor(-np.log(w), dtype=torch.float32).view(1, 3, 1, 1)
+    want = ce(logits, targets) + 0.5 * LovaszLoss("multiclass", ignore_index=255)(
+        logits + adj, targets)
+    assert float(both(logits, targets)) == pytest.approx(float(want), rel=1e-6)
+    # the IoU term is not the raw logits' (those favour the up-weighted crystal class)
+    raw = ce(logits, targets) + 0.5 * LovaszLoss("multiclass", ignore_index=255)(logits, targets)
+    assert float(both(logits, targets)) != pytest.approx(float(raw), rel=1e-6)
+    with pytest.raises(ValueError):
+        make_criterion(w, lovasz_weight=-1)
+
+
+def test_lovasz_option_trains_and_is_recorded(tiny, tmp_path):
+    out = tmp_path / "lv"
+    assert cli(["train", "--data", str(tiny[0]), "--out", str(out), "--backbone", "resnet18",
+                "--weights", "none", "--epochs", "1", "--steps-per-epoch", "2",
+                "--batch-size", "2", "--image-size", "64", "--workers", "0", "--no-progress",
+                "--augment", "none", "--lovasz-weight", "1"]) == 0
+    ck = torch.load(out / "checkpoint.pt", map_location="cpu", weights_only=False)
+    assert ck["config"]["lovasz_weight"] == 1.0
+    from trainer.export import export_checkpoint
+
+    res = export_checkpoint(out / "best.pt", tmp_path / "lv.onnx")
+    meta = json.loads((tmp_path / "lv.json").read_text())
+    assert meta["training"]["loss"] == "weighted cross-entropy + 1 x Lovasz-softmax"
+    assert res.parity["argmax_agreement"] >= 0.999
+    assert cli(["train", "--data", str(tiny[0]), "--out", str(tmp_path / "neg"),
+                "--weights", "none", "--lovasz-weight", "-1"]) != 0
