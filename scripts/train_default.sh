@@ -52,11 +52,21 @@ merge() {  # dst limit part...   (hard links, stems prefixed by the part's name)
     cp "$DATA/$part/classes.json" "$dst/classes.json"
 }
 
+for stage in $STAGES; do  # check the whole schedule before hours of work
+    IFS=: read -r e st b lr wu ms data take lovasz <<<"$stage"
+    case "${take:-best}" in best|last) ;; *)
+        echo "STAGES: '$take' in '$stage': expected best or last" >&2; exit 2 ;; esac
+    case "${data:-train}" in train|train2|train3|train6) ;; *)
+        echo "STAGES: '$data' in '$stage': expected train, train2, train3 or train6" >&2
+        exit 2 ;; esac
+done
+
 gen train_a 90-125 80 101
 gen train_b 125-180 80 102
 gen train_c 90-125 80 103
 gen train_d 125-180 40 104
 gen train_e 90-125 80 105
+gen train_f 90-125 80 106
 gen val_a 90-125 12 201
 gen val_b 125-180 12 202
 gen test_a 90-125 12 401
@@ -64,6 +74,7 @@ gen test_b 125-180 12 402
 merge train 100000 train_a train_b
 merge train2 100000 train_a train_b train_c train_d
 merge train3 100000 train_a train_b train_c train_d train_e
+merge train6 100000 train_a train_b train_c train_d train_e train_f
 merge val_small 4 val_a val_b
 
 train() {  # run data weights epochs steps batch lr warmup seed [extra...]
@@ -77,17 +88,18 @@ train() {  # run data weights epochs steps batch lr warmup seed [extra...]
 init=$WEIGHTS
 i=0
 for stage in $STAGES; do
-    IFS=: read -r e st b lr wu ms data <<<"$stage"
+    IFS=: read -r e st b lr wu ms data take lovasz <<<"$stage"
     i=$((i + 1))
     RUN=$WORK/stage$i
     extra=()
     [ -n "${ms:-}" ] && extra+=(--max-steps "$ms")
+    [ -n "${lovasz:-}" ] && extra+=(--lovasz-weight "$lovasz")
     train "$RUN" "${data:-train}" "$init" "$e" "$st" "$b" "$lr" "$wu" $((i - 1)) "${extra[@]}"
-    init=$RUN/best.pt
+    if [ "${take:-best}" = last ]; then init=$RUN/checkpoint.pt; else init=$RUN/best.pt; fi
 done
 
 mkdir -p "$(dirname "$OUT")"
-$CT export --checkpoint "$RUN/best.pt" --out "$OUT" --fp16 --name crystal-seg \
+$CT export --checkpoint "$init" --out "$OUT" --fp16 --name crystal-seg \
     --parity-data "$DATA/val_a"
 for v in val_a val_b test_a test_b; do
     $CT evaluate --model "$OUT" --data "$DATA/$v" --json "$WORK/eval_$v.json" --update-meta
