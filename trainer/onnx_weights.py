@@ -275,3 +275,18 @@ def recalibrate_batchnorm(model: nn.Module, batches) -> int:
         bn.running_var.copy_(v.to(bn.running_var.dtype))
     model.needs_bn_calibration = False
     return len(stats)
+
+
+def calibrate_on_crops(model: nn.Module, dataset, n: int, batch_size: int,
+                       device: torch.device | str) -> int:
+    """:func:`recalibrate_batchnorm` on the images of the first ``n`` items of ``dataset``.
+
+    Items are ``(image, label)`` tensors (a :class:`trainer.torchdata.TrainCrops`: seeded,
+    so every DDP process sees the same crops). Returns the number of layers changed.
+    """
+    crops = [dataset[k][0] for k in range(min(len(dataset), n))]
+    n_bn = recalibrate_batchnorm(model, [torch.stack(crops[i:i + batch_size]).to(device)
+                                         for i in range(0, len(crops), batch_size)])
+    log.info("batch norm statistics of %d layers measured on %d training crops",
+             n_bn, len(crops))
+    return n_bn

@@ -13,7 +13,6 @@ per epoch), ``steps.csv`` (one row per iteration), ``training.png`` (the study's
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import logging
 import math
@@ -189,26 +188,6 @@ def _data_summary(data) -> dict[str, Any]:
     return {"root": str(data.root), "n_frames": len(data), "px_size_um": data.px_size_um}
 
 
-def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
-    if not rows:
-        return
-    keys: list[str] = []
-    for r in rows:
-        keys += [k for k in r if k not in keys]
-    with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=keys)
-        w.writeheader()
-        w.writerows(rows)
-
-
-def _flat(prefix: str, m: dict[str, Any]) -> dict[str, Any]:
-    out = {f"{prefix}_loss": m.get("loss"), f"{prefix}_accuracy": m.get("pixel_accuracy"),
-           f"{prefix}_mean_iou": m.get("mean_iou")}
-    for name, v in (m.get("iou") or {}).items():
-        out[f"{prefix}_iou_{name}"] = v
-    return out
-
-
 # ----------------------------------------------------------------------------- main
 def main(args: argparse.Namespace) -> dict[str, Any]:
     """Train; returns a summary (best validation metrics, paths)."""
@@ -218,6 +197,8 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     from trainer.augment import PRESETS
     from trainer.engine import any_rank, evaluate, make_criterion, train_one_epoch
     from trainer.model import build_model, count_parameters
+    from trainer.onnx_weights import calibrate_on_crops
+    from trainer.runfiles import flat_metrics, fmt, write_csv
     from trainer.torchdata import EvalFrames, TrainCrops
     from trainer.trainplot import plot_training
 
@@ -289,14 +270,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     if getattr(model, "needs_bn_calibration", False):
         # weights read from an exported ONNX file: give its batch norms real statistics
         # (the same crops on every rank, so that DDP replicas stay identical)
-        from trainer.onnx_weights import recalibrate_batchnorm
-
-        crops = [train_ds[k][0] for k in range(min(len(train_ds), BN_CALIBRATION_CROPS))]
-        n_bn = recalibrate_batchnorm(
-            model, [torch.stack(crops[i:i + args.batch_size]).to(device)
-                    for i in range(0, len(crops), args.batch_size)])
-        log.info("batch norm statistics of %d layers measured on %d training crops",
-                 n_bn, len(crops))
+        calibrate_on_crops(model, train_ds, BN_CALIBRATION_CROPS, args.batch_size, device)
     sampler = None
     if distributed:
         from torch.utils.data.distributed import DistributedSampler
@@ -374,14 +348,14 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         row = {"epoch": epoch, "step": step, "lr": optimizer.param_groups[0]["lr"],
                "seconds": round(time.monotonic() - t0, 2)}
         tm["iou"] = dict(zip(class_names, tm["iou"].values(), strict=True))
-        row.update(_flat("train", tm))
-        row.update(_flat("val", vm))
+        row.update(flat_metrics("train", tm))
+        row.update(flat_metrics("val", vm))
         epoch_rows.append(row)
         score = vm.get("pixel_accuracy") if vm else tm.get("pixel_accuracy")
         log.info("epoch %d step %d: train loss %.4f acc %.4f | val loss %s acc %s crystal IoU %s",
                  epoch, step, tm["loss"], tm["pixel_accuracy"] or float("nan"),
-                 _fmt(vm.get("loss")), _fmt(vm.get("pixel_accuracy")),
-                 _fmt((vm.get("iou") or {}).get(class_names[train_data.crystal_class])))
+                 fmt(vm.get("loss")), fmt(vm.get("pixel_accuracy")),
+                 fmt((vm.get("iou") or {}).get(class_names[train_data.crystal_class])))
         state = {
             "model": bare.state_dict(), "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(),
@@ -397,8 +371,8 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
             best_metrics = {"epoch": epoch, "step": step, "val": vm, "train": tm}
             torch.save(state, out / "best.pt")
         torch.save(state, out / "checkpoint.pt")
-        _write_csv(out / "metrics.csv", epoch_rows)
-        _write_csv(out / "steps.csv", step_rows)
+        write_csv(out / "metrics.csv", epoch_rows)
+        write_csv(out / "steps.csv", step_rows)
         try:
             plot_training(step_rows, epoch_rows, out / "training.png")
         except Exception as exc:  # a plot must never stop training
@@ -409,10 +383,6 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     summary = {"run": str(out), "epochs_done": epoch + 1, "steps": step,
                "best_val_accuracy": best_acc if best_acc >= 0 else None, "best": best_metrics}
     if main_proc:
-        log.info("done: %d steps, best accuracy %s -> %s", step, _fmt(summary["best_val_accuracy"]),
+        log.info("done: %d steps, best accuracy %s -> %s", step, fmt(summary["best_val_accuracy"]),
                  out / "best.pt")
     return summary
-
-
-def _fmt(v: Any) -> str:
-    return "n/a" if v is None else f"{v:.4f}"
