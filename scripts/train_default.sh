@@ -4,23 +4,26 @@
 #   DeepLabV3+/ResNet-50 from random init at half resolution (0.5 -> 2.9 um/px),
 #   FP16 ONNX export with metadata, evaluation (pixel accuracy, IoU, x50,3 vs truth).
 #
-# The committed model was trained in three stages on a shared 2-core CPU (random init: no
-# ImageNet weights offline), each continuing from the previous stage's best.pt, with
-# 320 px crops at half scale: STAGES="epochs:steps_per_epoch:batch:lr:warmup[:max_steps[:data]]"
+# The committed model was trained in seven stages on a shared 2-core CPU (random init: no
+# ImageNet weights offline), each continuing from the previous stage, with 320 px crops at
+# half scale: STAGES="epochs:steps_per_epoch:batch:lr:warmup[:max_steps[:data[:take[:lovasz]]]]"
 # (a stage the committed run stopped by its time box carries max_steps = the steps it did;
 # data = train (160 frames, the default), train2 (train + 120 more frames, 80 of them of
-# the small fraction, made with the generator's later version) or train3 (train2 + 80
-# more small-fraction frames)).
+# the small fraction, made with the generator's later version), train3 (train2 + 80 more
+# small-fraction frames) or train6 (train3 + 80 more); take = which checkpoint the next
+# stage and the export continue from: best (best.pt, the default) or last (checkpoint.pt);
+# lovasz = --lovasz-weight). Stages 6-7 of the committed model continued from stage 5's
+# export (--weights models/crystal-seg.onnx) with seeds 6 and 8; here from its best.pt.
 # Other overrides: CROP, AUGMENT, WEIGHTS (imagenet where reachable), DEVICE (auto|cpu|cuda),
 # WORKERS, NICE, WORK (scratch dir), OUT (target .onnx); for a quick smoke run (tests):
 # BACKBONE, SIZE (frame WxH), FRAMES_DIV (divide every set's frame count). A longer schedule, e.g. on a GPU:
-#   make train-default WEIGHTS=imagenet STAGES="60:100:8:5e-4:100"
+#   make train-default WEIGHTS=imagenet STAGES="60:100:8:5e-4:100::train6"
 set -euo pipefail
 
 BIN=${BIN:-.venv/bin}
 WORK=${WORK:-runs/default}
 OUT=${OUT:-models/crystal-seg.onnx}
-STAGES=${STAGES:-"4:18:2:5e-4:8 9:25:4:3e-4:5 6:25:8:2e-4:5:121 12:40:8:1.5e-4:10::train2 5:40:8:1e-4:5::train3"}
+STAGES=${STAGES:-"4:18:2:5e-4:8 9:25:4:3e-4:5 6:25:8:2e-4:5:121 12:40:8:1.5e-4:10::train2 5:40:8:1e-4:5::train3 4:40:8:1e-4:5::train6:last 6:40:8:1e-4:5::train6:last"}
 CROP=${CROP:-320}
 BACKBONE=${BACKBONE:-resnet50}
 SIZE=${SIZE:-1024x768}
