@@ -2,7 +2,8 @@
 
 The directory is polled. A file is read once its size and modification time have been
 the same for ``stable_polls`` consecutive polls (and it is at least ``min_age_s`` old),
-and a PNG/JPEG without its end marker is re-checked for ``truncated_grace_s``, so a
+and an empty file or a PNG/JPEG without its end marker is re-checked for
+``truncated_grace_s``, so a
 file that is still being written is never read; names the camera software uses
 while writing (``.*``, ``*.tmp``, ``*.part``, ``*~``) are ignored. Files are processed
 once each, in arrival order (modification time, then name).
@@ -72,9 +73,9 @@ class FolderSourceConfig(BaseModel):
         0.0, ge=0, description="and once its mtime is at least this many seconds old")
     truncated_grace_s: float = Field(
         10.0, ge=0,
-        description="a PNG/JPEG without its end marker is taken for still being written "
-                    "and re-checked until its mtime is this old; then it is reported "
-                    "unreadable")
+        description="an empty file, or a PNG/JPEG without its end marker, is taken for "
+                    "still being written and re-checked until its mtime is this old; then "
+                    "it is reported unreadable")
     after: Literal["keep", "move", "delete"] = Field(
         "keep",
         description="what to do with a file once its batch is delivered: keep it, move "
@@ -328,9 +329,11 @@ class FolderSource:
             self._seen.pop(rel, None)  # still being written after all
             return None
         image, error = decode_image(data, path.suffix)
-        if (error and "truncated" in error
+        if (error and ("truncated" in error or size == 0)
                 and time.time_ns() - mtime_ns < self.config.truncated_grace_s * 1e9):
-            return None  # most likely still being written: look again next scan
+            # most likely still being written (created, nothing or not all written yet):
+            # look again next scan
+            return None
         key = (rel, size, mtime_ns)
         with self._lock:
             self._inflight.add(key)

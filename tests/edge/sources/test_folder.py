@@ -207,3 +207,27 @@ def test_frame_size_hint_is_the_oldest_pending_decodable_file(tmp_path):
     src.ack([f for f in frames if f.name == "b.png"])
     assert src.frame_size_hint() == (50, 70)  # b.png is done; nothing was marked by hints
     assert src.health()["files_acked"] == 1
+
+
+def test_file_created_empty_and_written_later_is_read_not_rejected(tmp_path):
+    """Camera software that creates the file, pauses, then writes it: the empty file is
+    not reported unreadable while it is young (truncated_grace_s), and its content is read."""
+    src = _source(tmp_path, stable_polls=2, truncated_grace_s=10)
+    path = src.dir / "late.png"
+    path.write_bytes(b"")
+    col = Collector(src)
+    time.sleep(0.4)  # many polls with the file empty and stable
+    assert col.frames == [], "a young empty file was read (and would be lost)"
+    _write(path, 55)
+    frames = col.wait_frames(1)
+    col.close()
+    assert frames[0].error is None and int(frames[0].image[0, 0, 0]) == 55
+
+
+def test_old_empty_file_is_reported_after_the_grace(tmp_path):
+    src = _source(tmp_path, truncated_grace_s=0.2)
+    (src.dir / "never.png").write_bytes(b"")
+    col = Collector(src)
+    frames = col.wait_frames(1)
+    col.close()
+    assert frames[0].error == "unreadable: empty file"
