@@ -209,26 +209,24 @@ def load_onnx_weights(model: nn.Module, path: str | Path, *, verify: bool = True
 
 
 def _verify(model: nn.Module, path: Path, meta: dict, size: int = 64) -> None:
-    import onnxruntime as ort
+    """:func:`trainer.export.parity` of the imported network plus the file's adjustment."""
+    from trainer.export import parity
 
-    x = np.random.default_rng(0).random((1, 3, size, size), dtype=np.float32)
-    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    ref = sess.run(None, {sess.get_inputs()[0].name: x})[0]
-    adj = np.asarray((meta.get("output") or {}).get("logit_adjustment") or 0.0, np.float32)
-    was_training = model.training
-    model.eval()
+    adj = (meta.get("output") or {}).get("logit_adjustment")
+    was_training, old_bias = model.training, model.logit_bias
+    if adj is not None:
+        model.logit_bias = torch.tensor(adj, dtype=torch.float32).view(1, -1, 1, 1)
     try:
-        with torch.no_grad():
-            got = model.cpu()(torch.from_numpy(x)).numpy() + adj.reshape(1, -1, 1, 1)
+        par = parity(model, path, hw=(size, size))
     finally:
+        model.logit_bias = old_bias
         model.train(was_training)
-    agree = float((got.argmax(1) == ref.argmax(1)).mean())
-    diff = float(np.abs(got - ref).max())
     log.info("import check against ONNX Runtime: %.4f %% same class, max |logit diff| %.4f",
-             100 * agree, diff)
-    if agree < MIN_AGREEMENT:
+             100 * par["argmax_agreement"], par["max_abs_diff"])
+    if par["argmax_agreement"] < MIN_AGREEMENT:
         raise UserError(f"--weights {path}: the imported network does not reproduce the file "
-                        f"({100 * agree:.2f} % same class, max logit difference {diff:.3g})")
+                        f"({100 * par['argmax_agreement']:.2f} % same class, max logit "
+                        f"difference {par['max_abs_diff']:.3g})")
 
 
 @torch.no_grad()

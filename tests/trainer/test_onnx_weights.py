@@ -162,3 +162,13 @@ def test_cli_names_a_bad_weights_file(run, tmp_path, capsys):
     assert rc != 0
     err = capsys.readouterr().err
     assert "m.onnx" in err and "Traceback" not in err
+
+
+def test_an_import_that_does_not_reproduce_the_file_is_refused(exported, tmp_path):
+    """The ONNX Runtime check is real: metadata that disagrees with the graph fails it."""
+    shutil.copy(exported[32], tmp_path / "odd.onnx")
+    meta = json.loads(exported[32].with_suffix(".json").read_text())
+    meta["output"]["logit_adjustment"] = [0.0, 0.0, 50.0]  # not what the graph adds
+    (tmp_path / "odd.json").write_text(json.dumps(meta))
+    with pytest.raises(UserError, match=r"odd.onnx: the imported network does not reproduce"):
+        build_model("resnet18", weights=str(tmp_path / "odd.onnx"))
