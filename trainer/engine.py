@@ -213,19 +213,16 @@ class CELovasz(nn.Module):
     shaping the raw logits as it always does.
     """
 
-    def __init__(self, class_weights, lovasz_weight: float, *, ignore_index: int,
-                 device: torch.device | str = "cpu") -> None:
+    def __init__(self, ce: nn.Module, class_weights, lovasz_weight: float, *,
+                 ignore_index: int, device: torch.device | str = "cpu") -> None:
         super().__init__()
         from segmentation_models_pytorch.losses import LovaszLoss
 
         from trainer.model import prior_correction
 
-        w = None
-        adj = torch.zeros(1)
-        if class_weights is not None:
-            w = torch.as_tensor(np.asarray(class_weights, dtype=np.float32), device=device)
-            adj = torch.from_numpy(prior_correction(class_weights))
-        self.ce = nn.CrossEntropyLoss(weight=w, ignore_index=ignore_index)
+        adj = torch.zeros(1) if class_weights is None else \
+            torch.from_numpy(prior_correction(class_weights))
+        self.ce = ce
         self.lovasz = LovaszLoss("multiclass", ignore_index=ignore_index)
         self.lovasz_weight = float(lovasz_weight)
         self.register_buffer("adj", adj.view(1, -1, 1, 1).to(device))
@@ -244,9 +241,11 @@ def make_criterion(class_weights: np.ndarray | None, *, ignore_index: int = IGNO
     """
     if lovasz_weight < 0:
         raise ValueError(f"lovasz_weight must be >= 0, got {lovasz_weight}")
-    if lovasz_weight > 0:
-        return CELovasz(class_weights, lovasz_weight, ignore_index=ignore_index, device=device)
     w = None
     if class_weights is not None:
         w = torch.as_tensor(np.asarray(class_weights, dtype=np.float32), device=device)
-    return nn.CrossEntropyLoss(weight=w, ignore_index=ignore_index)
+    ce = nn.CrossEntropyLoss(weight=w, ignore_index=ignore_index)
+    if lovasz_weight > 0:
+        return CELovasz(ce, class_weights, lovasz_weight, ignore_index=ignore_index,
+                        device=device)
+    return ce
