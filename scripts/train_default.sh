@@ -4,26 +4,27 @@
 #   DeepLabV3+/ResNet-50 from random init at half resolution (0.5 -> 2.9 um/px),
 #   FP16 ONNX export with metadata, evaluation (pixel accuracy, IoU, x50,3 vs truth).
 #
-# The committed model was trained in seven stages on a shared 2-core CPU (random init: no
+# The committed model was trained in eight stages on a shared 2-core CPU (random init: no
 # ImageNet weights offline), each continuing from the previous stage, with 320 px crops at
 # half scale: STAGES="epochs:steps_per_epoch:batch:lr:warmup[:max_steps[:data[:take[:lovasz]]]]"
 # (a stage the committed run stopped by its time box carries max_steps = the steps it did;
 # data = train (160 frames, the default), train2 (train + 120 more frames, 80 of them of
 # the small fraction, made with the generator's later version), train3 (train2 + 80 more
-# small-fraction frames) or train6 (train3 + 80 more); take = which checkpoint the next
+# small-fraction frames), train6 (train3 + 80 more) or train8 (train6 + 80 more); take = which checkpoint the next
 # stage and the export continue from: best (best.pt, the default) or last (checkpoint.pt);
-# lovasz = --lovasz-weight). Stages 6-7 of the committed model continued from stage 5's
-# export (--weights models/crystal-seg.onnx) with seeds 6 and 8; here from its best.pt.
+# lovasz = --lovasz-weight). Stage 6 of the committed model continued from stage 5's
+# export (--weights models/crystal-seg.onnx), here from its best.pt; stages 6-8 had seeds
+# 6, 8, 9 (here 5, 6, 7).
 # Other overrides: CROP, AUGMENT, WEIGHTS (imagenet where reachable), DEVICE (auto|cpu|cuda),
 # WORKERS, NICE, WORK (scratch dir), OUT (target .onnx); for a quick smoke run (tests):
 # BACKBONE, SIZE (frame WxH), FRAMES_DIV (divide every set's frame count). A longer schedule, e.g. on a GPU:
-#   make train-default WEIGHTS=imagenet STAGES="60:100:8:5e-4:100::train6"
+#   make train-default WEIGHTS=imagenet STAGES="60:100:8:5e-4:100::train8"
 set -euo pipefail
 
 BIN=${BIN:-.venv/bin}
 WORK=${WORK:-runs/default}
 OUT=${OUT:-models/crystal-seg.onnx}
-STAGES=${STAGES:-"4:18:2:5e-4:8 9:25:4:3e-4:5 6:25:8:2e-4:5:121 12:40:8:1.5e-4:10::train2 5:40:8:1e-4:5::train3 4:40:8:1e-4:5::train6:last 6:40:8:1e-4:5::train6:last"}
+STAGES=${STAGES:-"4:18:2:5e-4:8 9:25:4:3e-4:5 6:25:8:2e-4:5:121 12:40:8:1.5e-4:10::train2 5:40:8:1e-4:5::train3 4:40:8:1e-4:5::train6:last 6:40:8:1e-4:5::train6:last 6:40:8:1e-4:5::train8:last"}
 CROP=${CROP:-320}
 BACKBONE=${BACKBONE:-resnet50}
 SIZE=${SIZE:-1024x768}
@@ -59,8 +60,8 @@ for stage in $STAGES; do  # check the whole schedule before hours of work
     IFS=: read -r e st b lr wu ms data take lovasz <<<"$stage"
     case "${take:-best}" in best|last) ;; *)
         echo "STAGES: '$take' in '$stage': expected best or last" >&2; exit 2 ;; esac
-    case "${data:-train}" in train|train2|train3|train6) ;; *)
-        echo "STAGES: '$data' in '$stage': expected train, train2, train3 or train6" >&2
+    case "${data:-train}" in train|train2|train3|train6|train8) ;; *)
+        echo "STAGES: '$data' in '$stage': expected train, train2, train3, train6 or train8" >&2
         exit 2 ;; esac
 done
 
@@ -70,6 +71,7 @@ gen train_c 90-125 80 103
 gen train_d 125-180 40 104
 gen train_e 90-125 80 105
 gen train_f 90-125 80 106
+gen train_g 90-125 80 107
 gen val_a 90-125 12 201
 gen val_b 125-180 12 202
 gen test_a 90-125 12 401
@@ -78,6 +80,7 @@ merge train 100000 train_a train_b
 merge train2 100000 train_a train_b train_c train_d
 merge train3 100000 train_a train_b train_c train_d train_e
 merge train6 100000 train_a train_b train_c train_d train_e train_f
+merge train8 100000 train_a train_b train_c train_d train_e train_f train_g
 merge val_small 4 val_a val_b
 
 train() {  # run data weights epochs steps batch lr warmup seed [extra...]

@@ -20,7 +20,7 @@ def test_train_default_script_smoke(tmp_path):
     out = tmp_path / "model" / "smoke.onnx"
     env = dict(os.environ, BIN=str(Path(sys.executable).parent), WORK=str(tmp_path / "w"),
                OUT=str(out), FRAMES_DIV="80", SIZE="256x192", BACKBONE="resnet18", CROP="64",
-               STAGES="1:1:2:1e-4:0 1:2:2:1e-4:0::train6:last:1", NICE="0", WORKERS="0")
+               STAGES="1:1:2:1e-4:0 1:2:2:1e-4:0::train8:last:1", NICE="0", WORKERS="0")
     res = subprocess.run(["bash", str(ROOT / "scripts" / "train_default.sh")], cwd=ROOT,
                          env=env, capture_output=True, text=True, timeout=900, check=False)
     assert res.returncode == 0, res.stderr[-3000:]
@@ -32,14 +32,14 @@ def test_train_default_script_smoke(tmp_path):
     s1 = json.loads((tmp_path / "w" / "stage1" / "config.json").read_text())
     s2 = json.loads((tmp_path / "w" / "stage2" / "config.json").read_text())
     assert s2["weights"].endswith("stage1/best.pt") and s2["total_steps"] == 2
-    # train6 = train2 + train_e + train_f; the last stage's final checkpoint is exported
-    assert s1["train_data"]["n_frames"] == 2 and s2["train_data"]["n_frames"] == 6
+    # train8 = train2 + train_e + train_f + train_g; the last stage's final checkpoint is exported
+    assert s1["train_data"]["n_frames"] == 2 and s2["train_data"]["n_frames"] == 7
     assert s2["lovasz_weight"] == 1.0 and meta["training"]["loss"].endswith("Lovasz-softmax")
     assert meta["precision"] == "fp16" and meta["architecture"]["encoder"] == "resnet18"
 
 
 @pytest.mark.parametrize("stages, word", [("1:1:2:1e-4:0::train:newest", "best or last"),
-                                          ("1:1:2:1e-4:0::train9", "train6")])
+                                          ("1:1:2:1e-4:0::train9", "train8")])
 def test_train_default_rejects_a_bad_schedule_before_any_work(tmp_path, stages, word):
     env = dict(os.environ, BIN=str(Path(sys.executable).parent), WORK=str(tmp_path / "w"),
                STAGES=stages)
