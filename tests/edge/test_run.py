@@ -26,7 +26,7 @@ from edge.config import load_config
 from edge.pipeline.app import Service
 from edge.sinks.jsonl import read_jsonl
 from edge.state import read_status
-from tests.edge.sources.helpers import write_config, write_frames
+from tests.edge.sources.helpers import running_service, write_config, write_frames
 from tests.edge.sources.test_opencv import write_video
 from tests.fixtures.tiny_model import build_tiny_model, synth_frame
 
@@ -403,33 +403,26 @@ def test_reload_applies_a_valid_file_and_refuses_an_invalid_one(workdir, tiny_mo
     cfg_path = workdir / "config.toml"
     write_config(cfg_path, model=tiny_model, batch_frames=2)
     write_frames(workdir / "in", [f"a{i}.png" for i in range(4)])
-    svc = Service(load_config(cfg_path), install_signals=False, config_path=cfg_path)
-    th = threading.Thread(target=svc.run)
-    th.start()
     try:
-        assert svc.ready.wait(30)
-        _wait(lambda: svc.pipeline.batches_published >= 2, 30, "2 batches of 2")
-        first = svc.pipeline
-        good = cfg_path.read_text()
-        cfg_path.write_text(good.replace("frames = 2\n", "frames = -5\n"))
-        with caplog.at_level("ERROR", logger="edge.pipeline.app"):
-            assert svc.request_reload("test") is False
-        assert any("refused, running on unchanged" in r.getMessage() and "frames" in
-                   r.getMessage() for r in caplog.records)
-        assert svc.pipeline is first and first.stop_reason is None
-        cfg_path.write_text(good.replace("frames = 2\n", "frames = 3\n"))
-        assert svc.request_reload("test") is True
-        _wait(lambda: svc.reloads == 1 and svc.ready.is_set() and svc.pipeline is not None
-              and svc.pipeline is not first, 30, "the reload")
-        assert svc.cfg.batch.frames == 3
-        write_frames(workdir / "in", [f"b{i}.png" for i in range(3)])
-        _wait(lambda: svc.pipeline.batches_published >= 1, 30, "a batch of 3")
+        with running_service(cfg_path) as svc:
+            _wait(lambda: svc.pipeline.batches_published >= 2, 30, "2 batches of 2")
+            first = svc.pipeline
+            good = cfg_path.read_text()
+            cfg_path.write_text(good.replace("frames = 2\n", "frames = -5\n"))
+            with caplog.at_level("ERROR", logger="edge.pipeline.app"):
+                assert svc.request_reload("test") is False
+            assert any("refused, running on unchanged" in r.getMessage() and "frames" in
+                       r.getMessage() for r in caplog.records)
+            assert svc.pipeline is first and first.stop_reason is None
+            cfg_path.write_text(good.replace("frames = 2\n", "frames = 3\n"))
+            assert svc.request_reload("test") is True
+            _wait(lambda: svc.reloads == 1 and svc.ready.is_set() and svc.pipeline is not None
+                  and svc.pipeline is not first, 30, "the reload")
+            assert svc.cfg.batch.frames == 3
+            write_frames(workdir / "in", [f"b{i}.png" for i in range(3)])
+            _wait(lambda: svc.pipeline.batches_published >= 1, 30, "a batch of 3")
     finally:
-        if svc.pipeline is not None:
-            svc.pipeline.request_stop("test")
-        th.join(30)
         rx.close()
-    assert not th.is_alive()
     recs = read_jsonl(workdir / "out.jsonl")
     assert [r["batch_id"] for r in recs] == list(range(1, len(recs) + 1))
     assert [r["payload"]["frames"]["used"] for r in recs][:2] == [2, 2]
@@ -520,11 +513,7 @@ def test_reload_to_a_file_that_cannot_start_goes_back_to_the_previous_one(
         workdir, tiny_model, caplog):
     cfg_path = workdir / "config.toml"
     write_config(cfg_path, model=tiny_model, batch_frames=2)
-    svc = Service(load_config(cfg_path), install_signals=False, config_path=cfg_path)
-    th = threading.Thread(target=svc.run)
-    th.start()
-    try:
-        assert svc.ready.wait(30)
+    with running_service(cfg_path) as svc:
         first = svc.pipeline
         # valid TOML and schema, but the model file does not exist
         write_config(cfg_path, model=workdir / "gone.onnx", batch_frames=3)
@@ -534,11 +523,7 @@ def test_reload_to_a_file_that_cannot_start_goes_back_to_the_previous_one(
                   and svc.ready.is_set(), 30, "the service back on its previous config")
         assert any("cannot start, going back" in r.getMessage() and "gone.onnx" in
                    r.getMessage() for r in caplog.records)
-        assert svc.cfg.batch.frames == 2 and th.is_alive()
+        assert svc.cfg.batch.frames == 2
         write_frames(workdir / "in", ["f0.png", "f1.png"])
         _wait(lambda: svc.pipeline.batches_published == 1, 30, "a batch with the old config")
-    finally:
-        if svc.pipeline is not None:
-            svc.pipeline.request_stop("test")
-        th.join(30)
     assert [r["payload"]["frames"]["used"] for r in read_jsonl(workdir / "out.jsonl")] == [2]

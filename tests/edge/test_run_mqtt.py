@@ -13,7 +13,7 @@ from edge.pipeline.app import Service
 from edge.sinks.jsonl import read_jsonl
 from edge.state import read_status
 from tests.edge.mqtt.conftest import Recorder, make_broker, wait_for
-from tests.edge.sources.helpers import write_config, write_frames
+from tests.edge.sources.helpers import running_service, write_config, write_frames
 from tests.fixtures.tiny_model import build_tiny_model
 
 
@@ -84,11 +84,7 @@ def test_mqtt_reload_config_command(tmp_path, broker, monkeypatch):
     cfg_path = tmp_path / "config.toml"
     write_config(cfg_path, model=model, batch_frames=100, extra=mqtt)
     rec = Recorder(broker.port, "plant/cryst/#")
-    svc = Service(load_config(cfg_path), install_signals=False, config_path=cfg_path)
-    th = threading.Thread(target=svc.run)
-    th.start()
-    try:
-        assert svc.ready.wait(30)
+    with running_service(cfg_path) as svc:
         first = svc.pipeline
         assert wait_for(lambda: first.frames_total == 3, 30)
         cfg_path.write_text(cfg_path.read_text().replace("frames = 100\n", "frames = 2\n"))
@@ -99,10 +95,6 @@ def test_mqtt_reload_config_command(tmp_path, broker, monkeypatch):
                         and svc.pipeline is not first and svc.ready.is_set(), 30)
         write_frames(tmp_path / "in", ["d.png", "e.png"])
         assert wait_for(lambda: len(rec.on("/psd")) == 2, 30), "no batch after the reload"
-    finally:
-        if svc.pipeline is not None:
-            svc.pipeline.request_stop("test")
-        th.join(30)
     psd = [json.loads(m.payload) for m in rec.on("/psd")]
     assert [(p["batch_id"], p["frames"]["used"]) for p in psd] == [(1, 3), (2, 2)]
     assert svc.cfg.batch.frames == 2

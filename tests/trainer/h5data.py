@@ -45,3 +45,20 @@ def make_dataset(root: str | Path, n: int = 4, *, h: int = 64, w: int = 64, seed
         cv2.imwrite(str(root / "labels" / f"f{i:03d}.png"), lab)
     write_classes(root / "classes.json", CLASS_NAMES, crystal_class=2, px_size_um=px_size_um)
     return root
+
+
+def train_tiny_run(root: str | Path, *, steps: int = 4, seed: int = 4) -> tuple[Path, Path]:
+    """Train a ResNet-18 run for ``steps`` steps on a 4-frame dataset under ``root``.
+
+    Returns ``(dataset, run directory)``; the run has ``best.pt`` to export.
+    """
+    from trainer.cli import main as cli
+
+    root = Path(root)
+    train = make_dataset(root / "train", 4, h=64, w=64, seed=seed, px_size_um=1.45)
+    out = root / "run"
+    assert cli(["train", "--data", str(train), "--out", str(out), "--backbone", "resnet18",
+                "--weights", "none", "--epochs", "1", "--steps-per-epoch", str(steps),
+                "--batch-size", "2", "--image-size", "64", "--input-scale", "0.5",
+                "--workers", "0", "--no-progress", "--augment", "none"]) == 0
+    return train, out

@@ -10,7 +10,7 @@ import pytest
 
 from edge.errors import UserError
 from edge.modelmeta import load_meta
-from tests.trainer.h5data import make_dataset, make_frame
+from tests.trainer.h5data import make_dataset, make_frame, train_tiny_run
 from trainer.cli import main as cli
 from trainer.export import (
     INPUT_NAME,
@@ -25,14 +25,7 @@ from trainer.export import (
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    root = tmp_path_factory.mktemp("exp")
-    train = make_dataset(root / "train", 4, h=64, w=64, seed=4, px_size_um=1.45)
-    out = root / "run"
-    assert cli(["train", "--data", str(train), "--out", str(out), "--backbone", "resnet18",
-                "--weights", "none", "--epochs", "1", "--steps-per-epoch", "4",
-                "--batch-size", "2", "--image-size", "64", "--input-scale", "0.5",
-                "--workers", "0", "--no-progress", "--augment", "none"]) == 0
-    return out
+    return train_tiny_run(tmp_path_factory.mktemp("exp"), steps=4)[1]
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ import torch
 
 import trainer.onnx_weights as ow
 from edge.errors import UserError
-from tests.trainer.h5data import make_dataset, make_frame
+from tests.trainer.h5data import make_frame, train_tiny_run
 from trainer.cli import main as cli
 from trainer.export import INPUT_NAME, export_checkpoint, load_checkpoint, ort_session
 from trainer.model import build_model
@@ -22,14 +22,7 @@ from trainer.model import build_model
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    root = tmp_path_factory.mktemp("ow")
-    train = make_dataset(root / "train", 4, h=64, w=64, seed=4, px_size_um=1.45)
-    out = root / "run"
-    assert cli(["train", "--data", str(train), "--out", str(out), "--backbone", "resnet18",
-                "--weights", "none", "--epochs", "1", "--steps-per-epoch", "3",
-                "--batch-size", "2", "--image-size", "64", "--input-scale", "0.5",
-                "--workers", "0", "--no-progress", "--augment", "none"]) == 0
-    return train, out
+    return train_tiny_run(tmp_path_factory.mktemp("ow"), steps=3)
 
 
 @pytest.fixture(scope="module")
@@ -44,6 +37,14 @@ def exported(run, tmp_path_factory, frames):
     d = tmp_path_factory.mktemp("owm")
     return {p: Path(export_checkpoint(run[1] / "best.pt", d / f"m{p}.onnx", fp16=p == 16,
                                       parity_inputs=frames).onnx_path) for p in (32, 16)}
+
+
+def _train_mode_without_dropout(model):
+    """Training mode (batch statistics) with dropout off, so outputs are comparable."""
+    model.train()
+    for m in model.modules():
+        if isinstance(m, torch.nn.Dropout):
+            m.eval()
 
 
 def _ort(path, x):
@@ -92,10 +93,7 @@ def test_recalibration_keeps_the_function_and_matches_batch_statistics(exported,
         after = model(x)
     assert float((after - before).abs().max()) < 1e-3
     # in training mode the running statistics are now the batch's own: same logits
-    model.train()
-    for m in model.modules():
-        if isinstance(m, torch.nn.Dropout):
-            m.eval()
+    _train_mode_without_dropout(model)
     with torch.no_grad():
         train_mode = model(x)
     assert float((train_mode - before).abs().max()) < 1e-2
@@ -109,10 +107,7 @@ def test_uncalibrated_import_would_change_training_mode(exported, frames):
     model.eval()
     with torch.no_grad():
         before = model(x)
-        model.train()
-        for m in model.modules():
-            if isinstance(m, torch.nn.Dropout):
-                m.eval()
+        _train_mode_without_dropout(model)
         raw = model(x)
     assert float((raw - before).abs().max()) > 0.1
 

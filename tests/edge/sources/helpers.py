@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from contextlib import contextmanager
 
 from edge.sources.base import Frame
 
@@ -111,3 +112,25 @@ bootstrap_n = 50
 interval_s = 0.1
 {extra}
 """)
+
+
+@contextmanager
+def running_service(cfg_path, *, ready_timeout_s: float = 30.0):
+    """``edge.pipeline.app.Service`` from ``cfg_path`` run in a thread, yielded once READY.
+
+    On leaving: the pipeline is asked to stop and the thread joined; it must have ended.
+    """
+    from edge.config import load_config
+    from edge.pipeline.app import Service
+
+    svc = Service(load_config(cfg_path), install_signals=False, config_path=cfg_path)
+    th = threading.Thread(target=svc.run)
+    th.start()
+    try:
+        assert svc.ready.wait(ready_timeout_s), "the service did not become READY"
+        yield svc
+    finally:
+        if svc.pipeline is not None:
+            svc.pipeline.request_stop("test")
+        th.join(30)
+    assert not th.is_alive(), "the service thread did not end"
