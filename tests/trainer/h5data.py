@@ -62,3 +62,10 @@ def train_tiny_run(root: str | Path, *, steps: int = 4, seed: int = 4) -> tuple[
                 "--batch-size", "2", "--image-size", "64", "--input-scale", "0.5",
                 "--workers", "0", "--no-progress", "--augment", "none"]) == 0
     return train, out
+
+
+def frames_nchw(seed: int, h: int, w: int, *, n: int = 2, n_crystals: int = 5) -> np.ndarray:
+    """``n`` generated RGB frames as NCHW float32 in [0, 1] (network input)."""
+    rng = np.random.default_rng(seed)
+    return np.stack([make_frame(rng, h, w, n_crystals=n_crystals)[0] for _ in range(n)]
+                    ).transpose(0, 3, 1, 2).astype(np.float32) / 255.0

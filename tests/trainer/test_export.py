@@ -10,7 +10,7 @@ import pytest
 
 from edge.errors import UserError
 from edge.modelmeta import load_meta
-from tests.trainer.h5data import make_dataset, make_frame, train_tiny_run
+from tests.trainer.h5data import frames_nchw, make_dataset, train_tiny_run
 from trainer.cli import main as cli
 from trainer.export import (
     INPUT_NAME,
@@ -30,9 +30,7 @@ def run(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def frames():
-    rng = np.random.default_rng(11)
-    return np.stack([make_frame(rng, 96, 128, n_crystals=6)[0] for _ in range(2)]
-                    ).transpose(0, 3, 1, 2).astype(np.float32) / 255.0
+    return frames_nchw(11, 96, 128, n_crystals=6)
 
 
 @pytest.fixture(scope="module")

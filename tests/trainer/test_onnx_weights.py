@@ -14,7 +14,7 @@ import torch
 
 import trainer.onnx_weights as ow
 from edge.errors import UserError
-from tests.trainer.h5data import make_frame, train_tiny_run
+from tests.trainer.h5data import frames_nchw, train_tiny_run
 from trainer.cli import main as cli
 from trainer.export import INPUT_NAME, export_checkpoint, load_checkpoint, ort_session
 from trainer.model import build_model
@@ -27,9 +27,7 @@ def run(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def frames():
-    rng = np.random.default_rng(5)
-    return np.stack([make_frame(rng, 64, 96, n_crystals=5)[0] for _ in range(2)]
-                    ).transpose(0, 3, 1, 2).astype(np.float32) / 255.0
+    return frames_nchw(5, 64, 96)
 
 
 @pytest.fixture(scope="module")
@@ -45,6 +43,15 @@ def _train_mode_without_dropout(model):
     for m in model.modules():
         if isinstance(m, torch.nn.Dropout):
             m.eval()
+
+
+def _imported(path, frames):
+    """An imported model and its evaluation-mode logits on ``frames``."""
+    model = build_model("resnet18", weights=str(path))
+    x = torch.from_numpy(frames)
+    model.eval()
+    with torch.no_grad():
+        return model, x, model(x)
 
 
 def _ort(path, x):
@@ -80,11 +87,7 @@ def test_fp16_file_imports_within_rounding(exported, frames):
 
 
 def test_recalibration_keeps_the_function_and_matches_batch_statistics(exported, frames):
-    model = build_model("resnet18", weights=str(exported[32]))
-    x = torch.from_numpy(frames)
-    model.eval()
-    with torch.no_grad():
-        before = model(x)
+    model, x, before = _imported(exported[32], frames)
     bns = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
     assert all(float(b.running_mean.abs().max()) == 0 for b in bns)  # unfolded, identity
     assert ow.recalibrate_batchnorm(model, [x[:1], x[1:]]) == len(bns)
@@ -102,12 +105,9 @@ def test_recalibration_keeps_the_function_and_matches_batch_statistics(exported,
 
 def test_uncalibrated_import_would_change_training_mode(exported, frames):
     """The reason for recalibration: identity batch norms in training mode are wrong."""
-    model = build_model("resnet18", weights=str(exported[32]))
-    x = torch.from_numpy(frames)
-    model.eval()
+    model, x, before = _imported(exported[32], frames)
+    _train_mode_without_dropout(model)
     with torch.no_grad():
-        before = model(x)
-        _train_mode_without_dropout(model)
         raw = model(x)
     assert float((raw - before).abs().max()) > 0.1
 
