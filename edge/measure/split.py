@@ -100,9 +100,36 @@ def split_object(obj: np.ndarray, *, h_px: float = 1.0, h_rel: float = 0.08
     markers = plateaus.copy()
     cv2.watershed(_checker(q), markers)
 
-    # saddles between basins: across watershed-line pixels and direct 8-neighbour contacts
-    # (an 8-connected object may hang together by a diagonal step only)
     lab = np.where(inside, markers, 0)
+    roots = _merge_by_dynamics(*_saddles(lab, dist), peaks=peaks, h=h)
+    uniq = np.unique(roots[1:])
+    if uniq.size == 1:
+        return inside.astype(np.int32), 1
+    remap = np.zeros(n_max + 1, np.int32)
+    remap[uniq] = np.arange(1, uniq.size + 1, dtype=np.int32)
+    final = remap[roots]
+    if uniq.size < n_max:
+        # re-flood from the surviving maxima only: a suppressed maximum near a neck must
+        # not carry its whole basin over to one side
+        keep = np.zeros(n_max + 1, bool)
+        keep[uniq] = True
+        markers = np.where(keep[plateaus], final[plateaus], 0).astype(np.int32)
+        cv2.watershed(_checker(q), markers)
+        lab = np.where(inside, markers, 0)
+        out = np.where(lab > 0, lab, 0).astype(np.int32)
+    else:
+        out = np.where(lab > 0, final[np.clip(lab, 0, None)], 0).astype(np.int32)
+    _share_lines(out, inside)
+    return out, int(uniq.size)
+
+
+def _saddles(lab: np.ndarray, dist: np.ndarray
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Basin pairs ``(a < b)`` in contact and the saddle height of each contact.
+
+    Contacts are found across watershed-line pixels (``lab == -1``) and between direct
+    8-neighbours (an 8-connected object may hang together by a diagonal step only).
+    """
     ys, xs = np.nonzero(lab == -1)
     pairs_a: list[np.ndarray] = []
     pairs_b: list[np.ndarray] = []
@@ -125,9 +152,17 @@ def split_object(obj: np.ndarray, *, h_px: float = 1.0, h_rel: float = 0.08
         pairs_a.append(np.minimum(a[ok], b[ok]))
         pairs_b.append(np.maximum(a[ok], b[ok]))
         pairs_s.append(np.minimum(da[ok], db[ok]).astype(np.float64))
-    pa = np.concatenate(pairs_a)
-    pb = np.concatenate(pairs_b)
-    ps = np.concatenate(pairs_s)
+    return np.concatenate(pairs_a), np.concatenate(pairs_b), np.concatenate(pairs_s)
+
+
+def _merge_by_dynamics(pa: np.ndarray, pb: np.ndarray, ps: np.ndarray, *,
+                       peaks: np.ndarray, h: float) -> np.ndarray:
+    """Root basin of every basin after suppressing maxima of dynamics below ``h``.
+
+    Basin pairs are merged in order of decreasing (highest) saddle ``s``; the lower of two
+    roots with ``min(peak_a, peak_b) - s < h`` joins the higher one.
+    """
+    n_max = peaks.size - 1
     parent = list(range(n_max + 1))
     top = peaks.tolist()
     if pa.size:
@@ -146,28 +181,16 @@ def split_object(obj: np.ndarray, *, h_px: float = 1.0, h_rel: float = 0.08
                 if top[ra] < top[rb]:
                     ra, rb = rb, ra
                 parent[rb] = ra
-    roots = np.array([_find(parent, i) for i in range(n_max + 1)], np.int64)
-    uniq = np.unique(roots[1:])
-    if uniq.size == 1:
-        return inside.astype(np.int32), 1
-    remap = np.zeros(n_max + 1, np.int32)
-    remap[uniq] = np.arange(1, uniq.size + 1, dtype=np.int32)
-    final = remap[roots]
-    if uniq.size < n_max:
-        # re-flood from the surviving maxima only: a suppressed maximum near a neck must
-        # not carry its whole basin over to one side
-        keep = np.zeros(n_max + 1, bool)
-        keep[uniq] = True
-        markers = np.where(keep[plateaus], final[plateaus], 0).astype(np.int32)
-        cv2.watershed(_checker(q), markers)
-        lab = np.where(inside, markers, 0)
-        out = np.where(lab > 0, lab, 0).astype(np.int32)
-    else:
-        out = np.where(lab > 0, final[np.clip(lab, 0, None)], 0).astype(np.int32)
-    # watershed-line (and any unflooded) object pixels join a neighbouring crystal
+    return np.array([_find(parent, i) for i in range(n_max + 1)], np.int64)
+
+
+def _share_lines(out: np.ndarray, inside: np.ndarray) -> None:
+    """Give watershed-line (and unflooded) object pixels of ``out`` to a neighbour, in place.
+
+    Alternates between the larger and the smaller neighbouring label on a checkerboard, so
+    that a line between two crystals is shared between them, not given to one.
+    """
     todo = inside & (out == 0)
-    # alternate between the larger and the smaller neighbouring label on a checkerboard,
-    # so that a line between two crystals is shared between them, not given to one
     even = ((np.arange(out.shape[0])[:, None] + np.arange(out.shape[1])[None, :]) & 1) == 0
     guard = 0
     while todo.any() and guard < 64:
@@ -179,7 +202,6 @@ def split_object(obj: np.ndarray, *, h_px: float = 1.0, h_rel: float = 0.08
         out[fill] = grown[fill].astype(np.int32)
         todo &= ~fill
         guard += 1
-    return out, int(uniq.size)
 
 
 def iter_objects(mask: np.ndarray, *, connectivity: int = 8
