@@ -127,13 +127,26 @@ def measure_crystals(mask: np.ndarray, *, px_size_um: float, crystal_class: int 
     dropped = {"too_small": n_small}
     zone = border_zone(frame_shape, r) if r is not None else None
 
+    rows, contours = _measure_objects(clean, zone=zone, frame_hw=frame_shape, px=px, cfg=cfg)
+    if not rows:
+        return Crystals.empty(frame_shape=frame_shape, px_size_um=px, roi_area_px=roi_area,
+                              dropped=dropped)
+    cols = _table(rows, cfg)
+    return Crystals(**cols, contours=contours, frame_shape=frame_shape, px_size_um=px,
+                    roi_area_px=roi_area, dropped=dropped)
+
+
+def _measure_objects(clean: np.ndarray, *, zone: np.ndarray | None, frame_hw: tuple[int, int],
+                     px: float, cfg: MeasureConfig
+                     ) -> tuple[list[dict[str, object]], list[np.ndarray]]:
+    """One measured row and outline per crystal of each object (split where touching)."""
     rows: list[dict[str, object]] = []
     contours: list[np.ndarray] = []
     for ox, oy, crop in iter_objects(clean, connectivity=cfg.connectivity):
         lab, n = (split_object(crop, h_px=cfg.h_px, h_rel=cfg.h_rel) if cfg.split_touching
                   else (crop, 1))
         if n == 1:
-            row, cnt = _measure_one(crop, ox, oy, zone=zone, frame_hw=frame_shape, px=px,
+            row, cnt = _measure_one(crop, ox, oy, zone=zone, frame_hw=frame_hw, px=px,
                                     tight=True)
             rows.append(row)
             contours.append(cnt)
@@ -142,13 +155,14 @@ def measure_crystals(mask: np.ndarray, *, px_size_um: float, crystal_class: int 
             sub = (lab == j).view(np.uint8)
             if not sub.any():
                 continue
-            row, cnt = _measure_one(sub, ox, oy, zone=zone, frame_hw=frame_shape, px=px)
+            row, cnt = _measure_one(sub, ox, oy, zone=zone, frame_hw=frame_hw, px=px)
             rows.append(row)
             contours.append(cnt)
+    return rows, contours
 
-    if not rows:
-        return Crystals.empty(frame_shape=frame_shape, px_size_um=px, roi_area_px=roi_area,
-                              dropped=dropped)
+
+def _table(rows: list[dict[str, object]], cfg: MeasureConfig) -> dict[str, np.ndarray]:
+    """Columns of :class:`Crystals` from the measured rows, with each row's reject reason."""
     n = len(rows)
     cols: dict[str, np.ndarray] = {}
     for name, (dtype, _tail) in COLUMNS.items():
@@ -164,5 +178,4 @@ def measure_crystals(mask: np.ndarray, *, px_size_um: float, crystal_class: int 
     reason[cols["area_px"] < cfg.min_area_px] = "too_small"
     cols["reason"] = reason
     cols["kept"] = reason == ""
-    return Crystals(**cols, contours=contours, frame_shape=frame_shape, px_size_um=px,
-                    roi_area_px=roi_area, dropped=dropped)
+    return cols
