@@ -197,10 +197,37 @@ def compute_psd(diameters_um: np.ndarray | Sequence[float], *,
     d, w = d[order], w[order]
     w3 = w * d ** 3
 
-    # size classes from the one holding the smallest crystal to the one holding the largest
+    edges, counts, q0, q3, Q0, Q3, cmax = _classes(d, w, w3, cfg)
+
+    x10_3, x50_3, x90_3 = (float(weighted_quantile_sorted(d, w3, q)) for q in (0.1, 0.5, 0.9))
+    x10_0, x50_0, x90_0 = (float(weighted_quantile_sorted(d, w, q)) for q in (0.1, 0.5, 0.9))
+    span = (x90_3 - x10_3) / x50_3
+    d32 = float(w3.sum() / (w * d ** 2).sum())
+    n_eff = float(w3.sum() ** 2 / (w3 ** 2).sum())
+    ci, ci_method = _x50_3_interval(d, w3, cfg)
+    fit = None
+    if cfg.lognormal_fit and n >= cfg.fit_min_crystals:
+        fit = _fit(d, w3, edges=edges, counts=counts, Q3=Q3, cmax=cmax, x50_3=x50_3,
+                   cfg=cfg)
+
+    return PSDResult(
+        n=n, weight_sum=float(w.sum()), n_eff_volume=n_eff, edges_um=edges, counts=counts,
+        q0=q0, q3=q3, Q0=Q0, Q3=Q3, class_max_um=cmax,
+        x10_3_um=x10_3, x50_3_um=x50_3, x90_3_um=x90_3, x10_0_um=x10_0, x50_0_um=x50_0,
+        x90_0_um=x90_0, span=span, d32_um=d32, x50_3_ci95_um=ci, lognormal=fit,
+        weighted=weighted, config=cfg, ci_method=ci_method if ci is not None else None)
+
+
+def _classes(d: np.ndarray, w: np.ndarray, w3: np.ndarray, cfg: PsdConfig
+             ) -> tuple[np.ndarray, ...]:
+    """``edges, counts, q0, q3, Q0, Q3, class_max`` of sorted diameters ``d``.
+
+    The classes run from the one holding the smallest crystal to the one holding the
+    largest; crystals below ``class_min_um`` are counted in the first class.
+    """
     width, x0 = cfg.class_width_um, cfg.class_min_um
     k = np.floor((d - x0) / width).astype(np.int64)
-    below = k < 0  # crystals below class_min_um are counted in the first class
+    below = k < 0
     k[below] = 0
     k_lo, k_hi = int(k.min()), int(k.max())
     kk = k - k_lo
@@ -221,32 +248,26 @@ def compute_psd(diameters_um: np.ndarray | Sequence[float], *,
     Q3 = np.minimum(np.cumsum(q3), 1.0)
     Q0[-1] = Q3[-1] = 1.0
 
-    x10_3, x50_3, x90_3 = (float(weighted_quantile_sorted(d, w3, q)) for q in (0.1, 0.5, 0.9))
-    x10_0, x50_0, x90_0 = (float(weighted_quantile_sorted(d, w, q)) for q in (0.1, 0.5, 0.9))
-    span = (x90_3 - x10_3) / x50_3
-    d32 = float(w3.sum() / (w * d ** 2).sum())
-    n_eff = float(w3.sum() ** 2 / (w3 ** 2).sum())
-    ci, ci_method = None, None
-    if cfg.bootstrap_n > 0 and n >= 2:
-        if n <= cfg.bootstrap_max_n:
-            ci = bootstrap_quantile_ci(d, w3, 0.5, n_boot=cfg.bootstrap_n,
-                                       seed=cfg.bootstrap_seed)
-            ci_method = "bootstrap"
-        else:
-            ci = woodruff_quantile_ci(d, w3, 0.5)
-            ci_method = "woodruff"
+    return edges, counts, q0, q3, Q0, Q3, cmax
 
-    fit = None
-    if cfg.lognormal_fit and n >= cfg.fit_min_crystals:
-        xs, ys = _fit_points(edges, counts, Q3, cmax, cfg.fit_points)
-        lnd = np.log(d)
-        mu = np.average(lnd, weights=w3)
-        s0 = float(np.sqrt(np.average((lnd - mu) ** 2, weights=w3)))
-        fit = fit_lognormal(xs, ys, x50_guess=x50_3, s_guess=s0)
 
-    return PSDResult(
-        n=n, weight_sum=float(w.sum()), n_eff_volume=n_eff, edges_um=edges, counts=counts,
-        q0=q0, q3=q3, Q0=Q0, Q3=Q3, class_max_um=cmax,
-        x10_3_um=x10_3, x50_3_um=x50_3, x90_3_um=x90_3, x10_0_um=x10_0, x50_0_um=x50_0,
-        x90_0_um=x90_0, span=span, d32_um=d32, x50_3_ci95_um=ci, lognormal=fit,
-        weighted=weighted, config=cfg, ci_method=ci_method if ci is not None else None)
+def _x50_3_interval(d: np.ndarray, w3: np.ndarray, cfg: PsdConfig
+                    ) -> tuple[tuple[float, float] | None, str | None]:
+    """95 % interval of x50,3 and its method (bootstrap, or Woodruff for large N)."""
+    if cfg.bootstrap_n <= 0 or d.size < 2:
+        return None, None
+    if d.size <= cfg.bootstrap_max_n:
+        return bootstrap_quantile_ci(d, w3, 0.5, n_boot=cfg.bootstrap_n,
+                                     seed=cfg.bootstrap_seed), "bootstrap"
+    return woodruff_quantile_ci(d, w3, 0.5), "woodruff"
+
+
+def _fit(d: np.ndarray, w3: np.ndarray, *, edges: np.ndarray, counts: np.ndarray,
+         Q3: np.ndarray, cmax: np.ndarray, x50_3: float, cfg: PsdConfig
+         ) -> LogNormalFit | None:
+    """Log-normal fit of Q3 at the configured points, started from the sample's moments."""
+    xs, ys = _fit_points(edges, counts, Q3, cmax, cfg.fit_points)
+    lnd = np.log(d)
+    mu = np.average(lnd, weights=w3)
+    s0 = float(np.sqrt(np.average((lnd - mu) ** 2, weights=w3)))
+    return fit_lognormal(xs, ys, x50_guess=x50_3, s_guess=s0)
