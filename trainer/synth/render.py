@@ -235,6 +235,32 @@ def render_frame(rng: np.random.Generator, cfg: SynthConfig | None = None) -> Sy
 
     trans = np.ones((h, w), np.float32)
     crystal_mask = np.zeros((h, w), np.uint8)
+    crystals, n_agglo = _draw_crystals(rng, cfg, placed, in_field=in_field, trans=trans,
+                                       crystal_mask=crystal_mask)
+    draw_bubbles(rng, cfg, trans, placed)
+    draw_debris(rng, cfg, trans)
+    ker = _motion_kernel(_u(rng, cfg.motion_blur_px), cfg.flow_angle_deg)
+    if ker is not None:
+        trans = cv2.filter2D(trans, -1, ker, borderType=cv2.BORDER_REPLICATE)
+    trans = cv2.GaussianBlur(trans, (0, 0), _u(rng, cfg.psf_sigma_px))
+    draw_dust(rng, cfg, trans)
+
+    image = _camera(rng, cfg, trans, fxyr)
+
+    label[(crystal_mask > 0) & in_field] = CRYSTAL
+    meta = {"n_crystals": len(crystals), "n_agglomerates": n_agglo}
+    return SynthFrame(image=image, label=label, crystals=crystals, field_xyr=fxyr, meta=meta)
+
+
+def _draw_crystals(rng: np.random.Generator, cfg: SynthConfig, placed: list[Any], *,
+                   in_field: np.ndarray, trans: np.ndarray, crystal_mask: np.ndarray
+                   ) -> tuple[list[SynthCrystal], int]:
+    """Draw the placed crystals into ``trans`` and ``crystal_mask`` (in place).
+
+    Returns the ground truth of each crystal with at least one visible pixel, and the
+    number of touching groups generated (the frame's ``n_agglomerates``).
+    """
+    h, w = in_field.shape
     crystals: list[SynthCrystal] = []
     groups: dict[int, int] = {}
     for p in placed:
@@ -276,15 +302,14 @@ def render_frame(rng: np.random.Generator, cfg: SynthConfig | None = None) -> Sy
     for c in crystals:
         if c.agglomerate is not None and seen.count(c.agglomerate) < 2:
             c.agglomerate, c.touches_other = None, False
+    return crystals, len(set(seen))
 
-    draw_bubbles(rng, cfg, trans, placed)
-    draw_debris(rng, cfg, trans)
-    ker = _motion_kernel(_u(rng, cfg.motion_blur_px), cfg.flow_angle_deg)
-    if ker is not None:
-        trans = cv2.filter2D(trans, -1, ker, borderType=cv2.BORDER_REPLICATE)
-    trans = cv2.GaussianBlur(trans, (0, 0), _u(rng, cfg.psf_sigma_px))
-    draw_dust(rng, cfg, trans)
 
+def _camera(rng: np.random.Generator, cfg: SynthConfig, trans: np.ndarray,
+            fxyr: tuple[float, float, float]) -> np.ndarray:
+    """RGB uint8 frame of a transmission map: illumination, tint, aberration and noise."""
+    h, w = trans.shape
+    cx, cy, _r = fxyr
     light = _illumination(rng, cfg, fxyr) * trans
     blue = _u(rng, cfg.tint)
     tint = np.array([1.0, 1 - (1 - blue) / 2, blue], np.float32)
@@ -307,6 +332,4 @@ def render_frame(rng: np.random.Generator, cfg: SynthConfig | None = None) -> Sy
     np.clip(img, 0, 255, out=img)
     image = img.astype(np.uint8)
 
-    label[(crystal_mask > 0) & in_field] = CRYSTAL
-    meta = {"n_crystals": len(crystals), "n_agglomerates": len(set(seen))}
-    return SynthFrame(image=image, label=label, crystals=crystals, field_xyr=fxyr, meta=meta)
+    return image
