@@ -23,6 +23,12 @@ Snapshot keys (all optional; missing keys are left out of the output)::
 Bound to loopback only (``127.0.0.0/8``, ``::1``, ``localhost``): scrape it on the device
 (node exporter textfile, a local Prometheus agent) or through an SSH tunnel; exposing it
 to the plant network is a firewall decision this module does not make.
+
+The endpoint cannot starve the service: every connection has a socket timeout
+(``request_timeout_s``, so an idle or stalled client is closed), and at most
+``max_connections`` are served at once, each by its own thread. A connection beyond that
+is answered ``503`` and closed by the accepting thread itself, without a thread, so a
+flood of connections costs at most ``max_connections`` threads and file handles.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import math
+import socket
 import threading
 from collections.abc import Callable, Mapping
 from http import HTTPStatus
@@ -55,6 +62,14 @@ class MetricsConfig(BaseModel):
     host: str = Field("127.0.0.1", description="loopback address to bind (127.0.0.0/8, ::1 "
                                                "or localhost); never a plant-network address")
     port: int = Field(9464, ge=0, le=65535, description="TCP port (0: any free port)")
+    request_timeout_s: float = Field(
+        5.0, gt=0, le=60,
+        description="seconds a client may take to send its request (and between keep-alive "
+                    "requests) before the connection is closed")
+    max_connections: int = Field(
+        8, ge=1, le=64,
+        description="connections served at once (one thread each); further connections "
+                    "get 503 and are closed at once")
 
     @field_validator("host")
     @classmethod
@@ -151,6 +166,12 @@ class _Handler(BaseHTTPRequestHandler):
     server: _Server
     protocol_version = "HTTP/1.1"
 
+    def setup(self) -> None:
+        # StreamRequestHandler applies ``timeout`` to the socket: an idle or stalled
+        # client raises TimeoutError in the read, which ends this connection.
+        self.timeout = self.server.request_timeout_s
+        super().setup()
+
     def do_GET(self) -> None:
         path = self.path.split("?", 1)[0]
         if path == "/metrics":
@@ -184,15 +205,54 @@ class _Handler(BaseHTTPRequestHandler):
         log.debug("metrics %s: " + format, self.address_string(), *args)
 
 
+_BUSY_RESPONSE = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\n"
+                  b"Content-Length: 5\r\nRetry-After: 1\r\nConnection: close\r\n\r\nbusy\n")
+
+
 class _Server(ThreadingHTTPServer):
+    """Threading server with a cap on concurrent connections (see the module docstring)."""
+
     daemon_threads = True
     allow_reuse_address = True
+    # A burst of connections waits in the kernel's queue, not in a SYN retry.
+    request_queue_size = 64
 
     def __init__(self, address: tuple[str, int], collect: Callable[[], Mapping[str, Any]],
-                 family: int) -> None:
+                 family: int, *, max_connections: int, timeout_s: float) -> None:
         self.address_family = family
         self.collect = collect
+        self.request_timeout_s = timeout_s
+        self._slots = threading.BoundedSemaphore(max_connections)
         super().__init__(address, _Handler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            _refuse(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:  # no thread started: the slot and the socket are ours to free
+            self._slots.release()
+            self.shutdown_request(request)
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+
+def _refuse(sock: socket.socket) -> None:
+    """Answer 503 without blocking and close: the accepting thread must not wait."""
+    try:
+        sock.setblocking(False)
+        sock.send(_BUSY_RESPONSE)
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+    finally:
+        sock.close()
 
 
 class MetricsServer:
@@ -204,7 +264,8 @@ class MetricsServer:
         Returns the snapshot dict; called on every scrape from the server's thread, so it
         must be thread-safe (read counters, do not block).
     config : MetricsConfig, optional
-        Host and port (``enabled`` is the caller's decision; :meth:`start` always starts).
+        Host, port, request timeout and connection cap (``enabled`` is the caller's
+        decision; :meth:`start` always starts).
 
     Examples
     --------
@@ -237,11 +298,11 @@ class MetricsServer:
         """Bind and serve; returns the port. OSError (e.g. port in use) propagates."""
         if self._server is not None:
             return int(self.port or 0)
-        import socket
-
         host = "127.0.0.1" if self.config.host == "localhost" else self.config.host
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        self._server = _Server((host, self.config.port), self._collect, family)
+        self._server = _Server((host, self.config.port), self._collect, family,
+                               max_connections=self.config.max_connections,
+                               timeout_s=self.config.request_timeout_s)
         self._thread = threading.Thread(target=self._server.serve_forever,
                                         name="metrics-http", daemon=True)
         self._thread.start()

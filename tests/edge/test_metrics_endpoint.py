@@ -135,3 +135,85 @@ def test_config_defaults_off_and_loopback_only():
         MetricsConfig(port=70000)
     with pytest.raises(ValidationError):
         MetricsConfig(path="/x")
+
+
+def _idle(port: int, n: int) -> list:
+    import socket
+
+    return [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(n)]
+
+
+def _closed_by_server(sock, timeout: float) -> bool:
+    """True when the server closed ``sock`` (EOF or reset) within ``timeout`` s; a 503
+    sent before closing counts as closed."""
+    sock.settimeout(timeout)
+    try:
+        while True:
+            data = sock.recv(4096)
+            if not data:
+                return True
+            if data.startswith(b"HTTP/1.1 503"):
+                continue
+            return False
+    except ConnectionResetError:
+        return True
+    except TimeoutError:
+        return False
+
+
+def test_idle_connections_are_closed_after_the_request_timeout():
+    import time
+
+    cfg = MetricsConfig(port=0, request_timeout_s=0.5, max_connections=4)
+    with MetricsServer(dict, config=cfg) as srv:
+        socks = _idle(srv.port, 3)
+        t0 = time.monotonic()
+        try:
+            assert all(_closed_by_server(s, 3.0) for s in socks)
+            assert time.monotonic() - t0 < 2.0
+        finally:
+            for s in socks:
+                s.close()
+        with urllib.request.urlopen(srv.url, timeout=5) as resp:
+            assert resp.status == 200
+
+
+def test_connections_beyond_the_cap_get_503_without_a_thread():
+    import time
+
+    cfg = MetricsConfig(port=0, request_timeout_s=30, max_connections=3)
+    with MetricsServer(dict, config=cfg) as srv:
+        threads_before = threading.active_count()
+        held = _idle(srv.port, 3)
+        try:
+            time.sleep(0.3)  # the three handler threads are up and waiting
+            extra = _idle(srv.port, 20)
+            answers = []
+            for s in extra:
+                s.settimeout(5)
+                answers.append(s.recv(4096))
+                s.close()
+            assert all(a.startswith(b"HTTP/1.1 503") for a in answers), answers[:3]
+            assert threading.active_count() <= threads_before + 3
+            with pytest.raises(urllib.error.HTTPError) as err:
+                urllib.request.urlopen(srv.url, timeout=5)
+            assert err.value.code == 503
+        finally:
+            for s in held:
+                s.close()
+        # the held slots are freed when their clients go: scrapes are served again
+        deadline = time.monotonic() + 5
+        while True:
+            try:
+                with urllib.request.urlopen(srv.url, timeout=5) as resp:
+                    assert resp.status == 200
+                break
+            except urllib.error.HTTPError as exc:
+                assert exc.code == 503 and time.monotonic() < deadline
+
+
+def test_timeout_and_cap_are_validated():
+    with pytest.raises(ValidationError, match="request_timeout_s"):
+        MetricsConfig(request_timeout_s=0)
+    with pytest.raises(ValidationError, match="max_connections"):
+        MetricsConfig(max_connections=0)
