@@ -64,6 +64,12 @@ class BackendConfig(BaseModel):
         None,
         description="where serialised TensorRT engines are kept; None = "
                     "<state dir>/engines")
+    engine_cache_keep: int = Field(
+        3, ge=1, le=20,
+        description="TensorRT engines kept per model in the cache (one per input size, "
+                    "precision, batch or ONNX file); the least recently used beyond this "
+                    "are removed, so a source that alternates between a few frame sizes "
+                    "never rebuilds (a build takes 15-20 min on an Orin Nano)")
     warmup_runs: int = Field(
         1, ge=0, le=20,
         description="inferences run inside load() before the first frame")

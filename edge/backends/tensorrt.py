@@ -6,9 +6,8 @@ precision fp16, one optimisation profile covering batch 1..max_batch at the conf
 input size, workspace limited with ``set_memory_pool_limit``) and serialised into the
 engine cache (``[backend] engine_cache_dir``, default ``<state dir>/engines``). The cache
 key is sha256 over (ONNX sha256, TensorRT version, GPU name, precision, max batch, input
-size); any change gives a new key, so a stale engine is never loaded; the engine of the
-previous key is removed when the new one is written. Each engine has a JSON sidecar with
-the key fields, which says *why* a rebuild happened.
+size), see :mod:`edge.backends.engine_cache`; it keeps a few engines per model (LRU)
+and a TensorRT timing cache per GPU and TensorRT version.
 
 CUDA memory and streams use NVIDIA's ``cuda-python`` runtime bindings
 (``cuda.bindings.runtime``, older ``cuda.cudart``): pinned host buffers, device buffers,
@@ -21,120 +20,28 @@ raises :class:`~edge.backends.base.BackendUnavailable`.
 from __future__ import annotations
 
 import ctypes
-import hashlib
-import json
 import logging
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
 
 from edge.backends.base import BackendUnavailable, check_logits, check_nchw
 from edge.backends.config import BackendConfig
+from edge.backends.engine_cache import (
+    EngineKey,
+    attach_timing_cache,
+    lookup_engine,
+    save_timing_cache,
+    store_engine,
+    timing_cache_path,
+    touch_engine,
+)
 from edge.errors import UserError
 from edge.modelmeta import ModelMeta, sha256_file
 
 log = logging.getLogger(__name__)
-
-ENGINE_SUFFIX = ".engine"
-SIDECAR_SUFFIX = ".engine.json"
-
-
-# ----------------------------------------------------------------------------- cache (pure)
-class EngineKey(BaseModel):
-    """Everything a serialised engine depends on. Equal keys <=> reusable engine."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    model_name: str = Field("model", description="model name (file stem), for file names")
-    onnx_sha256: str = Field("", description="sha256 of the ONNX file")
-    tensorrt_version: str = Field("", description="tensorrt.__version__")
-    gpu_name: str = Field("", description="CUDA device name")
-    precision: str = Field("fp16", description="fp16 | fp32")
-    max_batch: int = Field(1, description="largest batch of the optimisation profile")
-    input_hw: tuple[int, int] = Field((0, 0), description="network input (H, W)")
-
-    def digest(self) -> str:
-        """sha256 hex of the canonical JSON of the key (model_name excluded)."""
-        fields = self.model_dump(mode="json", exclude={"model_name"})
-        return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
-
-    def file_stem(self) -> str:
-        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in self.model_name)
-        return f"{safe}-{self.digest()[:16]}"
-
-
-def engine_path(cache_dir: str | Path, key: EngineKey) -> Path:
-    """Where the engine for ``key`` lives in ``cache_dir``."""
-    return Path(cache_dir) / f"{key.file_stem()}{ENGINE_SUFFIX}"
-
-
-def _sidecar(path: Path) -> Path:
-    return path.with_name(path.name[: -len(ENGINE_SUFFIX)] + SIDECAR_SUFFIX)
-
-
-def lookup_engine(cache_dir: str | Path, key: EngineKey) -> tuple[Path | None, str]:
-    """Find a reusable cached engine for ``key``.
-
-    Returns ``(path, "cached")`` when one exists whose sidecar matches ``key``, else
-    ``(None, reason)`` where reason says why a build is needed: no engine yet, or which
-    key fields differ from the engine cached for the same model (e.g. ``"onnx_sha256
-    changed"``), or a damaged sidecar.
-    """
-    cache_dir = Path(cache_dir)
-    path = engine_path(cache_dir, key)
-    if path.is_file():
-        try:
-            stored = EngineKey.model_validate(json.loads(_sidecar(path).read_text()))
-        except (OSError, ValueError) as exc:
-            return None, f"sidecar of {path.name} unreadable ({type(exc).__name__})"
-        if stored == key:
-            return path, "cached"
-        return None, "sidecar of {} differs in {}".format(path.name, ", ".join(_diff(stored, key)))
-    previous = _previous_keys(cache_dir, key.model_name)
-    if not previous:
-        return None, f"no cached engine for {key.model_name} in {cache_dir}"
-    changed = sorted({f for old in previous for f in _diff(old, key)})
-    return None, "{} changed since the cached engine".format(", ".join(changed) or "key")
-
-
-def _diff(a: EngineKey, b: EngineKey) -> list[str]:
-    da, db = a.model_dump(), b.model_dump()
-    return [k for k in da if k != "model_name" and da[k] != db[k]]
-
-
-def _previous_keys(cache_dir: Path, model_name: str) -> list[EngineKey]:
-    keys = []
-    if not cache_dir.is_dir():
-        return keys
-    for side in sorted(cache_dir.glob(f"*{SIDECAR_SUFFIX}")):
-        try:
-            k = EngineKey.model_validate(json.loads(side.read_text()))
-        except (OSError, ValueError):
-            continue
-        if k.model_name == model_name:
-            keys.append(k)
-    return keys
-
-
-def store_engine(cache_dir: str | Path, key: EngineKey, data: bytes) -> Path:
-    """Write ``data`` + sidecar atomically; remove this model's engines of other keys."""
-    cache_dir = Path(cache_dir)
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    path = engine_path(cache_dir, key)
-    for old in _previous_keys(cache_dir, key.model_name):
-        if old != key:
-            old_path = engine_path(cache_dir, old)
-            for p in (old_path, _sidecar(old_path)):
-                p.unlink(missing_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    tmp.replace(path)
-    _sidecar(path).write_text(json.dumps(key.model_dump(mode="json"), indent=2) + "\n")
-    return path
-
 
 # ----------------------------------------------------------------------------- guarded imports
 def import_tensorrt() -> Any:
@@ -182,9 +89,10 @@ def gpu_name(cudart: Any, device: int = 0) -> str:
 
 
 def build_serialized_engine(trt: Any, onnx_path: str | Path, *, precision: str,
-                            workspace_mb: int, max_batch: int,
-                            input_hw: tuple[int, int]) -> bytes:
-    """Parse the ONNX and build a serialised engine (TensorRT 10 API)."""
+                            workspace_mb: int, max_batch: int, input_hw: tuple[int, int],
+                            timing_cache: Path | None = None) -> bytes:
+    """Parse the ONNX and build a serialised engine (TensorRT 10 API), reusing and
+    extending the timing cache file ``timing_cache`` when given."""
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
     network = builder.create_network(0)  # TensorRT 10: explicit batch is the only mode
@@ -210,9 +118,11 @@ def build_serialized_engine(trt: Any, onnx_path: str | Path, *, precision: str,
     profile = builder.create_optimization_profile()
     profile.set_shape(inp.name, (lo, 3, h, w), (hi, 3, h, w), (hi, 3, h, w))
     config.add_optimization_profile(profile)
+    attach_timing_cache(config, timing_cache)
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         raise RuntimeError(f"TensorRT engine build failed for {onnx_path} (see TensorRT log)")
+    save_timing_cache(config, timing_cache)
     return bytes(serialized)
 
 
@@ -253,6 +163,7 @@ class TensorRTBackend:
         self.max_batch = int(config.max_batch)
         self.cache_dir = config.resolved_engine_cache_dir(state_dir)
         self.engine_file: Path | None = None
+        self.timing_cache_file: Path | None = None
         self.built = False
         self.load_ms = 0.0
         self._gpu = ""
@@ -281,16 +192,21 @@ class TensorRTBackend:
             raise UserError(f"{self.model_path}: model file not found")
         key = self.engine_key()
         path, reason = lookup_engine(self.cache_dir, key)
-        if path is None:
+        if path is not None:
+            touch_engine(path)
+        else:
             log.info("building TensorRT %s engine for %s at %dx%d, batch <= %d (%s); this "
                      "takes minutes once", self.precision, self.model_path.name,
                      *self.input_hw, self.max_batch, reason)
             t0 = time.perf_counter()
+            self.cache_dir.mkdir(parents=True, exist_ok=True)
+            self.timing_cache_file = timing_cache_path(
+                self.cache_dir, gpu=self._gpu, tensorrt_version=self._trt_version)
             data = build_serialized_engine(
                 trt, self.model_path, precision=self.precision,
                 workspace_mb=self.config.workspace_mb, max_batch=self.max_batch,
-                input_hw=self.input_hw)
-            path = store_engine(self.cache_dir, key, data)
+                input_hw=self.input_hw, timing_cache=self.timing_cache_file)
+            path = store_engine(self.cache_dir, key, data, keep=self.config.engine_cache_keep)
             self.built = True
             log.info("TensorRT engine written to %s in %.0f s", path, time.perf_counter() - t0)
         self.engine_file = path
@@ -379,6 +295,7 @@ class TensorRTBackend:
             "tensorrt_version": self._trt_version,
             "engine": str(self.engine_file) if self.engine_file else None,
             "engine_built_now": self.built,
+            "timing_cache": str(self.timing_cache_file) if self.timing_cache_file else None,
             "max_batch": self.max_batch,
             "input_hw": list(self.input_hw),
             "load_ms": round(self.load_ms, 1),

@@ -4,7 +4,9 @@ The first start of ``crystal-edge run`` with the TensorRT backend would otherwis
 minutes building it. The engine goes into the same cache the service uses
 (``[backend] engine_cache_dir``, default ``<state dir>/engines``), keyed by the ONNX's
 sha256, the TensorRT version, the GPU, the precision, the batch size and the input size,
-so the service finds and reuses it. The input size comes from ``[backend]
+so the service finds and reuses it; the cache keeps ``[backend] engine_cache_keep``
+engines per model (least recently used removed) and a TensorRT timing cache that makes
+later builds faster. The input size comes from ``[backend]
 input_height/input_width``, else from the frame size (``--frame-size`` or the source's
 width/height in the configuration) and the inference scale.
 """
@@ -140,4 +142,6 @@ def run(args: argparse.Namespace) -> int:
     print(f"  model {meta.name} ({s['model'].name}, sha256 {meta.sha256[:12]}...), "
           f"{backend.precision}, input {hw[0]}x{hw[1]}, batch <= {backend.max_batch}, "
           f"GPU {backend.info().get('gpu')}, TensorRT {backend.info().get('tensorrt_version')}")
+    if backend.timing_cache_file is not None:
+        print(f"  timing cache: {backend.timing_cache_file}")
     return 0

@@ -90,6 +90,8 @@ class FakeTensorRT(types.ModuleType):
     def __init__(self, cudart: FakeCudart) -> None:
         super().__init__("tensorrt")
         self.builds = 0
+        #: the bytes each build's config got from create_timing_cache (b"" = empty cache)
+        self.timing_loads: list[bytes] = []
         self.cudart = cudart
         mod = self
 
@@ -144,9 +146,39 @@ class FakeTensorRT(types.ModuleType):
             def get_error(self, i):
                 return "fake parser: not an ONNX model"
 
+        class _TimingCache:
+            """Entries are the profiles timed so far; the blob carries the version, as
+            TensorRT's does, and a cache of another version is refused."""
+
+            def __init__(self, entries):
+                self.entries = entries
+
+            def serialize(self):
+                return json.dumps({"trt": mod.__version__, "entries": self.entries}).encode()
+
         class _Config:
             def __init__(self):
                 self.flags, self.pool, self.profiles = set(), {}, []
+                self.timing = None
+
+            def create_timing_cache(self, data):
+                data = bytes(data)
+                mod.timing_loads.append(data)
+                if not data:
+                    return _TimingCache([])
+                blob = json.loads(data)  # a damaged blob raises, like TensorRT
+                return _TimingCache(list(blob["entries"]) if blob["trt"] == mod.__version__
+                                    else None)
+
+            def set_timing_cache(self, cache, ignore_mismatch):
+                assert ignore_mismatch is False
+                if cache.entries is None:
+                    return False
+                self.timing = cache
+                return True
+
+            def get_timing_cache(self):
+                return self.timing
 
             def set_memory_pool_limit(self, kind, n):
                 self.pool[kind] = n
@@ -181,6 +213,8 @@ class FakeTensorRT(types.ModuleType):
             def build_serialized_network(self, network, config):
                 mod.builds += 1
                 (prof,) = config.profiles
+                if config.timing is not None:
+                    config.timing.entries.append(prof.shapes[network.inputs[0].name])
                 return json.dumps({
                     "onnx": network.onnx, "input": network.inputs[0].name,
                     "profile": prof.shapes[network.inputs[0].name],

@@ -10,13 +10,8 @@ import numpy as np
 import pytest
 
 from edge.backends import BackendConfig
-from edge.backends.tensorrt import (
-    EngineKey,
-    TensorRTBackend,
-    engine_path,
-    lookup_engine,
-    store_engine,
-)
+from edge.backends.engine_cache import EngineKey, engine_path, lookup_engine, store_engine
+from edge.backends.tensorrt import TensorRTBackend
 from edge.modelmeta import load_meta
 from tests.fixtures.tiny_model import build_tiny_model
 
@@ -46,7 +41,7 @@ def test_lookup_reuses_matching_engine_and_explains_rebuilds(tmp_path):
     assert path is None
     assert reason == "onnx_sha256, tensorrt_version changed since the cached engine"
 
-    # writing the new engine removes the stale one of the same model
+    # another TensorRT version: the old engine can never load again and is removed
     new_path = store_engine(tmp_path, newer, b"ENGINE-2")
     assert not stored.exists() and new_path.read_bytes() == b"ENGINE-2"
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
@@ -56,11 +51,13 @@ def test_lookup_reuses_matching_engine_and_explains_rebuilds(tmp_path):
 
 
 def test_other_models_engines_are_kept(tmp_path):
-    a = store_engine(tmp_path, KEY, b"A")
+    a = store_engine(tmp_path, KEY, b"A", keep=1)
     b = store_engine(tmp_path, KEY.model_copy(update={"model_name": "other",
-                                                      "onnx_sha256": "d" * 64}), b"B")
-    store_engine(tmp_path, KEY.model_copy(update={"precision": "fp32"}), b"C")
-    assert not a.exists() and b.exists()
+                                                      "onnx_sha256": "d" * 64}), b"B", keep=1)
+    c = store_engine(tmp_path, KEY.model_copy(update={"precision": "fp32"}), b"C", keep=2)
+    assert a.exists() and b.exists() and c.exists()  # keep=2: a stays beside c
+    store_engine(tmp_path, KEY.model_copy(update={"max_batch": 1}), b"D", keep=1)
+    assert not a.exists() and not c.exists() and b.exists()  # b is another model
 
 
 def test_damaged_or_mismatching_sidecar_forces_rebuild(tmp_path):
