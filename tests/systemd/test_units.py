@@ -195,6 +195,34 @@ def test_hardening_and_device_policy(unit):
     assert "MemoryDenyWriteExecute=yes  breaks CUDA" in text
 
 
+def _bytes(value: str) -> int:
+    """systemd's size suffixes (K, M, G, T: base 1024)."""
+    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+    if value[-1:].upper() in units:
+        return int(float(value[:-1]) * units[value[-1].upper()])
+    return int(value)
+
+
+def test_memory_file_handle_and_task_bounds(unit):
+    # An Orin Nano has 8 GB shared by CPU and GPU: a leak must hit this unit's own limit
+    # (OOM kill -> Restart=on-failure) well before the board runs out.
+    svc = unit["Service"]
+    high, top = _bytes(svc["MemoryHigh"][0]), _bytes(svc["MemoryMax"][0])
+    assert 2 << 30 <= high < top <= 5 << 30
+    # enough for SQLite, GPU nodes, MQTT and the capped metrics sockets; bounds a leak
+    nofile = int(svc["LimitNOFILE"][0])
+    assert 1024 <= nofile <= 65536
+    assert 128 <= int(svc["TasksMax"][0]) <= 4096
+
+
+@needs_analyze
+def test_verify_catches_a_bad_memory_value(tmp_path):
+    # Guards the clean-verify test for the resource lines: a bad value is reported.
+    bad = UNIT.read_text().replace("MemoryMax=4G", "MemoryMax=4Gigs")
+    result = _verify(_local_copy(tmp_path, bad))
+    assert "Invalid memory limit '4Gigs'" in result.stdout + result.stderr
+
+
 @pytest.mark.skipif(shutil.which("systemd-sysusers") is None,
                     reason="systemd-sysusers not installed (Debian package 'systemd')")
 def test_sysusers_creates_account_in_video_group(tmp_path):
