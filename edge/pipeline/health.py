@@ -80,6 +80,8 @@ class HealthMixin:
             "device_id": self.device_id,
             "pid": os.getpid(),
             "time": datetime.now(timezone.utc).isoformat(),
+            # `crystal-edge status` calls the file stale after a few missed rewrites
+            "health_interval_s": self.opt.health_interval_s,
             "started": datetime.fromtimestamp(self.t_start, tz=timezone.utc).isoformat(),
             "uptime_s": round(time.time() - self.t_start, 3),
             "healthy": self.healthy(),
