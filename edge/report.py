@@ -4,8 +4,9 @@ Both ways of getting crystal masks use it: ``--masks`` (mask files measured dire
 the image mode (frames segmented by a model). A mode only produces one
 :class:`FileResult` per input (its name, the measured ``Crystals`` or the error, optional
 timings, the ROI it measured in and any extra per-file fields);
-:func:`build_report` combines them: the kept crystals of all files are concatenated with
-their edge-correction weights and :func:`edge.psd.compute_psd` runs once.
+:func:`build_report` combines them through one :class:`edge.psd.PsdAccumulator` (which
+crystals count, their edge-correction weights, :func:`edge.psd.compute_psd` once), the
+same accumulator the service's batches and the model card use.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ from __future__ import annotations
 import csv
 import datetime as _dt
 import json
-from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +24,7 @@ import numpy as np
 from edge import __version__
 from edge.errors import UserError
 from edge.measure import MeasureConfig
-from edge.psd import PsdConfig, PSDResult, RoiSurvival, compute_psd, edge_correction_weights
+from edge.psd import PsdAccumulator, PsdConfig, PSDResult, kept_mask
 
 REPORT_SCHEMA_ID = "crystal-psd/analysis-report"
 REPORT_SCHEMA_VERSION = 1
@@ -51,8 +51,8 @@ class FileResult:
         Optional stage timings of this file, e.g. ``{"read": 1.2, "measure": 8.0}``.
     roi : ndarray (H, W) or RoiSurvival, optional
         The region the crystals were measured in (border = ROI boundary); None = the
-        whole frame. Used for the edge correction; pass the same object for every frame
-        that shares an ROI (its distance transform is computed once).
+        whole frame. Used for the edge correction; frames with equal ROI masks share one
+        distance transform.
     info : dict
         Extra plain-JSON fields for this file's entry in ``images`` (e.g. backend,
         quality-gate verdict in image mode).
@@ -70,13 +70,10 @@ class FileResult:
         return self.error is None and self.crystals is not None
 
 
-def _kept(crystals: Any) -> np.ndarray:
-    return np.asarray(crystals.kept, dtype=bool)
-
-
-def _rejected(crystals: Any) -> dict[str, int]:
+def _rejected(by_reason: dict[str, int]) -> dict[str, int]:
+    """``by_reason`` with every reason of :data:`REJECT_REASONS` listed (zeros included)."""
     counts = {r: 0 for r in REJECT_REASONS}
-    for reason, n in crystals.rejected_counts().items():
+    for reason, n in by_reason.items():
         counts[str(reason)] = counts.get(str(reason), 0) + int(n)
     return counts
 
@@ -93,6 +90,7 @@ class AnalysisReport:
     measure_config: MeasureConfig
     psd_config: PsdConfig
     edge_correction_applied: bool
+    crystals_rejected_by_reason: dict[str, int] = field(default_factory=dict)
     settings_extra: dict[str, Any] = field(default_factory=dict)
     created: str = ""
 
@@ -106,11 +104,7 @@ class AnalysisReport:
 
     @property
     def n_rejected(self) -> dict[str, int]:
-        total: Counter[str] = Counter({r: 0 for r in REJECT_REASONS})
-        for f in self.files:
-            if f.ok:
-                total.update(_rejected(f.crystals))
-        return dict(total)
+        return _rejected(self.crystals_rejected_by_reason)
 
     def notes(self) -> list[str]:
         """Plain-language caveats about the numbers (also printed by the CLI)."""
@@ -140,12 +134,11 @@ class AnalysisReport:
             entry: dict[str, Any] = {"file": f.name}
             if f.ok:
                 c = f.crystals
-                kept = _kept(c)
                 entry.update({
                     "status": "ok",
                     "frame_shape": [int(v) for v in c.frame_shape[:2]],
-                    "n_kept": int(kept.sum()),
-                    "n_rejected": _rejected(c),
+                    "n_kept": int(kept_mask(c).sum()),
+                    "n_rejected": _rejected(c.rejected_counts()),
                     "edge_weight_sum": None if w is None else float(w.sum()),
                 })
             else:
@@ -182,50 +175,13 @@ class AnalysisReport:
         for f, w in zip(self.files, self.weights, strict=True):
             if not f.ok:
                 continue
-            kept = _kept(f.crystals)
+            kept = kept_mask(f.crystals)
             kept_idx = np.cumsum(kept) - 1
             for i, row in enumerate(f.crystals.to_rows()):
                 weight = ""
                 if kept[i]:
                     weight = 1.0 if w is None else float(w[kept_idx[i]])
                 yield {"file": f.name, **row, "weight": weight}
-
-
-def kept_edge_weights(crystals: Any, *, roi: Any = None, max_weight: float = 20.0,
-                      ) -> np.ndarray:
-    """Miles-Lantuejoul weights of the kept crystals of one frame (bounding-box extents).
-
-    Parameters
-    ----------
-    crystals : edge.measure.Crystals
-        One frame's crystals (``bbox``, ``kept``, ``frame_shape``).
-    roi : ndarray (H, W) or RoiSurvival, optional
-        The ROI the crystals were measured in; None = the rectangular frame.
-    max_weight : float
-        Cap (``PsdConfig.edge_weight_max``).
-
-    Returns
-    -------
-    ndarray, shape (n_kept,)
-    """
-    kept = _kept(crystals)
-    bbox = np.asarray(crystals.bbox, dtype=np.float64).reshape(-1, 4)[kept]
-    return edge_correction_weights(bbox[:, 2], bbox[:, 3],
-                                   field_shape=tuple(crystals.frame_shape[:2]),
-                                   roi=roi, max_weight=max_weight)
-
-
-def _file_weights(f: FileResult, cfg: PsdConfig, apply: bool,
-                  roi_cache: dict[int, RoiSurvival]) -> np.ndarray | None:
-    if not apply:
-        return None
-    roi = f.roi
-    if roi is not None and not isinstance(roi, RoiSurvival):
-        key = id(roi)
-        if key not in roi_cache:
-            roi_cache[key] = RoiSurvival(roi)
-        roi = roi_cache[key]
-    return kept_edge_weights(f.crystals, roi=roi, max_weight=cfg.edge_weight_max)
 
 
 def build_report(files: Sequence[FileResult], *, mode: str, px_size_um: float,
@@ -253,34 +209,22 @@ def build_report(files: Sequence[FileResult], *, mode: str, px_size_um: float,
 
     Notes
     -----
-    Edge correction is applied when ``psd_config.edge_correction`` and
-    ``measure_config.clear_border`` are both on: without border clearing no crystal was
-    dropped for touching the border, so there is nothing to correct.
+    The crystals, weights and counts come from :class:`edge.psd.PsdAccumulator` (edge
+    correction only when ``psd_config.edge_correction`` and ``measure_config.clear_border``
+    are both on).
     """
     mcfg = measure_config or MeasureConfig()
     pcfg = psd_config or PsdConfig()
-    apply = bool(pcfg.edge_correction and mcfg.clear_border)
-    roi_cache: dict[int, RoiSurvival] = {}
+    acc = PsdAccumulator(pcfg, clear_border=mcfg.clear_border)
     weights: list[np.ndarray | None] = []
-    diam: list[np.ndarray] = []
-    wcat: list[np.ndarray] = []
     for f in files:
-        if not f.ok:
-            weights.append(None)
-            continue
-        kept = _kept(f.crystals)
-        d = np.asarray(f.crystals.diameter_um, dtype=np.float64)[kept]
-        w = _file_weights(f, pcfg, apply, roi_cache)
-        weights.append(w)
-        diam.append(d)
-        wcat.append(np.ones_like(d) if w is None else w)
-    d_all = np.concatenate(diam) if diam else np.zeros(0)
-    w_all = np.concatenate(wcat) if wcat else np.zeros(0)
-    psd = compute_psd(d_all, weights=w_all if apply else None, config=pcfg)
+        weights.append(acc.add(f.crystals, roi=f.roi).weights if f.ok else None)
+    summary = acc.result()
     created = _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
-    return AnalysisReport(mode=mode, files=list(files), psd=psd, weights=weights,
+    return AnalysisReport(mode=mode, files=list(files), psd=summary.psd, weights=weights,
                           px_size_um=float(px_size_um), measure_config=mcfg,
-                          psd_config=pcfg, edge_correction_applied=apply,
+                          psd_config=pcfg, edge_correction_applied=summary.edge_correction,
+                          crystals_rejected_by_reason=summary.crystals_rejected_by_reason,
                           settings_extra=dict(settings or {}), created=created)
 
 

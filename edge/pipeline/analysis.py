@@ -1,24 +1,23 @@
-"""The per-frame analysis of the pipeline: :class:`edge.frames.FrameAnalyzer` plus the
-edge-correction weights of each frame's kept crystals.
+"""The per-frame analysis of the pipeline: :class:`edge.frames.FrameAnalyzer` plus what
+each frame adds to a batch's size distribution.
 
-The weights are :func:`edge.report.kept_edge_weights`, as in ``crystal-edge analyze``, so a batch of
-frames streamed through ``run`` and the same frames analysed as files give the same PSD:
-Miles-Lantuejoul weights from each kept crystal's bounding box, inside the frame's ROI
-(or the rectangular frame), capped at ``[psd] edge_weight_max``, applied only when
-``[psd] edge_correction`` and ``[measure] clear_border`` are both on.
+The kept diameters, edge-correction weights and rejection counts of a frame come from
+:meth:`edge.psd.PsdAccumulator.contribution`, the code ``crystal-edge analyze`` and the
+model card use too, so a batch of frames streamed through ``run`` and the same frames
+analysed as files give the same PSD (Miles-Lantuejoul weights inside the frame's ROI,
+capped at ``[psd] edge_weight_max``, applied only when ``[psd] edge_correction`` and
+``[measure] clear_border`` are both on).
 """
 
 from __future__ import annotations
 
-import zlib
 from typing import Any
 
 import numpy as np
 
 from edge.frames import FrameAnalyzer
 from edge.pipeline.stages import Measured
-from edge.psd import PsdConfig, RoiSurvival
-from edge.report import kept_edge_weights
+from edge.psd import PsdAccumulator, PsdConfig
 from edge.sources.base import Frame
 
 
@@ -36,10 +35,9 @@ class AnalyzerProcessor:
     def __init__(self, analyzer: FrameAnalyzer, *, psd_config: PsdConfig | None = None) -> None:
         self.analyzer = analyzer
         self.psd_config = psd_config or PsdConfig()
-        self.edge_correction = bool(self.psd_config.edge_correction
-                                    and analyzer.measure_config.clear_border)
-        self._roi_key: tuple[Any, ...] | None = None
-        self._roi_surv: RoiSurvival | None = None
+        # used only for its per-frame contribution (ROI cache shared by the post threads)
+        self.accumulator = PsdAccumulator(self.psd_config,
+                                          clear_border=analyzer.measure_config.clear_border)
 
     # The pipeline calls quality and segment from the inference thread and measure from
     # the post-processing thread(s); FrameAnalyzer keeps no per-frame state between them.
@@ -59,25 +57,11 @@ class AnalyzerProcessor:
         if not res.ok or res.crystals is None:
             return Measured(diameters_um=np.zeros(0), reject=res.reject_reason or "rejected",
                             extra={"detail": res.reject_detail})
-        c = res.crystals
-        kept = np.asarray(c.reason) == ""
-        d = np.asarray(c.diameter_um, dtype=np.float64)[kept]
-        weights = None
-        if self.edge_correction:
-            roi = self._survival(res.roi.mask) if res.roi is not None else None
-            weights = kept_edge_weights(c, roi=roi, max_weight=self.psd_config.edge_weight_max)
-        rejected = {k: int(v) for k, v in c.rejected_counts().items() if int(v)}
-        return Measured(diameters_um=d, weights=weights, crystals_rejected_by_reason=rejected,
+        contrib = self.accumulator.contribution(
+            res.crystals, roi=res.roi.mask if res.roi is not None else None)
+        return Measured(diameters_um=contrib.diameters_um, weights=contrib.weights,
+                        crystals_rejected_by_reason=contrib.rejected_by_reason,
                         extra={"timings_ms": dict(res.timings_ms)})
-
-    def _survival(self, mask: np.ndarray) -> RoiSurvival:
-        """RoiSurvival of ``mask``, reused while the ROI stays the same (usual case)."""
-        m = np.ascontiguousarray(mask, dtype=np.uint8)
-        key = (m.shape, zlib.crc32(m.data))
-        if key != self._roi_key or self._roi_surv is None:
-            self._roi_surv = RoiSurvival(m)
-            self._roi_key = key
-        return self._roi_surv
 
     def info(self) -> dict[str, Any]:
         return self.analyzer.model_info

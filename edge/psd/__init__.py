@@ -1,8 +1,14 @@
 """Particle size distribution statistics: Q0/Q3, quantiles, log-normal fit, edge correction.
 
+Owns the road from measured crystals to a size distribution; every door (batch, analyze
+report, model card) uses :class:`PsdAccumulator`. Depends on nothing above it in ``edge``.
+
 Public API (see ``docs/architecture.md``)::
 
     PsdConfig
+    PsdAccumulator(config, *, clear_border)  # .add(crystals, roi=) / .contribution(...)
+                                             # .add_contribution / .add_rejection / .result()
+    kept_edge_weights(crystals, *, roi=None, max_weight=20.0, frame_hw=None)
     compute_psd(diameters_um, *, weights=None, config=None) -> PSDResult
     edge_correction_weights(w_px, h_px, *, field_shape=None, roi=None, max_weight=20.0)
     RoiSurvival(roi)  # precomputed ROI for many frames (pass as roi=...)
@@ -11,6 +17,14 @@ Public API (see ``docs/architecture.md``)::
 
 from __future__ import annotations
 
+from edge.psd.accumulator import (
+    CrystalTable,
+    FrameContribution,
+    PsdAccumulator,
+    PsdSummary,
+    kept_edge_weights,
+    kept_mask,
+)
 from edge.psd.config import PsdConfig
 from edge.psd.edge_correction import RoiSurvival, edge_correction_weights, survival_probability
 from edge.psd.lognormal import LogNormalFit, fit_lognormal, lognormal_q3
@@ -23,15 +37,21 @@ from edge.psd.stats import MAX_CLASSES, PSDResult, TooManyClassesError, compute_
 
 __all__ = [
     "MAX_CLASSES",
+    "CrystalTable",
+    "FrameContribution",
     "LogNormalFit",
     "PSDResult",
+    "PsdAccumulator",
     "PsdConfig",
+    "PsdSummary",
     "RoiSurvival",
     "TooManyClassesError",
     "bootstrap_quantile_ci",
     "compute_psd",
     "edge_correction_weights",
     "fit_lognormal",
+    "kept_edge_weights",
+    "kept_mask",
     "lognormal_q3",
     "survival_probability",
     "weighted_quantile_sorted",

@@ -11,8 +11,14 @@ import pytest
 
 from edge.errors import UserError
 from edge.measure import MeasureConfig, measure_crystals
-from edge.psd import PsdConfig, RoiSurvival, compute_psd, edge_correction_weights
-from edge.report import FileResult, build_report, kept_edge_weights, write_csv, write_json
+from edge.psd import (
+    PsdConfig,
+    RoiSurvival,
+    compute_psd,
+    edge_correction_weights,
+    kept_edge_weights,
+)
+from edge.report import FileResult, build_report, write_csv, write_json
 
 PX = 1.45
 NO_BOOT = PsdConfig(bootstrap_n=0)
