@@ -6,7 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
-HELP = "show the running service's state (systemd, status.json, MQTT outbox, engine cache)"
+HELP = ("show the running service's state and problems (systemd, status.json, MQTT outbox, "
+        "engine cache); --check for monitoring")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -18,25 +19,40 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument(
         "--stale-after", type=float, default=None, metavar="SECONDS",
-        help="status.json older than this is stale (default 30)")
+        help="status.json older than this means the service is hung or gone (default: "
+             "3x the health interval it records, at least 10 s; 30 s if it records none)")
+    parser.add_argument(
+        "--outbox-max-reports", type=int, default=100, metavar="N",
+        help="more MQTT reports than this waiting: the outbox grows (default 100)")
+    parser.add_argument(
+        "--outbox-max-age", type=float, default=600.0, metavar="SECONDS",
+        help="the oldest waiting MQTT report older than this: the outbox grows (default 600)")
     parser.add_argument(
         "--check", action="store_true",
-        help="exit 1 unless the service is active, status.json is fresh and healthy "
-             "(for monitoring scripts); without it the exit code is 0 whenever the "
-             "report could be made")
+        help="print one line (OK, or DEGRADED/DOWN: every problem) and exit 1 unless OK "
+             "(for monitoring scripts); without it the full report is printed and the exit "
+             "code is 0 whenever the report could be made")
 
 
 def run(args: argparse.Namespace) -> int:
     from edge.errors import UserError
-    from edge.status import DEFAULT_STALE_AFTER_S, collect_status, default_state_dir
+    from edge.status import StatusLimits, collect_status, default_state_dir
 
-    stale = DEFAULT_STALE_AFTER_S if args.stale_after is None else args.stale_after
-    if stale <= 0:
-        raise UserError(f"--stale-after: must be > 0 seconds, got {stale}")
+    if args.stale_after is not None and args.stale_after <= 0:
+        raise UserError(f"--stale-after: must be > 0 seconds, got {args.stale_after}")
+    if args.outbox_max_reports < 0:
+        raise UserError(f"--outbox-max-reports: must be >= 0, got {args.outbox_max_reports}")
+    if args.outbox_max_age <= 0:
+        raise UserError(f"--outbox-max-age: must be > 0 seconds, got {args.outbox_max_age}")
+    limits = StatusLimits(stale_after_s=args.stale_after,
+                          outbox_max_reports=args.outbox_max_reports,
+                          outbox_max_age_s=args.outbox_max_age)
     state_dir = args.state_dir if args.state_dir is not None else default_state_dir()
-    report = collect_status(state_dir, stale_after_s=stale)
+    report = collect_status(state_dir, limits=limits)
     if args.json:
         print(json.dumps(report.to_payload(), indent=2, sort_keys=True))
+    elif args.check:
+        print(report.summary())
     else:
         print(report.to_text())
     return 1 if args.check and not report.ok else 0

@@ -1,4 +1,5 @@
-"""`crystal-edge status`: status.json + read-only SQLite outbox + engine cache + systemctl."""
+"""`crystal-edge status`: status.json + read-only SQLite outbox + engine cache + systemctl,
+and the verdict (OK / DEGRADED / DOWN, one line per problem)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import json
 import os
 import sqlite3
 import stat
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -13,7 +16,13 @@ import pytest
 
 from edge.clikit import dispatch
 from edge.errors import UserError
-from edge.status import collect_status, default_state_dir, outbox_depth, service_state
+from edge.status import (
+    StatusLimits,
+    collect_status,
+    default_state_dir,
+    outbox_depth,
+    service_state,
+)
 
 COMMANDS = {"status": "edge.commands.status"}
 
@@ -21,8 +30,9 @@ COMMANDS = {"status": "edge.commands.status"}
 SNAPSHOT = {
     "state": "running",
     "device_id": "skid-07",
-    "pid": 4242,
+    "pid": os.getpid(),  # a live process: the service is running
     "time": "2026-11-30T01:00:00+00:00",
+    "health_interval_s": 5.0,
     "uptime_s": 7200.0,
     "healthy": True,
     "frames_per_s": 9.5,
@@ -40,7 +50,8 @@ SNAPSHOT = {
     "model": {"name": "crystal-seg", "file": "crystal-seg.onnx", "sha256": "ab" * 32},
     "software_version": "0.1.0",
     "started": "2026-11-30T00:00:00+00:00",
-    "sinks": {"mqtt": {"connection": "connecting", "connected": False, "outbox_depth": 99}},
+    "sinks": {"mqtt": {"connection": "connected", "connected": True, "outbox_depth": 99,
+                       "last_error": None}},
 }
 
 
@@ -54,14 +65,14 @@ def _stub_systemctl(tmp_path: Path, answer: str, rc: int = 0) -> Path:
     return exe
 
 
-def _outbox(path: Path, n: int) -> None:
+def _outbox(path: Path, n: int, *, created: float | None = None) -> None:
     # The schema of edge.mqtt.outbox (WAL, as the service runs it).
     con = sqlite3.connect(path)
     con.execute("PRAGMA journal_mode=WAL")
     con.execute("CREATE TABLE outbox (id INTEGER PRIMARY KEY AUTOINCREMENT, "
                 "batch_id INTEGER NOT NULL, created REAL NOT NULL, payload TEXT NOT NULL)")
     con.executemany("INSERT INTO outbox (batch_id, created, payload) VALUES (?, ?, ?)",
-                    [(i, time.time(), "{}") for i in range(n)])
+                    [(i, created or time.time(), "{}") for i in range(n)])
     con.commit()
     con.close()
 
@@ -91,7 +102,7 @@ def test_collect_status_reads_everything(state_dir, tmp_path):
     assert rep.state == "running" and rep.healthy is True
     assert rep.backend == "tensorrt (gpu)" and rep.device_id == "skid-07"
     assert rep.model == "crystal-seg (sha256 abababababab)"
-    assert rep.mqtt == "connecting" and rep.started == "2026-11-30T00:00:00+00:00"
+    assert rep.mqtt == "connected" and rep.started == "2026-11-30T00:00:00+00:00"
     assert rep.frames_per_s == 9.5 and rep.frames_total == 68000
     assert rep.frames_rejected_total == {"blur": 12, "empty": 3}
     assert rep.last_batch["batch_id"] == 17 and rep.last_batch["x50_3_um"] == 84.2
@@ -101,7 +112,8 @@ def test_collect_status_reads_everything(state_dir, tmp_path):
     assert [(e.name, e.size_bytes) for e in rep.engines] == [
         ("crystal-seg-abc123.engine", 2_500_000)]
     assert rep.engines[0].meta["trt_version"] == "10.3.0"
-    assert rep.ok is True
+    assert rep.ok is True and rep.problems == [] and rep.overall == "OK"
+    assert rep.pid_alive is True and rep.stale_after_s == 15.0  # 3 x health_interval_s
     payload = rep.to_payload()
     assert json.loads(json.dumps(payload)) == payload
     assert payload["engines"][0]["size_bytes"] == 2_500_000
@@ -114,9 +126,13 @@ def test_collect_status_reads_everything(state_dir, tmp_path):
 def test_stale_status_and_failed_service(state_dir, tmp_path):
     exe = _stub_systemctl(tmp_path, "failed", rc=3)
     now = (state_dir / "status.json").stat().st_mtime + 120
-    rep = collect_status(state_dir, systemctl=str(exe), now=now, stale_after_s=30)
+    rep = collect_status(state_dir, systemctl=str(exe), now=now,
+                         limits=StatusLimits(stale_after_s=30))
     assert rep.service == "failed" and rep.stale is True and rep.ok is False
-    assert "(STALE)" in rep.to_text() and rep.to_text().endswith("NOT OK")
+    assert [p.text for p in rep.problems] == [
+        "systemd: crystal-edge has failed (journalctl -u crystal-edge)",
+        "status.json not rewritten for 120 s (limit 30 s): the service is hung or gone"]
+    assert "(STALE)" in rep.to_text() and rep.to_text().endswith("overall       DOWN")
 
 
 def test_outbox_read_is_read_only(state_dir):
@@ -232,3 +248,127 @@ def test_engine_cache_dir_follows_the_backend_engine_path(tmp_path):
     rep = collect_status(sd, systemctl="/nonexistent/systemctl")
     assert rep.engine_cache_dir == str(cache)
     assert [(e.name, e.size_bytes, e.meta) for e in rep.engines] == [("m-1.engine", 1000, {})]
+
+
+# ------------------------------------------------------------------ the verdict
+def _write_snapshot(sd: Path, **changes) -> None:
+    snap = json.loads(json.dumps(SNAPSHOT))
+    snap["backend"]["engine"] = str(sd / "engines" / "crystal-seg-abc123.engine")
+    snap.update(changes)
+    (sd / "status.json").write_text(json.dumps(snap))
+
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def _texts(rep) -> list[str]:
+    return [f"{p.level}: {p.text}" for p in rep.problems]
+
+
+def test_broker_down_with_reports_waiting_is_degraded(state_dir, tmp_path, monkeypatch,
+                                                      capsys):
+    _write_snapshot(state_dir, sinks={"mqtt": {
+        "connection": "disconnected", "connected": False, "outbox_depth": 2,
+        "last_error": "connect to 127.0.0.1:1883 failed: [Errno 111] Connection refused"}})
+    rep = collect_status(state_dir, systemctl="/nonexistent/systemctl")
+    assert rep.overall == "DEGRADED" and not rep.ok
+    # the outbox file (3 rows) is newer than the snapshot's number (2)
+    assert _texts(rep) == ["DEGRADED: sink mqtt: cannot deliver (disconnected: connect to "
+                           "127.0.0.1:1883 failed: [Errno 111] Connection refused), "
+                           "3 report(s) waiting"]
+    assert rep.to_text().splitlines()[-2:] == [
+        "problem       " + _texts(rep)[0], "overall       DEGRADED"]
+    # --check: one line naming the problem, exit 1
+    _stub_systemctl(tmp_path, "active")
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}")
+    rc = dispatch("crystal-edge", "t", COMMANDS,
+                  ["status", "--state-dir", str(state_dir), "--check"])
+    out = capsys.readouterr().out
+    assert rc == 1 and out.count("\n") == 1
+    assert out.startswith("DEGRADED: sink mqtt: cannot deliver (disconnected")
+
+
+def test_reconnecting_without_backlog_or_error_is_ok(tmp_path):
+    sd = tmp_path / "s"
+    sd.mkdir()
+    (sd / "status.json").write_text(json.dumps({
+        "state": "running", "pid": os.getpid(), "healthy": True,
+        "sinks": {"mqtt": {"connection": "connecting", "connected": False,
+                           "outbox_depth": 0, "last_error": None}}}))
+    assert collect_status(sd, systemctl="/nonexistent/systemctl").overall == "OK"
+
+
+def test_outbox_growth_by_count_and_by_age(tmp_path):
+    sd = tmp_path / "s"
+    sd.mkdir()
+    (sd / "status.json").write_text(json.dumps({"state": "running", "pid": os.getpid()}))
+    _outbox(sd / "outbox.sqlite3", 5, created=time.time() - 1200)
+    rep = collect_status(sd, systemctl="/nonexistent/systemctl",
+                         limits=StatusLimits(outbox_max_reports=4))
+    assert _texts(rep) == ["DEGRADED: outbox: 5 reports waiting (limit 4)",
+                           "DEGRADED: outbox: oldest report waiting for 20 min (limit 10 min)"]
+    assert rep.outbox_oldest_age_s == pytest.approx(1200, abs=5)
+    assert "oldest 1200 s" in rep.to_text()
+    rep = collect_status(sd, systemctl="/nonexistent/systemctl",
+                         limits=StatusLimits(outbox_max_age_s=3600))
+    assert rep.ok
+
+
+def test_not_running_is_down(state_dir):
+    _write_snapshot(state_dir, pid=_dead_pid())
+    rep = collect_status(state_dir, systemctl="/nonexistent/systemctl")
+    assert rep.overall == "DOWN" and rep.pid_alive is False
+    assert _texts(rep) == [f"DOWN: service not running: pid {rep.pid} from status.json "
+                           "is gone"]
+    assert f"pid {rep.pid} (gone)" in rep.to_text()
+
+    _write_snapshot(state_dir, state="stopped", stop_reason="SIGTERM")
+    rep = collect_status(state_dir, systemctl="/nonexistent/systemctl")
+    assert _texts(rep) == ["DOWN: service stopped (SIGTERM)"]
+
+
+def test_stale_limit_follows_the_recorded_health_interval(state_dir):
+    _write_snapshot(state_dir, health_interval_s=20.0)
+    mtime = (state_dir / "status.json").stat().st_mtime
+    assert collect_status(state_dir, systemctl="/nonexistent/systemctl",
+                          now=mtime + 55).ok  # 3 x 20 s = 60 s
+    rep = collect_status(state_dir, systemctl="/nonexistent/systemctl", now=mtime + 65)
+    assert rep.overall == "DOWN" and rep.stale_after_s == 60
+    _write_snapshot(state_dir, health_interval_s=0.1)  # never below 10 s
+    mtime = (state_dir / "status.json").stat().st_mtime
+    assert collect_status(state_dir, systemctl="/nonexistent/systemctl", now=mtime + 8).ok
+
+
+def test_unhealthy_service_names_the_stage(state_dir):
+    _write_snapshot(state_dir, healthy=False, stages={
+        "capture": {"alive": True, "done": False, "since_beat_s": 0.1},
+        "aggregate": {"alive": False, "done": False, "since_beat_s": 40.0}})
+    rep = collect_status(state_dir, systemctl="/nonexistent/systemctl")
+    assert _texts(rep) == ["DOWN: service unhealthy: stage(s) not running: aggregate"]
+    assert "running (unhealthy)" in rep.to_text()
+    _write_snapshot(state_dir, unhealthy="stage aggregate stuck for 130 s")
+    rep = collect_status(state_dir, systemctl="/nonexistent/systemctl")
+    assert _texts(rep) == ["DOWN: service unhealthy: stage aggregate stuck for 130 s"]
+
+
+def test_state_file_incidents_are_shown(state_dir):
+    _write_snapshot(state_dir, state_file_incidents=[
+        {"file": "outbox.sqlite3", "reason": "file is not a database",
+         "moved_to": "outbox.sqlite3.corrupt-20261130T010000", "time": "2026-11-30T01:00Z"},
+        "folder_source.sqlite3: empty file"])
+    rep = collect_status(state_dir, systemctl="/nonexistent/systemctl")
+    assert rep.overall == "DEGRADED"
+    assert _texts(rep) == [
+        "DEGRADED: state file: outbox.sqlite3: file is not a database, moved to "
+        "outbox.sqlite3.corrupt-20261130T010000 (2026-11-30T01:00Z)",
+        "DEGRADED: state file: folder_source.sqlite3: empty file"]
+
+
+def test_cli_rejects_bad_thresholds(tmp_path, capsys):
+    for opt, value in (("--outbox-max-reports", "-1"), ("--outbox-max-age", "0")):
+        rc = dispatch("crystal-edge", "t", COMMANDS,
+                      ["status", "--state-dir", str(tmp_path), opt, value])
+        assert rc == 2 and opt in capsys.readouterr().err
