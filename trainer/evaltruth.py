@@ -1,8 +1,8 @@
 """Full-measurement evaluation against a synthetic set's ``truth.json``.
 
 The predicted class maps go through the appliance's own measurement
-(:func:`edge.measure.measure_crystals`, Miles-Lantuejoul edge weights from
-:func:`edge.psd.edge_correction_weights`, :func:`edge.psd.compute_psd`) with the
+(:func:`edge.measure.measure_crystals`, then :class:`edge.psd.PsdAccumulator`: kept
+crystals, Miles-Lantuejoul edge weights, :func:`edge.psd.compute_psd`) with the
 illuminated field (everything not classed black background) as ROI. The same is done
 with the true label maps, so the report separates the segmentation's share of the error
 (prediction vs label through the same pipeline) from the pipeline's own bias (label vs
@@ -40,33 +40,24 @@ def volume_cdf(d_um: np.ndarray, x_um: np.ndarray, weights: np.ndarray | None = 
 
 def _measure_maps(maps: list[np.ndarray], *, px_size_um: float, crystal_class: int,
                   dark_class: int | None) -> dict[str, Any]:
-    from edge.measure import measure_crystals
-    from edge.psd import PsdConfig, compute_psd, edge_correction_weights
+    from edge.measure import MeasureConfig, measure_crystals
+    from edge.psd import PsdAccumulator, PsdConfig
 
-    cfg = PsdConfig()
-    diam: list[np.ndarray] = []
-    wts: list[np.ndarray] = []
+    mcfg = MeasureConfig()
+    acc = PsdAccumulator(PsdConfig(), clear_border=mcfg.clear_border)
     n_rows = 0
     for m in maps:
         roi = (m != dark_class) if dark_class is not None else None
         if roi is not None and not roi.any():
             continue
-        c = measure_crystals(m, px_size_um=px_size_um, crystal_class=crystal_class, roi=roi)
-        n_rows += len(c.diameter_um)
-        k = np.asarray(c.kept, bool)
-        if not k.any():
-            continue
-        diam.append(np.asarray(c.diameter_um)[k])
-        if cfg.edge_correction:
-            bb = np.asarray(c.bbox)[k]
-            wts.append(edge_correction_weights(bb[:, 2], bb[:, 3], roi=roi,
-                                               max_weight=cfg.edge_weight_max))
-        else:
-            wts.append(np.ones(int(k.sum())))
-    d = np.concatenate(diam) if diam else np.zeros(0)
-    w = np.concatenate(wts) if wts else np.zeros(0)
-    psd = compute_psd(d, weights=w if d.size else None, config=cfg)
-    return {"diameters": d, "weights": w, "n_objects": n_rows, "n_kept": int(d.size),
+        c = measure_crystals(m, px_size_um=px_size_um, crystal_class=crystal_class, roi=roi,
+                             config=mcfg)
+        n_rows += len(c)
+        acc.add(c, roi=roi)
+    res = acc.result()
+    psd = res.psd
+    return {"diameters": res.diameters_um, "weights": res.weights, "n_objects": n_rows,
+            "n_kept": res.n_crystals,
             "x50_3_um": psd.x50_3_um, "x10_3_um": psd.x10_3_um, "x90_3_um": psd.x90_3_um,
             "s_lnd": psd.lognormal.s_lnd if psd.lognormal is not None else None}
 

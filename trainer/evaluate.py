@@ -1,21 +1,23 @@
 """Evaluate a model on a labelled dataset: ``crystal-train evaluate``.
 
-Segmentation metrics (pixel accuracy — the study's 93.02 % metric —, per-class IoU,
-confusion matrix) are computed at the network's input scale: frames are resized by
-``data px_size_um / model px_size_um`` (labels nearest), padded to the size multiple,
-segmented, cropped back. Where the dataset has ``truth.json`` (synthetic data), the
-full measurement (``edge.measure.measure_crystals`` + ``edge.psd.compute_psd``, the code
-the appliance runs) is applied to the predicted masks and x50,3 and Q3 are compared
-with the truth (see :mod:`trainer.evaltruth`).
-
-ONNX models run in ONNX Runtime on the CPU (:class:`OnnxPredictor`); ``.pt`` checkpoints
-run in PyTorch (:class:`TorchPredictor`).
+Frames go through the appliance's own chain. An exported ``.onnx`` is segmented by
+:meth:`edge.frames.FrameAnalyzer.segment` (:mod:`edge.preprocess` channels, resize by
+``data px_size_um / model px_size_um``, REFLECT_101 padding to the size multiple, an
+:mod:`edge.backends` backend, crop and arg-max); a ``.pt`` checkpoint goes through the
+same :mod:`edge.preprocess` functions around its PyTorch forward. Segmentation metrics
+(pixel accuracy — the study's 93.02 % metric —, per-class IoU, confusion matrix) are
+computed at the network's input scale against the labels resized the same way
+(nearest). Where the dataset has ``truth.json`` (synthetic data), the predicted masks
+are measured with :func:`edge.measure.measure_crystals` and
+:class:`edge.psd.PsdAccumulator` and x50,3 and Q3 are compared with the truth (see
+:mod:`trainer.evaltruth`).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,33 +28,86 @@ from edge.errors import UserError
 
 log = logging.getLogger(__name__)
 
+#: backend of ``crystal-train evaluate`` unless ``--backend`` says otherwise: ONNX Runtime
+#: on the CPU runs the file as stored, so the model card's numbers are reproducible anywhere
+EVAL_BACKEND: dict[str, Any] = {"name": "onnxruntime", "onnxruntime_device": "cpu",
+                                "warmup_runs": 0}
+
+
+def segment_with(infer: Callable[[np.ndarray], np.ndarray], image: np.ndarray, *,
+                 input_scale: float, size_multiple: int) -> np.ndarray:
+    """Class map (uint8, network scale) of one RGB frame through :mod:`edge.preprocess`.
+
+    The steps of :meth:`edge.frames.FrameAnalyzer.segment` for one frame, around any
+    ``infer(nchw) -> logits``: float RGB in [0, 1], resize by ``input_scale``, pad to
+    ``size_multiple`` (REFLECT_101), infer, crop, arg-max.
+    """
+    from edge.preprocess import (
+        logits_to_class_maps,
+        padded_hw,
+        resize_for_inference,
+        to_nchw,
+        to_rgb_float,
+    )
+
+    rgb = resize_for_inference(to_rgb_float(image, color_order="rgb"), input_scale)
+    hw = rgb.shape[:2]
+    logits = infer(to_nchw([rgb], padded_hw(hw, size_multiple)))
+    return logits_to_class_maps(logits, [hw])[0]
+
 
 # ----------------------------------------------------------------------------- predictors
 class OnnxPredictor:
-    """Segment NCHW float32 [0, 1] batches with an exported ONNX model (ORT, CPU)."""
+    """An exported model segmented by the appliance's :class:`edge.frames.FrameAnalyzer`.
 
-    def __init__(self, path: str | Path) -> None:
+    Parameters
+    ----------
+    path : path
+        The ``.onnx`` with its metadata JSON beside it.
+    backend : BackendConfig, optional
+        Inference backend (default :data:`EVAL_BACKEND`).
+    """
+
+    def __init__(self, path: str | Path, backend: Any = None) -> None:
+        from edge.backends import BackendConfig
+        from edge.frames import check_model_file
         from edge.modelmeta import load_meta
-        from trainer.export import ort_session
 
         self.path = Path(path)
-        if not self.path.is_file():
-            raise UserError(f"--model {self.path}: file not found")
+        try:
+            check_model_file(self.path)
+        except UserError as exc:
+            raise UserError(f"--model {exc}") from None
         self.meta = load_meta(self.path)
-        self.session = ort_session(self.path)
-        self.input_name = self.session.get_inputs()[0].name
+        self.backend_config = backend or BackendConfig(**EVAL_BACKEND)
         self.class_names = [c.name for c in self.meta.classes]
         self.crystal_class = self.meta.crystal_class_id
         self.px_size_um = self.meta.px_size_um
         self.size_multiple = self.meta.input.size_multiple
         self.description = f"onnx:{self.path.name} ({self.meta.precision})"
+        self._analyzer: Any = None
 
-    def __call__(self, x: np.ndarray) -> np.ndarray:
-        return self.session.run(None, {self.input_name: x.astype(np.float32)})[0]
+    def segment(self, image: np.ndarray, *, input_scale: float) -> np.ndarray:
+        """Class map of one RGB uint8 frame at network scale."""
+        from edge.frames import FrameAnalyzer
+
+        an = self._analyzer
+        if an is None or an.inference_scale != input_scale:
+            self.close()
+            an = self._analyzer = FrameAnalyzer(
+                self.path, backend_config=self.backend_config,
+                px_size_um=self.px_size_um * input_scale, inference_scale=input_scale,
+                color_order="rgb")
+        return an.segment([image])[0]
+
+    def close(self) -> None:
+        if self._analyzer is not None:
+            self._analyzer.close()
+            self._analyzer = None
 
 
 class TorchPredictor:
-    """Segment NCHW float32 [0, 1] batches with a training checkpoint (PyTorch, CPU)."""
+    """A training checkpoint (PyTorch, CPU) behind the appliance's pre-processing."""
 
     def __init__(self, path: str | Path) -> None:
         from trainer.export import load_checkpoint
@@ -66,33 +121,29 @@ class TorchPredictor:
         self.size_multiple = int(cfg.get("size_multiple", 16))
         self.description = f"checkpoint:{self.path.name}"
 
-    def __call__(self, x: np.ndarray) -> np.ndarray:
+    def infer(self, x: np.ndarray) -> np.ndarray:
         import torch
 
         with torch.no_grad():
             return self.model(torch.from_numpy(x.astype(np.float32))).numpy()
 
+    def segment(self, image: np.ndarray, *, input_scale: float) -> np.ndarray:
+        """Class map of one RGB uint8 frame at network scale."""
+        return segment_with(self.infer, image, input_scale=input_scale,
+                            size_multiple=self.size_multiple)
 
-def load_predictor(path: str | Path):
+    def close(self) -> None:
+        pass
+
+
+def load_predictor(path: str | Path, *, backend: Any = None):
     """:class:`OnnxPredictor` for ``.onnx``, :class:`TorchPredictor` for ``.pt``/``.pth``."""
     suffix = Path(path).suffix.lower()
     if suffix == ".onnx":
-        return OnnxPredictor(path)
+        return OnnxPredictor(path, backend)
     if suffix in (".pt", ".pth"):
         return TorchPredictor(path)
     raise UserError(f"--model {path}: expected a .onnx model or a .pt checkpoint")
-
-
-def segment(predictor, image: np.ndarray, *, input_scale: float = 1.0) -> np.ndarray:
-    """Class-id mask (uint8) of one RGB uint8 frame at network scale."""
-    from trainer.torchdata import pad_to_multiple, scale_image
-
-    img = scale_image(image, input_scale)
-    h, w = img.shape[:2]
-    padded, _ = pad_to_multiple(img, None, predictor.size_multiple)
-    x = (padded.astype(np.float32) / 255.0).transpose(2, 0, 1)[None]
-    logits = predictor(x)
-    return logits[0, :, :h, :w].argmax(0).astype(np.uint8)
 
 
 # ----------------------------------------------------------------------------- result
@@ -150,44 +201,28 @@ def _um(v: float | None) -> str:
 
 # ----------------------------------------------------------------------------- main
 def evaluate_model(model_path: str | Path, data_dir: str | Path, *, max_frames: int | None = None,
-                   measure: bool = True) -> EvaluationResult:
+                   measure: bool = True, backend: Any = None) -> EvaluationResult:
     """Evaluate ``model_path`` (.onnx or .pt) on the labelled dataset ``data_dir``.
 
-    Unreadable frames are skipped with a warning (listed in ``skipped``); the run fails
-    with :class:`UserError` only when no frame could be evaluated.
+    ``backend`` (an :class:`edge.backends.BackendConfig`) runs an ``.onnx``; default
+    :data:`EVAL_BACKEND`. Unreadable frames are skipped with a warning (listed in
+    ``skipped``); the run fails with :class:`UserError` only when no frame could be
+    evaluated.
     """
     from trainer.data import LabelledDataset
-    from trainer.engine import confusion_matrix, metrics_from_confusion
-    from trainer.torchdata import scale_pair
+    from trainer.engine import metrics_from_confusion
 
-    pred_fn = load_predictor(model_path)
-    data = LabelledDataset(data_dir)
-    if data.class_names != pred_fn.class_names:
-        raise UserError(f"{data.root}: classes {data.class_names} differ from the model's "
-                        f"{pred_fn.class_names}")
-    px_data = data.px_size_um or pred_fn.px_size_um
-    scale = px_data / pred_fn.px_size_um
-    k = len(pred_fn.class_names)
-    cm = np.zeros((k, k), np.int64)
-    per_frame: list[dict[str, Any]] = []
-    skipped: list[str] = []
-    masks: dict[str, np.ndarray] = {}
-    n = len(data) if max_frames is None else min(len(data), max_frames)
-    for i in range(n):
-        try:
-            img, lab = data.load(i)
-        except UserError as exc:
-            log.warning("skipping: %s", exc)
-            skipped.append(str(exc))
-            continue
-        pred = segment(pred_fn, img, input_scale=scale)
-        _, lab_s = scale_pair(img, lab, scale)
-        fcm = confusion_matrix(pred, lab_s, k)
-        cm += fcm
-        fm = metrics_from_confusion(fcm, pred_fn.class_names)
-        per_frame.append({"stem": data.items[i].stem, "pixel_accuracy": fm["pixel_accuracy"],
-                          "crystal_iou": fm["iou"][pred_fn.class_names[pred_fn.crystal_class]]})
-        masks[data.items[i].stem] = pred
+    pred_fn = load_predictor(model_path, backend=backend)
+    try:
+        data = LabelledDataset(data_dir)
+        if data.class_names != pred_fn.class_names:
+            raise UserError(f"{data.root}: classes {data.class_names} differ from the model's "
+                            f"{pred_fn.class_names}")
+        scale = (data.px_size_um or pred_fn.px_size_um) / pred_fn.px_size_um
+        n = len(data) if max_frames is None else min(len(data), max_frames)
+        cm, per_frame, masks, skipped = _segment_frames(pred_fn, data, n, scale)
+    finally:
+        pred_fn.close()
     if not per_frame:
         raise UserError(f"{data.root}: no frame could be evaluated")
     seg = metrics_from_confusion(cm, pred_fn.class_names)
@@ -203,6 +238,36 @@ def evaluate_model(model_path: str | Path, data_dir: str | Path, *, max_frames: 
                             input_scale=float(scale), px_size_um=float(pred_fn.px_size_um),
                             segmentation=seg, measurement=measurement, per_frame=per_frame,
                             skipped=skipped)
+
+
+def _segment_frames(pred_fn: Any, data: Any, n: int, scale: float,
+                    ) -> tuple[np.ndarray, list[dict[str, Any]], dict[str, np.ndarray], list[str]]:
+    """Segment the first ``n`` frames: (confusion matrix, per-frame metrics, class maps by
+    stem, skipped frames' reasons)."""
+    from trainer.engine import confusion_matrix, metrics_from_confusion
+    from trainer.torchdata import scale_pair
+
+    names = pred_fn.class_names
+    cm = np.zeros((len(names), len(names)), np.int64)
+    per_frame: list[dict[str, Any]] = []
+    masks: dict[str, np.ndarray] = {}
+    skipped: list[str] = []
+    for i in range(n):
+        try:
+            img, lab = data.load(i)
+        except UserError as exc:
+            log.warning("skipping: %s", exc)
+            skipped.append(str(exc))
+            continue
+        pred = pred_fn.segment(img, input_scale=scale)
+        _, lab_s = scale_pair(img, lab, scale)
+        fcm = confusion_matrix(pred, lab_s, len(names))
+        cm += fcm
+        fm = metrics_from_confusion(fcm, names)
+        per_frame.append({"stem": data.items[i].stem, "pixel_accuracy": fm["pixel_accuracy"],
+                          "crystal_iou": fm["iou"][names[pred_fn.crystal_class]]})
+        masks[data.items[i].stem] = pred
+    return cm, per_frame, masks, skipped
 
 
 def write_json(result: EvaluationResult, path: str | Path) -> Path:

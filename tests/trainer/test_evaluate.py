@@ -166,3 +166,37 @@ def test_update_meta_records_how_generated_data_was_made(synth_set, tmp_path):
     assert ev["synth"]["seed"] == truth["seed"] and ev["synth"]["n_frames"] == 3
     assert ev["synth"]["fraction_um"] == truth["config"]["fraction_um"]
     assert synth_recipe(tmp_path) is None  # not generated data
+
+
+def test_evaluation_segments_through_the_appliance_chain(tmp_path):
+    """The .onnx is segmented by FrameAnalyzer (REFLECT_101 padding, edge.preprocess
+    scaling); a checkpoint's forward gets the same pre-processing (segment_with)."""
+    from edge.backends import BackendConfig
+    from edge.backends.registry import create_backend
+    from edge.frames import FrameAnalyzer
+    from edge.modelmeta import load_meta
+    from edge.preprocess import padded_hw
+    from tests.fixtures.tiny_model import synth_frame
+    from trainer.evaluate import EVAL_BACKEND, load_predictor, segment_with
+
+    model = build_tiny_model(tmp_path / "m")
+    meta = load_meta(model)
+    # 2.0 um/px frames for a 1.45 um/px model: resized, and 173x249 -> padded at the network
+    rgb = np.ascontiguousarray(synth_frame(173, 249, crystals=[(60, 80, 9), (240, 150, 12)],
+                                           seed=2)[:, :, ::-1])
+    scale = 2.0 / meta.px_size_um
+    pred = load_predictor(model)
+    got = pred.segment(rgb, input_scale=scale)
+    pred.close()
+    an = FrameAnalyzer(model, backend_config=BackendConfig(**EVAL_BACKEND), px_size_um=2.0,
+                       color_order="rgb")
+    ref = an.segment([rgb])[0]
+    an.close()
+    np.testing.assert_array_equal(got, ref)
+    hw = got.shape
+    assert padded_hw(hw, meta.input.size_multiple) != hw  # padding did happen
+    backend, _ = create_backend(model, meta, BackendConfig(**EVAL_BACKEND),
+                                input_hw=padded_hw(hw, meta.input.size_multiple))
+    np.testing.assert_array_equal(segment_with(backend.infer, rgb, input_scale=scale,
+                                               size_multiple=meta.input.size_multiple), ref)
+    backend.close()

@@ -19,13 +19,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="skip the full measurement even when truth.json exists")
     parser.add_argument("--update-meta", action="store_true",
                         help="record the metrics in the model's metadata JSON (.onnx only)")
+    parser.add_argument("--backend", choices=("onnxruntime-cpu", "auto", "onnxruntime",
+                                              "tensorrt"),
+                        default="onnxruntime-cpu",
+                        help="inference backend for an .onnx, as on the appliance "
+                             "(default onnxruntime-cpu: the file as stored, reproducible)")
 
 
 def run(args: argparse.Namespace) -> int:
-    from trainer.evaluate import evaluate_model, update_model_metrics, write_json
+    from edge.backends import BackendConfig
+    from trainer.evaluate import EVAL_BACKEND, evaluate_model, update_model_metrics, write_json
 
+    backend = (BackendConfig(**EVAL_BACKEND) if args.backend == "onnxruntime-cpu"
+               else BackendConfig(name=args.backend))
     result = evaluate_model(args.model, args.data, max_frames=args.max_frames,
-                            measure=not args.no_measure)
+                            measure=not args.no_measure, backend=backend)
     print(result.summary())
     if args.json:
         write_json(result, args.json)
