@@ -209,8 +209,8 @@ def load_onnx_weights(model: nn.Module, path: str | Path, *, verify: bool = True
 
 
 def _verify(model: nn.Module, path: Path, meta: dict, size: int = 64) -> None:
-    """:func:`trainer.export.parity` of the imported network plus the file's adjustment."""
-    from trainer.export import parity
+    """:func:`trainer.onnxrt.parity` of the imported network plus the file's adjustment."""
+    from trainer.onnxrt import parity
 
     adj = (meta.get("output") or {}).get("logit_adjustment")
     was_training, old_bias = model.training, model.logit_bias
