@@ -62,17 +62,12 @@ def load_checkpoint(path: str | Path, *, prior_correction: bool = True):
     logits get ``-log(w_c)`` added (:func:`trainer.model.set_prior_correction`), so that
     evaluation of the ``.pt`` and the exported ONNX make the unweighted decision.
     """
-    import torch
-
-    from trainer.model import build_model
+    from trainer.model import build_model, load_torch_file
 
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: checkpoint not found")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:
-        raise UserError(f"{path}: cannot read checkpoint: {exc}") from None
+    ckpt = load_torch_file(path, what="checkpoint")
     if not isinstance(ckpt, dict) or "model" not in ckpt or "config" not in ckpt:
         raise UserError(f"{path}: not a crystal-train checkpoint (no 'model'/'config')")
     cfg = ckpt["config"]

@@ -157,16 +157,52 @@ def build_model(backbone: str = "resnet50", *, n_classes: int = 3,
     return model
 
 
+def load_torch_file(path: str | Path, *, label: str | None = None, what: str = "weights"):
+    """``torch.load`` a user-given file with ``weights_only=True``: tensors and plain types.
+
+    A pickle is a program: with ``weights_only=False`` a file from anywhere could run code
+    while it loads. This trainer's checkpoints hold only tensors, numbers, strings, lists
+    and dicts, so nothing of its own is refused.
+
+    Parameters
+    ----------
+    path : str or Path
+        The file.
+    label : str, optional
+        How the file is named in errors (e.g. ``"--resume run/checkpoint.pt"``); default
+        the path.
+    what : str
+        What the file should be, for the error message.
+
+    Raises
+    ------
+    UserError
+        One line naming the file: unreadable, or holding other Python objects (refused
+        without running them).
+    """
+    import pickle
+
+    label = label or str(path)
+    try:
+        return torch.load(Path(path), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        lines = [ln.strip() for ln in str(exc).splitlines() if "GLOBAL" in ln.upper()]
+        detail = lines[0] if lines else "not tensors and plain types"
+        raise UserError(f"{label}: refused: the file holds Python objects that could run code "
+                        f"when loaded ({detail[:200]}); only tensors and plain types are "
+                        "loaded") from None
+    except Exception as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise UserError(f"{label}: cannot read {what}: {first[:200]}") from None
+
+
 def load_weights_file(model: nn.Module, path: str | Path) -> None:
     """Load a checkpoint (``{'model': ...}``) or a state dict into ``model``.
 
     Raises :class:`UserError` naming the file when it cannot be read or does not fit.
     """
     path = Path(path)
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:
-        raise UserError(f"{path}: cannot read weights: {exc}") from None
+    obj = load_torch_file(path)
     state = obj.get("model", obj) if isinstance(obj, dict) else None
     if not isinstance(state, dict):
         raise UserError(f"{path}: not a checkpoint or state dict")

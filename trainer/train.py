@@ -196,7 +196,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
 
     from trainer.augment import PRESETS
     from trainer.engine import any_rank, evaluate, make_criterion, train_one_epoch
-    from trainer.model import build_model, count_parameters
+    from trainer.model import build_model, count_parameters, load_torch_file
     from trainer.onnx_weights import calibrate_on_crops
     from trainer.runfiles import flat_metrics, fmt, write_csv
     from trainer.torchdata import EvalFrames, TrainCrops
@@ -220,10 +220,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         rpath = Path(args.resume)
         if not rpath.is_file():
             raise UserError(f"--resume {rpath}: checkpoint not found")
-        try:
-            ckpt = torch.load(rpath, map_location="cpu", weights_only=False)
-        except Exception as exc:
-            raise UserError(f"--resume {rpath}: cannot read checkpoint: {exc}") from None
+        ckpt = load_torch_file(rpath, label=f"--resume {rpath}", what="checkpoint")
         if not isinstance(ckpt, dict) or "optimizer" not in ckpt:
             raise UserError(f"--resume {rpath}: not a training checkpoint")
     if main_proc:

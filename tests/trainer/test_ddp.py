@@ -47,7 +47,7 @@ def test_torchrun_two_processes_train_and_checkpoint(data, tmp_path):
     assert res.returncode == 0, res.stderr[-3000:]
     cfg = json.loads((run / "config.json").read_text())
     assert cfg["world_size"] == 2
-    ck = torch.load(run / "checkpoint.pt", weights_only=False)
+    ck = torch.load(run / "checkpoint.pt", weights_only=True)
     assert (ck["epoch"], ck["step"]) == (1, 4)
     # the checkpoint holds the bare model (no DDP 'module.' prefix): export and resume read it
     assert not any(k.startswith("module.") for k in ck["model"])
@@ -63,5 +63,5 @@ def test_torchrun_time_box_is_agreed_by_all_processes(data, tmp_path):
     run = tmp_path / "run"
     res = _torchrun(data, run, "--epochs", "40", "--max-minutes", "0.05")
     assert res.returncode == 0, res.stderr[-3000:]
-    ck = torch.load(run / "checkpoint.pt", weights_only=False)
+    ck = torch.load(run / "checkpoint.pt", weights_only=True)
     assert 0 < ck["step"] < 80

@@ -78,7 +78,7 @@ def test_cli_train_writes_run_and_resumes(tiny, tmp_path):
         assert (run / name).is_file(), name
     cw = json.loads((run / "class_weights.json").read_text())["weights"]
     np.testing.assert_allclose(cw, class_pixel_stats(LabelledDataset(tiny[0])).weights)
-    c1 = torch.load(run / "checkpoint.pt", weights_only=False)
+    c1 = torch.load(run / "checkpoint.pt", weights_only=True)
     assert (c1["epoch"], c1["step"]) == (0, 2)
     np.testing.assert_allclose(c1["class_weights"], cw)
     cfg = json.loads((run / "config.json").read_text())
@@ -86,7 +86,7 @@ def test_cli_train_writes_run_and_resumes(tiny, tmp_path):
 
     # resume to 3 epochs: continues at epoch 1, optimizer and scheduler states carry on
     assert cli(_train_args(tiny, run, "--epochs", "3", "--resume", str(run / "checkpoint.pt"))) == 0
-    c3 = torch.load(run / "checkpoint.pt", weights_only=False)
+    c3 = torch.load(run / "checkpoint.pt", weights_only=True)
     assert (c3["epoch"], c3["step"]) == (2, 6)
     adam_steps = {int(s["step"]) for s in c3["optimizer"]["state"].values()}
     assert adam_steps == {6}
@@ -169,7 +169,7 @@ def test_lovasz_option_trains_and_is_recorded(tiny, tmp_path):
                 "--weights", "none", "--epochs", "1", "--steps-per-epoch", "2",
                 "--batch-size", "2", "--image-size", "64", "--workers", "0", "--no-progress",
                 "--augment", "none", "--lovasz-weight", "1"]) == 0
-    ck = torch.load(out / "checkpoint.pt", map_location="cpu", weights_only=False)
+    ck = torch.load(out / "checkpoint.pt", map_location="cpu", weights_only=True)
     assert ck["config"]["lovasz_weight"] == 1.0
     from trainer.export import export_checkpoint
 
