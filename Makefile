@@ -74,7 +74,8 @@ train-default: install-dev
 #             [WHEELHOUSE=dir] [ROOT=/] [DEPLOY_ARGS="--allow-missing-tensorrt ..."]
 # The deploy tool is stdlib-only; the dev venv's Python builds the wheel (setuptools>=68).
 DEPLOY_PY = $(if $(wildcard $(BIN)/python),$(BIN)/python,$(PY))
-DEPLOY_FLAGS = --hosts "$(HOSTS)" $(if $(SSH_USER),--ssh-user "$(SSH_USER)") \
+# --opt=value: a value starting with '-' reaches the tool's own name check (one line)
+DEPLOY_FLAGS = --hosts="$(HOSTS)" $(if $(SSH_USER),--ssh-user="$(SSH_USER)") \
 	$(if $(CONFIG),--config "$(CONFIG)") $(if $(FORCE),--force) \
 	$(if $(WHEELHOUSE),--wheelhouse "$(WHEELHOUSE)") $(if $(ROOT),--target-root "$(ROOT)") \
 	$(DEPLOY_ARGS)

@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from deploy.host import HostResult, Options, deploy_host
+from deploy.names import BadName, check_host, check_release_name, check_user
 from deploy.release import ReleaseError, build_release
 from deploy.remote import Target
 
@@ -29,7 +30,9 @@ class UsageError(Exception):
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="deploy", description="Deploy crystal-psd to Jetsons over SSH (make deploy).")
-    p.add_argument("--hosts", default="", help="target hosts, separated by spaces or commas")
+    p.add_argument("--hosts", default="",
+                   help="target hosts ([user@]name, IPv4 or IPv6 address), separated by "
+                        "spaces or commas")
     p.add_argument("--ssh-user", default=None, help="SSH user (default: ssh's own default); "
                    "a non-root user needs passwordless sudo")
     p.add_argument("--ssh-port", type=int, default=None, help="SSH port")
@@ -97,7 +100,24 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def parse_hosts(text: str, ssh_user: str | None) -> list[tuple[str | None, str]]:
+    """``--hosts`` -> ``[(user, host)]``, every name checked before anything connects
+    (a user in ``user@host`` wins over ``--ssh-user``)."""
+    try:
+        if ssh_user is not None:
+            check_user(ssh_user)
+        return [(user or ssh_user, host) for user, host in
+                (check_host(h) for h in text.replace(",", " ").split() if h)]
+    except BadName as exc:
+        raise UsageError(str(exc)) from None
+
+
 def _options(args: argparse.Namespace) -> Options:
+    if args.release_name is not None:
+        try:
+            check_release_name(args.release_name)
+        except BadName as exc:
+            raise UsageError(str(exc)) from None
     if args.config is not None and not args.config.is_file():
         raise UsageError(f"--config {args.config}: no such file")
     if args.wheel is not None and not (args.wheel.is_file() and args.wheel.suffix == ".whl"):
@@ -140,8 +160,8 @@ def summary_table(results: Sequence[HostResult]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    hosts = [h for h in args.hosts.replace(",", " ").split() if h]
     try:
+        hosts = parse_hosts(args.hosts, args.ssh_user)
         if not hosts:
             raise UsageError("no hosts: make deploy HOSTS=\"jetson-01 jetson-02\"")
         opts = _options(args)
@@ -169,8 +189,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         ctl = tmp_path / "ssh"
         ctl.mkdir()
 
-        def one(host: str) -> HostResult:
-            target = Target(host=host, user=args.ssh_user, port=args.ssh_port,
+        def one(user_host: tuple[str | None, str]) -> HostResult:
+            user, host = user_host
+            target = Target(host=host, user=user, port=args.ssh_port,
                             identity=args.identity, options=list(args.ssh_option),
                             control_dir=str(ctl))
             try:

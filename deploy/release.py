@@ -25,6 +25,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from deploy.names import BadName, check_release_name
+
 #: Path prefixes of tracked files that never go to a device.
 EXCLUDE_PREFIXES = ("tests/", "bench/", "docs/", ".ci/", ".github/", "deploy/")
 EXCLUDE_FILES = (".gitignore", ".gitattributes")
@@ -152,6 +154,10 @@ def build_release(repo: Path, staging_root: Path, *, config: Path | None = None,
     commit = _git(repo, "rev-parse", "--short=12", "HEAD").strip()
     dirty = bool(_git(repo, "status", "--porcelain", "--untracked-files=no").strip())
     name = name or f"{version}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
+    try:  # the name becomes a directory here and on every target
+        check_release_name(name, "release name")
+    except BadName as exc:
+        raise ReleaseError(str(exc)) from None
     dest = staging_root / name
     if dest.exists():
         shutil.rmtree(dest)

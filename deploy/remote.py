@@ -6,6 +6,13 @@ as positional parameters. A non-root SSH user gets ``sudo -n`` in front of the s
 and of the remote rsync (passwordless sudo required).
 
 Every path on the target is under ``ROOT`` (``--target-root``, default ``/``).
+
+Root runs code from a release (the install smoke test, the unit re-installed on
+rollback, ``/usr/local/bin/crystal-edge``), so releases arrive owned by root whatever
+uid the workstation has (rsync ``--no-owner --no-group --chmod=go-w``) and the install
+and rollback scripts make the release root's and unwritable by anyone else before they
+run anything from it. Host names are checked by :mod:`deploy.names` and follow ``--``
+on the ssh command line, so none is read as an option.
 """
 
 from __future__ import annotations
@@ -36,6 +43,12 @@ class Target:
     def dest(self) -> str:
         return f"{self.user}@{self.host}" if self.user else self.host
 
+    @property
+    def rsync_dest(self) -> str:
+        """``dest`` for rsync's ``HOST:PATH``: an IPv6 address goes in brackets."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.user}@{host}" if self.user else host
+
     def ssh_args(self) -> list[str]:
         args = ["ssh", "-o", "BatchMode=yes", "-o", f"ConnectTimeout={self.connect_timeout}",
                 "-o", "ServerAliveInterval=15"]
@@ -63,7 +76,7 @@ class Target:
         if self.sudo:
             remote = "sudo -n " + remote
         try:
-            result = subprocess.run([*self.ssh_args(), self.dest, remote],
+            result = subprocess.run([*self.ssh_args(), "--", self.dest, remote],
                                     stdin=subprocess.DEVNULL, capture_output=True, text=True,
                                     timeout=timeout, check=False)
         except subprocess.TimeoutExpired:
@@ -77,12 +90,13 @@ class Target:
 
     def rsync(self, src: str, dest_path: str, *extra: str,
               timeout: float = 1800) -> subprocess.CompletedProcess[str]:
-        """``rsync -a`` a local directory to a path on the target."""
+        """``rsync -a`` a local directory to a path on the target, owned by the receiving
+        user (root) and writable by it alone, never by the workstation's uid."""
         ssh = " ".join(shlex.quote(a) for a in self.ssh_args())
-        cmd = ["rsync", "-a", "-e", ssh, *extra]
+        cmd = ["rsync", "-a", "--no-owner", "--no-group", "--chmod=go-w", "-e", ssh, *extra]
         if self.sudo:
             cmd += ["--rsync-path", "sudo -n rsync"]
-        cmd += [src, f"{self.dest}:{dest_path}"]
+        cmd += ["--", src, f"{self.rsync_dest}:{dest_path}"]
         try:
             result = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
                                     check=False)
@@ -96,7 +110,8 @@ class Target:
 
     def close(self) -> None:
         if self.control_dir:
-            subprocess.run([*self.ssh_args(), "-O", "exit", self.dest], capture_output=True,
+            subprocess.run([*self.ssh_args(), "-O", "exit", "--", self.dest],
+                           capture_output=True,
                            timeout=15, check=False)
 
 
@@ -122,6 +137,15 @@ def parse_kv_all(text: str, key: str) -> list[str]:
 
 # ----------------------------------------------------------------------------- scripts
 # Each prints key=value lines the orchestrator parses. $1 is always the target root.
+
+# Make a directory tree root's and unwritable by group and others, before root runs
+# anything from it: symbolic links are changed themselves, never followed (-h, -P).
+ROOT_OWN = r"""
+root_own() {
+  chown -R -h -P root:root "$@"
+  chmod -R go-w "$@"
+}
+"""
 
 CHECK = r"""
 set -u
@@ -166,12 +190,21 @@ exit 0
 
 # Prepare the release in place (venv, package, units, account, config); flip `current`
 # only after everything else succeeded, so a failure here leaves the running release.
-INSTALL = r"""
+INSTALL = ROOT_OWN + r"""
 set -euo pipefail
+umask 022
 R="${1%/}"; NAME="$2"; PY="$3"; PIP_MODE="$4"; WHEEL="$5"; EXTRAS="$6"
 CONFIG_ACTION="$7"; CONFIG_SRC="$8"; STAMP="$9"; RESTART="${10}"
 BASE="$R/opt/crystal-psd"; REL="$BASE/releases/$NAME"
 step() { echo "step=$*" >&2; }
+
+step owner
+# --link-dest links files of the previous release, which an older deploy may have left
+# owned by the workstation's uid: own the whole release, not only what rsync wrote.
+chown root:root "$BASE" "$BASE/releases"
+chmod go-w "$BASE" "$BASE/releases"
+root_own "$REL"
+[ -d "$BASE/wheelhouse" ] && root_own "$BASE/wheelhouse"
 
 step venv
 if [ ! -x "$REL/venv/bin/python" ]; then
@@ -312,11 +345,15 @@ done
 """
 
 # Back to the previous release: symlink, its unit, the config backup; restart.
-ROLLBACK = r"""
+ROLLBACK = ROOT_OWN + r"""
 set -euo pipefail
+umask 022
 R="${1%/}"; FAILED="$2"; PREV="$3"; BACKUP="$4"; RESTART="$5"
 BASE="$R/opt/crystal-psd"
 [ -d "$BASE/releases/$PREV" ] || { echo "previous release $PREV is gone" >&2; exit 1; }
+# its unit and venv are about to be used by root (an older deploy may have left it owned
+# by the workstation's uid)
+root_own "$BASE/releases/$PREV"
 ln -sfn "releases/$PREV" "$BASE/current.new"
 mv -T "$BASE/current.new" "$BASE/current"
 if [ -f "$BASE/releases/$PREV/systemd/crystal-edge.service" ]; then
@@ -339,6 +376,7 @@ fi
 
 MKDIRS = r"""
 set -eu
+umask 022
 R="${1%/}"
 mkdir -p "$R/opt/crystal-psd/releases"
 """

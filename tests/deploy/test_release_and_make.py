@@ -79,10 +79,10 @@ def test_make_targets_pass_variables():
                               text=True, check=True, timeout=30).stdout.split()
 
     out = dry("deploy", "HOSTS=a b", "SSH_USER=ubuntu", "CONFIG=site.toml", "FORCE=1")
-    assert out[1:] == ["-m", "deploy", "--hosts", '"a', 'b"', "--ssh-user", '"ubuntu"',
+    assert out[1:] == ["-m", "deploy", '--hosts="a', 'b"', '--ssh-user="ubuntu"',
                        "--config", '"site.toml"', "--force"]
     out = dry("deploy-dry-run", "HOSTS=x", "ROOT=/tmp/r", "DEPLOY_ARGS=--keep 5")
-    assert out[1:] == ["-m", "deploy", "--dry-run", "--hosts", '"x"', "--target-root",
+    assert out[1:] == ["-m", "deploy", "--dry-run", '--hosts="x"', "--target-root",
                        '"/tmp/r"', "--keep", "5"]
 
 
