@@ -97,13 +97,11 @@ def publish_retained(port: int, topic: str, payload: bytes) -> None:
 def fill_disk(path: Path) -> int:
     """Write ``path`` until the file system is full; bytes written."""
     n = 0
-    with open(path, "wb") as f:
+    with open(path, "wb", buffering=0) as f:  # unbuffered: no ENOSPC left for close()
         for chunk in (1 << 20, 4096, 1):
             try:
                 while True:
-                    f.write(b"\0" * chunk)
-                    f.flush()
-                    n += chunk
+                    n += f.write(b"\0" * chunk) or 0
             except OSError:
                 pass
         try:
@@ -198,9 +196,11 @@ class Injector:
 
     def _disk_full(self) -> tuple[str, str]:
         filler = self.state_dir / "soak-filler.bin"
-        n = fill_disk(filler)
-        time.sleep(DISK_FULL_S)
-        filler.unlink()
+        try:
+            n = fill_disk(filler)
+            time.sleep(DISK_FULL_S)
+        finally:
+            filler.unlink(missing_ok=True)
         return "", f"state dir full ({n / 1e6:.1f} MB filler) for {DISK_FULL_S:.0f} s"
 
     def _retained_junk(self) -> tuple[str, str]:
