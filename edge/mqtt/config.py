@@ -47,6 +47,10 @@ class MqttConfig(BaseModel):
     reconnect_min_s: float = Field(1.0, gt=0, description="first reconnect delay (s)")
     reconnect_max_s: float = Field(60.0, gt=0, description="reconnect delay cap (s); the "
                                    "delay doubles after each failed attempt")
+    reconnect_stable_s: float = Field(
+        10.0, ge=0, description="a connection that ends sooner than this after CONNACK does "
+        "not reset the reconnect delay, so a broker that accepts and drops the client at "
+        "once is backed off like one that refuses it")
     max_inflight: int = Field(10, ge=1, le=1000,
                               description="batch reports sent but not yet acknowledged; "
                               "delivery stays in order at any value")
@@ -73,6 +77,13 @@ class MqttConfig(BaseModel):
 
     commands_enabled: bool = Field(False, description="accept commands on <prefix>/<device>/cmd "
                                    "(Sparkplug: NCMD)")
+    max_inbound_bytes: int = Field(
+        16384, ge=256, le=1_048_576, description="largest command payload (bytes) that is "
+        "decoded; larger ones are ignored with a log line (MQTT 5: the broker is asked not "
+        "to send packets over 64 times this)")
+    reload_min_interval_s: float = Field(
+        30.0, ge=0, description="least time (s) between two configuration reloads requested "
+        "by the MQTT reload_config command; requests inside it are refused with a log line")
     health_interval_s: float = Field(30.0, gt=0, description="health message period (s)")
 
     @model_validator(mode="after")

@@ -69,3 +69,7 @@ class TopicMode(Protocol):
     def rebirth(self) -> list[Message]:
         """Messages for a rebirth request (Sparkplug NBIRTH); empty in JSON mode."""
         ...
+
+    def set_identity(self, ident: dict[str, str], *, connected: bool) -> list[Message]:
+        """Take a changed model/backend identity; messages announcing it (may be empty)."""
+        ...

@@ -187,6 +187,8 @@ class HealthPayload(_Strict):
                                 "outbox was full (since start)")
     published: int = Field(0, ge=0, description="batch reports acknowledged by the broker "
                            "(since start)")
+    tls_insecure: bool = Field(False, description="TLS without the host name check "
+                               "(mqtt.insecure = true); meant for commissioning only")
     details: dict[str, Any] = Field(default_factory=dict,
                                     description="further pipeline counters (free-form)")
 
@@ -216,7 +218,7 @@ def build_health(device_id: str, pipeline: dict[str, Any], sink: dict[str, Any],
     return HealthPayload(
         device_id=device_id, time=utc_now(), connection=sink.get("connection", "connected"),
         outbox_depth=sink.get("outbox_depth", 0), outbox_dropped=sink.get("outbox_dropped", 0),
-        published=sink.get("published", 0),
+        published=sink.get("published", 0), tls_insecure=sink.get("tls_insecure", False),
         details=json.loads(json.dumps(details, default=str)), **known)
 
 

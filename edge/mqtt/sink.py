@@ -16,8 +16,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import random
-import socket
 import threading
 import time
 from collections.abc import Callable
@@ -30,7 +28,17 @@ from pydantic import ValidationError
 from edge import __version__
 from edge.errors import UserError
 from edge.mqtt.config import MqttConfig
-from edge.mqtt.connect import build_tls_context, describe_connect_error, new_client
+from edge.mqtt.connect import (
+    Backoff,
+    build_tls_context,
+    close_leaked_sockets,
+    close_socket,
+    connect_properties,
+    describe_connect_error,
+    new_client,
+    subscribe_options,
+)
+from edge.mqtt.inbound import InboundGate
 from edge.mqtt.jsonmode import JsonMode, first_validation_error
 from edge.mqtt.message import Message, TopicMode
 from edge.mqtt.outbox import OUTBOX_FILE, Outbox
@@ -40,32 +48,11 @@ from edge.sinks.base import Publishable
 log = logging.getLogger(__name__)
 
 CommandHandler = Callable[[CommandPayload], None]
+IdentitySource = Callable[[], dict[str, Any]]
+
+IDENTITY_POLL_S = 1.0
 
 _OK = (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN)
-
-
-def _close_socket(client: mqtt.Client) -> None:
-    """Close what paho left open after a failed or finished connection."""
-    sock = client.socket()
-    if sock is not None:
-        try:
-            sock.close()
-        except OSError:  # pragma: no cover - already broken
-            pass
-
-
-def _close_leaked_sockets(exc: BaseException) -> None:
-    """paho 2.x leaves the TLS socket open when the handshake fails (it is only a local
-    of the failing frame); close the sockets found in the traceback's frames."""
-    tb = exc.__traceback__
-    while tb is not None:
-        for value in list(tb.tb_frame.f_locals.values()):
-            if isinstance(value, socket.socket) and value.fileno() != -1:
-                try:
-                    value.close()
-                except OSError:  # pragma: no cover
-                    pass
-        tb = tb.tb_next
 
 
 class MqttSink:
@@ -83,6 +70,10 @@ class MqttSink:
     command_handler
         Called (on the MQTT thread; keep it short) with each valid inbound command when
         ``config.commands_enabled``; see :meth:`set_command_handler`.
+    identity
+        Returns the current model identity as in the psd payload's ``model`` (``name``,
+        ``sha256``, ``backend``); polled while connected, and a change republishes the
+        retained status (the backend is ``pending`` until the first frame loads it).
     close_timeout_s
         How long :meth:`close` keeps sending the backlog before it disconnects.
     """
@@ -93,6 +84,7 @@ class MqttSink:
                  software_version: str = __version__, model_name: str = "",
                  model_sha256: str = "", backend: str = "",
                  command_handler: CommandHandler | None = None,
+                 identity: IdentitySource | None = None,
                  close_timeout_s: float = 5.0) -> None:
         self.config = config
         self.device_id = config.resolve_device_id()
@@ -107,7 +99,10 @@ class MqttSink:
         self._ident = {"software_version": software_version, "model_name": model_name,
                        "model_sha256": model_sha256, "backend": backend}
         self._command_handler = command_handler
+        self._identity = identity
+        self._identity_polled = -math.inf
         self.close_timeout_s = close_timeout_s
+        self._gate = InboundGate(config)
         self._mode: TopicMode | None = None
         self._outbox: Outbox | None = None
         self._thread: threading.Thread | None = None
@@ -126,6 +121,7 @@ class MqttSink:
         self._connected = False
         self._refused = False
         self._connected_wall = 0.0
+        self._connected_at = 0.0
         self._inflight: dict[int, int] = {}
         self._acked: list[int] = []
         self._last_fed = 0
@@ -145,6 +141,10 @@ class MqttSink:
             except ImportError:  # pragma: no cover - logsetup is part of edge
                 pass
         self._tls = build_tls_context(cfg)
+        if cfg.insecure:
+            log.warning("mqtt: [mqtt] insecure = true: %s", "the broker's host name is not "
+                        "checked against its certificate (commissioning only)" if cfg.use_tls
+                        else "has no effect without TLS")
         self._outbox = Outbox(self.outbox_path, max_messages=cfg.outbox_max_messages,
                               policy=cfg.outbox_policy)
         if cfg.mode == "sparkplug":
@@ -195,6 +195,8 @@ class MqttSink:
             "published": self._published,
             "last_error": self._last_error,
             "mode": self.config.mode,
+            "tls_insecure": self.config.use_tls and self.config.insecure,
+            "inbound_ignored": self._gate.ignored,
         }
 
     def set_command_handler(self, handler: CommandHandler | None) -> None:
@@ -219,8 +221,7 @@ class MqttSink:
 
     # ------------------------------------------------------------------ thread
     def _run(self) -> None:
-        cfg = self.config
-        delay = cfg.reconnect_min_s
+        backoff = Backoff(self.config)
         while not self._stop.is_set():
             self._state = "connecting"
             try:
@@ -233,13 +234,14 @@ class MqttSink:
             self._state = "disconnected"
             if self._stop.is_set():
                 break
-            if had_session:
-                delay = cfg.reconnect_min_s
-            wait = delay * random.uniform(0.75, 1.0)
-            log.info("mqtt: reconnecting in %.1f s", wait)
+            lasted = time.monotonic() - self._connected_at if had_session else None
+            wait = backoff.next_wait(lasted)
+            if lasted is not None and lasted < self.config.reconnect_stable_s:
+                log.warning("mqtt: the connection ended %.1f s after it was made (less than "
+                            "mqtt.reconnect_stable_s); reconnecting in %.1f s", lasted, wait)
+            else:
+                log.info("mqtt: reconnecting in %.1f s", wait)
             self._stop.wait(wait)
-            if not had_session:
-                delay = min(delay * 2.0, cfg.reconnect_max_s)
 
     def _error(self, message: str) -> None:
         self._last_error = message
@@ -262,13 +264,14 @@ class MqttSink:
         self._last_fed = 0
         try:
             if cfg.protocol == "5":
-                client.connect(cfg.host, cfg.effective_port, cfg.keepalive, clean_start=True)
+                client.connect(cfg.host, cfg.effective_port, cfg.keepalive, clean_start=True,
+                               properties=connect_properties(cfg))
             else:
                 client.connect(cfg.host, cfg.effective_port, cfg.keepalive)
         except Exception as exc:  # socket, TLS and DNS errors of every kind
             self._error(describe_connect_error(exc, cfg.host, cfg.effective_port))
-            _close_socket(client)
-            _close_leaked_sockets(exc)
+            close_socket(client)
+            close_leaked_sockets(exc)
             return None
         return client
 
@@ -277,7 +280,7 @@ class MqttSink:
         try:
             return self._serve_loop(client)
         finally:
-            _close_socket(client)
+            close_socket(client)
 
     def _serve_loop(self, client: mqtt.Client) -> bool:
         cfg = self.config
@@ -326,6 +329,9 @@ class MqttSink:
                     self._pending_health = None
                 if pending is not None:
                     self._last_pipeline_health = pending
+                if now - self._identity_polled >= IDENTITY_POLL_S:
+                    self._identity_polled = now
+                    self._refresh_identity(client)
                 if now - last_health >= cfg.health_interval_s:  # first one right after CONNACK
                     self._send_health(client)
                     last_health = now
@@ -370,6 +376,25 @@ class MqttSink:
         if self._acked and self._outbox is not None:
             self._outbox.ack(self._acked)
             self._acked = []
+
+    def _refresh_identity(self, client: mqtt.Client | None) -> None:
+        """Hand a changed model identity to the mode; send what it announces."""
+        assert self._mode is not None
+        if self._identity is None:
+            return
+        try:
+            model = self._identity()
+            ident = {"model_name": str(model.get("name") or ""),
+                     "model_sha256": str(model.get("sha256") or ""),
+                     "backend": str(model.get("backend") or "")}
+        except Exception as exc:  # the pipeline's callable: never stop the network thread
+            log.debug("mqtt: model identity unavailable: %s", exc)
+            return
+        for msg in self._mode.set_identity(ident, connected=client is not None):
+            log.info("mqtt: model %s, backend %s: retained status republished",
+                     ident["model_name"], ident["backend"])
+            if client is not None:
+                self._send(client, msg)
 
     def _send_health(self, client: mqtt.Client) -> None:
         assert self._mode is not None
@@ -417,13 +442,17 @@ class MqttSink:
         assert self._mode is not None
         self._connected = True
         self._connected_wall = time.time()
+        self._connected_at = time.monotonic()
         self._state = "connected"
         self._last_error = None
         depth = self._outbox.depth if self._outbox else 0
         log.info("mqtt: connected to %s:%d as %s (%d report(s) waiting)",
                  cfg.host, cfg.effective_port, self.client_id, depth)
+        self._refresh_identity(None)  # the status below carries the current identity
+        self._identity_polled = time.monotonic()
         for topic, qos in self._mode.subscriptions():
-            client.subscribe(topic, qos)
+            client.subscribe(topic, options=subscribe_options(cfg, qos)) \
+                if cfg.protocol == "5" else client.subscribe(topic, qos)
         for msg in self._mode.on_connected():
             self._send(client, msg)
 
@@ -445,17 +474,24 @@ class MqttSink:
         self._published += 1
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        # An exception here would end paho's loop and the connection; a retained message
+        # would then come back after every reconnect.
         assert self._mode is not None
-        result = self._mode.inbound(msg.topic, msg.payload)
-        if result.kind == "rebirth":
-            log.info("mqtt: rebirth requested on %s", msg.topic)
-            for out in self._mode.rebirth():
-                self._send(client, out)
-            return
-        if result.kind == "rejected":
-            log.warning("mqtt: ignored message on %s: %s", msg.topic, result.reason)
-            return
-        cmd = result.command
+        try:
+            result = self._gate.check(self._mode, msg.topic, msg.payload or b"",
+                                      retain=bool(msg.retain))
+            if result is None:
+                return
+            if result.kind == "rebirth":
+                log.info("mqtt: rebirth requested on %s", msg.topic)
+                for out in self._mode.rebirth():
+                    self._send(client, out)
+                return
+            self._dispatch(result.command)
+        except Exception as exc:
+            self._gate.ignore(msg.topic, f"internal error: {type(exc).__name__}: {exc}", b"")
+
+    def _dispatch(self, cmd: CommandPayload | None) -> None:
         assert cmd is not None
         handler = self._command_handler
         if handler is None:

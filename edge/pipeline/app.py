@@ -18,8 +18,10 @@ service says so and starts again with the configuration it had.
 from __future__ import annotations
 
 import logging
+import math
 import signal
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -38,7 +40,8 @@ log = logging.getLogger(__name__)
 
 
 def build_sinks(cfg: EdgeConfig, *, state_dir: Path, ident: dict[str, str],
-                on_command: Callable[[Any], None] | None = None) -> list[Sink]:
+                on_command: Callable[[Any], None] | None = None,
+                identity: Callable[[], dict[str, str]] | None = None) -> list[Sink]:
     """The configured sinks, not yet opened."""
     sinks: list[Sink] = []
     if cfg.sinks.jsonl.enabled:
@@ -48,7 +51,8 @@ def build_sinks(cfg: EdgeConfig, *, state_dir: Path, ident: dict[str, str],
 
         mq = MqttSink(cfg.mqtt, state_dir=state_dir, software_version=software_version(),
                       model_name=ident.get("name", ""), model_sha256=ident.get("sha256", ""),
-                      backend=ident.get("backend", ""), command_handler=on_command)
+                      backend=ident.get("backend", ""), command_handler=on_command,
+                      identity=identity)
         sinks.append(mq)
     if not sinks:
         raise UserError("sinks: no sink enabled (set [sinks.jsonl] enabled = true or "
@@ -80,6 +84,7 @@ class Service:
         self._next_cfg: EdgeConfig | None = None
         self._terminating = False
         self._reload_lock = threading.Lock()
+        self._last_reload_at = -math.inf  # monotonic time of the last reload started
         self.max_frames = max_frames
         self.max_batches = max_batches
         self.install_signals = install_signals
@@ -140,7 +145,7 @@ class Service:
                     "precision": str(mi.get("precision") or "")}
 
         sinks = build_sinks(cfg, state_dir=state_dir, ident=model_ident(),
-                            on_command=self._on_command)
+                            on_command=self._on_command, identity=model_ident)
         for s in sinks:
             s.open()
             self._cleanup.append((f"sink {s.name}", s.close))
@@ -175,8 +180,9 @@ class Service:
         rid = getattr(cmd, "request_id", "") or ""
         if name == "close_batch" and self.pipeline is not None:
             self.pipeline.request_close_batch(f"mqtt command {rid}")
-        elif name == "reload_config":
-            self.request_reload(f"mqtt command {rid}".strip())
+        elif name == "reload_config":  # from anyone on the broker: rate-limited
+            self.request_reload(f"mqtt command {rid}".strip(),
+                                min_interval_s=self.cfg.mqtt.reload_min_interval_s)
         else:
             log.warning("command %r is not supported by this version; ignored", name)
 
@@ -187,16 +193,23 @@ class Service:
             f"{snap.get('state')}: {snap.get('frames_per_s', 0):.2f} frames/s, "
             f"{snap.get('frames_total', 0)} frames, last batch {last.get('batch_id', '-')}")
 
-    def request_reload(self, reason: str = "reload") -> bool:
+    def request_reload(self, reason: str = "reload", *, min_interval_s: float = 0.0) -> bool:
         """Re-read the configuration file; restart the pipeline with it if it is valid.
 
         Returns True when a reload was started. An invalid file is refused with one log
-        line and the service runs on with the configuration it has.
+        line and the service runs on with the configuration it has. A request less than
+        ``min_interval_s`` after the last reload started is refused with one log line
+        (MQTT ``reload_config``: ``mqtt.reload_min_interval_s``; SIGHUP: no limit).
         """
         from edge.config import load_config
 
         if self.config_path is None:
             log.warning("reload (%s) ignored: the service was not started from a file", reason)
+            return False
+        since = time.monotonic() - self._last_reload_at
+        if since < min_interval_s:
+            log.warning("reload (%s) refused: the last reload started %.1f s ago (at most one "
+                        "per %g s, mqtt.reload_min_interval_s)", reason, since, min_interval_s)
             return False
         try:
             new = load_config(self.config_path)
@@ -209,6 +222,7 @@ class Service:
                 log.warning("reload (%s) ignored: the service is starting or stopping", reason)
                 return False
             self._next_cfg = new
+            self._last_reload_at = time.monotonic()
         systemd.notify_reloading(f"reloading ({reason})")
         log.info("reload (%s): %s is valid; closing the open batch and restarting the "
                  "pipeline", reason, self.config_path)

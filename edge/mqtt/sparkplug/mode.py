@@ -131,6 +131,10 @@ class SparkplugMode:
     def rebirth(self) -> list[Message]:
         return [self._birth()]
 
+    def set_identity(self, ident: dict[str, str], *, connected: bool) -> list[Message]:
+        # The backend travels in every NDATA (PSD/Backend); NBIRTH does not carry it.
+        return []
+
     def batch(self, item: OutboxItem, payload: dict[str, Any], *, historical: bool) -> Message:
         psd = PsdPayload.model_validate(payload)
         p = pb.Payload()

@@ -195,3 +195,26 @@ def test_tls_files_checked_at_open(tmp_path, pki):
     with pytest.raises(UserError, match=r"mqtt\.cert_file: .*cannot load the client"):
         MqttSink(mqtt_config(8883, ca_file=str(pki["ca"]), cert_file=str(junk),
                              key_file=str(junk)), state_dir=tmp_path).open()
+
+
+def test_insecure_tls_is_said_at_start_and_in_health(tls_broker, recorder_factory, pki,
+                                                     tmp_path, caplog):
+    rec = recorder_factory(tls_broker.port, "plant/cryst/dev1/health")  # plain listener
+    cfg = mqtt_config(tls_broker.tls_port, ca_file=str(pki["ca"]), insecure=True,
+                      cert_file=str(pki["client_crt"]), key_file=str(pki["client_key"]),
+                      health_interval_s=0.2)
+    sink = MqttSink(cfg, state_dir=tmp_path / "state")
+    with caplog.at_level(logging.INFO, logger="edge.mqtt"):
+        sink.open()
+        try:
+            assert wait_for(lambda: len(rec.all) >= 1)
+            h = sink.health()
+        finally:
+            sink.close()
+    warned = [r for r in caplog.records if r.levelno == logging.WARNING
+              and "[mqtt] insecure = true" in r.getMessage()]
+    assert len(warned) == 1 and "host name is not checked" in warned[0].getMessage()
+    assert h["tls_insecure"] is True
+    assert json.loads(rec.all[0].payload)["tls_insecure"] is True
+    plain = MqttSink(mqtt_config(tls_broker.port), state_dir=tmp_path / "plain")
+    assert plain.health()["tls_insecure"] is False
