@@ -189,87 +189,70 @@ def _data_summary(data) -> dict[str, Any]:
 
 
 # ----------------------------------------------------------------------------- main
-def main(args: argparse.Namespace) -> dict[str, Any]:
-    """Train; returns a summary (best validation metrics, paths)."""
+def _init_distributed(args: argparse.Namespace) -> tuple[Any, int, int, int]:
+    """``(device, world, rank, local_rank)``; joins the process group under torchrun."""
     import torch
-    from torch.utils.data import DataLoader
 
-    from trainer.augment import PRESETS
-    from trainer.engine import any_rank, evaluate, make_criterion, train_one_epoch
-    from trainer.model import build_model, count_parameters, load_torch_file
-    from trainer.onnx_weights import calibrate_on_crops
-    from trainer.runfiles import flat_metrics, fmt, write_csv
-    from trainer.torchdata import EvalFrames, TrainCrops
-    from trainer.trainplot import plot_training
-
-    _check_args(args)
     world, rank, local_rank = _dist_info()
-    distributed = world > 1
     device = select_device(args.device, local_rank)
-    if distributed:
+    if world > 1:
         import torch.distributed as dist
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
         if device.type == "cuda":
             torch.cuda.set_device(device)
-    main_proc = rank == 0
     torch.manual_seed(args.seed + rank)
+    return device, world, rank, local_rank
 
-    out = Path(args.out)
-    ckpt = None
-    if args.resume:
-        rpath = Path(args.resume)
-        if not rpath.is_file():
-            raise UserError(f"--resume {rpath}: checkpoint not found")
-        ckpt = load_torch_file(rpath, label=f"--resume {rpath}", what="checkpoint")
-        if not isinstance(ckpt, dict) or "optimizer" not in ckpt:
-            raise UserError(f"--resume {rpath}: not a training checkpoint")
-    if main_proc:
-        out.mkdir(parents=True, exist_ok=True)
 
-    train_data, val_data = _load_datasets(args)
-    n_classes = train_data.n_classes
-    class_names = train_data.class_names
-    px = train_data.px_size_um
-    if px is None:
-        log.warning("%s: classes.json has no px_size_um; assuming 1.45 um", args.data)
-        px = 1.45
-    px_net = px / args.input_scale
+def _load_resume(args: argparse.Namespace) -> dict[str, Any] | None:
+    """The ``--resume`` checkpoint (read with ``weights_only``), or None."""
+    from trainer.model import load_torch_file
 
-    # class weights (saved in the run dir and the checkpoint)
+    if not args.resume:
+        return None
+    rpath = Path(args.resume)
+    if not rpath.is_file():
+        raise UserError(f"--resume {rpath}: checkpoint not found")
+    ckpt = load_torch_file(rpath, label=f"--resume {rpath}", what="checkpoint")
+    if not isinstance(ckpt, dict) or "optimizer" not in ckpt:
+        raise UserError(f"--resume {rpath}: not a training checkpoint")
+    return ckpt
+
+
+def _class_weights(args: argparse.Namespace, train_data: Any, ckpt: dict[str, Any] | None,
+                   ) -> tuple[np.ndarray | None, dict[str, Any]]:
+    """Class weights and their summary: from the checkpoint, none, or from the data."""
     if ckpt is not None:
         cw = np.asarray(ckpt["class_weights"]) if ckpt.get("class_weights") is not None else None
-        cw_summary = ckpt.get("class_weights_summary", {})
-    elif args.no_class_weights:
-        cw, cw_summary = None, {"weights": None}
-    else:
-        cw, cw_summary = compute_class_weights(train_data)
-    if main_proc:
-        log.info("class weights %s: %s", class_names,
-                 None if cw is None else [round(float(v), 4) for v in cw])
-        (out / "class_weights.json").write_text(json.dumps(cw_summary, indent=2) + "\n")
+        return cw, ckpt.get("class_weights_summary", {})
+    if args.no_class_weights:
+        return None, {"weights": None}
+    return compute_class_weights(train_data)
 
-    model = build_model(args.backbone, n_classes=n_classes, aspp_rates=args.aspp_rates,
-                        weights="none" if ckpt is not None else args.weights)
-    if ckpt is not None:
-        model.load_state_dict(ckpt["model"])
-    model.to(device)
-    log.info("model DeepLabV3Plus/%s: %.1f M parameters, device %s",
-             args.backbone, count_parameters(model) / 1e6, device)
 
-    steps_per_epoch = args.steps_per_epoch or max(1, math.ceil(len(train_data) / args.batch_size))
-    total_steps = steps_per_epoch * args.epochs
-    if args.max_steps is not None:
-        total_steps = min(total_steps, args.max_steps)
+def _loaders(args: argparse.Namespace, model: Any, train_data: Any, val_data: Any, *,
+             device: Any, world: int, local_rank: int, main_proc: bool,
+             steps_per_epoch: int) -> tuple[Any, Any, Any, Any, Any]:
+    """``(model, train_ds, sampler, train_loader, val_loader)``; DDP-wrapped when distributed.
+
+    A model read from an exported ONNX file gets its batch norms calibrated on the same
+    crops on every rank first, so that DDP replicas stay identical.
+    """
+    import torch
+    from torch.utils.data import DataLoader
+
+    from trainer.augment import PRESETS
+    from trainer.onnx_weights import calibrate_on_crops
+    from trainer.torchdata import EvalFrames, TrainCrops
+
     train_ds = TrainCrops(train_data, crop_size=args.image_size,
                           samples_per_epoch=steps_per_epoch * args.batch_size * world,
                           input_scale=args.input_scale, augment=PRESETS[args.augment],
                           seed=args.seed)
     if getattr(model, "needs_bn_calibration", False):
-        # weights read from an exported ONNX file: give its batch norms real statistics
-        # (the same crops on every rank, so that DDP replicas stay identical)
         calibrate_on_crops(model, train_ds, BN_CALIBRATION_CROPS, args.batch_size, device)
     sampler = None
-    if distributed:
+    if world > 1:
         from torch.utils.data.distributed import DistributedSampler
         sampler = DistributedSampler(train_ds, shuffle=True, seed=args.seed)
         model = torch.nn.parallel.DistributedDataParallel(
@@ -284,6 +267,47 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     if val_data is not None and main_proc:
         val_loader = DataLoader(EvalFrames(val_data, input_scale=args.input_scale),
                                 batch_size=1, shuffle=False, num_workers=0)
+    return model, train_ds, sampler, train_loader, val_loader
+
+
+def _run_config(args: argparse.Namespace, train_data: Any, val_data: Any, *, px: float,
+                steps_per_epoch: int, total_steps: int, world: int) -> dict[str, Any]:
+    """Everything that defines the run (``config.json``, the checkpoint's ``config``)."""
+    config = {k: v for k, v in vars(args).items() if not k.startswith("_") and not callable(v)}
+    config.update({
+        "n_classes": train_data.n_classes, "classes": train_data.class_names,
+        "crystal_class": train_data.crystal_class,
+        "px_size_um_data": px, "px_size_um": px / args.input_scale, "size_multiple": 16,
+        "architecture": {"name": "DeepLabV3Plus", "encoder": args.backbone,
+                         "aspp_rates": list(args.aspp_rates), "output_stride": 16,
+                         "library": "segmentation-models-pytorch"},
+        "train_data": _data_summary(train_data), "val_data": _data_summary(val_data),
+        "steps_per_epoch": steps_per_epoch, "total_steps": total_steps, "world_size": world,
+    })
+    return config
+
+
+def _model(args: argparse.Namespace, n_classes: int, ckpt: dict[str, Any] | None,
+           device: Any) -> Any:
+    """The network on ``device``: from the checkpoint, or new (``--weights``)."""
+    from trainer.model import build_model, count_parameters
+
+    model = build_model(args.backbone, n_classes=n_classes, aspp_rates=args.aspp_rates,
+                        weights="none" if ckpt is not None else args.weights)
+    if ckpt is not None:
+        model.load_state_dict(ckpt["model"])
+    model.to(device)
+    log.info("model DeepLabV3Plus/%s: %.1f M parameters, device %s",
+             args.backbone, count_parameters(model) / 1e6, device)
+    return model
+
+
+def _optimisation(args: argparse.Namespace, model: Any, cw: np.ndarray | None, *,
+                  device: Any, total_steps: int) -> tuple[Any, Any, Any, Any]:
+    """``(criterion, optimizer, scheduler, scaler)``: AdamW, warm-up + cosine, AMP on CUDA."""
+    import torch
+
+    from trainer.engine import make_criterion
 
     criterion = make_criterion(cw, device=device, lovasz_weight=args.lovasz_weight)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad],
@@ -291,41 +315,66 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lr_lambda_factory(args.warmup_steps, total_steps))
     scaler = torch.amp.GradScaler("cuda") if device.type == "cuda" else None
+    return criterion, optimizer, scheduler, scaler
 
-    start_epoch, step, best_acc = 0, 0, -1.0
-    epoch_rows: list[dict[str, Any]] = []
-    step_rows: list[dict[str, Any]] = []
+
+def main(args: argparse.Namespace) -> dict[str, Any]:
+    """Train; returns a summary (best validation metrics, paths)."""
+    from trainer.engine import any_rank, train_one_epoch
+    from trainer.epoch import Progress, Run, end_of_epoch
+    from trainer.runfiles import fmt
+
+    _check_args(args)
+    device, world, rank, local_rank = _init_distributed(args)
+    main_proc = rank == 0
+    out = Path(args.out)
+    ckpt = _load_resume(args)
+    if main_proc:
+        out.mkdir(parents=True, exist_ok=True)
+
+    train_data, val_data = _load_datasets(args)
+    n_classes, class_names = train_data.n_classes, train_data.class_names
+    px = train_data.px_size_um
+    if px is None:
+        log.warning("%s: classes.json has no px_size_um; assuming 1.45 um", args.data)
+        px = 1.45
+    cw, cw_summary = _class_weights(args, train_data, ckpt)
+    if main_proc:
+        log.info("class weights %s: %s", class_names,
+                 None if cw is None else [round(float(v), 4) for v in cw])
+        (out / "class_weights.json").write_text(json.dumps(cw_summary, indent=2) + "\n")
+
+    model = _model(args, n_classes, ckpt, device)
+
+    steps_per_epoch = args.steps_per_epoch or max(1, math.ceil(len(train_data) / args.batch_size))
+    total_steps = steps_per_epoch * args.epochs
+    if args.max_steps is not None:
+        total_steps = min(total_steps, args.max_steps)
+    model, train_ds, sampler, train_loader, val_loader = _loaders(
+        args, model, train_data, val_data, device=device, world=world, local_rank=local_rank,
+        main_proc=main_proc, steps_per_epoch=steps_per_epoch)
+
+    criterion, optimizer, scheduler, scaler = _optimisation(args, model, cw, device=device,
+                                                            total_steps=total_steps)
+    prog = Progress.resume(ckpt, optimizer, scheduler, scaler)
     if ckpt is not None:
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-        if scaler is not None and ckpt.get("scaler"):
-            scaler.load_state_dict(ckpt["scaler"])
-        start_epoch = int(ckpt["epoch"]) + 1
-        step = int(ckpt.get("step", 0))
-        best_acc = float(ckpt.get("best_accuracy", -1.0))
-        epoch_rows = list(ckpt.get("epoch_rows", []))
-        step_rows = list(ckpt.get("step_rows", []))
-        log.info("resumed from %s at epoch %d (step %d)", args.resume, start_epoch, step)
+        log.info("resumed from %s at epoch %d (step %d)", args.resume, prog.start_epoch,
+                 prog.step)
 
-    config = {k: v for k, v in vars(args).items() if not k.startswith("_") and not callable(v)}
-    config.update({
-        "n_classes": n_classes, "classes": class_names, "crystal_class": train_data.crystal_class,
-        "px_size_um_data": px, "px_size_um": px_net, "size_multiple": 16,
-        "architecture": {"name": "DeepLabV3Plus", "encoder": args.backbone,
-                         "aspp_rates": list(args.aspp_rates), "output_stride": 16,
-                         "library": "segmentation-models-pytorch"},
-        "train_data": _data_summary(train_data), "val_data": _data_summary(val_data),
-        "steps_per_epoch": steps_per_epoch, "total_steps": total_steps, "world_size": world,
-    })
+    config = _run_config(args, train_data, val_data, px=px, steps_per_epoch=steps_per_epoch,
+                         total_steps=total_steps, world=world)
     if main_proc:
         (out / "config.json").write_text(json.dumps(config, indent=2, default=str) + "\n")
+    run = Run(out=out, bare=model.module if world > 1 else model, criterion=criterion,
+               optimizer=optimizer, scheduler=scheduler, scaler=scaler, val_loader=val_loader,
+               device=device, n_classes=n_classes, class_names=class_names,
+               crystal_class=train_data.crystal_class,
+               config=config, cw=cw, cw_summary=cw_summary)
 
     deadline = time.monotonic() + args.max_minutes * 60 if args.max_minutes else None
-    bare = model.module if distributed else model
-    best_metrics: dict[str, Any] = {}
-    epoch = start_epoch - 1
-    for epoch in range(start_epoch, args.epochs):
-        if step >= total_steps or (
+    epoch = prog.start_epoch - 1
+    for epoch in range(prog.start_epoch, args.epochs):
+        if prog.step >= total_steps or (
                 deadline is not None and any_rank(time.monotonic() > deadline, device)):
             break
         train_ds.set_epoch(epoch)
@@ -334,52 +383,19 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         t0 = time.monotonic()
         tm = train_one_epoch(model, criterion, optimizer, train_loader, device, epoch=epoch,
                              n_classes=n_classes, scheduler=scheduler, scaler=scaler,
-                             max_steps=total_steps, step0=step, on_step=step_rows.append,
+                             max_steps=total_steps, step0=prog.step,
+                             on_step=prog.step_rows.append,
                              progress=main_proc and not args.no_progress, deadline=deadline)
-        step += tm["steps"]
-        if not main_proc:
-            continue
-        vm = (evaluate(bare, criterion, val_loader, device, n_classes=n_classes,
-                       class_names=class_names, amp=scaler is not None)
-              if val_loader is not None else {})
-        row = {"epoch": epoch, "step": step, "lr": optimizer.param_groups[0]["lr"],
-               "seconds": round(time.monotonic() - t0, 2)}
-        tm["iou"] = dict(zip(class_names, tm["iou"].values(), strict=True))
-        row.update(flat_metrics("train", tm))
-        row.update(flat_metrics("val", vm))
-        epoch_rows.append(row)
-        score = vm.get("pixel_accuracy") if vm else tm.get("pixel_accuracy")
-        log.info("epoch %d step %d: train loss %.4f acc %.4f | val loss %s acc %s crystal IoU %s",
-                 epoch, step, tm["loss"], tm["pixel_accuracy"] or float("nan"),
-                 fmt(vm.get("loss")), fmt(vm.get("pixel_accuracy")),
-                 fmt((vm.get("iou") or {}).get(class_names[train_data.crystal_class])))
-        state = {
-            "model": bare.state_dict(), "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "scaler": scaler.state_dict() if scaler is not None else None,
-            "epoch": epoch, "step": step, "config": config,
-            "class_weights": None if cw is None else [float(v) for v in cw],
-            "class_weights_summary": cw_summary, "best_accuracy": best_acc,
-            "epoch_rows": epoch_rows, "step_rows": step_rows, "metrics": {"val": vm, "train": tm},
-        }
-        if score is not None and score > best_acc:
-            best_acc = float(score)
-            state["best_accuracy"] = best_acc
-            best_metrics = {"epoch": epoch, "step": step, "val": vm, "train": tm}
-            torch.save(state, out / "best.pt")
-        torch.save(state, out / "checkpoint.pt")
-        write_csv(out / "metrics.csv", epoch_rows)
-        write_csv(out / "steps.csv", step_rows)
-        try:
-            plot_training(step_rows, epoch_rows, out / "training.png")
-        except Exception as exc:  # a plot must never stop training
-            log.warning("training plot not written: %s", exc)
-    if distributed:
+        prog.step += tm["steps"]
+        if main_proc:
+            end_of_epoch(run, prog, epoch=epoch, tm=tm, t0=t0)
+    if world > 1:
         import torch.distributed as dist
         dist.destroy_process_group()
-    summary = {"run": str(out), "epochs_done": epoch + 1, "steps": step,
-               "best_val_accuracy": best_acc if best_acc >= 0 else None, "best": best_metrics}
+    summary = {"run": str(out), "epochs_done": epoch + 1, "steps": prog.step,
+               "best_val_accuracy": prog.best_acc if prog.best_acc >= 0 else None,
+               "best": prog.best_metrics}
     if main_proc:
-        log.info("done: %d steps, best accuracy %s -> %s", step, fmt(summary["best_val_accuracy"]),
-                 out / "best.pt")
+        log.info("done: %d steps, best accuracy %s -> %s", prog.step,
+                 fmt(summary["best_val_accuracy"]), out / "best.pt")
     return summary
