@@ -56,6 +56,10 @@ def _publish_retained(port: int, topic: str, payload: bytes) -> None:
     pub.close()
 
 
+def _mqtt_sink(svc):
+    return next(s for s in svc.pipeline.sinks if s.name == "mqtt")
+
+
 def _lines(caplog, text: str) -> list[logging.LogRecord]:
     return [r for r in caplog.records if text in r.getMessage()]
 
@@ -96,7 +100,7 @@ def test_junk_commands_keep_one_connection_and_deliver_every_batch_once(
                        RECOVER_S, "one log line per junk message")
             time.sleep(1.0)  # time for a dropped connection to show
             assert _connects(broker) == 1 and svc.reloads == 0
-            assert svc.pipeline.sinks[-1].health()["connected"]
+            assert _mqtt_sink(svc).health()["connected"]
 
             first = svc.pipeline
             for i in range(10):
@@ -175,7 +179,7 @@ def test_sparkplug_ncmd_junk_and_a_retained_rebirth(workdir: Path, tiny_model: P
             write_frames(workdir / "in", [f"b{i}.png" for i in range(2)])
             wait_until(lambda: batch_ids() == [1, 2], RECOVER_S, "batches 1 and 2")
             time.sleep(1.0)
-            assert svc.pipeline.sinks[-1].health()["connected"]
+            assert _mqtt_sink(svc).health()["connected"]
     finally:
         rec.close()
     assert births() == 1  # the retained Rebirth asked for none
@@ -200,7 +204,7 @@ def test_a_broker_dropping_us_right_after_connect_meets_a_growing_backoff(
         write_config(cfg_path, model=tiny_model, batch_frames=2,
                      extra=_mqtt_section(broker.port, protocol="5"))
         with running_service(cfg_path) as svc:
-            sink = svc.pipeline.sinks[-1]
+            sink = _mqtt_sink(svc)
             write_frames(workdir / "in", [f"a{i}.png" for i in range(6)])
             for n in range(1, 5):
                 wait_until(lambda n=n: _connects(broker) >= n and sink.health()["connected"],
