@@ -229,28 +229,8 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, *, fp16: bool = F
         log.info("parity on %d frames of %s: max |diff| %.2e, argmax agreement %.5f",
                  frames.shape[0], parity_data, par_frames["max_abs_diff"],
                  par_frames["argmax_agreement"])
-    val = (ckpt.get("metrics") or {}).get("val") or {}
-    metrics: dict[str, Any] = {
-        "checkpoint_epoch": int(ckpt.get("epoch", -1)), "checkpoint_step": int(ckpt.get("step", 0)),
-        "val_pixel_accuracy": val.get("pixel_accuracy"), "val_iou": val.get("iou"),
-        "val_mean_iou": val.get("mean_iou"),
-        "parity": par,
-    }
-    if par_frames is not None:
-        metrics["parity_frames"] = par_frames
-    if extra_metrics:
-        metrics.update(extra_metrics)
-    training = {
-        "train_data": cfg.get("train_data"), "val_data": cfg.get("val_data"),
-        "epochs": cfg.get("epochs"), "steps": int(ckpt.get("step", 0)),
-        "batch_size": cfg.get("batch_size"), "lr": cfg.get("lr"),
-        "image_size": cfg.get("image_size"), "input_scale": cfg.get("input_scale"),
-        "augment": cfg.get("augment"), "weights_init": cfg.get("weights"),
-        "loss": "weighted cross-entropy" + (
-            f" + {cfg['lovasz_weight']:g} x Lovasz-softmax" if cfg.get("lovasz_weight") else ""),
-        "seed": cfg.get("seed"), "class_weights": ckpt.get("class_weights"),
-        "px_size_um_data": cfg.get("px_size_um_data"),
-    }
+    metrics = _metrics(ckpt, par, par_frames, extra_metrics)
+    training = _training(cfg, ckpt)
     meta = ModelMeta(
         name=name or out.stem, onnx_file=out.name, sha256=sha256_file(out), opset=OPSET,
         classes=[ClassInfo(id=i, name=n) for i, n in enumerate(cfg["classes"])],
@@ -272,3 +252,35 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, *, fp16: bool = F
                         precision=meta.precision, size_bytes=out.stat().st_size,
                         sha256=meta.sha256, ops=ops,
                     parity=dict(par, frames=par_frames) if par_frames else par)
+
+
+def _metrics(ckpt: dict[str, Any], par: dict[str, Any], par_frames: dict[str, Any] | None,
+             extra: dict[str, Any] | None) -> dict[str, Any]:
+    """The metadata's ``metrics``: the checkpoint's validation, parity, and ``extra``."""
+    val = (ckpt.get("metrics") or {}).get("val") or {}
+    metrics: dict[str, Any] = {
+        "checkpoint_epoch": int(ckpt.get("epoch", -1)), "checkpoint_step": int(ckpt.get("step", 0)),
+        "val_pixel_accuracy": val.get("pixel_accuracy"), "val_iou": val.get("iou"),
+        "val_mean_iou": val.get("mean_iou"),
+        "parity": par,
+    }
+    if par_frames is not None:
+        metrics["parity_frames"] = par_frames
+    if extra:
+        metrics.update(extra)
+    return metrics
+
+
+def _training(cfg: dict[str, Any], ckpt: dict[str, Any]) -> dict[str, Any]:
+    """The metadata's ``training``: data, schedule, loss and class weights of the run."""
+    return {
+        "train_data": cfg.get("train_data"), "val_data": cfg.get("val_data"),
+        "epochs": cfg.get("epochs"), "steps": int(ckpt.get("step", 0)),
+        "batch_size": cfg.get("batch_size"), "lr": cfg.get("lr"),
+        "image_size": cfg.get("image_size"), "input_scale": cfg.get("input_scale"),
+        "augment": cfg.get("augment"), "weights_init": cfg.get("weights"),
+        "loss": "weighted cross-entropy" + (
+            f" + {cfg['lovasz_weight']:g} x Lovasz-softmax" if cfg.get("lovasz_weight") else ""),
+        "seed": cfg.get("seed"), "class_weights": ckpt.get("class_weights"),
+        "px_size_um_data": cfg.get("px_size_um_data"),
+    }
