@@ -191,7 +191,8 @@ def frame_figures(work: Path, good: list[str], bad: list[str],
 def recovery_figures(faults: list[dict[str, Any]],
                      mqtt: list[dict[str, Any]]) -> dict[str, Any]:
     """Per fault, seconds from its end to the next new batch at the DCS (``recovery_s``,
-    None when none came); count, median and max, also by kind."""
+    None when none came); count, median and max, also by kind; the longest time between
+    two new batches."""
     firsts = sorted(r["t"] for r in unique_batches(mqtt).values())
     by_kind: dict[str, list[float]] = defaultdict(list)
     unrecovered = []
@@ -203,7 +204,9 @@ def recovery_figures(faults: list[dict[str, Any]],
         else:
             by_kind[f["kind"]].append(f["recovery_s"])
     every = [s for v in by_kind.values() for s in v]
+    silence = max((b - a for a, b in zip(firsts, firsts[1:])), default=None)
     return {"count": len(every), "median_s": _median(every),
+            "longest_silence_s": None if silence is None else round(silence, 2),
             "max_s": max(every) if every else None, "unrecovered": unrecovered,
             "by_kind": {k: {"count": len(v), "median_s": _median(v), "max_s": max(v)}
                         for k, v in sorted(by_kind.items())}}
