@@ -8,6 +8,7 @@ delivery, one id with two different starts is an id used twice.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
@@ -204,7 +205,7 @@ def recovery_figures(faults: list[dict[str, Any]],
         else:
             by_kind[f["kind"]].append(f["recovery_s"])
     every = [s for v in by_kind.values() for s in v]
-    silence = max((b - a for a, b in zip(firsts, firsts[1:])), default=None)
+    silence = max((b - a for a, b in itertools.pairwise(firsts)), default=None)
     return {"count": len(every), "median_s": _median(every),
             "longest_silence_s": None if silence is None else round(silence, 2),
             "max_s": max(every) if every else None, "unrecovered": unrecovered,
