@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -26,11 +27,11 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from edge.errors import UserError
 from edge.mqtt.payloads import PsdPayload
 from edge.psd import PsdConfig, PSDResult, compute_psd
 from edge.sources.base import Frame
 from edge.state import BATCH_COUNTER_FILE, atomic_write_text
+from edge.statefiles import read_json_state
 
 log = logging.getLogger(__name__)
 
@@ -66,25 +67,35 @@ class BatchConfig(BaseModel):
 
 
 class BatchCounter:
-    """Monotonic batch ids persisted in ``<state dir>/batch_counter.json``."""
+    """Monotonic batch ids persisted in ``<state dir>/batch_counter.json``.
+
+    The plant keys batches by id, so the numbering never starts again at 1 by itself. A
+    counter file that cannot be used (not JSON, wrong shape, a negative id) is moved aside
+    by :func:`edge.statefiles.read_json_state` (one ERROR line, a health incident), and
+    the numbering continues after the highest batch id still known:
+
+    1. the highest of the batch ids waiting in ``<state dir>/outbox.sqlite3`` (the newest
+       batch is the last one the outbox sends) and a complete ``"last_batch_id": N``
+       still legible in the moved-aside file;
+    2. when neither is known, ``int(time.time())`` (seconds since 1970): ids count up by
+       one per closed batch from 1, so this lies above every id handed out before unless
+       batches closed faster than one a second since the last such recovery.
+
+    Ids therefore may jump after a recovery, but never repeat.
+    """
 
     def __init__(self, state_dir: str | Path) -> None:
         self.path = Path(state_dir) / BATCH_COUNTER_FILE
         self._last = self._load()
 
     def _load(self) -> int:
-        if not self.path.exists():
-            return 0
-        try:
-            data = json.loads(self.path.read_text(encoding="utf-8"))
-            last = int(data["last_batch_id"])
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            # Never restart the numbering silently: the plant keys batches by id.
-            raise UserError(
-                f"{self.path}: unreadable batch counter ({exc}); fix it or write "
-                '{"last_batch_id": <last id published>}') from None
-        if last < 0:
-            raise UserError(f"{self.path}: last_batch_id must be >= 0, got {last}")
+        last, incident = read_json_state(
+            self.path, _parse_counter, what="batch counter",
+            then="batch ids continue after the highest id still known")
+        if incident is None:
+            return last or 0
+        last = recovered_batch_id(self.path.parent, incident.moved_to)
+        log.warning("%s: batch ids continue from %d", self.path, last + 1)
         return last
 
     @property
@@ -99,6 +110,29 @@ class BatchCounter:
             {"last_batch_id": new, "updated": datetime.now(timezone.utc).isoformat()}) + "\n")
         self._last = new
         return new
+
+
+def _parse_counter(data: Any) -> int:
+    last = int(data["last_batch_id"])
+    if last < 0:
+        raise ValueError(f"last_batch_id must be >= 0, got {last}")
+    return last
+
+
+def recovered_batch_id(state_dir: Path, moved_to: str | None) -> int:
+    """The last batch id to continue from after the counter file was lost (the rule is in
+    :class:`BatchCounter`); ``moved_to`` is the moved-aside counter file, if any."""
+    from edge.mqtt.outbox import OUTBOX_FILE, highest_batch_id
+
+    known = [highest_batch_id(state_dir / OUTBOX_FILE) or 0]
+    if moved_to is not None:
+        try:
+            text = Path(moved_to).read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            text = ""
+        known += [int(m) for m in re.findall(r'"last_batch_id"\s*:\s*(\d+)\s*[,}]', text)]
+    best = max(known)
+    return best if best > 0 else int(time.time())
 
 
 @dataclass

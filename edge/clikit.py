@@ -46,7 +46,7 @@ def dispatch(prog: str, description: str, commands: dict[str, str],
         return int(args._run(args) or 0)
     except UserError as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
-        return 2
+        return int(getattr(exc, "exit_code", 2))
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return 130

@@ -20,7 +20,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from edge.errors import UserError
+from edge.errors import TransientError
+from edge.statefiles import read_json_state
 
 OVERRIDE_ENV = "CRYSTAL_EDGE_STATE_DIR"
 STATUS_FILE = "status.json"
@@ -54,15 +55,20 @@ def resolve_state_dir(configured: str | Path | None = None) -> Path:
 
 
 def ensure_state_dir(path: str | Path) -> Path:
-    """Create the state directory (mode 0750) if needed; UserError when impossible."""
+    """Create the state directory (mode 0750) if needed.
+
+    Raises :class:`~edge.errors.TransientError` (exit 1, systemd retries) when impossible:
+    a late mount or a read-only remount clears by itself, and a wrong path in the
+    configuration only costs a few restarts before systemd's start limit.
+    """
     p = Path(path)
     try:
         p.mkdir(parents=True, exist_ok=True, mode=0o750)
     except OSError as exc:
-        raise UserError(f"[state] dir {p}: cannot create the state directory: "
-                        f"{exc.strerror or exc}") from None
+        raise TransientError(f"[state] dir {p}: cannot create the state directory: "
+                             f"{exc.strerror or exc}") from None
     if not os.access(p, os.W_OK):
-        raise UserError(f"[state] dir {p}: not writable by this user")
+        raise TransientError(f"[state] dir {p}: not writable by this user")
     return p
 
 
@@ -127,9 +133,13 @@ def write_frame_size(state_dir: str | Path, hw: tuple[int, int]) -> None:
 
 def read_frame_size(state_dir: str | Path) -> tuple[int, int] | None:
     """The size :func:`write_frame_size` recorded, or None (absent or unreadable)."""
-    try:
-        d = json.loads((Path(state_dir) / FRAME_SIZE_FILE).read_text())
-        h, w = int(d["height"]), int(d["width"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-    return (h, w) if h > 0 and w > 0 else None
+    hw, _ = read_json_state(Path(state_dir) / FRAME_SIZE_FILE, _parse_frame_size,
+                            what="frame size", then="the model loads with the first frame")
+    return hw
+
+
+def _parse_frame_size(d: Any) -> tuple[int, int]:
+    h, w = int(d["height"]), int(d["width"])
+    if h <= 0 or w <= 0:
+        raise ValueError(f"height and width must be > 0, got {h}x{w}")
+    return h, w

@@ -14,6 +14,10 @@ Size bound (``outbox_max_messages``) and policy when it is reached:
   kept intact.
 
 Either way the ``dropped`` counter (persisted in the file) goes up and a warning is logged.
+
+The file is opened through :func:`edge.statefiles.open_db` (kind :data:`OUTBOX_DB`): an
+empty, cut-short or foreign file is moved aside as ``outbox.sqlite3.corrupt-<time>``, its
+readable reports are copied into a new outbox, and one ERROR line says what was kept.
 """
 
 from __future__ import annotations
@@ -26,7 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from edge.errors import UserError
+from edge.errors import TransientError
+from edge.statefiles import DbKind, open_db
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +49,26 @@ CREATE TABLE IF NOT EXISTS counters (
     value INTEGER NOT NULL
 );
 """
+
+
+OUTBOX_DB = DbKind(what="MQTT outbox", app_id=0x4350_4F42,  # "CPOB"
+                   schema=_SCHEMA, tables=("outbox", "counters"))
+
+
+def highest_batch_id(path: str | Path) -> int | None:
+    """The highest batch id waiting in the outbox file at ``path`` (read-only), or None
+    when there is none or the file cannot be read."""
+    try:
+        db = sqlite3.connect(f"file:{Path(path)}?mode=ro", uri=True, timeout=5.0)
+    except sqlite3.Error:
+        return None
+    try:
+        row = db.execute("SELECT MAX(batch_id) FROM outbox").fetchone()
+    except sqlite3.Error:
+        return None
+    finally:
+        db.close()
+    return int(row[0]) if row and row[0] is not None else None
 
 
 class OutboxFullError(RuntimeError):
@@ -83,23 +108,15 @@ class Outbox:
         self.max_messages = max_messages
         self.policy = policy
         self._lock = threading.Lock()
+        self._db = open_db(self.path, OUTBOX_DB, timeout=30.0)
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(str(self.path), isolation_level=None,
-                                       check_same_thread=False, timeout=30.0)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
-            self._db.executescript(_SCHEMA)
             self._depth = int(self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
             row = self._db.execute(
                 "SELECT value FROM counters WHERE name='dropped'").fetchone()
             self._dropped = int(row[0]) if row else 0
-        except sqlite3.DatabaseError as exc:
-            raise UserError(f"{self.path}: cannot open the MQTT outbox ({exc}); "
-                            "move the file away to start with an empty outbox") from None
-        except OSError as exc:
-            raise UserError(f"{self.path}: cannot create the MQTT outbox: "
-                            f"{exc.strerror or exc}") from None
+        except sqlite3.Error as exc:  # checked by open_db: the disk failed since
+            self._db.close()
+            raise TransientError(f"{self.path}: cannot read the MQTT outbox: {exc}") from None
         if self._depth:
             log.info("mqtt outbox %s: %d report(s) waiting from before", self.path, self._depth)
 

@@ -23,7 +23,6 @@ import fnmatch
 import logging
 import os
 import shutil
-import sqlite3
 import threading
 import time
 from collections.abc import Iterable, Iterator
@@ -37,6 +36,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from edge.errors import UserError
 from edge.sources.base import Frame, idle
 from edge.state import FOLDER_DB_FILE
+from edge.statefiles import DbKind, open_db
 
 log = logging.getLogger(__name__)
 
@@ -97,21 +97,20 @@ class FolderSourceConfig(BaseModel):
 class _Ledger:
     """SQLite record of processed files; safe to use from several threads."""
 
+    KIND = DbKind(
+        what="folder-source ledger", app_id=0x4350_464C,  # "CPFL"
+        schema="CREATE TABLE IF NOT EXISTS processed ("
+               " path TEXT NOT NULL, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL,"
+               " status TEXT NOT NULL, reason TEXT, t REAL NOT NULL,"
+               " PRIMARY KEY (path, size, mtime_ns));",
+        tables=("processed",))
+    """Opened by :func:`edge.statefiles.open_db`: a damaged file is moved aside and its
+    readable rows kept (files it lost are analysed again)."""
+
     def __init__(self, path: Path) -> None:
         self.path = path
         self._lock = threading.Lock()
-        try:
-            self._db = sqlite3.connect(str(path), check_same_thread=False, timeout=10)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
-            self._db.execute(
-                "CREATE TABLE IF NOT EXISTS processed ("
-                " path TEXT NOT NULL, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL,"
-                " status TEXT NOT NULL, reason TEXT, t REAL NOT NULL,"
-                " PRIMARY KEY (path, size, mtime_ns))")
-            self._db.commit()
-        except sqlite3.Error as exc:
-            raise UserError(f"{path}: cannot open the folder-source database: {exc}") from None
+        self._db = open_db(path, self.KIND, timeout=10)
 
     def is_processed(self, rel: str, size: int, mtime_ns: int) -> bool:
         with self._lock:
@@ -123,10 +122,15 @@ class _Ledger:
     def mark(self, entries: list[tuple[str, int, int, str, str | None]]) -> None:
         now = time.time()
         with self._lock:
-            self._db.executemany(
-                "INSERT OR REPLACE INTO processed (path, size, mtime_ns, status, reason, t)"
-                " VALUES (?, ?, ?, ?, ?, ?)", [(*e, now) for e in entries])
-            self._db.commit()
+            self._db.execute("BEGIN IMMEDIATE")  # one transaction (the connection autocommits)
+            try:
+                self._db.executemany(
+                    "INSERT OR REPLACE INTO processed (path, size, mtime_ns, status, reason, t)"
+                    " VALUES (?, ?, ?, ?, ?, ?)", [(*e, now) for e in entries])
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
 
     def counts(self) -> dict[str, int]:
         with self._lock:

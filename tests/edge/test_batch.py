@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 
 from edge.batch import BatchAggregator, BatchConfig, BatchCounter
-from edge.errors import UserError
 from edge.mqtt.payloads import PsdPayload
 from edge.psd import PsdConfig, compute_psd
 from edge.sources.base import Frame
@@ -31,19 +30,44 @@ def _agg(tmp_path, **kw) -> BatchAggregator:
                            psd_config=PsdConfig(bootstrap_n=100))
 
 
-def test_counter_persists_and_refuses_garbage(tmp_path):
+def test_counter_persists(tmp_path):
     c = BatchCounter(tmp_path)
     assert c.last == 0
     assert [c.next(), c.next(), c.next()] == [1, 2, 3]
     assert BatchCounter(tmp_path).last == 3
     assert json.loads((tmp_path / "batch_counter.json").read_text())["last_batch_id"] == 3
     assert [p.name for p in tmp_path.iterdir()] == ["batch_counter.json"]  # no temp files
-    (tmp_path / "batch_counter.json").write_text("{not json")
-    with pytest.raises(UserError, match=r"batch_counter\.json: unreadable batch counter"):
-        BatchCounter(tmp_path)
-    (tmp_path / "batch_counter.json").write_text('{"last_batch_id": -4}')
-    with pytest.raises(UserError, match=">= 0"):
-        BatchCounter(tmp_path)
+
+
+@pytest.mark.parametrize(("text", "outbox_ids", "expected"), [
+    ('{"last_batch_id": 120, "upd', [], 120),        # cut short: the id is still legible
+    ('{"last_batch_id": 12', [], "time"),            # cut inside the number: not trusted
+    ('{"last_batch_id": 7, "x": 1}garbage', [98, 99], 99),  # outbox holds a higher id
+    ('{"last_batch_id": -4}', [], "time"),
+    ("", [], "time"),
+])
+def test_a_damaged_counter_continues_above_the_highest_known_id(tmp_path, text, outbox_ids,
+                                                                expected, caplog):
+    from edge.mqtt.outbox import Outbox
+
+    if outbox_ids:
+        box = Outbox(tmp_path / "outbox.sqlite3")
+        for b in outbox_ids:
+            box.put(b, "{}")
+        box.close()
+    (tmp_path / "batch_counter.json").write_text(text)
+    t0 = int(time.time())
+    c = BatchCounter(tmp_path)
+    if expected == "time":
+        assert t0 <= c.last <= time.time()
+    else:
+        assert c.last == expected
+    assert c.next() == c.last and c.last > 0
+    assert BatchCounter(tmp_path).last == c.last  # the new file is good
+    (moved,) = tmp_path.glob("batch_counter.json.corrupt-*")
+    assert moved.read_text() == text
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1 and "batch_counter.json: batch counter unusable" in errors[0]
 
 
 def test_close_by_frames_with_rejections(tmp_path):

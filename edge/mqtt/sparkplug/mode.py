@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +25,8 @@ from edge.mqtt.outbox import OutboxItem
 from edge.mqtt.payloads import CommandPayload, HealthPayload, PsdPayload
 from edge.mqtt.sparkplug import codec
 from edge.mqtt.sparkplug import sparkplug_b_pb2 as pb
+from edge.state import atomic_write_text
+from edge.statefiles import read_json_state
 
 log = logging.getLogger(__name__)
 
@@ -44,27 +44,14 @@ class BdSeqStore:
         self.path = Path(path)
 
     def peek(self) -> int:
-        try:
-            return int(json.loads(self.path.read_text())["next"]) % 256
-        except FileNotFoundError:
-            return 0
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            log.warning("sparkplug: %s unreadable (%s); bdSeq restarts at 0", self.path, exc)
-            return 0
+        value, _ = read_json_state(self.path, lambda d: int(d["next"]) % 256,
+                                   what="Sparkplug bdSeq", then="bdSeq restarts at 0")
+        return value or 0
 
     def take(self) -> int:
         value = self.peek()
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", dir=self.path.parent)
-        try:
-            with os.fdopen(fd, "w") as f:
-                json.dump({"next": (value + 1) % 256}, f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_write_text(self.path, json.dumps({"next": (value + 1) % 256}))
         return value
 
 
