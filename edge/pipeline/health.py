@@ -13,6 +13,7 @@ import time
 from datetime import datetime, timezone
 from typing import Any
 
+from edge import statefiles
 from edge.pipeline.stages import one_line
 from edge.state import write_status
 
@@ -101,6 +102,7 @@ class HealthMixin:
             "last_error": self.last_error,
             "last_error_time": self.last_error_time,
             "stop_reason": self.stop_reason,
+            "state_file_incidents": statefiles.incidents(),
             **self.info,
             "source": src,
             "sinks": sinks,
