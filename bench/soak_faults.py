@@ -35,6 +35,7 @@ import os
 import platform
 import random
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -252,6 +253,8 @@ def soak(work: Path, args: argparse.Namespace) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    # SIGTERM unwinds like Ctrl-C: the service, the broker and the tmpfs are cleaned up
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
     work = args.workdir or Path(tempfile.mkdtemp(prefix="soak-faults-"))
     work.mkdir(parents=True, exist_ok=True)
