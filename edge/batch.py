@@ -81,7 +81,8 @@ class BatchCounter:
        one per closed batch from 1, so this lies above every id handed out before unless
        batches closed faster than one a second since the last such recovery.
 
-    Ids therefore may jump after a recovery, but never repeat.
+    Ids therefore may jump after a recovery, but never repeat. A missing file (a first
+    start, or deleted by hand) starts at 1, or above the outbox's waiting batch ids.
     """
 
     def __init__(self, state_dir: str | Path) -> None:
@@ -92,8 +93,14 @@ class BatchCounter:
         last, incident = read_json_state(
             self.path, _parse_counter, what="batch counter",
             then="batch ids continue after the highest id still known")
+        if incident is None and last is None:  # no file: first start, or deleted by hand
+            last = recovered_batch_id(self.path.parent, None, floor=0)
+            if last:
+                log.warning("%s: missing; batch ids continue above the outbox's waiting "
+                            "batch %d", self.path, last)
+            return last
         if incident is None:
-            return last or 0
+            return last
         last = recovered_batch_id(self.path.parent, incident.moved_to)
         log.warning("%s: batch ids continue from %d", self.path, last + 1)
         return last
@@ -119,9 +126,11 @@ def _parse_counter(data: Any) -> int:
     return last
 
 
-def recovered_batch_id(state_dir: Path, moved_to: str | None) -> int:
+def recovered_batch_id(state_dir: Path, moved_to: str | None, *,
+                       floor: int | None = None) -> int:
     """The last batch id to continue from after the counter file was lost (the rule is in
-    :class:`BatchCounter`); ``moved_to`` is the moved-aside counter file, if any."""
+    :class:`BatchCounter`); ``moved_to`` is the moved-aside counter file, if any;
+    ``floor`` replaces the time floor (0 for a counter that never existed)."""
     from edge.mqtt.outbox import OUTBOX_FILE, highest_batch_id
 
     known = [highest_batch_id(state_dir / OUTBOX_FILE) or 0]
@@ -132,7 +141,7 @@ def recovered_batch_id(state_dir: Path, moved_to: str | None) -> int:
             text = ""
         known += [int(m) for m in re.findall(r'"last_batch_id"\s*:\s*(\d+)\s*[,}]', text)]
     best = max(known)
-    return best if best > 0 else int(time.time())
+    return best if best > 0 else (int(time.time()) if floor is None else floor)
 
 
 @dataclass

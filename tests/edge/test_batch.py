@@ -155,3 +155,14 @@ def test_model_identity_may_be_resolved_at_close(tmp_path):
     ident["backend"] = "tensorrt"
     agg.add_result(_frame(0), diameters_um=np.array([10.0, 12.0, 14.0]))
     assert agg.close("frames").to_payload()["model"]["backend"] == "tensorrt"
+
+
+def test_a_missing_counter_continues_above_the_waiting_outbox(tmp_path, caplog):
+    from edge.mqtt.outbox import Outbox
+
+    assert BatchCounter(tmp_path).last == 0  # first start: ids from 1
+    box = Outbox(tmp_path / "outbox.sqlite3")
+    box.put(30, "{}")
+    box.close()
+    assert BatchCounter(tmp_path).next() == 31  # counter deleted by hand: no repeat
+    assert "batch ids continue above the outbox's waiting batch 30" in caplog.text
