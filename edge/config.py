@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from edge.backends.config import BackendConfig
 from edge.batch import BatchConfig
+from edge.decode import DecodeConfig
 from edge.errors import UserError
 from edge.logsetup import LoggingConfig
 from edge.measure import MeasureConfig
@@ -141,6 +142,8 @@ class EdgeConfig(_Section):
                                    description="optional Prometheus endpoint (loopback)")
     pipeline: PipelineConfig = Field(default_factory=PipelineConfig,
                                      description="threads and queues")
+    decode: DecodeConfig = Field(default_factory=DecodeConfig,
+                                 description="limits checked before a frame file is decoded")
 
     def device_id(self) -> str:
         """``[device] id``, else ``[mqtt] device_id``, else the host name."""
