@@ -10,6 +10,14 @@ and the class map is measured *at inference resolution* with the pixel size
 s = ``px_size_um / model px_size_um`` so the network sees the pixel size it was trained
 at; an explicit s that gives a pixel size more than 10 % off the model's logs a warning
 once (the measurement stays right, the segmentation may suffer).
+
+Frame size lock (``lock_frame_size``, the service): the first frame that passes the
+quality gate fixes the frame size for the rest of the run (``[backend]``
+input_height/input_width fix it from the start). A frame of another size is rejected as
+``bad_shape`` with both sizes in the detail, instead of loading the backend again (a
+TensorRT engine build takes many minutes). A backend loaded before READY for a size only
+guessed (the oldest pending file, ``frame_size.json``) is loaded again at most once, if
+the first real frame shows another size. ``analyze`` (no lock) takes frames of any size.
 """
 
 from __future__ import annotations
@@ -36,10 +44,9 @@ from edge.preprocess import (
     inference_px_size,
     logits_to_class_maps,
     padded_hw,
-    resize_for_inference,
+    prepare_for_inference,
     scaled_hw,
     to_nchw,
-    to_rgb_float,
 )
 from edge.quality import QualityConfig, QualityResult, check_crowding, check_frame
 from edge.roi import Roi, RoiConfig, detect_roi
@@ -136,6 +143,9 @@ class FrameAnalyzer:
         Keep each frame's class map in :attr:`FrameResult.class_map`.
     color_order, bit_depth
         Passed to :func:`edge.preprocess.to_rgb_float`.
+    lock_frame_size : bool
+        Reject frames whose size differs from the first accepted one (see the module
+        docstring).
     """
 
     def __init__(self, model_path: str | Path, *, backend_config: BackendConfig | None = None,
@@ -144,7 +154,8 @@ class FrameAnalyzer:
                  roi_config: RoiConfig | None = None, px_size_um: float | None = None,
                  inference_scale: float | str = "auto", frame_hw: tuple[int, int] | None = None,
                  state_dir: str | Path | None = None, keep_class_maps: bool = False,
-                 color_order: str = "bgr", bit_depth: int | None = None) -> None:
+                 color_order: str = "bgr", bit_depth: int | None = None,
+                 lock_frame_size: bool = False) -> None:
         self.model_path = Path(model_path)
         check_model_file(self.model_path)
         self.meta: ModelMeta = load_meta(self.model_path)
@@ -193,10 +204,14 @@ class FrameAnalyzer:
         self.backend_selection: list[dict[str, str]] = []
         self._remembered_hw: tuple[int, int] | None = None
         self.loading: tuple[str, float] | None = None  # (what, since monotonic) while loading
+        self.lock_frame_size = lock_frame_size
+        self.locked_frame_hw: tuple[int, int] | None = None
+        self._locked_input_hw: tuple[int, int] | None = None
         cfg = self.backend_config
         if cfg.input_height and cfg.input_width:
-            self._ensure_backend(padded_hw((cfg.input_height, cfg.input_width),
-                                           self.meta.input.size_multiple))
+            in_hw = padded_hw((cfg.input_height, cfg.input_width), self.meta.input.size_multiple)
+            self._locked_input_hw = in_hw if lock_frame_size else None
+            self._ensure_backend(in_hw)
         elif frame_hw is not None:
             self._ensure_backend(self.input_hw_for(frame_hw))
 
@@ -279,7 +294,36 @@ class FrameAnalyzer:
         if min(grey.shape) < MIN_SIDE_PX:
             return QualityResult("bad_shape", f"{grey.shape[1]}x{grey.shape[0]} px is smaller "
                                               f"than {MIN_SIDE_PX} px")
-        return check_frame(grey, self.quality_config)
+        hw = (int(grey.shape[0]), int(grey.shape[1]))
+        other_size = self.size_mismatch(hw)
+        if other_size:
+            return QualityResult("bad_shape", other_size)
+        result = check_frame(grey, self.quality_config)
+        if result.ok and self.lock_frame_size and self.locked_frame_hw is None:
+            self._lock(hw)
+        return result
+
+    def _lock(self, hw: tuple[int, int]) -> None:
+        self.locked_frame_hw = hw
+        self._locked_input_hw = self._locked_input_hw or self.input_hw_for(hw)
+        log.info("frame size locked at %dx%d px for this run", hw[1], hw[0])
+
+    def size_mismatch(self, hw: tuple[int, int]) -> str:
+        """Why a frame of ``hw`` differs from the locked size ("" when it does not)."""
+        if not self.lock_frame_size:
+            return ""
+        if self.locked_frame_hw is not None:
+            if hw == self.locked_frame_hw:
+                return ""
+            lh, lw = self.locked_frame_hw
+            return (f"frame {hw[1]}x{hw[0]} px differs from the frame size {lw}x{lh} px the "
+                    f"model runs at (restart the service after changing the camera's "
+                    f"resolution)")
+        if self._locked_input_hw is None or self.input_hw_for(hw) == self._locked_input_hw:
+            return ""
+        ih, iw = self._locked_input_hw
+        return (f"frame {hw[1]}x{hw[0]} px does not fit the network input {iw}x{ih} set by "
+                f"[backend] input_height/input_width")
 
     def check_quality(self, image: np.ndarray | None) -> str | None:
         """Reject reason, or None when the frame may be analysed."""
@@ -294,9 +338,14 @@ class FrameAnalyzer:
         if not images:
             return []
         t0 = time.perf_counter()
-        prepared = [resize_for_inference(
-            to_rgb_float(im, color_order=self.color_order, bit_depth=self.bit_depth),
-            self.inference_scale) for im in images]
+        for im in images:
+            hw = (int(im.shape[0]), int(im.shape[1]))
+            if self.lock_frame_size and self.locked_frame_hw is None:
+                self._lock(hw)
+            if self.size_mismatch(hw):
+                raise ValueError(f"bad_shape: {self.size_mismatch(hw)}")
+        prepared = [prepare_for_inference(im, self.inference_scale, color_order=self.color_order,
+                                          bit_depth=self.bit_depth) for im in images]
         t_pre = time.perf_counter()
         groups: dict[tuple[int, int], list[int]] = {}
         for i, p in enumerate(prepared):

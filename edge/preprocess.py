@@ -11,9 +11,12 @@ Conventions (the model contract is :mod:`edge.modelmeta`):
   frame's maximum (a 12-bit camera in a 16-bit container is scaled by 4095, not 65535,
   so it is not four times too dark). Floating frames must already be in [0, 1].
 * **Scale.** ``inference_scale`` s resizes frames before inference (INTER_AREA when
-  shrinking). The class map is measured at inference resolution, with the pixel size
-  ``px_size_um / s`` (:func:`inference_px_size`); it is never resized back for measuring,
-  so the diameters stay right and nothing is interpolated twice. ``auto_inference_scale``
+  shrinking), in the frame's own integer type before the conversion to float
+  (:func:`prepare_for_inference`), so a large frame never exists as float32 at full
+  size; a uint16 frame's bit depth is taken from the full frame first. The class map
+  is measured at inference resolution, with the pixel size ``px_size_um / s``
+  (:func:`inference_px_size`); it is never resized back for measuring, so the
+  diameters stay right and nothing is interpolated twice. ``auto_inference_scale``
   picks s so the inference pixel size equals the model's trained pixel size.
 * **Padding.** H and W are padded (bottom/right, reflected) to the model's
   ``size_multiple``; the logits are cropped back before the arg-max.
@@ -48,14 +51,7 @@ def to_rgb_float(image: np.ndarray, *, color_order: str = "bgr",
     np.ndarray
         float32 ``(H, W, 3)``, C-contiguous, RGB, values in [0, 1].
     """
-    arr = np.asarray(image)
-    if arr.ndim == 3 and arr.shape[2] == 1:
-        arr = arr[:, :, 0]
-    if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] not in (3, 4)):
-        raise ValueError(f"expected a (H, W), (H, W, 1), (H, W, 3) or (H, W, 4) image, "
-                         f"got shape {arr.shape}")
-    if min(arr.shape[:2]) < 1:
-        raise ValueError(f"empty image of shape {arr.shape}")
+    arr = _frame_array(image)
     if color_order not in ("bgr", "rgb"):
         raise ValueError(f"color_order must be 'bgr' or 'rgb', got {color_order!r}")
     if arr.dtype == np.uint8:  # fast path: channel work on 8 bits, then one conversion
@@ -75,6 +71,37 @@ def to_rgb_float(image: np.ndarray, *, color_order: str = "bgr",
     if color_order == "bgr":
         out = out[:, :, ::-1]
     return np.ascontiguousarray(out)
+
+
+def _frame_array(image: np.ndarray) -> np.ndarray:
+    """``image`` as an array of a frame's shape; ValueError otherwise."""
+    arr = np.asarray(image)
+    if arr.ndim == 3 and arr.shape[2] == 1:
+        arr = arr[:, :, 0]
+    if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] not in (3, 4)):
+        raise ValueError(f"expected a (H, W), (H, W, 1), (H, W, 3) or (H, W, 4) image, "
+                         f"got shape {arr.shape}")
+    if min(arr.shape[:2]) < 1:
+        raise ValueError(f"empty image of shape {arr.shape}")
+    return arr
+
+
+def prepare_for_inference(image: np.ndarray, scale: float, *, color_order: str = "bgr",
+                          bit_depth: int | None = None) -> np.ndarray:
+    """Float32 RGB ``(h, w, 3)`` in [0, 1] at inference resolution (``scale``).
+
+    uint8 and uint16 frames are resized in their own type first, then converted (see
+    the module docstring); the bit depth of a uint16 frame is inferred from the full
+    frame, so that averaging cannot change it. Other types are converted, then resized.
+    """
+    arr = _frame_array(image)
+    if arr.dtype not in (np.uint8, np.uint16):
+        return resize_for_inference(
+            to_rgb_float(arr, color_order=color_order, bit_depth=bit_depth), scale)
+    if arr.dtype == np.uint16 and bit_depth is None:
+        bit_depth = infer_bit_depth(arr)
+    return to_rgb_float(resize_for_inference(np.ascontiguousarray(arr), scale),
+                        color_order=color_order, bit_depth=bit_depth)
 
 
 def scale_to_unit(arr: np.ndarray, *, bit_depth: int | None = None) -> np.ndarray:
@@ -117,9 +144,17 @@ def grey_u8(image: np.ndarray, *, bit_depth: int | None = None) -> np.ndarray:
     if arr.dtype == np.uint8 and arr.ndim == 3 and arr.shape[2] in (3, 4):
         code = cv2.COLOR_BGR2GRAY if arr.shape[2] == 3 else cv2.COLOR_BGRA2GRAY
         return cv2.cvtColor(np.ascontiguousarray(arr), code)
+    if arr.ndim == 3 and arr.shape[2] not in (3, 4):
+        raise ValueError(f"expected 1, 3 or 4 channels, got shape {arr.shape}")
+    if arr.dtype == np.uint16 and arr.ndim in (2, 3):
+        # integer sum and one scaled conversion: no float copy of a large frame
+        bits = bit_depth if bit_depth is not None else infer_bit_depth(arr)
+        if not 1 <= bits <= 16:
+            raise ValueError(f"bit_depth must be 1..16, got {bits}")
+        total = arr if arr.ndim == 2 else arr[:, :, :3].sum(axis=2, dtype=np.int32)
+        n = 1 if arr.ndim == 2 else 3
+        return cv2.convertScaleAbs(total, alpha=255.0 / (n * (2 ** bits - 1)))
     if arr.ndim == 3:
-        if arr.shape[2] not in (3, 4):
-            raise ValueError(f"expected 1, 3 or 4 channels, got shape {arr.shape}")
         unit = scale_to_unit(arr[:, :, :3], bit_depth=bit_depth).mean(axis=2)
     elif arr.ndim == 2:
         unit = scale_to_unit(arr, bit_depth=bit_depth)
@@ -155,7 +190,8 @@ def padded_hw(hw: tuple[int, int], multiple: int) -> tuple[int, int]:
 
 
 def resize_for_inference(rgb: np.ndarray, scale: float) -> np.ndarray:
-    """Resize by ``scale`` (no-op at 1.0); INTER_AREA when shrinking, else INTER_LINEAR."""
+    """Resize a frame (any channel count, uint8/uint16/float) by ``scale`` (no-op at
+    1.0); INTER_AREA when shrinking, else INTER_LINEAR."""
     if scale == 1.0:
         return rgb
     h, w = scaled_hw(rgb.shape[:2], scale)

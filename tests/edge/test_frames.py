@@ -195,3 +195,22 @@ def test_segment_mixed_sizes_keeps_order_and_shapes(model):
         assert m[m.shape[0] // 2, m.shape[1] // 2] == 2
         assert m[m.shape[0] // 2, 2] == 1
     assert set(fa.last_timings) == {"preprocess_ms", "inference_ms", "segment_ms"}
+
+
+def test_locked_frame_size_rejects_other_sizes_without_a_new_backend(model):
+    """The service locks the frame size; analyze (no lock) takes any size."""
+    fa = FrameAnalyzer(model, inference_scale=0.5, lock_frame_size=True, frame_hw=(300, 400))
+    assert fa.locked_frame_hw is None  # the preloaded size is a hint: the first frame decides
+    ok = fa.analyze("a", _frame(1))
+    assert ok.ok and fa.locked_frame_hw == (440, 600)
+    backend = fa.backend
+    other = fa.analyze("b", synth_frame(480, 640, crystals=[(300, 200, 12)], seed=2))
+    assert not other.ok and other.reject_reason == "bad_shape"
+    assert "640x480 px" in other.reject_detail and "600x440 px" in other.reject_detail
+    assert fa.backend is backend
+    assert fa.analyze("c", _frame(3)).ok and fa.backend is backend
+    with pytest.raises(ValueError, match="bad_shape"):
+        fa.segment([synth_frame(480, 640, seed=4)])
+    free = FrameAnalyzer(model, inference_scale=0.5)
+    assert free.analyze("a", _frame(1)).ok
+    assert free.analyze("b", synth_frame(480, 640, crystals=[(300, 200, 12)], seed=2)).ok

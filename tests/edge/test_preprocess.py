@@ -14,6 +14,7 @@ from edge.preprocess import (
     logits_to_class_maps,
     pad_to,
     padded_hw,
+    prepare_for_inference,
     resize_for_inference,
     to_nchw,
     to_rgb_float,
@@ -98,3 +99,17 @@ def test_upsample_class_map_nearest():
     up = upsample_class_map(cm, (4, 4))
     assert set(np.unique(up)) == {0, 1, 2}
     np.testing.assert_array_equal(up[::2, ::2], cm)
+
+
+@pytest.mark.parametrize("dtype, peak", [(np.uint8, 255), (np.uint16, 4095), (np.uint16, 65535)])
+@pytest.mark.parametrize("channels", [1, 3, 4])
+def test_scaled_before_float_matches_float_then_scaled(dtype, peak, channels):
+    rng = np.random.default_rng(7)
+    shape = (768, 1024) if channels == 1 else (768, 1024, channels)
+    img = rng.integers(0, peak + 1, shape).astype(dtype)
+    img[0, 0] = peak  # the bit depth comes from the full frame, not the averaged one
+    old = resize_for_inference(to_rgb_float(img), 0.5)
+    new = prepare_for_inference(img, 0.5)
+    assert new.shape == old.shape == (384, 512, 3) and new.dtype == np.float32
+    np.testing.assert_allclose(new, old, atol=0.5 / 255 + 1e-6)  # integer rounding only
+    np.testing.assert_array_equal(prepare_for_inference(img, 1.0), to_rgb_float(img))
