@@ -15,7 +15,11 @@ Mask files, decided explicitly:
 * JPEG: binary masks thresholded at 128 (lossy compression leaves small non-zero values
   along edges); JPEG class maps are refused (values are not exact);
 * float or other pixel types, images smaller than 8 px, undecodable, empty or truncated
-  files: skipped with the reason.
+  files, files over ``--max-file-mb`` or declaring more than ``--max-frame-pixels``:
+  skipped with the reason.
+
+Every file (frame or mask) is read by :mod:`edge.decode`, the decoder of the service,
+with the same limits (defaults of ``[decode]``).
 
 A binary mask with several different non-zero values (a class map given without
 ``--crystal-class``) is skipped with a hint, instead of silently merging classes.
@@ -58,6 +62,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--px-size-um", type=float, default=None, metavar="F",
                    help="pixel size in um (required with --masks; for frames: default the "
                         "pixel size of the frames the model was trained on, with a warning)")
+    g.add_argument("--max-frame-pixels", type=int, default=None, metavar="N",
+                   help="skip files whose header declares more pixels (default 50000000, "
+                        "as the service's [decode] max_frame_pixels)")
+    g.add_argument("--max-file-mb", type=float, default=None, metavar="MB",
+                   help="skip files larger than MB megabytes (default 200, as the "
+                        "service's [decode] max_file_mb)")
 
     m = parser.add_argument_group("measurement (defaults: edge.measure.MeasureConfig)")
     m.add_argument("--min-area-px", type=int, default=None, metavar="N",
@@ -156,6 +166,15 @@ def psd_config_from_args(args: argparse.Namespace) -> Any:
     return _validated(PsdConfig, fields, options)
 
 
+def decode_config_from_args(args: argparse.Namespace) -> Any:
+    """:class:`edge.decode.DecodeConfig` from ``--max-frame-pixels``/``--max-file-mb``."""
+    from edge.decode import DecodeConfig
+
+    fields = {k: getattr(args, k, None) for k in ("max_frame_pixels", "max_file_mb")}
+    return _validated(DecodeConfig, {k: v for k, v in fields.items() if v is not None},
+                      {k: "--" + k.replace("_", "-") for k in fields})
+
+
 def check_px_size(value: float | None, option: str = "--px-size-um") -> float:
     if value is None:
         raise UserError(f"{option}: required (pixel size of the masks in um, e.g. 1.45)")
@@ -206,37 +225,19 @@ def expand_inputs(paths: Iterable[str],
     return out
 
 
-def decode_image(path: str | Path) -> Any:
-    """Read an image file unchanged (bit depth, channels) or raise UserError naming it."""
-    import cv2
-    import numpy as np
+def decode_image(path: str | Path, config: Any = None) -> Any:
+    """Read an image file unchanged (bit depth, channels) with :mod:`edge.decode` and the
+    limits of ``config`` (:class:`edge.decode.DecodeConfig`); UserError naming the file."""
+    from edge.decode import DecodeError, decode_file
 
-    path = Path(path)
     try:
-        data = np.fromfile(path, dtype=np.uint8)
-    except OSError as exc:
-        raise UserError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    if data.size == 0:
-        raise UserError(f"{path}: empty file")
-    quiet = getattr(getattr(cv2, "utils", None), "logging", None)
-    level = None
-    if quiet is not None:
-        level = quiet.getLogLevel()
-        quiet.setLogLevel(quiet.LOG_LEVEL_SILENT)
-    try:
-        img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
-    except cv2.error:
-        img = None
-    finally:
-        if quiet is not None and level is not None:
-            quiet.setLogLevel(level)
-    if img is None:
-        raise UserError(f"{path}: cannot decode as an image (not an image, unsupported "
-                        f"format, or truncated)")
-    return img
+        return decode_file(path, config=config).image
+    except DecodeError as exc:
+        raise UserError(f"{path}: {exc.reason}") from None
 
 
-def read_mask(path: str | Path, *, crystal_class: int | None = None) -> Any:
+def read_mask(path: str | Path, *, crystal_class: int | None = None,
+              decode_config: Any = None) -> Any:
     """Crystal mask (bool, H x W) from a mask or class-map file; see the module doc.
 
     Raises
@@ -247,7 +248,7 @@ def read_mask(path: str | Path, *, crystal_class: int | None = None) -> Any:
     import numpy as np
 
     path = Path(path)
-    img = decode_image(path)
+    img = decode_image(path, decode_config)
     if img.ndim == 3:
         colour = img[..., :3] if img.shape[2] >= 3 else img[..., :1]
         if colour.shape[2] > 1 and not (np.array_equal(colour[..., 0], colour[..., 1])
@@ -288,7 +289,8 @@ def warn_skipped(name: str, reason: str) -> None:
 
 
 def results_from_masks(paths: Sequence[str], *, px_size_um: float,
-                       crystal_class: int | None, measure_config: Any) -> list[Any]:
+                       crystal_class: int | None, measure_config: Any,
+                       decode_config: Any = None) -> list[Any]:
     """Measure every mask file; one FileResult per input (errors logged and recorded)."""
     from edge.measure import measure_crystals
     from edge.report import FileResult
@@ -301,7 +303,7 @@ def results_from_masks(paths: Sequence[str], *, px_size_um: float,
             continue
         t0 = time.perf_counter()
         try:
-            mask = read_mask(name, crystal_class=crystal_class)
+            mask = read_mask(name, crystal_class=crystal_class, decode_config=decode_config)
             t1 = time.perf_counter()
             crystals = measure_crystals(mask.astype("uint8"), px_size_um=px_size_um,
                                         config=measure_config)
@@ -338,7 +340,8 @@ def collect_results(args: argparse.Namespace, measure_config: Any,
             raise UserError(f"--crystal-class: must be >= 0, got {args.crystal_class}")
         results = results_from_masks(args.masks, px_size_um=px,
                                      crystal_class=args.crystal_class,
-                                     measure_config=measure_config)
+                                     measure_config=measure_config,
+                                     decode_config=decode_config_from_args(args))
         return "masks", results, px, {"crystal_class": args.crystal_class,
                                       "inputs": list(args.masks)}
     raise UserError("nothing to analyze: give frames (IMAGES_OR_DIRS) or --masks with "

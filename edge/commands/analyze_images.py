@@ -97,7 +97,12 @@ def results_from_images(args: argparse.Namespace, measure_config: Any
     from tqdm import tqdm
 
     from edge.backends import BackendConfig
-    from edge.commands.analyze import decode_image, expand_inputs, warn_skipped
+    from edge.commands.analyze import (
+        decode_config_from_args,
+        decode_image,
+        expand_inputs,
+        warn_skipped,
+    )
     from edge.frames import FrameAnalyzer
     from edge.overlay import render_overlay
     from edge.preprocess import upsample_class_map
@@ -124,6 +129,7 @@ def results_from_images(args: argparse.Namespace, measure_config: Any
     backend_config = BackendConfig(**bfields)
     quality_config = QualityConfig(enabled=not args.no_quality_gate)
     roi_config = RoiConfig(mode=args.roi or "auto")
+    decode_config = decode_config_from_args(args)
 
     model = Path(args.model)
     if not model.is_file():
@@ -151,7 +157,7 @@ def results_from_images(args: argparse.Namespace, measure_config: Any
                     error = listed_error
                     if error is None:
                         try:
-                            frames.append((name, decode_image(name)))
+                            frames.append((name, decode_image(name, decode_config)))
                             continue
                         except UserError as exc:
                             error = str(exc).removeprefix(f"{name}: ")

@@ -171,8 +171,8 @@ def _bad_files(tmp_path: Path) -> dict[str, tuple[Path, str]]:
     _ok, buf = cv2.imencode(".png", good)
     files = {
         "empty": (tmp_path / "empty.png", "empty file"),
-        "text": (tmp_path / "notes.png", "cannot decode"),
-        "truncated": (tmp_path / "trunc.png", "cannot decode"),
+        "text": (tmp_path / "notes.png", "not an image file"),
+        "truncated": (tmp_path / "trunc.png", "truncated PNG"),
         "tiny": (tmp_path / "tiny.png", "smaller than 8 px"),
         "float": (tmp_path / "float.tiff", "float32"),
         "colour": (tmp_path / "colour.png", "differing channels"),

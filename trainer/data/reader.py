@@ -112,12 +112,12 @@ def read_image(path: str | Path) -> np.ndarray:
 
     Grey is replicated to RGB, alpha dropped; 16-bit frames are scaled by the bit depth
     their data shows (10/12/14/16 bits), exactly as the edge runtime does
-    (:func:`edge.preprocess.to_rgb_float`), so training sees what inference sees.
+    (:func:`edge.preprocess.to_rgb_float`), so training sees what inference sees. The file
+    is decoded by :mod:`edge.decode`, the appliance's decoder, with its default limits.
     """
-    img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if img is None:
-        raise UserError(f"{path}: unreadable image (not a decodable image file)")
     from edge.preprocess import to_rgb_float
+
+    img = _decode(path, "image")
 
     if img.dtype == np.uint8:
         if img.ndim == 2 or img.shape[2] == 1:
@@ -202,11 +202,19 @@ def _palette_has_grey(classes: tuple[ClassSpec, ...]) -> bool:
     return any(c.color is not None and c.color[0] == c.color[1] == c.color[2] for c in classes)
 
 
+def _decode(path: str | Path, what: str) -> np.ndarray:
+    """The file decoded unchanged by :mod:`edge.decode`; UserError naming it."""
+    from edge.decode import DecodeError, decode_file
+
+    try:
+        return decode_file(path).image
+    except DecodeError as exc:
+        raise UserError(f"{path}: unreadable {what}: {exc.reason}") from None
+
+
 def read_label(path: str | Path, classes: tuple[ClassSpec, ...]) -> np.ndarray:
     """Read a label file and map it to contiguous class ids (uint8 ``(H, W)``)."""
-    raw = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if raw is None:
-        raise UserError(f"{path}: unreadable label (not a decodable image file)")
+    raw = _decode(path, "label")
     if raw.ndim == 3 and raw.shape[2] >= 3:
         raw = cv2.cvtColor(raw[:, :, :3], cv2.COLOR_BGR2RGB)
     return decode_label(raw, classes, path=path)
