@@ -109,7 +109,7 @@ class Service:
 
         check_model_file(Path(cfg.model.path))  # before the source: the more basic mistake
         source = build_source(cfg.source, state_dir=state_dir,
-                              px_size_um=cfg.optics.px_size_um)
+                              px_size_um=cfg.optics.px_size_um, decode=cfg.decode)
         source.open()
         self._cleanup.append(("source", source.close))
 
@@ -124,13 +124,16 @@ class Service:
             frame_hw, hw_from = source.frame_size_hint(), "the first pending frame"
         if frame_hw is None:
             frame_hw, hw_from = read_frame_size(state_dir), "the last run's frames"
+            if frame_hw is not None and frame_hw[0] * frame_hw[1] > cfg.decode.max_frame_pixels:
+                frame_hw = None  # no frame of that size can be decoded now
         if frame_hw is not None:
             log.info("frame size %dx%d (from %s): loading the model before READY",
                      frame_hw[1], frame_hw[0], hw_from)
         analyzer = FrameAnalyzer(
             cfg.model.path, backend_config=cfg.backend, measure_config=cfg.measure,
             quality_config=cfg.quality, roi_config=cfg.roi, px_size_um=cfg.optics.px_size_um,
-            inference_scale=cfg.model.inference_scale, frame_hw=frame_hw, state_dir=state_dir)
+            inference_scale=cfg.model.inference_scale, frame_hw=frame_hw, state_dir=state_dir,
+            lock_frame_size=True)
         self._cleanup.append(("model", analyzer.close))
         if analyzer.backend is None:
             log.info("the backend is loaded with the first frame (its size is not known yet: "

@@ -13,6 +13,7 @@ from typing import Annotated, Union
 
 from pydantic import Field
 
+from edge.decode import DecodeConfig
 from edge.sources.base import Frame, FrameSource
 from edge.sources.folder import FolderSourceConfig
 from edge.sources.opencv import OpenCVSourceConfig
@@ -33,15 +34,19 @@ SourceConfig = Annotated[
 
 
 def build_source(config: FolderSourceConfig | OpenCVSourceConfig | SyntheticSourceConfig, *,
-                 state_dir: str | Path, px_size_um: float = 1.45) -> FrameSource:
+                 state_dir: str | Path, px_size_um: float = 1.45,
+                 decode: DecodeConfig | None = None) -> FrameSource:
     """Construct (not yet open) the source named by ``config.type``.
 
-    ``px_size_um`` ([optics]) is passed to the synthetic source, which renders at it.
+    ``px_size_um`` ([optics]) is passed to the synthetic source, which renders at it;
+    ``decode`` ([decode]) to the folder source, which decodes files.
     """
     module_name, cls_name = SOURCES[config.type].split(":")
     cls = getattr(importlib.import_module(module_name), cls_name)
     if config.type == "synthetic":
         return cls(config, state_dir=state_dir, px_size_um=px_size_um)
+    if config.type == "folder":
+        return cls(config, state_dir=state_dir, decode=decode)
     return cls(config, state_dir=state_dir)
 
 

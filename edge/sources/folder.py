@@ -11,10 +11,20 @@ once each, in arrival order (modification time, then name).
 Bookkeeping lives in ``<state dir>/folder_source.sqlite3``: a file (path, size, mtime)
 is recorded as ``done`` or ``failed`` only when the pipeline acknowledges it, i.e. when
 the batch it was counted into has been closed and handed to the sinks. A restart
-therefore neither re-processes delivered files nor loses undelivered ones. A file that
-cannot be decoded (corrupt, truncated) is yielded as an error frame (the pipeline counts
-it as a rejection with the reason) and recorded ``failed``: it is never retried, unless
-it is rewritten (new size or mtime).
+therefore neither re-processes delivered files nor loses undelivered ones.
+
+Files are decoded by :mod:`edge.decode` (size and header checked against ``[decode]``
+before decoding, bit depth and channels kept). A file that cannot be decoded (too large,
+corrupt, truncated, not an image) is yielded as an error frame with the reason (the
+pipeline counts it as a rejection; one warning names the file) and recorded ``failed``:
+it is never retried, unless it is rewritten (new size or mtime). A file that cannot be
+read at all (an OS error, anything unexpected) is tried ``max_attempts`` times, then
+reported the same way. No single file stops the source.
+
+A symbolic link (file or subfolder) that resolves outside the watched folder is not
+followed: one warning names it and it is recorded ``failed``. A watched folder that does
+not exist (yet) is waited for, e.g. a share mounted late at boot: the source says so once
+in the log and in its health (``waiting_for``), and starts when the folder appears.
 """
 
 from __future__ import annotations
@@ -29,10 +39,9 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, Literal
 
-import cv2
-import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from edge.decode import DecodeConfig, DecodeError, decode_file, probe_file
 from edge.errors import UserError
 from edge.sources.base import Frame, idle
 from edge.state import FOLDER_DB_FILE
@@ -43,8 +52,7 @@ log = logging.getLogger(__name__)
 DEFAULT_PATTERNS = ["*.png", "*.jpg", "*.jpeg", "*.tif", "*.tiff", "*.bmp"]
 DEFAULT_IGNORE = [".*", "*.tmp", "*.part", "*.partial", "*~", "*.crdownload"]
 
-_PNG_END = b"IEND\xaeB`\x82"
-_JPEG_EOI = b"\xff\xd9"
+Key = tuple[str, int, int]  # (path relative to the folder, size, mtime_ns)
 
 
 class FolderSourceConfig(BaseModel):
@@ -56,7 +64,8 @@ class FolderSourceConfig(BaseModel):
     path: Path = Field(
         Path("incoming"),
         description="directory the camera software writes image files into (relative "
-                    "paths are relative to the configuration file)")
+                    "paths are relative to the configuration file); one that does not "
+                    "exist yet is waited for")
     patterns: list[str] = Field(
         default_factory=lambda: list(DEFAULT_PATTERNS),
         description="file-name patterns to process (case-insensitive fnmatch)")
@@ -76,6 +85,11 @@ class FolderSourceConfig(BaseModel):
         description="an empty file, or a PNG/JPEG without its end marker, is taken for "
                     "still being written and re-checked until its mtime is this old; then "
                     "it is reported unreadable")
+    max_attempts: int = Field(
+        3, ge=1, le=100,
+        description="a file that cannot be read (an OS error, an unexpected failure) is "
+                    "tried this many times, one scan apart, then reported unreadable and "
+                    "recorded failed; a file that reads but does not decode fails at once")
     after: Literal["keep", "move", "delete"] = Field(
         "keep",
         description="what to do with a file once its batch is delivered: keep it, move "
@@ -143,33 +157,6 @@ class _Ledger:
             self._db.close()
 
 
-def check_complete(data: bytes, suffix: str) -> str | None:
-    """Cheap end-of-file check for PNG and JPEG; a reason string when truncated.
-
-    OpenCV decodes a truncated JPEG into a partly grey image with only a warning on
-    stderr, so the end marker is checked before decoding.
-    """
-    s = suffix.lower()
-    if s == ".png" and not data.rstrip(b"\x00").endswith(_PNG_END):
-        return "unreadable: truncated PNG (no IEND chunk)"
-    if s in (".jpg", ".jpeg") and _JPEG_EOI not in data[-64:]:
-        return "unreadable: truncated JPEG (no end-of-image marker)"
-    return None
-
-
-def decode_image(data: bytes, suffix: str) -> tuple[np.ndarray | None, str | None]:
-    """Decode an image file's bytes to BGR uint8; ``(None, reason)`` when impossible."""
-    if not data:
-        return None, "unreadable: empty file"
-    reason = check_complete(data, suffix)
-    if reason:
-        return None, reason
-    img = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
-    if img is None or img.size == 0:
-        return None, "unreadable: OpenCV cannot decode it"
-    return img, None
-
-
 class FolderSource:
     """Poll a directory for new image files (see the module docstring).
 
@@ -179,28 +166,34 @@ class FolderSource:
         The ``[source]`` section.
     state_dir : path
         Where ``folder_source.sqlite3`` is kept.
+    decode : DecodeConfig, optional
+        The ``[decode]`` limits (defaults when None).
     """
 
     name = "folder"
 
-    def __init__(self, config: FolderSourceConfig, *, state_dir: str | Path) -> None:
+    def __init__(self, config: FolderSourceConfig, *, state_dir: str | Path,
+                 decode: DecodeConfig | None = None) -> None:
         self.config = config
         self.dir = Path(config.path)
         self.state_dir = Path(state_dir)
+        self.decode = decode or DecodeConfig()
         self._ledger: _Ledger | None = None
         self._seen: dict[str, tuple[tuple[int, int], int]] = {}
-        self._inflight: set[tuple[str, int, int]] = set()
-        self._done: set[tuple[str, int, int]] = set()
+        self._inflight: set[Key] = set()
+        self._done: set[Key] = set()
+        self._attempts: dict[Key, int] = {}
         self._lock = threading.Lock()
         self._seq = 0
         self._stats = {"files_read": 0, "files_failed": 0, "files_acked": 0,
-                       "after_errors": 0}
+                       "after_errors": 0, "links_refused": 0}
         self._pending = 0
         self._last_failed: dict[str, str] | None = None
+        self._waiting = False
 
     # -- lifecycle ---------------------------------------------------------------
     def open(self) -> None:
-        if not self.dir.is_dir():
+        if self.dir.exists() and not self.dir.is_dir():
             raise UserError(f"source.path {self.dir}: not a directory")
         for key, d in (("move_to", self.config.move_to), ("failed_to", self.config.failed_to)):
             if d is not None:
@@ -209,11 +202,23 @@ class FolderSource:
                 except OSError as exc:
                     raise UserError(f"source.{key} {d}: cannot create: {exc.strerror}") from None
         self._ledger = _Ledger(self.state_dir / FOLDER_DB_FILE)
+        self._folder_present()
 
     def close(self) -> None:
         if self._ledger is not None:
             self._ledger.close()
             self._ledger = None
+
+    def _folder_present(self) -> bool:
+        """True when the watched folder exists; says once when it is missing or back."""
+        present = self.dir.is_dir()
+        if not present and not self._waiting:
+            log.warning("folder source: %s does not exist (yet); waiting for it "
+                        "(a share not mounted yet?)", self.dir)
+        elif present and self._waiting:
+            log.info("folder source: %s is there now; watching it", self.dir)
+        self._waiting = not present
+        return present
 
     # -- scanning ----------------------------------------------------------------
     def _wanted(self, name: str) -> bool:
@@ -222,9 +227,17 @@ class FolderSource:
             return False
         return any(fnmatch.fnmatchcase(low, p.lower()) for p in self.config.patterns)
 
-    def _scan(self) -> dict[str, tuple[int, int]]:
-        """Relative path -> (size, mtime_ns) of every candidate file now present."""
+    def _inside(self, path: str | Path) -> bool:
+        """True when ``path`` (links resolved) lies inside the watched folder."""
+        root = os.path.realpath(self.dir)
+        real = os.path.realpath(path)
+        return real == root or real.startswith(root.rstrip(os.sep) + os.sep)
+
+    def _scan(self) -> tuple[dict[str, tuple[int, int]], dict[str, tuple[int, int]]]:
+        """``(candidates, outside)``: relative path -> (size, mtime_ns) of every candidate
+        file now present, and of every link that resolves outside the folder."""
         found: dict[str, tuple[int, int]] = {}
+        outside: dict[str, tuple[int, int]] = {}
         stack = [self.dir]
         while stack:
             d = stack.pop()
@@ -235,6 +248,12 @@ class FolderSource:
                 continue
             for e in entries:
                 try:
+                    if e.is_symlink() and not self._inside(e.path):
+                        if self._wanted(e.name) or (self.config.recursive and e.is_dir()):
+                            st = e.stat(follow_symlinks=False)
+                            outside[os.path.relpath(e.path, self.dir)] = (st.st_size,
+                                                                          st.st_mtime_ns)
+                        continue
                     if e.is_dir(follow_symlinks=False):
                         if self.config.recursive and not e.name.startswith("."):
                             stack.append(Path(e.path))
@@ -244,19 +263,23 @@ class FolderSource:
                     st = e.stat()
                 except OSError:
                     continue  # vanished between listing and stat
-                rel = os.path.relpath(e.path, self.dir)
-                found[rel] = (st.st_size, st.st_mtime_ns)
-        return found
+                found[os.path.relpath(e.path, self.dir)] = (st.st_size, st.st_mtime_ns)
+        return found, outside
 
-    def _ready(self) -> list[tuple[str, int, int]]:
+    def _ready(self) -> list[Key]:
         """Files that are complete, new and not in flight, in arrival order."""
         assert self._ledger is not None
-        scan = self._scan()
+        scan, outside = self._scan()
         now_ns = time.time_ns()
         min_age_ns = int(self.config.min_age_s * 1e9)
-        ready: list[tuple[str, int, int]] = []
+        ready: list[Key] = []
         seen: dict[str, tuple[tuple[int, int], int]] = {}
-        done: set[tuple[str, int, int]] = set()
+        done: set[Key] = set()
+        for rel, sig in outside.items():
+            key = (rel, sig[0], sig[1])
+            if key not in self._done and not self._ledger.is_processed(*key):
+                self._refuse_link(key)
+            done.add(key)
         for rel, sig in scan.items():
             key = (rel, sig[0], sig[1])
             with self._lock:
@@ -278,33 +301,46 @@ class FolderSource:
         ready.sort(key=lambda k: (k[2], k[0]))
         return ready
 
+    def _refuse_link(self, key: Key) -> None:
+        """A link out of the watched folder: not followed, recorded failed at once."""
+        assert self._ledger is not None
+        reason = (f"unreadable: a symbolic link to {os.path.realpath(self.dir / key[0])}, "
+                  f"outside the watched folder (not followed)")
+        log.warning("folder source: %s: %s", self.dir / key[0], reason)
+        self._ledger.mark([(*key, "failed", reason)])
+        self._stats["links_refused"] += 1
+        self._stats["files_failed"] += 1
+        self._last_failed = {"file": key[0], "reason": reason}
+        self._apply_after(key[0], failed=True)
+
     def _redo_after(self, rel: str) -> None:
         """A recorded file is still here: finish its move/delete (crash in between)."""
         if self.config.after != "keep":
             self._apply_after(rel, failed=False)
 
     def frame_size_hint(self, max_files: int = 3) -> tuple[int, int] | None:
-        """(H, W) of the oldest file still to be processed, or None (empty folder).
+        """(H, W) of the oldest file still to be processed, or None.
 
-        Lets the service load the model before it reports READY. Reads and decodes at
-        most ``max_files`` files (skipping undecodable ones); nothing is marked.
+        Lets the service load the model before it reports READY. Reads the headers of at
+        most ``max_files`` files (skipping unreadable ones and those over the
+        ``[decode]`` limits); decodes nothing, marks nothing, never raises.
         """
-        if self._ledger is None:
-            self.open()
-        assert self._ledger is not None
-        tried = 0
-        for rel, (size, mtime_ns) in sorted(self._scan().items(), key=lambda kv: kv[1][1]):
-            if self._ledger.is_processed(rel, size, mtime_ns):
-                continue
-            tried += 1
+        try:
+            if self._ledger is None:
+                self.open()
+            assert self._ledger is not None
+            if not self._folder_present():
+                return None
+            pending = [(rel, sig) for rel, sig in self._scan()[0].items()
+                       if not self._ledger.is_processed(rel, *sig)]
+        except Exception as exc:  # only a hint: the frames themselves report problems
+            log.warning("folder source: no frame size from %s: %s", self.dir, exc)
+            return None
+        for rel, _sig in sorted(pending, key=lambda kv: kv[1][1])[:max_files]:
             try:
-                image, error = decode_image((self.dir / rel).read_bytes(), Path(rel).suffix)
-            except OSError:
-                image, error = None, "unreadable"
-            if image is not None and not error:
-                return int(image.shape[0]), int(image.shape[1])
-            if tried >= max_files:
-                break
+                return probe_file(self.dir / rel, config=self.decode).hw
+            except Exception:  # reported when the file itself is read
+                continue
         return None
 
     # -- reading -----------------------------------------------------------------
@@ -312,40 +348,59 @@ class FolderSource:
         if self._ledger is None:
             self.open()
         while not stop.is_set():
-            for rel, size, mtime_ns in self._ready():
-                if stop.is_set():
-                    return
-                frame = self._read(rel, size, mtime_ns)
-                if frame is not None:
-                    yield frame
+            if self._folder_present():
+                for rel, size, mtime_ns in self._ready():
+                    if stop.is_set():
+                        return
+                    frame = self._read(rel, size, mtime_ns)
+                    if frame is not None:
+                        yield frame
             yield None  # heartbeat: one scan done
             yield from idle(stop, self.config.poll_s)
 
-    def _read(self, rel: str, size: int, mtime_ns: int) -> Frame | None:
-        path = self.dir / rel
+    def _decode(self, key: Key) -> tuple[Any, str | None, str]:
+        """``(image, error, kind)``; ``kind`` "retry" = look again next scan."""
+        path = self.dir / key[0]
+        if not self._inside(path):  # replaced by a link since the scan
+            return None, "unreadable: a symbolic link out of the watched folder", "link"
         try:
-            data = path.read_bytes()
+            image = decode_file(path, config=self.decode).image
             st = path.stat()
-        except OSError:
-            self._seen.pop(rel, None)
-            return None  # vanished or became unreadable: look again next scan
-        if (st.st_size, st.st_mtime_ns) != (size, mtime_ns):
-            self._seen.pop(rel, None)  # still being written after all
-            return None
-        image, error = decode_image(data, path.suffix)
-        if (error and ("truncated" in error or size == 0)
-                and time.time_ns() - mtime_ns < self.config.truncated_grace_s * 1e9):
+        except DecodeError as exc:
+            if exc.kind != "io":
+                return None, f"unreadable: {exc.reason}", exc.kind
+            failure = exc.reason
+        except Exception as exc:  # nothing about one file may stop the source
+            failure = f"{type(exc).__name__}: {exc}"
+        else:
+            if (st.st_size, st.st_mtime_ns) != key[1:]:
+                return None, None, "retry"  # still being written after all
+            return image, None, "ok"
+        if not path.exists():
+            return None, None, "retry"  # vanished: nothing to report
+        n = self._attempts[key] = self._attempts.get(key, 0) + 1
+        if n < self.config.max_attempts:
+            log.debug("folder source: %s: attempt %d failed: %s", path, n, failure)
+            return None, None, "retry"
+        return None, f"unreadable: failed {n} times: {failure}", "io"
+
+    def _read(self, rel: str, size: int, mtime_ns: int) -> Frame | None:
+        key = (rel, size, mtime_ns)
+        image, error, kind = self._decode(key)
+        young = time.time_ns() - mtime_ns < self.config.truncated_grace_s * 1e9
+        if kind == "retry" or (kind in ("truncated", "empty") and young):
             # most likely still being written (created, nothing or not all written yet):
             # look again next scan
+            self._seen.pop(rel, None)
             return None
-        key = (rel, size, mtime_ns)
+        self._attempts.pop(key, None)
         with self._lock:
             self._inflight.add(key)
         self._stats["files_read"] += 1
         if error:
             self._stats["files_failed"] += 1
             self._last_failed = {"file": rel, "reason": error}
-            log.warning("folder source: %s: %s", path, error)
+            log.warning("folder source: %s: %s", self.dir / rel, error)
         # capture time = when the camera software finished writing the file
         frame = Frame(name=rel, seq=self._seq, image=image, t_capture=mtime_ns / 1e9,
                       error=error, token=key)
@@ -391,11 +446,12 @@ class FolderSource:
         with self._lock:
             inflight = len(self._inflight)
         return {"type": self.name, "path": str(self.dir), "pending_files": self._pending,
-                "in_flight": inflight, "last_failed": self._last_failed, **self._stats}
+                "in_flight": inflight, "last_failed": self._last_failed,
+                "waiting_for": str(self.dir) if self._waiting else None, **self._stats}
 
 
 def _move(src: Path, dest_dir: Path) -> None:
-    if not src.exists():
+    if not src.exists() and not src.is_symlink():
         return
     dest_dir.mkdir(parents=True, exist_ok=True)
     dest = dest_dir / src.name

@@ -233,6 +233,7 @@ def test_run_and_analyze_agree_on_the_same_frames(workdir, tiny_model, capsys):
 def test_start_up_errors_are_one_line(workdir, tiny_model, capsys):
     write_config(workdir / "config.toml", model=tiny_model)
     (workdir / "in").rmdir()
+    (workdir / "in").write_text("")  # a missing folder is waited for (tests/faults)
     assert main(["run", "--config", str(workdir / "config.toml")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1] == f"crystal-edge: error: source.path {workdir / 'in'}: not a directory"

@@ -12,7 +12,7 @@ import pytest
 from pydantic import ValidationError
 
 from edge.errors import UserError
-from edge.sources.folder import FolderSource, FolderSourceConfig, decode_image
+from edge.sources.folder import FolderSource, FolderSourceConfig
 from tests.edge.sources.helpers import Collector
 
 
@@ -177,17 +177,10 @@ def test_config_errors(tmp_path):
         FolderSourceConfig(after="move")
     with pytest.raises(ValidationError):
         FolderSourceConfig(poll_s=0)
-    src = FolderSource(FolderSourceConfig(path=tmp_path / "missing"), state_dir=tmp_path)
-    with pytest.raises(UserError, match="missing: not a directory"):
+    (tmp_path / "a_file").write_text("")
+    src = FolderSource(FolderSourceConfig(path=tmp_path / "a_file"), state_dir=tmp_path)
+    with pytest.raises(UserError, match="a_file: not a directory"):
         src.open()
-
-
-def test_decode_image_reasons():
-    _ok, png = cv2.imencode(".png", _img(1))
-    img, err = decode_image(png.tobytes(), ".PNG")
-    assert err is None and img.shape == (24, 32, 3)
-    assert decode_image(b"", ".png") == (None, "unreadable: empty file")
-    assert decode_image(png.tobytes()[:-5], ".png")[1].startswith("unreadable: truncated")
 
 
 def test_frame_size_hint_is_the_oldest_pending_decodable_file(tmp_path):
@@ -231,3 +224,68 @@ def test_old_empty_file_is_reported_after_the_grace(tmp_path):
     frames = col.wait_frames(1)
     col.close()
     assert frames[0].error == "unreadable: empty file"
+
+
+def test_unreadable_file_is_tried_max_attempts_times_then_reported(tmp_path, monkeypatch, caplog):
+    """An OS error (a flaky share) is retried; after max_attempts the file is an error
+    frame with one warning; the newer files are read meanwhile."""
+    from edge.decode import DecodeError
+    from edge.sources import folder
+
+    real = folder.decode_file
+    tries: list[str] = []
+
+    def flaky(path, **kw):
+        if Path(path).name == "a.png":
+            tries.append(Path(path).name)
+            raise DecodeError("cannot read: Input/output error", kind="io")
+        return real(path, **kw)
+
+    monkeypatch.setattr(folder, "decode_file", flaky)
+    src = _source(tmp_path, max_attempts=3, stable_polls=1)
+    t0 = time.time() - 100
+    _write(src.dir / "a.png", 10, t0)
+    _write(src.dir / "b.png", 20, t0 + 1)
+    col = Collector(src)
+    frames = col.wait_frames(2)
+    time.sleep(0.3)
+    col.close()
+    assert [f.name for f in frames] == ["b.png", "a.png"]
+    assert len(tries) == 3
+    assert frames[1].error == "unreadable: failed 3 times: cannot read: Input/output error"
+    assert [r.getMessage() for r in caplog.records if "a.png" in r.getMessage()] == [
+        f"folder source: {src.dir / 'a.png'}: {frames[1].error}"]
+
+
+def test_frame_size_hint_skips_files_over_the_limits_and_never_raises(tmp_path, monkeypatch):
+    from tests.edge.test_decode import crafted_png
+
+    src = _source(tmp_path)
+    t0 = time.time() - 100
+    (src.dir / "a_bomb.png").write_bytes(crafted_png(60000, 60000))
+    os.utime(src.dir / "a_bomb.png", (t0, t0))
+    assert cv2.imwrite(str(src.dir / "b.png"), _img(50, h=30, w=40))
+    assert src.frame_size_hint() == (30, 40)
+
+    def broken(*_a, **_k):
+        raise RuntimeError("database is locked")
+
+    monkeypatch.setattr(src, "_scan", broken)
+    assert src.frame_size_hint() is None
+
+
+def test_missing_folder_is_waited_for_and_reported(tmp_path):
+    state = tmp_path / "state"
+    state.mkdir()
+    src = FolderSource(FolderSourceConfig(path=tmp_path / "later", poll_s=0.05,
+                                          stable_polls=1), state_dir=state)
+    src.open()  # not an error: a share may be mounted later
+    assert src.health()["waiting_for"] == str(tmp_path / "later")
+    assert src.frame_size_hint() is None
+    col = Collector(src)
+    time.sleep(0.2)
+    (tmp_path / "later").mkdir()
+    _write(tmp_path / "later" / "a.png", 10, time.time() - 10)
+    frames = col.wait_frames(1)
+    col.close()
+    assert frames[0].error is None and src.health()["waiting_for"] is None
