@@ -140,7 +140,13 @@ def _running_problems(rep: StatusReport, data: dict[str, Any]) -> Iterator[Probl
 
 def _health_problems(data: dict[str, Any]) -> Iterator[Problem]:
     flag = data.get("unhealthy")
-    if data.get("healthy") is False or flag:
+    # the service's own lines (a failed pipeline, a dead or stuck stage, a failing batch
+    # close or required sink), one problem each
+    lines = [x for x in data.get("problems") or [] if isinstance(x, str) and x] \
+        if isinstance(data.get("problems"), list) else []
+    for line in lines:
+        yield Problem("DOWN", f"service unhealthy: {_one_line(line)}")
+    if not lines and (data.get("healthy") is False or flag):
         yield Problem("DOWN", f"service unhealthy: {_unhealthy_reason(data, flag)}")
     source = data.get("source")
     if isinstance(source, dict) and (source.get("error") or source.get("healthy") is False):
@@ -229,6 +235,8 @@ def _incident_text(item: Any) -> str:
     when = item.get("time") or item.get("when")
     if aside:
         text += f", moved to {aside}"
+    if item.get("kept"):
+        text += f", {_one_line(item['kept'])}"
     return text + (f" ({when})" if when else "")
 
 

@@ -352,18 +352,32 @@ def test_unhealthy_service_names_the_stage(state_dir):
     _write_snapshot(state_dir, unhealthy="stage aggregate stuck for 130 s")
     rep = collect_status(state_dir, systemctl="/nonexistent/systemctl")
     assert _texts(rep) == ["DOWN: service unhealthy: stage aggregate stuck for 130 s"]
+    # the service's own problem lines (edge.pipeline.health), one each
+    _write_snapshot(state_dir, healthy=False, problems=[
+        "stage aggregate died: OSError: [Errno 28] No space left on device",
+        "batch 18 cannot be closed since 2026-11-30T01:00:00+00:00: disk full"])
+    rep = collect_status(state_dir, systemctl="/nonexistent/systemctl")
+    assert _texts(rep) == [
+        "DOWN: service unhealthy: stage aggregate died: OSError: [Errno 28] No space left "
+        "on device",
+        "DOWN: service unhealthy: batch 18 cannot be closed since 2026-11-30T01:00:00+00:00: "
+        "disk full"]
+    _write_snapshot(state_dir, healthy=True, problems=[])
+    assert collect_status(state_dir, systemctl="/nonexistent/systemctl").ok
 
 
 def test_state_file_incidents_are_shown(state_dir):
     _write_snapshot(state_dir, state_file_incidents=[
         {"file": "outbox.sqlite3", "reason": "file is not a database",
-         "moved_to": "outbox.sqlite3.corrupt-20261130T010000", "time": "2026-11-30T01:00Z"},
+         "moved_to": "outbox.sqlite3.corrupt-20261130T010000", "time": "2026-11-30T01:00Z",
+         "kept": "412 of 500 reports salvaged"},
         "folder_source.sqlite3: empty file"])
     rep = collect_status(state_dir, systemctl="/nonexistent/systemctl")
     assert rep.overall == "DEGRADED"
     assert _texts(rep) == [
         "DEGRADED: state file: outbox.sqlite3: file is not a database, moved to "
-        "outbox.sqlite3.corrupt-20261130T010000 (2026-11-30T01:00Z)",
+        "outbox.sqlite3.corrupt-20261130T010000, 412 of 500 reports salvaged "
+        "(2026-11-30T01:00Z)",
         "DEGRADED: state file: folder_source.sqlite3: empty file"]
 
 
