@@ -18,8 +18,9 @@ before decoding, bit depth and channels kept). A file that cannot be decoded (to
 corrupt, truncated, not an image) is yielded as an error frame with the reason (the
 pipeline counts it as a rejection; one warning names the file) and recorded ``failed``:
 it is never retried, unless it is rewritten (new size or mtime). A file that cannot be
-read at all (an OS error, anything unexpected) is tried ``max_attempts`` times, then
-reported the same way. No single file stops the source.
+read at all (an OS error, anything unexpected), or that the process died while decoding
+(tries are counted in the ledger before decoding, so they survive a crash), is tried
+``max_attempts`` times, then reported the same way. No single file stops the source.
 
 A symbolic link (file or subfolder) that resolves outside the watched folder is not
 followed: one warning names it and it is recorded ``failed``. A watched folder that does
@@ -87,9 +88,10 @@ class FolderSourceConfig(BaseModel):
                     "it is reported unreadable")
     max_attempts: int = Field(
         3, ge=1, le=100,
-        description="a file that cannot be read (an OS error, an unexpected failure) is "
-                    "tried this many times, one scan apart, then reported unreadable and "
-                    "recorded failed; a file that reads but does not decode fails at once")
+        description="a file that cannot be read (an OS error, an unexpected failure, or "
+                    "the process dying while it is decoded) is tried this many times, then "
+                    "reported unreadable and recorded failed; a file that reads but does not "
+                    "decode fails at once")
     after: Literal["keep", "move", "delete"] = Field(
         "keep",
         description="what to do with a file once its batch is delivered: keep it, move "
@@ -116,7 +118,10 @@ class _Ledger:
         schema="CREATE TABLE IF NOT EXISTS processed ("
                " path TEXT NOT NULL, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL,"
                " status TEXT NOT NULL, reason TEXT, t REAL NOT NULL,"
-               " PRIMARY KEY (path, size, mtime_ns));",
+               " PRIMARY KEY (path, size, mtime_ns));"
+               "CREATE TABLE IF NOT EXISTS attempts ("
+               " path TEXT NOT NULL, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL,"
+               " n INTEGER NOT NULL, PRIMARY KEY (path, size, mtime_ns));",
         tables=("processed",))
     """Opened by :func:`edge.statefiles.open_db`: a damaged file is moved aside and its
     readable rows kept (files it lost are analysed again)."""
@@ -141,10 +146,29 @@ class _Ledger:
                 self._db.executemany(
                     "INSERT OR REPLACE INTO processed (path, size, mtime_ns, status, reason, t)"
                     " VALUES (?, ?, ?, ?, ?, ?)", [(*e, now) for e in entries])
+                self._db.executemany(
+                    "DELETE FROM attempts WHERE path=? AND size=? AND mtime_ns=?",
+                    [e[:3] for e in entries])
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
+
+    def attempt(self, key: Key) -> int:
+        """Count one more try at reading ``key`` (committed first); the tries so far."""
+        with self._lock:
+            self._db.execute(
+                "INSERT INTO attempts (path, size, mtime_ns, n) VALUES (?, ?, ?, 1)"
+                " ON CONFLICT (path, size, mtime_ns) DO UPDATE SET n = n + 1", key)
+            row = self._db.execute(
+                "SELECT n FROM attempts WHERE path=? AND size=? AND mtime_ns=?", key).fetchone()
+        return int(row[0])
+
+    def read_ok(self, key: Key) -> None:
+        """``key`` was read (or will be looked at again): its tries no longer count."""
+        with self._lock:
+            self._db.execute("DELETE FROM attempts WHERE path=? AND size=? AND mtime_ns=?",
+                             key)
 
     def counts(self) -> dict[str, int]:
         with self._lock:
@@ -182,7 +206,6 @@ class FolderSource:
         self._seen: dict[str, tuple[tuple[int, int], int]] = {}
         self._inflight: set[Key] = set()
         self._done: set[Key] = set()
-        self._attempts: dict[Key, int] = {}
         self._lock = threading.Lock()
         self._seq = 0
         self._stats = {"files_read": 0, "files_failed": 0, "files_acked": 0,
@@ -359,26 +382,39 @@ class FolderSource:
             yield from idle(stop, self.config.poll_s)
 
     def _decode(self, key: Key) -> tuple[Any, str | None, str]:
-        """``(image, error, kind)``; ``kind`` "retry" = look again next scan."""
+        """``(image, error, kind)``; ``kind`` "retry" = look again next scan.
+
+        Every try is counted in the ledger before the file is decoded and forgotten once
+        it is read, so a file that kills the process while it is decoded (a decoder crash,
+        the memory limit) is tried ``max_attempts`` times across restarts, then recorded
+        failed instead of taking the service down for ever.
+        """
+        assert self._ledger is not None
         path = self.dir / key[0]
         if not self._inside(path):  # replaced by a link since the scan
             return None, "unreadable: a symbolic link out of the watched folder", "link"
+        n = self._ledger.attempt(key)
+        if n > self.config.max_attempts:
+            return None, (f"unreadable: not tried again: the service stopped {n - 1} times "
+                          f"while reading it"), "crash"
         try:
             image = decode_file(path, config=self.decode).image
             st = path.stat()
         except DecodeError as exc:
             if exc.kind != "io":
+                self._ledger.read_ok(key)
                 return None, f"unreadable: {exc.reason}", exc.kind
             failure = exc.reason
         except Exception as exc:  # nothing about one file may stop the source
             failure = f"{type(exc).__name__}: {exc}"
         else:
+            self._ledger.read_ok(key)
             if (st.st_size, st.st_mtime_ns) != key[1:]:
                 return None, None, "retry"  # still being written after all
             return image, None, "ok"
         if not path.exists():
+            self._ledger.read_ok(key)
             return None, None, "retry"  # vanished: nothing to report
-        n = self._attempts[key] = self._attempts.get(key, 0) + 1
         if n < self.config.max_attempts:
             log.debug("folder source: %s: attempt %d failed: %s", path, n, failure)
             return None, None, "retry"
@@ -393,7 +429,6 @@ class FolderSource:
             # look again next scan
             self._seen.pop(rel, None)
             return None
-        self._attempts.pop(key, None)
         with self._lock:
             self._inflight.add(key)
         self._stats["files_read"] += 1

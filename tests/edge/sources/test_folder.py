@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 import time
 from pathlib import Path
 
@@ -289,3 +290,60 @@ def test_missing_folder_is_waited_for_and_reported(tmp_path):
     frames = col.wait_frames(1)
     col.close()
     assert frames[0].error is None and src.health()["waiting_for"] is None
+
+
+_KILLING_READER = """
+import os, signal, sys, threading
+from pathlib import Path
+from edge.sources import folder
+from edge.sources.folder import FolderSource, FolderSourceConfig
+
+real = folder.decode_file
+def deadly(path, **kw):
+    if Path(path).name == "poison.png":
+        os.kill(os.getpid(), signal.SIGKILL)  # as a decoder crash or the OOM killer would
+    return real(path, **kw)
+folder.decode_file = deadly
+src = FolderSource(FolderSourceConfig(type="folder", path=sys.argv[1], poll_s=0.02,
+                                      stable_polls=1, max_attempts=3), state_dir=sys.argv[2])
+stop = threading.Event()
+for fr in src.frames(stop):
+    if fr is not None:
+        print(fr.name, fr.error or "ok", flush=True)
+        src.ack([fr])
+        if fr.name == "z.png":
+            break
+"""
+
+
+def test_a_file_that_kills_the_process_while_decoded_is_failed_after_max_attempts(tmp_path):
+    """A file whose decoding kills the process (SIGKILL, as a decoder crash or the memory
+    limit would) is tried max_attempts times across restarts, then recorded failed without
+    being decoded again; the other files are read; no restart loop for ever."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[3]
+    src_dir, state = tmp_path / "in", tmp_path / "state"
+    src_dir.mkdir()
+    t0 = time.time() - 100
+    _write(src_dir / "a.png", 10, t0)
+    _write(src_dir / "poison.png", 20, t0 + 1)
+    _write(src_dir / "z.png", 30, t0 + 2)
+    runs = []
+    for _ in range(4):
+        p = subprocess.run([sys.executable, "-c", _KILLING_READER, str(src_dir), str(state)],
+                           check=False, cwd=root, capture_output=True, text=True, timeout=60)
+        runs.append((p.returncode, p.stdout.split("\n")))
+        if p.returncode == 0:
+            break
+    assert [rc for rc, _ in runs] == [-9, -9, -9, 0], runs
+    assert runs[0][1][0] == "a.png ok"
+    out = [line for line in runs[-1][1] if line]
+    assert out == ["poison.png unreadable: not tried again: the service stopped 3 times "
+                   "while reading it", "z.png ok"]
+    with sqlite3.connect(state / "folder_source.sqlite3") as db:
+        status = dict(db.execute("SELECT path, status FROM processed").fetchall())
+        left = db.execute("SELECT COUNT(*) FROM attempts").fetchone()[0]
+    assert status == {"a.png": "done", "poison.png": "failed", "z.png": "done"}
+    assert left == 0
