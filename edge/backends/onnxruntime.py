@@ -16,7 +16,7 @@ import numpy as np
 
 from edge.backends.base import BackendUnavailable, check_logits, check_nchw
 from edge.backends.config import BackendConfig
-from edge.errors import UserError
+from edge.errors import TransientError, UserError
 from edge.modelmeta import ModelMeta
 
 log = logging.getLogger(__name__)
@@ -134,6 +134,8 @@ class OnnxRuntimeBackend:
             msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             if device in ("cuda", "tensorrt") and "provider" in msg.lower():
                 raise BackendUnavailable(f"onnxruntime {device}: {msg}") from None
+            if any(w in msg.lower() for w in ("alloc", "memory")):
+                raise TransientError(f"{self.model_path}: cannot load now ({msg})") from None
             raise UserError(f"{self.model_path}: not a loadable ONNX model ({msg})") from None
         active = list(session.get_providers())
         wanted = providers[0][0] if isinstance(providers[0], tuple) else providers[0]

@@ -3,8 +3,9 @@
 ``auto`` tries, in order: ``tensorrt``, ``onnxruntime`` on the GPU (CUDA provider),
 ``onnxruntime`` on the CPU; it logs once which one runs and why each earlier one was
 skipped. A backend named in the configuration that cannot load is a start-up error
-(:class:`~edge.errors.UserError` naming the backend and the reason), never a silent
-fallback.
+(:class:`~edge.errors.TransientError`, exit 1, naming the backend and the reason: a GPU
+that is not ready yet at boot looks the same as a missing one, so systemd tries again),
+never a silent fallback.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from edge.backends.base import Backend, BackendUnavailable
 from edge.backends.config import BackendConfig
 from edge.backends.onnxruntime import OnnxRuntimeBackend
 from edge.backends.tensorrt import TensorRTBackend
-from edge.errors import UserError
+from edge.errors import TransientError
 from edge.modelmeta import ModelMeta
 
 log = logging.getLogger(__name__)
@@ -49,8 +50,8 @@ def create_backend(model_path: str | Path, meta: ModelMeta, config: BackendConfi
 
     Returns ``(backend, selection)`` where ``selection`` lists what ``auto`` tried
     (``{"backend": label, "result": "used" | "skipped", "reason": ...}``); for a named
-    backend it holds the one entry. Raises :class:`UserError` when a named backend cannot
-    load, when no ``auto`` candidate can, or when the model itself is bad.
+    backend it holds the one entry. Raises :class:`TransientError` when a named backend
+    cannot load or no ``auto`` candidate can, :class:`UserError` when the model is bad.
     """
     model_path = Path(model_path)
     if config.name != "auto":
@@ -60,7 +61,9 @@ def create_backend(model_path: str | Path, meta: ModelMeta, config: BackendConfi
             backend.load()
         except BackendUnavailable as exc:
             backend.close()
-            raise UserError(f"backend.name = '{config.name}': cannot load: {exc}") from None
+            # a GPU that is not ready yet at boot looks the same as a missing one: restart
+            raise TransientError(f"backend.name = '{config.name}': cannot load: {exc}"
+                                 ) from None
         log.info("inference backend %s (%s)", config.name, _summary(backend))
         return backend, [{"backend": config.name, "result": "used", "reason": "configured"}]
 
@@ -87,7 +90,7 @@ def create_backend(model_path: str | Path, meta: ModelMeta, config: BackendConfi
                  f"; {skipped}" if skipped else "")
         return backend, selection
     reasons = "; ".join(f"{s['backend']}: {s['reason']}" for s in selection)
-    raise UserError(f"backend.name = 'auto': no backend could load ({reasons})")
+    raise TransientError(f"backend.name = 'auto': no backend could load ({reasons})")
 
 
 def _summary(backend: Backend) -> str:

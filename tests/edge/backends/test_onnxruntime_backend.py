@@ -10,7 +10,7 @@ import pytest
 from edge.backends import BackendConfig, BackendUnavailable
 from edge.backends.onnxruntime import OnnxRuntimeBackend, choose_providers
 from edge.backends.registry import create_backend
-from edge.errors import UserError
+from edge.errors import TransientError, UserError
 from edge.modelmeta import load_meta
 from tests.fixtures.tiny_model import build_tiny_model
 
@@ -61,14 +61,14 @@ def test_auto_falls_back_to_cpu_and_logs_each_skip_once(tiny, caplog):
     assert len(lines) == 1 and "tensorrt skipped" in lines[0]
 
 
-def test_named_tensorrt_without_tensorrt_is_a_user_error(tiny):
+def test_named_tensorrt_without_tensorrt_exits_1_so_systemd_tries_again(tiny):
     pytest.importorskip("onnxruntime")
     try:
         import tensorrt  # noqa: F401
         pytest.skip("TensorRT is installed here")
     except ImportError:
         pass
-    with pytest.raises(UserError, match=r"backend.name = 'tensorrt': cannot load: TensorRT"):
+    with pytest.raises(TransientError, match=r"backend.name = 'tensorrt': cannot load: TensorRT"):
         create_backend(tiny, load_meta(tiny), BackendConfig(name="tensorrt"), input_hw=(32, 32))
 
 
