@@ -43,7 +43,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from edge.decode import DecodeConfig, DecodeError, decode_file, probe_file
-from edge.errors import UserError
+from edge.errors import TransientError, UserError
 from edge.sources.base import Frame, idle
 from edge.state import FOLDER_DB_FILE
 from edge.statefiles import DbKind, open_db
@@ -222,8 +222,9 @@ class FolderSource:
             if d is not None:
                 try:
                     Path(d).mkdir(parents=True, exist_ok=True)
-                except OSError as exc:
-                    raise UserError(f"source.{key} {d}: cannot create: {exc.strerror}") from None
+                except OSError as exc:  # e.g. a share not mounted yet: try again
+                    raise TransientError(f"source.{key} {d}: cannot create: "
+                                         f"{exc.strerror}") from None
         self._ledger = _Ledger(self.state_dir / FOLDER_DB_FILE)
         self._folder_present()
 
