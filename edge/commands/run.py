@@ -1,11 +1,30 @@
-"""``crystal-edge run --config FILE``: the appliance as a service."""
+"""``crystal-edge run --config FILE``: the appliance as a service.
+
+The process never outlives systemd's stop timeout (``TimeoutStopSec=30`` in
+``systemd/crystal-edge.service``): once a stop began (SIGTERM/SIGINT) or the pipeline
+failed (a dead or stuck stage), a guard thread ends the process with
+:func:`os._exit` after ``HARD_EXIT_S`` seconds if it has not exited by itself (a thread
+hung in a driver call, a sink that does not close), flushing the logs first.
+"""
 
 from __future__ import annotations
 
 import argparse
+import logging
+import os
+import sys
+import threading
+import time
+from typing import Any
 
 HELP = ("run the appliance: capture -> segmentation -> batches -> sinks, until SIGTERM "
         "(or --max-frames / --max-batches)")
+
+HARD_EXIT_S = 27.0
+"""Seconds from SIGTERM (or a pipeline failure) to a forced exit: under the unit's
+``TimeoutStopSec=30``; the pipeline's own drain deadline (20 s) comes first."""
+
+log = logging.getLogger(__name__)
 
 
 def _positive(text: str) -> int:
@@ -28,6 +47,36 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "acknowledged: a folder source reads them again next start)")
 
 
+def _stop_began(svc: Any) -> float | None:
+    """Monotonic time the service began to stop for good (signal or failure), or None."""
+    if svc.stopping_since is not None:
+        return svc.stopping_since
+    pipeline = svc.pipeline
+    if pipeline is not None and pipeline.failed is not None:
+        svc.stopping_since = time.monotonic()
+        return svc.stopping_since
+    return None
+
+
+def _guard(svc: Any, limit_s: float, ended: threading.Event) -> None:
+    """Thread body: force the exit ``limit_s`` after the stop began (module docstring);
+    ends quietly when the service ended without a stop signal or failure."""
+    while True:
+        began = _stop_began(svc)
+        if began is None and ended.is_set():
+            return
+        if began is not None and time.monotonic() - began > limit_s:
+            break
+        time.sleep(0.2)
+    stuck = sorted(t.name for t in threading.enumerate()
+                   if t.is_alive() and t is not threading.current_thread())
+    log.critical("could not stop within %.0f s (threads still running: %s); exiting now "
+                 "with status 1", limit_s, ", ".join(stuck) or "none")
+    logging.shutdown()
+    sys.stderr.flush()
+    os._exit(1)
+
+
 def run(args: argparse.Namespace) -> int:
     from edge.config import load_config
     from edge.logsetup import setup_logging
@@ -35,5 +84,12 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config)
     setup_logging(cfg.logging)
-    return Service(cfg, max_frames=args.max_frames, max_batches=args.max_batches,
-                   config_path=args.config).run()
+    svc = Service(cfg, max_frames=args.max_frames, max_batches=args.max_batches,
+                  config_path=args.config)
+    ended = threading.Event()
+    threading.Thread(target=_guard, args=(svc, HARD_EXIT_S, ended), name="exit-guard",
+                     daemon=True).start()
+    try:
+        return svc.run()
+    finally:
+        ended.set()  # after a stop signal or a failure the guard stays armed until exit

@@ -8,14 +8,16 @@ holds (read by ``crystal-edge status``) and what every sink's ``publish_health``
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 from edge import statefiles
 from edge.pipeline.stages import one_line
-from edge.state import write_status
+from edge.state import STATUS_FILE, write_status
 
 
 class HealthMixin:
@@ -23,6 +25,9 @@ class HealthMixin:
 
     # provided by Pipeline
     opt: Any
+    failed: str | None
+    closer: Any
+    delivery: Any
     processor: Any
     stages: dict[str, Any]
     post_stages: list[Any]
@@ -34,21 +39,35 @@ class HealthMixin:
         fn = getattr(self.processor, "busy", None)
         return fn() if fn is not None else None
 
-    def healthy(self) -> bool:
-        """All stages beat within ``stall_s`` (finished stages count as healthy).
+    def stage_problems(self, now: float | None = None) -> list[str]:
+        """Dead or stuck stages, one line each (see :meth:`Stage.problem`).
 
-        The inference stage may instead be loading the backend (a TensorRT engine build
-        takes minutes on a Jetson) for up to ``load_timeout_s``.
+        The inference stage may be working on one call for longer than ``stall_s``
+        while it loads the backend (a TensorRT engine build takes minutes on a Jetson),
+        up to ``load_timeout_s``.
         """
-        now = time.monotonic()
+        now = time.monotonic() if now is None else now
         busy = self.busy()
+        out = []
         for s in [*self.stages.values(), *self.post_stages]:
-            if not s.done and s.alive() and now - s.beat > self.opt.stall_s:
-                if (s.name == "inference" and busy is not None
-                        and now - busy[1] <= self.opt.load_timeout_s):
-                    continue
-                return False
-        return True
+            problem = s.problem(now, self.opt.stall_s)
+            if (problem and s.name == "inference" and s.died is None and s.alive()
+                    and busy is not None and now - busy[1] <= self.opt.load_timeout_s):
+                continue
+            if problem:
+                out.append(problem)
+        return out
+
+    def healthy(self) -> bool:
+        """No stage is dead or stuck and the pipeline has not failed (the watchdog is
+        petted only while this holds)."""
+        return self.failed is None and not self.stage_problems()
+
+    def problems(self) -> list[str]:
+        """Everything that keeps batches from getting out, one line each: a failed
+        pipeline, dead or stuck stages, a failing batch close, failing required sinks."""
+        out = [f"pipeline failed: {self.failed}"] if self.failed else self.stage_problems()
+        return [*out, *self.closer.problems(), *self.delivery.problems()]
 
     def frames_per_s(self) -> float:
         now = time.monotonic()
@@ -76,6 +95,7 @@ class HealthMixin:
             except Exception as exc:
                 sinks[getattr(s, "name", "?")] = {"error": one_line(exc)}
         last = self.last_report or {}
+        problems = self.problems()
         return {
             "state": self.state,
             "device_id": self.device_id,
@@ -85,7 +105,12 @@ class HealthMixin:
             "health_interval_s": self.opt.health_interval_s,
             "started": datetime.fromtimestamp(self.t_start, tz=timezone.utc).isoformat(),
             "uptime_s": round(time.time() - self.t_start, 3),
-            "healthy": self.healthy(),
+            "healthy": not problems,
+            "problems": problems,
+            "failed": self.failed,
+            "batch_close_error": self.closer.fault,
+            "sink_faults": self.delivery.faults(),
+            "abandoned": list(self.abandoned),
             "busy": (self.busy() or (None,))[0],
             "frames_per_s": round(self.frames_per_s(), 3),
             "frames_total": self.frames_total,
@@ -147,10 +172,33 @@ class HealthMixin:
             try:
                 write_status(self.state_dir, snap)
             except OSError as exc:
-                self._error("status.json", exc)
+                if not _overwrite_status(Path(self.state_dir) / STATUS_FILE, snap):
+                    self._error("status.json", exc)
         for s in self.sinks:
             try:
                 s.publish_health(snap)
             except Exception as exc:
                 self._error(f"sink {getattr(s, 'name', '?')} health", exc)
         return snap
+
+
+def _overwrite_status(path: Path, snap: dict[str, Any]) -> bool:
+    """``status.json`` rewritten in place, for a full disk (True when written).
+
+    The atomic rewrite needs a new file, which a full disk refuses; overwriting the
+    existing file within its size needs no new blocks, so the error that the disk is
+    full still shows in ``status.json``. The text is padded with spaces to the old size
+    (valid JSON); a snapshot that does not fit is not written.
+    """
+    try:
+        text = json.dumps(snap, default=str, sort_keys=True).encode("utf-8")
+        with open(path, "r+b") as f:
+            size = os.fstat(f.fileno()).st_size
+            if len(text) > size:
+                return False
+            f.write(text.ljust(size, b" "))
+            f.flush()
+            os.fsync(f.fileno())
+        return True
+    except OSError:
+        return False

@@ -1,15 +1,33 @@
 """The streaming pipeline: capture -> inference -> post-processing -> aggregation -> sinks.
 
 One thread per stage (``post_workers`` threads for post-processing), joined by bounded
-queues (see :mod:`edge.pipeline.stages`). The main thread (:meth:`Pipeline.run`) writes
-the health snapshot (``status.json`` + every sink's ``publish_health``) every
-``health_interval_s`` and pets the systemd watchdog while every stage makes progress.
+queues (see :mod:`edge.pipeline.stages`). The main thread (:meth:`Pipeline.run`)
+supervises: it writes the health snapshot (``status.json`` + every sink's
+``publish_health``) every ``health_interval_s`` and pets the systemd watchdog while
+every stage makes progress.
+
+Supervision: an error on one item is logged in one line, counted and recorded as the
+last error, and the stage goes on with the next item. A stage whose thread dies, or
+that is stuck (see :meth:`edge.pipeline.stages.Stage.problem`), makes the pipeline
+*failed*: the watchdog is no longer petted, the health says why, the pipeline stops
+(the same way as at a deadline-passed stop, below) and :meth:`Pipeline.run` returns 1,
+so that the process exits non-zero and systemd restarts it.
+
+Closing and delivery (:mod:`edge.pipeline.delivery`): a batch whose close fails stays
+open and is retried with back-off. Frames that arrive meanwhile keep accumulating in
+the open batch, past its normal size (a frame there costs only its name and diameters),
+up to ``max_open_factor`` times ``[batch] frames``; beyond that the aggregate stage
+stops taking frames (back-pressure), and if that lasts past ``stall_s`` the stages
+before it are stuck and the service restarts. Frames of a batch are acknowledged to
+the source only when every required sink accepted the batch.
 
 Stopping (:meth:`Pipeline.request_stop`, e.g. from SIGTERM): capture stops, the frames
 already taken drain through the stages, the open batch is closed (or discarded, per
-``[batch] on_shutdown``) and handed to the sinks, and only then do the threads end. A
-closed batch is never dropped: the sink stage publishes every report it was given.
-Frames of a batch are acknowledged to the source only after the batch reached a sink.
+``[batch] on_shutdown``) and handed to the sinks. Draining has a deadline
+(``drain_timeout_s``): after it the stages stop waiting for one another, the open batch
+gets one last close and the sinks one last try (``final_s``), then blocked puts give
+up and :meth:`run` returns 1 (work was abandoned: frames not acknowledged are read
+again by a folder source on the next start). A clean stop returns 0.
 """
 
 from __future__ import annotations
@@ -19,15 +37,17 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from edge.batch import BatchAggregator, BatchReport
+from edge.pipeline.delivery import Closer, Delivery
+from edge.pipeline.frame_stages import FrameStagesMixin
 from edge.pipeline.health import HealthMixin
-from edge.pipeline.stages import END, FrameProcessor, Item, Stage, get, one_line, put
+from edge.pipeline.stages import END, FrameProcessor, Item, Stage, get, guarded, one_line, put
 from edge.sinks.base import Sink
 from edge.sources.base import FrameSource
 
@@ -48,10 +68,18 @@ class PipelineOptions:
     max_batches: int | None = None
     capture_grace_s: float = 5.0
     fps_window_s: float = 10.0
+    drain_timeout_s: float = 20.0
+    final_s: float = 4.0
+    max_open_factor: int = 10
+    retry_backoff_s: tuple[float, float] = (1.0, 30.0)
 
 
-class Pipeline(HealthMixin):
-    """Run a source through the processor into batches and sinks (module docstring)."""
+class Pipeline(FrameStagesMixin, HealthMixin):
+    """Run a source through the processor into batches and sinks (module docstring).
+
+    ``required_sinks`` names the sinks a batch must reach before its frames are
+    acknowledged (None: all of them).
+    """
 
     def __init__(self, *, source: FrameSource, processor: FrameProcessor,
                  aggregator: BatchAggregator, sinks: Sequence[Sink],
@@ -61,7 +89,8 @@ class Pipeline(HealthMixin):
                  watchdog: Callable[[], Any] | None = None,
                  watchdog_interval_s: float | None = None,
                  on_report: Callable[[BatchReport], None] | None = None,
-                 on_health: Callable[[dict[str, Any]], None] | None = None) -> None:
+                 on_health: Callable[[dict[str, Any]], None] | None = None,
+                 required_sinks: Collection[str] | None = None) -> None:
         self.source = source
         self.processor = processor
         self.agg = aggregator
@@ -74,6 +103,9 @@ class Pipeline(HealthMixin):
         self._watchdog = watchdog
         self._watchdog_interval = watchdog_interval_s
         self._on_report = on_report
+        self.delivery = Delivery(self.sinks, required=required_sinks, on_error=self._error,
+                                 backoff=self.opt.retry_backoff_s)
+        self.closer = Closer(aggregator, backoff=self.opt.retry_backoff_s)
 
         qs = max(1, self.opt.queue_size)
         self.q_infer: queue.Queue = queue.Queue(qs)
@@ -84,6 +116,7 @@ class Pipeline(HealthMixin):
         self.post_stages = [Stage(f"post{i}") for i in range(max(1, self.opt.post_workers))]
 
         self._stop_capture = threading.Event()   # capture: take no more frames
+        self._deadline = threading.Event()       # stop waiting; last close and delivery
         self._abort = threading.Event()          # everything: give up blocking puts
         self._close_now = threading.Event()      # close the open batch (command)
         self._lock = threading.Lock()
@@ -91,7 +124,10 @@ class Pipeline(HealthMixin):
         self._capture_abandoned = False
         self._closing_disabled = False
         self._discard_open = False
+        self._want_close: str | None = None
         self.stop_reason: str | None = None
+        self.failed: str | None = None           # why the pipeline failed (dead/stuck)
+        self.abandoned: list[str] = []           # work given up at a stop
         self.state = "starting"
         self.t_start = time.time()
         self._t0 = time.monotonic()
@@ -113,7 +149,8 @@ class Pipeline(HealthMixin):
         if self.stop_reason is None:
             self.stop_reason = reason
             log.info("pipeline: stopping (%s)", reason)
-        self.state = "stopping"
+        if self.state not in ("failed", "stopped"):
+            self.state = "stopping"
         self._stop_capture.set()
 
     def request_close_batch(self, reason: str = "command") -> None:
@@ -125,6 +162,7 @@ class Pipeline(HealthMixin):
         """Stop at once: blocked stages give up; the open batch is not closed."""
         self.request_stop(self.stop_reason or "abort")
         self._discard_open = True
+        self._deadline.set()
         self._abort.set()
 
     @property
@@ -140,177 +178,77 @@ class Pipeline(HealthMixin):
         self.last_error = f"{where}: {text}"
         self.last_error_time = datetime.now(timezone.utc).isoformat()
 
+    def _failed(self, st: Stage, where: str, exc: BaseException) -> None:
+        """One item failed in ``st``: one log line, counted, the last error; go on."""
+        text = st.failed(where, exc)
+        self._error(where, exc)
+        log.error("pipeline: %s", text)
+        log.debug("pipeline: %s", where, exc_info=exc)
+
     # ---------------------------------------------------------------- stages
-    def _capture(self) -> None:
-        st = self.stages["capture"]
-        try:
-            while not self._stop_capture.is_set():
-                try:
-                    for frame in self.source.frames(self._stop_capture):
-                        st.tick()
-                        if frame is None:  # idle heartbeat
-                            continue
-                        # The quality gate runs here, beside decoding, so that the
-                        # inference thread only prepares tensors and runs the network.
-                        item = self._checked(Item(frame), st)
-                        if self._capture_abandoned or not put(
-                                self.q_infer, item, st, self._abort):
-                            return
-                        st.items += 1
-                        if self.opt.max_frames and st.items >= self.opt.max_frames:
-                            self.request_stop("max-frames")
-                            break
-                    break  # source exhausted (or stop): no restart
-                except Exception as exc:  # a source bug or an OS error: retry, keep running
-                    st.errors += 1
-                    self._error("capture", exc)
-                    log.exception("pipeline: capture failed; restarting the source in 2 s")
-                    if self._stop_capture.wait(2.0):
-                        break
-        finally:
-            st.done = True
-            if not self._capture_abandoned:
-                put(self.q_infer, END, st, self._abort)
-
-    def _inference(self) -> None:
-        st = self.stages["inference"]
-        ended = False
-        while not ended:
-            first = get(self.q_infer, st)
-            if first is None:
-                if self._abort.is_set():
-                    return
-                continue
-            items: list[Item] = []
-            if first is END:
-                ended = True
-            else:
-                items.append(first)
-                while len(items) < self.opt.infer_batch:
-                    try:
-                        nxt = self.q_infer.get_nowait()
-                    except queue.Empty:
-                        break
-                    if nxt is END:
-                        ended = True
-                        break
-                    items.append(nxt)
-            for it in self._infer_items(items, st):
-                if not put(self.q_post, it, st, self._abort):
-                    return
-        st.done = True
-        for _ in self.post_stages:
-            put(self.q_post, END, st, self._abort)
-
-    def _checked(self, it: Item, st: Stage) -> Item:
-        """Quality gate of one captured frame: sets ``it.reject`` for a rejected frame."""
-        fr = it.frame
-        if fr.error or fr.image is None:
-            it.reject = "unreadable"  # the detail is in the log and the source health
-            return it
-        t0 = time.perf_counter()
-        try:
-            reason = self.processor.quality(fr.image)
-        except Exception as exc:
-            st.errors += 1
-            self._error(f"quality {fr.name}", exc)
-            reason = "quality_error"
-        it.timing_ms["quality_ms"] = (time.perf_counter() - t0) * 1000.0
-        if reason:
-            it.reject = str(reason)
-        return it
-
-    def _infer_items(self, items: list[Item], st: Stage) -> list[Item]:
-        ready = [it for it in items if it.reject is None]
-        groups: dict[tuple[int, ...], list[Item]] = {}
-        for it in ready:
-            groups.setdefault(tuple(it.frame.image.shape), []).append(it)  # type: ignore[union-attr]
-        for group in groups.values():
-            t0 = time.perf_counter()
-            try:
-                maps = self.processor.segment([it.frame.image for it in group])  # type: ignore[misc]
-                if len(maps) != len(group):
-                    raise RuntimeError(f"segment() returned {len(maps)} maps for "
-                                       f"{len(group)} frames")
-            except Exception as exc:
-                st.errors += 1
-                self._error("inference", exc)
-                log.exception("pipeline: inference failed for %d frame(s)", len(group))
-                for it in group:
-                    it.reject = "inference_error"
-                continue
-            dt = (time.perf_counter() - t0) * 1000.0
-            st.busy_s += dt / 1000.0
-            for it, m in zip(group, maps, strict=True):
-                it.class_map = m
-                it.timing_ms["infer_ms"] = dt / len(group)
-        st.items += len(items)
-        return items
-
-    def _post(self, st: Stage) -> None:
-        while True:
-            it = get(self.q_post, st)
-            if it is None:
-                if self._abort.is_set():
-                    return
-                continue
-            if it is END:
-                break
-            if it.reject is None and it.class_map is not None:
-                t0 = time.perf_counter()
-                try:
-                    it.measured = self.processor.measure(it.frame, it.class_map)
-                    if it.measured.reject:
-                        it.reject = it.measured.reject
-                except Exception as exc:
-                    st.errors += 1
-                    self._error(f"post-processing {it.frame.name}", exc)
-                    log.exception("pipeline: post-processing failed for %s", it.frame.name)
-                    it.reject = "postprocess_error"
-                dt = time.perf_counter() - t0
-                st.busy_s += dt
-                it.timing_ms["post_ms"] = dt * 1000.0
-            it.class_map = None
-            it.frame.image = None  # free the frame's memory before it waits in a queue
-            st.items += 1
-            if not put(self.q_agg, it, st, self._abort):
-                return
-        st.done = True
-        with self._lock:
-            self._posts_ended += 1
-            last = self._posts_ended == len(self.post_stages)
-        if last:
-            put(self.q_agg, END, st, self._abort)
-
     def _aggregate(self) -> None:
         st = self.stages["aggregate"]
-        while True:
-            it = get(self.q_agg, st)
+        limit = self.agg.config.frames * max(1, self.opt.max_open_factor)
+        while not self._deadline.is_set():
+            if self.closer.failing and self.agg.n_frames >= limit:
+                st.set("retrying")  # back-pressure: the open batch is full (see module)
+                self._deadline.wait(min(0.2, self.closer.wait_s()))
+                it = None
+            else:
+                it = get(self.q_agg, st)
             if it is None and self._abort.is_set():
                 break
             if self._close_now.is_set():
                 self._close_now.clear()
-                if not self._closing_disabled:
-                    self._emit(self.agg.close("command"), st)
+                self._want_close = self._want_close or "command"
             if it is END:
                 break
             if it is not None:
-                self._count(it)
+                try:
+                    self._count(it)
+                except Exception as exc:
+                    self._failed(st, f"aggregate {it.frame.name}", exc)
                 st.items += 1
+                st.moved()
             if not self._closing_disabled:
-                reason = self.agg.due()
+                reason = self._want_close or self.agg.due()
                 if reason:
-                    self._emit(self.agg.close(reason), st)
+                    self._close(reason, st)
+        self._final_close(st)
+        st.done = True
+        put(self.q_sink, END, st, self._abort)
+
+    def _close(self, reason: str, st: Stage, *, force: bool = False) -> bool:
+        """Close the open batch (or note why not); True when it is closed or empty."""
+        done, report = self.closer.close(reason, force=force)
+        if not done:
+            self._error("batch close", str((self.closer.fault or {}).get("error", "")))
+            return False
+        self._want_close = None
+        self._emit(report, st)
+        return True
+
+    def _final_close(self, st: Stage) -> None:
+        """The open batch at the end: closed (retried until the deadline) or discarded."""
         if self._discard_open or self.agg.config.on_shutdown == "discard":
             dropped = self.agg.discard()
             if dropped:
                 log.info("pipeline: open batch with %d frame(s) discarded (not acknowledged; "
                          "a folder source re-reads them next start)", len(dropped))
-        else:
-            self._emit(self.agg.close("shutdown" if self.stop_reason in (
-                "SIGTERM", "SIGINT", "signal") else "end"), st)
-        st.done = True
-        put(self.q_sink, END, st, self._abort)
+            return
+        reason = self._want_close or ("shutdown" if self.stop_reason in (
+            "SIGTERM", "SIGINT", "signal") else "end")
+        while not self._close(reason, st):
+            if self._deadline.is_set():
+                if self._close(reason, st, force=True):  # one last try
+                    return
+                n = self.agg.discard()
+                self.abandoned.append(f"open batch of {len(n)} frame(s) not closed")
+                log.error("pipeline: the open batch of %d frame(s) could not be closed "
+                          "before the deadline; its frames stay unacknowledged", len(n))
+                return
+            st.set("retrying")
+            self._deadline.wait(max(0.05, self.closer.wait_s()))
 
     def _count(self, it: Item) -> None:
         self.frames_total += 1
@@ -332,7 +270,10 @@ class Pipeline(HealthMixin):
         if report is None:
             return
         self.batches_closed += 1
-        put(self.q_sink, report, st, threading.Event())  # a closed batch is never dropped
+        if not put(self.q_sink, report, st, self._abort):
+            self.abandoned.append(f"batch {report.batch_id} not handed to the sinks")
+            log.error("pipeline: batch %d closed but not handed to the sinks before the "
+                      "deadline; its frames stay unacknowledged", report.batch_id)
         if self.opt.max_batches and self.batches_closed >= self.opt.max_batches:
             self._closing_disabled = True
             self._discard_open = True
@@ -344,47 +285,45 @@ class Pipeline(HealthMixin):
             rep = get(self.q_sink, st)
             if rep is None:
                 if self._abort.is_set() and self.q_sink.empty():
-                    break  # abort: every closed batch handed over was published
+                    break  # abort: every closed batch handed over was tried
                 continue
             if rep is END:
                 break
-            ok = 0
-            for sink in self.sinks:
-                try:
-                    sink.publish(rep)
-                    ok += 1
-                except Exception as exc:
-                    st.errors += 1
-                    self._error(f"sink {getattr(sink, 'name', '?')}", exc)
-                    log.exception("pipeline: sink %s failed on batch %d",
-                                  getattr(sink, "name", "?"), rep.batch_id)
-            if ok or not self.sinks:
-                self.batches_published += 1
-                try:
-                    self.source.ack(rep.frames)
-                except Exception as exc:
-                    self._error("source ack", exc)
-                    log.exception("pipeline: acknowledging batch %d failed", rep.batch_id)
-            else:
-                self.batches_failed += 1
-                log.error("pipeline: batch %d reached no sink; its frames stay "
-                          "unacknowledged", rep.batch_id)
-            rep.frames = []
-            self.last_report = rep.summary()
-            self.reports.append(rep)
-            if self._on_report is not None:
-                self._on_report(rep)
+            try:
+                self._publish(rep, st)
+            except Exception as exc:
+                self._failed(st, f"sinks batch {getattr(rep, 'batch_id', '?')}", exc)
             st.items += 1
+            st.moved()
         st.done = True
+
+    def _publish(self, rep: BatchReport, st: Stage) -> None:
+        """Deliver one report; acknowledge its frames when every required sink has it."""
+        if self.delivery.deliver(rep, st, self._deadline):
+            self.batches_published += 1
+            try:
+                self.source.ack(rep.frames)
+            except Exception as exc:
+                self._failed(st, f"source ack of batch {rep.batch_id}", exc)
+        else:
+            self.batches_failed += 1
+            self.abandoned.append(f"batch {rep.batch_id} not delivered")
+            log.error("pipeline: batch %d did not reach every required sink before the "
+                      "deadline; its frames stay unacknowledged", rep.batch_id)
+        rep.frames = []
+        self.last_report = rep.summary()
+        self.reports.append(rep)
+        if self._on_report is not None:
+            self._on_report(rep)
 
     # ---------------------------------------------------------------- running
     def start(self) -> None:
-        """Start the stage threads.
+        """Start the stage threads (guarded: a thread that dies is recorded).
 
         They are daemon threads: :meth:`run` waits for the sink stage, which ends only
-        after the last closed batch was published (or on :meth:`abort`), so nothing is
-        cut short by the interpreter exiting; a stage hung in a driver call cannot keep
-        the process alive after an abort.
+        after the last closed batch was tried (or at the deadline), so nothing is cut
+        short by the interpreter exiting; a stage hung in a driver call cannot keep
+        the process alive after a stop.
         """
         targets: list[tuple[Stage, Callable[[], None]]] = [
             (self.stages["capture"], self._capture),
@@ -395,47 +334,81 @@ class Pipeline(HealthMixin):
         for ps in self.post_stages:
             targets.append((ps, lambda ps=ps: self._post(ps)))
         for stage, fn in targets:
-            stage.thread = threading.Thread(target=fn, name=f"pipeline-{stage.name}",
-                                            daemon=True)
+            stage.thread = threading.Thread(target=guarded(stage, fn),
+                                            name=f"pipeline-{stage.name}", daemon=True)
             stage.thread.start()
         self.state = "running"
 
     def run(self) -> int:
-        """Start, supervise until the sink stage ends, return 0 (1 if no batch got out
-        while at least one was closed)."""
+        """Start, supervise until the sink stage ends; 0 for a clean stop, 1 when the
+        pipeline failed or work was abandoned (see the module docstring)."""
         if self.state == "starting":
             self.start()
         sink_thread = self.stages["sinks"].thread
         assert sink_thread is not None
-        next_health = time.monotonic()
-        next_pet = time.monotonic()
-        stop_seen: float | None = None
+        next_health = next_pet = time.monotonic()
         tick = 0.25
         if self._watchdog is not None and self._watchdog_interval:
             tick = min(tick, self._watchdog_interval / 4.0)
+        self._stop_seen: float | None = None
+        self._deadline_at: float | None = None
         while sink_thread.is_alive():
             sink_thread.join(tick)
             now = time.monotonic()
-            if self._watchdog is not None and self._watchdog_interval and now >= next_pet:
-                if self.healthy():
-                    self._watchdog()
-                    next_pet = now + self._watchdog_interval / 2.0
+            self._supervise(now)
+            if (self._watchdog is not None and self._watchdog_interval and now >= next_pet
+                    and self.healthy()):
+                self._watchdog()
+                next_pet = now + self._watchdog_interval / 2.0
             if self._stop_capture.is_set():
-                stop_seen = stop_seen or now
-                cap = self.stages["capture"]
-                if (cap.alive() and not self._capture_abandoned
-                        and now - stop_seen > self.opt.capture_grace_s):
-                    log.warning("pipeline: capture did not stop within %.0f s; abandoning it",
-                                self.opt.capture_grace_s)
-                    self._capture_abandoned = True
-                    put(self.q_infer, END, cap, self._abort)
+                self._drain_step(now)
             if now >= next_health:
                 self.publish_health()
                 next_health = now + self.opt.health_interval_s
-        grace = 0.2 if self._abort.is_set() else 5.0
+        grace = 0.2 if self._deadline.is_set() else 5.0
         for s in [*self.stages.values(), *self.post_stages]:
             if s.thread is not None and s.name != "capture":
                 s.thread.join(grace)
-        self.state = "stopped"
+        self.state = "failed" if self.failed else "stopped"
         self.publish_health()
-        return 1 if self.batches_closed and not self.batches_published else 0
+        return 1 if self.failed or self.abandoned or self.batches_failed else 0
+
+    def _supervise(self, now: float) -> None:
+        """A dead or stuck stage: the pipeline has failed; stop without draining."""
+        if self.failed is not None:
+            return
+        problems = self.stage_problems(now)
+        if not problems:
+            return
+        self.failed = "; ".join(problems)
+        self._error("pipeline", self.failed)
+        log.error("pipeline: unhealthy: %s; the watchdog is no longer petted and the "
+                  "service stops (within %.0f s) with exit status 1 so that systemd "
+                  "restarts it", self.failed, self.opt.final_s + 1)
+        self.request_stop(self.stop_reason or "unhealthy")
+        self.state = "failed"
+        self._deadline.set()
+        self._deadline_at = now
+        self.publish_health()
+
+    def _drain_step(self, now: float) -> None:
+        """While stopping: abandon a capture that does not stop, then the deadlines."""
+        self._stop_seen = self._stop_seen or now
+        cap = self.stages["capture"]
+        if (cap.alive() and not self._capture_abandoned
+                and now - self._stop_seen > self.opt.capture_grace_s):
+            log.warning("pipeline: capture did not stop within %.0f s; abandoning it",
+                        self.opt.capture_grace_s)
+            self._capture_abandoned = True
+            put(self.q_infer, END, cap, self._abort)
+        if not self._deadline.is_set() and now - self._stop_seen > self.opt.drain_timeout_s:
+            log.warning("pipeline: draining did not finish within %.0f s; a last attempt "
+                        "to close and deliver, then the rest is given up",
+                        self.opt.drain_timeout_s)
+            self.abandoned.append("drain deadline passed")
+            self._deadline.set()
+        if self._deadline.is_set():
+            self._deadline_at = self._deadline_at or now
+            if not self._abort.is_set() and now - self._deadline_at > self.opt.final_s:
+                log.warning("pipeline: giving up the work still blocked")
+                self._abort.set()

@@ -2,9 +2,10 @@
 
 Stages are threads joined by bounded :class:`queue.Queue` objects. A full queue blocks
 the stage that feeds it (back-pressure: memory stays bounded, the capture simply waits).
-Every stage *beats* (records ``time.monotonic()``) whenever it is not inside a work
-call, idle or not, so a stage that hangs inside inference or post-processing stops
-beating and the runtime stops petting the systemd watchdog.
+Health means progress: every stage records what it is doing since when
+(:class:`Stage`); a stage that works on one item, or waits for room in a full queue,
+for longer than ``stall_s`` is stuck, and one whose thread died is dead. Looping without
+moving an item is not progress.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -68,51 +70,123 @@ class Item:
 
 
 class Stage:
-    """Book-keeping of one stage thread: beats, item count, errors."""
+    """Book-keeping of one stage thread: what it is doing since when, items, errors.
+
+    ``state`` is one of ``idle`` (waiting for input), ``source`` (inside the source's
+    frame generator, which yields at least a heartbeat every poll), ``working`` (on one
+    item), ``blocked`` (waiting for room in a full output queue) or ``retrying``
+    (waiting out a back-off before it tries a failed close or sink again). ``since`` is
+    when it entered that state; ``progress`` when it last moved an item on.
+    """
 
     def __init__(self, name: str) -> None:
         self.name = name
-        self.beat = time.monotonic()
+        self.state = "idle"
+        self.since = time.monotonic()
+        self.progress = self.since
         self.items = 0
         self.errors = 0
+        self.last_error: str | None = None
+        self.died: str | None = None
         self.busy_s = 0.0
         self.thread: threading.Thread | None = None
         self.done = False
 
-    def tick(self) -> None:
-        self.beat = time.monotonic()
+    def set(self, state: str) -> None:
+        """Enter ``state`` (restarts its clock even when it is the same state)."""
+        self.state = state
+        self.since = time.monotonic()
+
+    def moved(self) -> None:
+        """An item left this stage: that is progress."""
+        self.progress = time.monotonic()
+
+    def failed(self, where: str, exc: BaseException) -> str:
+        """Count an error on one item; returns the one-line ``where: what`` text."""
+        self.errors += 1
+        self.last_error = f"{where}: {one_line(exc)}"
+        return self.last_error
 
     def alive(self) -> bool:
         return self.thread is not None and self.thread.is_alive()
 
+    def problem(self, now: float, stall_s: float) -> str | None:
+        """Why this stage is dead or stuck (None: it is healthy or finished).
+
+        Waiting for input and waiting out a back-off are healthy; working on one item,
+        or waiting inside the source, past ``stall_s`` is a stall; blocking on a full
+        output queue past ``stall_s`` is stuck (the stage after it moves nothing).
+        """
+        if self.done:
+            return None
+        if self.died is not None:
+            return f"stage {self.name} died: {self.died}"
+        if self.thread is not None and not self.thread.is_alive():
+            return f"stage {self.name} ended unexpectedly"
+        dt = now - self.since
+        if dt <= stall_s:
+            return None
+        if self.state == "blocked":
+            return f"stage {self.name} stuck: blocked on a full queue for {dt:.1f} s"
+        if self.state in ("working", "source"):
+            what = "on one item" if self.state == "working" else "inside the source"
+            return f"stage {self.name} stalled: no progress {what} for {dt:.1f} s"
+        return None
+
     def snapshot(self, now: float) -> dict[str, Any]:
-        return {"alive": self.alive(), "done": self.done, "items": self.items,
-                "errors": self.errors, "busy_s": round(self.busy_s, 3),
-                "since_beat_s": round(now - self.beat, 3)}
+        return {"alive": self.alive(), "done": self.done, "state": self.state,
+                "state_s": round(now - self.since, 3), "items": self.items,
+                "errors": self.errors, "last_error": self.last_error, "died": self.died,
+                "busy_s": round(self.busy_s, 3),
+                "since_progress_s": round(now - self.progress, 3)}
 
 
 def put(q: queue.Queue, item: Any, stage: Stage, abort: threading.Event) -> bool:
-    """Blocking put that keeps beating; False when ``abort`` was set first."""
-    while True:
-        stage.tick()
-        if abort.is_set():
-            return False
-        try:
-            q.put(item, timeout=0.2)
-            return True
-        except queue.Full:
-            continue
+    """Blocking put; False when ``abort`` was set first. Counts as progress when it got
+    in; the stage is ``blocked`` while the queue stays full."""
+    try:
+        q.put_nowait(item)
+    except queue.Full:
+        stage.set("blocked")
+        while True:
+            if abort.is_set():
+                return False
+            try:
+                q.put(item, timeout=0.2)
+                break
+            except queue.Full:
+                continue
+    stage.moved()
+    stage.set("working")
+    return True
 
 
 def get(q: queue.Queue, stage: Stage, timeout: float = 0.2) -> Any | None:
-    """Get with timeout (None when nothing came), beating before and after."""
-    stage.tick()
+    """Get with timeout (None when nothing came); the stage is ``idle`` while it waits
+    and ``working`` once it has an item."""
+    if stage.state != "idle":
+        stage.set("idle")
     try:
         item = q.get(timeout=timeout)
     except queue.Empty:
-        item = None
-    stage.tick()
+        return None
+    stage.set("working")
     return item
+
+
+def guarded(stage: Stage, fn: Callable[[], None]) -> Callable[[], None]:
+    """``fn`` as a thread target that records an exception which ends the thread
+    (``stage.died``; the supervisor then reports the service unhealthy)."""
+
+    def run() -> None:
+        try:
+            fn()
+        except BaseException as exc:  # any death must be seen, not only Exception
+            stage.died = one_line(exc)
+            log.critical("pipeline: stage %s died: %s", stage.name, stage.died,
+                         exc_info=True)
+
+    return run
 
 
 def one_line(exc: BaseException) -> str:

@@ -111,7 +111,8 @@ def _images(n: int, seed: int = 0) -> list[np.ndarray]:
     return out
 
 
-def _pipeline(tmp_path, source, proc, *, frames_per_batch=4, sinks=None, **opt) -> Pipeline:
+def _pipeline(tmp_path, source, proc, *, frames_per_batch=4, sinks=None,
+              required_sinks=None, **opt) -> Pipeline:
     agg = BatchAggregator(config=BatchConfig(frames=frames_per_batch),
                           counter=BatchCounter(tmp_path), device_id="t", px_size_um=1.45,
                           model=MODEL, psd_config=PsdConfig(bootstrap_n=20))
@@ -121,7 +122,7 @@ def _pipeline(tmp_path, source, proc, *, frames_per_batch=4, sinks=None, **opt) 
         s.open()
     return Pipeline(source=source, processor=proc, aggregator=agg, sinks=sinks,
                     options=PipelineOptions(**{"health_interval_s": 0.1, **opt}),
-                    state_dir=tmp_path, device_id="t")
+                    state_dir=tmp_path, device_id="t", required_sinks=required_sinks)
 
 
 def _run_in_thread(p: Pipeline) -> tuple[threading.Thread, list[int]]:
@@ -176,34 +177,55 @@ def test_close_command_and_multiple_post_workers(tmp_path, processor):
     assert sum(s.items for s in p.post_stages) == 6
 
 
-def test_hung_stage_stops_the_watchdog(tmp_path, processor):
+def test_hung_stage_stops_the_watchdog_and_fails_the_run(tmp_path, processor):
+    """A stage stuck on one item past stall_s: the watchdog pets stop, the health says
+    which stage, and run() returns 1 within final_s (systemd then restarts us)."""
     hold = threading.Event()
     src = ListSource(_images(3), hold=hold)
     proc = Wrapped(processor)
     pets: list[float] = []
-    p = _pipeline(tmp_path, src, proc, stall_s=0.4)
+    p = _pipeline(tmp_path, src, proc, stall_s=0.4, final_s=1.0)
     p._watchdog = lambda: pets.append(time.monotonic())
     p._watchdog_interval = 0.1
     proc.gate = threading.Event()  # inference hangs
-    th, _rc = _run_in_thread(p)
+    th, rc = _run_in_thread(p)
     t_end = time.monotonic() + 10
     while not pets and time.monotonic() < t_end:
         time.sleep(0.02)
     assert pets, "no watchdog pets while healthy"
-    time.sleep(0.6)
-    assert not p.healthy()
-    n = len(pets)
-    time.sleep(0.4)
-    assert len(pets) == n, "watchdog petted while the inference stage hung"
-    assert p.snapshot()["healthy"] is False
-    proc.gate.set()  # it recovers
     t_end = time.monotonic() + 10
-    while not (p.healthy() and len(pets) > n) and time.monotonic() < t_end:
-        time.sleep(0.05)
-    assert p.healthy() and len(pets) > n
-    p.request_stop("test")
-    th.join(20)
-    assert read_jsonl(tmp_path / "out.jsonl")[0]["payload"]["frames"]["used"] == 3
+    while p.failed is None and time.monotonic() < t_end:
+        time.sleep(0.02)
+    t_failed = time.monotonic()
+    assert p.failed and "stage inference stalled" in p.failed
+    n = len(pets)
+    snap = p.snapshot()
+    assert snap["healthy"] is False and any("inference" in x for x in snap["problems"])
+    th.join(10)
+    assert not th.is_alive() and time.monotonic() - t_failed < 3.0
+    assert rc == [1] and p.state == "failed"
+    assert len(pets) == n, "watchdog petted after the stage hung"
+    assert src.acked == []  # nothing got out: the frames are read again next start
+    proc.gate.set()
+
+
+def test_a_stage_that_dies_fails_the_run(tmp_path, processor):
+    """A BaseException (not an Exception) kills a post-processing thread: dead stage ->
+    run() returns 1 at once; the health names the stage and the error."""
+    class Fatal(BaseException):
+        pass
+
+    class Dying(Wrapped):
+        def measure(self, frame, class_map):
+            raise Fatal("worker killed")
+
+    p = _pipeline(tmp_path, ListSource(_images(3), hold=threading.Event()),
+                  Dying(processor), final_s=1.0)
+    th, rc = _run_in_thread(p)
+    th.join(10)
+    assert not th.is_alive() and rc == [1]
+    assert "stage post0 died: Fatal: worker killed" in p.failed
+    assert p.snapshot()["stages"]["post0"]["died"] == "Fatal: worker killed"
 
 
 def test_processing_errors_are_counted_not_fatal(tmp_path, processor):
@@ -246,23 +268,113 @@ class BrokenSink:
         pass
 
 
-def test_failed_sink_does_not_ack(tmp_path, processor):
+class FlakySink(BrokenSink):
+    """Fails until ``fixed`` is set; records the batch ids it took."""
+
+    name = "flaky"
+
+    def __init__(self):
+        super().__init__()
+        self.fixed = threading.Event()
+        self.took: list[int] = []
+
+    def publish(self, report):
+        self.calls += 1
+        if not self.fixed.is_set():
+            raise OSError(28, "No space left on device")
+        self.took.append(report.batch_id)
+
+
+def _count_calls(sink):
+    seen: list[int] = []
+    real = sink.publish
+
+    def publish(report):
+        seen.append(report.batch_id)
+        real(report)
+
+    sink.publish = publish
+    return seen
+
+
+def test_required_sink_is_retried_alone_and_blocks_the_ack(tmp_path, processor):
+    src = ListSource(_images(4))
+    flaky = FlakySink()
+    good = JsonlSink(JsonlSinkConfig(path=str(tmp_path / "good.jsonl")))
+    good_calls = _count_calls(good)
+    p = _pipeline(tmp_path, src, processor, sinks=[good, flaky],
+                  retry_backoff_s=(0.05, 0.2))
+    th, rc = _run_in_thread(p)
+    t_end = time.monotonic() + 20
+    while flaky.calls < 3 and time.monotonic() < t_end:
+        time.sleep(0.02)
+    assert flaky.calls >= 3 and src.acked == []
+    snap = p.snapshot()
+    assert snap["healthy"] is False and "flaky" in snap["sink_faults"]
+    assert any("required sink flaky" in x and "No space left" in x for x in snap["problems"])
+    flaky.fixed.set()
+    th.join(20)
+    assert rc == [0] and flaky.took == [1] and good_calls == [1]  # not twice to 'good'
+    assert len(src.acked) == 4 and p.snapshot()["sink_faults"] == {}
+
+
+def test_sink_not_required_does_not_block(tmp_path, processor, caplog):
     src = ListSource(_images(4))
     broken = BrokenSink()
-    p = _pipeline(tmp_path, src, processor, sinks=[broken])
-    th, rc = _run_in_thread(p)
-    th.join(30)
-    assert rc == [1]  # a batch closed and reached no sink
-    assert broken.calls == 1 and src.acked == []
-    assert p.batches_failed == 1 and "No space left" in p.last_error
-    # with a working sink beside it, the batch counts as delivered
-    src2 = ListSource(_images(4))
     good = JsonlSink(JsonlSinkConfig(path=str(tmp_path / "good.jsonl")))
-    p2 = _pipeline(tmp_path, src2, processor, sinks=[BrokenSink(), good])
-    th2, rc2 = _run_in_thread(p2)
-    th2.join(30)
-    assert rc2 == [0] and len(src2.acked) == 4
-    assert read_jsonl(tmp_path / "good.jsonl")[0]["batch_id"] == 2
+    p = _pipeline(tmp_path, src, processor, sinks=[broken, good], required_sinks={"jsonl"})
+    with caplog.at_level("WARNING"):
+        th, rc = _run_in_thread(p)
+        th.join(30)
+    assert rc == [0] and broken.calls == 1 and len(src.acked) == 4
+    lines = [r.getMessage() for r in caplog.records if "broken" in r.getMessage()]
+    assert len(lines) == 1 and "not required" in lines[0] and "batch 1" in lines[0]
+
+
+def test_required_sink_failing_at_a_stop_gives_up_at_the_deadline(tmp_path, processor):
+    src = ListSource(_images(4), hold=threading.Event())
+    broken = BrokenSink()
+    p = _pipeline(tmp_path, src, processor, sinks=[broken], drain_timeout_s=1.0,
+                  final_s=0.5, retry_backoff_s=(0.05, 0.2))
+    th, rc = _run_in_thread(p)
+    t_end = time.monotonic() + 20
+    while broken.calls < 2 and time.monotonic() < t_end:
+        time.sleep(0.02)
+    t0 = time.monotonic()
+    p.request_stop("SIGTERM")
+    th.join(10)
+    assert not th.is_alive() and time.monotonic() - t0 < 3.0
+    assert rc == [1] and src.acked == [] and p.batches_failed == 1
+    assert "No space left" in p.last_error
+
+
+def test_failed_close_keeps_the_batch_and_closes_it_later(tmp_path, processor):
+    """The batch counter cannot be written (its path is a directory): the batch stays
+    open, frames keep coming into it, and once the counter can be written it closes
+    with the next id and every frame is delivered and acknowledged once."""
+    src = ListSource(_images(6), hold=threading.Event())
+    p = _pipeline(tmp_path, src, processor, frames_per_batch=2,
+                  retry_backoff_s=(0.05, 0.2))
+    (tmp_path / "batch_counter.json").mkdir()  # after the counter was loaded
+    th, rc = _run_in_thread(p)
+    t_end = time.monotonic() + 20
+    while p.frames_total < 6 and time.monotonic() < t_end:
+        time.sleep(0.02)
+    assert p.frames_total == 6 and p.batches_closed == 0 and p.agg.n_frames == 6
+    snap = p.snapshot()
+    assert snap["batch_close_error"]["attempts"] >= 1 and not snap["healthy"]
+    assert p.healthy()  # a failing close is not a dead stage: no restart
+    (tmp_path / "batch_counter.json").rmdir()
+    t_end = time.monotonic() + 10
+    while p.batches_published < 1 and time.monotonic() < t_end:
+        time.sleep(0.02)
+    p.request_stop("test")
+    th.join(20)
+    assert rc == [0]
+    recs = read_jsonl(tmp_path / "out.jsonl")
+    assert [(r["batch_id"], r["payload"]["frames"]["used"]) for r in recs] == [(1, 6)]
+    assert sorted(src.acked) == [f"f{i}" for i in range(6)]
+    assert p.snapshot()["batch_close_error"] is None
 
 
 def test_metrics_snapshot_keys(tmp_path, processor):
