@@ -2,7 +2,12 @@
 
 The pipeline hands each closed batch to every configured sink. A sink must not lose a
 report it accepted: it either delivers it, persists it for later delivery (the MQTT
-outbox), or raises so that the pipeline can log and count the failure.
+outbox), or raises so that the pipeline can log and count the failure. A sink whose
+configuration says ``required = true`` must have accepted a batch before the batch's
+frames are acknowledged to the source; the pipeline calls ``publish`` again for that
+sink alone (with back-off) until it succeeds, so ``publish`` must leave no half-written
+report behind when it raises. ``publish`` should not block for long: a call that does
+not return within ``[health] stall_s`` counts as a stuck stage.
 """
 
 from __future__ import annotations

@@ -3,7 +3,9 @@
 Each line is one JSON object with a ``type`` field (``"psd"`` or ``"health"``) and the
 payload under ``payload``. Lines are written whole, flushed and fsync'd before
 :meth:`JsonlSink.publish` returns, so a report the sink accepted survives a power cut.
-``path = "-"`` writes to standard output (no fsync).
+``path = "-"`` writes to standard output (no fsync). A write that fails (a full disk)
+leaves no half line: the file is cut back to where the line began and opened afresh by
+the next write, so the pipeline's retry of a required sink appends the line whole.
 
 A file is rotated by size, as :class:`logging.handlers.RotatingFileHandler` does: when
 the next line would take it past ``max_bytes``, ``PATH`` becomes ``PATH.1`` (``PATH.1``
@@ -33,6 +35,10 @@ class JsonlSinkConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     enabled: bool = Field(True, description="write batch reports as JSON lines")
+    required: bool = Field(
+        True, description="a batch's frames are acknowledged to the source only once its "
+                          "line is written (retried until it is); false = a failed write is "
+                          "logged and does not hold the batch back")
     path: str = Field(
         "-",
         description="output file (appended; relative paths are relative to the "
@@ -114,9 +120,12 @@ class JsonlSink:
     def _write(self, record: dict[str, Any]) -> None:
         line = json.dumps(record, separators=(",", ":"), allow_nan=False) + "\n"
         with self._lock:
+            start: int | None = None
             try:
                 self._rotate_if_needed(len(line.encode("utf-8")))
                 out = self._out()
+                if self._file is not None:
+                    start = os.fstat(self._file.fileno()).st_size
                 out.write(line)
                 out.flush()
                 if self.config.fsync and self._file is not None:
@@ -124,8 +133,26 @@ class JsonlSink:
             except (OSError, ValueError, UserError) as exc:
                 self._errors += 1
                 self._last_error = str(exc)
+                self._drop_file(start)
                 raise
             self._written += 1
+            self._last_error = None
+
+    def _drop_file(self, size: int | None) -> None:
+        """After a failed write: close the file and cut it back to ``size`` bytes, so
+        that no half line is left and the next write (a retry) opens it afresh."""
+        f, self._file = self._file, None
+        if f is None:
+            return
+        try:
+            f.close()  # may flush the rest of the line; it is cut off below
+        except (OSError, ValueError):
+            pass
+        if size is not None:
+            try:
+                os.truncate(self.config.path, size)
+            except OSError:
+                pass
 
     def publish(self, report: Publishable) -> None:
         self._write({"type": "psd", "batch_id": report.batch_id,
