@@ -344,7 +344,14 @@ class BatchAggregator:
         return frames
 
     def close(self, reason: str) -> BatchReport | None:
-        """Close the open batch (None when it has no frames) and start a new one."""
+        """Close the open batch (None when it has no frames) and start a new one.
+
+        All-or-nothing: the report is built first and the batch id allocated (and
+        persisted) last, so when anything fails (``OSError`` from a full disk writing
+        the counter, an error building the report) the exception propagates, the open
+        batch keeps its frames and crystals, no id is used up, and a later call closes
+        it with the next id.
+        """
         if self.n_frames == 0:
             return None
         d = np.concatenate(self._diam) if self._diam else np.zeros(0)
@@ -360,7 +367,7 @@ class BatchAggregator:
         }
         t_end = max(self._t_last or self._clock(), self._t_first or 0.0)
         report = BatchReport(
-            batch_id=self.counter.next(),
+            batch_id=0,  # allocated last (see above)
             device_id=self.device_id,
             batch_start=_utc(self._t_first or t_end),
             batch_end=_utc(t_end),
@@ -376,6 +383,7 @@ class BatchAggregator:
             software_version=self._version,
             frames=self._frames,
         )
+        report.batch_id = self.counter.next()
         log.info("batch %d closed (%s): %d frames used, %d rejected, %d crystals, "
                  "x50,3 = %s um", report.batch_id, reason, report.frames_used,
                  report.frames_rejected, report.crystals_measured,

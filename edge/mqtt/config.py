@@ -17,6 +17,10 @@ class MqttConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     enabled: bool = Field(False, description="publish batch reports over MQTT")
+    required: bool = Field(
+        True, description="a batch's frames are acknowledged to the source only once it "
+                          "is committed to the MQTT outbox (retried until it is); false = "
+                          "a failure is logged and does not hold the batch back")
     host: str = Field("localhost", description="broker host name or address")
     port: int = Field(0, ge=0, le=65535,
                       description="broker port; 0 = 1883 without TLS, 8883 with TLS")

@@ -60,6 +60,14 @@ def build_sinks(cfg: EdgeConfig, *, state_dir: Path, ident: dict[str, str],
     return sinks
 
 
+def required_sinks(cfg: EdgeConfig) -> set[str]:
+    """Names of the sinks a batch must reach before its frames are acknowledged
+    (``required`` in ``[sinks.jsonl]`` and ``[mqtt]``)."""
+    flags = {"jsonl": cfg.sinks.jsonl.enabled and cfg.sinks.jsonl.required,
+             "mqtt": cfg.mqtt.enabled and cfg.mqtt.required}
+    return {name for name, on in flags.items() if on}
+
+
 class Service:
     """The appliance built from a configuration; :meth:`run` blocks until it stops.
 
@@ -83,6 +91,7 @@ class Service:
         self.reloads = 0
         self._next_cfg: EdgeConfig | None = None
         self._terminating = False
+        self.stopping_since: float | None = None  # monotonic time of SIGTERM/SIGINT
         self._reload_lock = threading.Lock()
         self._last_reload_at = -math.inf  # monotonic time of the last reload started
         self.max_frames = max_frames
@@ -175,7 +184,7 @@ class Service:
                         sinks=sinks, options=opts, state_dir=state_dir, device_id=device_id,
                         info=info, watchdog=systemd.notify_watchdog,
                         watchdog_interval_s=systemd.watchdog_interval_s(),
-                        on_health=self._on_health)
+                        on_health=self._on_health, required_sinks=required_sinks(cfg))
 
     # ------------------------------------------------------------------ callbacks
     def _on_command(self, cmd: Any) -> None:
@@ -241,6 +250,8 @@ class Service:
         with self._reload_lock:
             self._terminating = True
             self._next_cfg = None
+        if self.stopping_since is None:
+            self.stopping_since = time.monotonic()
         if self.pipeline is None:
             raise KeyboardInterrupt
         if self.pipeline.stop_reason is not None and name == "SIGINT":
