@@ -5,9 +5,11 @@ Layout (see ``docs/architecture.md``): ``engines/`` (TensorRT cache),
 ``folder_source.sqlite3`` (processed files) and ``status.json`` (the health snapshot
 the running service rewrites every few seconds; read by ``crystal-edge status``).
 
-Resolution order of the directory: ``$CRYSTAL_EDGE_STATE_DIR`` (an explicit override,
-e.g. for tests or a second instance), then ``[state] dir`` from the configuration, then
-systemd's ``$STATE_DIRECTORY``, then ``~/.local/state/crystal-edge``.
+Resolution order of the directory (:func:`resolve_state_dir`, the one place that knows
+it): ``$CRYSTAL_EDGE_STATE_DIR`` (an explicit override, e.g. for tests or a second
+instance), then ``[state] dir`` from the configuration, then systemd's
+``$STATE_DIRECTORY``, then (for tools that look at the service from an administrator's
+shell) ``/var/lib/crystal-edge`` when it exists, then ``~/.local/state/crystal-edge``.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ from edge.errors import TransientError
 from edge.statefiles import read_json_state
 
 OVERRIDE_ENV = "CRYSTAL_EDGE_STATE_DIR"
+#: systemd's ``StateDirectory=crystal-edge`` of the installed unit
+SYSTEM_STATE_DIR = Path("/var/lib/crystal-edge")
 STATUS_FILE = "status.json"
 BATCH_COUNTER_FILE = "batch_counter.json"
 FOLDER_DB_FILE = "folder_source.sqlite3"
@@ -41,16 +45,32 @@ class StateConfig(BaseModel):
                     "~/.local/state/crystal-edge. $CRYSTAL_EDGE_STATE_DIR overrides it")
 
 
-def resolve_state_dir(configured: str | Path | None = None) -> Path:
-    """The state directory to use (see the module docstring for the order)."""
-    override = os.environ.get(OVERRIDE_ENV, "").strip()
+def resolve_state_dir(configured: str | Path | None = None, *,
+                      environ: dict[str, str] | None = None,
+                      find_service: bool = False) -> Path:
+    """The state directory to use (see the module docstring for the order).
+
+    Parameters
+    ----------
+    configured : path, optional
+        ``[state] dir`` of the configuration.
+    environ : dict, optional
+        The environment to read (default ``os.environ``).
+    find_service : bool
+        Look for the installed service's directory (``/var/lib/crystal-edge``) before the
+        user's own: for ``crystal-edge status`` and ``build-engine`` run from a shell.
+    """
+    env = os.environ if environ is None else environ
+    override = env.get(OVERRIDE_ENV, "").strip()
     if override:
         return Path(override).expanduser()
     if configured is not None and str(configured).strip():
         return Path(configured).expanduser()
-    systemd = os.environ.get("STATE_DIRECTORY", "").strip()
+    systemd = env.get("STATE_DIRECTORY", "").strip()
     if systemd:
         return Path(systemd.split(":")[0])
+    if find_service and SYSTEM_STATE_DIR.is_dir():
+        return SYSTEM_STATE_DIR
     return Path.home() / ".local" / "state" / "crystal-edge"
 
 

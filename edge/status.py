@@ -39,7 +39,6 @@ from edge.status_checks import (
 from edge.status_sources import (
     EngineFile,
     OutboxInfo,
-    default_state_dir,
     engine_files,
     outbox_depth,
     read_outbox,
@@ -52,7 +51,6 @@ __all__ = [
     "StatusLimits",
     "StatusReport",
     "collect_status",
-    "default_state_dir",
     "outbox_depth",
     "read_outbox",
     "service_state",

@@ -7,7 +7,6 @@ systemd is only asked ``is-active``.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import sqlite3
 import subprocess
@@ -16,33 +15,15 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-__all__ = ["EngineFile", "OutboxInfo", "default_state_dir", "engine_files", "outbox_depth",
+__all__ = ["EngineFile", "OutboxInfo", "engine_files", "outbox_depth",
            "read_outbox", "service_state"]
 
 SERVICE = "crystal-edge"
-SYSTEM_STATE_DIR = Path("/var/lib/crystal-edge")
 
 _SYSTEMD_STATES = frozenset({
     "active", "inactive", "failed", "activating", "deactivating", "reloading",
     "maintenance", "refreshing",
 })
-
-
-def default_state_dir(environ: dict[str, str] | None = None) -> Path:
-    """State directory of the service as seen from an administrator's shell.
-
-    ``$CRYSTAL_EDGE_STATE_DIR``, then ``$STATE_DIRECTORY`` (set inside the service), then
-    ``/var/lib/crystal-edge`` (systemd's ``StateDirectory=``) when it exists, then
-    ``~/.local/state/crystal-edge`` (a development run).
-    """
-    env = os.environ if environ is None else environ
-    for var in ("CRYSTAL_EDGE_STATE_DIR", "STATE_DIRECTORY"):
-        value = env.get(var, "").strip()
-        if value:
-            return Path(value.split(":")[0]).expanduser()
-    if SYSTEM_STATE_DIR.is_dir():
-        return SYSTEM_STATE_DIR
-    return Path.home() / ".local" / "state" / "crystal-edge"
 
 
 def service_state(unit: str = SERVICE, *, systemctl: str | None = None,

@@ -14,15 +14,6 @@ from pydantic import BaseModel, ConfigDict, Field
 
 BackendName = Literal["auto", "onnxruntime", "tensorrt"]
 
-def default_state_dir() -> Path:
-    """State directory when none is passed: :func:`edge.state.resolve_state_dir` without a
-    configured one (``$CRYSTAL_EDGE_STATE_DIR``, ``$STATE_DIRECTORY``,
-    ``~/.local/state/crystal-edge``)."""
-    from edge.state import resolve_state_dir
-
-    return resolve_state_dir(None)
-
-
 class BackendConfig(BaseModel):
     """Inference backend settings (``[backend]``)."""
 
@@ -78,5 +69,10 @@ class BackendConfig(BaseModel):
         """Engine cache directory: ``engine_cache_dir`` or ``<state_dir>/engines``."""
         if self.engine_cache_dir is not None:
             return Path(self.engine_cache_dir).expanduser()
-        base = Path(state_dir) if state_dir is not None else default_state_dir()
+        if state_dir is not None:
+            base = Path(state_dir)
+        else:
+            from edge.state import resolve_state_dir
+
+            base = resolve_state_dir()
         return base / "engines"

@@ -36,7 +36,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from edge.errors import UserError
-    from edge.status import StatusLimits, collect_status, default_state_dir
+    from edge.state import resolve_state_dir
+    from edge.status import StatusLimits, collect_status
 
     if args.stale_after is not None and args.stale_after <= 0:
         raise UserError(f"--stale-after: must be > 0 seconds, got {args.stale_after}")
@@ -47,7 +48,8 @@ def run(args: argparse.Namespace) -> int:
     limits = StatusLimits(stale_after_s=args.stale_after,
                           outbox_max_reports=args.outbox_max_reports,
                           outbox_max_age_s=args.outbox_max_age)
-    state_dir = args.state_dir if args.state_dir is not None else default_state_dir()
+    state_dir = (args.state_dir if args.state_dir is not None
+                 else resolve_state_dir(find_service=True))
     report = collect_status(state_dir, limits=limits)
     if args.json:
         print(json.dumps(report.to_payload(), indent=2, sort_keys=True))

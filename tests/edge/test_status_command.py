@@ -16,10 +16,10 @@ import pytest
 
 from edge.clikit import dispatch
 from edge.errors import UserError
+from edge.state import resolve_state_dir
 from edge.status import (
     StatusLimits,
     collect_status,
-    default_state_dir,
     outbox_depth,
     service_state,
 )
@@ -205,10 +205,17 @@ def test_missing_state_dir_is_user_error(tmp_path):
         collect_status(tmp_path / "nope")
 
 
-def test_default_state_dir_order(tmp_path):
-    assert default_state_dir({"CRYSTAL_EDGE_STATE_DIR": "/x", "STATE_DIRECTORY": "/y"}) \
-        == Path("/x")
-    assert default_state_dir({"STATE_DIRECTORY": "/y:/z"}) == Path("/y")
+def test_state_dir_order(tmp_path, monkeypatch):
+    from edge import state
+
+    env = {"CRYSTAL_EDGE_STATE_DIR": "/x", "STATE_DIRECTORY": "/y"}
+    assert resolve_state_dir("/cfg", environ=env) == Path("/x")
+    assert resolve_state_dir("/cfg", environ={"STATE_DIRECTORY": "/y"}) == Path("/cfg")
+    assert resolve_state_dir(environ={"STATE_DIRECTORY": "/y:/z"}) == Path("/y")
+    monkeypatch.setattr(state, "SYSTEM_STATE_DIR", tmp_path)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert resolve_state_dir(environ={}, find_service=True) == tmp_path
+    assert resolve_state_dir(environ={}) == tmp_path / "home" / ".local/state/crystal-edge"
 
 
 def test_cli_json_text_and_check(state_dir, tmp_path, monkeypatch, capsys):
