@@ -166,3 +166,20 @@ def test_a_missing_counter_continues_above_the_waiting_outbox(tmp_path, caplog):
     box.close()
     assert BatchCounter(tmp_path).next() == 31  # counter deleted by hand: no repeat
     assert "batch ids continue above the outbox's waiting batch 30" in caplog.text
+
+
+def test_a_failed_close_keeps_the_batch_and_uses_no_id(tmp_path):
+    """The counter cannot be written (its path is a directory, as a full disk refuses
+    it): close() raises, the batch keeps its frames, and the next close gets id 1."""
+    agg = _agg(tmp_path, frames=2)
+    for i in range(2):
+        agg.add_result(_frame(i), diameters_um=np.array([10.0, 20.0]))
+    (tmp_path / "batch_counter.json").mkdir()
+    with pytest.raises(OSError):
+        agg.close("frames")
+    assert agg.n_frames == 2 and agg.counter.last == 0
+    agg.add_result(_frame(2), diameters_um=np.array([30.0]))
+    (tmp_path / "batch_counter.json").rmdir()
+    rep = agg.close("frames")
+    assert rep.batch_id == 1 and rep.frames_used == 3 and rep.crystals_measured == 5
+    assert [f.name for f in rep.frames] == ["f0", "f1", "f2"] and agg.n_frames == 0

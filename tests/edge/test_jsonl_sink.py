@@ -84,3 +84,31 @@ def test_config_rejects_nonsense():
         JsonlSinkConfig(max_bytes=-1)
     with pytest.raises(ValueError):
         JsonlSinkConfig(keep=0)
+
+
+def test_a_failed_write_leaves_no_half_line_and_the_retry_appends_it_whole(tmp_path):
+    """The file may not grow past a limit (RLIMIT_FSIZE: EFBIG after a short write, as a
+    full disk gives ENOSPC): the half line is cut off; once it may grow, the same report
+    is written again whole."""
+    import resource
+    import signal
+
+    path = tmp_path / "b.jsonl"
+    sink = JsonlSink(JsonlSinkConfig(path=str(path)))
+    sink.open()
+    sink.publish(Report(1))
+    size = path.stat().st_size
+    old_limit = resource.getrlimit(resource.RLIMIT_FSIZE)
+    old_handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    try:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (size + 50, old_limit[1]))
+        with pytest.raises(OSError):
+            sink.publish(Report(2))
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, old_limit)
+        signal.signal(signal.SIGXFSZ, old_handler)
+    assert path.stat().st_size == size and sink.health()["last_error"]
+    sink.publish(Report(2))
+    sink.close()
+    assert [r["batch_id"] for r in read_jsonl(path)] == [1, 2]
+    assert sink.health()["errors"] == 1 and sink.health()["last_error"] is None

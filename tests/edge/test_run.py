@@ -501,8 +501,24 @@ def test_loading_the_backend_with_the_first_frame_is_not_a_hang(workdir, tiny_mo
 
 
 def test_a_backend_load_past_load_timeout_counts_as_hung(workdir, tiny_model, monkeypatch):
-    health, _ = _slow_backend_run(workdir, tiny_model, monkeypatch, load_timeout_s=0.5)
-    assert not all(health)
+    """Past load_timeout_s the inference stage is stuck: the service stops with status 1
+    (systemd restarts it) instead of looking healthy while it does nothing."""
+    import edge.frames
+
+    real = edge.frames.create_backend
+    monkeypatch.setattr(edge.frames, "create_backend",
+                        lambda *a, **k: (time.sleep(1.5), real(*a, **k))[1])
+    write_config(workdir / "config.toml", model=tiny_model, batch_frames=2,
+                 extra="stall_s = 0.3\nload_timeout_s = 0.5\n")
+    svc = Service(load_config(workdir / "config.toml"), install_signals=False)
+    rc: list[int] = []
+    th = threading.Thread(target=lambda: rc.append(svc.run()))
+    th.start()
+    assert svc.ready.wait(30)
+    write_frames(workdir / "in", ["f0.png", "f1.png"])
+    th.join(30)
+    assert not th.is_alive() and rc == [1]
+    assert "stage inference stalled" in svc.pipeline.failed
 
 
 def test_reload_to_a_file_that_cannot_start_goes_back_to_the_previous_one(
