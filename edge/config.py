@@ -297,10 +297,12 @@ def config_toml(cfg: EdgeConfig) -> str:
 
 def check_files(cfg: EdgeConfig) -> None:
     """The files the configuration names exist (model + metadata, folder source dir)."""
-    from edge.modelmeta import load_meta
+    from edge.modelmeta import check_model_file, load_meta
 
-    if not Path(cfg.model.path).is_file():
-        raise UserError(f"model.path {cfg.model.path}: file not found")
+    try:
+        check_model_file(cfg.model.path)
+    except UserError as exc:
+        raise UserError(f"model.path: {exc}") from None
     load_meta(cfg.model.path)
     src = cfg.source
     if isinstance(src, FolderSourceConfig) and not Path(src.path).is_dir():

@@ -37,7 +37,7 @@ from edge.backends.config import BackendConfig
 from edge.backends.registry import create_backend
 from edge.errors import UserError
 from edge.measure import MeasureConfig, measure_crystals, select_morphology
-from edge.modelmeta import ModelMeta, load_meta
+from edge.modelmeta import ModelMeta, check_model_file, load_meta
 from edge.preprocess import (
     auto_inference_scale,
     grey_u8,
@@ -106,21 +106,6 @@ class FrameResult:
         }
 
 
-_MODELPROTO_FIRST_TAGS = frozenset({0x08, 0x12, 0x1A, 0x22, 0x28, 0x32, 0x3A, 0x42, 0x72})
-
-
-def check_model_file(path: Path) -> None:
-    """UserError unless ``path`` exists and starts like an ONNX protobuf."""
-    if not path.is_file():
-        raise UserError(f"{path}: model file not found")
-    with open(path, "rb") as f:
-        head = f.read(2)
-    # protobuf writes fields in number order: ir_version (tag 0x08) first, or the first set
-    # field of ModelProto (producer, domain, version, doc, graph, opset_import, metadata)
-    if len(head) < 2 or head[0] not in _MODELPROTO_FIRST_TAGS:
-        raise UserError(f"{path}: not an ONNX model (expected a protobuf ModelProto)")
-
-
 class FrameAnalyzer:
     """Quality gate, batched segmentation and measurement of frames with one model.
 
@@ -146,6 +131,10 @@ class FrameAnalyzer:
     lock_frame_size : bool
         Reject frames whose size differs from the first accepted one (see the module
         docstring).
+    meta, backend : optional
+        A model that is not an ONNX file (a training checkpoint in ``crystal-train
+        evaluate``): its metadata and a loaded backend with dynamic shapes, used instead
+        of reading ``model_path`` and creating one.
     """
 
     def __init__(self, model_path: str | Path, *, backend_config: BackendConfig | None = None,
@@ -155,10 +144,13 @@ class FrameAnalyzer:
                  inference_scale: float | str = "auto", frame_hw: tuple[int, int] | None = None,
                  state_dir: str | Path | None = None, keep_class_maps: bool = False,
                  color_order: str = "bgr", bit_depth: int | None = None,
-                 lock_frame_size: bool = False) -> None:
+                 lock_frame_size: bool = False, meta: ModelMeta | None = None,
+                 backend: Backend | None = None) -> None:
         self.model_path = Path(model_path)
-        check_model_file(self.model_path)
-        self.meta: ModelMeta = load_meta(self.model_path)
+        if meta is None:
+            check_model_file(self.model_path)
+            meta = load_meta(self.model_path)
+        self.meta: ModelMeta = meta
         self.backend_config = backend_config or BackendConfig()
         self.measure_config = measure_config or MeasureConfig()
         try:
@@ -198,7 +190,7 @@ class FrameAnalyzer:
                         self.px_size_um, 100 * off, self.meta.px_size_um, self.model_path.name)
         self.crystal_class = int(self.meta.crystal_class_id)
         self.black_class = next((c.id for c in self.meta.classes if "black" in c.name.lower()), 0)
-        self.backend: Backend | None = None
+        self.backend: Backend | None = backend
         self._last_roi: Roi | None = None
         self.last_timings: dict[str, float] = {}
         self.backend_selection: list[dict[str, str]] = []

@@ -121,6 +121,26 @@ def meta_path_for(onnx_path: str | Path) -> Path:
     return Path(onnx_path).with_suffix(".json")
 
 
+_MODELPROTO_FIRST_TAGS = frozenset({0x08, 0x12, 0x1A, 0x22, 0x28, 0x32, 0x3A, 0x42, 0x72})
+
+
+def check_model_file(path: str | Path) -> None:
+    """UserError unless ``path`` exists and starts like an ONNX protobuf.
+
+    The one check every door makes before it loads a model (analyzer, backends,
+    ``check-config``, ``build-engine``, the trainer's evaluation).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: model file not found")
+    with open(path, "rb") as f:
+        head = f.read(2)
+    # protobuf writes fields in number order: ir_version (tag 0x08) first, or the first set
+    # field of ModelProto (producer, domain, version, doc, graph, opset_import, metadata)
+    if len(head) < 2 or head[0] not in _MODELPROTO_FIRST_TAGS:
+        raise UserError(f"{path}: not an ONNX model (expected a protobuf ModelProto)")
+
+
 def load_meta(onnx_path: str | Path, *, verify_sha256: bool = True) -> ModelMeta:
     """Read and validate the metadata JSON beside ``onnx_path``.
 

@@ -17,7 +17,7 @@ import numpy as np
 from edge.backends.base import BackendUnavailable, check_logits, check_nchw
 from edge.backends.config import BackendConfig
 from edge.errors import TransientError, UserError
-from edge.modelmeta import ModelMeta
+from edge.modelmeta import ModelMeta, check_model_file
 
 log = logging.getLogger(__name__)
 
@@ -126,8 +126,7 @@ class OnnxRuntimeBackend:
         so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         so.log_severity_level = 3
-        if not self.model_path.is_file():
-            raise UserError(f"{self.model_path}: model file not found")
+        check_model_file(self.model_path)
         try:
             session = ort.InferenceSession(str(self.model_path), so, providers=providers)
         except Exception as exc:  # onnxruntime raises its own pybind exception types

@@ -39,7 +39,7 @@ from edge.backends.engine_cache import (
     touch_engine,
 )
 from edge.errors import UserError
-from edge.modelmeta import ModelMeta, sha256_file
+from edge.modelmeta import ModelMeta, check_model_file, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -188,8 +188,7 @@ class TensorRTBackend:
         self._cudart = import_cudart()
         self._gpu = gpu_name(self._cudart)
         self._trt_version = str(trt.__version__)
-        if not self.model_path.is_file():
-            raise UserError(f"{self.model_path}: model file not found")
+        check_model_file(self.model_path)
         key = self.engine_key()
         path, reason = lookup_engine(self.cache_dir, key)
         if path is not None:

@@ -122,8 +122,7 @@ def input_hw(settings: dict[str, Any], meta: Any) -> tuple[int, int]:
 def run(args: argparse.Namespace) -> int:
     from edge.backends import BackendUnavailable
     from edge.backends.tensorrt import TensorRTBackend
-    from edge.frames import check_model_file
-    from edge.modelmeta import load_meta
+    from edge.modelmeta import check_model_file, load_meta
 
     s = resolve_settings(args)
     check_model_file(s["model"])

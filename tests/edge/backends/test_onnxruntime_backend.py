@@ -97,6 +97,10 @@ def test_model_with_wrong_class_count_names_the_file(tmp_path):
 def test_file_that_is_not_onnx_is_a_user_error(tmp_path, tiny):
     fake = tmp_path / "fake.onnx"
     fake.write_bytes(b"this is not a protobuf at all" * 10)
+    with pytest.raises(UserError, match=r"fake.onnx: not an ONNX model"):
+        create_backend(fake, load_meta(tiny), BackendConfig(name="onnxruntime"),
+                       input_hw=(16, 16))
+    fake.write_bytes(b"\x08\x07" + b"a protobuf head, then nothing ONNX Runtime reads" * 10)
     with pytest.raises(UserError, match=r"fake.onnx: not a loadable ONNX model"):
         create_backend(fake, load_meta(tiny), BackendConfig(name="onnxruntime"),
                        input_hw=(16, 16))

@@ -114,5 +114,8 @@ def test_wrong_class_count_and_unparsable_model(monkeypatch, tmp_path, model):
         TensorRTBackend(wrong, load_meta(wrong), _cfg(tmp_path), input_hw=(16, 16)).load()
     fake = tmp_path / "fake.onnx"
     fake.write_bytes(b"not onnx")
+    with pytest.raises(UserError, match=r"fake\.onnx: not an ONNX model"):
+        TensorRTBackend(fake, load_meta(model), _cfg(tmp_path), input_hw=(16, 16)).load()
+    fake.write_bytes(b"\x08\x07 a protobuf head, then nothing TensorRT parses")
     with pytest.raises(UserError, match=r"fake\.onnx: TensorRT cannot parse the ONNX"):
         TensorRTBackend(fake, load_meta(model), _cfg(tmp_path), input_hw=(16, 16)).load()
