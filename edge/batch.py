@@ -17,7 +17,6 @@ import logging
 import math
 import re
 import time
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -28,7 +27,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from edge.mqtt.payloads import PsdPayload
-from edge.psd import PsdConfig, PSDResult, compute_psd
+from edge.psd import FrameContribution, PsdAccumulator, PsdConfig, PSDResult
 from edge.sources.base import Frame
 from edge.state import BATCH_COUNTER_FILE, atomic_write_text
 from edge.statefiles import read_json_state
@@ -250,30 +249,31 @@ class BatchAggregator:
         returning it at close time (the backend may load with the first frame).
     psd_config : PsdConfig, optional
         Size classes, edge correction, bootstrap.
+    clear_border : bool
+        ``[measure] clear_border``: the edge correction applies only with it (the rule
+        lives in :class:`edge.psd.PsdAccumulator`, which holds the batch's crystals).
     clock : callable, optional
         ``time.time`` replacement for tests.
     """
 
     def __init__(self, *, config: BatchConfig, counter: BatchCounter, device_id: str,
                  px_size_um: float, model: dict[str, str] | Callable[[], dict[str, str]],
-                 psd_config: PsdConfig | None = None, clock: Any = time.time) -> None:
+                 psd_config: PsdConfig | None = None, clear_border: bool = True,
+                 clock: Any = time.time) -> None:
         self.config = config
         self.counter = counter
         self.device_id = device_id
         self.px_size_um = float(px_size_um)
         self.model = model
         self.psd_config = psd_config or PsdConfig()
+        self._acc = PsdAccumulator(self.psd_config, clear_border=clear_border)
         self._clock = clock
         self._version = software_version()
         self._reset()
 
     def _reset(self) -> None:
-        self._diam: list[np.ndarray] = []
-        self._weights: list[np.ndarray] = []
+        self._acc.reset()
         self._frames: list[Frame] = []
-        self._used = 0
-        self._rejected: Counter[str] = Counter()
-        self._crystals_rejected: Counter[str] = Counter()
         self._t_first: float | None = None
         self._t_last: float | None = None
         self._opened: float | None = None  # monotonic time of the first frame
@@ -283,7 +283,7 @@ class BatchAggregator:
     @property
     def n_frames(self) -> int:
         """Frames in the open batch (used + rejected)."""
-        return self._used + sum(self._rejected.values())
+        return self._acc.n_frames
 
     @property
     def started(self) -> float | None:
@@ -305,17 +305,16 @@ class BatchAggregator:
                    weights: np.ndarray | None = None,
                    crystals_rejected_by_reason: dict[str, int] | None = None,
                    timing_ms: dict[str, float] | None = None) -> None:
-        """Count a used frame and its crystals into the open batch."""
-        d = np.asarray(diameters_um, dtype=np.float64).ravel()
-        w = np.ones_like(d) if weights is None else np.asarray(weights, np.float64).ravel()
-        if w.shape != d.shape:
-            raise ValueError(f"weights of shape {w.shape} do not match diameters {d.shape}")
+        """Count a used frame and its crystals into the open batch.
+
+        ``weights`` are the frame's edge-correction weights from
+        :meth:`edge.psd.PsdAccumulator.contribution` (None when it does not apply).
+        """
+        self._acc.add_contribution(FrameContribution(
+            diameters_um=np.asarray(diameters_um, dtype=np.float64),
+            weights=None if weights is None else np.asarray(weights, dtype=np.float64),
+            rejected_by_reason=dict(crystals_rejected_by_reason or {})))
         self._touch(frame)
-        self._used += 1
-        self._diam.append(d)
-        self._weights.append(w)
-        for reason, n in (crystals_rejected_by_reason or {}).items():
-            self._crystals_rejected[str(reason)] += int(n)
         for key, v in (timing_ms or {}).items():
             if key in self._timing:
                 self._timing[key] += float(v)
@@ -323,7 +322,7 @@ class BatchAggregator:
     def add_rejection(self, frame: Frame, reason: str) -> None:
         """Count a frame the quality gate (or decoding, or an error) refused."""
         self._touch(frame)
-        self._rejected[str(reason)] += 1
+        self._acc.add_rejection(reason)
 
     def due(self) -> CloseReason | None:
         """Why the open batch should close now (None: not yet, or empty)."""
@@ -354,11 +353,9 @@ class BatchAggregator:
         """
         if self.n_frames == 0:
             return None
-        d = np.concatenate(self._diam) if self._diam else np.zeros(0)
-        w = np.concatenate(self._weights) if self._weights else np.zeros(0)
-        weighted = bool(w.size) and not np.allclose(w, 1.0)
-        psd = compute_psd(d, weights=w if weighted else None, config=self.psd_config)
-        n_used = max(self._used, 1)
+        summary = self._acc.result()
+        psd = summary.psd
+        n_used = max(summary.frames_used, 1)
         timing = {
             "infer_ms_mean": self._timing["infer_ms"] / n_used,
             "post_ms_mean": self._timing["post_ms"] / n_used,
@@ -372,10 +369,10 @@ class BatchAggregator:
             batch_start=_utc(self._t_first or t_end),
             batch_end=_utc(t_end),
             close_reason=reason,
-            frames_used=self._used,
-            frames_rejected_by_reason=dict(sorted(self._rejected.items())),
-            crystals_measured=int(d.size),
-            crystals_rejected_by_reason=dict(sorted(self._crystals_rejected.items())),
+            frames_used=summary.frames_used,
+            frames_rejected_by_reason=summary.frames_rejected_by_reason,
+            crystals_measured=int(summary.diameters_um.size),
+            crystals_rejected_by_reason=summary.crystals_rejected_by_reason,
             psd=psd,
             px_size_um=self.px_size_um,
             model=dict(self.model() if callable(self.model) else self.model),

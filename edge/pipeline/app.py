@@ -104,7 +104,8 @@ class Service:
 
     # ------------------------------------------------------------------ assembly
     def _build(self) -> Pipeline:
-        from edge.frames import FrameAnalyzer, check_model_file
+        from edge.frames import FrameAnalyzer
+        from edge.modelmeta import check_model_file
         from edge.pipeline.analysis import AnalyzerProcessor
 
         cfg = self.cfg
@@ -164,7 +165,8 @@ class Service:
 
         aggregator = BatchAggregator(
             config=cfg.batch, counter=counter, device_id=device_id,
-            px_size_um=cfg.optics.px_size_um, model=model_ident, psd_config=cfg.psd)
+            px_size_um=cfg.optics.px_size_um, model=model_ident, psd_config=cfg.psd,
+            clear_border=cfg.measure.clear_border)
 
         def info() -> dict[str, Any]:
             mi = analyzer.model_info
