@@ -1,24 +1,15 @@
 """Optional Prometheus text endpoint (``/metrics``) on a loopback port. Off by default.
 
 A small stdlib ``http.server`` in a daemon thread; every scrape calls a *collect*
-callback that returns a plain snapshot dict, which :func:`render_metrics` turns into the
-Prometheus text exposition format (version 0.0.4). Nothing is cached: a scrape shows
-the runtime's counters at that moment. The runtime owns the counters; this module only
-formats and serves them.
+callback that returns the service's :class:`~edge.snapshot.StatusSnapshot` (the one the
+pipeline published last, the same ``status.json`` and the MQTT health show), which
+:func:`render_metrics` turns into the Prometheus text exposition format (version 0.0.4).
 
-Snapshot keys (all optional; missing keys are left out of the output)::
-
-    frames_total           int    frames analysed since start
-    frames_rejected_total  {reason: int}  frames refused by the quality gate
-    batches_total          int    batches closed since start
-    fps                    float  frames per second (recent)
-    queue_depth            int or {queue: int}  pipeline queue depth(s)
-    outbox_depth           int    batch reports waiting in the MQTT outbox
-    last_x50_um            float  x50,3 of the last closed batch, micrometres
-    last_s_lnd             float  s_LND of the last closed batch
-    last_batch_timestamp_s float  UNIX time the last batch closed
-    uptime_s               float  seconds since start
-    backend, version       str    exported as labels of ``crystal_edge_info``
+Every metric is named after the snapshot field it shows, ``crystal_edge_<field>``
+(a field of ``last_batch``: ``crystal_edge_last_batch_<field>``); a field that is a
+mapping becomes one sample per key, with the label in :data:`METRICS`. Fields that are
+null (``last_batch_x50_3_um`` before the first batch) are absent rather than 0.
+``crystal_edge_info{backend,software_version,device_id} 1`` carries the identity.
 
 Bound to loopback only (``127.0.0.0/8``, ``::1``, ``localhost``): scrape it on the device
 (node exporter textfile, a local Prometheus agent) or through an SSH tunnel; exposing it
@@ -45,9 +36,11 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from edge.snapshot import StatusSnapshot
+
 log = logging.getLogger(__name__)
 
-__all__ = ["CONTENT_TYPE", "MetricsConfig", "MetricsServer", "render_metrics"]
+__all__ = ["CONTENT_TYPE", "METRICS", "MetricsConfig", "MetricsServer", "render_metrics"]
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 PREFIX = "crystal_edge_"
@@ -86,22 +79,38 @@ class MetricsConfig(BaseModel):
         return value
 
 
-# name, type, help, snapshot key, label name for dict values (None: scalar)
-_METRICS: tuple[tuple[str, str, str, str, str | None], ...] = (
-    ("frames_total", "counter", "Frames analysed since start.", "frames_total", None),
-    ("frames_rejected_total", "counter", "Frames refused by the quality gate, by reason.",
-     "frames_rejected_total", "reason"),
-    ("batches_total", "counter", "Batches closed since start.", "batches_total", None),
-    ("fps", "gauge", "Frames analysed per second (recent).", "fps", None),
-    ("queue_depth", "gauge", "Pipeline queue depth.", "queue_depth", "queue"),
-    ("outbox_depth", "gauge", "Batch reports waiting in the MQTT outbox.", "outbox_depth", None),
-    ("last_x50_micrometres", "gauge", "x50,3 of the last closed batch (micrometres).",
-     "last_x50_um", None),
-    ("last_s_lnd", "gauge", "Log-normal s_LND of the last closed batch.", "last_s_lnd", None),
-    ("last_batch_timestamp_seconds", "gauge", "UNIX time the last batch closed.",
-     "last_batch_timestamp_s", None),
-    ("uptime_seconds", "gauge", "Seconds since the service started.", "uptime_s", None),
+METRICS: tuple[tuple[str, str, str | None], ...] = (
+    # snapshot field (``a.b``: field b of a), Prometheus type, label of a mapping's keys
+    ("frames_total", "counter", None),
+    ("frames_used_total", "counter", None),
+    ("frames_rejected_total", "counter", "reason"),
+    ("frames_per_s", "gauge", None),
+    ("queue_depths", "gauge", "queue"),
+    ("current_batch_id", "gauge", None),
+    ("current_batch_frames", "gauge", None),
+    ("batches_total", "counter", None),
+    ("batches_published", "counter", None),
+    ("batches_failed", "counter", None),
+    ("last_batch_id", "gauge", None),
+    ("last_batch.x50_3_um", "gauge", None),
+    ("last_batch.s_lnd", "gauge", None),
+    ("last_batch.crystals", "gauge", None),
+    ("outbox_depth", "gauge", None),
+    ("uptime_s", "gauge", None),
+    ("healthy", "gauge", None),
 )
+"""What ``/metrics`` shows; the help text is the field's description."""
+
+
+def _field(snapshot: StatusSnapshot, path: str) -> tuple[Any, str]:
+    """(value, description) of a snapshot field ``path`` (None when absent)."""
+    obj: Any = snapshot
+    for part in path.split("."):
+        if obj is None:
+            return None, ""
+        desc = type(obj).model_fields[part].description or ""
+        obj = getattr(obj, part)
+    return obj, desc
 
 
 def _number(value: Any) -> str | None:
@@ -124,37 +133,31 @@ def _label(value: Any) -> str:
     return str(value).replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
 
 
-def render_metrics(snapshot: Mapping[str, Any]) -> str:
-    """Prometheus text format for a runtime snapshot (see the module docstring).
-
-    Values that are None or not numbers are skipped (a gauge with no value yet, e.g.
-    ``last_x50_um`` before the first batch, is absent rather than 0).
-    """
+def render_metrics(snapshot: StatusSnapshot | Mapping[str, Any]) -> str:
+    """Prometheus text format of a status snapshot (see the module docstring); a mapping
+    is read as ``status.json`` is (:meth:`StatusSnapshot.from_mapping`)."""
+    if not isinstance(snapshot, StatusSnapshot):
+        snapshot = StatusSnapshot.from_mapping(snapshot)
     lines: list[str] = []
-    for name, kind, help_text, key, label in _METRICS:
-        if key not in snapshot:
-            continue
-        value = snapshot[key]
+    for path, kind, label in METRICS:
+        value, help_text = _field(snapshot, path)
         samples: list[tuple[str, str]] = []
         if isinstance(value, Mapping):
-            if label is None:
-                continue
             for lab in sorted(value, key=str):
                 num = _number(value[lab])
                 if num is not None:
                     samples.append((f'{{{label}="{_label(lab)}"}}', num))
-        else:
-            num = _number(value)
-            if num is not None:
-                samples.append(("", num))
+        elif (num := _number(value)) is not None:
+            samples.append(("", num))
         if not samples and not (isinstance(value, Mapping) and kind == "counter"):
             continue
-        full = PREFIX + name
-        lines.append(f"# HELP {full} {help_text}")
+        full = PREFIX + path.replace(".", "_")
+        lines.append(f"# HELP {full} {' '.join(help_text.split())}")
         lines.append(f"# TYPE {full} {kind}")
         lines.extend(f"{full}{labels} {num}" for labels, num in samples)
-    info = {k: snapshot[k] for k in ("backend", "version", "device_id")
-            if snapshot.get(k) is not None}
+    info = {"backend": snapshot.backend.get("name"),
+            "software_version": snapshot.software_version, "device_id": snapshot.device_id}
+    info = {k: v for k, v in info.items() if v}
     if info:
         labels = ",".join(f'{k}="{_label(v)}"' for k, v in info.items())
         lines += [f"# HELP {PREFIX}info Static facts about the running service.",
@@ -217,7 +220,7 @@ class _Server(ThreadingHTTPServer):
     # A burst of connections waits in the kernel's queue, not in a SYN retry.
     request_queue_size = 64
 
-    def __init__(self, address: tuple[str, int], collect: Callable[[], Mapping[str, Any]],
+    def __init__(self, address: tuple[str, int], collect: Callable[[], StatusSnapshot],
                  family: int, *, max_connections: int, timeout_s: float) -> None:
         self.address_family = family
         self.collect = collect
@@ -261,20 +264,22 @@ class MetricsServer:
     Parameters
     ----------
     collect : callable
-        Returns the snapshot dict; called on every scrape from the server's thread, so it
-        must be thread-safe (read counters, do not block).
+        Returns the :class:`~edge.snapshot.StatusSnapshot` to show; called on every
+        scrape from the server's thread, so it must be thread-safe and must not block
+        (the pipeline's ``latest_snapshot``).
     config : MetricsConfig, optional
         Host, port, request timeout and connection cap (``enabled`` is the caller's
         decision; :meth:`start` always starts).
 
     Examples
     --------
-    >>> srv = MetricsServer(lambda: {"frames_total": 3}, config=MetricsConfig(port=0))
+    >>> srv = MetricsServer(lambda: StatusSnapshot(frames_total=3),
+    ...                     config=MetricsConfig(port=0))
     >>> port = srv.start()  # doctest: +SKIP
     >>> srv.stop()          # doctest: +SKIP
     """
 
-    def __init__(self, collect: Callable[[], Mapping[str, Any]], *,
+    def __init__(self, collect: Callable[[], StatusSnapshot], *,
                  config: MetricsConfig | None = None) -> None:
         self.config = config or MetricsConfig()
         self._collect = collect

@@ -20,10 +20,13 @@ field does not.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime, timezone
 from typing import Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+
+from edge.snapshot import StatusSnapshot
 
 PSD_SCHEMA_ID = "crystal-psd/psd"
 STATUS_SCHEMA_ID = "crystal-psd/status"
@@ -166,18 +169,29 @@ class StatusPayload(_Strict):
 
 # ------------------------------------------------------------------------ health
 class HealthPayload(_Strict):
-    """``<prefix>/<device>/health`` (periodic, QoS 0)."""
+    """``<prefix>/<device>/health`` (periodic, QoS 0): the service's status snapshot
+    (:class:`edge.snapshot.StatusSnapshot`, the fields of the same names) and the MQTT
+    sink's own state."""
 
     schema_id: Literal["crystal-psd/health"] = Field(HEALTH_SCHEMA_ID, description="schema id")
     schema_version: Literal[1] = Field(SCHEMA_VERSION, description="schema version")
     device_id: str = Field(min_length=1, description="appliance id")
     time: AwareDatetime = Field(description="snapshot time (UTC)")
+    state: str | None = Field(None, description="starting, running, stopping, stopped or "
+                              "failed")
+    healthy: bool | None = Field(None, description="no problem keeps batches from getting out")
+    problems: list[str] = Field(default_factory=list,
+                                description="one line per problem (empty when healthy)")
     uptime_s: float | None = Field(None, ge=0, description="seconds since the appliance started")
     frames_per_s: float | None = Field(None, ge=0,
-                                   description="frames analysed per second (recent)")
+                                       description="frames analysed per second (recent)")
+    frames_total: int | None = Field(None, ge=0, description="frames analysed since start")
     queue_depths: dict[str, int] = Field(default_factory=dict,
                                          description="pipeline queue depths by queue name")
     current_batch_id: int | None = Field(None, description="batch being collected")
+    batches_total: int | None = Field(None, ge=0, description="batches closed since start")
+    batches_published: int | None = Field(None, ge=0, description="batches every required "
+                                          "sink accepted (since start)")
     last_batch_id: int | None = Field(None, description="last closed batch")
     last_error: str | None = Field(None, description="last error message (one line), null if none")
     connection: Literal["connected", "connecting", "disconnected"] = Field(
@@ -190,36 +204,49 @@ class HealthPayload(_Strict):
     tls_insecure: bool = Field(False, description="TLS without the host name check "
                                "(mqtt.insecure = true); meant for commissioning only")
     details: dict[str, Any] = Field(default_factory=dict,
-                                    description="further pipeline counters (free-form)")
+                                    description="the rest of the status snapshot "
+                                    "(status.json's other fields)")
+
+    @classmethod
+    def from_snapshot(cls, snapshot: StatusSnapshot | Mapping[str, Any], *, device_id: str,
+                      sink: Mapping[str, Any] | None = None,
+                      uptime_s: float | None = None) -> HealthPayload:
+        """The health message of a status snapshot.
+
+        Parameters
+        ----------
+        snapshot : StatusSnapshot or mapping
+            The pipeline's snapshot (a mapping is validated into one: pydantic's
+            ``ValidationError`` for wrong types).
+        device_id : str
+            The topic's device id.
+        sink : mapping, optional
+            The MQTT sink's own state now (connection, outbox_depth, outbox_dropped,
+            published, tls_insecure).
+        uptime_s : float, optional
+            Used while the snapshot has none (before the pipeline's first).
+        """
+        if not isinstance(snapshot, StatusSnapshot):
+            snapshot = StatusSnapshot.model_validate(dict(snapshot))
+        data = snapshot.to_json()
+        own = {k: v for k, v in (sink or {}).items() if k in _SINK_FIELDS}
+        if own.get("outbox_depth") is None and snapshot.outbox_depth is not None:
+            own["outbox_depth"] = snapshot.outbox_depth
+        known = {k: data[k] for k in cls.model_fields if k in data
+                 and k not in _SINK_FIELDS and k not in _NOT_IN_DETAILS}
+        if known.get("uptime_s") is None:
+            known["uptime_s"] = uptime_s
+        details = {k: v for k, v in data.items()
+                   if k not in known and k not in _NOT_IN_DETAILS and k not in _SINK_FIELDS}
+        return cls(device_id=device_id, time=snapshot.time or utc_now(), details=details,
+                   **known, **own)
 
 
-HEALTH_PIPELINE_KEYS = ("uptime_s", "frames_per_s", "queue_depths", "current_batch_id",
-                        "last_batch_id", "last_error")
-"""Keys of a pipeline health snapshot that map onto HealthPayload fields; the rest goes
-to ``details``."""
+_SINK_FIELDS = ("connection", "outbox_depth", "outbox_dropped", "published", "tls_insecure")
+"""HealthPayload fields the MQTT sink reports itself (its state when the message goes)."""
 
-HEALTH_DETAILS_SKIPPED = ("device_id", "time", "last_batch")
-"""Snapshot keys not copied into ``details`` (``last_batch`` is on the psd topic)."""
-
-
-def build_health(device_id: str, pipeline: dict[str, Any], sink: dict[str, Any], *,
-                 uptime_s: float) -> HealthPayload:
-    """HealthPayload from the pipeline's snapshot and the MQTT sink's own state.
-
-    Raises pydantic's ``ValidationError`` when the pipeline snapshot has wrong types.
-    """
-    import json
-
-    known = {k: pipeline[k] for k in HEALTH_PIPELINE_KEYS if k in pipeline}
-    known.setdefault("uptime_s", uptime_s)
-    details = {k: v for k, v in pipeline.items()
-               if k not in HEALTH_PIPELINE_KEYS and k not in sink
-               and k not in HEALTH_DETAILS_SKIPPED}
-    return HealthPayload(
-        device_id=device_id, time=utc_now(), connection=sink.get("connection", "connected"),
-        outbox_depth=sink.get("outbox_depth", 0), outbox_dropped=sink.get("outbox_dropped", 0),
-        published=sink.get("published", 0), tls_insecure=sink.get("tls_insecure", False),
-        details=json.loads(json.dumps(details, default=str)), **known)
+_NOT_IN_DETAILS = ("device_id", "time", "last_batch")
+"""Snapshot fields not copied into ``details`` (``last_batch`` is on the psd topic)."""
 
 
 # ----------------------------------------------------------------------- command

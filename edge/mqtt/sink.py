@@ -42,7 +42,7 @@ from edge.mqtt.inbound import InboundGate
 from edge.mqtt.jsonmode import JsonMode, first_validation_error
 from edge.mqtt.message import Message, TopicMode
 from edge.mqtt.outbox import OUTBOX_FILE, Outbox
-from edge.mqtt.payloads import CommandPayload, PsdPayload, build_health
+from edge.mqtt.payloads import CommandPayload, HealthPayload, PsdPayload
 from edge.sinks.base import Publishable
 
 log = logging.getLogger(__name__)
@@ -400,8 +400,9 @@ class MqttSink:
         assert self._mode is not None
         own = dict(self.health(), connection="connected")
         try:
-            payload = build_health(self.device_id, self._last_pipeline_health, own,
-                                   uptime_s=time.monotonic() - self._started)
+            payload = HealthPayload.from_snapshot(
+                self._last_pipeline_health, device_id=self.device_id, sink=own,
+                uptime_s=time.monotonic() - self._started)
         except ValidationError as exc:
             log.warning("mqtt: health snapshot not sent: %s", first_validation_error(exc))
             return

@@ -33,6 +33,7 @@ from edge.errors import UserError
 from edge.pipeline.runtime import Pipeline, PipelineOptions
 from edge.sinks.base import Sink
 from edge.sinks.jsonl import JsonlSink
+from edge.snapshot import StatusSnapshot
 from edge.sources import build_source
 from edge.state import ensure_state_dir, read_frame_size, resolve_state_dir
 
@@ -201,11 +202,11 @@ class Service:
             log.warning("command %r is not supported by this version; ignored", name)
 
     @staticmethod
-    def _on_health(snap: dict[str, Any]) -> None:
-        last = snap.get("last_batch") or {}
+    def _on_health(snap: StatusSnapshot) -> None:
+        last = "-" if snap.last_batch_id is None else snap.last_batch_id
         systemd.notify_status(
-            f"{snap.get('state')}: {snap.get('frames_per_s', 0):.2f} frames/s, "
-            f"{snap.get('frames_total', 0)} frames, last batch {last.get('batch_id', '-')}")
+            f"{snap.state}: {snap.frames_per_s or 0:.2f} frames/s, "
+            f"{snap.frames_total} frames, last batch {last}")
 
     def request_reload(self, reason: str = "reload", *, min_interval_s: float = 0.0) -> bool:
         """Re-read the configuration file; restart the pipeline with it if it is valid.
@@ -308,7 +309,7 @@ class Service:
             if self.cfg.metrics.enabled:
                 from edge.metrics import MetricsServer
 
-                self.metrics = MetricsServer(pipeline.metrics_snapshot,
+                self.metrics = MetricsServer(pipeline.latest_snapshot,
                                              config=self.cfg.metrics)
                 port = self.metrics.start()
                 log.info("metrics on http://%s:%d/metrics", self.cfg.metrics.host, port)

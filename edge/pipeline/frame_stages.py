@@ -1,5 +1,5 @@
-"""The frame stages of :class:`edge.pipeline.runtime.Pipeline`: capture with the quality
-gate, inference in micro-batches, post-processing.
+"""The frame stages of the pipeline: capture with the quality gate, inference in
+micro-batches, post-processing.
 
 Each loop is guarded per item: an error on one frame is logged in one line, counted,
 recorded as the last error, and the frame goes on as a rejection with a reason
@@ -10,58 +10,96 @@ restarted after 2 s.
 from __future__ import annotations
 
 import queue
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
-from edge.pipeline.stages import END, Item, Stage, get, put
+from edge.pipeline.stages import (
+    END,
+    Flow,
+    FrameProcessor,
+    Item,
+    PipelineOptions,
+    Stage,
+    get,
+    put,
+)
+from edge.sources.base import FrameSource
 
 
-class FrameStagesMixin:
-    """Capture, inference and post-processing loops (see the module docstring)."""
+class FrameStages:
+    """Capture, inference and post-processing loops (see the module docstring).
 
-    # provided by Pipeline
-    opt: Any
-    source: Any
-    processor: Any
-    stages: dict[str, Stage]
-    post_stages: list[Stage]
-    q_infer: queue.Queue
-    q_post: queue.Queue
-    q_agg: queue.Queue
-    _stop_capture: Any
-    _abort: Any
-    _lock: Any
-    _posts_ended: int
-    _capture_abandoned: bool
+    Parameters
+    ----------
+    flow : Flow
+        Queues and events shared with the other stages.
+    source, processor
+        Where frames come from; the per-frame analysis.
+    options : PipelineOptions
+        ``infer_batch`` and ``max_frames``.
+    on_failed : callable
+        ``on_failed(stage, where, exc)``: one item failed (logged, counted).
+    request_stop : callable
+        ``request_stop(reason)``: ``max_frames`` reached.
+    """
 
-    _failed: Callable[[Stage, str, BaseException], None]
-    request_stop: Callable[..., None]
+    def __init__(self, flow: Flow, *, source: FrameSource, processor: FrameProcessor,
+                 options: PipelineOptions,
+                 on_failed: Callable[[Stage, str, BaseException], None],
+                 request_stop: Callable[[str], None]) -> None:
+        self.flow = flow
+        self.source = source
+        self.processor = processor
+        self.opt = options
+        self._failed = on_failed
+        self._request_stop = request_stop
+        self._lock = threading.Lock()
+        self._posts = 0
+        self._posts_ended = 0
 
-    def _capture(self) -> None:
-        st = self.stages["capture"]
+    def targets(self, stages: dict[str, Stage], post_stages: list[Stage]
+                ) -> list[tuple[Stage, Callable[[], None]]]:
+        """(stage, thread target) for capture, inference and every post worker."""
+        self._posts = len(post_stages)
+        out: list[tuple[Stage, Callable[[], None]]] = [
+            (stages["capture"], lambda: self.capture(stages["capture"])),
+            (stages["inference"], lambda: self.inference(stages["inference"])),
+        ]
+        out += [(ps, lambda ps=ps: self.post(ps)) for ps in post_stages]
+        return out
+
+    def capture(self, st: Stage) -> None:
+        f = self.flow
         try:
-            while not self._stop_capture.is_set():
+            while not f.stop_capture.is_set():
                 try:
-                    st.set("source")
-                    for frame in self.source.frames(self._stop_capture):
-                        st.set("source")
-                        if frame is None:  # idle heartbeat
-                            continue
-                        if not self._take(frame, st):
-                            return
-                        if self.opt.max_frames and st.items >= self.opt.max_frames:
-                            self.request_stop("max-frames")
-                            break
+                    if not self._frames(st):
+                        return
                     break  # source exhausted (or stop): no restart
                 except Exception as exc:  # a source bug or an OS error: retry, keep running
                     self._failed(st, "capture (restarting the source in 2 s)", exc)
-                    if self._stop_capture.wait(2.0):
+                    if f.stop_capture.wait(2.0):
                         break
         finally:
             st.done = True
-            if not self._capture_abandoned:
-                put(self.q_infer, END, st, self._abort)
+            if not f.capture_abandoned:
+                put(f.infer, END, st, f.abort)
+
+    def _frames(self, st: Stage) -> bool:
+        """Take the source's frames until it ends or a stop (False: give up at once)."""
+        st.set("source")
+        for frame in self.source.frames(self.flow.stop_capture):
+            st.set("source")
+            if frame is None:  # idle heartbeat
+                continue
+            if not self._take(frame, st):
+                return False
+            if self.opt.max_frames and st.items >= self.opt.max_frames:
+                self._request_stop("max-frames")
+                break
+        return True
 
     def _take(self, frame: Any, st: Stage) -> bool:
         """Quality gate of one frame, then into the inference queue (False: give up)."""
@@ -69,40 +107,44 @@ class FrameStagesMixin:
         # The quality gate runs here, beside decoding, so that the inference thread only
         # prepares tensors and runs the network.
         item = self._checked(Item(frame), st)
-        if self._capture_abandoned or not put(self.q_infer, item, st, self._abort):
+        f = self.flow
+        if f.capture_abandoned or not put(f.infer, item, st, f.abort):
             return False
         st.items += 1
         return True
 
-    def _inference(self) -> None:
-        st = self.stages["inference"]
+    def inference(self, st: Stage) -> None:
+        f = self.flow
         ended = False
         while not ended:
-            first = get(self.q_infer, st)
+            first = get(f.infer, st)
             if first is None:
-                if self._abort.is_set():
+                if f.abort.is_set():
                     return
                 continue
-            items: list[Item] = []
-            if first is END:
-                ended = True
-            else:
-                items.append(first)
-                while len(items) < self.opt.infer_batch:
-                    try:
-                        nxt = self.q_infer.get_nowait()
-                    except queue.Empty:
-                        break
-                    if nxt is END:
-                        ended = True
-                        break
-                    items.append(nxt)
+            items, ended = self._micro_batch(first)
             for it in self._infer_items(items, st):
-                if not put(self.q_post, it, st, self._abort):
+                if not put(f.post, it, st, f.abort):
                     return
         st.done = True
-        for _ in self.post_stages:
-            put(self.q_post, END, st, self._abort)
+        for _ in range(self._posts):
+            put(f.post, END, st, f.abort)
+
+    def _micro_batch(self, first: Any) -> tuple[list[Item], bool]:
+        """Up to ``infer_batch`` items starting with ``first`` without waiting; (items,
+        whether the end of input came)."""
+        if first is END:
+            return [], True
+        items: list[Item] = [first]
+        while len(items) < self.opt.infer_batch:
+            try:
+                nxt = self.flow.infer.get_nowait()
+            except queue.Empty:
+                break
+            if nxt is END:
+                return items, True
+            items.append(nxt)
+        return items, False
 
     def _checked(self, it: Item, st: Stage) -> Item:
         """Quality gate of one captured frame: sets ``it.reject`` for a rejected frame."""
@@ -147,35 +189,40 @@ class FrameStagesMixin:
         st.items += len(items)
         return items
 
-    def _post(self, st: Stage) -> None:
+    def post(self, st: Stage) -> None:
+        f = self.flow
         while True:
-            it = get(self.q_post, st)
+            it = get(f.post, st)
             if it is None:
-                if self._abort.is_set():
+                if f.abort.is_set():
                     return
                 continue
             if it is END:
                 break
-            if it.reject is None and it.class_map is not None:
-                t0 = time.perf_counter()
-                try:
-                    it.measured = self.processor.measure(it.frame, it.class_map)
-                    if it.measured.reject:
-                        it.reject = it.measured.reject
-                except Exception as exc:
-                    self._failed(st, f"post-processing {it.frame.name}", exc)
-                    it.reject = "postprocess_error"
-                dt = time.perf_counter() - t0
-                st.busy_s += dt
-                it.timing_ms["post_ms"] = dt * 1000.0
-            it.class_map = None
-            it.frame.image = None  # free the frame's memory before it waits in a queue
+            self._measure(it, st)
             st.items += 1
-            if not put(self.q_agg, it, st, self._abort):
+            if not put(f.agg, it, st, f.abort):
                 return
         st.done = True
         with self._lock:
             self._posts_ended += 1
-            last = self._posts_ended == len(self.post_stages)
+            last = self._posts_ended == self._posts
         if last:
-            put(self.q_agg, END, st, self._abort)
+            put(f.agg, END, st, f.abort)
+
+    def _measure(self, it: Item, st: Stage) -> None:
+        """Post-processing of one segmented item (a rejection reason when it fails)."""
+        if it.reject is None and it.class_map is not None:
+            t0 = time.perf_counter()
+            try:
+                it.measured = self.processor.measure(it.frame, it.class_map)
+                if it.measured.reject:
+                    it.reject = it.measured.reject
+            except Exception as exc:
+                self._failed(st, f"post-processing {it.frame.name}", exc)
+                it.reject = "postprocess_error"
+            dt = time.perf_counter() - t0
+            st.busy_s += dt
+            it.timing_ms["post_ms"] = dt * 1000.0
+        it.class_map = None
+        it.frame.image = None  # free the frame's memory before it waits in a queue

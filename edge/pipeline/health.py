@@ -1,185 +1,213 @@
-"""Health of the running pipeline: progress check, snapshot, metrics, publication.
+"""Health of the running pipeline: counters, progress check, the snapshot and its publication.
 
-:class:`HealthMixin` is part of :class:`edge.pipeline.runtime.Pipeline`; it reads the
-pipeline's counters and never blocks the stages. The snapshot is what ``status.json``
-holds (read by ``crystal-edge status``) and what every sink's ``publish_health`` gets;
-:meth:`HealthMixin.metrics_snapshot` has the keys of :mod:`edge.metrics`.
+:class:`PipelineHealth` is held by :class:`edge.pipeline.runtime.Pipeline`: it owns the
+counters (frames, rejections, batches), the last error and the frames/s window, builds
+the :class:`~edge.snapshot.StatusSnapshot` from them and from what the pipeline reports
+about its stages, queues, source and sinks (:class:`Live`), and publishes it: to
+``status.json`` (read by ``crystal-edge status``), to every sink's ``publish_health``
+(the MQTT health message) and as the latest snapshot the metrics endpoint serves. It
+never blocks the stages.
 """
 
 from __future__ import annotations
 
+import collections
 import json
 import os
+import threading
 import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from edge import statefiles
-from edge.pipeline.stages import one_line
+from edge.pipeline.stages import Stage, one_line
+from edge.snapshot import StatusSnapshot
 from edge.state import STATUS_FILE, write_status
 
 
-class HealthMixin:
-    """Health methods of :class:`~edge.pipeline.runtime.Pipeline` (see the module)."""
+def stage_problems(stages: Iterable[Stage], *, now: float, stall_s: float,
+                   busy: tuple[str, float] | None, load_timeout_s: float) -> list[str]:
+    """Dead or stuck stages, one line each (see :meth:`Stage.problem`).
 
-    # provided by Pipeline
-    opt: Any
-    failed: str | None
-    closer: Any
-    delivery: Any
-    processor: Any
-    stages: dict[str, Any]
-    post_stages: list[Any]
-    _fps_times: Any
-    _t0: float
+    The inference stage may be working on one call for longer than ``stall_s`` while it
+    loads the backend (``busy``: what, since; a TensorRT engine build takes minutes on a
+    Jetson), up to ``load_timeout_s``.
+    """
+    out = []
+    for s in stages:
+        problem = s.problem(now, stall_s)
+        if (problem and s.name == "inference" and s.died is None and s.alive()
+                and busy is not None and now - busy[1] <= load_timeout_s):
+            continue
+        if problem:
+            out.append(problem)
+    return out
 
-    def busy(self) -> tuple[str, float] | None:
-        """(what, since) while the inference stage loads or builds the backend, else None."""
-        fn = getattr(self.processor, "busy", None)
-        return fn() if fn is not None else None
 
-    def stage_problems(self, now: float | None = None) -> list[str]:
-        """Dead or stuck stages, one line each (see :meth:`Stage.problem`).
+@dataclass
+class Live:
+    """What the pipeline reports about itself at one moment (the rest of a snapshot
+    comes from the counters of :class:`PipelineHealth`)."""
 
-        The inference stage may be working on one call for longer than ``stall_s``
-        while it loads the backend (a TensorRT engine build takes minutes on a Jetson),
-        up to ``load_timeout_s``.
-        """
-        now = time.monotonic() if now is None else now
-        busy = self.busy()
-        out = []
-        for s in [*self.stages.values(), *self.post_stages]:
-            problem = s.problem(now, self.opt.stall_s)
-            if (problem and s.name == "inference" and s.died is None and s.alive()
-                    and busy is not None and now - busy[1] <= self.opt.load_timeout_s):
-                continue
-            if problem:
-                out.append(problem)
-        return out
+    state: str
+    problems: list[str]
+    failed: str | None = None
+    stop_reason: str | None = None
+    busy: str | None = None
+    abandoned: list[str] = field(default_factory=list)
+    batch_close_error: dict[str, Any] | None = None
+    sink_faults: dict[str, dict[str, Any]] = field(default_factory=dict)
+    queue_depths: dict[str, int] = field(default_factory=dict)
+    current_batch_id: int | None = None
+    current_batch_frames: int = 0
+    info: dict[str, Any] = field(default_factory=dict)
+    source: dict[str, Any] = field(default_factory=dict)
+    sinks: dict[str, dict[str, Any]] = field(default_factory=dict)
+    stages: dict[str, dict[str, Any]] = field(default_factory=dict)
 
-    def healthy(self) -> bool:
-        """No stage is dead or stuck and the pipeline has not failed (the watchdog is
-        petted only while this holds)."""
-        return self.failed is None and not self.stage_problems()
 
-    def problems(self) -> list[str]:
-        """Everything that keeps batches from getting out, one line each: a failed
-        pipeline, dead or stuck stages, a failing batch close, failing required sinks."""
-        out = [f"pipeline failed: {self.failed}"] if self.failed else self.stage_problems()
-        return [*out, *self.closer.problems(), *self.delivery.problems()]
+class PipelineHealth:
+    """Counters, last error and frames/s of a pipeline; builds and publishes its snapshot.
+
+    Parameters
+    ----------
+    device_id : str
+        Appliance id in the snapshot.
+    health_interval_s, fps_window_s : float
+        Seconds between snapshots (recorded, so ``status`` can tell a stale file) and
+        the window of the frames/s figure.
+    state_dir : path, optional
+        Where ``status.json`` goes (None: not written).
+    on_health : callable, optional
+        Called with every snapshot published (systemd status line).
+    on_error : callable, optional
+        ``on_error(where, text)`` for a failed publication (the pipeline's last error).
+    """
+
+    def __init__(self, *, device_id: str = "", health_interval_s: float = 5.0,
+                 fps_window_s: float = 10.0, state_dir: Path | None = None,
+                 on_health: Callable[[StatusSnapshot], None] | None = None) -> None:
+        self.device_id = device_id
+        self.health_interval_s = health_interval_s
+        self.fps_window_s = fps_window_s
+        self.state_dir = state_dir
+        self._on_health = on_health
+        self.t_start = time.time()
+        self._t0 = time.monotonic()
+        self._fps_times: collections.deque[float] = collections.deque()
+        self._lock = threading.Lock()
+        self.frames_total = 0
+        self.frames_used = 0
+        self.frames_rejected: collections.Counter[str] = collections.Counter()
+        self.batches_closed = 0
+        self.batches_published = 0
+        self.batches_failed = 0
+        self.last_report: dict[str, Any] | None = None
+        self.last_error: str | None = None
+        self.last_error_time: str | None = None
+        self.latest: StatusSnapshot | None = None
+
+    # ------------------------------------------------------------ counting
+    def frame(self, reject: str | None) -> None:
+        """One frame reached the aggregate stage (``reject``: why it is not used)."""
+        with self._lock:
+            self.frames_total += 1
+            self._fps_times.append(time.monotonic())
+            if reject is None:
+                self.frames_used += 1
+            else:
+                self.frames_rejected[reject] += 1
+
+    def batch_done(self, summary: dict[str, Any], *, delivered: bool) -> None:
+        """A closed batch was delivered to every required sink (or given up)."""
+        if delivered:
+            self.batches_published += 1
+        else:
+            self.batches_failed += 1
+        self.last_report = summary
+
+    def error(self, where: str, exc: BaseException | str) -> None:
+        """Record the last error (one line)."""
+        text = exc if isinstance(exc, str) else one_line(exc)
+        self.last_error = f"{where}: {text}"
+        self.last_error_time = datetime.now(timezone.utc).isoformat()
 
     def frames_per_s(self) -> float:
+        """Frames counted per second over the last ``fps_window_s``."""
         now = time.monotonic()
-        win = self.opt.fps_window_s
-        while self._fps_times and now - self._fps_times[0] > win:
-            self._fps_times.popleft()
-        n = len(self._fps_times)
+        win = self.fps_window_s
+        with self._lock:
+            while self._fps_times and now - self._fps_times[0] > win:
+                self._fps_times.popleft()
+            n = len(self._fps_times)
         return n / max(min(win, now - self._t0), 1e-6)
 
-    def queue_depths(self) -> dict[str, int]:
-        return {"inference": self.q_infer.qsize(), "post": self.q_post.qsize(),
-                "aggregate": self.q_agg.qsize(), "sinks": self.q_sink.qsize()}
-
-    def snapshot(self) -> dict[str, Any]:
-        """Plain-JSON health snapshot (``status.json`` and ``publish_health``)."""
-        now = time.monotonic()
-        try:
-            src = self.source.health()
-        except Exception as exc:
-            src = {"error": one_line(exc)}
-        sinks = {}
-        for s in self.sinks:
-            try:
-                sinks[getattr(s, "name", "?")] = s.health()
-            except Exception as exc:
-                sinks[getattr(s, "name", "?")] = {"error": one_line(exc)}
+    # ------------------------------------------------------------ snapshot
+    def snapshot(self, live: Live) -> StatusSnapshot:
+        """The snapshot now: the counters here plus what ``live`` reports."""
         last = self.last_report or {}
-        problems = self.problems()
-        return {
-            "state": self.state,
-            "device_id": self.device_id,
-            "pid": os.getpid(),
+        snap = StatusSnapshot.model_validate({
+            **live.info,
+            "state": live.state, "device_id": self.device_id, "pid": os.getpid(),
             "time": datetime.now(timezone.utc).isoformat(),
-            # `crystal-edge status` calls the file stale after a few missed rewrites
-            "health_interval_s": self.opt.health_interval_s,
+            "health_interval_s": self.health_interval_s,
             "started": datetime.fromtimestamp(self.t_start, tz=timezone.utc).isoformat(),
             "uptime_s": round(time.time() - self.t_start, 3),
-            "healthy": not problems,
-            "problems": problems,
-            "failed": self.failed,
-            "batch_close_error": self.closer.fault,
-            "sink_faults": self.delivery.faults(),
-            "abandoned": list(self.abandoned),
-            "busy": (self.busy() or (None,))[0],
-            "frames_per_s": round(self.frames_per_s(), 3),
-            "frames_total": self.frames_total,
-            "frames_used_total": self.frames_used,
+            "healthy": not live.problems, "problems": live.problems,
+            "failed": live.failed, "batch_close_error": live.batch_close_error,
+            "sink_faults": live.sink_faults, "abandoned": list(live.abandoned),
+            "busy": live.busy, "frames_per_s": round(self.frames_per_s(), 3),
+            "frames_total": self.frames_total, "frames_used_total": self.frames_used,
             "frames_rejected_total": dict(self.frames_rejected),
-            "queue_depths": self.queue_depths(),
-            "current_batch_id": self.agg.counter.last + 1,
-            "current_batch_frames": self.agg.n_frames,
+            "queue_depths": live.queue_depths, "current_batch_id": live.current_batch_id,
+            "current_batch_frames": live.current_batch_frames,
             "batches_total": self.batches_closed,
             "batches_published": self.batches_published,
             "batches_failed": self.batches_failed,
-            "last_batch_id": last.get("batch_id"),
-            "last_batch": self.last_report,
-            "last_error": self.last_error,
-            "last_error_time": self.last_error_time,
-            "stop_reason": self.stop_reason,
+            "last_batch_id": last.get("batch_id"), "last_batch": self.last_report,
+            "last_error": self.last_error, "last_error_time": self.last_error_time,
+            "stop_reason": live.stop_reason,
             "state_file_incidents": statefiles.incidents(),
-            **self.info,
-            "source": src,
-            "sinks": sinks,
-            "stages": {s.name: s.snapshot(now) for s in [*self.stages.values(),
-                                                           *self.post_stages]},
-        }
+            "source": live.source, "sinks": live.sinks, "stages": live.stages,
+        })
+        return snap.model_copy(update={"outbox_depth": snap.outbox_from_sinks()})
 
-    def metrics_snapshot(self) -> dict[str, Any]:
-        """Keys of :mod:`edge.metrics` (Prometheus endpoint)."""
-        snap = self.snapshot()
-        last = self.last_report or {}
-        out: dict[str, Any] = {
-            "frames_total": snap["frames_total"],
-            "frames_rejected_total": snap["frames_rejected_total"],
-            "batches_total": snap["batches_total"],
-            "fps": snap["frames_per_s"],
-            "queue_depth": snap["queue_depths"],
-            "uptime_s": snap["uptime_s"],
-            "backend": str((self.info.get("backend") or {}).get("name", "")),
-            "version": str(self.info.get("software_version", "")),
-        }
-        for s in snap["sinks"].values():
-            if isinstance(s, dict) and "outbox_depth" in s:
-                out["outbox_depth"] = s["outbox_depth"]
-        if last.get("x50_3_um") is not None:
-            out["last_x50_um"] = last["x50_3_um"]
-        if last.get("s_lnd") is not None:
-            out["last_s_lnd"] = last["s_lnd"]
-        if last.get("batch_end"):
-            out["last_batch_timestamp_s"] = datetime.fromisoformat(
-                last["batch_end"]).timestamp()
-        return out
-
-    def publish_health(self) -> dict[str, Any]:
-        snap = self.snapshot()
+    def publish(self, snap: StatusSnapshot, sinks: Iterable[Any]) -> None:
+        """Hand ``snap`` to the systemd callback, ``status.json``, every sink's
+        ``publish_health`` (its JSON) and the metrics endpoint (:attr:`latest`)."""
+        self.latest = snap
         if self._on_health is not None:
             try:
                 self._on_health(snap)
             except Exception as exc:
-                self._error("health callback", exc)
+                self.error("health callback", exc)
+        data = snap.to_json()
         if self.state_dir is not None:
             try:
-                write_status(self.state_dir, snap)
+                write_status(self.state_dir, data)
             except OSError as exc:
-                if not _overwrite_status(Path(self.state_dir) / STATUS_FILE, snap):
-                    self._error("status.json", exc)
-        for s in self.sinks:
+                if not _overwrite_status(self.state_dir / STATUS_FILE, data):
+                    self.error("status.json", exc)
+        for s in sinks:  # the sink interface takes plain JSON (the same as status.json)
             try:
-                s.publish_health(snap)
+                s.publish_health(data)
             except Exception as exc:
-                self._error(f"sink {getattr(s, 'name', '?')} health", exc)
-        return snap
+                self.error(f"sink {getattr(s, 'name', '?')} health", exc)
+
+
+def guarded_health(items: Iterable[Any]) -> dict[str, dict[str, Any]]:
+    """``{name: item.health()}``; a failing ``health()`` shows as ``{"error": ...}``."""
+    out: dict[str, dict[str, Any]] = {}
+    for item in items:
+        name = getattr(item, "name", "?")
+        try:
+            out[name] = dict(item.health())
+        except Exception as exc:
+            out[name] = {"error": one_line(exc)}
+    return out
 
 
 def _overwrite_status(path: Path, snap: dict[str, Any]) -> bool:

@@ -69,6 +69,52 @@ class Item:
     timing_ms: dict[str, float] = field(default_factory=dict)
 
 
+@dataclass
+class PipelineOptions:
+    """Run-time knobs of the pipeline (from ``[pipeline]``, ``[health]`` and the CLI)."""
+
+    queue_size: int = 4
+    infer_batch: int = 1
+    post_workers: int = 1
+    health_interval_s: float = 5.0
+    stall_s: float = 120.0
+    load_timeout_s: float = 3600.0
+    max_frames: int | None = None
+    max_batches: int | None = None
+    capture_grace_s: float = 5.0
+    fps_window_s: float = 10.0
+    drain_timeout_s: float = 20.0
+    final_s: float = 4.0
+    max_open_factor: int = 10
+    retry_backoff_s: tuple[float, float] = (1.0, 30.0)
+
+
+@dataclass
+class Flow:
+    """The queues between the stages and the events that stop them, shared by every
+    stage thread (see :mod:`edge.pipeline.runtime` for when each event is set)."""
+
+    infer: queue.Queue
+    post: queue.Queue
+    agg: queue.Queue
+    sink: queue.Queue
+    stop_capture: threading.Event = field(default_factory=threading.Event)
+    deadline: threading.Event = field(default_factory=threading.Event)
+    abort: threading.Event = field(default_factory=threading.Event)
+    close_now: threading.Event = field(default_factory=threading.Event)
+    capture_abandoned: bool = False
+
+    @classmethod
+    def sized(cls, queue_size: int) -> Flow:
+        qs = max(1, queue_size)
+        return cls(queue.Queue(qs), queue.Queue(qs), queue.Queue(qs * 2), queue.Queue(64))
+
+    def depths(self) -> dict[str, int]:
+        """Items waiting in each queue, by the stage it feeds."""
+        return {"inference": self.infer.qsize(), "post": self.post.qsize(),
+                "aggregate": self.agg.qsize(), "sinks": self.sink.qsize()}
+
+
 class Stage:
     """Book-keeping of one stage thread: what it is doing since when, items, errors.
 
@@ -134,6 +180,7 @@ class Stage:
         return None
 
     def snapshot(self, now: float) -> dict[str, Any]:
+        """Fields of :class:`edge.snapshot.StageSnapshot`."""
         return {"alive": self.alive(), "done": self.done, "state": self.state,
                 "state_s": round(now - self.since, 3), "items": self.items,
                 "errors": self.errors, "last_error": self.last_error, "died": self.died,

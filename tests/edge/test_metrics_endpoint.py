@@ -10,20 +10,28 @@ import urllib.request
 import pytest
 from pydantic import ValidationError
 
-from edge.metrics import CONTENT_TYPE, MetricsConfig, MetricsServer, render_metrics
+from edge.metrics import (
+    CONTENT_TYPE,
+    METRICS,
+    MetricsConfig,
+    MetricsServer,
+    render_metrics,
+)
+from edge.snapshot import LastBatch, StatusSnapshot
 
-SNAPSHOT = {
-    "frames_total": 1200,
-    "frames_rejected_total": {"blur": 7, "empty": 2, 'odd"reason\n': 1},
-    "batches_total": 4,
-    "fps": 9.75,
-    "queue_depth": {"frames": 3, "results": 0},
-    "outbox_depth": 2,
-    "last_x50_um": 85.5,
-    "last_s_lnd": None,
-    "backend": "onnxruntime",
-    "version": "0.1.0",
-}
+SNAPSHOT = StatusSnapshot(
+    device_id="skid-07",
+    frames_total=1200,
+    frames_rejected_total={"blur": 7, "empty": 2, 'odd"reason\n': 1},
+    batches_total=4,
+    frames_per_s=9.75,
+    queue_depths={"inference": 3, "post": 0},
+    outbox_depth=2,
+    last_batch_id=4,
+    last_batch={"batch_id": 4, "x50_3_um": 85.5, "s_lnd": None},
+    backend={"name": "onnxruntime"},
+    software_version="0.1.0",
+)
 
 
 def _parse(text: str) -> dict[str, float]:
@@ -36,6 +44,7 @@ def _parse(text: str) -> dict[str, float]:
 
 
 def test_render_metrics_values_and_types():
+    """Every metric is named after its snapshot field; the HELP is its description."""
     text = render_metrics(SNAPSHOT)
     samples = _parse(text)
     assert samples["crystal_edge_frames_total"] == 1200
@@ -43,31 +52,46 @@ def test_render_metrics_values_and_types():
     assert samples['crystal_edge_frames_rejected_total{reason="empty"}'] == 2
     assert samples['crystal_edge_frames_rejected_total{reason="odd\\"reason\\n"}'] == 1
     assert samples["crystal_edge_batches_total"] == 4
-    assert samples["crystal_edge_fps"] == 9.75
-    assert samples['crystal_edge_queue_depth{queue="frames"}'] == 3
+    assert samples["crystal_edge_frames_per_s"] == 9.75
+    assert samples['crystal_edge_queue_depths{queue="inference"}'] == 3
     assert samples["crystal_edge_outbox_depth"] == 2
-    assert samples["crystal_edge_last_x50_micrometres"] == 85.5
-    assert samples['crystal_edge_info{backend="onnxruntime",version="0.1.0"}'] == 1
-    assert "crystal_edge_last_s_lnd" not in text  # None: no sample, no HELP
+    assert samples["crystal_edge_last_batch_id"] == 4
+    assert samples["crystal_edge_last_batch_x50_3_um"] == 85.5
+    assert samples['crystal_edge_info{backend="onnxruntime",software_version="0.1.0",'
+                   'device_id="skid-07"}'] == 1
+    assert "crystal_edge_last_batch_s_lnd" not in text  # None: no sample, no HELP
+    assert "crystal_edge_current_batch_id" not in text
     assert "# TYPE crystal_edge_frames_total counter" in text
-    assert "# TYPE crystal_edge_fps gauge" in text
+    assert "# TYPE crystal_edge_frames_per_s gauge" in text
+    desc = StatusSnapshot.model_fields["frames_per_s"].description
+    assert f"# HELP crystal_edge_frames_per_s {desc}" in text
     assert text.endswith("\n")
 
 
-def test_render_scalar_queue_depth_nan_and_empty():
-    samples = _parse(render_metrics({"queue_depth": 5, "fps": float("nan")}))
-    assert samples["crystal_edge_queue_depth"] == 5
-    assert render_metrics({"fps": float("nan")}).strip().endswith("crystal_edge_fps NaN")
-    assert render_metrics({}) == ""
+def test_every_metric_is_a_snapshot_field():
+    for path, _kind, _label in METRICS:
+        head, _, rest = path.partition(".")
+        assert head in StatusSnapshot.model_fields, path
+        if rest:
+            assert rest in LastBatch.model_fields, path
+
+
+def test_render_nan_and_a_status_json_mapping():
+    text = render_metrics(StatusSnapshot(frames_per_s=float("nan")))
+    assert "crystal_edge_frames_per_s NaN\n" in text
+    # a mapping is read as status.json is: the previous name of a field is still read
+    samples = _parse(render_metrics({"fps": 2.5, "queue_depths": {"post": 1}}))
+    assert samples["crystal_edge_frames_per_s"] == 2.5
+    assert samples['crystal_edge_queue_depths{queue="post"}'] == 1
 
 
 def test_scrape_over_http_reflects_live_counters():
-    counters = {"frames_total": 0, "fps": 0.0}
+    counters = {"frames_total": 0, "frames_per_s": 0.0}
     lock = threading.Lock()
 
     def collect():
         with lock:
-            return dict(counters)
+            return StatusSnapshot(**counters)
 
     with MetricsServer(collect, config=MetricsConfig(enabled=True, port=0)) as srv:
         assert srv.port and srv.port > 0
@@ -77,11 +101,11 @@ def test_scrape_over_http_reflects_live_counters():
             assert _parse(resp.read().decode())["crystal_edge_frames_total"] == 0
         with lock:
             counters["frames_total"] = 42
-            counters["fps"] = 8.5
+            counters["frames_per_s"] = 8.5
         with urllib.request.urlopen(srv.url, timeout=5) as resp:
             samples = _parse(resp.read().decode())
         assert samples["crystal_edge_frames_total"] == 42
-        assert samples["crystal_edge_fps"] == 8.5
+        assert samples["crystal_edge_frames_per_s"] == 8.5
 
         with pytest.raises(urllib.error.HTTPError) as err:
             urllib.request.urlopen(f"http://127.0.0.1:{srv.port}/nope", timeout=5)
@@ -104,7 +128,7 @@ def test_failing_callback_gives_500_and_server_keeps_serving():
         calls["n"] += 1
         if calls["n"] == 1:
             raise RuntimeError("pipeline not started")
-        return {"batches_total": 1}
+        return StatusSnapshot(batches_total=1)
 
     with MetricsServer(collect, config=MetricsConfig(port=0)) as srv:
         with pytest.raises(urllib.error.HTTPError) as err:

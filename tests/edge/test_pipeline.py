@@ -6,6 +6,7 @@ wrap it to slow it down, hang it or make it fail, which only a test can arrange.
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Iterable, Iterator
@@ -141,7 +142,7 @@ def test_back_pressure_bounds_the_queues(tmp_path, processor):
     ahead: list[int] = []
     th, rc = _run_in_thread(p)
     while th.is_alive():
-        depths.append(p.queue_depths())
+        depths.append(p.flow.depths())
         ahead.append(src.taken - p.stages["inference"].items)
         time.sleep(0.005)
     th.join()
@@ -200,7 +201,7 @@ def test_hung_stage_stops_the_watchdog_and_fails_the_run(tmp_path, processor):
     assert p.failed and "stage inference stalled" in p.failed
     n = len(pets)
     snap = p.snapshot()
-    assert snap["healthy"] is False and any("inference" in x for x in snap["problems"])
+    assert snap.healthy is False and any("inference" in x for x in snap.problems)
     th.join(10)
     assert not th.is_alive() and time.monotonic() - t_failed < 3.0
     assert rc == [1] and p.state == "failed"
@@ -225,7 +226,7 @@ def test_a_stage_that_dies_fails_the_run(tmp_path, processor):
     th.join(10)
     assert not th.is_alive() and rc == [1]
     assert "stage post0 died: Fatal: worker killed" in p.failed
-    assert p.snapshot()["stages"]["post0"]["died"] == "Fatal: worker killed"
+    assert p.snapshot().stages["post0"].died == "Fatal: worker killed"
 
 
 def test_processing_errors_are_counted_not_fatal(tmp_path, processor):
@@ -310,12 +311,12 @@ def test_required_sink_is_retried_alone_and_blocks_the_ack(tmp_path, processor):
         time.sleep(0.02)
     assert flaky.calls >= 3 and src.acked == []
     snap = p.snapshot()
-    assert snap["healthy"] is False and "flaky" in snap["sink_faults"]
-    assert any("required sink flaky" in x and "No space left" in x for x in snap["problems"])
+    assert snap.healthy is False and "flaky" in snap.sink_faults
+    assert any("required sink flaky" in x and "No space left" in x for x in snap.problems)
     flaky.fixed.set()
     th.join(20)
     assert rc == [0] and flaky.took == [1] and good_calls == [1]  # not twice to 'good'
-    assert len(src.acked) == 4 and p.snapshot()["sink_faults"] == {}
+    assert len(src.acked) == 4 and p.snapshot().sink_faults == {}
 
 
 def test_sink_not_required_does_not_block(tmp_path, processor, caplog):
@@ -362,7 +363,7 @@ def test_failed_close_keeps_the_batch_and_closes_it_later(tmp_path, processor):
         time.sleep(0.02)
     assert p.frames_total == 6 and p.batches_closed == 0 and p.agg.n_frames == 6
     snap = p.snapshot()
-    assert snap["batch_close_error"]["attempts"] >= 1 and not snap["healthy"]
+    assert snap.batch_close_error["attempts"] >= 1 and not snap.healthy
     assert p.healthy()  # a failing close is not a dead stage: no restart
     (tmp_path / "batch_counter.json").rmdir()
     t_end = time.monotonic() + 10
@@ -374,21 +375,34 @@ def test_failed_close_keeps_the_batch_and_closes_it_later(tmp_path, processor):
     recs = read_jsonl(tmp_path / "out.jsonl")
     assert [(r["batch_id"], r["payload"]["frames"]["used"]) for r in recs] == [(1, 6)]
     assert sorted(src.acked) == [f"f{i}" for i in range(6)]
-    assert p.snapshot()["batch_close_error"] is None
+    assert p.snapshot().batch_close_error is None
 
 
-def test_metrics_snapshot_keys(tmp_path, processor):
-    p = _pipeline(tmp_path, ListSource(_images(4)), processor)
+def test_the_snapshot_published_is_what_status_json_sinks_and_metrics_show(tmp_path,
+                                                                           processor):
+    """One snapshot, built at a health tick: status.json, every sink's health and the
+    metrics endpoint's collect show it, under the same names."""
+    from edge.metrics import render_metrics
+    from edge.snapshot import StatusSnapshot
+
+    seen: list[dict] = []
+    sink = JsonlSink(JsonlSinkConfig(path=str(tmp_path / "out.jsonl")))
+    sink.publish_health = seen.append  # type: ignore[method-assign]
+    p = _pipeline(tmp_path, ListSource(_images(4)), processor, sinks=[sink])
     th, _rc = _run_in_thread(p)
     th.join(30)
-    m = p.metrics_snapshot()
-    assert m["frames_total"] == 4 and m["batches_total"] == 1
-    assert set(m["queue_depth"]) == {"inference", "post", "aggregate", "sinks"}
-    assert m["last_x50_um"] > 0 and m["last_batch_timestamp_s"] > 1.7e9
-    from edge.metrics import render_metrics
-
-    text = render_metrics(m)
-    assert "crystal_edge_frames_total 4" in text
+    snap = p.latest_snapshot()
+    assert snap.state == "stopped" and snap.frames_total == 4 and snap.batches_total == 1
+    assert set(snap.queue_depths) == {"inference", "post", "aggregate", "sinks"}
+    assert snap.last_batch_id == 1 and snap.last_batch.x50_3_um > 0
+    status = json.loads((tmp_path / "status.json").read_text())
+    assert status == seen[-1] == snap.to_json()
+    assert StatusSnapshot.from_mapping(status) == snap
+    text = render_metrics(snap)
+    assert "crystal_edge_frames_total 4\n" in text
+    assert f"crystal_edge_frames_per_s {snap.frames_per_s!r}\n" in text
+    assert 'crystal_edge_queue_depths{queue="inference"} 0\n' in text
+    assert "crystal_edge_last_batch_id 1\n" in text
 
 
 def test_abort_returns_even_with_a_hung_stage(tmp_path, processor):

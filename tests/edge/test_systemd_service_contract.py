@@ -92,7 +92,7 @@ def test_run_under_systemd_contract(tmp_path):
             drain(time.monotonic() + 0.3)
         assert samples["crystal_edge_frames_total"] >= 5
         assert samples["crystal_edge_batches_total"] >= 1
-        assert "crystal_edge_fps" in samples
+        assert "crystal_edge_frames_per_s" in samples
         assert any(k.startswith('crystal_edge_info{backend="onnxruntime"') for k in samples)
 
         drain(time.monotonic() + 1.5)  # long enough for watchdog pings (interval 1 s)

@@ -99,23 +99,36 @@ def test_cli_unwritable_out_is_a_one_line_error(tmp_path, capsys):
     assert err.startswith("crystal-edge: error: --out ") and err.count("\n") == 1
 
 
-def test_build_health_from_a_pipeline_snapshot():
-    from edge.mqtt.payloads import build_health
+def test_health_from_a_status_snapshot():
+    """The MQTT health message of a snapshot: the snapshot's fields under their own
+    names, the MQTT sink's state from the sink, the rest in details."""
+    from edge.mqtt.payloads import HealthPayload
+    from edge.snapshot import StatusSnapshot
 
-    snap = {"state": "running", "device_id": "dev1", "time": "2026-11-30T00:00:00+00:00",
-            "uptime_s": 12.5, "frames_per_s": 14.2, "frames_total": 180,
-            "queue_depths": {"inference": 1, "post": 0}, "current_batch_id": 4,
-            "last_batch_id": 3, "last_batch": psd_payload(3), "last_error": None,
-            "sinks": {"mqtt": {"connected": True}}, "stages": {"infer": {"beat_age_s": 0.1}}}
+    snap = StatusSnapshot(
+        state="running", device_id="dev1", time="2026-11-30T00:00:00+00:00",
+        uptime_s=12.5, frames_per_s=14.2, frames_total=180, batches_total=3,
+        queue_depths={"inference": 1, "post": 0}, current_batch_id=4, last_batch_id=3,
+        last_batch={"batch_id": 3, "x50_3_um": 80.0}, sinks={"mqtt": {"connected": True}},
+        stages={"inference": {"items": 180}}, outbox_depth=5)
     own = {"connection": "connected", "outbox_depth": 2, "outbox_dropped": 0, "published": 3}
-    h = build_health("dev1", snap, own, uptime_s=99.0).to_payload()
-    assert h["uptime_s"] == 12.5 and h["frames_per_s"] == 14.2
-    assert h["queue_depths"] == {"inference": 1, "post": 0}
-    assert h["outbox_depth"] == 2 and h["last_batch_id"] == 3
-    assert set(h["details"]) == {"state", "frames_total", "sinks", "stages"}
-    assert build_health("dev1", {}, own, uptime_s=99.0).uptime_s == 99.0
+    h = HealthPayload.from_snapshot(snap, device_id="dev1", sink=own, uptime_s=99.0)
+    p = h.to_payload()
+    assert p["time"] == "2026-11-30T00:00:00Z"  # the snapshot's time, not the send time
+    assert p["uptime_s"] == 12.5 and p["frames_per_s"] == 14.2
+    assert p["frames_total"] == 180 and p["batches_total"] == 3 and p["state"] == "running"
+    assert p["queue_depths"] == {"inference": 1, "post": 0}
+    assert p["outbox_depth"] == 2 and p["last_batch_id"] == 3  # the sink's own depth
+    assert "last_batch" not in p["details"] and "frames_per_s" not in p["details"]
+    assert p["details"]["stages"]["inference"]["items"] == 180
+    assert p["details"]["frames_used_total"] == 0
+    # before the pipeline's first snapshot: the sink's uptime
+    assert HealthPayload.from_snapshot({}, device_id="dev1", sink=own,
+                                       uptime_s=99.0).uptime_s == 99.0
+    # without the sink's state: the snapshot's outbox depth
+    assert HealthPayload.from_snapshot(snap, device_id="dev1").outbox_depth == 5
     with pytest.raises(ValidationError):
-        build_health("dev1", {"queue_depths": "full"}, own, uptime_s=1.0)
+        HealthPayload.from_snapshot({"queue_depths": "full"}, device_id="dev1", sink=own)
 
 
 def test_shipped_schemas_load_as_package_data():
