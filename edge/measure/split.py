@@ -74,7 +74,11 @@ def split_object(obj: np.ndarray, *, h_px: float = 1.0, h_rel: float = 0.08
     n : int
         Number of crystals.
     """
-    dist = cv2.distanceTransform(obj, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+    # the precise transform is sqrt(integer), but OpenCV's SIMD and scalar paths (chosen by
+    # the buffer's alignment) differ by 1 ulp; squared and rounded, equal distances stay
+    # equal, so the same crop always gives the same maxima and the same split
+    raw = cv2.distanceTransform(obj, cv2.DIST_L2, cv2.DIST_MASK_PRECISE).astype(np.float64)
+    dist = np.sqrt(np.rint(raw * raw)).astype(np.float32)
     inside = obj.astype(bool)
     # regional maxima: pixels with no higher 8-neighbour; their plateaus are the maxima
     peak = (dist >= cv2.dilate(dist, _K3)) & inside

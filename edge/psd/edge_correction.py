@@ -59,7 +59,10 @@ class RoiSurvival:
         if area == 0:
             raise ValueError(f"roi of shape {roi.shape} is empty")
         padded = cv2.copyMakeBorder(inside, 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=0)
-        dist = cv2.distanceTransform(padded, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+        # sqrt(integer) up to 1 ulp that depends on the buffer's alignment: made exact, so
+        # the same ROI always gives the same weights
+        raw = cv2.distanceTransform(padded, cv2.DIST_L2, cv2.DIST_MASK_PRECISE).astype(np.float64)
+        dist = np.sqrt(np.rint(raw * raw))
         self.shape: tuple[int, int] = (int(roi.shape[0]), int(roi.shape[1]))
         self.area: int = area
         self._dist_sorted = np.sort(dist[1:-1, 1:-1][inside.astype(bool)].astype(np.float64))
