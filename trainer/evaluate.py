@@ -1,15 +1,20 @@
 """Evaluate a model on a labelled dataset: ``crystal-train evaluate``.
 
-Frames go through the appliance's own chain. An exported ``.onnx`` is segmented by
-:meth:`edge.frames.FrameAnalyzer.segment` (:mod:`edge.preprocess` channels, resize by
-``data px_size_um / model px_size_um``, REFLECT_101 padding to the size multiple, an
-:mod:`edge.backends` backend, crop and arg-max); a ``.pt`` checkpoint goes through the
-same :mod:`edge.preprocess` functions around its PyTorch forward. Segmentation metrics
-(pixel accuracy — the study's 93.02 % metric —, per-class IoU, confusion matrix) are
-computed at the network's input scale against the labels resized the same way
-(nearest). Where the dataset has ``truth.json`` (synthetic data), the predicted masks
-are measured with :func:`edge.measure.measure_crystals` and
-:class:`edge.psd.PsdAccumulator` and x50,3 and Q3 are compared with the truth (see
+Frames go through the appliance's own chain, the one ``crystal-edge analyze`` and
+``crystal-edge run`` use: each frame is decoded unchanged by :mod:`edge.decode` (bit
+depth, channels), then one :class:`edge.frames.FrameAnalyzer` runs the quality gate,
+the segmentation (:mod:`edge.preprocess` scaling and REFLECT_101 padding, an
+:mod:`edge.backends` backend for an ``.onnx``, the checkpoint's PyTorch forward for a
+``.pt``) and the post-processing (ROI detection, crowding check, measurement), and the
+measured frames go into one :class:`edge.psd.PsdAccumulator`. The result's ``psd`` is
+therefore the distribution the appliance reports for these frames with the same
+settings (:class:`ChainSettings`, ``--config`` and ``--px-size-um``).
+
+Segmentation metrics (pixel accuracy — the study's 93.02 % metric —, per-class IoU,
+confusion matrix) are computed on every decodable frame at the network's input scale,
+against the labels resized to the class map (nearest). Where the dataset has
+``truth.json`` (synthetic data), x50,3 and Q3 of the frames the appliance measured are
+compared with the truth and with the same measurement on the true labels (see
 :mod:`trainer.evaltruth`).
 """
 
@@ -17,7 +22,6 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,122 +38,142 @@ EVAL_BACKEND: dict[str, Any] = {"name": "onnxruntime", "onnxruntime_device": "cp
                                 "warmup_runs": 0}
 
 
-def segment_with(infer: Callable[[np.ndarray], np.ndarray], image: np.ndarray, *,
-                 input_scale: float, size_multiple: int) -> np.ndarray:
-    """Class map (uint8, network scale) of one RGB frame through :mod:`edge.preprocess`.
+@dataclass(frozen=True)
+class ChainSettings:
+    """The appliance settings a model is evaluated with (None: the service's defaults).
 
-    The steps of :meth:`edge.frames.FrameAnalyzer.segment` for one frame, around any
-    ``infer(nchw) -> logits``: float RGB in [0, 1], resize by ``input_scale``, pad to
-    ``size_multiple`` (REFLECT_101), infer, crop, arg-max.
-    """
-    from edge.preprocess import (
-        logits_to_class_maps,
-        padded_hw,
-        resize_for_inference,
-        to_nchw,
-        to_rgb_float,
-    )
-
-    rgb = resize_for_inference(to_rgb_float(image, color_order="rgb"), input_scale)
-    hw = rgb.shape[:2]
-    logits = infer(to_nchw([rgb], padded_hw(hw, size_multiple)))
-    return logits_to_class_maps(logits, [hw])[0]
-
-
-# ----------------------------------------------------------------------------- predictors
-class OnnxPredictor:
-    """An exported model segmented by the appliance's :class:`edge.frames.FrameAnalyzer`.
-
-    Parameters
+    Attributes
     ----------
-    path : path
-        The ``.onnx`` with its metadata JSON beside it.
-    backend : BackendConfig, optional
-        Inference backend (default :data:`EVAL_BACKEND`).
+    px_size_um : float, optional
+        Pixel size of the frames (um); None = the dataset's ``classes.json``, else the
+        model's network pixel size (frames already at network scale).
+    inference_scale : float or "auto"
+        ``[model] inference_scale``.
+    measure, psd, quality, roi : optional
+        ``[measure]``, ``[psd]``, ``[quality]``, ``[roi]`` sections.
     """
 
-    def __init__(self, path: str | Path, backend: Any = None) -> None:
-        from edge.backends import BackendConfig
-        from edge.frames import check_model_file
-        from edge.modelmeta import load_meta
-
-        self.path = Path(path)
-        try:
-            check_model_file(self.path)
-        except UserError as exc:
-            raise UserError(f"--model {exc}") from None
-        self.meta = load_meta(self.path)
-        self.backend_config = backend or BackendConfig(**EVAL_BACKEND)
-        self.class_names = [c.name for c in self.meta.classes]
-        self.crystal_class = self.meta.crystal_class_id
-        self.px_size_um = self.meta.px_size_um
-        self.size_multiple = self.meta.input.size_multiple
-        self.description = f"onnx:{self.path.name} ({self.meta.precision})"
-        self._analyzer: Any = None
-
-    def segment(self, image: np.ndarray, *, input_scale: float) -> np.ndarray:
-        """Class map of one RGB uint8 frame at network scale."""
-        from edge.frames import FrameAnalyzer
-
-        an = self._analyzer
-        if an is None or an.inference_scale != input_scale:
-            self.close()
-            an = self._analyzer = FrameAnalyzer(
-                self.path, backend_config=self.backend_config,
-                px_size_um=self.px_size_um * input_scale, inference_scale=input_scale,
-                color_order="rgb")
-        return an.segment([image])[0]
-
-    def close(self) -> None:
-        if self._analyzer is not None:
-            self._analyzer.close()
-            self._analyzer = None
+    px_size_um: float | None = None
+    inference_scale: float | str = "auto"
+    measure: Any = None
+    psd: Any = None
+    quality: Any = None
+    roi: Any = None
 
 
-class TorchPredictor:
-    """A training checkpoint (PyTorch, CPU) behind the appliance's pre-processing."""
+def settings_from_config(path: str | Path, *, px_size_um: float | None = None) -> ChainSettings:
+    """:class:`ChainSettings` from a ``crystal-edge`` configuration file.
 
-    def __init__(self, path: str | Path) -> None:
-        from trainer.export import load_checkpoint
+    The pixel size is ``px_size_um`` when given, else the file's ``[optics] px_size_um``.
+    """
+    from edge.config import load_config
 
-        self.path = Path(path)
-        self.model, ckpt = load_checkpoint(self.path)
-        cfg = ckpt["config"]
-        self.class_names = list(cfg["classes"])
-        self.crystal_class = int(cfg.get("crystal_class", 2))
-        self.px_size_um = float(cfg["px_size_um"])
-        self.size_multiple = int(cfg.get("size_multiple", 16))
-        self.description = f"checkpoint:{self.path.name}"
+    cfg = load_config(path)
+    return ChainSettings(px_size_um=px_size_um or cfg.optics.px_size_um,
+                         inference_scale=cfg.model.inference_scale, measure=cfg.measure,
+                         psd=cfg.psd, quality=cfg.quality, roi=cfg.roi)
 
-    def infer(self, x: np.ndarray) -> np.ndarray:
+
+# ----------------------------------------------------------------------------- models
+class TorchBackend:
+    """A training checkpoint's forward as an :class:`edge.backends.Backend` (CPU, any size)."""
+
+    name = "pytorch"
+    precision = "fp32"
+    dynamic_shapes = True
+    input_hw = (0, 0)
+
+    def __init__(self, model: Any) -> None:
+        self.model = model
+
+    def load(self) -> None:
+        pass
+
+    def infer(self, nchw: np.ndarray) -> np.ndarray:
         import torch
 
         with torch.no_grad():
-            return self.model(torch.from_numpy(x.astype(np.float32))).numpy()
-
-    def segment(self, image: np.ndarray, *, input_scale: float) -> np.ndarray:
-        """Class map of one RGB uint8 frame at network scale."""
-        return segment_with(self.infer, image, input_scale=input_scale,
-                            size_multiple=self.size_multiple)
+            return self.model(torch.from_numpy(np.asarray(nchw, np.float32))).numpy()
 
     def close(self) -> None:
         pass
 
+    def info(self) -> dict[str, Any]:
+        return {"name": self.name, "precision": self.precision, "device": "cpu"}
 
-def load_predictor(path: str | Path, *, backend: Any = None):
-    """:class:`OnnxPredictor` for ``.onnx``, :class:`TorchPredictor` for ``.pt``/``.pth``."""
-    suffix = Path(path).suffix.lower()
-    if suffix == ".onnx":
-        return OnnxPredictor(path, backend)
-    if suffix in (".pt", ".pth"):
-        return TorchPredictor(path)
-    raise UserError(f"--model {path}: expected a .onnx model or a .pt checkpoint")
+
+def checkpoint_meta(path: Path, cfg: dict[str, Any]) -> Any:
+    """The :class:`edge.modelmeta.ModelMeta` an export of this checkpoint would carry
+    (classes, crystal class, pixel sizes, size multiple)."""
+    from edge.modelmeta import ClassInfo, InputSpec, ModelMeta
+
+    return ModelMeta(
+        name=path.stem, onnx_file=path.name, sha256="",
+        classes=[ClassInfo(id=i, name=n) for i, n in enumerate(cfg["classes"])],
+        crystal_class_id=int(cfg.get("crystal_class", 2)),
+        input=InputSpec(size_multiple=int(cfg.get("size_multiple", 16))),
+        px_size_um=float(cfg["px_size_um"]),
+        frame_px_size_um=float(cfg["px_size_um_data"]) if cfg.get("px_size_um_data") else None)
+
+
+class LoadedModel:
+    """An ``.onnx`` (with its metadata) or a ``.pt``/``.pth`` checkpoint, ready to be put
+    behind a :class:`edge.frames.FrameAnalyzer`.
+
+    Parameters
+    ----------
+    path : path
+        The model file.
+    backend : BackendConfig, optional
+        Inference backend of an ``.onnx`` (default :data:`EVAL_BACKEND`).
+    """
+
+    def __init__(self, path: str | Path, backend: Any = None) -> None:
+        from edge.backends import BackendConfig
+        from edge.modelmeta import check_model_file, load_meta
+
+        self.path = Path(path)
+        self.backend_config = backend or BackendConfig(**EVAL_BACKEND)
+        self.torch: TorchBackend | None = None
+        suffix = self.path.suffix.lower()
+        if suffix == ".onnx":
+            try:
+                check_model_file(self.path)
+            except UserError as exc:
+                raise UserError(f"--model {exc}") from None
+            self.meta = load_meta(self.path)
+            self.description = f"onnx:{self.path.name} ({self.meta.precision})"
+        elif suffix in (".pt", ".pth"):
+            from trainer.export import load_checkpoint
+
+            model, ckpt = load_checkpoint(self.path)
+            self.meta = checkpoint_meta(self.path, ckpt["config"])
+            self.torch = TorchBackend(model)
+            self.description = f"checkpoint:{self.path.name}"
+        else:
+            raise UserError(f"--model {path}: expected a .onnx model or a .pt checkpoint")
+        self.class_names = [c.name for c in self.meta.classes]
+
+    def analyzer(self, settings: ChainSettings, px_size_um: float) -> Any:
+        """A :class:`edge.frames.FrameAnalyzer` for frames of ``px_size_um`` as the
+        appliance builds it (frames as :mod:`edge.decode` gives them: BGR order)."""
+        from edge.frames import FrameAnalyzer
+
+        return FrameAnalyzer(
+            self.path, backend_config=self.backend_config, measure_config=settings.measure,
+            quality_config=settings.quality, roi_config=settings.roi, px_size_um=px_size_um,
+            inference_scale=settings.inference_scale,
+            meta=self.meta if self.torch is not None else None, backend=self.torch)
 
 
 # ----------------------------------------------------------------------------- result
 @dataclass
 class EvaluationResult:
-    """Metrics of one model on one dataset (``to_payload()``: plain JSON types)."""
+    """Metrics of one model on one dataset (``to_payload()``: plain JSON types).
+
+    ``psd`` is the size distribution the appliance chain measured on the frames
+    (:func:`psd_payload`); ``measurement`` its comparison with ``truth.json``.
+    """
 
     model: str
     data: str
@@ -158,14 +182,16 @@ class EvaluationResult:
     px_size_um: float
     segmentation: dict[str, Any]
     measurement: dict[str, Any] | None = None
+    psd: dict[str, Any] | None = None
     per_frame: list[dict[str, Any]] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
 
     def to_payload(self) -> dict[str, Any]:
         return {"model": self.model, "data": self.data, "n_frames": self.n_frames,
                 "input_scale": self.input_scale, "px_size_um": self.px_size_um,
-                "segmentation": self.segmentation, "measurement": self.measurement,
-                "per_frame": self.per_frame, "skipped": self.skipped}
+                "segmentation": self.segmentation, "psd": self.psd,
+                "measurement": self.measurement, "per_frame": self.per_frame,
+                "skipped": self.skipped}
 
     def summary(self) -> str:
         seg = self.segmentation
@@ -175,6 +201,11 @@ class EvaluationResult:
                  f"pixel accuracy {100 * seg['pixel_accuracy']:.2f} %, mean IoU "
                  f"{_pct(seg['mean_iou'])}",
                  "IoU " + ", ".join(f"{n} {_pct(seg['iou'][n])}" for n in names)]
+        if self.psd:
+            p = self.psd
+            rej = sum(p["frames_rejected_by_reason"].values())
+            lines.append(f"appliance chain: {p['n_crystals']} crystals in {p['frames_used']} "
+                         f"frames ({rej} rejected), x50,3 {_um(p['x50_3_um'])}")
         if self.measurement:
             m = self.measurement
             lines.append(
@@ -199,75 +230,146 @@ def _um(v: float | None) -> str:
     return "n/a" if v is None else f"{v:.1f} um"
 
 
+def psd_payload(summary: Any) -> dict[str, Any]:
+    """Plain JSON of an :class:`edge.psd.PsdSummary`: frame and crystal counts, then
+    :meth:`edge.psd.PSDResult.to_payload` (``n_crystals``, ``x50_3_um``, ``bins`` with
+    each size class's cumulative ``Q3``)."""
+    return {"frames_used": summary.frames_used,
+            "frames_rejected_by_reason": dict(summary.frames_rejected_by_reason),
+            "crystals_rejected_by_reason": dict(summary.crystals_rejected_by_reason),
+            "edge_correction": summary.edge_correction, **summary.psd.to_payload()}
+
+
 # ----------------------------------------------------------------------------- main
 def evaluate_model(model_path: str | Path, data_dir: str | Path, *, max_frames: int | None = None,
-                   measure: bool = True, backend: Any = None) -> EvaluationResult:
+                   measure: bool = True, backend: Any = None,
+                   settings: ChainSettings | None = None) -> EvaluationResult:
     """Evaluate ``model_path`` (.onnx or .pt) on the labelled dataset ``data_dir``.
 
     ``backend`` (an :class:`edge.backends.BackendConfig`) runs an ``.onnx``; default
-    :data:`EVAL_BACKEND`. Unreadable frames are skipped with a warning (listed in
-    ``skipped``); the run fails with :class:`UserError` only when no frame could be
-    evaluated.
+    :data:`EVAL_BACKEND`. ``settings`` are the appliance's (default: the service's
+    defaults). Unreadable frames are skipped with a warning (listed in ``skipped``); the
+    run fails with :class:`UserError` only when no frame could be evaluated.
     """
     from trainer.data import LabelledDataset
     from trainer.engine import metrics_from_confusion
 
-    pred_fn = load_predictor(model_path, backend=backend)
+    settings = settings or ChainSettings()
+    model = LoadedModel(model_path, backend)
+    data = LabelledDataset(data_dir)
+    if data.class_names != model.class_names:
+        raise UserError(f"{data.root}: classes {data.class_names} differ from the model's "
+                        f"{model.class_names}")
+    px = settings.px_size_um or data.px_size_um or model.meta.px_size_um
+    analyzer = model.analyzer(settings, px)
     try:
-        data = LabelledDataset(data_dir)
-        if data.class_names != pred_fn.class_names:
-            raise UserError(f"{data.root}: classes {data.class_names} differ from the model's "
-                            f"{pred_fn.class_names}")
-        scale = (data.px_size_um or pred_fn.px_size_um) / pred_fn.px_size_um
         n = len(data) if max_frames is None else min(len(data), max_frames)
-        cm, per_frame, masks, skipped = _segment_frames(pred_fn, data, n, scale)
+        run = _run_frames(analyzer, data, n, measure=measure, psd_config=settings.psd)
     finally:
-        pred_fn.close()
-    if not per_frame:
+        analyzer.close()
+    if not run.per_frame:
         raise UserError(f"{data.root}: no frame could be evaluated")
-    seg = metrics_from_confusion(cm, pred_fn.class_names)
-    measurement = None
+    seg = metrics_from_confusion(run.cm, model.class_names)
+    psd = measurement = None
     truth = Path(data_dir) / "truth.json"
-    if measure and truth.is_file():
-        from trainer.evaltruth import compare_with_truth
+    if measure:
+        summary = run.acc.result()
+        psd = psd_payload(summary)
+        if truth.is_file():
+            from trainer.evaltruth import compare_with_truth
 
-        measurement = compare_with_truth(masks, truth, px_size_um=pred_fn.px_size_um,
-                                         crystal_class=pred_fn.crystal_class, data=data,
-                                         input_scale=scale)
-    return EvaluationResult(model=str(model_path), data=str(data_dir), n_frames=len(per_frame),
-                            input_scale=float(scale), px_size_um=float(pred_fn.px_size_um),
-                            segmentation=seg, measurement=measurement, per_frame=per_frame,
-                            skipped=skipped)
+            measurement = compare_with_truth(
+                summary, run.label_maps, truth, px_size_um=analyzer.px_size_um,
+                crystal_class=analyzer.crystal_class, dark_class=data.dark_class,
+                measure_config=analyzer.measure_config, psd_config=run.acc.config)
+    return EvaluationResult(model=str(model_path), data=str(data_dir),
+                            n_frames=len(run.per_frame), input_scale=analyzer.inference_scale,
+                            px_size_um=float(analyzer.px_size_um), segmentation=seg,
+                            measurement=measurement, psd=psd, per_frame=run.per_frame,
+                            skipped=run.skipped)
 
 
-def _segment_frames(pred_fn: Any, data: Any, n: int, scale: float,
-                    ) -> tuple[np.ndarray, list[dict[str, Any]], dict[str, np.ndarray], list[str]]:
-    """Segment the first ``n`` frames: (confusion matrix, per-frame metrics, class maps by
-    stem, skipped frames' reasons)."""
+@dataclass
+class _FrameRun:
+    """What :func:`_run_frames` collects: the confusion matrix, per-frame metrics, the
+    accumulator of the measured frames and their label maps (network scale), skips."""
+
+    cm: np.ndarray
+    acc: Any
+    per_frame: list[dict[str, Any]] = field(default_factory=list)
+    label_maps: dict[str, np.ndarray] = field(default_factory=dict)
+    skipped: list[str] = field(default_factory=list)
+
+
+def _run_frames(analyzer: Any, data: Any, n: int, *, measure: bool, psd_config: Any) -> _FrameRun:
+    """Segment the first ``n`` frames (all of them, for the metrics) and post-process
+    those the quality gate passes, in stem order as the appliance would."""
+    import cv2
+
+    from edge.psd import PsdAccumulator
     from trainer.engine import confusion_matrix, metrics_from_confusion
-    from trainer.torchdata import scale_pair
 
-    names = pred_fn.class_names
-    cm = np.zeros((len(names), len(names)), np.int64)
-    per_frame: list[dict[str, Any]] = []
-    masks: dict[str, np.ndarray] = {}
-    skipped: list[str] = []
+    names = data.class_names
+    run = _FrameRun(cm=np.zeros((len(names), len(names)), np.int64),
+                    acc=PsdAccumulator(psd_config,
+                                       clear_border=analyzer.measure_config.clear_border))
     for i in range(n):
+        stem = data.items[i].stem
         try:
-            img, lab = data.load(i)
+            image, label = _load_pair(data, i)
         except UserError as exc:
             log.warning("skipping: %s", exc)
-            skipped.append(str(exc))
+            run.skipped.append(str(exc))
             continue
-        pred = pred_fn.segment(img, input_scale=scale)
-        _, lab_s = scale_pair(img, lab, scale)
-        fcm = confusion_matrix(pred, lab_s, len(names))
-        cm += fcm
+        quality = analyzer.check_quality_full(image)
+        pred = analyzer.segment([image])[0]
+        label = cv2.resize(label, (pred.shape[1], pred.shape[0]),
+                           interpolation=cv2.INTER_NEAREST)
+        fcm = confusion_matrix(pred, label, len(names))
+        run.cm += fcm
         fm = metrics_from_confusion(fcm, names)
-        per_frame.append({"stem": data.items[i].stem, "pixel_accuracy": fm["pixel_accuracy"],
-                          "crystal_iou": fm["iou"][names[pred_fn.crystal_class]]})
-        masks[data.items[i].stem] = pred
-    return cm, per_frame, masks, skipped
+        entry = {"stem": stem, "pixel_accuracy": fm["pixel_accuracy"],
+                 "crystal_iou": fm["iou"][names[analyzer.crystal_class]]}
+        if measure:
+            entry["reject_reason"] = _measure_frame(analyzer, run, stem, image, class_map=pred,
+                                                    quality=quality, label=label)
+        run.per_frame.append(entry)
+    return run
+
+
+def _measure_frame(analyzer: Any, run: _FrameRun, stem: str, image: np.ndarray, *,
+                   class_map: np.ndarray, quality: Any, label: np.ndarray) -> str | None:
+    """Post-process one segmented frame as the appliance does and add it to ``run``;
+    the reason it was rejected, or None."""
+    if quality.ok:
+        res = analyzer.postprocess(stem, image, class_map, quality=quality)
+        if res.ok:
+            run.acc.add(res.crystals, roi=res.roi.mask)
+            run.label_maps[stem] = label
+            return None
+        reason = res.reject_reason or "rejected"
+    else:
+        reason = quality.reason or "rejected"
+    run.acc.add_rejection(reason)
+    return reason
+
+
+def _load_pair(data: Any, i: int) -> tuple[np.ndarray, np.ndarray]:
+    """Frame ``i`` as :mod:`edge.decode` gives it to the appliance (unchanged bit depth
+    and channels) and its label (contiguous class ids); UserError naming the file."""
+    from edge.decode import DecodeError, decode_file
+
+    item = data.items[i]
+    try:
+        image = decode_file(item.image).image
+    except DecodeError as exc:
+        raise UserError(f"{item.image}: {exc.reason}") from None
+    label = data.load_label(i)
+    if image.shape[:2] != label.shape:
+        raise UserError(f"{item.label}: label size {label.shape[1]}x{label.shape[0]} "
+                        f"differs from image {image.shape[1]}x{image.shape[0]} "
+                        f"({item.image.name})")
+    return image, label
 
 
 def write_json(result: EvaluationResult, path: str | Path) -> Path:

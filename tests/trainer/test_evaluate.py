@@ -114,16 +114,20 @@ def synth_set(tmp_path_factory):
 
 def test_truth_comparison_through_the_edge_measurement(synth_set):
     from trainer.data import LabelledDataset
-    from trainer.evaltruth import compare_with_truth
+    from trainer.evaltruth import compare_with_truth, measure_label_maps
     from trainer.synth import weighted_quantile
 
     data = LabelledDataset(synth_set)
-    labels = {it.stem: data.load(i)[1] for i, it in enumerate(data.items)}
+    labels = {it.stem: data.load_label(i) for i, it in enumerate(data.items)}
     truth = json.loads((synth_set / "truth.json").read_text())
     d = np.array([c["diameter_um"] for f in truth["frames"] for c in f["crystals"]])
+    kw = {"px_size_um": 1.45, "crystal_class": 2, "dark_class": data.dark_class}
+
+    def compare(pred_maps):
+        pred = measure_label_maps(pred_maps.values(), **kw)
+        return compare_with_truth(pred, labels, synth_set / "truth.json", **kw)
     # perfect segmentation: prediction == label through the same pipeline
-    r = compare_with_truth(labels, synth_set / "truth.json", px_size_um=1.45, crystal_class=2,
-                           data=data)
+    r = compare(labels)
     assert r["n_truth_crystals"] == d.size and r["n_frames"] == 3
     assert r["x50_3_truth_um"] == pytest.approx(weighted_quantile(d, d ** 3, 0.5))
     assert r["x50_3_pred_vs_label"] == 0.0 and r["n_kept_pred"] == r["n_kept_label"] > 0
@@ -132,17 +136,18 @@ def test_truth_comparison_through_the_edge_measurement(synth_set):
     k = np.ones((5, 5), np.uint8)
     eroded = {s: np.where((m == 2) & (cv2.erode((m == 2).astype(np.uint8), k) == 0), 1, m
                           ).astype(np.uint8) for s, m in labels.items()}
-    r2 = compare_with_truth(eroded, synth_set / "truth.json", px_size_um=1.45, crystal_class=2,
-                            data=data)
+    r2 = compare(eroded)
     assert r2["x50_3_pred_vs_label"] < -0.04
     assert r2["q3_max_abs_diff"] > r["q3_max_abs_diff"]
     # nothing segmented as crystal: no x50,3 and no Q3 difference, but no crash or NaN
-    blank = {s: np.where(m == 2, 1, m).astype(np.uint8) for s, m in labels.items()}
-    r3 = compare_with_truth(blank, synth_set / "truth.json", px_size_um=1.45, crystal_class=2,
-                            data=data)
+    r3 = compare({s: np.where(m == 2, 1, m).astype(np.uint8) for s, m in labels.items()})
     assert r3["n_kept_pred"] == 0 and r3["x50_3_pred_um"] is None
     assert r3["x50_3_rel_error"] is None and r3["q3_max_abs_diff"] is None
     json.dumps(r3, allow_nan=False)
+    # a frame the truth does not list is a user's mistake, named
+    with pytest.raises(UserError, match="'nope' is not listed"):
+        compare_with_truth(measure_label_maps([], **kw), {"nope": labels[data.items[0].stem]},
+                           synth_set / "truth.json", **kw)
 
 
 def test_evaluate_runs_the_measurement_when_truth_exists(synth_set, tmp_path):
@@ -168,35 +173,32 @@ def test_update_meta_records_how_generated_data_was_made(synth_set, tmp_path):
     assert synth_recipe(tmp_path) is None  # not generated data
 
 
-def test_evaluation_segments_through_the_appliance_chain(tmp_path):
-    """The .onnx is segmented by FrameAnalyzer (REFLECT_101 padding, edge.preprocess
-    scaling); a checkpoint's forward gets the same pre-processing (segment_with)."""
+def test_evaluation_segments_and_measures_through_the_appliance_chain(synth_set, tmp_path):
+    """The predicted side is FrameAnalyzer's quality gate, segmentation and post-processing
+    (ROI detection, crowding, measurement) into one PsdAccumulator: the same numbers as
+    analyze_many on the frames decoded by edge.decode, in the same order."""
     from edge.backends import BackendConfig
-    from edge.backends.registry import create_backend
+    from edge.decode import decode_file
     from edge.frames import FrameAnalyzer
-    from edge.modelmeta import load_meta
-    from edge.preprocess import padded_hw
-    from tests.fixtures.tiny_model import synth_frame
-    from trainer.evaluate import EVAL_BACKEND, load_predictor, segment_with
+    from edge.psd import PsdAccumulator
+    from trainer.evaluate import EVAL_BACKEND
 
     model = build_tiny_model(tmp_path / "m")
-    meta = load_meta(model)
-    # 2.0 um/px frames for a 1.45 um/px model: resized, and 173x249 -> padded at the network
-    rgb = np.ascontiguousarray(synth_frame(173, 249, crystals=[(60, 80, 9), (240, 150, 12)],
-                                           seed=2)[:, :, ::-1])
-    scale = 2.0 / meta.px_size_um
-    pred = load_predictor(model)
-    got = pred.segment(rgb, input_scale=scale)
-    pred.close()
-    an = FrameAnalyzer(model, backend_config=BackendConfig(**EVAL_BACKEND), px_size_um=2.0,
-                       color_order="rgb")
-    ref = an.segment([rgb])[0]
+    res = evaluate_model(model, synth_set)
+    frames = sorted((synth_set / "images").iterdir())
+    an = FrameAnalyzer(model, backend_config=BackendConfig(**EVAL_BACKEND), px_size_um=1.45)
+    acc = PsdAccumulator()
+    for r in an.analyze_many([(p.stem, decode_file(p).image) for p in frames]):
+        if r.ok:
+            acc.add(r.crystals, roi=r.roi.mask)
+        else:
+            acc.add_rejection(r.reject_reason)
     an.close()
-    np.testing.assert_array_equal(got, ref)
-    hw = got.shape
-    assert padded_hw(hw, meta.input.size_multiple) != hw  # padding did happen
-    backend, _ = create_backend(model, meta, BackendConfig(**EVAL_BACKEND),
-                                input_hw=padded_hw(hw, meta.input.size_multiple))
-    np.testing.assert_array_equal(segment_with(backend.infer, rgb, input_scale=scale,
-                                               size_multiple=meta.input.size_multiple), ref)
-    backend.close()
+    ref = acc.result()
+    assert ref.n_crystals > 0
+    assert res.psd["n_crystals"] == ref.n_crystals
+    assert res.psd["x50_3_um"] == pytest.approx(ref.psd.x50_3_um, rel=1e-9)
+    assert [b["Q3"] for b in res.psd["bins"]] == pytest.approx(ref.psd.Q3.tolist(), abs=0)
+    assert res.measurement["x50_3_pred_um"] == res.psd["x50_3_um"]
+    assert res.measurement["n_kept_pred"] == ref.n_crystals
+    assert res.psd["frames_used"] + sum(res.psd["frames_rejected_by_reason"].values()) == 3

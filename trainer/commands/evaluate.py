@@ -19,6 +19,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="skip the full measurement even when truth.json exists")
     parser.add_argument("--update-meta", action="store_true",
                         help="record the metrics in the model's metadata JSON (.onnx only)")
+    parser.add_argument("--config", metavar="EDGE.toml", default=None,
+                        help="measure with the settings of this crystal-edge configuration "
+                             "([measure], [psd], [quality], [roi], [optics] px_size_um, "
+                             "[model] inference_scale), as the appliance running it would")
+    parser.add_argument("--px-size-um", type=float, default=None, metavar="F",
+                        help="pixel size of the frames in um (default: the dataset's "
+                             "classes.json, or [optics] px_size_um with --config)")
     parser.add_argument("--backend", choices=("onnxruntime-cpu", "auto", "onnxruntime",
                                               "tensorrt"),
                         default="onnxruntime-cpu",
@@ -27,19 +34,33 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from edge.backends import BackendConfig
-    from trainer.evaluate import EVAL_BACKEND, evaluate_model, update_model_metrics, write_json
+    import math
 
+    from edge.backends import BackendConfig
+    from edge.errors import UserError
+    from trainer.evaluate import (
+        EVAL_BACKEND,
+        ChainSettings,
+        evaluate_model,
+        settings_from_config,
+        update_model_metrics,
+        write_json,
+    )
+
+    px = args.px_size_um
+    if px is not None and (not math.isfinite(px) or px <= 0):
+        raise UserError(f"--px-size-um: must be a positive number of um, got {px}")
+    settings = (settings_from_config(args.config, px_size_um=px) if args.config
+                else ChainSettings(px_size_um=px))
     backend = (BackendConfig(**EVAL_BACKEND) if args.backend == "onnxruntime-cpu"
                else BackendConfig(name=args.backend))
     result = evaluate_model(args.model, args.data, max_frames=args.max_frames,
-                            measure=not args.no_measure, backend=backend)
+                            measure=not args.no_measure, backend=backend, settings=settings)
     print(result.summary())
     if args.json:
         write_json(result, args.json)
     if args.update_meta:
         if not str(args.model).lower().endswith(".onnx"):
-            from edge.errors import UserError
             raise UserError(f"--update-meta: {args.model} is not an .onnx model")
         update_model_metrics(args.model, result)
     return 0
