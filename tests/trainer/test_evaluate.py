@@ -95,6 +95,9 @@ def test_evaluate_user_errors(tmp_path, capsys):
     write_classes(empty / "classes.json", NAMES)
     with pytest.raises(UserError, match="no frame could be evaluated"):
         evaluate_model(model, empty)
+    assert cli(["evaluate", "--model", str(model), "--data", str(empty),
+                "--px-size-um", "-1"]) == 2
+    assert "--px-size-um" in capsys.readouterr().err
     other = tmp_path / "other"
     (other / "images").mkdir(parents=True)
     (other / "labels").mkdir()
