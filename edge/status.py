@@ -13,8 +13,10 @@ Sources, all read-only:
   backlog of batch reports not yet acknowledged by the broker, and the oldest one's age;
 * ``STATE_DIR/engines/`` (the TensorRT engine cache): files and sizes.
 
-Missing keys in ``status.json`` are tolerated (an older or newer service writes other
-keys); they show as ``-``. The verdict (``overall OK|DEGRADED|DOWN`` and one line per
+``status.json`` is read into the service's own :class:`~edge.snapshot.StatusSnapshot`
+(the names of ``status.json``, the MQTT health message and ``/metrics`` are the same);
+missing or odd fields (an older or newer service) take their defaults and show as ``-``.
+The verdict (``overall OK|DEGRADED|DOWN`` and one line per
 problem) comes from :mod:`edge.status_checks`.
 """
 
@@ -28,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from edge.errors import UserError
+from edge.snapshot import StatusSnapshot
 from edge.status_checks import (
     Problem,
     StatusLimits,
@@ -61,14 +64,6 @@ OUTBOX_FILE = "outbox.sqlite3"
 ENGINE_DIR = "engines"
 
 
-def _get(d: Any, *path: str) -> Any:
-    for key in path:
-        if not isinstance(d, dict):
-            return None
-        d = d.get(key)
-    return d
-
-
 @dataclass
 class StatusReport:
     """Everything ``crystal-edge status`` prints (``--json``: :meth:`to_payload`)."""
@@ -80,33 +75,40 @@ class StatusReport:
     stale_after_s: float | None = None
     stale: bool = True
     status_error: str | None = None
-    state: str | None = None
-    pid: int | None = None
+    snapshot: StatusSnapshot = field(default_factory=StatusSnapshot)
     pid_alive: bool | None = None
-    healthy: bool | None = None
-    device_id: str | None = None
-    backend: str | None = None
-    model: str | None = None
-    software_version: str | None = None
-    uptime_s: float | None = None
-    started: str | None = None
-    mqtt: str | None = None
-    frames_per_s: float | None = None
-    frames_total: int | None = None
-    frames_rejected_total: dict[str, int] = field(default_factory=dict)
-    batches_total: int | None = None
-    current_batch_id: int | None = None
-    last_batch: dict[str, Any] | None = None
-    queue_depths: dict[str, int] = field(default_factory=dict)
     outbox_depth: int | None = None
     outbox_source: str | None = None
     outbox_error: str | None = None
     outbox_oldest_age_s: float | None = None
-    last_error: str | None = None
-    last_error_time: str | None = None
     engine_cache_dir: str | None = None
     engines: list[EngineFile] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
+
+    @property
+    def backend(self) -> str | None:
+        """``name (device)`` of the inference backend."""
+        b = self.snapshot.backend
+        name, device = b.get("name"), b.get("device") or b.get("provider")
+        return f"{name} ({device})" if name and device else (str(name) if name else None)
+
+    @property
+    def model(self) -> str | None:
+        """``name (sha256 <12 hex>)`` of the segmentation model."""
+        m = self.snapshot.model
+        if not m.get("name"):
+            return None
+        sha = str(m.get("sha256") or "")[:12]
+        return f"{m['name']}" + (f" (sha256 {sha})" if sha else "")
+
+    @property
+    def mqtt(self) -> str | None:
+        """The MQTT connection (None without an MQTT sink)."""
+        m = self.snapshot.mqtt
+        if m is None:
+            return None
+        return m.get("connection") or (None if m.get("connected") is None
+                                       else "connected" if m["connected"] else "disconnected")
 
     @property
     def overall(self) -> str:
@@ -125,8 +127,12 @@ class StatusReport:
         return f"{self.overall}: " + "; ".join(p.text for p in self.problems)
 
     def to_payload(self) -> dict[str, Any]:
-        """Plain-JSON dict (``crystal-edge status --json``)."""
-        return {**asdict(self), "ok": self.ok, "overall": self.overall}
+        """Plain-JSON dict (``crystal-edge status --json``): what was read besides the
+        snapshot, and ``snapshot`` in ``status.json``'s names."""
+        out = {k: v for k, v in asdict(self).items() if k != "snapshot"}
+        return {**out, "snapshot": self.snapshot.to_json(), "backend": self.backend,
+                "model": self.model, "mqtt": self.mqtt, "ok": self.ok,
+                "overall": self.overall}
 
     def to_text(self) -> str:
         """Aligned ``key: value`` lines for a terminal, one ``problem`` line per problem."""
@@ -136,38 +142,40 @@ class StatusReport:
         return "\n".join(f"{k.ljust(width)}  {v}" for k, v in rows)
 
     def _rows(self) -> list[tuple[str, str]]:
+        snap = self.snapshot
         age = "-" if self.status_age_s is None else f"{self.status_age_s:.1f} s ago"
         if self.stale and self.status_age_s is not None:
             age += " (STALE)"
-        if self.pid is not None:
-            age += f", pid {self.pid}" + (" (gone)" if self.pid_alive is False else "")
-        last = self.last_batch or {}
-        lb = (f"#{last.get('batch_id', '-')} at {last.get('batch_end', '-')}"
-              f", x50,3 = {_fmt(last.get('x50_3_um'))} um, s_lnd = {_fmt(last.get('s_lnd'))}"
-              f", {_fmt(last.get('crystals'))} crystals") if last else "-"
+        if snap.pid is not None:
+            age += f", pid {snap.pid}" + (" (gone)" if self.pid_alive is False else "")
+        last = snap.last_batch
+        lb = (f"#{_fmt(last.batch_id)} at {_fmt(last.batch_end)}"
+              f", x50,3 = {_fmt(last.x50_3_um)} um, s_lnd = {_fmt(last.s_lnd)}"
+              f", {_fmt(last.crystals)} crystals") if last else (
+            "-" if snap.last_batch_id is None else f"#{snap.last_batch_id}")
         engines = ", ".join(f"{e.name} ({e.size_bytes / 1e6:.1f} MB, {e.modified})"
                             for e in self.engines) or "-"
         return [
             ("service", self.service),
-            ("state", _fmt(self.state) + ("" if self.healthy is not False else " (unhealthy)")),
+            ("state", _fmt(snap.state) + ("" if snap.healthy is not False else " (unhealthy)")),
             ("status.json", f"{self.status_file}, {age}" if self.status_error is None
              else f"{self.status_file}: {self.status_error}"),
-            ("device", _fmt(self.device_id)),
+            ("device", _fmt(snap.device_id or None)),
             ("backend", _fmt(self.backend)),
             ("model", _fmt(self.model)),
-            ("version", _fmt(self.software_version)),
-            ("uptime", "-" if self.uptime_s is None else f"{self.uptime_s / 3600:.2f} h"),
-            ("frames/s", _fmt(self.frames_per_s)),
-            ("frames", f"{_fmt(self.frames_total)} analysed; rejected: "
-                       f"{_fmt(self.frames_rejected_total)}"),
-            ("batches", f"{_fmt(self.batches_total)} closed; collecting "
-                        f"#{_fmt(self.current_batch_id)}"),
+            ("version", _fmt(snap.software_version)),
+            ("uptime", "-" if snap.uptime_s is None else f"{snap.uptime_s / 3600:.2f} h"),
+            ("frames/s", _fmt(snap.frames_per_s)),
+            ("frames", f"{_fmt(snap.frames_total)} analysed; rejected: "
+                       f"{_fmt(snap.frames_rejected_total)}"),
+            ("batches", f"{_fmt(snap.batches_total)} closed; collecting "
+                        f"#{_fmt(snap.current_batch_id)}"),
             ("last batch", lb),
-            ("queues", _fmt(self.queue_depths)),
+            ("queues", _fmt(snap.queue_depths)),
             ("mqtt", _fmt(self.mqtt) if self.mqtt else "- (no MQTT sink)"),
             ("outbox", self._outbox_text()),
-            ("last error", _fmt(self.last_error) + (f" ({self.last_error_time})"
-                                                    if self.last_error_time else "")),
+            ("last error", _fmt(snap.last_error) + (f" ({snap.last_error_time})"
+                                                    if snap.last_error_time else "")),
             ("engine cache", f"{_fmt(self.engine_cache_dir)}: {engines}"),
         ]
 
@@ -188,28 +196,6 @@ def _fmt(v: Any) -> str:
     if isinstance(v, dict):
         return ", ".join(f"{k}={_fmt(x)}" for k, x in v.items())
     return str(v)
-
-
-def _outbox_from_status(data: dict[str, Any]) -> int | None:
-    if isinstance(data.get("outbox_depth"), int):
-        return int(data["outbox_depth"])
-    sinks = data.get("sinks")
-    if isinstance(sinks, dict):
-        for s in sinks.values():
-            if isinstance(s, dict) and isinstance(s.get("outbox_depth"), int):
-                return int(s["outbox_depth"])
-    return None
-
-
-def _backend_name(data: dict[str, Any]) -> str | None:
-    b = data.get("backend")
-    if isinstance(b, dict):
-        name = b.get("name")
-        provider = b.get("device") or b.get("provider")
-        if name and provider:
-            return f"{name} ({provider})"
-        return str(name) if name else None
-    return None if b is None else str(b)
 
 
 def collect_status(state_dir: str | Path, *, limits: StatusLimits | None = None,
@@ -237,13 +223,14 @@ def collect_status(state_dir: str | Path, *, limits: StatusLimits | None = None,
     now = time.time() if now is None else now
     rep = StatusReport(service=service_state(systemctl=systemctl), state_dir=str(sd),
                        status_file=str(sd / STATUS_FILE))
-    data = _read_status_file(rep, sd / STATUS_FILE, now)
-    rep.stale_after_s = stale_after(data, limits)
+    rep.snapshot = snap = StatusSnapshot.from_mapping(
+        _read_status_file(rep, sd / STATUS_FILE, now))
+    rep.stale_after_s = stale_after(snap, limits)
     rep.stale = rep.status_age_s is None or rep.status_age_s > rep.stale_after_s
-    _apply_snapshot(rep, data)
-    _apply_outbox(rep, read_outbox(sd / OUTBOX_FILE), data, now)
-    _apply_engines(rep, sd, data)
-    rep.problems = find_problems(rep, data, limits)
+    rep.pid_alive = pid_alive(snap.pid)
+    _apply_outbox(rep, read_outbox(sd / OUTBOX_FILE), snap, now)
+    _apply_engines(rep, sd, snap)
+    rep.problems = find_problems(rep, limits)
     return rep
 
 
@@ -274,45 +261,7 @@ def _read_status_file(rep: StatusReport, path: Path, now: float) -> dict[str, An
     return {}
 
 
-def _apply_snapshot(rep: StatusReport, data: dict[str, Any]) -> None:
-    """Copy the snapshot's facts into ``rep`` (wrong types are left out)."""
-    rep.state = data.get("state")
-    pid = data.get("pid")
-    rep.pid = pid if isinstance(pid, int) and not isinstance(pid, bool) else None
-    rep.pid_alive = pid_alive(rep.pid)
-    rep.healthy = data.get("healthy") if isinstance(data.get("healthy"), bool) else None
-    rep.device_id = data.get("device_id")
-    rep.backend = _backend_name(data)
-    rep.software_version = data.get("software_version")
-    model = data.get("model")
-    if isinstance(model, dict) and model.get("name"):
-        sha = str(model.get("sha256") or "")[:12]
-        rep.model = f"{model['name']}" + (f" (sha256 {sha})" if sha else "")
-    rep.uptime_s = data.get("uptime_s")
-    rep.started = data.get("started")
-    mqtt = _get(data, "sinks", "mqtt")
-    if isinstance(mqtt, dict):
-        rep.mqtt = mqtt.get("connection") or (
-            None if mqtt.get("connected") is None
-            else "connected" if mqtt["connected"] else "disconnected")
-    rep.frames_per_s = data.get("frames_per_s", data.get("fps"))
-    rep.frames_total = data.get("frames_total")
-    if isinstance(data.get("frames_rejected_total"), dict):
-        rep.frames_rejected_total = dict(data["frames_rejected_total"])
-    rep.batches_total = data.get("batches_total")
-    rep.current_batch_id = data.get("current_batch_id")
-    last = data.get("last_batch")
-    if isinstance(last, dict):
-        rep.last_batch = last
-    elif data.get("last_batch_id") is not None:
-        rep.last_batch = {"batch_id": data["last_batch_id"]}
-    if isinstance(data.get("queue_depths"), dict):
-        rep.queue_depths = dict(data["queue_depths"])
-    rep.last_error = data.get("last_error")
-    rep.last_error_time = data.get("last_error_time")
-
-
-def _apply_outbox(rep: StatusReport, info: OutboxInfo, data: dict[str, Any],
+def _apply_outbox(rep: StatusReport, info: OutboxInfo, snap: StatusSnapshot,
                   now: float) -> None:
     """The outbox file is authoritative; the snapshot's number when it cannot be read."""
     if info.depth is not None:
@@ -321,14 +270,16 @@ def _apply_outbox(rep: StatusReport, info: OutboxInfo, data: dict[str, Any],
             rep.outbox_oldest_age_s = round(max(0.0, now - info.oldest_created), 3)
         return
     rep.outbox_error = info.error
-    from_status = _outbox_from_status(data)
+    from_status = snap.outbox_depth
+    if from_status is None:
+        from_status = snap.outbox_from_sinks()
     if from_status is not None:
         rep.outbox_depth, rep.outbox_source = from_status, "status.json"
 
 
-def _apply_engines(rep: StatusReport, sd: Path, data: dict[str, Any]) -> None:
-    engine = _get(data, "backend", "engine")
-    cache = (_get(data, "backend", "engine_cache_dir") or data.get("engine_cache_dir")
+def _apply_engines(rep: StatusReport, sd: Path, snap: StatusSnapshot) -> None:
+    engine = snap.backend.get("engine")
+    cache = (snap.backend.get("engine_cache_dir")
              or (Path(engine).parent if isinstance(engine, str) and engine else None)
              or sd / ENGINE_DIR)
     rep.engine_cache_dir = str(cache)

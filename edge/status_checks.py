@@ -1,7 +1,8 @@
 """Whether the service does its job: the problems ``crystal-edge status`` names.
 
 Pure functions over what :func:`edge.status.collect_status` read (the ``status.json``
-snapshot, its age, the outbox file, systemd's answer). Each problem is one line with a
+snapshot as a :class:`~edge.snapshot.StatusSnapshot`, its age, the outbox file,
+systemd's answer). Each problem is one line with a
 level:
 
 * ``DOWN``: nothing is being measured or delivered: ``status.json`` missing or not
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
+    from edge.snapshot import StatusSnapshot
     from edge.status import StatusReport
 
 __all__ = ["DEFAULT_STALE_AFTER_S", "MIN_STALE_AFTER_S", "Problem", "StatusLimits",
@@ -69,12 +71,12 @@ class StatusLimits:
     outbox_max_age_s: float = 600.0
 
 
-def stale_after(data: dict[str, Any], limits: StatusLimits) -> float:
-    """Seconds after which ``status.json`` (the snapshot ``data``) counts as stale."""
+def stale_after(snap: StatusSnapshot, limits: StatusLimits) -> float:
+    """Seconds after which ``status.json`` (the snapshot ``snap``) counts as stale."""
     if limits.stale_after_s is not None:
         return limits.stale_after_s
-    interval = data.get("health_interval_s")
-    if isinstance(interval, (int, float)) and not isinstance(interval, bool) and interval > 0:
+    interval = snap.health_interval_s
+    if interval is not None and interval > 0:
         return max(STALE_INTERVALS * float(interval), MIN_STALE_AFTER_S)
     return DEFAULT_STALE_AFTER_S
 
@@ -105,82 +107,67 @@ def overall(problems: list[Problem]) -> str:
     return "DOWN" if "DOWN" in levels else "DEGRADED" if levels else "OK"
 
 
-def find_problems(rep: StatusReport, data: dict[str, Any],
-                  limits: StatusLimits) -> list[Problem]:
+def find_problems(rep: StatusReport, limits: StatusLimits) -> list[Problem]:
     """Every problem with the service, worst first (see the module docstring).
 
     While the service is not running, what its last snapshot says about sinks and stages
     is history, so only the outbox file and state-file incidents are judged besides.
     """
-    down = list(_running_problems(rep, data))
-    live = [] if down else [*_health_problems(data), *_sink_problems(data, rep.outbox_depth)]
-    rest = [*_outbox_problems(rep, limits), *_incident_problems(data)]
+    snap = rep.snapshot
+    down = list(_running_problems(rep))
+    live = [] if down else [*_health_problems(snap), *_sink_problems(snap, rep.outbox_depth)]
+    rest = [*_outbox_problems(rep, limits), *_incident_problems(snap)]
     return [*down, *live, *rest]
 
 
-def _running_problems(rep: StatusReport, data: dict[str, Any]) -> Iterator[Problem]:
+def _running_problems(rep: StatusReport) -> Iterator[Problem]:
+    snap = rep.snapshot
     if rep.service == "failed":
         yield Problem("DOWN", "systemd: crystal-edge has failed (journalctl -u crystal-edge)")
     if rep.status_error is not None:
         yield Problem("DOWN", f"status.json {rep.status_error}")
         return
-    state = data.get("state")
-    if state in ("stopped", "stopping"):
-        reason = data.get("stop_reason")
-        yield Problem("DOWN", f"service {state}" + (f" ({reason})" if reason else ""))
+    if snap.state in ("stopped", "stopping"):
+        reason = snap.stop_reason
+        yield Problem("DOWN", f"service {snap.state}" + (f" ({reason})" if reason else ""))
     elif rep.pid_alive is False:
-        yield Problem("DOWN", f"service not running: pid {rep.pid} from status.json is gone")
+        yield Problem("DOWN", f"service not running: pid {snap.pid} from status.json is gone")
     elif rep.stale:
         yield Problem("DOWN", f"status.json not rewritten for {rep.status_age_s:.0f} s "
                               f"(limit {rep.stale_after_s:.0f} s): the service is hung or gone")
-    elif state == "starting":
-        busy = data.get("busy")
-        yield Problem("DEGRADED", "service starting" + (f" ({busy})" if busy else ""))
+    elif snap.state == "starting":
+        yield Problem("DEGRADED", "service starting" + (f" ({snap.busy})" if snap.busy else ""))
 
 
-def _health_problems(data: dict[str, Any]) -> Iterator[Problem]:
-    flag = data.get("unhealthy")
+def _health_problems(snap: StatusSnapshot) -> Iterator[Problem]:
     # the service's own lines (a failed pipeline, a dead or stuck stage, a failing batch
     # close or required sink), one problem each
-    lines = [x for x in data.get("problems") or [] if isinstance(x, str) and x] \
-        if isinstance(data.get("problems"), list) else []
+    lines = [x for x in snap.problems if x]
     for line in lines:
         yield Problem("DOWN", f"service unhealthy: {_one_line(line)}")
-    if not lines and (data.get("healthy") is False or flag):
-        yield Problem("DOWN", f"service unhealthy: {_unhealthy_reason(data, flag)}")
-    source = data.get("source")
-    if isinstance(source, dict) and (source.get("error") or source.get("healthy") is False):
+    if not lines and snap.healthy is False:
+        yield Problem("DOWN", f"service unhealthy: {_unhealthy_reason(snap)}")
+    source = snap.source
+    if source.get("error") or source.get("healthy") is False:
         yield Problem("DEGRADED", f"source: {_one_line(source.get('error') or _reason(source))}")
 
 
-def _unhealthy_reason(data: dict[str, Any], flag: Any) -> str:
-    if isinstance(flag, str) and flag:
-        return _one_line(flag)
-    if isinstance(flag, list) and flag:
-        return _one_line("; ".join(map(str, flag)))
-    for key in ("unhealthy_reason", "health_reason"):
-        if isinstance(data.get(key), str) and data[key]:
-            return _one_line(data[key])
-    stages = data.get("stages") if isinstance(data.get("stages"), dict) else {}
-    stages = {n: s for n, s in stages.items() if isinstance(s, dict) and not s.get("done")}
-    dead = [n for n, s in stages.items() if s.get("alive") is False]
+def _unhealthy_reason(snap: StatusSnapshot) -> str:
+    """Why, from the stages, when the snapshot names no problem line."""
+    stages = {n: s for n, s in snap.stages.items() if not s.done}
+    dead = [n for n, s in stages.items() if s.alive is False]
     if dead:
         return "stage(s) not running: " + ", ".join(dead)
-    beats = {n: s["since_beat_s"] for n, s in stages.items()
-             if isinstance(s.get("since_beat_s"), (int, float))}
-    if beats:
-        name = max(beats, key=beats.__getitem__)
-        return f"stage {name} without progress for {beats[name]:.0f} s"
+    idle = {n: s.since_progress_s for n, s in stages.items()
+            if s.since_progress_s is not None}
+    if idle:
+        name = max(idle, key=idle.__getitem__)
+        return f"stage {name} without progress for {idle[name]:.0f} s"
     return "the service reports itself unhealthy"
 
 
-def _sink_problems(data: dict[str, Any], outbox_depth: int | None) -> Iterator[Problem]:
-    sinks = data.get("sinks")
-    if not isinstance(sinks, dict):
-        return
-    for name, s in sinks.items():
-        if not isinstance(s, dict):
-            continue
+def _sink_problems(snap: StatusSnapshot, outbox_depth: int | None) -> Iterator[Problem]:
+    for name, s in snap.sinks.items():
         if s.get("error") or s.get("healthy") is False:
             yield Problem("DEGRADED",
                           f"sink {name}: {_one_line(s.get('error') or _reason(s))}")
@@ -210,14 +197,8 @@ def _outbox_problems(rep: StatusReport, limits: StatusLimits) -> Iterator[Proble
                                   f"(limit {limits.outbox_max_age_s / 60:.0f} min)")
 
 
-def _incident_problems(data: dict[str, Any]) -> Iterator[Problem]:
-    raw = data.get("state_file_incidents")
-    if isinstance(raw, dict):
-        items = [v if isinstance(v, dict) else {"file": k, "what": v} for k, v in raw.items()]
-    elif isinstance(raw, list):
-        items = raw
-    else:
-        items = [raw] if raw else []
+def _incident_problems(snap: StatusSnapshot) -> Iterator[Problem]:
+    items = snap.state_file_incidents
     for item in items[:MAX_INCIDENT_LINES]:
         yield Problem("DEGRADED", f"state file: {_incident_text(item)}")
     if len(items) > MAX_INCIDENT_LINES:
@@ -225,14 +206,13 @@ def _incident_problems(data: dict[str, Any]) -> Iterator[Problem]:
                                   "incident(s) in status.json")
 
 
-def _incident_text(item: Any) -> str:
-    if not isinstance(item, dict):
-        return _one_line(item)
-    name = item.get("file") or item.get("path") or item.get("name") or "?"
-    what = item.get("reason") or item.get("error") or item.get("what") or "corrupt"
+def _incident_text(item: dict[str, Any]) -> str:
+    """One incident (:class:`edge.statefiles.Incident`) in one line."""
+    name = item.get("file") or "?"
+    what = item.get("reason") or "corrupt"
     text = f"{name}: {_one_line(what)}"
-    aside = item.get("moved_to") or item.get("aside") or item.get("moved")
-    when = item.get("time") or item.get("when")
+    aside = item.get("moved_to")
+    when = item.get("time")
     if aside:
         text += f", moved to {aside}"
     if item.get("kept"):

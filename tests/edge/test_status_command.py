@@ -99,14 +99,15 @@ def test_collect_status_reads_everything(state_dir, tmp_path):
     assert rep.service == "active"
     assert (tmp_path / "systemctl.calls").read_text().split() == ["is-active", "crystal-edge"]
     assert rep.status_age_s == pytest.approx(4.0, abs=1e-3) and rep.stale is False
-    assert rep.state == "running" and rep.healthy is True
-    assert rep.backend == "tensorrt (gpu)" and rep.device_id == "skid-07"
+    snap = rep.snapshot  # status.json read into the service's own type
+    assert snap.state == "running" and snap.healthy is True
+    assert rep.backend == "tensorrt (gpu)" and snap.device_id == "skid-07"
     assert rep.model == "crystal-seg (sha256 abababababab)"
-    assert rep.mqtt == "connected" and rep.started == "2026-11-30T00:00:00+00:00"
-    assert rep.frames_per_s == 9.5 and rep.frames_total == 68000
-    assert rep.frames_rejected_total == {"blur": 12, "empty": 3}
-    assert rep.last_batch["batch_id"] == 17 and rep.last_batch["x50_3_um"] == 84.2
-    assert rep.queue_depths["inference"] == 1
+    assert rep.mqtt == "connected" and snap.started == "2026-11-30T00:00:00+00:00"
+    assert snap.frames_per_s == 9.5 and snap.frames_total == 68000
+    assert snap.frames_rejected_total == {"blur": 12, "empty": 3}
+    assert snap.last_batch.batch_id == 17 and snap.last_batch.x50_3_um == 84.2
+    assert snap.queue_depths["inference"] == 1
     # the SQLite outbox is authoritative over the number in status.json
     assert rep.outbox_depth == 3 and rep.outbox_source == "outbox.sqlite3"
     assert [(e.name, e.size_bytes) for e in rep.engines] == [
@@ -179,8 +180,9 @@ def test_missing_keys_missing_outbox_and_bad_json(tmp_path):
     (sd / "status.json").write_text(json.dumps({"state": "starting",
                                                 "sinks": {"mqtt": {"outbox_depth": 7}}}))
     rep = collect_status(sd, systemctl="/nonexistent/systemctl")
-    assert rep.service == "unknown" and rep.state == "starting"
-    assert rep.frames_per_s is None and rep.last_batch is None and rep.engines == []
+    assert rep.service == "unknown" and rep.snapshot.state == "starting"
+    assert rep.snapshot.frames_per_s is None and rep.snapshot.last_batch is None
+    assert rep.engines == []
     assert rep.outbox_depth == 7 and rep.outbox_source == "status.json"
     assert rep.mqtt is None  # neither connection nor connected reported
     assert "- (no MQTT sink)" in rep.to_text()
@@ -225,7 +227,8 @@ def test_cli_json_text_and_check(state_dir, tmp_path, monkeypatch, capsys):
     assert dispatch("crystal-edge", "t", COMMANDS, [*argv, "--json"]) == 0
     payload = json.loads(capsys.readouterr().out)
     assert payload["service"] == "active" and payload["outbox_depth"] == 3
-    assert payload["last_batch"]["batch_id"] == 17 and payload["ok"] is True
+    assert payload["snapshot"]["last_batch"]["batch_id"] == 17 and payload["ok"] is True
+    assert payload["snapshot"]["frames_per_s"] == 9.5 and payload["backend"] == "tensorrt (gpu)"
 
     assert dispatch("crystal-edge", "t", COMMANDS, argv) == 0
     assert "backend       tensorrt (gpu)" in capsys.readouterr().out
@@ -328,9 +331,9 @@ def test_not_running_is_down(state_dir):
     _write_snapshot(state_dir, pid=_dead_pid())
     rep = collect_status(state_dir, systemctl="/nonexistent/systemctl")
     assert rep.overall == "DOWN" and rep.pid_alive is False
-    assert _texts(rep) == [f"DOWN: service not running: pid {rep.pid} from status.json "
-                           "is gone"]
-    assert f"pid {rep.pid} (gone)" in rep.to_text()
+    pid = rep.snapshot.pid
+    assert _texts(rep) == [f"DOWN: service not running: pid {pid} from status.json is gone"]
+    assert f"pid {pid} (gone)" in rep.to_text()
 
     _write_snapshot(state_dir, state="stopped", stop_reason="SIGTERM")
     rep = collect_status(state_dir, systemctl="/nonexistent/systemctl")
@@ -351,14 +354,17 @@ def test_stale_limit_follows_the_recorded_health_interval(state_dir):
 
 def test_unhealthy_service_names_the_stage(state_dir):
     _write_snapshot(state_dir, healthy=False, stages={
-        "capture": {"alive": True, "done": False, "since_beat_s": 0.1},
-        "aggregate": {"alive": False, "done": False, "since_beat_s": 40.0}})
+        "capture": {"alive": True, "done": False, "since_progress_s": 0.1},
+        "aggregate": {"alive": False, "done": False, "since_progress_s": 40.0}})
     rep = collect_status(state_dir, systemctl="/nonexistent/systemctl")
     assert _texts(rep) == ["DOWN: service unhealthy: stage(s) not running: aggregate"]
     assert "running (unhealthy)" in rep.to_text()
-    _write_snapshot(state_dir, unhealthy="stage aggregate stuck for 130 s")
+    _write_snapshot(state_dir, healthy=False, stages={
+        "capture": {"alive": True, "since_progress_s": 0.1},
+        "aggregate": {"alive": True, "since_progress_s": 130.0}})
     rep = collect_status(state_dir, systemctl="/nonexistent/systemctl")
-    assert _texts(rep) == ["DOWN: service unhealthy: stage aggregate stuck for 130 s"]
+    assert _texts(rep) == ["DOWN: service unhealthy: stage aggregate without progress for "
+                           "130 s"]
     # the service's own problem lines (edge.pipeline.health), one each
     _write_snapshot(state_dir, healthy=False, problems=[
         "stage aggregate died: OSError: [Errno 28] No space left on device",
@@ -378,7 +384,7 @@ def test_state_file_incidents_are_shown(state_dir):
         {"file": "outbox.sqlite3", "reason": "file is not a database",
          "moved_to": "outbox.sqlite3.corrupt-20261130T010000", "time": "2026-11-30T01:00Z",
          "kept": "412 of 500 reports salvaged"},
-        "folder_source.sqlite3: empty file"])
+        {"file": "folder_source.sqlite3", "reason": "empty file"}])
     rep = collect_status(state_dir, systemctl="/nonexistent/systemctl")
     assert rep.overall == "DEGRADED"
     assert _texts(rep) == [
@@ -393,3 +399,17 @@ def test_cli_rejects_bad_thresholds(tmp_path, capsys):
         rc = dispatch("crystal-edge", "t", COMMANDS,
                       ["status", "--state-dir", str(tmp_path), opt, value])
         assert rc == 2 and opt in capsys.readouterr().err
+
+
+def test_status_json_of_another_version_is_read_field_by_field(tmp_path):
+    """A field missing, renamed (``fps``) or of the wrong type takes its default; the
+    rest is read."""
+    sd = tmp_path / "s"
+    sd.mkdir()
+    (sd / "status.json").write_text(json.dumps({
+        "state": "running", "pid": os.getpid(), "fps": 3.5, "frames_total": "many",
+        "queue_depths": {"inference": 2}, "batches_total": 9, "future_field": [1]}))
+    snap = collect_status(sd, systemctl="/nonexistent/systemctl").snapshot
+    assert snap.frames_per_s == 3.5 and snap.frames_total == 0
+    assert snap.queue_depths == {"inference": 2} and snap.batches_total == 9
+    assert snap.state == "running" and snap.last_batch is None

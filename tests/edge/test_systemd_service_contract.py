@@ -98,7 +98,7 @@ def test_run_under_systemd_contract(tmp_path):
         drain(time.monotonic() + 1.5)  # long enough for watchdog pings (interval 1 s)
         report = collect_status(state, systemctl="/nonexistent/systemctl")
         assert report.status_error is None and not report.stale
-        assert report.state == "running" and report.frames_total >= 5
+        assert report.snapshot.state == "running" and report.snapshot.frames_total >= 5
         assert report.backend.startswith("onnxruntime")
 
         proc.send_signal(signal.SIGTERM)
