@@ -3,8 +3,8 @@
 :class:`BatchAggregator` collects the crystals (area-equivalent diameters and
 edge-correction weights) and the frame / crystal rejection counts of the open batch;
 :meth:`BatchAggregator.close` computes the PSD of all its crystals with
-:func:`edge.psd.compute_psd` and returns a :class:`BatchReport`, whose ``to_payload()``
-is the MQTT ``psd`` payload (:class:`edge.mqtt.payloads.PsdPayload`).
+:func:`edge.psd.compute_psd` and returns a :class:`BatchReport`, a typed result; each sink
+turns it into its own format (the JSON ``psd`` payload: :mod:`edge.sinks.psd_payload`).
 
 Batch ids come from :class:`BatchCounter`: monotonic per device, persisted atomically in
 ``<state dir>/batch_counter.json`` when a batch closes, so they survive restarts.
@@ -26,7 +26,6 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from edge.mqtt.payloads import PsdPayload
 from edge.psd import FrameContribution, PsdAccumulator, PsdConfig, PSDResult
 from edge.sources.base import Frame
 from edge.state import BATCH_COUNTER_FILE, atomic_write_text
@@ -172,40 +171,6 @@ class BatchReport:
     def frames_total(self) -> int:
         return self.frames_used + self.frames_rejected
 
-    def payload_model(self) -> PsdPayload:
-        """The report as H4's :class:`~edge.mqtt.payloads.PsdPayload`."""
-        p = self.psd
-        lg = p.lognormal
-        ci = p.x50_3_ci95_um
-        return PsdPayload(
-            device_id=self.device_id,
-            batch_id=self.batch_id,
-            batch_start=self.batch_start,
-            batch_end=self.batch_end,
-            frames={"used": self.frames_used, "rejected": self.frames_rejected,
-                    "rejected_by_reason": dict(self.frames_rejected_by_reason)},
-            crystals={"measured": self.crystals_measured,
-                      "rejected": int(sum(self.crystals_rejected_by_reason.values())),
-                      "rejected_by_reason": dict(self.crystals_rejected_by_reason)},
-            px_size_um=self.px_size_um,
-            class_width_um=p.config.class_width_um,
-            classes={"upper_edges_um": _floats(p.edges_um[1:]), "q3": _floats(p.Q3),
-                     "q0": _floats(p.Q0), "counts": _floats(p.counts)},
-            statistics={"x10_3_um": _f(p.x10_3_um), "x50_3_um": _f(p.x50_3_um),
-                        "x90_3_um": _f(p.x90_3_um), "x50_0_um": _f(p.x50_0_um),
-                        "span": _f(p.span), "d32_um": _f(p.d32_um),
-                        "x50_3_ci95_um": None if ci is None or None in (_f(ci[0]), _f(ci[1]))
-                        else (_f(ci[0]), _f(ci[1]))},
-            lognormal={} if lg is None else {"x50_3_um": _f(lg.x50_3_um),
-                                             "s_lnd": _f(lg.s_lnd), "rmse": _f(lg.rmse)},
-            model=self.model,
-            software_version=self.software_version,
-        )
-
-    def to_payload(self) -> dict[str, Any]:
-        """Plain-JSON ``psd`` payload (``PsdPayload.model_dump(mode="json")``)."""
-        return self.payload_model().model_dump(mode="json")
-
     def summary(self) -> dict[str, Any]:
         """Short plain-JSON summary for logs and the health snapshot."""
         lg = self.psd.lognormal
@@ -221,10 +186,6 @@ def _f(v: Any) -> float | None:
         return None
     v = float(v)
     return v if math.isfinite(v) else None
-
-
-def _floats(a: np.ndarray) -> list[float]:
-    return [float(x) for x in np.asarray(a, dtype=np.float64).ravel()]
 
 
 def _utc(t: float) -> datetime:

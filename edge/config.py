@@ -4,8 +4,11 @@
 an error, not a silent default). The sections of the other modules are imported, not
 redefined: ``[measure]`` (:mod:`edge.measure`), ``[psd]`` (:mod:`edge.psd`),
 ``[backend]`` (:mod:`edge.backends`), ``[quality]``, ``[roi]`` (:mod:`edge.quality`,
-:mod:`edge.roi`), ``[mqtt]`` (:mod:`edge.mqtt`), ``[logging]`` (:mod:`edge.logsetup`),
-``[metrics]`` (:mod:`edge.metrics`).
+:mod:`edge.roi`), ``[sinks.<name>]`` (:mod:`edge.sinks`: ``jsonl``, ``mqtt``),
+``[logging]`` (:mod:`edge.logsetup`), ``[metrics]`` (:mod:`edge.metrics`).
+
+A top-level ``[mqtt]`` section (the old name of ``[sinks.mqtt]``) is still read, with one
+deprecation warning; giving both is an error.
 
 :func:`load_config` turns every problem into one :class:`~edge.errors.UserError` line
 that names the file, the key path and the problem (unknown key, wrong type, missing
@@ -16,6 +19,7 @@ to the file's directory. ``examples/config.toml`` is a complete commented exampl
 from __future__ import annotations
 
 import json
+import logging
 import socket
 import sys
 from pathlib import Path
@@ -30,11 +34,10 @@ from edge.errors import UserError
 from edge.logsetup import LoggingConfig
 from edge.measure import MeasureConfig
 from edge.metrics import MetricsConfig
-from edge.mqtt.config import MqttConfig
 from edge.psd import PsdConfig
 from edge.quality import QualityConfig
 from edge.roi import RoiConfig
-from edge.sinks.jsonl import JsonlSinkConfig
+from edge.sinks import SINKS, SinksConfig
 from edge.sources import SOURCES, SourceConfig
 from edge.sources.folder import FolderSourceConfig
 from edge.state import StateConfig
@@ -43,6 +46,11 @@ if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - Python 3.10 (JetPack 6)
     import tomli as tomllib
+
+log = logging.getLogger(__name__)
+
+DEPRECATED_SECTIONS: dict[str, tuple[str, str]] = {"mqtt": ("sinks", "mqtt")}
+"""Old top-level section -> (table, key) it is read as."""
 
 
 class _Section(BaseModel):
@@ -79,13 +87,6 @@ class OpticsConfig(_Section):
         1.45, gt=0, le=1000,
         description="size of one frame pixel in micrometres (calibrate with a stage "
                     "micrometer; the study's set-up: about 1.45 um)")
-
-
-class SinksConfig(_Section):
-    """``[sinks]``: where batch reports go besides MQTT (``[mqtt] enabled``)."""
-
-    jsonl: JsonlSinkConfig = Field(
-        default_factory=JsonlSinkConfig, description="JSON lines file or stdout")
 
 
 class HealthConfig(_Section):
@@ -134,8 +135,8 @@ class EdgeConfig(_Section):
     quality: QualityConfig = Field(default_factory=QualityConfig,
                                    description="frame quality gate")
     roi: RoiConfig = Field(default_factory=RoiConfig, description="region of interest")
-    mqtt: MqttConfig = Field(default_factory=MqttConfig, description="MQTT publishing")
-    sinks: SinksConfig = Field(default_factory=SinksConfig, description="other result sinks")
+    sinks: SinksConfig = Field(default_factory=SinksConfig,
+                               description="result sinks, one [sinks.<name>] each")
     logging: LoggingConfig = Field(default_factory=LoggingConfig, description="log format")
     health: HealthConfig = Field(default_factory=HealthConfig, description="health snapshots")
     metrics: MetricsConfig = Field(default_factory=MetricsConfig,
@@ -146,8 +147,9 @@ class EdgeConfig(_Section):
                                  description="limits checked before a frame file is decoded")
 
     def device_id(self) -> str:
-        """``[device] id``, else ``[mqtt] device_id``, else the host name."""
-        return self.device.id or self.mqtt.device_id or socket.gethostname().split(".")[0]
+        """``[device] id``, else ``[sinks.mqtt] device_id``, else the host name."""
+        return (self.device.id or self.sinks.mqtt.device_id
+                or socket.gethostname().split(".")[0])
 
 
 # ------------------------------------------------------------------ loading
@@ -159,13 +161,23 @@ def _loc(loc: tuple[Any, ...]) -> str:
     return ".".join(p if not p.isdigit() else f"[{p}]" for p in parts).replace(".[", "[")
 
 
-def describe_validation_error(exc: ValidationError) -> str:
-    """First problem of a validation error as ``key.path: problem`` (plus a count)."""
+def describe_validation_error(exc: ValidationError, *,
+                              renamed: dict[str, str] | None = None) -> str:
+    """First problem of a validation error as ``key.path: problem`` (plus a count).
+
+    ``renamed`` maps a key path prefix to the one the file used (a deprecated section).
+    """
     errors = exc.errors()
     first = errors[0]
-    loc = _loc(tuple(first.get("loc", ())))
+    raw_loc = tuple(first.get("loc", ()))
+    loc = _loc(raw_loc)
+    for new, old in (renamed or {}).items():
+        if loc == new or loc.startswith(new + "."):
+            loc = old + loc[len(new):]
     kind = first.get("type", "")
-    if kind == "extra_forbidden":
+    if kind == "extra_forbidden" and len(raw_loc) == 2 and raw_loc[0] == "sinks":
+        msg = f"unknown sink; one of {', '.join(SINKS)}"
+    elif kind == "extra_forbidden":
         msg = "unknown key (misspelt? see examples/config.toml or `crystal-edge config-schema`)"
     elif kind == "union_tag_invalid":
         msg = f"unknown type {first.get('input', {}).get('type')!r}; one of {', '.join(SOURCES)}"
@@ -182,13 +194,43 @@ def describe_validation_error(exc: ValidationError) -> str:
 def parse_config(data: dict[str, Any], *, source: str = "<config>",
                  base_dir: str | Path | None = None) -> EdgeConfig:
     """Validate a parsed TOML/JSON mapping; resolve relative paths against ``base_dir``."""
+    data, renamed = adopt_deprecated_sections(data, source=source)
     try:
         cfg = EdgeConfig.model_validate(data)
     except ValidationError as exc:
-        raise UserError(f"{source}: {describe_validation_error(exc)}") from None
+        raise UserError(f"{source}: {describe_validation_error(exc, renamed=renamed)}") \
+            from None
     if base_dir is not None:
         resolve_paths(cfg, Path(base_dir))
     return cfg
+
+
+def adopt_deprecated_sections(data: dict[str, Any], *, source: str = "<config>"
+                              ) -> tuple[dict[str, Any], dict[str, str]]:
+    """Read each old top-level section (:data:`DEPRECATED_SECTIONS`) as its new one.
+
+    Returns the mapping to validate (``data`` itself when nothing moved) and, for error
+    messages, new key path -> old one. Logs one warning per moved section; raises
+    :class:`~edge.errors.UserError` when a file gives both the old and the new section.
+    """
+    renamed: dict[str, str] = {}
+    for old, (table, key) in DEPRECATED_SECTIONS.items():
+        if old not in data:
+            continue
+        parent = data.get(table, {})
+        if not isinstance(parent, dict):
+            continue  # validation names the broken [table]
+        if key in parent:
+            raise UserError(f"{source}: [{old}] and [{table}.{key}] are both given; "
+                            f"[{old}] is the old name of [{table}.{key}]: keep only "
+                            f"[{table}.{key}]")
+        log.warning("%s: section [%s] is deprecated, read as [%s.%s]; rename it to "
+                    "[%s.%s]", source, old, table, key, table, key)
+        section = data[old]
+        data = {k: v for k, v in data.items() if k != old}
+        data[table] = {**parent, key: section}
+        renamed[f"{table}.{key}"] = old
+    return data, renamed
 
 
 def load_config(path: str | Path) -> EdgeConfig:
@@ -236,8 +278,9 @@ def resolve_paths(cfg: EdgeConfig, base: Path) -> None:
     cfg.sinks.jsonl.path = _rel(base, cfg.sinks.jsonl.path)
     if cfg.backend.engine_cache_dir is not None:
         cfg.backend.engine_cache_dir = _rel(base, cfg.backend.engine_cache_dir)
+    mqtt = cfg.sinks.mqtt
     for key in ("ca_file", "cert_file", "key_file", "password_file", "outbox_path"):
-        setattr(cfg.mqtt, key, _rel(base, getattr(cfg.mqtt, key)))
+        setattr(mqtt, key, _rel(base, getattr(mqtt, key)))
 
 
 # ------------------------------------------------------------------ output

@@ -1,4 +1,8 @@
-"""``[mqtt]`` configuration section: broker, topics, TLS, credentials, outbox, Sparkplug."""
+"""``[sinks.mqtt]`` configuration section: broker, topics, TLS, credentials, outbox, Sparkplug.
+
+The old top-level ``[mqtt]`` section is still read (with a deprecation warning) by
+:func:`edge.config.parse_config`.
+"""
 
 from __future__ import annotations
 
@@ -130,13 +134,13 @@ class MqttConfig(BaseModel):
             cred_dir = os.environ.get("CREDENTIALS_DIRECTORY", "")
             if not cred_dir:
                 raise UserError(
-                    f"mqtt.password_credential: {self.password_credential!r} set but "
+                    f"sinks.mqtt.password_credential: {self.password_credential!r} set but "
                     "$CREDENTIALS_DIRECTORY is not (use LoadCredential= in the unit)")
             path = Path(cred_dir) / self.password_credential
-            field = "mqtt.password_credential"
+            field = "sinks.mqtt.password_credential"
         elif self.password_file:
             path = Path(self.password_file)
-            field = "mqtt.password_file"
+            field = "sinks.mqtt.password_file"
         else:
             return None
         try:
@@ -150,5 +154,6 @@ class MqttConfig(BaseModel):
         if not self.use_tls and not self.allow_plain_password:
             raise UserError(
                 f"{field}: refusing to send a password over plain TCP to {self.host}; "
-                "configure TLS (mqtt.ca_file / mqtt.tls) or set mqtt.allow_plain_password")
+                "configure TLS (sinks.mqtt.ca_file / sinks.mqtt.tls) or set "
+                "sinks.mqtt.allow_plain_password")
         return password

@@ -24,18 +24,18 @@ def build_tls_context(config: MqttConfig) -> ssl.SSLContext | None:
     for field in ("ca_file", "cert_file", "key_file"):
         value = getattr(config, field)
         if value and not Path(value).is_file():
-            raise UserError(f"mqtt.{field}: {value} does not exist")
+            raise UserError(f"sinks.mqtt.{field}: {value} does not exist")
     try:
         ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH,
                                          cafile=config.ca_file or None)
     except (ssl.SSLError, OSError) as exc:
-        raise UserError(f"mqtt.ca_file: {config.ca_file}: not a PEM CA certificate ({exc})") \
-            from None
+        raise UserError(f"sinks.mqtt.ca_file: {config.ca_file}: not a PEM CA certificate "
+                        f"({exc})") from None
     if config.cert_file:
         try:
             ctx.load_cert_chain(config.cert_file, config.key_file)
         except (ssl.SSLError, OSError) as exc:
-            raise UserError(f"mqtt.cert_file: {config.cert_file} / {config.key_file}: "
+            raise UserError(f"sinks.mqtt.cert_file: {config.cert_file} / {config.key_file}: "
                             f"cannot load the client certificate and key ({exc})") from None
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     if config.insecure:
@@ -112,11 +112,11 @@ def describe_connect_error(exc: BaseException, host: str, port: int) -> str:
     where = f"{host}:{port}"
     if isinstance(exc, ssl.SSLCertVerificationError):
         return (f"TLS: the certificate of {where} was not accepted: {exc.verify_message} "
-                "(check mqtt.ca_file, the broker's certificate and host name)")
+                "(check sinks.mqtt.ca_file, the broker's certificate and host name)")
     if isinstance(exc, ssl.SSLError):
         reason = exc.reason or str(exc)
         return (f"TLS handshake with {where} failed: {reason} (check the broker's TLS "
-                "listener and mqtt.cert_file / mqtt.key_file)")
+                "listener and sinks.mqtt.cert_file / sinks.mqtt.key_file)")
     if isinstance(exc, ConnectionRefusedError):
         return f"cannot connect to {where}: connection refused (broker down or wrong port?)"
     if isinstance(exc, TimeoutError):

@@ -168,7 +168,7 @@ class InboundGate:
             return None
         limit = self.config.max_inbound_bytes
         if len(payload) > limit:
-            self.ignore(topic, f"{len(payload)} bytes, more than mqtt.max_inbound_bytes "
+            self.ignore(topic, f"{len(payload)} bytes, more than sinks.mqtt.max_inbound_bytes "
                         f"({limit})", payload)
             return None
         result = mode.inbound(topic, payload)

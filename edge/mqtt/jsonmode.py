@@ -101,7 +101,7 @@ class JsonMode:
         if topic != self.topics.cmd:
             return Inbound("rejected", reason=f"unexpected topic {topic}")
         if not self.config.commands_enabled:
-            return Inbound("rejected", reason="commands are disabled (mqtt.commands_enabled)")
+            return Inbound("rejected", reason="commands are disabled (sinks.mqtt.commands_enabled)")
         try:
             raw = decode_json(payload)
         except InboundRejected as exc:

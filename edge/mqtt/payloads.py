@@ -7,7 +7,9 @@ from this code.
 
 Topics (JSON mode, ``<p>`` = ``topic_prefix``, ``<d>`` = device id):
 
-* ``<p>/<d>/psd`` -- :class:`PsdPayload`, one per closed batch, QoS 1, not retained.
+* ``<p>/<d>/psd`` -- :class:`~edge.sinks.psd_payload.PsdPayload` (built in
+  :mod:`edge.sinks.psd_payload`, shared with the JSON-lines sink), one per closed batch,
+  QoS 1, not retained.
 * ``<p>/<d>/status`` -- :class:`StatusPayload`, retained, QoS 1; ``offline`` comes from the
   broker (MQTT last will) when the appliance dies and from the appliance on a clean stop.
 * ``<p>/<d>/health`` -- :class:`HealthPayload`, periodic, QoS 0, not retained.
@@ -24,128 +26,20 @@ from collections.abc import Mapping
 from datetime import datetime, timezone
 from typing import Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AwareDatetime, BaseModel, Field
 
+from edge.sinks.psd_payload import SCHEMA_VERSION, PsdPayload
+from edge.sinks.psd_payload import StrictPayload as _Strict
 from edge.snapshot import StatusSnapshot
 
-PSD_SCHEMA_ID = "crystal-psd/psd"
 STATUS_SCHEMA_ID = "crystal-psd/status"
 HEALTH_SCHEMA_ID = "crystal-psd/health"
 COMMAND_SCHEMA_ID = "crystal-psd/command"
-SCHEMA_VERSION = 1
 
 
 def utc_now() -> datetime:
     """Current time, timezone-aware UTC (what every payload timestamp uses)."""
     return datetime.now(timezone.utc)
-
-
-class _Strict(BaseModel):
-    # Outbound payloads always carry every field (null where unknown): the schema says so.
-    model_config = ConfigDict(extra="forbid", json_schema_serialization_defaults_required=True)
-
-    def to_payload(self) -> dict[str, Any]:
-        """Plain-JSON dict (datetimes as ISO 8601 strings)."""
-        return self.model_dump(mode="json")
-
-
-# --------------------------------------------------------------------------- psd
-class FrameCounts(_Strict):
-    used: int = Field(ge=0, description="frames whose crystals entered the batch")
-    rejected: int = Field(0, ge=0, description="frames rejected by the quality gate "
-                          "(sum of rejected_by_reason)")
-    rejected_by_reason: dict[str, int] = Field(
-        default_factory=dict,
-        description="rejected frames per reason, e.g. {'blur': 3, 'overexposed': 1}")
-
-
-class CrystalCounts(_Strict):
-    measured: int = Field(ge=0, description="crystals measured and counted in the PSD")
-    rejected: int = Field(0, ge=0, description="objects rejected (sum of rejected_by_reason)")
-    rejected_by_reason: dict[str, int] = Field(
-        default_factory=dict,
-        description="rejected objects per reason, e.g. "
-        "{'circularity': 12, 'border': 40, 'too_small': 7}")
-
-
-class PsdClasses(_Strict):
-    """The distribution in size classes of width ``class_width_um``."""
-
-    upper_edges_um: list[float] = Field(description="upper edge of each size class (um), ascending")
-    q3: list[float] = Field(description="cumulative volume distribution Q3 at each upper "
-                            "edge, 0..1")
-    q0: list[float] = Field(description="cumulative number distribution Q0 at each upper "
-                            "edge, 0..1")
-    counts: list[float] = Field(
-        description="crystals per class (weighted counts when edge-correction weights are used)")
-
-    @model_validator(mode="after")
-    def _same_length(self) -> PsdClasses:
-        n = len(self.upper_edges_um)
-        for name in ("q3", "q0", "counts"):
-            if len(getattr(self, name)) != n:
-                raise ValueError(
-                    f"classes.{name} has {len(getattr(self, name))} values, "
-                    f"upper_edges_um has {n}")
-        return self
-
-
-class PsdStatistics(_Strict):
-    """Characteristic sizes read from the measured distribution (null without crystals)."""
-
-    x10_3_um: float | None = Field(None, description="10 % quantile of Q3 (um)")
-    x50_3_um: float | None = Field(None, description="median of Q3, volume median diameter (um)")
-    x90_3_um: float | None = Field(None, description="90 % quantile of Q3 (um)")
-    x50_0_um: float | None = Field(None, description="median of Q0, number median diameter (um)")
-    span: float | None = Field(None, description="(x90,3 - x10,3) / x50,3, dimensionless")
-    d32_um: float | None = Field(None, description="Sauter mean diameter sum(d^3)/sum(d^2) (um)")
-    x50_3_ci95_um: tuple[float, float] | None = Field(
-        None, description="95 % confidence interval of x50,3 [low, high] (um)")
-
-
-class LogNormalFit(_Strict):
-    """Q3(x) = 1/2 (1 + erf(ln(x / x50_3) / (sqrt(2) s_lnd)))."""
-
-    x50_3_um: float | None = Field(None, description="log-normal median x50,3 (um); "
-                                   "null when not fitted")
-    s_lnd: float | None = Field(None, description="log-normal spread s_LND (dimensionless)")
-    rmse: float | None = Field(None, description="RMSE of the fit against the measured Q3 (0..1)")
-
-
-class ModelInfo(_Strict):
-    name: str = Field(description="segmentation model name (model metadata 'name')")
-    sha256: str = Field(description="sha256 of the ONNX file")
-    backend: str = Field(description="inference backend, e.g. 'tensorrt', 'onnxruntime-cpu'")
-    precision: str = Field(description="inference precision, e.g. 'fp16', 'fp32'")
-
-
-class PsdPayload(_Strict):
-    """One closed batch: the ``<prefix>/<device>/psd`` message (QoS 1)."""
-
-    schema_id: Literal["crystal-psd/psd"] = Field(PSD_SCHEMA_ID, description="schema id")
-    schema_version: Literal[1] = Field(SCHEMA_VERSION, description="schema version")
-    device_id: str = Field(min_length=1, description="appliance id (also in the topic)")
-    batch_id: int = Field(ge=0, description="batch number, monotonic per device; "
-                          "a duplicate delivery (QoS 1) carries the same batch_id")
-    batch_start: AwareDatetime = Field(description="first frame of the batch, UTC ISO 8601")
-    batch_end: AwareDatetime = Field(description="last frame of the batch, UTC ISO 8601")
-    frames: FrameCounts = Field(description="frames used and rejected")
-    crystals: CrystalCounts = Field(description="crystals measured and rejected")
-    px_size_um: float = Field(gt=0, description="pixel size at the sensor plane (um/px)")
-    class_width_um: float = Field(gt=0, description="width of the size classes (um)")
-    classes: PsdClasses = Field(description="Q3, Q0 and counts per size class")
-    statistics: PsdStatistics = Field(default_factory=PsdStatistics,
-                                      description="characteristic sizes of the distribution")
-    lognormal: LogNormalFit = Field(default_factory=LogNormalFit,
-                                    description="log-normal fit of Q3")
-    model: ModelInfo = Field(description="segmentation model and inference backend")
-    software_version: str = Field("", description="crystal-psd version that produced the batch")
-
-    @model_validator(mode="after")
-    def _times(self) -> PsdPayload:
-        if self.batch_end < self.batch_start:
-            raise ValueError("batch_end is before batch_start")
-        return self
 
 
 # ------------------------------------------------------------------------ status

@@ -1,14 +1,13 @@
-"""``MqttSink``: the MQTT result sink (``edge.sinks.base.Sink``).
+"""``MqttSink``: the MQTT result sink (``edge.sinks.base.Sink``, ``[sinks.mqtt]``).
 
-``publish()`` commits the report to the on-disk outbox and returns; it never waits for
-the network. One background thread owns the paho client: it connects (fresh client per
-connection, last will set), backs off exponentially (``reconnect_min_s`` doubling to
-``reconnect_max_s``, with jitter) while the broker is unreachable or refuses us, feeds
-the outbox oldest first with at most ``max_inflight`` unacknowledged reports, deletes each
-one on its PUBACK, publishes health every ``health_interval_s`` and dispatches inbound
-commands. After a reconnect or a restart the feed starts again at the oldest waiting
-report, so the order holds; a report whose PUBACK was lost is sent again (same
-``batch_id``).
+``publish()`` builds the JSON ``psd`` payload (:mod:`edge.sinks.psd_payload`), commits it
+to the on-disk outbox and returns; it never waits for the network. One background thread
+runs connections to the broker one after another (:class:`edge.mqtt.connection.Connection`:
+fresh client per connection, last will set, the outbox fed in order and deleted on
+PUBACK), backing off exponentially (``reconnect_min_s`` doubling to ``reconnect_max_s``,
+with jitter) while the broker is unreachable or refuses us. While connected the sink
+publishes health every ``health_interval_s``, republishes the retained status when the
+model identity changes, and dispatches inbound commands.
 """
 
 from __future__ import annotations
@@ -20,7 +19,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import paho.mqtt.client as mqtt
 from pydantic import ValidationError
@@ -28,22 +27,17 @@ from pydantic import ValidationError
 from edge import __version__
 from edge.errors import UserError
 from edge.mqtt.config import MqttConfig
-from edge.mqtt.connect import (
-    Backoff,
-    build_tls_context,
-    close_leaked_sockets,
-    close_socket,
-    connect_properties,
-    describe_connect_error,
-    new_client,
-    subscribe_options,
-)
+from edge.mqtt.connect import Backoff, build_tls_context
+from edge.mqtt.connection import Connection, ConnectionHooks, LinkState
 from edge.mqtt.inbound import InboundGate
 from edge.mqtt.jsonmode import JsonMode, first_validation_error
-from edge.mqtt.message import Message, TopicMode
+from edge.mqtt.message import TopicMode
 from edge.mqtt.outbox import OUTBOX_FILE, Outbox
-from edge.mqtt.payloads import CommandPayload, HealthPayload, PsdPayload
-from edge.sinks.base import Publishable
+from edge.mqtt.payloads import CommandPayload, HealthPayload
+from edge.sinks.psd_payload import build_psd_payload
+
+if TYPE_CHECKING:
+    from edge.batch import BatchReport
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +46,6 @@ IdentitySource = Callable[[], dict[str, Any]]
 
 IDENTITY_POLL_S = 1.0
 
-_OK = (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN)
-
 
 class MqttSink:
     """Publishes batch reports, status and health to the plant's broker.
@@ -61,7 +53,7 @@ class MqttSink:
     Parameters
     ----------
     config
-        The ``[mqtt]`` section.
+        The ``[sinks.mqtt]`` section.
     state_dir
         Where ``outbox.sqlite3`` (unless ``config.outbox_path``) and, in Sparkplug mode,
         the persisted ``bdSeq`` live.
@@ -94,7 +86,7 @@ class MqttSink:
         elif state_dir is not None:
             self.outbox_path = Path(state_dir) / OUTBOX_FILE
         else:
-            raise UserError("mqtt.outbox_path: not set and no state directory given")
+            raise UserError("sinks.mqtt.outbox_path: not set and no state directory given")
         self.state_dir = Path(state_dir) if state_dir is not None else self.outbox_path.parent
         self._ident = {"software_version": software_version, "model_name": model_name,
                        "model_sha256": model_sha256, "backend": backend}
@@ -111,20 +103,10 @@ class MqttSink:
         self._started = time.monotonic()
         self._password: str | None = None
         self._tls = None
-        # connection state (written by the MQTT thread, read anywhere)
-        self._state = "disconnected"
-        self._last_error: str | None = None
-        self._published = 0
+        self._link = LinkState()  # written by the MQTT thread, read anywhere
         self._pending_health: dict[str, Any] | None = None
         self._last_pipeline_health: dict[str, Any] = {}
-        # per-connection (MQTT thread only)
-        self._connected = False
-        self._refused = False
-        self._connected_wall = 0.0
-        self._connected_at = 0.0
-        self._inflight: dict[int, int] = {}
-        self._acked: list[int] = []
-        self._last_fed = 0
+        self._last_health = -math.inf  # monotonic time of the last health message
         self._warned_device = False
 
     # ------------------------------------------------------------------ Sink API
@@ -142,7 +124,7 @@ class MqttSink:
                 pass
         self._tls = build_tls_context(cfg)
         if cfg.insecure:
-            log.warning("mqtt: [mqtt] insecure = true: %s", "the broker's host name is not "
+            log.warning("mqtt: [sinks.mqtt] insecure = true: %s", "the broker's host name is not "
                         "checked against its certificate (commissioning only)" if cfg.use_tls
                         else "has no effect without TLS")
         self._outbox = Outbox(self.outbox_path, max_messages=cfg.outbox_max_messages,
@@ -160,19 +142,15 @@ class MqttSink:
                  cfg.mode, cfg.host, cfg.effective_port, "TLS" if cfg.use_tls else "plain TCP",
                  self.device_id, self.outbox_path, self._outbox.depth)
 
-    def publish(self, report: Publishable) -> None:
-        """Validate the report against the ``psd`` schema and commit it to the outbox."""
+    def publish(self, report: BatchReport) -> None:
+        """Build the report's ``psd`` payload and commit it to the outbox."""
         if self._outbox is None:
             raise RuntimeError("MqttSink.publish() before open()")
-        raw = report.to_payload()
         try:
-            psd = PsdPayload.model_validate(raw)
+            psd = build_psd_payload(report)
         except ValidationError as exc:
             raise ValueError(f"batch {report.batch_id}: report does not match the psd "
                              f"schema: {first_validation_error(exc)}") from None
-        if psd.batch_id != report.batch_id:
-            raise ValueError(f"batch {report.batch_id}: payload carries batch_id "
-                             f"{psd.batch_id}")
         if psd.device_id != self.device_id and not self._warned_device:
             self._warned_device = True
             log.warning("mqtt: report device_id %r differs from the topic's device id %r",
@@ -188,12 +166,12 @@ class MqttSink:
 
     def health(self) -> dict[str, Any]:
         return {
-            "connection": self._state,
-            "connected": self._state == "connected",
+            "connection": self._link.state,
+            "connected": self._link.state == "connected",
             "outbox_depth": self._outbox.depth if self._outbox else 0,
             "outbox_dropped": self._outbox.dropped if self._outbox else 0,
-            "published": self._published,
-            "last_error": self._last_error,
+            "published": self._link.published,
+            "last_error": self._link.last_error,
             "mode": self.config.mode,
             "tls_insecure": self.config.use_tls and self.config.insecure,
             "inbound_ignored": self._gate.ignored,
@@ -223,161 +201,58 @@ class MqttSink:
     def _run(self) -> None:
         backoff = Backoff(self.config)
         while not self._stop.is_set():
-            self._state = "connecting"
+            self._link.state = "connecting"
+            conn: Connection | None = None
             try:
-                client = self._connect()
-                had_session = self._serve(client) if client is not None else False
+                conn = self._new_connection()
+                had_session = conn.run(self._stop)
             except Exception as exc:  # never let the delivery thread die (e.g. disk full)
                 log.exception("mqtt: unexpected error in the network thread")
-                self._last_error = f"internal error: {type(exc).__name__}: {exc}"
+                self._link.last_error = f"internal error: {type(exc).__name__}: {exc}"
                 had_session = False
-            self._state = "disconnected"
+            self._link.state = "disconnected"
             if self._stop.is_set():
                 break
-            lasted = time.monotonic() - self._connected_at if had_session else None
+            lasted = (time.monotonic() - conn.connected_at
+                      if had_session and conn is not None else None)
             wait = backoff.next_wait(lasted)
             if lasted is not None and lasted < self.config.reconnect_stable_s:
                 log.warning("mqtt: the connection ended %.1f s after it was made (less than "
-                            "mqtt.reconnect_stable_s); reconnecting in %.1f s", lasted, wait)
+                            "sinks.mqtt.reconnect_stable_s); reconnecting in %.1f s",
+                            lasted, wait)
             else:
                 log.info("mqtt: reconnecting in %.1f s", wait)
             self._stop.wait(wait)
 
-    def _error(self, message: str) -> None:
-        self._last_error = message
-        log.error("mqtt: %s", message)
+    def _new_connection(self) -> Connection:
+        assert self._mode is not None and self._outbox is not None
+        hooks = ConnectionHooks(on_connack=self._on_connack, on_tick=self._on_tick,
+                                on_message=self._on_message)
+        return Connection(self.config, client_id=self.client_id, password=self._password,
+                          tls=self._tls, mode=self._mode, outbox=self._outbox,
+                          link=self._link, hooks=hooks, close_timeout_s=self.close_timeout_s)
 
-    def _connect(self) -> mqtt.Client | None:
-        cfg = self.config
-        assert self._mode is not None
-        will = self._mode.will()
-        client = new_client(cfg, client_id=self.client_id, password=self._password,
-                            tls=self._tls)
-        client.will_set(will.topic, will.payload, qos=will.qos, retain=will.retain)
-        client.on_connect = self._on_connect
-        client.on_disconnect = self._on_disconnect
-        client.on_publish = self._on_publish
-        client.on_message = self._on_message
-        self._connected = False
-        self._refused = False
-        self._inflight.clear()
-        self._last_fed = 0
-        try:
-            if cfg.protocol == "5":
-                client.connect(cfg.host, cfg.effective_port, cfg.keepalive, clean_start=True,
-                               properties=connect_properties(cfg))
-            else:
-                client.connect(cfg.host, cfg.effective_port, cfg.keepalive)
-        except Exception as exc:  # socket, TLS and DNS errors of every kind
-            self._error(describe_connect_error(exc, cfg.host, cfg.effective_port))
-            close_socket(client)
-            close_leaked_sockets(exc)
-            return None
-        return client
+    def _on_connack(self, conn: Connection) -> None:
+        self._refresh_identity(None)  # the status sent next carries the current identity
+        self._identity_polled = time.monotonic()
+        self._last_health = -math.inf  # the first health message right after CONNACK
 
-    def _serve(self, client: mqtt.Client) -> bool:
-        """Run one connection until it ends; True when CONNACK accepted it."""
-        try:
-            return self._serve_loop(client)
-        finally:
-            close_socket(client)
+    def _on_tick(self, conn: Connection) -> None:
+        """While connected: take the latest pipeline health, poll the model identity,
+        send health every ``health_interval_s``."""
+        now = time.monotonic()
+        with self._lock:
+            pending, self._pending_health = self._pending_health, None
+        if pending is not None:
+            self._last_pipeline_health = pending
+        if now - self._identity_polled >= IDENTITY_POLL_S:
+            self._identity_polled = now
+            self._refresh_identity(conn)
+        if now - self._last_health >= self.config.health_interval_s:
+            self._send_health(conn)
+            self._last_health = now
 
-    def _serve_loop(self, client: mqtt.Client) -> bool:
-        cfg = self.config
-        had_session = False
-        connack_deadline = time.monotonic() + max(10.0, float(cfg.keepalive))
-        last_health = -math.inf
-        while True:
-            if self._stop.is_set():
-                if self._connected:
-                    self._shutdown(client)
-                else:
-                    client.disconnect()
-                return had_session
-            failed = False
-            try:
-                rc = client.loop(timeout=0.1)
-            except Exception as exc:  # TLS alerts after the handshake, socket errors
-                rc, failed = mqtt.MQTT_ERR_CONN_LOST, True
-                if had_session:
-                    self._error(f"connection to {cfg.host}:{cfg.effective_port} lost "
-                                f"({type(exc).__name__}: {exc})")
-                else:
-                    self._error(describe_connect_error(exc, cfg.host, cfg.effective_port))
-            if self._refused:
-                return had_session
-            if rc != mqtt.MQTT_ERR_SUCCESS:
-                where = f"{cfg.host}:{cfg.effective_port}"
-                if failed:
-                    pass  # logged above
-                elif self._connected or had_session:
-                    self._error(f"connection to {where} lost ({mqtt.error_string(rc)})")
-                else:
-                    hint = (" (TLS: did the broker refuse the client certificate? check "
-                            "mqtt.cert_file / mqtt.key_file)" if cfg.use_tls else "")
-                    self._error(f"{where} closed the connection before CONNACK "
-                                f"({mqtt.error_string(rc)}){hint}")
-                self._connected = False
-                self._flush_acks()
-                return had_session
-            if self._connected:
-                had_session = True
-                self._pump(client)
-                now = time.monotonic()
-                with self._lock:
-                    pending = self._pending_health
-                    self._pending_health = None
-                if pending is not None:
-                    self._last_pipeline_health = pending
-                if now - self._identity_polled >= IDENTITY_POLL_S:
-                    self._identity_polled = now
-                    self._refresh_identity(client)
-                if now - last_health >= cfg.health_interval_s:  # first one right after CONNACK
-                    self._send_health(client)
-                    last_health = now
-                self._flush_acks()
-            elif time.monotonic() > connack_deadline:
-                self._error(f"no CONNACK from {cfg.host}:{cfg.effective_port}")
-                client.disconnect()
-                return False
-
-    def _send(self, client: mqtt.Client, msg: Message) -> mqtt.MQTTMessageInfo:
-        return client.publish(msg.topic, msg.payload, qos=msg.qos, retain=msg.retain)
-
-    def _pump(self, client: mqtt.Client) -> None:
-        assert self._outbox is not None and self._mode is not None
-        room = self.config.max_inflight - len(self._inflight)
-        if room <= 0:
-            return
-        for item in self._outbox.peek(self._last_fed, room):
-            try:
-                payload = json.loads(item.payload)
-                msg = self._mode.batch(item, payload,
-                                       historical=item.created < self._connected_wall)
-            except (ValueError, ValidationError) as exc:  # a poison entry must not block
-                self._error(f"outbox entry {item.id} (batch {item.batch_id}) cannot be "
-                            f"encoded, removed: {exc}".splitlines()[0])
-                self._acked.append(item.id)
-                self._last_fed = item.id
-                continue
-            info = self._send(client, msg)
-            if info.rc not in _OK:
-                log.warning("mqtt: publishing batch %d failed (%s); retrying",
-                            item.batch_id, mqtt.error_string(info.rc))
-                return
-            self._last_fed = item.id
-            if info.is_published():  # QoS 0 written at once (on_publish already ran)
-                self._acked.append(item.id)
-                self._published += 1
-            else:
-                self._inflight[info.mid] = item.id
-
-    def _flush_acks(self) -> None:
-        if self._acked and self._outbox is not None:
-            self._outbox.ack(self._acked)
-            self._acked = []
-
-    def _refresh_identity(self, client: mqtt.Client | None) -> None:
+    def _refresh_identity(self, conn: Connection | None) -> None:
         """Hand a changed model identity to the mode; send what it announces."""
         assert self._mode is not None
         if self._identity is None:
@@ -390,13 +265,13 @@ class MqttSink:
         except Exception as exc:  # the pipeline's callable: never stop the network thread
             log.debug("mqtt: model identity unavailable: %s", exc)
             return
-        for msg in self._mode.set_identity(ident, connected=client is not None):
+        for msg in self._mode.set_identity(ident, connected=conn is not None):
             log.info("mqtt: model %s, backend %s: retained status republished",
                      ident["model_name"], ident["backend"])
-            if client is not None:
-                self._send(client, msg)
+            if conn is not None:
+                conn.send(msg)
 
-    def _send_health(self, client: mqtt.Client) -> None:
+    def _send_health(self, conn: Connection) -> None:
         assert self._mode is not None
         own = dict(self.health(), connection="connected")
         try:
@@ -408,73 +283,10 @@ class MqttSink:
             return
         msg = self._mode.health(payload)
         if msg is not None:
-            self._send(client, msg)
+            conn.send(msg)
 
-    def _shutdown(self, client: mqtt.Client) -> None:
-        """Clean stop: drain the outbox for a while, publish offline/NDEATH, DISCONNECT."""
-        assert self._outbox is not None and self._mode is not None
-        deadline = time.monotonic() + self.close_timeout_s
-        while (self._outbox.depth > 0 or self._inflight) and time.monotonic() < deadline:
-            if client.loop(timeout=0.05) != mqtt.MQTT_ERR_SUCCESS or not self._connected:
-                self._flush_acks()
-                return
-            self._pump(client)
-            self._flush_acks()
-        infos = [self._send(client, msg) for msg in self._mode.on_stop()]
-        deadline = time.monotonic() + 2.0
-        while not all(i.is_published() for i in infos) and time.monotonic() < deadline:
-            if client.loop(timeout=0.05) != mqtt.MQTT_ERR_SUCCESS:
-                break
-        self._flush_acks()
-        client.disconnect()
-        client.loop(timeout=0.1)
-        self._connected = False
-        log.info("mqtt: disconnected cleanly")
-
-    # ------------------------------------------------------------------ callbacks
-    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any,
-                    reason_code: Any, properties: Any) -> None:
-        cfg = self.config
-        if reason_code.is_failure:
-            self._refused = True
-            self._error(f"broker {cfg.host}:{cfg.effective_port} refused the connection: "
-                        f"{reason_code} (check mqtt.username / password / client_id)")
-            return
-        assert self._mode is not None
-        self._connected = True
-        self._connected_wall = time.time()
-        self._connected_at = time.monotonic()
-        self._state = "connected"
-        self._last_error = None
-        depth = self._outbox.depth if self._outbox else 0
-        log.info("mqtt: connected to %s:%d as %s (%d report(s) waiting)",
-                 cfg.host, cfg.effective_port, self.client_id, depth)
-        self._refresh_identity(None)  # the status below carries the current identity
-        self._identity_polled = time.monotonic()
-        for topic, qos in self._mode.subscriptions():
-            client.subscribe(topic, options=subscribe_options(cfg, qos)) \
-                if cfg.protocol == "5" else client.subscribe(topic, qos)
-        for msg in self._mode.on_connected():
-            self._send(client, msg)
-
-    def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any,
-                       reason_code: Any, properties: Any) -> None:
-        self._connected = False
-
-    def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int,
-                    reason_code: Any, properties: Any) -> None:
-        oid = self._inflight.pop(mid, None)
-        if oid is None:  # status/health/birth, or a QoS 0 report written inside publish()
-            return
-        if getattr(reason_code, "is_failure", False):
-            # Stays in the outbox; sent again after the next reconnect.
-            self._error(f"broker refused a batch report: {reason_code} (check the broker "
-                        "ACL for the psd topic)")
-            return
-        self._acked.append(oid)
-        self._published += 1
-
-    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+    # ------------------------------------------------------------------ inbound
+    def _on_message(self, conn: Connection, msg: mqtt.MQTTMessage) -> None:
         # An exception here would end paho's loop and the connection; a retained message
         # would then come back after every reconnect.
         assert self._mode is not None
@@ -486,7 +298,7 @@ class MqttSink:
             if result.kind == "rebirth":
                 log.info("mqtt: rebirth requested on %s", msg.topic)
                 for out in self._mode.rebirth():
-                    self._send(client, out)
+                    conn.send(out)
                 return
             self._dispatch(result.command)
         except Exception as exc:

@@ -31,42 +31,12 @@ from edge.batch import BatchAggregator, BatchCounter, software_version
 from edge.config import EdgeConfig
 from edge.errors import UserError
 from edge.pipeline.runtime import Pipeline, PipelineOptions
-from edge.sinks.base import Sink
-from edge.sinks.jsonl import JsonlSink
+from edge.sinks import build_sinks, required_sinks
 from edge.snapshot import StatusSnapshot
 from edge.sources import build_source
 from edge.state import ensure_state_dir, read_frame_size, resolve_state_dir
 
 log = logging.getLogger(__name__)
-
-
-def build_sinks(cfg: EdgeConfig, *, state_dir: Path, ident: dict[str, str],
-                on_command: Callable[[Any], None] | None = None,
-                identity: Callable[[], dict[str, str]] | None = None) -> list[Sink]:
-    """The configured sinks, not yet opened."""
-    sinks: list[Sink] = []
-    if cfg.sinks.jsonl.enabled:
-        sinks.append(JsonlSink(cfg.sinks.jsonl))
-    if cfg.mqtt.enabled:
-        from edge.mqtt.sink import MqttSink
-
-        mq = MqttSink(cfg.mqtt, state_dir=state_dir, software_version=software_version(),
-                      model_name=ident.get("name", ""), model_sha256=ident.get("sha256", ""),
-                      backend=ident.get("backend", ""), command_handler=on_command,
-                      identity=identity)
-        sinks.append(mq)
-    if not sinks:
-        raise UserError("sinks: no sink enabled (set [sinks.jsonl] enabled = true or "
-                        "[mqtt] enabled = true); batch reports would go nowhere")
-    return sinks
-
-
-def required_sinks(cfg: EdgeConfig) -> set[str]:
-    """Names of the sinks a batch must reach before its frames are acknowledged
-    (``required`` in ``[sinks.jsonl]`` and ``[mqtt]``)."""
-    flags = {"jsonl": cfg.sinks.jsonl.enabled and cfg.sinks.jsonl.required,
-             "mqtt": cfg.mqtt.enabled and cfg.mqtt.required}
-    return {name for name, on in flags.items() if on}
 
 
 class Service:
@@ -111,8 +81,8 @@ class Service:
 
         cfg = self.cfg
         device_id = cfg.device_id()
-        if not cfg.mqtt.device_id:
-            cfg.mqtt.device_id = device_id
+        if not cfg.sinks.mqtt.device_id:
+            cfg.sinks.mqtt.device_id = device_id
         state_dir = ensure_state_dir(resolve_state_dir(cfg.state.dir))
         self.state_dir = state_dir
         counter = BatchCounter(state_dir)
@@ -158,7 +128,7 @@ class Service:
                     "backend": str(mi.get("backend") or "pending"),
                     "precision": str(mi.get("precision") or "")}
 
-        sinks = build_sinks(cfg, state_dir=state_dir, ident=model_ident(),
+        sinks = build_sinks(cfg.sinks, state_dir=state_dir, ident=model_ident(),
                             on_command=self._on_command, identity=model_ident)
         for s in sinks:
             s.open()
@@ -187,7 +157,7 @@ class Service:
                         sinks=sinks, options=opts, state_dir=state_dir, device_id=device_id,
                         info=info, watchdog=systemd.notify_watchdog,
                         watchdog_interval_s=systemd.watchdog_interval_s(),
-                        on_health=self._on_health, required_sinks=required_sinks(cfg))
+                        on_health=self._on_health, required_sinks=required_sinks(cfg.sinks))
 
     # ------------------------------------------------------------------ callbacks
     def _on_command(self, cmd: Any) -> None:
@@ -197,7 +167,7 @@ class Service:
             self.pipeline.request_close_batch(f"mqtt command {rid}")
         elif name == "reload_config":  # from anyone on the broker: rate-limited
             self.request_reload(f"mqtt command {rid}".strip(),
-                                min_interval_s=self.cfg.mqtt.reload_min_interval_s)
+                                min_interval_s=self.cfg.sinks.mqtt.reload_min_interval_s)
         else:
             log.warning("command %r is not supported by this version; ignored", name)
 
@@ -224,7 +194,8 @@ class Service:
         since = time.monotonic() - self._last_reload_at
         if since < min_interval_s:
             log.warning("reload (%s) refused: the last reload started %.1f s ago (at most one "
-                        "per %g s, mqtt.reload_min_interval_s)", reason, since, min_interval_s)
+                        "per %g s, sinks.mqtt.reload_min_interval_s)", reason, since,
+                        min_interval_s)
             return False
         try:
             new = load_config(self.config_path)

@@ -1,29 +1,30 @@
 """The sink interface every result destination implements.
 
-The pipeline hands each closed batch to every configured sink. A sink must not lose a
-report it accepted: it either delivers it, persists it for later delivery (the MQTT
-outbox), or raises so that the pipeline can log and count the failure. A sink whose
-configuration says ``required = true`` must have accepted a batch before the batch's
-frames are acknowledged to the source; the pipeline calls ``publish`` again for that
-sink alone (with back-off) until it succeeds, so ``publish`` must leave no half-written
-report behind when it raises. ``publish`` should not block for long: a call that does
-not return within ``[health] stall_s`` counts as a stuck stage.
+The pipeline hands each closed batch (:class:`edge.batch.BatchReport`, a typed result) to
+every configured sink; the sink turns it into its own format (the JSON ``psd`` payload:
+:func:`edge.sinks.psd_payload.psd_payload`). A sink must not lose a report it accepted:
+it either delivers it, persists it for later delivery (the MQTT outbox), or raises so
+that the pipeline can log and count the failure. A sink whose configuration says
+``required = true`` must have accepted a batch before the batch's frames are
+acknowledged to the source; the pipeline calls ``publish`` again for that sink alone
+(with back-off) until it succeeds, so ``publish`` must leave no half-written report
+behind when it raises. ``publish`` should not block for long: a call that does not
+return within ``[health] stall_s`` counts as a stuck stage.
 """
 
 from __future__ import annotations
 
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from edge.batch import BatchReport
 
 
 @runtime_checkable
 class Publishable(Protocol):
-    """What a sink receives: a batch report (``edge.batch.BatchReport`` in the runtime)."""
+    """What the delivery of a report reads of it (the report is a ``BatchReport``)."""
 
     batch_id: int
-
-    def to_payload(self) -> dict[str, Any]:
-        """Plain-JSON dict of the batch (the ``.../psd`` MQTT payload)."""
-        ...
 
 
 @runtime_checkable
@@ -34,7 +35,7 @@ class Sink(Protocol):
         """Connect / open files. Called once before the first report."""
         ...
 
-    def publish(self, report: Publishable) -> None:
+    def publish(self, report: BatchReport) -> None:
         """Deliver or durably queue one closed batch report."""
         ...
 

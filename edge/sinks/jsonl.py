@@ -1,7 +1,8 @@
 """JSON-lines sink: one line per batch report (and, optionally, per health snapshot).
 
 Each line is one JSON object with a ``type`` field (``"psd"`` or ``"health"``) and the
-payload under ``payload``. Lines are written whole, flushed and fsync'd before
+payload under ``payload`` (for ``psd``: :func:`edge.sinks.psd_payload.psd_payload`, the
+same payload as the MQTT ``psd`` topic). Lines are written whole, flushed and fsync'd before
 :meth:`JsonlSink.publish` returns, so a report the sink accepted survives a power cut.
 ``path = "-"`` writes to standard output (no fsync). A write that fails (a full disk)
 leaves no half line: the file is cut back to where the line began and opened afresh by
@@ -21,12 +22,15 @@ import os
 import sys
 import threading
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from edge.errors import UserError
-from edge.sinks.base import Publishable
+from edge.sinks.psd_payload import psd_payload
+
+if TYPE_CHECKING:
+    from edge.batch import BatchReport
 
 
 class JsonlSinkConfig(BaseModel):
@@ -154,9 +158,9 @@ class JsonlSink:
             except OSError:
                 pass
 
-    def publish(self, report: Publishable) -> None:
+    def publish(self, report: BatchReport) -> None:
         self._write({"type": "psd", "batch_id": report.batch_id,
-                     "payload": report.to_payload()})
+                     "payload": psd_payload(report)})
 
     def publish_health(self, health: dict[str, Any]) -> None:
         if self.config.health:

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from edge.batch import BatchAggregator, BatchConfig, BatchCounter
-from edge.mqtt.payloads import PsdPayload
 from edge.psd import PsdConfig, compute_psd
+from edge.sinks.psd_payload import PsdPayload, psd_payload
 from edge.sources.base import Frame
 
 SCHEMA = Path(__file__).resolve().parents[2] / "edge" / "schemas" / "psd.schema.json"
@@ -97,7 +97,7 @@ def test_close_by_frames_with_rejections(tmp_path):
     assert all(f.image is None for f in rep.frames)  # no images kept in the batch
     ref = compute_psd(np.concatenate([d1, d2]), config=PsdConfig(bootstrap_n=100))
     assert rep.psd.x50_3_um == pytest.approx(ref.x50_3_um)
-    pay = rep.to_payload()
+    pay = psd_payload(rep)
     PsdPayload.model_validate(pay)
     jsonschema.validate(pay, json.loads(SCHEMA.read_text()))
     json.dumps(pay, allow_nan=False)
@@ -118,7 +118,7 @@ def test_close_by_frames_with_rejections(tmp_path):
     agg2.add_rejection(_frame(9), "blank")
     rep2 = agg2.close("frames")
     assert rep2.batch_id == 2
-    assert rep2.to_payload()["statistics"]["x50_3_um"] is None  # no crystals: nulls
+    assert psd_payload(rep2)["statistics"]["x50_3_um"] is None  # no crystals: nulls
 
 
 def test_weights_change_the_volume_distribution(tmp_path):
@@ -154,7 +154,7 @@ def test_model_identity_may_be_resolved_at_close(tmp_path):
                           device_id="d", px_size_um=2.0, model=lambda: dict(ident))
     ident["backend"] = "tensorrt"
     agg.add_result(_frame(0), diameters_um=np.array([10.0, 12.0, 14.0]))
-    assert agg.close("frames").to_payload()["model"]["backend"] == "tensorrt"
+    assert psd_payload(agg.close("frames"))["model"]["backend"] == "tensorrt"
 
 
 def test_a_missing_counter_continues_above_the_waiting_outbox(tmp_path, caplog):

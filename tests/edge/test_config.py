@@ -44,7 +44,7 @@ def test_defaults_and_sections(tmp_path):
     cfg = _load(tmp_path, "")
     assert isinstance(cfg.source, FolderSourceConfig)
     assert cfg.batch.frames == 100 and cfg.optics.px_size_um == 1.45
-    assert cfg.backend.name == "auto" and cfg.mqtt.enabled is False
+    assert cfg.backend.name == "auto" and cfg.sinks.mqtt.enabled is False
     assert cfg.metrics.enabled is False and cfg.logging.format == "auto"
     assert cfg.measure.min_area_px == 20 and cfg.psd.class_width_um == 10.0
 

@@ -121,7 +121,7 @@ def test_junk_commands_keep_one_connection_and_deliver_every_batch_once(
     junk = _lines(caplog, f"ignored message on {CMD}")
     assert len(junk) == 3
     assert "JSON nested 5000 levels deep" in junk[0].getMessage()
-    assert "more than mqtt.max_inbound_bytes" in junk[1].getMessage()
+    assert "more than sinks.mqtt.max_inbound_bytes" in junk[1].getMessage()
     assert "not UTF-8" in junk[2].getMessage()
     assert all(len(r.getMessage()) < 300 for r in junk)  # an excerpt, not the payload
     retained_lines = _lines(caplog, f"retained message on {CMD} ignored")
@@ -187,7 +187,7 @@ def test_sparkplug_ncmd_junk_and_a_retained_rebirth(workdir: Path, tiny_model: P
     assert len(_lines(caplog, f"retained message on {NCMD} ignored")) == 1
     junk = [r.getMessage() for r in _lines(caplog, f"ignored message on {NCMD}")]
     assert "not a Sparkplug B payload" in junk[0] and "not a Sparkplug B payload" in junk[1]
-    assert "more than mqtt.max_inbound_bytes" in junk[2]
+    assert "more than sinks.mqtt.max_inbound_bytes" in junk[2]
 
 
 def test_a_broker_dropping_us_right_after_connect_meets_a_growing_backoff(

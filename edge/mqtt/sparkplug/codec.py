@@ -40,8 +40,9 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from edge.mqtt.payloads import HealthPayload, PsdPayload
+from edge.mqtt.payloads import HealthPayload
 from edge.mqtt.sparkplug import sparkplug_b_pb2 as pb
+from edge.sinks.psd_payload import PsdPayload
 
 NAMESPACE = "spBv1.0"
 

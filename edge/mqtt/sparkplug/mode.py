@@ -22,9 +22,10 @@ from google.protobuf.message import DecodeError
 from edge.mqtt.config import MqttConfig
 from edge.mqtt.message import Inbound, Message
 from edge.mqtt.outbox import OutboxItem
-from edge.mqtt.payloads import CommandPayload, HealthPayload, PsdPayload
+from edge.mqtt.payloads import CommandPayload, HealthPayload
 from edge.mqtt.sparkplug import codec
 from edge.mqtt.sparkplug import sparkplug_b_pb2 as pb
+from edge.sinks.psd_payload import PsdPayload
 from edge.state import atomic_write_text
 from edge.statefiles import read_json_state
 
@@ -161,7 +162,7 @@ class SparkplugMode:
             if m.name in _COMMAND_METRICS:
                 if not self.config.commands_enabled:
                     return Inbound("rejected",
-                                   reason="commands are disabled (mqtt.commands_enabled)")
+                                   reason="commands are disabled (sinks.mqtt.commands_enabled)")
                 if m.WhichOneof("value") == "boolean_value" and m.boolean_value:
                     return Inbound("command", command=CommandPayload(
                         command=_COMMAND_METRICS[m.name]))  # type: ignore[arg-type]

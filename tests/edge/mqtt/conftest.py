@@ -16,12 +16,15 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
+from edge.batch import BatchReport
 from edge.mqtt.config import MqttConfig
-from edge.mqtt.payloads import PsdPayload
+from edge.psd import LogNormalFit, PsdConfig, PSDResult
+from edge.sinks.psd_payload import build_psd_payload
 
 MOSQUITTO = "/usr/sbin/mosquitto"
 
@@ -188,8 +191,8 @@ def mqtt_config(port: int, **kw: Any) -> MqttConfig:
 T0 = datetime(2026, 11, 30, 8, 0, tzinfo=timezone.utc)
 
 
-def psd_payload(batch_id: int, *, device_id: str = "dev1", empty: bool = False) -> dict[str, Any]:
-    """A realistic, schema-valid batch payload (what edge.batch.BatchReport produces)."""
+def fake_report(batch_id: int, *, device_id: str = "dev1", empty: bool = False) -> BatchReport:
+    """A realistic batch report with fixed numbers (what the aggregator closes)."""
     edges = [10.0 * (i + 1) for i in range(12)]
     if empty:
         q3 = q0 = counts = [0.0] * 12
@@ -200,35 +203,34 @@ def psd_payload(batch_id: int, *, device_id: str = "dev1", empty: bool = False) 
         q3 = [sum(vol[: i + 1]) / sum(vol) for i in range(12)]
         q0 = [sum(counts[: i + 1]) / total_n for i in range(12)]
         counts = [float(c) for c in counts]
-    payload = PsdPayload(
-        device_id=device_id, batch_id=batch_id,
+    stats = dict.fromkeys(("x10_3_um", "x50_3_um", "x90_3_um", "x10_0_um", "x50_0_um",
+                           "x90_0_um", "span", "d32_um", "x50_3_ci95_um"))
+    if not empty:
+        stats.update(x10_3_um=41.2, x50_3_um=58.7, x90_3_um=86.0, x50_0_um=49.9, span=0.763,
+                     d32_um=55.1, x50_3_ci95_um=(56.0, 61.5))
+    arr = np.asarray
+    psd = PSDResult(
+        n=int(sum(counts)), weight_sum=float(sum(counts)), n_eff_volume=float(sum(counts)),
+        edges_um=arr([0.0, *edges]), counts=arr(counts), q0=np.diff(arr([0.0, *q0])),
+        q3=np.diff(arr([0.0, *q3])), Q0=arr(q0), Q3=arr(q3), class_max_um=arr(edges),
+        lognormal=None if empty else LogNormalFit(58.1, 0.29, 0.012, n_points=12),
+        weighted=False, config=PsdConfig(class_width_um=10.0), **stats)
+    return BatchReport(
+        batch_id=batch_id, device_id=device_id,
         batch_start=T0 + timedelta(minutes=batch_id),
-        batch_end=T0 + timedelta(minutes=batch_id + 1),
-        frames={"used": 118, "rejected": 2, "rejected_by_reason": {"blur": 2}},
-        crystals={"measured": 0 if empty else 114, "rejected": 40,
-                  "rejected_by_reason": {"border": 30, "circularity": 10}},
-        px_size_um=1.45, class_width_um=10.0,
-        classes={"upper_edges_um": edges, "q3": q3, "q0": q0, "counts": counts},
-        statistics={} if empty else {"x10_3_um": 41.2, "x50_3_um": 58.7, "x90_3_um": 86.0,
-                                     "x50_0_um": 49.9, "span": 0.763, "d32_um": 55.1,
-                                     "x50_3_ci95_um": (56.0, 61.5)},
-        lognormal={} if empty else {"x50_3_um": 58.1, "s_lnd": 0.29, "rmse": 0.012},
+        batch_end=T0 + timedelta(minutes=batch_id + 1), close_reason="frames",
+        frames_used=118, frames_rejected_by_reason={"blur": 2},
+        crystals_measured=0 if empty else 114,
+        crystals_rejected_by_reason={"border": 30, "circularity": 10},
+        psd=psd, px_size_um=1.45,
         model={"name": "crystal-seg", "sha256": "ab" * 32, "backend": "onnxruntime-cpu",
                "precision": "fp32"},
-        software_version="0.1.0")
-    return payload.to_payload()
+        timing={}, software_version="0.1.0")
 
 
-@dataclass
-class FakeReport:
-    """A Publishable built on a real payload (the runtime's BatchReport stands in)."""
-
-    batch_id: int
-    device_id: str = "dev1"
-    empty: bool = False
-
-    def to_payload(self) -> dict[str, Any]:
-        return psd_payload(self.batch_id, device_id=self.device_id, empty=self.empty)
+def psd_payload(batch_id: int, *, device_id: str = "dev1", empty: bool = False) -> dict[str, Any]:
+    """The schema-valid ``psd`` payload of :func:`fake_report` (as the sinks publish it)."""
+    return build_psd_payload(fake_report(batch_id, device_id=device_id, empty=empty)).to_payload()
 
 
 # ----------------------------------------------------------------------------- TLS

@@ -14,7 +14,7 @@ import time
 
 from edge.mqtt.config import MqttConfig
 from edge.mqtt.sink import MqttSink
-from tests.edge.mqtt.conftest import FakeReport
+from tests.edge.mqtt.conftest import fake_report
 
 
 def main() -> int:
@@ -28,7 +28,7 @@ def main() -> int:
     sink = MqttSink(MqttConfig(**json.loads(args.config)), state_dir=args.state_dir)
     sink.open()
     for i in range(args.first, args.first + args.n):
-        sink.publish(FakeReport(i))
+        sink.publish(fake_report(i))
     print(f"QUEUED {args.n}", flush=True)
     announced = False
     while True:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from edge.mqtt.outbox import Outbox
 from edge.mqtt.sink import MqttSink
-from tests.edge.mqtt.conftest import FakeReport, mqtt_config, wait_for
+from tests.edge.mqtt.conftest import fake_report, mqtt_config, psd_payload, wait_for
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -34,7 +34,7 @@ def test_broker_outage_every_batch_arrives_in_order(recorder_factory, tmp_path):
     sink.open()
     try:
         for i in range(1, 6):
-            sink.publish(FakeReport(i))
+            sink.publish(fake_report(i))
         assert wait_for(lambda: _batch_ids(rec) == [1, 2, 3, 4, 5])
         assert wait_for(lambda: sink.health()["outbox_depth"] == 0)
         broker.stop()
@@ -42,7 +42,7 @@ def test_broker_outage_every_batch_arrives_in_order(recorder_factory, tmp_path):
         slowest = 0.0
         for i in range(6, 31):
             t = time.perf_counter()
-            sink.publish(FakeReport(i))  # never blocks on the network
+            sink.publish(fake_report(i))  # never blocks on the network
             slowest = max(slowest, time.perf_counter() - t)
         assert slowest < 0.5
         time.sleep(1.5)  # a few failed reconnects
@@ -135,7 +135,7 @@ def test_restart_with_inflight_reports_may_duplicate_but_never_loses(broker, rec
     state = tmp_path / "state"
     box = Outbox(state / "outbox.sqlite3")
     for i in range(1, 4):
-        box.put(i, json.dumps(FakeReport(i).to_payload()))
+        box.put(i, json.dumps(psd_payload(i)))
     box.close()
     rec = recorder_factory(broker.port, "plant/cryst/dev1/psd")
     # first life: delivers all three, then we pretend the PUBACKs were lost by restoring rows
@@ -144,7 +144,7 @@ def test_restart_with_inflight_reports_may_duplicate_but_never_loses(broker, rec
     assert wait_for(lambda: _batch_ids(rec) == [1, 2, 3])
     sink.close()
     box = Outbox(state / "outbox.sqlite3")
-    box.put(3, json.dumps(FakeReport(3).to_payload()))
+    box.put(3, json.dumps(psd_payload(3)))
     box.close()
     sink = MqttSink(mqtt_config(broker.port), state_dir=state)
     sink.open()
@@ -169,7 +169,7 @@ def test_broker_stopped_mid_stream_nothing_lost_order_kept(tmp_path, recorder_fa
         n = 150
         try:
             for i in range(1, n + 1):
-                sink.publish(FakeReport(i))
+                sink.publish(fake_report(i))
                 time.sleep(0.004)
                 if i == 60:
                     assert wait_for(lambda: len(rec.all) >= 20)
@@ -194,9 +194,9 @@ def test_unreadable_outbox_entry_is_removed_not_blocking(broker, recorder_factor
                                                          caplog):
     state = tmp_path / "state"
     box = Outbox(state / "outbox.sqlite3")
-    box.put(1, json.dumps(FakeReport(1).to_payload()))
+    box.put(1, json.dumps(psd_payload(1)))
     box.put(2, "{truncated")
-    box.put(3, json.dumps(FakeReport(3).to_payload()))
+    box.put(3, json.dumps(psd_payload(3)))
     box.close()
     rec = recorder_factory(broker.port, "plant/cryst/dev1/psd")
     sink = MqttSink(mqtt_config(broker.port), state_dir=state)

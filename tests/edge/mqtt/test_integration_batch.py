@@ -14,6 +14,7 @@ from edge.batch import BatchAggregator, BatchConfig, BatchCounter
 from edge.mqtt.sink import MqttSink
 from edge.mqtt.sparkplug import codec
 from edge.psd import PsdConfig
+from edge.sinks.psd_payload import psd_payload
 from edge.sources.base import Frame
 from tests.edge.mqtt.conftest import mqtt_config, wait_for
 
@@ -56,16 +57,14 @@ def test_real_batch_report_end_to_end(broker, recorder_factory, tmp_path, mode):
         got = [json.loads(m.payload) for m in rec.all if m.topic == "plant/cryst/dev1/psd"]
         for p in got:
             jsonschema.validate(p, json.loads(SCHEMA.read_text()))
-        assert got[0]["statistics"]["x50_3_um"] == pytest.approx(full.to_payload()[
-            "statistics"]["x50_3_um"])
+        assert got[0] == psd_payload(full)  # the one psd payload, as the JSON-lines sink has it
         assert got[0]["crystals"]["measured"] == 240
         assert got[1]["statistics"]["x50_3_um"] is None
     else:
         data = [codec.decode(m.payload) for m in rec.all if m.topic == "spBv1.0/g/NDATA/dev1"]
         data = [d["metrics"] for d in data if "PSD/Batch ID" in d["metrics"]]
         assert len(data) == 2
-        assert data[0]["PSD/x50_3 um"] == pytest.approx(full.to_payload()["statistics"][
-            "x50_3_um"])
+        assert data[0]["PSD/x50_3 um"] == pytest.approx(full.psd.x50_3_um)
         assert data[0]["PSD/Crystals Measured"] == 240
         assert 40.0 < data[0]["PSD/LogNormal x50_3 um"] < 90.0
         assert data[1]["PSD/x50_3 um"] is None

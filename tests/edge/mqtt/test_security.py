@@ -15,7 +15,7 @@ from edge.errors import UserError
 from edge.mqtt.config import MqttConfig
 from edge.mqtt.sink import MqttSink
 from tests.edge.mqtt.conftest import (
-    FakeReport,
+    fake_report,
     free_port,
     make_broker,
     mqtt_config,
@@ -51,7 +51,7 @@ def test_wrong_password_clear_error_backoff_no_cpu_burn_no_secret_logged(
     with caplog.at_level(logging.DEBUG):
         sink.open()
         try:
-            sink.publish(FakeReport(1))
+            sink.publish(fake_report(1))
             assert wait_for(lambda: sink.health()["last_error"] is not None)
             cpu0, t0 = _cpu_s(), time.monotonic()
             time.sleep(3.0)
@@ -93,7 +93,7 @@ def test_right_password_from_systemd_credential_delivers(auth_broker, recorder_f
         with caplog.at_level(logging.DEBUG):
             time.sleep(0.3)
             sink.open()
-            sink.publish(FakeReport(11))
+            sink.publish(fake_report(11))
             assert wait_for(lambda: len(got) == 1)
     finally:
         sink.close()
@@ -140,7 +140,7 @@ def test_mutual_tls_delivers(tls_broker, recorder_factory, pki, tmp_path):
     sink = MqttSink(cfg, state_dir=tmp_path / "state")
     sink.open()
     try:
-        sink.publish(FakeReport(21))
+        sink.publish(fake_report(21))
         assert wait_for(lambda: len(rec.all) == 1)
     finally:
         sink.close()
@@ -165,7 +165,7 @@ def test_untrusted_server_certificate_clear_error_and_quiet_backoff(tls_broker, 
             sink.close()
     assert h["last_error"].startswith(f"TLS: the certificate of 127.0.0.1:{tls_broker.tls_port} "
                                       "was not accepted")
-    assert "check mqtt.ca_file" in h["last_error"]
+    assert "check sinks.mqtt.ca_file" in h["last_error"]
     assert cpu / wall < 0.10
     assert len([r for r in caplog.records if "not accepted" in r.getMessage()]) <= 8
 
@@ -212,7 +212,7 @@ def test_insecure_tls_is_said_at_start_and_in_health(tls_broker, recorder_factor
         finally:
             sink.close()
     warned = [r for r in caplog.records if r.levelno == logging.WARNING
-              and "[mqtt] insecure = true" in r.getMessage()]
+              and "[sinks.mqtt] insecure = true" in r.getMessage()]
     assert len(warned) == 1 and "host name is not checked" in warned[0].getMessage()
     assert h["tls_insecure"] is True
     assert json.loads(rec.all[0].payload)["tls_insecure"] is True

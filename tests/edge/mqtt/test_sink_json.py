@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
@@ -12,7 +13,7 @@ import pytest
 
 from edge.mqtt.payloads import CommandPayload
 from edge.mqtt.sink import MqttSink
-from tests.edge.mqtt.conftest import FakeReport, mqtt_config, wait_for
+from tests.edge.mqtt.conftest import fake_report, mqtt_config, wait_for
 
 SCHEMAS = Path(__file__).resolve().parents[3] / "edge" / "schemas"
 
@@ -27,8 +28,8 @@ def test_batch_arrives_with_the_schema_it_claims(broker, recorder_factory, tmp_p
                     model_name="crystal-seg", backend="onnxruntime-cpu")
     sink.open()
     try:
-        sink.publish(FakeReport(7))
-        sink.publish(FakeReport(8, empty=True))
+        sink.publish(fake_report(7))
+        sink.publish(fake_report(8, empty=True))
         assert wait_for(lambda: len(rec.on("/psd")) == 2)
         assert wait_for(lambda: sink.health()["outbox_depth"] == 0)
     finally:
@@ -142,17 +143,15 @@ def test_commands_off_by_default_not_subscribed(broker, recorder_factory, tmp_pa
 
 
 def test_invalid_report_is_refused_before_the_outbox(broker, tmp_path):
-    class Bad(FakeReport):
-        def to_payload(self):
-            p = super().to_payload()
-            p["classes"]["q3"] = p["classes"]["q3"][:-1]
-            return p
+    bad = fake_report(3)
+    bad.psd = dataclasses.replace(bad.psd, Q3=bad.psd.Q3[:-1])  # shorter than the edges
 
     sink = MqttSink(mqtt_config(broker.port), state_dir=tmp_path)
     sink.open()
     try:
-        with pytest.raises(ValueError, match=r"batch 3: report does not match the psd schema"):
-            sink.publish(Bad(3))
+        with pytest.raises(ValueError, match=r"batch 3: report does not match the psd schema: "
+                                             r"classes: .*classes\.q3 has 11 values"):
+            sink.publish(bad)
         assert sink.health()["outbox_depth"] == 0
     finally:
         sink.close()

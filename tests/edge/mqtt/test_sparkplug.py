@@ -17,7 +17,7 @@ from edge.mqtt.sink import MqttSink
 from edge.mqtt.sparkplug import codec
 from edge.mqtt.sparkplug import sparkplug_b_pb2 as pb
 from edge.mqtt.sparkplug.mode import BdSeqStore
-from tests.edge.mqtt.conftest import FakeReport, make_broker, mqtt_config, wait_for
+from tests.edge.mqtt.conftest import fake_report, make_broker, mqtt_config, wait_for
 
 REPO = Path(__file__).resolve().parents[3]
 NODE = "spBv1.0/plant1/{}/dev1"
@@ -73,14 +73,14 @@ def test_birth_data_death_sequence_and_rebirth(broker, recorder_factory, tmp_pat
     try:
         assert wait_for(lambda: len(_of(rec, "NBIRTH")) == 1)
         for i in range(1, 301):
-            sink.publish(FakeReport(i, empty=(i == 300)))
+            sink.publish(fake_report(i, empty=(i == 300)))
         assert wait_for(lambda: len(_psd(rec)) == 300, timeout=20)
         # NCMD rebirth from a host application
         cmd = pb.Payload(timestamp=codec.now_ms())
         cmd.metrics.add(name="Node Control/Rebirth", datatype=pb.Boolean, boolean_value=True)
         rec.client.publish(NODE.format("NCMD"), cmd.SerializeToString(), qos=0)
         assert wait_for(lambda: len(_of(rec, "NBIRTH")) == 2)
-        sink.publish(FakeReport(301))
+        sink.publish(fake_report(301))
         assert wait_for(lambda: len(_psd(rec)) == 301)
     finally:
         sink.close()
@@ -162,11 +162,11 @@ def test_backlog_is_flagged_historical(recorder_factory, tmp_path):
                         state_dir=state)
         sink.open()
         try:
-            sink.publish(FakeReport(1))
-            sink.publish(FakeReport(2))
+            sink.publish(fake_report(1))
+            sink.publish(fake_report(2))
             broker.start()
             assert wait_for(lambda: len(_psd(rec)) == 2, timeout=20)
-            sink.publish(FakeReport(3))
+            sink.publish(fake_report(3))
             assert wait_for(lambda: len(_psd(rec)) == 3, timeout=20)
         finally:
             sink.close()
