@@ -184,7 +184,7 @@ def test_evaluation_segments_and_measures_through_the_appliance_chain(synth_set,
     from edge.decode import decode_file
     from edge.frames import FrameAnalyzer
     from edge.psd import PsdAccumulator
-    from trainer.evaluate import EVAL_BACKEND
+    from trainer.evalmodel import EVAL_BACKEND
 
     model = build_tiny_model(tmp_path / "m")
     res = evaluate_model(model, synth_set)

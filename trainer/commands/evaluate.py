@@ -38,8 +38,8 @@ def run(args: argparse.Namespace) -> int:
 
     from edge.backends import BackendConfig
     from edge.errors import UserError
+    from trainer.evalmodel import EVAL_BACKEND
     from trainer.evaluate import (
-        EVAL_BACKEND,
         ChainSettings,
         evaluate_model,
         settings_from_config,
