@@ -27,7 +27,6 @@ import sys
 import tempfile
 import threading
 import time
-from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -35,17 +34,19 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from edge.mqtt.config import MqttConfig
-from edge.mqtt.payloads import PsdPayload
 from edge.mqtt.sink import MqttSink
 from edge.mqtt.sparkplug import codec
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
-from tests.edge.mqtt.conftest import free_port, wait_port  # noqa: E402  (the tests' broker helpers)
+from tests.edge.mqtt.conftest import (  # noqa: E402  (the tests' broker helpers)
+    fake_report,
+    free_port,
+    wait_port,
+)
 
 MOSQUITTO = "/usr/sbin/mosquitto"
-T0 = datetime(2026, 11, 30, tzinfo=timezone.utc)
 
 
 class _Broker:
@@ -70,31 +71,9 @@ class _Broker:
             self.proc = None
 
 
-class _Report:
-    """A realistic batch report (30 size classes)."""
-
-    def __init__(self, batch_id: int) -> None:
-        self.batch_id = batch_id
-
-    def to_payload(self) -> dict[str, Any]:
-        n = 30
-        edges = [10.0 * (i + 1) for i in range(n)]
-        cum = [min(1.0, (i + 1) / 12) for i in range(n)]
-        return PsdPayload(
-            device_id="soak", batch_id=self.batch_id,
-            batch_start=T0 + timedelta(seconds=10 * self.batch_id),
-            batch_end=T0 + timedelta(seconds=10 * self.batch_id + 9),
-            frames={"used": 100, "rejected": 3, "rejected_by_reason": {"blur": 3}},
-            crystals={"measured": 420, "rejected": 80,
-                      "rejected_by_reason": {"border": 60, "circularity": 20}},
-            px_size_um=1.45, class_width_um=10.0,
-            classes={"upper_edges_um": edges, "q3": cum, "q0": cum, "counts": [14.0] * n},
-            statistics={"x10_3_um": 20.1, "x50_3_um": 60.2, "x90_3_um": 110.3,
-                        "x50_0_um": 45.0, "span": 1.5, "d32_um": 55.0,
-                        "x50_3_ci95_um": (58.0, 62.0)},
-            lognormal={"x50_3_um": 59.0, "s_lnd": 0.4, "rmse": 0.01},
-            model={"name": "crystal-seg", "sha256": "0" * 64, "backend": "onnxruntime-cpu",
-                   "precision": "fp32"}).to_payload()
+def _report(batch_id: int) -> Any:
+    """A realistic batch report (the tests' fixed numbers; the sink builds its payload)."""
+    return fake_report(batch_id, device_id="soak")
 
 
 class _Dcs:
@@ -152,7 +131,7 @@ def run(n: int, *, outage_at: float, outage_s: float, max_inflight: int, timeout
                      max_inflight=max_inflight, mode=mode, sparkplug_ndata_qos=1)  # type: ignore[arg-type]
     sink = MqttSink(cfg, state_dir=work / "state", close_timeout_s=10.0)
     sink.open()
-    reports = [_Report(i) for i in range(1, n + 1)]
+    reports = [_report(i) for i in range(1, n + 1)]
     outage_index = int(n * outage_at)
     peak_depth = 0
     cpu0 = _cpu()
@@ -195,7 +174,7 @@ def run(n: int, *, outage_at: float, outage_s: float, max_inflight: int, timeout
         if drain_n:
             broker.stop()
             for i in range(n + 1, n + drain_n + 1):
-                sink.publish(_Report(i))
+                sink.publish(_report(i))
             t = time.perf_counter()
             broker.start()
             deadline = time.monotonic() + timeout_s

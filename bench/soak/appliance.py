@@ -91,7 +91,7 @@ bootstrap_n = 50
 [health]
 interval_s = 1.0
 
-[mqtt]
+[sinks.mqtt]
 enabled = true
 host = "127.0.0.1"
 port = {broker_port}

@@ -1,4 +1,4 @@
-"""``run`` with ``[mqtt] enabled`` against a real Mosquitto: batches on the psd topic, an
+"""``run`` with ``[sinks.mqtt] enabled`` against a real Mosquitto: batches on the psd topic, an
 inbound ``close_batch`` command closes the open batch, health reaches the broker."""
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ def _setup(tmp_path, monkeypatch):
 
 def test_mqtt_batches_and_close_command(tmp_path, broker, monkeypatch):
     model = _setup(tmp_path, monkeypatch)
-    mqtt = (f'\n[mqtt]\nenabled = true\nhost = "127.0.0.1"\nport = {broker.port}\n'
+    mqtt = (f'\n[sinks.mqtt]\nenabled = true\nhost = "127.0.0.1"\nport = {broker.port}\n'
             'topic_prefix = "plant/cryst"\ncommands_enabled = true\n'
             'reconnect_min_s = 0.2\nreconnect_max_s = 1.0\nhealth_interval_s = 0.3\n')
     write_config(tmp_path / "config.toml", model=model, batch_frames=100, extra=mqtt)
@@ -78,7 +78,7 @@ def test_mqtt_reload_config_command(tmp_path, broker, monkeypatch):
     """``reload_config`` from the DCS: the open batch goes out, the service comes back with
     the re-read file (new batch size) on a new MQTT session, batch ids continue."""
     model = _setup(tmp_path, monkeypatch)
-    mqtt = (f'\n[mqtt]\nenabled = true\nhost = "127.0.0.1"\nport = {broker.port}\n'
+    mqtt = (f'\n[sinks.mqtt]\nenabled = true\nhost = "127.0.0.1"\nport = {broker.port}\n'
             'topic_prefix = "plant/cryst"\ncommands_enabled = true\n'
             'reconnect_min_s = 0.2\nreconnect_max_s = 1.0\n')
     cfg_path = tmp_path / "config.toml"
