@@ -83,6 +83,7 @@ class Pipeline:
                  on_health: Callable[[StatusSnapshot], None] | None = None,
                  required_sinks: Collection[str] | None = None) -> None:
         self.source = source
+        self.processor = processor
         self.agg = aggregator
         self.sinks = list(sinks)
         self.opt = opt = options or PipelineOptions()
@@ -172,7 +173,7 @@ class Pipeline:
     # ---------------------------------------------------------------- health
     def busy(self) -> tuple[str, float] | None:
         """(what, since) while the inference stage loads or builds the backend, else None."""
-        fn = getattr(self.frame_stages.processor, "busy", None)
+        fn = getattr(self.processor, "busy", None)
         return fn() if fn is not None else None
 
     def stage_problems(self, now: float | None = None) -> list[str]:

@@ -1,4 +1,5 @@
-"""``crystal-edge status --check`` tells the truth about a real service and a real broker.
+"""``crystal-edge status --check`` tells the truth about a real service and a real broker,
+and status.json, the MQTT health message and ``/metrics`` show one snapshot.
 
 The service runs with MQTT to a real Mosquitto (persistent, with a durable subscriber as a
 plant's DCS is). The broker stops: once reports wait in the outbox, ``--check`` exits 1
@@ -12,16 +13,25 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
 
 from edge.status import read_outbox
 from tests.edge.mqtt.conftest import Recorder
-from tests.faults.conftest import ROOT, jsonl_batches, make_broker, wait_until, write_config
+from tests.faults.conftest import (
+    ROOT,
+    jsonl_batches,
+    make_broker,
+    wait_until,
+    write_config,
+    write_frames,
+)
 
 pytest.importorskip("onnxruntime")
 
@@ -117,6 +127,12 @@ def test_status_follows_broker_outage_and_stop(workdir, tiny_model, service_fact
           f"{len(accepted)} batches accepted, {len(delivered & accepted)} delivered")
 
 
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 def _outbox_ids(state: Path) -> set[int]:
     """Batch ids still waiting in the outbox after the service stopped."""
     import sqlite3
@@ -129,3 +145,72 @@ def _outbox_ids(state: Path) -> set[int]:
         return {int(r[0]) for r in con.execute("SELECT batch_id FROM outbox")}
     finally:
         con.close()
+
+
+def _status(state: Path) -> dict:
+    try:
+        return json.loads((state / "status.json").read_text())
+    except (OSError, ValueError):  # not written yet
+        return {}
+
+
+def _metrics(port: int) -> dict[str, float]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+        text = r.read().decode()
+    return {k: float(v) for k, v in (ln.rsplit(" ", 1) for ln in text.splitlines()
+                                     if ln and not ln.startswith("#"))}
+
+
+def _same_snapshot(state: Path, port: int, rec: Recorder
+                   ) -> tuple[dict, dict, dict[str, float]] | None:
+    """status.json, the MQTT health message and a /metrics scrape of one snapshot (the
+    same ``uptime_s`` in all three), or None when they were not caught together."""
+    metrics = _metrics(port)
+    status = _status(state)
+    if metrics.get("crystal_edge_uptime_s") != status.get("uptime_s"):
+        return None
+    for m in reversed(rec.all):
+        health = json.loads(m.payload)
+        if health["uptime_s"] == status["uptime_s"]:
+            return status, health, metrics
+    return None
+
+
+def test_status_json_mqtt_health_and_metrics_show_one_snapshot(workdir, tiny_model, broker,
+                                                               service_factory):
+    """One running service: status.json, the MQTT health message from a real broker
+    and a /metrics scrape of the same snapshot agree, under the same names."""
+    rec = Recorder(broker.port, f"plant/{DEVICE}/health")
+    port = _free_port()
+    write_config(workdir / "config.toml", model=tiny_model, batch_frames=3, extra=(
+        f'\n[mqtt]\nenabled = true\nhost = "127.0.0.1"\nport = {broker.port}\n'
+        f'device_id = "{DEVICE}"\ntopic_prefix = "plant"\nhealth_interval_s = 0.2\n'
+        f"\n[metrics]\nenabled = true\nport = {port}\n"))  # [health] interval_s = 0.1
+    write_frames(workdir / "in", [f"f{i}.png" for i in range(6)])
+    state = workdir / "state"
+    try:
+        svc = service_factory()
+        wait_until(lambda: len(jsonl_batches(workdir / "out.jsonl")) == 2, 40, "2 batches")
+        wait_until(lambda: _status(state).get("batches_published") == 2, 10,
+                   "status.json with both batches")
+        caught = wait_until(lambda: _same_snapshot(state, port, rec), 15,
+                            "one snapshot in status.json, MQTT health and /metrics")
+    finally:
+        rec.close()
+    status, health, metrics = caught
+    assert status["frames_total"] == health["frames_total"] == 6
+    assert metrics["crystal_edge_frames_total"] == 6
+    assert status["frames_per_s"] == health["frames_per_s"] > 0
+    assert metrics["crystal_edge_frames_per_s"] == status["frames_per_s"]
+    assert status["queue_depths"] == health["queue_depths"] == {
+        q: int(metrics[f'crystal_edge_queue_depths{{queue="{q}"}}'])
+        for q in ("inference", "post", "aggregate", "sinks")}
+    assert status["batches_total"] == health["batches_total"] == 2
+    assert metrics["crystal_edge_batches_total"] == 2
+    assert status["batches_published"] == health["batches_published"] == 2
+    assert metrics["crystal_edge_batches_published"] == 2
+    assert status["last_batch_id"] == health["last_batch_id"] == 2
+    assert metrics["crystal_edge_last_batch_id"] == 2
+    assert health["time"].replace("Z", "+00:00") == status["time"]
+    assert svc.stop() == 0
+    assert "Traceback" not in svc.log()
