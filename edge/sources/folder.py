@@ -34,6 +34,7 @@ import fnmatch
 import logging
 import os
 import shutil
+import sqlite3
 import threading
 import time
 from collections.abc import Iterable, Iterator
@@ -129,6 +130,7 @@ class _Ledger:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._lock = threading.Lock()
+        self._unsaved: dict[Key, int] = {}  # tries while the ledger cannot be written
         self._db = open_db(path, self.KIND, timeout=10)
 
     def is_processed(self, rel: str, size: int, mtime_ns: int) -> bool:
@@ -155,20 +157,37 @@ class _Ledger:
                 raise
 
     def attempt(self, key: Key) -> int:
-        """Count one more try at reading ``key`` (committed first); the tries so far."""
+        """Count one more try at reading ``key`` (committed first); the tries so far.
+
+        A ledger that cannot be written (a full disk) must not stop the frames: the count
+        is then kept in memory only, and a crash while decoding is not remembered.
+        """
         with self._lock:
-            self._db.execute(
-                "INSERT INTO attempts (path, size, mtime_ns, n) VALUES (?, ?, ?, 1)"
-                " ON CONFLICT (path, size, mtime_ns) DO UPDATE SET n = n + 1", key)
-            row = self._db.execute(
-                "SELECT n FROM attempts WHERE path=? AND size=? AND mtime_ns=?", key).fetchone()
-        return int(row[0])
+            n = self._unsaved.get(key, 0) + 1
+            try:
+                self._db.execute(
+                    "INSERT INTO attempts (path, size, mtime_ns, n) VALUES (?, ?, ?, ?)"
+                    " ON CONFLICT (path, size, mtime_ns) DO UPDATE SET n = n + 1", (*key, n))
+                row = self._db.execute("SELECT n FROM attempts WHERE path=? AND size=? AND "
+                                       "mtime_ns=?", key).fetchone()
+            except sqlite3.Error as exc:
+                if not self._unsaved:
+                    log.warning("folder source: %s: cannot count tries (%s); counting them in "
+                                "memory until it can", self.path, exc)
+                self._unsaved[key] = n
+                return n
+            self._unsaved.pop(key, None)
+            return int(row[0])
 
     def read_ok(self, key: Key) -> None:
         """``key`` was read (or will be looked at again): its tries no longer count."""
         with self._lock:
-            self._db.execute("DELETE FROM attempts WHERE path=? AND size=? AND mtime_ns=?",
-                             key)
+            self._unsaved.pop(key, None)
+            try:
+                self._db.execute(
+                    "DELETE FROM attempts WHERE path=? AND size=? AND mtime_ns=?", key)
+            except sqlite3.Error:  # a full disk: the row goes when the file is acked
+                pass
 
     def counts(self) -> dict[str, int]:
         with self._lock:
