@@ -109,7 +109,7 @@ def pipeline_run(fa: FrameAnalyzer, frames_dir: Path, state: Path, *, n: int, ba
     while p.frames_total < n and runner.is_alive():
         if not t_first and p.stages["capture"].items:
             t_first.append(time.perf_counter())
-        for k, v in p.queue_depths().items():
+        for k, v in p.flow.depths().items():
             if k in depth_max:
                 depth_max[k] = max(depth_max[k], v)
         time.sleep(0.002)

@@ -331,7 +331,7 @@ while :; do
 import json, sys
 from datetime import datetime
 d = json.load(sys.stdin)
-started = d.get("started")
+started = (d.get("snapshot") or d).get("started")
 new = bool(started) and datetime.fromisoformat(started).timestamp() >= float(sys.argv[1]) - 2
 print((d.get("mqtt") or "none") + " " + ("new" if new and not d.get("stale") else "old"))
 ' "$SINCE" 2>/dev/null || echo "unknown old")"
