@@ -38,8 +38,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from edge.backends import BackendConfig  # noqa: E402
-from edge.frames import FrameAnalyzer  # noqa: E402
-from edge.preprocess import resize_for_inference, to_nchw, to_rgb_float  # noqa: E402
+from edge.vision.analyzer import FrameAnalyzer  # noqa: E402
+from edge.vision.preprocess import resize_for_inference, to_nchw, to_rgb_float  # noqa: E402
 from tests.fixtures.tiny_model import build_tiny_model, synth_frame  # noqa: E402
 
 DEFAULT_MODEL = ROOT / "models" / "crystal-seg.onnx"

@@ -8,7 +8,7 @@ In ONE process, at the demo frame size (synthetic frames of the trainer's genera
 
 * ``backend_fps``: bare ``Backend.infer`` throughput on pre-built NCHW tensors in batches
   of ``--batch`` (no decoding, no pre-processing, no post-processing);
-* ``pipeline_fps``: end to end through ``edge.pipeline.Pipeline`` with the folder source
+* ``pipeline_fps``: end to end through ``edge.service.pipeline.Pipeline`` with the folder source
   (PNG decoding), quality gate, pre-processing, inference, post-processing (ROI,
   measurement, edge-correction weights), aggregation and the JSON-lines sink: frames
   over the time from the first frame taken to the last frame counted into a batch;
@@ -42,14 +42,14 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from edge.backends import BackendConfig  # noqa: E402
-from edge.batch import BatchAggregator, BatchConfig, BatchCounter  # noqa: E402
-from edge.frames import FrameAnalyzer  # noqa: E402
-from edge.pipeline import Pipeline, PipelineOptions  # noqa: E402
-from edge.pipeline.analysis import AnalyzerProcessor  # noqa: E402
-from edge.preprocess import resize_for_inference, to_nchw, to_rgb_float  # noqa: E402
 from edge.psd import PsdConfig  # noqa: E402
+from edge.service.pipeline.analysis import AnalyzerProcessor  # noqa: E402
+from edge.service.pipeline.batch import BatchAggregator, BatchConfig, BatchCounter  # noqa: E402
+from edge.service.pipeline.runtime import Pipeline, PipelineOptions  # noqa: E402
 from edge.sinks.jsonl import JsonlSink, JsonlSinkConfig  # noqa: E402
 from edge.sources.folder import FolderSource, FolderSourceConfig  # noqa: E402
+from edge.vision.analyzer import FrameAnalyzer  # noqa: E402
+from edge.vision.preprocess import resize_for_inference, to_nchw, to_rgb_float  # noqa: E402
 
 DEFAULT_MODEL = ROOT / "models" / "crystal-seg.onnx"
 TINY = "tiny test model (1x1-conv threshold net)"

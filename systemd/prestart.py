@@ -26,8 +26,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("usage: prestart.py CONFIG.toml", file=sys.stderr)
         return 2
     config = args[0]
-    from edge.config import load_config
     from edge.errors import UserError
+    from edge.service.config import load_config
 
     try:
         cfg = load_config(config)

@@ -1,4 +1,5 @@
-"""The model under evaluation, behind the appliance's own :class:`edge.frames.FrameAnalyzer`.
+"""The model under evaluation, behind the appliance's own
+:class:`edge.vision.analyzer.FrameAnalyzer`.
 
 An ``.onnx`` runs on an :mod:`edge.backends` backend (ONNX Runtime on the CPU unless
 ``--backend`` says otherwise); a training checkpoint's forward is wrapped as a backend
@@ -63,7 +64,7 @@ def checkpoint_meta(path: Path, cfg: dict[str, Any]) -> Any:
 
 class LoadedModel:
     """An ``.onnx`` (with its metadata) or a ``.pt``/``.pth`` checkpoint, ready to be put
-    behind a :class:`edge.frames.FrameAnalyzer`.
+    behind a :class:`edge.vision.analyzer.FrameAnalyzer`.
 
     Parameters
     ----------
@@ -100,9 +101,9 @@ class LoadedModel:
         self.class_names = [c.name for c in self.meta.classes]
 
     def analyzer(self, settings: Any, px_size_um: float) -> Any:
-        """A :class:`edge.frames.FrameAnalyzer` for frames of ``px_size_um`` as the
-        appliance builds it (frames as :mod:`edge.decode` gives them: BGR order)."""
-        from edge.frames import FrameAnalyzer
+        """A :class:`edge.vision.analyzer.FrameAnalyzer` for frames of ``px_size_um`` as the
+        appliance builds it (frames as :mod:`edge.vision.decode` gives them: BGR order)."""
+        from edge.vision.analyzer import FrameAnalyzer
 
         return FrameAnalyzer(
             self.path, backend_config=self.backend_config, measure_config=settings.measure,

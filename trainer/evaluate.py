@@ -1,9 +1,9 @@
 """Evaluate a model on a labelled dataset: ``crystal-train evaluate``.
 
 Frames go through the appliance's own chain, the one ``crystal-edge analyze`` and
-``crystal-edge run`` use: each frame is decoded unchanged by :mod:`edge.decode` (bit
-depth, channels), then one :class:`edge.frames.FrameAnalyzer` runs the quality gate,
-the segmentation (:mod:`edge.preprocess` scaling and REFLECT_101 padding, an
+``crystal-edge run`` use: each frame is decoded unchanged by :mod:`edge.vision.decode` (bit
+depth, channels), then one :class:`edge.vision.analyzer.FrameAnalyzer` runs the quality gate,
+the segmentation (:mod:`edge.vision.preprocess` scaling and REFLECT_101 padding, an
 :mod:`edge.backends` backend for an ``.onnx``, the checkpoint's PyTorch forward for a
 ``.pt``) and the post-processing (ROI detection, crowding check, measurement), and the
 measured frames go into one :class:`edge.psd.PsdAccumulator`. The result's ``psd`` is
@@ -62,7 +62,7 @@ def settings_from_config(path: str | Path, *, px_size_um: float | None = None) -
 
     The pixel size is ``px_size_um`` when given, else the file's ``[optics] px_size_um``.
     """
-    from edge.config import load_config
+    from edge.service.config import load_config
 
     cfg = load_config(path)
     return ChainSettings(px_size_um=px_size_um or cfg.optics.px_size_um,
@@ -258,9 +258,9 @@ def _measure_frame(analyzer: Any, run: _FrameRun, stem: str, image: np.ndarray, 
 
 
 def _load_pair(data: Any, i: int) -> tuple[np.ndarray, np.ndarray]:
-    """Frame ``i`` as :mod:`edge.decode` gives it to the appliance (unchanged bit depth
+    """Frame ``i`` as :mod:`edge.vision.decode` gives it to the appliance (unchanged bit depth
     and channels) and its label (contiguous class ids); UserError naming the file."""
-    from edge.decode import DecodeError, decode_file
+    from edge.vision.decode import DecodeError, decode_file
 
     item = data.items[i]
     try:

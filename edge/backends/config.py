@@ -72,7 +72,7 @@ class BackendConfig(BaseModel):
         if state_dir is not None:
             base = Path(state_dir)
         else:
-            from edge.state import resolve_state_dir
+            from edge.service.state import resolve_state_dir
 
             base = resolve_state_dir()
         return base / "engines"

@@ -18,7 +18,7 @@ Mask files, decided explicitly:
   files, files over ``--max-file-mb`` or declaring more than ``--max-frame-pixels``:
   skipped with the reason.
 
-Every file (frame or mask) is read by :mod:`edge.decode`, the decoder of the service,
+Every file (frame or mask) is read by :mod:`edge.vision.decode`, the decoder of the service,
 with the same limits (defaults of ``[decode]``).
 
 A binary mask with several different non-zero values (a class map given without
@@ -167,8 +167,8 @@ def psd_config_from_args(args: argparse.Namespace) -> Any:
 
 
 def decode_config_from_args(args: argparse.Namespace) -> Any:
-    """:class:`edge.decode.DecodeConfig` from ``--max-frame-pixels``/``--max-file-mb``."""
-    from edge.decode import DecodeConfig
+    """:class:`edge.vision.decode.DecodeConfig` from ``--max-frame-pixels``/``--max-file-mb``."""
+    from edge.vision.decode import DecodeConfig
 
     fields = {k: getattr(args, k, None) for k in ("max_frame_pixels", "max_file_mb")}
     return _validated(DecodeConfig, {k: v for k, v in fields.items() if v is not None},
@@ -226,9 +226,9 @@ def expand_inputs(paths: Iterable[str],
 
 
 def decode_image(path: str | Path, config: Any = None) -> Any:
-    """Read an image file unchanged (bit depth, channels) with :mod:`edge.decode` and the
-    limits of ``config`` (:class:`edge.decode.DecodeConfig`); UserError naming the file."""
-    from edge.decode import DecodeError, decode_file
+    """Read an image file unchanged (bit depth, channels) with :mod:`edge.vision.decode` and the
+    limits of ``config`` (:class:`edge.vision.decode.DecodeConfig`); UserError naming the file."""
+    from edge.vision.decode import DecodeError, decode_file
 
     try:
         return decode_file(path, config=config).image

@@ -1,7 +1,7 @@
 """Image mode of ``crystal-edge analyze`` (not a command by itself; see ``analyze.py``).
 
 ``crystal-edge analyze IMAGES_OR_DIRS... [--model M.onnx]`` decodes each frame, runs the
-same :class:`edge.frames.FrameAnalyzer` as the appliance (quality gate, segmentation in
+same :class:`edge.vision.analyzer.FrameAnalyzer` as the appliance (quality gate, segmentation in
 batches, ROI, crowding check, measurement) and hands one :class:`edge.report.FileResult`
 per frame to the report shared with ``--masks``. Frames the quality gate rejects and
 files that cannot be decoded are listed with their reason and skipped; the run goes on.
@@ -103,12 +103,12 @@ def results_from_images(args: argparse.Namespace, measure_config: Any
         expand_inputs,
         warn_skipped,
     )
-    from edge.frames import FrameAnalyzer
-    from edge.overlay import render_overlay
-    from edge.preprocess import upsample_class_map
-    from edge.quality import QualityConfig
     from edge.report import FileResult
-    from edge.roi import RoiConfig
+    from edge.vision.analyzer import FrameAnalyzer
+    from edge.vision.overlay import render_overlay
+    from edge.vision.preprocess import upsample_class_map
+    from edge.vision.quality import QualityConfig
+    from edge.vision.roi import RoiConfig
 
     if args.px_size_um is not None and (not math.isfinite(args.px_size_um)
                                         or args.px_size_um <= 0):

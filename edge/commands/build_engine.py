@@ -62,8 +62,8 @@ def resolve_settings(args: argparse.Namespace) -> dict[str, Any]:
     frame_hw = None
     state_dir = None
     if args.config:
-        from edge.config import load_config
-        from edge.state import resolve_state_dir
+        from edge.service.config import load_config
+        from edge.service.state import resolve_state_dir
 
         cfg = load_config(args.config)
         model, backend, scale = Path(cfg.model.path), cfg.backend, cfg.model.inference_scale
@@ -101,7 +101,7 @@ def resolve_settings(args: argparse.Namespace) -> dict[str, Any]:
 
 def input_hw(settings: dict[str, Any], meta: Any) -> tuple[int, int]:
     """Padded network input (H, W) the engine is built for."""
-    from edge.preprocess import auto_inference_scale, padded_hw, scaled_hw
+    from edge.vision.preprocess import auto_inference_scale, padded_hw, scaled_hw
 
     b = settings["backend"]
     mult = meta.input.size_multiple

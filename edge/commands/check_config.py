@@ -20,7 +20,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from edge.config import check_files, config_json, config_toml, load_config
+    from edge.service.config import check_files, config_json, config_toml, load_config
 
     cfg = load_config(args.config)
     if args.check_files:

@@ -15,8 +15,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from edge.config import config_schema
     from edge.errors import UserError
+    from edge.service.config import config_schema
 
     text = json.dumps(config_schema(), indent=2) + "\n"
     if args.output:

@@ -78,9 +78,9 @@ def _guard(svc: Any, limit_s: float, ended: threading.Event) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from edge.config import load_config
-    from edge.logsetup import setup_logging
-    from edge.pipeline.app import Service
+    from edge.service.config import load_config
+    from edge.service.logsetup import setup_logging
+    from edge.service.pipeline.app import Service
 
     cfg = load_config(args.config)
     setup_logging(cfg.logging)

@@ -36,8 +36,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from edge.errors import UserError
-    from edge.state import resolve_state_dir
-    from edge.status import StatusLimits, collect_status
+    from edge.service.state import resolve_state_dir
+    from edge.service.status import StatusLimits, collect_status
 
     if args.stale_after is not None and args.stale_after <= 0:
         raise UserError(f"--stale-after: must be > 0 seconds, got {args.stale_after}")

@@ -1,7 +1,7 @@
 """``[sinks.mqtt]`` configuration section: broker, topics, TLS, credentials, outbox, Sparkplug.
 
 The old top-level ``[mqtt]`` section is still read (with a deprecation warning) by
-:func:`edge.config.parse_config`.
+:func:`edge.service.config.parse_config`.
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ Size bound (``outbox_max_messages``) and policy when it is reached:
 
 Either way the ``dropped`` counter (persisted in the file) goes up and a warning is logged.
 
-The file is opened through :func:`edge.statefiles.open_db` (kind :data:`OUTBOX_DB`): an
+The file is opened through :func:`edge.service.statefiles.open_db` (kind :data:`OUTBOX_DB`): an
 empty, cut-short or foreign file is moved aside as ``outbox.sqlite3.corrupt-<time>``, its
 readable reports are copied into a new outbox, and one ERROR line says what was kept.
 """
@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Literal
 
 from edge.errors import TransientError
-from edge.statefiles import DbKind, open_db
+from edge.service.statefiles import DbKind, open_db
 
 log = logging.getLogger(__name__)
 

@@ -28,9 +28,9 @@ from typing import Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, Field
 
+from edge.service.snapshot import StatusSnapshot
 from edge.sinks.psd_payload import SCHEMA_VERSION, PsdPayload
 from edge.sinks.psd_payload import StrictPayload as _Strict
-from edge.snapshot import StatusSnapshot
 
 STATUS_SCHEMA_ID = "crystal-psd/status"
 HEALTH_SCHEMA_ID = "crystal-psd/health"
@@ -64,7 +64,7 @@ class StatusPayload(_Strict):
 # ------------------------------------------------------------------------ health
 class HealthPayload(_Strict):
     """``<prefix>/<device>/health`` (periodic, QoS 0): the service's status snapshot
-    (:class:`edge.snapshot.StatusSnapshot`, the fields of the same names) and the MQTT
+    (:class:`edge.service.snapshot.StatusSnapshot`, the fields of the same names) and the MQTT
     sink's own state."""
 
     schema_id: Literal["crystal-psd/health"] = Field(HEALTH_SCHEMA_ID, description="schema id")

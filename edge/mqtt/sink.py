@@ -37,7 +37,7 @@ from edge.mqtt.payloads import CommandPayload, HealthPayload
 from edge.sinks.psd_payload import build_psd_payload
 
 if TYPE_CHECKING:
-    from edge.batch import BatchReport
+    from edge.service.pipeline.batch import BatchReport
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +118,7 @@ class MqttSink:
         self._password = cfg.read_password()
         if self._password:
             try:
-                from edge.logsetup import register_secret
+                from edge.service.logsetup import register_secret
                 register_secret(self._password)
             except ImportError:  # pragma: no cover - logsetup is part of edge
                 pass

@@ -53,8 +53,8 @@ def _jsonl_sink(config: JsonlSinkConfig, ctx: SinkContext) -> Sink:
 
 
 def _mqtt_sink(config: MqttConfig, ctx: SinkContext) -> Sink:
-    from edge.batch import software_version
     from edge.mqtt.sink import MqttSink  # paho: only where MQTT is on
+    from edge.service.pipeline.batch import software_version
 
     return MqttSink(config, state_dir=ctx.state_dir, software_version=software_version(),
                     model_name=ctx.ident.get("name", ""),

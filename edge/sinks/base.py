@@ -1,15 +1,15 @@
 """The sink interface every result destination implements.
 
-The pipeline hands each closed batch (:class:`edge.batch.BatchReport`, a typed result) to
-every configured sink; the sink turns it into its own format (the JSON ``psd`` payload:
-:func:`edge.sinks.psd_payload.psd_payload`). A sink must not lose a report it accepted:
-it either delivers it, persists it for later delivery (the MQTT outbox), or raises so
-that the pipeline can log and count the failure. A sink whose configuration says
-``required = true`` must have accepted a batch before the batch's frames are
-acknowledged to the source; the pipeline calls ``publish`` again for that sink alone
-(with back-off) until it succeeds, so ``publish`` must leave no half-written report
-behind when it raises. ``publish`` should not block for long: a call that does not
-return within ``[health] stall_s`` counts as a stuck stage.
+The pipeline hands each closed batch (:class:`edge.service.pipeline.batch.BatchReport`,
+a typed result) to every configured sink; the sink turns it into its own format (the
+JSON ``psd`` payload: :func:`edge.sinks.psd_payload.psd_payload`). A sink must not lose
+a report it accepted: it either delivers it, persists it for later delivery (the MQTT
+outbox), or raises so that the pipeline can log and count the failure. A sink whose
+configuration says ``required = true`` must have accepted a batch before the batch's
+frames are acknowledged to the source; the pipeline calls ``publish`` again for that
+sink alone (with back-off) until it succeeds, so ``publish`` must leave no half-written
+report behind when it raises. ``publish`` should not block for long: a call that does
+not return within ``[health] stall_s`` counts as a stuck stage.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
-    from edge.batch import BatchReport
+    from edge.service.pipeline.batch import BatchReport
 
 
 @runtime_checkable

@@ -30,7 +30,7 @@ from edge.errors import UserError
 from edge.sinks.psd_payload import psd_payload
 
 if TYPE_CHECKING:
-    from edge.batch import BatchReport
+    from edge.service.pipeline.batch import BatchReport
 
 
 class JsonlSinkConfig(BaseModel):

@@ -3,9 +3,10 @@
 Both the JSON-lines sink (``{"type": "psd", "payload": ...}``) and the MQTT sink (the
 ``<prefix>/<device>/psd`` topic, and the outbox Sparkplug reads back) publish this one
 payload, so it is built here, in one place, from the typed batch report
-(:class:`edge.batch.BatchReport`): :func:`build_psd_payload` -> :class:`PsdPayload`,
-:func:`psd_payload` -> its plain-JSON dict. ``edge/schemas/psd.schema.json`` is
-generated from :class:`PsdPayload` (``crystal-edge payload-schema``).
+(:class:`edge.service.pipeline.batch.BatchReport`): :func:`build_psd_payload` ->
+:class:`PsdPayload`, :func:`psd_payload` -> its plain-JSON dict.
+``edge/schemas/psd.schema.json`` is generated from :class:`PsdPayload`
+(``crystal-edge payload-schema``).
 
 All lengths are micrometres (field names end in ``_um``); all times are UTC ISO 8601.
 Schema changes that remove or retype a field bump ``schema_version``; adding an optional
@@ -21,7 +22,7 @@ import numpy as np
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
 if TYPE_CHECKING:
-    from edge.batch import BatchReport
+    from edge.service.pipeline.batch import BatchReport
 
 PSD_SCHEMA_ID = "crystal-psd/psd"
 SCHEMA_VERSION = 1

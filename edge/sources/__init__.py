@@ -13,11 +13,11 @@ from typing import Annotated, Union
 
 from pydantic import Field
 
-from edge.decode import DecodeConfig
 from edge.sources.base import Frame, FrameSource
 from edge.sources.folder import FolderSourceConfig
 from edge.sources.opencv import OpenCVSourceConfig
 from edge.sources.synthetic import SyntheticSourceConfig
+from edge.vision.decode import DecodeConfig
 
 #: ``[source] type`` -> "module:Class"
 SOURCES: dict[str, str] = {

@@ -34,9 +34,9 @@ class Frame:
     seq : int
         Sequence number within this source run, from 0.
     image : numpy.ndarray or None
-        The frame as stored, decoded by :mod:`edge.decode` (files) or read from the
+        The frame as stored, decoded by :mod:`edge.vision.decode` (files) or read from the
         camera: uint8 or uint16, grey ``(H, W)``, BGR ``(H, W, 3)`` or BGRA
-        ``(H, W, 4)`` (:mod:`edge.preprocess` handles each); None when ``error`` is set.
+        ``(H, W, 4)`` (:mod:`edge.vision.preprocess` handles each); None when ``error`` is set.
     t_capture : float
         Wall-clock time (UNIX seconds) the frame was captured: a camera frame's read
         time, a file's modification time.

@@ -13,7 +13,7 @@ is recorded as ``done`` or ``failed`` only when the pipeline acknowledges it, i.
 the batch it was counted into has been closed and handed to the sinks. A restart
 therefore neither re-processes delivered files nor loses undelivered ones.
 
-Files are decoded by :mod:`edge.decode` (size and header checked against ``[decode]``
+Files are decoded by :mod:`edge.vision.decode` (size and header checked against ``[decode]``
 before decoding, bit depth and channels kept). A file that cannot be decoded (too large,
 corrupt, truncated, not an image) is yielded as an error frame with the reason (the
 pipeline counts it as a rejection; one warning names the file) and recorded ``failed``:
@@ -43,11 +43,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from edge.decode import DecodeConfig, DecodeError, decode_file, probe_file
 from edge.errors import TransientError, UserError
+from edge.service.state import FOLDER_DB_FILE
+from edge.service.statefiles import DbKind, open_db
 from edge.sources.base import Frame, idle
-from edge.state import FOLDER_DB_FILE
-from edge.statefiles import DbKind, open_db
+from edge.vision.decode import DecodeConfig, DecodeError, decode_file, probe_file
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +124,7 @@ class _Ledger:
                " path TEXT NOT NULL, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL,"
                " n INTEGER NOT NULL, PRIMARY KEY (path, size, mtime_ns));",
         tables=("processed",))
-    """Opened by :func:`edge.statefiles.open_db`: a damaged file is moved aside and its
+    """Opened by :func:`edge.service.statefiles.open_db`: a damaged file is moved aside and its
     readable rows kept (files it lost are analysed again)."""
 
     def __init__(self, path: Path) -> None:

@@ -67,7 +67,8 @@ def test_deploy_update_force_dryrun_rollback(sshd, target_root, tmp_path, wheel)
     assert "1 of 2 host(s) failed" in r.stdout
     n1 = _current(root)
     rel = root / "opt/crystal-psd/releases" / n1
-    assert (rel / "edge/status.py").is_file() and (rel / "systemd/crystal-edge.service").is_file()
+    assert (rel / "edge/service/status.py").is_file()
+    assert (rel / "systemd/crystal-edge.service").is_file()
     for dev_only in ("tests", "bench", "docs", "deploy", ".ci"):
         assert not (rel / dev_only).exists(), dev_only
     (shipped,) = (rel / "wheels").glob("crystal_psd-*-py3-none-any.whl")

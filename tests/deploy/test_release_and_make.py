@@ -19,7 +19,7 @@ from tests.deploy.conftest import REPO
 def test_release_files_are_the_tracked_tree_minus_dev_only():
     files = release_files(REPO)
     assert "pyproject.toml" in files and "systemd/crystal-edge.service" in files
-    assert "edge/systemd.py" in files
+    assert "edge/service/systemd.py" in files
     assert not [f for f in files if f.startswith(("tests/", "bench/", "docs/", "deploy/",
                                                    ".ci/"))]
     tracked = set(subprocess.run(["git", "-C", str(REPO), "ls-files"], capture_output=True,
@@ -36,7 +36,7 @@ def test_build_release_with_wheel(staged_release):
     assert wheel == rel.ensure_wheel()  # built once
     with zipfile.ZipFile(rel.path / "wheels" / wheel) as zf:
         names = zf.namelist()
-    assert "edge/status.py" in names and "edge/systemd.py" in names
+    assert "edge/service/status.py" in names and "edge/service/systemd.py" in names
     assert not [n for n in names if n.startswith(("tests/", "deploy/"))]
     # in-tree build leftovers are removed: they must not reach the device
     assert not (rel.path / "build").exists() and not list(rel.path.glob("*.egg-info"))

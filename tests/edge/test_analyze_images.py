@@ -80,7 +80,7 @@ def test_frames_to_report_overlays_and_class_maps(model, frames, tmp_path, capsy
 
     ov = sorted(p.name for p in (out / "ov").iterdir())
     assert ov == ["f0.overlay.png", "f1.overlay.png", "f2.overlay.png", "z_blank.overlay.png"]
-    from edge.overlay import header_height
+    from edge.vision.overlay import header_height
 
     ov_img = cv2.imread(str(out / "ov" / "f0.overlay.png"))
     assert ov_img.shape == (480 + header_height(640, 480), 640, 3)

@@ -10,8 +10,8 @@ import jsonschema
 import numpy as np
 import pytest
 
-from edge.batch import BatchAggregator, BatchConfig, BatchCounter
 from edge.psd import PsdConfig, compute_psd
+from edge.service.pipeline.batch import BatchAggregator, BatchConfig, BatchCounter
 from edge.sinks.psd_payload import PsdPayload, psd_payload
 from edge.sources.base import Frame
 

@@ -10,11 +10,11 @@ import jsonschema
 import pytest
 
 from edge.cli import main
-from edge.config import EdgeConfig, config_schema, config_toml, load_config, parse_config
 from edge.errors import UserError
+from edge.service.config import EdgeConfig, config_schema, config_toml, load_config, parse_config
+from edge.service.state import resolve_state_dir
 from edge.sources.folder import FolderSourceConfig
 from edge.sources.opencv import OpenCVSourceConfig
-from edge.state import resolve_state_dir
 
 if sys.version_info >= (3, 11):
     import tomllib

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from edge.decode import (
+from edge.vision.decode import (
     DecodeConfig,
     DecodeError,
     decode_bytes,

@@ -8,9 +8,9 @@ import pytest
 
 from edge.backends import BackendConfig
 from edge.errors import UserError
-from edge.frames import FrameAnalyzer
-from edge.quality import QualityConfig
-from edge.roi import RoiConfig
+from edge.vision.analyzer import FrameAnalyzer
+from edge.vision.quality import QualityConfig
+from edge.vision.roi import RoiConfig
 from tests.fixtures.tiny_model import build_tiny_model, synth_frame
 
 RADII = [10.0, 14.0, 18.0, 22.0, 26.0]

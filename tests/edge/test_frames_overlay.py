@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edge.frames import FrameAnalyzer
-from edge.overlay import COLOURS, header_height, render_overlay
+from edge.vision.analyzer import FrameAnalyzer
+from edge.vision.overlay import COLOURS, header_height, render_overlay
 from tests.fixtures.tiny_model import build_tiny_model, synth_frame
 
 

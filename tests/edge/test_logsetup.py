@@ -10,8 +10,8 @@ import os
 import pytest
 from pydantic import ValidationError
 
-from edge import logsetup
-from edge.logsetup import LoggingConfig, redact, register_secret, setup_logging
+from edge.service import logsetup
+from edge.service.logsetup import LoggingConfig, redact, register_secret, setup_logging
 
 
 @pytest.fixture(autouse=True)
@@ -33,13 +33,13 @@ def _lines(buf: io.StringIO) -> list[str]:
 def test_json_one_line_per_event_with_extra_fields():
     buf = io.StringIO()
     setup_logging(LoggingConfig(format="json"), stream=buf)
-    log = logging.getLogger("edge.batch")
+    log = logging.getLogger("edge.service.pipeline.batch")
     log.info("batch %d closed", 3, extra={"batch_id": 3, "x50_um": 85.25, "n": 120})
     log.debug("not shown at INFO")
     (line,) = _lines(buf)
     event = json.loads(line)
     assert event["level"] == "INFO"
-    assert event["logger"] == "edge.batch"
+    assert event["logger"] == "edge.service.pipeline.batch"
     assert event["msg"] == "batch 3 closed"
     assert event["batch_id"] == 3 and event["n"] == 120 and event["x50_um"] == 85.25
     assert event["ts"].endswith("Z") and len(event["ts"]) == 24
@@ -69,12 +69,12 @@ def test_exception_stays_on_one_line():
 def test_key_value_format_quotes_where_needed():
     buf = io.StringIO()
     setup_logging(fmt="kv", level="DEBUG", stream=buf)
-    logging.getLogger("edge.frames").debug(
+    logging.getLogger("edge.vision.analyzer").debug(
         "frame rejected", extra={"reason": "blur", "score": 12.345678, "path": "/a b/c.png"})
     (line,) = _lines(buf)
     assert line.startswith("ts=")
-    assert ' level=DEBUG logger=edge.frames msg="frame rejected" reason=blur score=12.3457 ' \
-           'path="/a b/c.png"' in line
+    assert (' level=DEBUG logger=edge.vision.analyzer msg="frame rejected" reason=blur '
+            'score=12.3457 path="/a b/c.png"') in line
 
 
 def test_level_from_config():

@@ -10,14 +10,14 @@ import urllib.request
 import pytest
 from pydantic import ValidationError
 
-from edge.metrics import (
+from edge.service.metrics import (
     CONTENT_TYPE,
     METRICS,
     MetricsConfig,
     MetricsServer,
     render_metrics,
 )
-from edge.snapshot import LastBatch, StatusSnapshot
+from edge.service.snapshot import LastBatch, StatusSnapshot
 
 SNAPSHOT = StatusSnapshot(
     device_id="skid-07",

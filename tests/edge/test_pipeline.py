@@ -16,13 +16,13 @@ import numpy as np
 import pytest
 
 from edge.backends.config import BackendConfig
-from edge.batch import BatchAggregator, BatchConfig, BatchCounter
-from edge.frames import FrameAnalyzer
-from edge.pipeline import Pipeline, PipelineOptions
-from edge.pipeline.analysis import AnalyzerProcessor
 from edge.psd import PsdConfig
+from edge.service.pipeline.analysis import AnalyzerProcessor
+from edge.service.pipeline.batch import BatchAggregator, BatchConfig, BatchCounter
+from edge.service.pipeline.runtime import Pipeline, PipelineOptions
 from edge.sinks.jsonl import JsonlSink, JsonlSinkConfig, read_jsonl
 from edge.sources.base import Frame
+from edge.vision.analyzer import FrameAnalyzer
 from tests.fixtures.tiny_model import build_tiny_model, synth_frame
 
 MODEL = {"name": "tiny", "sha256": "0" * 64, "backend": "onnxruntime", "precision": "fp32"}
@@ -382,8 +382,8 @@ def test_the_snapshot_published_is_what_status_json_sinks_and_metrics_show(tmp_p
                                                                            processor):
     """One snapshot, built at a health tick: status.json, every sink's health and the
     metrics endpoint's collect show it, under the same names."""
-    from edge.metrics import render_metrics
-    from edge.snapshot import StatusSnapshot
+    from edge.service.metrics import render_metrics
+    from edge.service.snapshot import StatusSnapshot
 
     seen: list[dict] = []
     sink = JsonlSink(JsonlSinkConfig(path=str(tmp_path / "out.jsonl")))

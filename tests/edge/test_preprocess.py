@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from edge.preprocess import (
+from edge.vision.preprocess import (
     auto_inference_scale,
     grey_u8,
     infer_bit_depth,

@@ -6,8 +6,8 @@ import cv2
 import numpy as np
 import pytest
 
-from edge.preprocess import grey_u8
-from edge.quality import QualityConfig, check_crowding, check_frame, focus_measure
+from edge.vision.preprocess import grey_u8
+from edge.vision.quality import QualityConfig, check_crowding, check_frame, focus_measure
 from tests.fixtures.tiny_model import synth_frame
 
 RNG = np.random.default_rng(7)

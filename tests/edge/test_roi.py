@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edge.preprocess import grey_u8
-from edge.roi import RoiConfig, detect_roi, fit_circle
+from edge.vision.preprocess import grey_u8
+from edge.vision.roi import RoiConfig, detect_roi, fit_circle
 from tests.fixtures.tiny_model import synth_frame
 
 

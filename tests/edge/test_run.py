@@ -22,10 +22,10 @@ import numpy as np
 import pytest
 
 from edge.cli import main
-from edge.config import load_config
-from edge.pipeline.app import Service
+from edge.service.config import load_config
+from edge.service.pipeline.app import Service
+from edge.service.state import read_status
 from edge.sinks.jsonl import read_jsonl
-from edge.state import read_status
 from tests.edge.sources.helpers import running_service, write_config, write_frames
 from tests.edge.sources.test_opencv import write_video
 from tests.fixtures.tiny_model import build_tiny_model, synth_frame
@@ -343,7 +343,7 @@ def test_synthetic_source_batches_close_by_time(workdir, tiny_model):
 
 def _backend_at_ready(workdir, monkeypatch, *, until_ready_only: bool, **kw):
     """Run the service; return (backend loaded when READY was sent, the service)."""
-    from edge import systemd
+    from edge.service import systemd
 
     seen: dict[str, object] = {}
     svc = Service(load_config(workdir / "config.toml"), install_signals=False, **kw)
@@ -405,7 +405,7 @@ def test_reload_applies_a_valid_file_and_refuses_an_invalid_one(workdir, tiny_mo
             first = svc.pipeline
             good = cfg_path.read_text()
             cfg_path.write_text(good.replace("frames = 2\n", "frames = -5\n"))
-            with caplog.at_level("ERROR", logger="edge.pipeline.app"):
+            with caplog.at_level("ERROR", logger="edge.service.pipeline.app"):
                 assert svc.request_reload("test") is False
             assert any("refused, running on unchanged" in r.getMessage() and "frames" in
                        r.getMessage() for r in caplog.records)
@@ -459,15 +459,15 @@ def test_sighup_reloads_the_running_process(workdir, tiny_model):
 def _slow_backend_run(workdir, tiny_model, monkeypatch, load_timeout_s: float):
     """A backend that takes 1.5 s to load with the first frame, stall_s 0.3 s: returns
     (pipeline.healthy() seen while loading, the status 'busy' texts, frames done)."""
-    import edge.frames
+    import edge.vision.analyzer
 
-    real = edge.frames.create_backend
+    real = edge.vision.analyzer.create_backend
 
     def slow(*a, **k):
         time.sleep(1.5)
         return real(*a, **k)
 
-    monkeypatch.setattr(edge.frames, "create_backend", slow)
+    monkeypatch.setattr(edge.vision.analyzer, "create_backend", slow)
     write_config(workdir / "config.toml", model=tiny_model, batch_frames=2,
                  extra=f"stall_s = 0.3\nload_timeout_s = {load_timeout_s}\n")
     svc = Service(load_config(workdir / "config.toml"), install_signals=False)
@@ -503,10 +503,10 @@ def test_loading_the_backend_with_the_first_frame_is_not_a_hang(workdir, tiny_mo
 def test_a_backend_load_past_load_timeout_counts_as_hung(workdir, tiny_model, monkeypatch):
     """Past load_timeout_s the inference stage is stuck: the service stops with status 1
     (systemd restarts it) instead of looking healthy while it does nothing."""
-    import edge.frames
+    import edge.vision.analyzer
 
-    real = edge.frames.create_backend
-    monkeypatch.setattr(edge.frames, "create_backend",
+    real = edge.vision.analyzer.create_backend
+    monkeypatch.setattr(edge.vision.analyzer, "create_backend",
                         lambda *a, **k: (time.sleep(1.5), real(*a, **k))[1])
     write_config(workdir / "config.toml", model=tiny_model, batch_frames=2,
                  extra="stall_s = 0.3\nload_timeout_s = 0.5\n")
@@ -529,7 +529,7 @@ def test_reload_to_a_file_that_cannot_start_goes_back_to_the_previous_one(
         first = svc.pipeline
         # valid TOML and schema, but the model file does not exist
         write_config(cfg_path, model=workdir / "gone.onnx", batch_frames=3)
-        with caplog.at_level("ERROR", logger="edge.pipeline.app"):
+        with caplog.at_level("ERROR", logger="edge.service.pipeline.app"):
             assert svc.request_reload("test") is True
             _wait(lambda: svc.pipeline is not None and svc.pipeline is not first
                   and svc.ready.is_set(), 30, "the service back on its previous config")

@@ -8,10 +8,10 @@ import threading
 
 import pytest
 
-from edge.config import load_config
-from edge.pipeline.app import Service
+from edge.service.config import load_config
+from edge.service.pipeline.app import Service
+from edge.service.state import read_status
 from edge.sinks.jsonl import read_jsonl
-from edge.state import read_status
 from tests.edge.mqtt.conftest import Recorder, make_broker, wait_for
 from tests.edge.sources.helpers import running_service, write_config, write_frames
 from tests.fixtures.tiny_model import build_tiny_model

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from edge.cli import main
-from edge.config import load_config
 from edge.errors import UserError
 from edge.mqtt.config import MqttConfig
+from edge.service.config import load_config
 from edge.sinks import SINKS, SinksConfig, build_sinks, required_sinks
 from edge.sinks.jsonl import JsonlSink, JsonlSinkConfig
 

@@ -16,8 +16,8 @@ import pytest
 
 from edge.clikit import dispatch
 from edge.errors import UserError
-from edge.state import resolve_state_dir
-from edge.status import (
+from edge.service.state import resolve_state_dir
+from edge.service.status import (
     StatusLimits,
     collect_status,
     outbox_depth,
@@ -26,7 +26,7 @@ from edge.status import (
 
 COMMANDS = {"status": "edge.commands.status"}
 
-# The keys edge.pipeline.runtime writes (a subset is enough: the reader tolerates gaps).
+# The keys edge.service.pipeline.runtime writes (a subset is enough: the reader tolerates gaps).
 SNAPSHOT = {
     "state": "running",
     "device_id": "skid-07",
@@ -208,7 +208,7 @@ def test_missing_state_dir_is_user_error(tmp_path):
 
 
 def test_state_dir_order(tmp_path, monkeypatch):
-    from edge import state
+    from edge.service import state
 
     env = {"CRYSTAL_EDGE_STATE_DIR": "/x", "STATE_DIRECTORY": "/y"}
     assert resolve_state_dir("/cfg", environ=env) == Path("/x")
@@ -365,7 +365,7 @@ def test_unhealthy_service_names_the_stage(state_dir):
     rep = collect_status(state_dir, systemctl="/nonexistent/systemctl")
     assert _texts(rep) == ["DOWN: service unhealthy: stage aggregate without progress for "
                            "130 s"]
-    # the service's own problem lines (edge.pipeline.health), one each
+    # the service's own problem lines (edge.service.pipeline.health), one each
     _write_snapshot(state_dir, healthy=False, problems=[
         "stage aggregate died: OSError: [Errno 28] No space left on device",
         "batch 18 cannot be closed since 2026-11-30T01:00:00+00:00: disk full"])

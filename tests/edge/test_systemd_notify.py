@@ -8,7 +8,7 @@ import uuid
 
 import pytest
 
-from edge import systemd
+from edge.service import systemd
 
 
 @pytest.fixture

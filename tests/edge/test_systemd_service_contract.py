@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from edge.status import collect_status
+from edge.service.status import collect_status
 
 pytest.importorskip("onnxruntime")
 

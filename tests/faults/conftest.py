@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from tests.edge.mqtt.conftest import Broker, make_broker  # noqa: F401 (re-exported)
+from tests.edge.mqtt.conftest import Broker, make_broker
 from tests.edge.sources.helpers import write_config, write_frames  # noqa: F401
 from tests.fixtures.tiny_model import build_tiny_model
 
@@ -88,7 +88,7 @@ class ServiceProcess:
                  env: dict[str, str] | None = None, args: tuple[str, ...] = ()) -> None:
         self.workdir = workdir
         self.log_path = workdir / "service.log"
-        self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
+        self._log = open(self.log_path, "ab")
         full_env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
         full_env.pop("CRYSTAL_EDGE_STATE_DIR", None)
         self.proc = subprocess.Popen(

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from edge.metrics import MetricsConfig
+from edge.service.metrics import MetricsConfig
 from tests.faults.conftest import jsonl_batches, wait_until, write_config, write_frames
 from tests.faults.test_status_truth import status_check
 

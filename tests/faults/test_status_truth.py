@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from edge.status import read_outbox
+from edge.service.status import read_outbox
 from tests.edge.mqtt.conftest import Recorder
 from tests.faults.conftest import (
     ROOT,

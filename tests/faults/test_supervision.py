@@ -21,7 +21,7 @@ FOLDER = ('type = "folder"\npath = "in"\npoll_s = 0.05\nstable_polls = 1\n'
 # Loaded by the service process at start-up (PYTHONPATH): post-processing of a frame
 # named boom* raises a BaseException, which no per-item guard catches: the thread dies.
 KILLER = '''
-import edge.pipeline.analysis as analysis
+import edge.service.pipeline.analysis as analysis
 
 class WorkerKilled(BaseException):
     pass

@@ -179,11 +179,11 @@ def test_update_meta_records_how_generated_data_was_made(synth_set, tmp_path):
 def test_evaluation_segments_and_measures_through_the_appliance_chain(synth_set, tmp_path):
     """The predicted side is FrameAnalyzer's quality gate, segmentation and post-processing
     (ROI detection, crowding, measurement) into one PsdAccumulator: the same numbers as
-    analyze_many on the frames decoded by edge.decode, in the same order."""
+    analyze_many on the frames decoded by edge.vision.decode, in the same order."""
     from edge.backends import BackendConfig
-    from edge.decode import decode_file
-    from edge.frames import FrameAnalyzer
     from edge.psd import PsdAccumulator
+    from edge.vision.analyzer import FrameAnalyzer
+    from edge.vision.decode import decode_file
     from trainer.evalmodel import EVAL_BACKEND
 
     model = build_tiny_model(tmp_path / "m")

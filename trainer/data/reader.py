@@ -112,10 +112,10 @@ def read_image(path: str | Path) -> np.ndarray:
 
     Grey is replicated to RGB, alpha dropped; 16-bit frames are scaled by the bit depth
     their data shows (10/12/14/16 bits), exactly as the edge runtime does
-    (:func:`edge.preprocess.to_rgb_float`), so training sees what inference sees. The file
-    is decoded by :mod:`edge.decode`, the appliance's decoder, with its default limits.
+    (:func:`edge.vision.preprocess.to_rgb_float`), so training sees what inference sees. The file
+    is decoded by :mod:`edge.vision.decode`, the appliance's decoder, with its default limits.
     """
-    from edge.preprocess import to_rgb_float
+    from edge.vision.preprocess import to_rgb_float
 
     img = _decode(path, "image")
 
@@ -203,8 +203,8 @@ def _palette_has_grey(classes: tuple[ClassSpec, ...]) -> bool:
 
 
 def _decode(path: str | Path, what: str) -> np.ndarray:
-    """The file decoded unchanged by :mod:`edge.decode`; UserError naming it."""
-    from edge.decode import DecodeError, decode_file
+    """The file decoded unchanged by :mod:`edge.vision.decode`; UserError naming it."""
+    from edge.vision.decode import DecodeError, decode_file
 
     try:
         return decode_file(path).image

@@ -25,9 +25,9 @@ from edge.mqtt.outbox import OutboxItem
 from edge.mqtt.payloads import CommandPayload, HealthPayload
 from edge.mqtt.sparkplug import codec
 from edge.mqtt.sparkplug import sparkplug_b_pb2 as pb
+from edge.service.state import atomic_write_text
+from edge.service.statefiles import read_json_state
 from edge.sinks.psd_payload import PsdPayload
-from edge.state import atomic_write_text
-from edge.statefiles import read_json_state
 
 log = logging.getLogger(__name__)
 

@@ -12,8 +12,8 @@ from edge.backends.onnxruntime import OnnxRuntimeBackend
 from edge.backends.registry import create_backend
 from edge.backends.tensorrt import TensorRTBackend
 from edge.errors import UserError
-from edge.frames import FrameAnalyzer
 from edge.modelmeta import load_meta
+from edge.vision.analyzer import FrameAnalyzer
 from tests.edge.backends import fake_tensorrt
 from tests.fixtures.tiny_model import build_tiny_model, synth_frame
 

@@ -21,9 +21,9 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from edge.batch import BatchReport
 from edge.mqtt.config import MqttConfig
 from edge.psd import LogNormalFit, PsdConfig, PSDResult
+from edge.service.pipeline.batch import BatchReport
 from edge.sinks.psd_payload import build_psd_payload
 
 MOSQUITTO = "/usr/sbin/mosquitto"

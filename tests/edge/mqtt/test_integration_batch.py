@@ -1,4 +1,5 @@
-"""The runtime's real BatchReport (edge.batch) through MqttSink, JSON and Sparkplug."""
+"""The runtime's real BatchReport (edge.service.pipeline.batch) through MqttSink, JSON and
+Sparkplug."""
 
 from __future__ import annotations
 
@@ -10,10 +11,10 @@ import jsonschema
 import numpy as np
 import pytest
 
-from edge.batch import BatchAggregator, BatchConfig, BatchCounter
 from edge.mqtt.sink import MqttSink
 from edge.mqtt.sparkplug import codec
 from edge.psd import PsdConfig
+from edge.service.pipeline.batch import BatchAggregator, BatchConfig, BatchCounter
 from edge.sinks.psd_payload import psd_payload
 from edge.sources.base import Frame
 from tests.edge.mqtt.conftest import mqtt_config, wait_for

@@ -7,11 +7,11 @@ import sqlite3
 
 import pytest
 
-from edge import statefiles
 from edge.errors import TransientError
 from edge.mqtt.config import MqttConfig
 from edge.mqtt.outbox import OUTBOX_DB, Outbox, OutboxFullError, highest_batch_id
-from edge.statefiles import open_db
+from edge.service import statefiles
+from edge.service.statefiles import open_db
 
 
 def test_order_ack_and_reopen(tmp_path):

@@ -103,7 +103,7 @@ def test_health_from_a_status_snapshot():
     """The MQTT health message of a snapshot: the snapshot's fields under their own
     names, the MQTT sink's state from the sink, the rest in details."""
     from edge.mqtt.payloads import HealthPayload
-    from edge.snapshot import StatusSnapshot
+    from edge.service.snapshot import StatusSnapshot
 
     snap = StatusSnapshot(
         state="running", device_id="dev1", time="2026-11-30T00:00:00+00:00",

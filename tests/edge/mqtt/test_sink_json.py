@@ -99,7 +99,7 @@ def test_health_payload_merges_pipeline_and_sink_state(broker, recorder_factory,
     jsonschema.validate(h, _schema("health"))
     assert h["queue_depths"] == {"frames": 3} and h["current_batch_id"] == 4
     assert h["connection"] == "connected" and h["outbox_depth"] == 0
-    # details: the rest of the status snapshot (edge.snapshot); keys it lacks are dropped
+    # details: the rest of the status snapshot (edge.service.snapshot); keys it lacks are dropped
     assert h["details"]["frames_used_total"] == 0 and "gpu_temp_c" not in h["details"]
 
 

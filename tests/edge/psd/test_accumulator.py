@@ -144,10 +144,10 @@ def test_contribution_validates_shapes():
 def test_pipeline_frame_weights_are_the_reports(tmp_path):
     """AnalyzerProcessor.measure (the service) and build_report (analyze) weigh a frame alike."""
     from edge.backends import BackendConfig
-    from edge.frames import FrameAnalyzer
-    from edge.pipeline.analysis import AnalyzerProcessor
     from edge.report import FileResult, build_report
+    from edge.service.pipeline.analysis import AnalyzerProcessor
     from edge.sources.base import Frame
+    from edge.vision.analyzer import FrameAnalyzer
     from tests.fixtures.tiny_model import build_tiny_model, synth_frame
 
     rng = np.random.default_rng(3)

@@ -116,12 +116,12 @@ interval_s = 0.1
 
 @contextmanager
 def running_service(cfg_path, *, ready_timeout_s: float = 30.0):
-    """``edge.pipeline.app.Service`` from ``cfg_path`` run in a thread, yielded once READY.
+    """``edge.service.pipeline.app.Service`` from ``cfg_path`` run in a thread, yielded once READY.
 
     On leaving: the pipeline is asked to stop and the thread joined; it must have ended.
     """
-    from edge.config import load_config
-    from edge.pipeline.app import Service
+    from edge.service.config import load_config
+    from edge.service.pipeline.app import Service
 
     svc = Service(load_config(cfg_path), install_signals=False, config_path=cfg_path)
     th = threading.Thread(target=svc.run)

@@ -230,8 +230,8 @@ def test_old_empty_file_is_reported_after_the_grace(tmp_path):
 def test_unreadable_file_is_tried_max_attempts_times_then_reported(tmp_path, monkeypatch, caplog):
     """An OS error (a flaky share) is retried; after max_attempts the file is an error
     frame with one warning; the newer files are read meanwhile."""
-    from edge.decode import DecodeError
     from edge.sources import folder
+    from edge.vision.decode import DecodeError
 
     real = folder.decode_file
     tries: list[str] = []

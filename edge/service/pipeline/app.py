@@ -1,4 +1,5 @@
-"""Assemble the running service from an :class:`~edge.config.EdgeConfig` (``crystal-edge run``).
+"""Assemble the running service from an :class:`~edge.service.config.EdgeConfig`
+(``crystal-edge run``).
 
 Order of start-up, so that a mistake is reported before anything is half started:
 state directory and batch counter -> model + metadata (+ backend when the input size is
@@ -26,15 +27,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from edge import systemd
-from edge.batch import BatchAggregator, BatchCounter, software_version
-from edge.config import EdgeConfig
 from edge.errors import UserError
-from edge.pipeline.runtime import Pipeline, PipelineOptions
+from edge.service import systemd
+from edge.service.config import EdgeConfig
+from edge.service.pipeline.batch import BatchAggregator, BatchCounter, software_version
+from edge.service.pipeline.runtime import Pipeline, PipelineOptions
+from edge.service.snapshot import StatusSnapshot
+from edge.service.state import ensure_state_dir, read_frame_size, resolve_state_dir
 from edge.sinks import build_sinks, required_sinks
-from edge.snapshot import StatusSnapshot
 from edge.sources import build_source
-from edge.state import ensure_state_dir, read_frame_size, resolve_state_dir
 
 log = logging.getLogger(__name__)
 
@@ -75,9 +76,9 @@ class Service:
 
     # ------------------------------------------------------------------ assembly
     def _build(self) -> Pipeline:
-        from edge.frames import FrameAnalyzer
         from edge.modelmeta import check_model_file
-        from edge.pipeline.analysis import AnalyzerProcessor
+        from edge.service.pipeline.analysis import AnalyzerProcessor
+        from edge.vision.analyzer import FrameAnalyzer
 
         cfg = self.cfg
         device_id = cfg.device_id()
@@ -186,7 +187,7 @@ class Service:
         ``min_interval_s`` after the last reload started is refused with one log line
         (MQTT ``reload_config``: ``mqtt.reload_min_interval_s``; SIGHUP: no limit).
         """
-        from edge.config import load_config
+        from edge.service.config import load_config
 
         if self.config_path is None:
             log.warning("reload (%s) ignored: the service was not started from a file", reason)
@@ -278,7 +279,7 @@ class Service:
             with self._reload_lock:
                 self.pipeline = pipeline
             if self.cfg.metrics.enabled:
-                from edge.metrics import MetricsServer
+                from edge.service.metrics import MetricsServer
 
                 self.metrics = MetricsServer(pipeline.latest_snapshot,
                                              config=self.cfg.metrics)

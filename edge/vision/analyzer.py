@@ -1,8 +1,8 @@
 """Per-frame analysis: quality gate -> segmentation -> ROI -> crowding -> measurement.
 
-:class:`FrameAnalyzer` is what the pipeline (``edge.pipeline``) and ``crystal-edge analyze``
+:class:`FrameAnalyzer` is what the pipeline (``edge.service.pipeline``) and ``crystal-edge analyze``
 use; it owns the inference backend. Frames are decoded images as OpenCV gives them (see
-:mod:`edge.preprocess` for channels and bit depths).
+:mod:`edge.vision.preprocess` for channels and bit depths).
 
 Scale and pixel size: with ``inference_scale`` s the network sees frames resized by s,
 and the class map is measured *at inference resolution* with the pixel size
@@ -38,7 +38,8 @@ from edge.backends.registry import create_backend
 from edge.errors import UserError
 from edge.measure import MeasureConfig, measure_crystals, select_morphology
 from edge.modelmeta import ModelMeta, check_model_file, load_meta
-from edge.preprocess import (
+from edge.service.state import write_frame_size
+from edge.vision.preprocess import (
     auto_inference_scale,
     grey_u8,
     inference_px_size,
@@ -48,9 +49,8 @@ from edge.preprocess import (
     scaled_hw,
     to_nchw,
 )
-from edge.quality import QualityConfig, QualityResult, check_crowding, check_frame
-from edge.roi import Roi, RoiConfig, detect_roi
-from edge.state import write_frame_size
+from edge.vision.quality import QualityConfig, QualityResult, check_crowding, check_frame
+from edge.vision.roi import Roi, RoiConfig, detect_roi
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ MIN_SIDE_PX = 32
 class FrameResult:
     """Everything known about one frame after analysis.
 
-    ``ok`` False means rejected (``reject_reason`` from :data:`edge.quality.REASONS`);
+    ``ok`` False means rejected (``reject_reason`` from :data:`edge.vision.quality.REASONS`);
     ``crystals`` is H1's ``Crystals`` (measured at ``px_size_um``) for accepted frames.
     """
 
@@ -127,7 +127,7 @@ class FrameAnalyzer:
     keep_class_maps : bool
         Keep each frame's class map in :attr:`FrameResult.class_map`.
     color_order, bit_depth
-        Passed to :func:`edge.preprocess.to_rgb_float`.
+        Passed to :func:`edge.vision.preprocess.to_rgb_float`.
     lock_frame_size : bool
         Reject frames whose size differs from the first accepted one (see the module
         docstring).

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from edge.pipeline.stages import (
+from edge.service.pipeline.stages import (
     END,
     Flow,
     FrameProcessor,

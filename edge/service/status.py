@@ -5,7 +5,7 @@ Sources, all read-only:
 * ``systemctl is-active crystal-edge`` (``"unknown"`` where systemctl is absent or
   systemd is not running);
 * ``STATE_DIR/status.json``, the health snapshot the running service rewrites every few
-  seconds (``edge.pipeline.health``): state, pid, frames/s, last batch, backend, queue
+  seconds (``edge.service.pipeline.health``): state, pid, frames/s, last batch, backend, queue
   depths, sinks, last error. Its age (file modification time) says whether it is *stale*:
   a service that stopped writing it is hung or gone, whatever the file says; so is one
   whose recorded pid is no longer alive;
@@ -13,11 +13,11 @@ Sources, all read-only:
   backlog of batch reports not yet acknowledged by the broker, and the oldest one's age;
 * ``STATE_DIR/engines/`` (the TensorRT engine cache): files and sizes.
 
-``status.json`` is read into the service's own :class:`~edge.snapshot.StatusSnapshot`
+``status.json`` is read into the service's own :class:`~edge.service.snapshot.StatusSnapshot`
 (the names of ``status.json``, the MQTT health message and ``/metrics`` are the same);
 missing or odd fields (an older or newer service) take their defaults and show as ``-``.
 The verdict (``overall OK|DEGRADED|DOWN`` and one line per
-problem) comes from :mod:`edge.status_checks`.
+problem) comes from :mod:`edge.service.status_checks`.
 """
 
 from __future__ import annotations
@@ -30,8 +30,8 @@ from pathlib import Path
 from typing import Any
 
 from edge.errors import UserError
-from edge.snapshot import StatusSnapshot
-from edge.status_checks import (
+from edge.service.snapshot import StatusSnapshot
+from edge.service.status_checks import (
     Problem,
     StatusLimits,
     find_problems,
@@ -39,7 +39,7 @@ from edge.status_checks import (
     pid_alive,
     stale_after,
 )
-from edge.status_sources import (
+from edge.service.status_sources import (
     EngineFile,
     OutboxInfo,
     engine_files,
@@ -112,7 +112,7 @@ class StatusReport:
 
     @property
     def overall(self) -> str:
-        """``OK``, ``DEGRADED`` or ``DOWN`` (:func:`edge.status_checks.overall`)."""
+        """``OK``, ``DEGRADED`` or ``DOWN`` (:func:`edge.service.status_checks.overall`)."""
         return overall(self.problems)
 
     @property

@@ -23,7 +23,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from edge.errors import TransientError
-from edge.statefiles import read_json_state
+from edge.service.statefiles import read_json_state
 
 OVERRIDE_ENV = "CRYSTAL_EDGE_STATE_DIR"
 #: systemd's ``StateDirectory=crystal-edge`` of the installed unit

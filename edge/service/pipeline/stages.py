@@ -42,7 +42,7 @@ class Measured:
 
 
 class FrameProcessor(Protocol):
-    """The analysis the pipeline runs per frame (see :mod:`edge.pipeline.analysis`)."""
+    """The analysis the pipeline runs per frame (see :mod:`edge.service.pipeline.analysis`)."""
 
     def quality(self, image: np.ndarray) -> str | None:
         """Reason the frame is rejected by the quality gate, or None when it is usable."""
@@ -92,7 +92,7 @@ class PipelineOptions:
 @dataclass
 class Flow:
     """The queues between the stages and the events that stop them, shared by every
-    stage thread (see :mod:`edge.pipeline.runtime` for when each event is set)."""
+    stage thread (see :mod:`edge.service.pipeline.runtime` for when each event is set)."""
 
     infer: queue.Queue
     post: queue.Queue
@@ -180,7 +180,7 @@ class Stage:
         return None
 
     def snapshot(self, now: float) -> dict[str, Any]:
-        """Fields of :class:`edge.snapshot.StageSnapshot`."""
+        """Fields of :class:`edge.service.snapshot.StageSnapshot`."""
         return {"alive": self.alive(), "done": self.done, "state": self.state,
                 "state_s": round(now - self.since, 3), "items": self.items,
                 "errors": self.errors, "last_error": self.last_error, "died": self.died,

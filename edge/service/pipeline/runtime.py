@@ -1,21 +1,21 @@
 """The streaming pipeline: capture -> inference -> post-processing -> aggregation -> sinks.
 
 One thread per stage (``post_workers`` threads for post-processing), joined by bounded
-queues (see :mod:`edge.pipeline.stages`); the frame stages are
-:class:`edge.pipeline.frame_stages.FrameStages`, the batch stages (aggregate, sinks) are
+queues (see :mod:`edge.service.pipeline.stages`); the frame stages are
+:class:`edge.service.pipeline.frame_stages.FrameStages`, the batch stages (aggregate, sinks) are
 here. The main thread (:meth:`Pipeline.run`) supervises: every ``health_interval_s`` it
-builds the status snapshot and publishes it (:class:`edge.pipeline.health.PipelineHealth`:
+builds the status snapshot and publishes it (:class:`edge.service.pipeline.health.PipelineHealth`:
 ``status.json``, every sink's ``publish_health``, the metrics endpoint), and it pets the
 systemd watchdog while every stage makes progress.
 
 Supervision: an error on one item is logged in one line, counted and recorded as the
 last error, and the stage goes on with the next item. A stage whose thread dies, or
-that is stuck (see :meth:`edge.pipeline.stages.Stage.problem`), makes the pipeline
+that is stuck (see :meth:`edge.service.pipeline.stages.Stage.problem`), makes the pipeline
 *failed*: the watchdog is no longer petted, the health says why, the pipeline stops
 (the same way as at a deadline-passed stop, below) and :meth:`Pipeline.run` returns 1,
 so that the process exits non-zero and systemd restarts it.
 
-Closing and delivery (:mod:`edge.pipeline.delivery`): a batch whose close fails stays
+Closing and delivery (:mod:`edge.service.pipeline.delivery`): a batch whose close fails stays
 open and is retried with back-off. Frames that arrive meanwhile keep accumulating in
 the open batch, past its normal size (a frame there costs only its name and diameters),
 up to ``max_open_factor`` times ``[batch] frames``; beyond that the aggregate stage
@@ -41,12 +41,12 @@ from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 from typing import Any
 
-from edge.batch import BatchAggregator, BatchReport
-from edge.pipeline.batch_stages import BatchStages
-from edge.pipeline.delivery import Closer, Delivery
-from edge.pipeline.frame_stages import FrameStages
-from edge.pipeline.health import Live, PipelineHealth, guarded_health, stage_problems
-from edge.pipeline.stages import (
+from edge.service.pipeline.batch import BatchAggregator, BatchReport
+from edge.service.pipeline.batch_stages import BatchStages
+from edge.service.pipeline.delivery import Closer, Delivery
+from edge.service.pipeline.frame_stages import FrameStages
+from edge.service.pipeline.health import Live, PipelineHealth, guarded_health, stage_problems
+from edge.service.pipeline.stages import (
     END,
     Flow,
     FrameProcessor,
@@ -56,8 +56,8 @@ from edge.pipeline.stages import (
     one_line,
     put,
 )
+from edge.service.snapshot import StatusSnapshot
 from edge.sinks.base import Sink
-from edge.snapshot import StatusSnapshot
 from edge.sources.base import FrameSource
 
 log = logging.getLogger(__name__)
@@ -177,7 +177,8 @@ class Pipeline:
         return fn() if fn is not None else None
 
     def stage_problems(self, now: float | None = None) -> list[str]:
-        """Dead or stuck stages, one line each (:func:`edge.pipeline.health.stage_problems`)."""
+        """Dead or stuck stages, one line each
+        (:func:`edge.service.pipeline.health.stage_problems`)."""
         return stage_problems([*self.stages.values(), *self.post_stages],
                               now=time.monotonic() if now is None else now,
                               stall_s=self.opt.stall_s, busy=self.busy(),

@@ -1,7 +1,7 @@
 """Optional Prometheus text endpoint (``/metrics``) on a loopback port. Off by default.
 
 A small stdlib ``http.server`` in a daemon thread; every scrape calls a *collect*
-callback that returns the service's :class:`~edge.snapshot.StatusSnapshot` (the one the
+callback that returns the service's :class:`~edge.service.snapshot.StatusSnapshot` (the one the
 pipeline published last, the same ``status.json`` and the MQTT health show), which
 :func:`render_metrics` turns into the Prometheus text exposition format (version 0.0.4).
 
@@ -36,7 +36,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from edge.snapshot import StatusSnapshot
+from edge.service.snapshot import StatusSnapshot
 
 log = logging.getLogger(__name__)
 
@@ -264,7 +264,7 @@ class MetricsServer:
     Parameters
     ----------
     collect : callable
-        Returns the :class:`~edge.snapshot.StatusSnapshot` to show; called on every
+        Returns the :class:`~edge.service.snapshot.StatusSnapshot` to show; called on every
         scrape from the server's thread, so it must be thread-safe and must not block
         (the pipeline's ``latest_snapshot``).
     config : MetricsConfig, optional

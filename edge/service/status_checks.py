@@ -1,7 +1,7 @@
 """Whether the service does its job: the problems ``crystal-edge status`` names.
 
-Pure functions over what :func:`edge.status.collect_status` read (the ``status.json``
-snapshot as a :class:`~edge.snapshot.StatusSnapshot`, its age, the outbox file,
+Pure functions over what :func:`edge.service.status.collect_status` read (the ``status.json``
+snapshot as a :class:`~edge.service.snapshot.StatusSnapshot`, its age, the outbox file,
 systemd's answer). Each problem is one line with a
 level:
 
@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
-    from edge.snapshot import StatusSnapshot
-    from edge.status import StatusReport
+    from edge.service.snapshot import StatusSnapshot
+    from edge.service.status import StatusReport
 
 __all__ = ["DEFAULT_STALE_AFTER_S", "MIN_STALE_AFTER_S", "Problem", "StatusLimits",
            "find_problems", "overall", "pid_alive", "stale_after"]
@@ -207,7 +207,7 @@ def _incident_problems(snap: StatusSnapshot) -> Iterator[Problem]:
 
 
 def _incident_text(item: dict[str, Any]) -> str:
-    """One incident (:class:`edge.statefiles.Incident`) in one line."""
+    """One incident (:class:`edge.service.statefiles.Incident`) in one line."""
     name = item.get("file") or "?"
     what = item.get("reason") or "corrupt"
     text = f"{name}: {_one_line(what)}"

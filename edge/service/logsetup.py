@@ -6,7 +6,7 @@ Formats
     One JSON object per line: ``ts``, ``level``, ``logger``, ``msg`` and every field
     passed with ``extra={...}`` (plain JSON types; others become ``str``).
 ``kv``
-    ``ts=... level=INFO logger=edge.batch msg="batch closed" batch_id=3 n=120``.
+    ``ts=... level=INFO logger=edge.service.pipeline.batch msg="batch closed" batch_id=3 n=120``.
 ``auto`` (default)
     ``kv`` without the timestamp (journald stamps every line itself) and with the
     syslog priority prefix ``<N>`` when stderr is connected to the journal
@@ -21,7 +21,7 @@ Secrets never reach a log line: a :class:`RedactionFilter` on the handler replac
 
 Use::
 
-    from edge.logsetup import LoggingConfig, setup_logging
+    from edge.service.logsetup import LoggingConfig, setup_logging
     setup_logging(LoggingConfig(level="INFO", format="auto"))
     log.info("batch closed", extra={"batch_id": 3, "n_crystals": 120})
 """

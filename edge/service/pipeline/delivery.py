@@ -18,7 +18,7 @@ from collections.abc import Callable, Collection, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
-from edge.pipeline.stages import Stage, one_line
+from edge.service.pipeline.stages import Stage, one_line
 from edge.sinks.base import Publishable, Sink
 
 log = logging.getLogger(__name__)
@@ -149,7 +149,7 @@ class Closer:
 
     A failed close (``OSError`` from a full disk writing the batch counter, any error
     building the report) leaves the batch open with its frames and crystals
-    (:meth:`edge.batch.BatchAggregator.close` is all-or-nothing); it is tried again
+    (:meth:`edge.service.pipeline.batch.BatchAggregator.close` is all-or-nothing); it is tried again
     after 1 s, doubling up to 30 s, and closes with the next id once it can.
     """
 

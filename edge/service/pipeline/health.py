@@ -1,8 +1,8 @@
 """Health of the running pipeline: counters, progress check, the snapshot and its publication.
 
-:class:`PipelineHealth` is held by :class:`edge.pipeline.runtime.Pipeline`: it owns the
+:class:`PipelineHealth` is held by :class:`edge.service.pipeline.runtime.Pipeline`: it owns the
 counters (frames, rejections, batches), the last error and the frames/s window, builds
-the :class:`~edge.snapshot.StatusSnapshot` from them and from what the pipeline reports
+the :class:`~edge.service.snapshot.StatusSnapshot` from them and from what the pipeline reports
 about its stages, queues, source and sinks (:class:`Live`), and publishes it: to
 ``status.json`` (read by ``crystal-edge status``), to every sink's ``publish_health``
 (the MQTT health message) and as the latest snapshot the metrics endpoint serves. It
@@ -22,10 +22,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from edge import statefiles
-from edge.pipeline.stages import Stage, one_line
-from edge.snapshot import StatusSnapshot
-from edge.state import STATUS_FILE, write_status
+from edge.service import statefiles
+from edge.service.pipeline.stages import Stage, one_line
+from edge.service.snapshot import StatusSnapshot
+from edge.service.state import STATUS_FILE, write_status
 
 
 def stage_problems(stages: Iterable[Stage], *, now: float, stall_s: float,

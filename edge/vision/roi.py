@@ -21,7 +21,7 @@ Modes (:class:`RoiConfig`):
 
 The ROI is shrunk by ``margin_px`` so that a crystal cut by the field edge touches the ROI
 boundary. Coordinates are at the resolution the ROI is computed at (the inference
-resolution in :class:`edge.frames.FrameAnalyzer`); fixed shapes are given in frame
+resolution in :class:`edge.vision.analyzer.FrameAnalyzer`); fixed shapes are given in frame
 pixels and scaled.
 """
 

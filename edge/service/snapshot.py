@@ -1,12 +1,12 @@
 """The status snapshot: one type, one vocabulary, rendered three ways.
 
 The running pipeline builds a :class:`StatusSnapshot` every ``[health] interval_s``
-(:mod:`edge.pipeline.health`). The same snapshot is
+(:mod:`edge.service.pipeline.health`). The same snapshot is
 
 * ``status.json`` in the state directory (:meth:`StatusSnapshot.to_json`), read back into
   this type by ``crystal-edge status`` (:meth:`StatusSnapshot.from_mapping`);
 * the MQTT health message (:meth:`edge.mqtt.payloads.HealthPayload.from_snapshot`);
-* the Prometheus metrics (:func:`edge.metrics.render_metrics`), each metric named
+* the Prometheus metrics (:func:`edge.service.metrics.render_metrics`), each metric named
   ``crystal_edge_<field>`` after the field it shows.
 
 Every name is chosen once here and used unchanged by all three. The module needs only
@@ -29,7 +29,7 @@ class _Read(BaseModel):
 
 
 class StageSnapshot(_Read):
-    """One stage thread (see :class:`edge.pipeline.stages.Stage`)."""
+    """One stage thread (see :class:`edge.service.pipeline.stages.Stage`)."""
 
     alive: bool | None = Field(None, description="the stage's thread runs")
     done: bool = Field(False, description="the stage finished its work (a clean end)")

@@ -27,9 +27,9 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from edge.psd import FrameContribution, PsdAccumulator, PsdConfig, PSDResult
+from edge.service.state import BATCH_COUNTER_FILE, atomic_write_text
+from edge.service.statefiles import read_json_state
 from edge.sources.base import Frame
-from edge.state import BATCH_COUNTER_FILE, atomic_write_text
-from edge.statefiles import read_json_state
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +69,7 @@ class BatchCounter:
 
     The plant keys batches by id, so the numbering never starts again at 1 by itself. A
     counter file that cannot be used (not JSON, wrong shape, a negative id) is moved aside
-    by :func:`edge.statefiles.read_json_state` (one ERROR line, a health incident), and
+    by :func:`edge.service.statefiles.read_json_state` (one ERROR line, a health incident), and
     the numbering continues after the highest batch id still known:
 
     1. the highest of the batch ids waiting in ``<state dir>/outbox.sqlite3`` (the newest

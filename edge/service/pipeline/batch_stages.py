@@ -1,10 +1,10 @@
 """The batch stages of the pipeline: aggregation into the open batch, closing, and
 handing closed batches to the sinks.
 
-The aggregate stage counts every frame (:class:`edge.pipeline.health.PipelineHealth`)
+The aggregate stage counts every frame (:class:`edge.service.pipeline.health.PipelineHealth`)
 and adds it to the open batch; it closes the batch when it is due, on a close command,
-and at the end (see :mod:`edge.pipeline.runtime` for back-pressure and deadlines). The
-sink stage delivers each closed batch (:class:`edge.pipeline.delivery.Delivery`) and
+and at the end (see :mod:`edge.service.pipeline.runtime` for back-pressure and deadlines). The
+sink stage delivers each closed batch (:class:`edge.service.pipeline.delivery.Delivery`) and
 acknowledges its frames to the source once every required sink has it.
 """
 
@@ -15,10 +15,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from edge.batch import BatchAggregator, BatchReport
-from edge.pipeline.delivery import Closer, Delivery
-from edge.pipeline.health import PipelineHealth
-from edge.pipeline.stages import END, Flow, Item, PipelineOptions, Stage, get, put
+from edge.service.pipeline.batch import BatchAggregator, BatchReport
+from edge.service.pipeline.delivery import Closer, Delivery
+from edge.service.pipeline.health import PipelineHealth
+from edge.service.pipeline.stages import END, Flow, Item, PipelineOptions, Stage, get, put
 from edge.sources.base import FrameSource
 
 log = logging.getLogger(__name__)

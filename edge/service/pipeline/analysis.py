@@ -1,4 +1,4 @@
-"""The per-frame analysis of the pipeline: :class:`edge.frames.FrameAnalyzer` plus what
+"""The per-frame analysis of the pipeline: :class:`edge.vision.analyzer.FrameAnalyzer` plus what
 each frame adds to a batch's size distribution.
 
 The kept diameters, edge-correction weights and rejection counts of a frame come from
@@ -15,14 +15,14 @@ from typing import Any
 
 import numpy as np
 
-from edge.frames import FrameAnalyzer
-from edge.pipeline.stages import Measured
 from edge.psd import PsdAccumulator, PsdConfig
+from edge.service.pipeline.stages import Measured
 from edge.sources.base import Frame
+from edge.vision.analyzer import FrameAnalyzer
 
 
 class AnalyzerProcessor:
-    """:class:`~edge.pipeline.stages.FrameProcessor` on top of a :class:`FrameAnalyzer`.
+    """:class:`~edge.service.pipeline.stages.FrameProcessor` on top of a :class:`FrameAnalyzer`.
 
     Parameters
     ----------

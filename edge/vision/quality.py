@@ -31,7 +31,7 @@ import cv2
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from edge.roi import largest_filled_component
+from edge.vision.roi import largest_filled_component
 
 REASONS = ("unreadable", "blank", "no_field", "underexposed", "overexposed", "defocused",
            "crowded", "bad_shape")

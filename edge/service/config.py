@@ -3,9 +3,9 @@
 :class:`EdgeConfig` is a tree of pydantic models (``extra="forbid"``: a misspelt key is
 an error, not a silent default). The sections of the other modules are imported, not
 redefined: ``[measure]`` (:mod:`edge.measure`), ``[psd]`` (:mod:`edge.psd`),
-``[backend]`` (:mod:`edge.backends`), ``[quality]``, ``[roi]`` (:mod:`edge.quality`,
-:mod:`edge.roi`), ``[sinks.<name>]`` (:mod:`edge.sinks`: ``jsonl``, ``mqtt``),
-``[logging]`` (:mod:`edge.logsetup`), ``[metrics]`` (:mod:`edge.metrics`).
+``[backend]`` (:mod:`edge.backends`), ``[quality]``, ``[roi]`` (:mod:`edge.vision.quality`,
+:mod:`edge.vision.roi`), ``[sinks.<name>]`` (:mod:`edge.sinks`: ``jsonl``, ``mqtt``),
+``[logging]`` (:mod:`edge.service.logsetup`), ``[metrics]`` (:mod:`edge.service.metrics`).
 
 A top-level ``[mqtt]`` section (the old name of ``[sinks.mqtt]``) is still read, with one
 deprecation warning; giving both is an error.
@@ -28,19 +28,19 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from edge.backends.config import BackendConfig
-from edge.batch import BatchConfig
-from edge.decode import DecodeConfig
 from edge.errors import UserError
-from edge.logsetup import LoggingConfig
 from edge.measure import MeasureConfig
-from edge.metrics import MetricsConfig
 from edge.psd import PsdConfig
-from edge.quality import QualityConfig
-from edge.roi import RoiConfig
+from edge.service.logsetup import LoggingConfig
+from edge.service.metrics import MetricsConfig
+from edge.service.pipeline.batch import BatchConfig
+from edge.service.state import StateConfig
 from edge.sinks import SINKS, SinksConfig
 from edge.sources import SOURCES, SourceConfig
 from edge.sources.folder import FolderSourceConfig
-from edge.state import StateConfig
+from edge.vision.decode import DecodeConfig
+from edge.vision.quality import QualityConfig
+from edge.vision.roi import RoiConfig
 
 if sys.version_info >= (3, 11):
     import tomllib

@@ -12,7 +12,7 @@ starting with ``@`` is in the Linux abstract namespace (the ``@`` stands for a N
 
 Typical use in the runtime::
 
-    from edge import systemd
+    from edge.service import systemd
 
     interval = systemd.watchdog_interval_s()       # None: no watchdog configured
     systemd.notify_ready("running, backend=tensorrt")
