@@ -2,7 +2,9 @@
 
 The registry is explicit: :data:`SOURCES` maps the ``[source] type`` to the module and
 class; :func:`build_source` constructs the configured one. See :mod:`edge.sources.base`
-for the interface.
+for the interface. The folder source keeps its bookkeeping in :mod:`edge.sources.ledger`
+and lists its folder with :mod:`edge.sources.folderscan`; every source decodes through
+:mod:`edge.vision.decode`.
 """
 
 from __future__ import annotations

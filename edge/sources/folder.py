@@ -30,11 +30,9 @@ in the log and in its health (``waiting_for``), and starts when the folder appea
 
 from __future__ import annotations
 
-import fnmatch
 import logging
 import os
 import shutil
-import sqlite3
 import threading
 import time
 from collections.abc import Iterable, Iterator
@@ -45,16 +43,15 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from edge.errors import TransientError, UserError
 from edge.service.state import FOLDER_DB_FILE
-from edge.service.statefiles import DbKind, open_db
 from edge.sources.base import Frame, idle
+from edge.sources.folderscan import inside, scan
+from edge.sources.ledger import Key, Ledger
 from edge.vision.decode import DecodeConfig, DecodeError, decode_file, probe_file
 
 log = logging.getLogger(__name__)
 
 DEFAULT_PATTERNS = ["*.png", "*.jpg", "*.jpeg", "*.tif", "*.tiff", "*.bmp"]
 DEFAULT_IGNORE = [".*", "*.tmp", "*.part", "*.partial", "*~", "*.crdownload"]
-
-Key = tuple[str, int, int]  # (path relative to the folder, size, mtime_ns)
 
 
 class FolderSourceConfig(BaseModel):
@@ -111,95 +108,6 @@ class FolderSourceConfig(BaseModel):
         return self
 
 
-class _Ledger:
-    """SQLite record of processed files; safe to use from several threads."""
-
-    KIND = DbKind(
-        what="folder-source ledger", app_id=0x4350_464C,  # "CPFL"
-        schema="CREATE TABLE IF NOT EXISTS processed ("
-               " path TEXT NOT NULL, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL,"
-               " status TEXT NOT NULL, reason TEXT, t REAL NOT NULL,"
-               " PRIMARY KEY (path, size, mtime_ns));"
-               "CREATE TABLE IF NOT EXISTS attempts ("
-               " path TEXT NOT NULL, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL,"
-               " n INTEGER NOT NULL, PRIMARY KEY (path, size, mtime_ns));",
-        tables=("processed",))
-    """Opened by :func:`edge.service.statefiles.open_db`: a damaged file is moved aside and its
-    readable rows kept (files it lost are analysed again)."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._lock = threading.Lock()
-        self._unsaved: dict[Key, int] = {}  # tries while the ledger cannot be written
-        self._db = open_db(path, self.KIND, timeout=10)
-
-    def is_processed(self, rel: str, size: int, mtime_ns: int) -> bool:
-        with self._lock:
-            row = self._db.execute(
-                "SELECT 1 FROM processed WHERE path=? AND size=? AND mtime_ns=?",
-                (rel, size, mtime_ns)).fetchone()
-        return row is not None
-
-    def mark(self, entries: list[tuple[str, int, int, str, str | None]]) -> None:
-        now = time.time()
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")  # one transaction (the connection autocommits)
-            try:
-                self._db.executemany(
-                    "INSERT OR REPLACE INTO processed (path, size, mtime_ns, status, reason, t)"
-                    " VALUES (?, ?, ?, ?, ?, ?)", [(*e, now) for e in entries])
-                self._db.executemany(
-                    "DELETE FROM attempts WHERE path=? AND size=? AND mtime_ns=?",
-                    [e[:3] for e in entries])
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-
-    def attempt(self, key: Key) -> int:
-        """Count one more try at reading ``key`` (committed first); the tries so far.
-
-        A ledger that cannot be written (a full disk) must not stop the frames: the count
-        is then kept in memory only, and a crash while decoding is not remembered.
-        """
-        with self._lock:
-            n = self._unsaved.get(key, 0) + 1
-            try:
-                self._db.execute(
-                    "INSERT INTO attempts (path, size, mtime_ns, n) VALUES (?, ?, ?, ?)"
-                    " ON CONFLICT (path, size, mtime_ns) DO UPDATE SET n = n + 1", (*key, n))
-                row = self._db.execute("SELECT n FROM attempts WHERE path=? AND size=? AND "
-                                       "mtime_ns=?", key).fetchone()
-            except sqlite3.Error as exc:
-                if not self._unsaved:
-                    log.warning("folder source: %s: cannot count tries (%s); counting them in "
-                                "memory until it can", self.path, exc)
-                self._unsaved[key] = n
-                return n
-            self._unsaved.pop(key, None)
-            return int(row[0])
-
-    def read_ok(self, key: Key) -> None:
-        """``key`` was read (or will be looked at again): its tries no longer count."""
-        with self._lock:
-            self._unsaved.pop(key, None)
-            try:
-                self._db.execute(
-                    "DELETE FROM attempts WHERE path=? AND size=? AND mtime_ns=?", key)
-            except sqlite3.Error:  # a full disk: the row goes when the file is acked
-                pass
-
-    def counts(self) -> dict[str, int]:
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT status, COUNT(*) FROM processed GROUP BY status").fetchall()
-        return {str(s): int(n) for s, n in rows}
-
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()
-
-
 class FolderSource:
     """Poll a directory for new image files (see the module docstring).
 
@@ -221,7 +129,7 @@ class FolderSource:
         self.dir = Path(config.path)
         self.state_dir = Path(state_dir)
         self.decode = decode or DecodeConfig()
-        self._ledger: _Ledger | None = None
+        self._ledger: Ledger | None = None
         self._seen: dict[str, tuple[tuple[int, int], int]] = {}
         self._inflight: set[Key] = set()
         self._done: set[Key] = set()
@@ -244,7 +152,7 @@ class FolderSource:
                 except OSError as exc:  # e.g. a share not mounted yet: try again
                     raise TransientError(f"source.{key} {d}: cannot create: "
                                          f"{exc.strerror}") from None
-        self._ledger = _Ledger(self.state_dir / FOLDER_DB_FILE)
+        self._ledger = Ledger(self.state_dir / FOLDER_DB_FILE)
         self._folder_present()
 
     def close(self) -> None:
@@ -264,50 +172,12 @@ class FolderSource:
         return present
 
     # -- scanning ----------------------------------------------------------------
-    def _wanted(self, name: str) -> bool:
-        low = name.lower()
-        if any(fnmatch.fnmatchcase(low, p.lower()) for p in self.config.ignore):
-            return False
-        return any(fnmatch.fnmatchcase(low, p.lower()) for p in self.config.patterns)
-
     def _inside(self, path: str | Path) -> bool:
-        """True when ``path`` (links resolved) lies inside the watched folder."""
-        root = os.path.realpath(self.dir)
-        real = os.path.realpath(path)
-        return real == root or real.startswith(root.rstrip(os.sep) + os.sep)
+        return inside(path, self.dir)
 
     def _scan(self) -> tuple[dict[str, tuple[int, int]], dict[str, tuple[int, int]]]:
-        """``(candidates, outside)``: relative path -> (size, mtime_ns) of every candidate
-        file now present, and of every link that resolves outside the folder."""
-        found: dict[str, tuple[int, int]] = {}
-        outside: dict[str, tuple[int, int]] = {}
-        stack = [self.dir]
-        while stack:
-            d = stack.pop()
-            try:
-                entries = list(os.scandir(d))
-            except OSError as exc:
-                log.warning("folder source: cannot list %s: %s", d, exc)
-                continue
-            for e in entries:
-                try:
-                    if e.is_symlink() and not self._inside(e.path):
-                        if self._wanted(e.name) or (self.config.recursive and e.is_dir()):
-                            st = e.stat(follow_symlinks=False)
-                            outside[os.path.relpath(e.path, self.dir)] = (st.st_size,
-                                                                          st.st_mtime_ns)
-                        continue
-                    if e.is_dir(follow_symlinks=False):
-                        if self.config.recursive and not e.name.startswith("."):
-                            stack.append(Path(e.path))
-                        continue
-                    if not e.is_file() or not self._wanted(e.name):
-                        continue
-                    st = e.stat()
-                except OSError:
-                    continue  # vanished between listing and stat
-                found[os.path.relpath(e.path, self.dir)] = (st.st_size, st.st_mtime_ns)
-        return found, outside
+        return scan(self.dir, patterns=self.config.patterns, ignore=self.config.ignore,
+                    recursive=self.config.recursive)
 
     def _ready(self) -> list[Key]:
         """Files that are complete, new and not in flight, in arrival order."""

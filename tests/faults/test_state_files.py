@@ -119,11 +119,11 @@ def test_a_damaged_outbox_is_moved_aside_and_its_readable_reports_delivered(
 @pytest.mark.parametrize("how", ["half", "zero"])
 def test_a_damaged_folder_ledger_is_moved_aside_and_new_frames_are_analysed(
         workdir, tiny_model, service_factory, how):
-    from edge.sources.folder import _Ledger
+    from edge.sources.ledger import Ledger
 
     state = workdir / "state"
     state.mkdir()
-    ledger = _Ledger(state / "folder_source.sqlite3")
+    ledger = Ledger(state / "folder_source.sqlite3")
     ledger.mark([(f"old/{i:05d}.png", 1000 + i, i, "done", None) for i in range(3000)])
     ledger.close()
     _damage(state / "folder_source.sqlite3", how)
