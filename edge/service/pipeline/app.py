@@ -95,22 +95,7 @@ class Service:
         source.open()
         self._cleanup.append(("source", source.close))
 
-        # known frame size: the backend loads now, before READY
-        frame_hw, hw_from = None, ""
-        src_cfg = cfg.source
-        if src_cfg.type == "synthetic":
-            frame_hw, hw_from = (src_cfg.height, src_cfg.width), "[source]"
-        elif src_cfg.type == "opencv" and src_cfg.width and src_cfg.height:
-            frame_hw, hw_from = (src_cfg.height, src_cfg.width), "[source]"
-        elif hasattr(source, "frame_size_hint"):
-            frame_hw, hw_from = source.frame_size_hint(), "the first pending frame"
-        if frame_hw is None:
-            frame_hw, hw_from = read_frame_size(state_dir), "the last run's frames"
-            if frame_hw is not None and frame_hw[0] * frame_hw[1] > cfg.decode.max_frame_pixels:
-                frame_hw = None  # no frame of that size can be decoded now
-        if frame_hw is not None:
-            log.info("frame size %dx%d (from %s): loading the model before READY",
-                     frame_hw[1], frame_hw[0], hw_from)
+        frame_hw = known_frame_size(cfg, source, state_dir)
         analyzer = FrameAnalyzer(
             cfg.model.path, backend_config=cfg.backend, measure_config=cfg.measure,
             quality_config=cfg.quality, roi_config=cfg.roi, px_size_um=cfg.optics.px_size_um,
@@ -148,17 +133,20 @@ class Service:
                                                      "measure_px_size_um")},
                     "state_dir": str(state_dir)}
 
-        opts = PipelineOptions(
-            queue_size=cfg.pipeline.queue_size, infer_batch=cfg.backend.max_batch,
-            post_workers=cfg.pipeline.post_workers, health_interval_s=cfg.health.interval_s,
-            stall_s=cfg.health.stall_s, load_timeout_s=cfg.health.load_timeout_s,
-            max_frames=self.max_frames,
-            max_batches=self.max_batches)
         return Pipeline(source=source, processor=processor, aggregator=aggregator,
-                        sinks=sinks, options=opts, state_dir=state_dir, device_id=device_id,
+                        sinks=sinks, options=self._options(), state_dir=state_dir,
+                        device_id=device_id,
                         info=info, watchdog=systemd.notify_watchdog,
                         watchdog_interval_s=systemd.watchdog_interval_s(),
                         on_health=self._on_health, required_sinks=required_sinks(cfg.sinks))
+
+    def _options(self) -> PipelineOptions:
+        cfg = self.cfg
+        return PipelineOptions(
+            queue_size=cfg.pipeline.queue_size, infer_batch=cfg.backend.max_batch,
+            post_workers=cfg.pipeline.post_workers, health_interval_s=cfg.health.interval_s,
+            stall_s=cfg.health.stall_s, load_timeout_s=cfg.health.load_timeout_s,
+            max_frames=self.max_frames, max_batches=self.max_batches)
 
     # ------------------------------------------------------------------ callbacks
     def _on_command(self, cmd: Any) -> None:
@@ -304,3 +292,28 @@ class Service:
                     fn()
                 except Exception:
                     log.exception("closing %s failed", what)
+
+
+def known_frame_size(cfg: EdgeConfig, source: Any, state_dir: Path) -> tuple[int, int] | None:
+    """The frame size the backend can be loaded for before READY, or None.
+
+    From the source's configuration (camera, generator), the oldest pending file of a
+    watched folder (its header), or the last run's ``frame_size.json`` (unless no frame
+    of that size could be decoded under the ``[decode]`` limits now).
+    """
+    frame_hw, hw_from = None, ""
+    src_cfg = cfg.source
+    if src_cfg.type == "synthetic":
+        frame_hw, hw_from = (src_cfg.height, src_cfg.width), "[source]"
+    elif src_cfg.type == "opencv" and src_cfg.width and src_cfg.height:
+        frame_hw, hw_from = (src_cfg.height, src_cfg.width), "[source]"
+    elif hasattr(source, "frame_size_hint"):
+        frame_hw, hw_from = source.frame_size_hint(), "the first pending frame"
+    if frame_hw is None:
+        frame_hw, hw_from = read_frame_size(state_dir), "the last run's frames"
+        if frame_hw is not None and frame_hw[0] * frame_hw[1] > cfg.decode.max_frame_pixels:
+            frame_hw = None
+    if frame_hw is not None:
+        log.info("frame size %dx%d (from %s): loading the model before READY",
+                 frame_hw[1], frame_hw[0], hw_from)
+    return frame_hw
