@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator
 from pathlib import Path
 from typing import Any, Literal
 
@@ -79,6 +79,7 @@ class OpenCVSource:
         # The factory is cv2.VideoCapture; tests without a camera may pass another.
         self._factory = capture_factory or cv2.VideoCapture
         self._seq = 0
+        self._last_t = 0.0  # time of the last frame passed on (max_fps pacing)
         self._connected = False
         self._stats = {"frames_read": 0, "connects": 0, "reconnect_attempts": 0,
                        "drops": 0, "frames_skipped": 0}
@@ -143,8 +144,6 @@ class OpenCVSource:
     def frames(self, stop: threading.Event) -> Iterator[Frame | None]:
         c = self.config
         delay = c.reconnect_initial_s
-        min_dt = 1.0 / c.max_fps if c.max_fps else 0.0
-        last_t = 0.0
         first = True
         while not stop.is_set():
             if not first:
@@ -153,54 +152,56 @@ class OpenCVSource:
             cap = self._open_capture()
             if cap is None:
                 log.warning("opencv source: %s; retrying in %.1f s", self._last_error, delay)
-                self._next_delay_s = delay
-                yield None
-                yield from idle(stop, delay)
-                delay = min(delay * 2, c.reconnect_max_s)
-                continue
-            self._connected = True
-            self._next_delay_s = None
-            self._stats["connects"] += 1
-            log.info("opencv source: connected to %r", c.uri)
-            got_any = False
-            try:
-                while not stop.is_set():
-                    ok, img = cap.read()
-                    if not ok or img is None:
-                        break
-                    got_any = True
-                    now = time.time()
-                    if min_dt and now - last_t < min_dt:
-                        self._stats["frames_skipped"] += 1
-                        continue
-                    last_t = now
-                    if img.ndim == 2:
-                        img = cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
-                    self._stats["frames_read"] += 1
-                    frame = Frame(name=f"cam:{self._seq}", seq=self._seq, image=img,
-                                  t_capture=now)
-                    self._seq += 1
-                    yield frame
-            finally:
-                cap.release()
-                self._connected = False
-            if stop.is_set():
-                return
-            if got_any:
-                delay = c.reconnect_initial_s  # it worked: start the back-off afresh
-            policy = self._end_policy()
-            if policy == "stop":
-                log.info("opencv source: end of %r", c.uri)
-                return
-            if policy == "loop" and got_any:
-                continue
-            self._stats["drops"] += 1
-            self._last_error = "stream ended or read failed"
-            log.warning("opencv source: %r dropped; reconnecting in %.1f s", c.uri, delay)
+            else:
+                got_any = yield from self._stream(cap, stop)
+                if stop.is_set():
+                    return
+                if got_any:
+                    delay = c.reconnect_initial_s  # it worked: start the back-off afresh
+                policy = self._end_policy()
+                if policy == "stop":
+                    log.info("opencv source: end of %r", c.uri)
+                    return
+                if policy == "loop" and got_any:
+                    continue
+                self._stats["drops"] += 1
+                self._last_error = "stream ended or read failed"
+                log.warning("opencv source: %r dropped; reconnecting in %.1f s", c.uri, delay)
             self._next_delay_s = delay
             yield None
             yield from idle(stop, delay)
             delay = min(delay * 2, c.reconnect_max_s)
+
+    def _stream(self, cap: Any, stop: threading.Event) -> Generator[Frame, None, bool]:
+        """Frames of one connection until it ends (paced to ``max_fps``); returns whether
+        any frame was read."""
+        min_dt = 1.0 / self.config.max_fps if self.config.max_fps else 0.0
+        self._connected = True
+        self._next_delay_s = None
+        self._stats["connects"] += 1
+        log.info("opencv source: connected to %r", self.config.uri)
+        got_any = False
+        try:
+            while not stop.is_set():
+                ok, img = cap.read()
+                if not ok or img is None:
+                    break
+                got_any = True
+                now = time.time()
+                if min_dt and now - self._last_t < min_dt:
+                    self._stats["frames_skipped"] += 1
+                    continue
+                self._last_t = now
+                if img.ndim == 2:
+                    img = cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
+                self._stats["frames_read"] += 1
+                frame = Frame(name=f"cam:{self._seq}", seq=self._seq, image=img, t_capture=now)
+                self._seq += 1
+                yield frame
+        finally:
+            cap.release()
+            self._connected = False
+        return got_any
 
     def ack(self, frames: Iterable[Frame]) -> None:
         """Camera frames need no bookkeeping."""
