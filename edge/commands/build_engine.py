@@ -74,6 +74,17 @@ def resolve_settings(args: argparse.Namespace) -> dict[str, Any]:
             frame_hw = (int(h), int(w))
     if args.model:
         model = Path(args.model)
+    backend = backend.model_copy(update=_backend_updates(args))
+    if args.frame_size:
+        frame_hw = _frame_size(args.frame_size)
+    if args.inference_scale is not None:
+        scale = _scale(args.inference_scale)
+    return {"model": model, "backend": backend, "scale": scale, "px_size_um": px_size,
+            "frame_hw": frame_hw, "state_dir": state_dir}
+
+
+def _backend_updates(args: argparse.Namespace) -> dict[str, Any]:
+    """``[backend]`` fields the options override (the backend is TensorRT here)."""
     updates: dict[str, Any] = {"name": "tensorrt"}
     if args.precision:
         updates["precision"] = args.precision
@@ -83,20 +94,17 @@ def resolve_settings(args: argparse.Namespace) -> dict[str, Any]:
         updates["max_batch"] = args.max_batch
     if args.engine_cache_dir:
         updates["engine_cache_dir"] = Path(args.engine_cache_dir)
-    backend = backend.model_copy(update=updates)
-    if args.frame_size:
-        frame_hw = _frame_size(args.frame_size)
-    if args.inference_scale is not None:
-        if args.inference_scale == "auto":
-            scale = "auto"
-        else:
-            try:
-                scale = float(args.inference_scale)
-            except ValueError:
-                raise UserError(f"--inference-scale: expected a number or 'auto', got "
-                                f"{args.inference_scale!r}") from None
-    return {"model": model, "backend": backend, "scale": scale, "px_size_um": px_size,
-            "frame_hw": frame_hw, "state_dir": state_dir}
+    return updates
+
+
+def _scale(text: str) -> float | str:
+    if text == "auto":
+        return "auto"
+    try:
+        return float(text)
+    except ValueError:
+        raise UserError(f"--inference-scale: expected a number or 'auto', got {text!r}"
+                        ) from None
 
 
 def input_hw(settings: dict[str, Any], meta: Any) -> tuple[int, int]:
