@@ -61,7 +61,7 @@ class MqttSink:
         Identity published in the retained status (and Sparkplug NBIRTH).
     command_handler
         Called (on the MQTT thread; keep it short) with each valid inbound command when
-        ``config.commands_enabled``; see :meth:`set_command_handler`.
+        ``config.commands_enabled``.
     identity
         Returns the current model identity as in the psd payload's ``model`` (``name``,
         ``sha256``, ``backend``); polled while connected, and a change republishes the
@@ -176,10 +176,6 @@ class MqttSink:
             "tls_insecure": self.config.use_tls and self.config.insecure,
             "inbound_ignored": self._gate.ignored,
         }
-
-    def set_command_handler(self, handler: CommandHandler | None) -> None:
-        """Register the pipeline's handler of inbound commands (close_batch, reload_config)."""
-        self._command_handler = handler
 
     def close(self) -> None:
         """Send what is waiting (up to ``close_timeout_s``), publish offline, disconnect."""

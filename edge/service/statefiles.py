@@ -73,12 +73,6 @@ def incidents() -> list[dict[str, Any]]:
         return [asdict(i) for i in _incidents]
 
 
-def clear_incidents() -> None:
-    """Forget the recorded incidents (tests)."""
-    with _lock:
-        _incidents.clear()
-
-
 def _record(incident: Incident) -> None:
     with _lock:
         _incidents.append(incident)
