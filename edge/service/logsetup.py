@@ -104,6 +104,12 @@ def register_secret(value: str | bytes | None) -> None:
         _registered.add(value)
 
 
+def _clear_registered_secrets() -> None:
+    """For tests."""
+    with _registered_lock:
+        _registered.clear()
+
+
 def _quote_aware(val: str) -> str:
     if len(val) >= 2 and val[0] == val[-1] and val[0] in "\"'":
         return f"{val[0]}{REDACTED}{val[0]}"
