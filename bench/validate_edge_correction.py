@@ -23,7 +23,8 @@ import numpy as np
 
 from edge.measure import measure_crystals
 from edge.psd import PsdConfig, compute_psd
-from edge.report import FileResult, build_report
+from edge.report import build_report
+from edge.vision.result import FrameResult
 
 H, W, PAD, SHIFT = 240, 320, 64, 4
 
@@ -56,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
                 _disc(alone, r + 3, r + 3, r)
                 true_d.append(2 * np.sqrt(alone.sum() / np.pi))
         mask = np.ascontiguousarray(canvas[PAD:PAD + H, PAD:PAD + W])
-        files.append(FileResult(name=f"frame{k}", crystals=measure_crystals(mask, px_size_um=1.0)))
+        files.append(FrameResult.from_mask(f"frame{k}", measure_crystals(mask, px_size_um=1.0)))
     cfg = PsdConfig(bootstrap_n=0)
     corr = build_report(files, mode="masks", px_size_um=1.0, psd_config=cfg)
     raw = build_report(files, mode="masks", px_size_um=1.0,

@@ -1,12 +1,11 @@
-"""The analysis report of ``crystal-edge analyze``: per-file results -> one PSD -> JSON/CSV.
+"""The analysis report of ``crystal-edge analyze``: per-input results -> one PSD -> JSON/CSV.
 
 Both ways of getting crystal masks use it: ``--masks`` (mask files measured directly) and
 the image mode (frames segmented by a model). A mode only produces one
-:class:`FileResult` per input (its name, the measured ``Crystals`` or the error, optional
-timings, the ROI it measured in and any extra per-file fields);
-:func:`build_report` combines them through one :class:`edge.psd.PsdAccumulator` (which
-crystals count, their edge-correction weights, :func:`edge.psd.compute_psd` once), the
-same accumulator the service's batches and the model card use.
+:class:`edge.vision.result.FrameResult` per input (measured, or rejected with its reason);
+:func:`build_report` adds them to one :class:`edge.psd.PsdAccumulator` (which crystals
+count, their edge-correction weights, :func:`edge.psd.compute_psd` once), the same
+accumulator the service's batches and the model card use.
 """
 
 from __future__ import annotations
@@ -25,6 +24,7 @@ from edge import __version__
 from edge.errors import UserError
 from edge.measure import MeasureConfig
 from edge.psd import PsdAccumulator, PsdConfig, PSDResult, kept_mask
+from edge.vision.result import FrameResult
 
 REPORT_SCHEMA_ID = "crystal-psd/analysis-report"
 REPORT_SCHEMA_VERSION = 1
@@ -33,41 +33,6 @@ REJECT_REASONS: tuple[str, ...] = ("too_small", "agglomerate", "border")
 #: Below this many kept crystals the report notes that volume statistics are uncertain
 #: (ISO 13322-1: volume-weighted results need thousands of particles).
 FEW_CRYSTALS = 1000
-
-
-@dataclass
-class FileResult:
-    """Outcome of one input file.
-
-    Attributes
-    ----------
-    name : str
-        The file as the user named it (or found it in a directory).
-    crystals : edge.measure.Crystals or None
-        Measured crystals; None when the file failed.
-    error : str or None
-        One-line reason the file was skipped (then ``crystals`` is None).
-    timings_ms : dict
-        Optional stage timings of this file, e.g. ``{"read": 1.2, "measure": 8.0}``.
-    roi : ndarray (H, W) or RoiSurvival, optional
-        The region the crystals were measured in (border = ROI boundary); None = the
-        whole frame. Used for the edge correction; frames with equal ROI masks share one
-        distance transform.
-    info : dict
-        Extra plain-JSON fields for this file's entry in ``images`` (e.g. backend,
-        quality-gate verdict in image mode).
-    """
-
-    name: str
-    crystals: Any = None
-    error: str | None = None
-    timings_ms: dict[str, float] = field(default_factory=dict)
-    roi: Any = None
-    info: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None and self.crystals is not None
 
 
 def _rejected(by_reason: dict[str, int]) -> dict[str, int]:
@@ -83,7 +48,7 @@ class AnalysisReport:
     """All files of one analysis and their combined size distribution."""
 
     mode: str
-    files: list[FileResult]
+    files: list[FrameResult]
     psd: PSDResult
     weights: list[np.ndarray | None]
     px_size_um: float
@@ -129,23 +94,14 @@ class AnalysisReport:
         }
 
     def image_entries(self) -> list[dict[str, Any]]:
+        """One plain-JSON entry per input (:meth:`FrameResult.to_payload`), measured ones
+        with the sum of their edge-correction weights (None when uncorrected)."""
         out = []
         for f, w in zip(self.files, self.weights, strict=True):
-            entry: dict[str, Any] = {"file": f.name}
+            entry = f.to_payload()
             if f.ok:
-                c = f.crystals
-                entry.update({
-                    "status": "ok",
-                    "frame_shape": [int(v) for v in c.frame_shape[:2]],
-                    "n_kept": int(kept_mask(c).sum()),
-                    "n_rejected": _rejected(c.rejected_counts()),
-                    "edge_weight_sum": None if w is None else float(w.sum()),
-                })
-            else:
-                entry.update({"status": "error", "error": f.error})
-            if f.timings_ms:
-                entry["timings_ms"] = {k: round(float(v), 3) for k, v in f.timings_ms.items()}
-            entry.update(f.info)
+                entry["n_rejected"] = _rejected(entry["n_rejected"])
+                entry["edge_weight_sum"] = None if w is None else float(w.sum())
             out.append(entry)
         return out
 
@@ -173,7 +129,7 @@ class AnalysisReport:
     def csv_rows(self) -> Iterator[dict[str, Any]]:
         """One row per measured crystal (kept or rejected) of every measured file."""
         for f, w in zip(self.files, self.weights, strict=True):
-            if not f.ok:
+            if not f.ok or f.crystals is None:
                 continue
             kept = kept_mask(f.crystals)
             kept_idx = np.cumsum(kept) - 1
@@ -184,16 +140,16 @@ class AnalysisReport:
                 yield {"file": f.name, **row, "weight": weight}
 
 
-def build_report(files: Sequence[FileResult], *, mode: str, px_size_um: float,
+def build_report(files: Sequence[FrameResult], *, mode: str, px_size_um: float,
                  measure_config: MeasureConfig | None = None,
                  psd_config: PsdConfig | None = None,
                  settings: dict[str, Any] | None = None) -> AnalysisReport:
-    """Combine per-file results into one report.
+    """Combine per-input results into one report.
 
     Parameters
     ----------
-    files : sequence of FileResult
-        In input order; failed files are listed, not measured.
+    files : sequence of FrameResult
+        In input order; rejected inputs are listed, not measured.
     mode : str
         ``"masks"`` or ``"images"``.
     px_size_um : float
@@ -209,16 +165,17 @@ def build_report(files: Sequence[FileResult], *, mode: str, px_size_um: float,
 
     Notes
     -----
-    The crystals, weights and counts come from :class:`edge.psd.PsdAccumulator` (edge
-    correction only when ``psd_config.edge_correction`` and ``measure_config.clear_border``
-    are both on).
+    The crystals, weights and counts come from :meth:`edge.psd.PsdAccumulator.add_frame`
+    (edge correction only when ``psd_config.edge_correction`` and
+    ``measure_config.clear_border`` are both on).
     """
     mcfg = measure_config or MeasureConfig()
     pcfg = psd_config or PsdConfig()
     acc = PsdAccumulator(pcfg, clear_border=mcfg.clear_border)
     weights: list[np.ndarray | None] = []
     for f in files:
-        weights.append(acc.add(f.crystals, roi=f.roi).weights if f.ok else None)
+        contrib = acc.add_frame(f)
+        weights.append(None if contrib is None else contrib.weights)
     summary = acc.result()
     created = _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
     return AnalysisReport(mode=mode, files=list(files), psd=summary.psd, weights=weights,

@@ -242,19 +242,19 @@ def _run_frames(analyzer: Any, data: Any, n: int, *, measure: bool, psd_config: 
 
 def _measure_frame(analyzer: Any, run: _FrameRun, stem: str, image: np.ndarray, *,
                    class_map: np.ndarray, quality: Any, label: np.ndarray) -> str | None:
-    """Post-process one segmented frame as the appliance does and add it to ``run``;
-    the reason it was rejected, or None."""
+    """Post-process one segmented frame as the appliance does and add its
+    :class:`~edge.vision.result.FrameResult` to ``run``; the reason it was rejected, or
+    None."""
+    from edge.vision.result import FrameResult
+
     if quality.ok:
         res = analyzer.postprocess(stem, image, class_map, quality=quality)
-        if res.ok:
-            run.acc.add(res.crystals, roi=res.roi.mask)
-            run.label_maps[stem] = label
-            return None
-        reason = res.reject_reason or "rejected"
     else:
-        reason = quality.reason or "rejected"
-    run.acc.add_rejection(reason)
-    return reason
+        res = FrameResult.from_error(stem, quality.reason, quality.detail)
+    run.acc.add_frame(res)
+    if res.ok:
+        run.label_maps[stem] = label
+    return res.reject_reason
 
 
 def _load_pair(data: Any, i: int) -> tuple[np.ndarray, np.ndarray]:

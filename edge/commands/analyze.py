@@ -1,9 +1,12 @@
 """``crystal-edge analyze``: crystals and size distribution of a set of frames -> report.
 
 ``--masks`` measures crystal masks made by any segmenter (non-zero = crystal, or a class
-map with ``--crystal-class``). The image mode (segmenting frames with a model) plugs in at
-:func:`collect_results`: each mode yields one :class:`edge.report.FileResult` per input,
-and everything after that (PSD, JSON/CSV/plot, exit status) is shared.
+map with ``--crystal-class``). The image mode (segmenting frames with a model,
+:mod:`edge.commands.analyze_images`) plugs in at :func:`collect_results`: each mode yields
+one :class:`edge.vision.result.FrameResult` per input (measured, or skipped with its
+reason: ``unreadable``, ``bad_mask``, a quality-gate reason), and everything after that
+(PSD, JSON/CSV/plot, exit status) is shared. Finding and decoding the inputs is
+:mod:`edge.commands.analyze_inputs`.
 
 Mask files, decided explicitly:
 
@@ -32,25 +35,35 @@ import logging
 import math
 import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from edge.commands.analyze_images import add_image_arguments, results_from_images
+from edge.commands.analyze_inputs import (
+    decode_config_from_args,
+    decode_image,
+    error_text,
+    expand_inputs,
+    validated,
+    warn_skipped,
+)
 from edge.errors import UserError
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from edge.vision.result import FrameResult
 
 HELP = ("measure crystals and the size distribution (Q3, x50,3, log-normal) of frames "
         "(segmented with a model) or of crystal masks; writes a JSON/CSV/PNG report")
 
 log = logging.getLogger("edge.analyze")
 
-#: File types scanned for in directories (case-insensitive).
-IMAGE_EXTENSIONS: tuple[str, ...] = (".png", ".tif", ".tiff", ".bmp", ".jpg", ".jpeg")
 MIN_SIDE_PX = 8
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from edge.commands.analyze_images import add_image_arguments
-
     add_image_arguments(parser)  # positional frames + model/backend/overlay options
     g = parser.add_argument_group("input")
     g.add_argument("--masks", nargs="+", metavar="PATH",
@@ -110,18 +123,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 # ---------------------------------------------------------------- settings from arguments
-def _validated(model: type, fields: dict[str, Any], options: dict[str, str]) -> Any:
-    from pydantic import ValidationError
-
-    try:
-        return model(**fields)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        name = str(err["loc"][0]) if err["loc"] else ""
-        opt = options.get(name, name)
-        raise UserError(f"{opt}: {err['msg']}") from None
-
-
 def measure_config_from_args(args: argparse.Namespace) -> Any:
     """:class:`edge.measure.MeasureConfig` from the measurement options."""
     from edge.measure import PAPER_WINDOW, MeasureConfig
@@ -141,7 +142,7 @@ def measure_config_from_args(args: argparse.Namespace) -> Any:
         fields["fill_holes"] = False
     options = {n: "--" + n.replace("_", "-") for n in fields}
     options["circularity_min"] = "--circularity-min/--circularity-max"
-    return _validated(MeasureConfig, fields, options)
+    return validated(MeasureConfig, fields, options)
 
 
 def psd_config_from_args(args: argparse.Namespace) -> Any:
@@ -163,16 +164,7 @@ def psd_config_from_args(args: argparse.Namespace) -> Any:
         fields["fit_points"] = args.fit_points
     options = {"class_width_um": "--class-width-um", "bootstrap_n": "--bootstrap",
                "bootstrap_seed": "--seed", "fit_points": "--fit-points"}
-    return _validated(PsdConfig, fields, options)
-
-
-def decode_config_from_args(args: argparse.Namespace) -> Any:
-    """:class:`edge.vision.decode.DecodeConfig` from ``--max-frame-pixels``/``--max-file-mb``."""
-    from edge.vision.decode import DecodeConfig
-
-    fields = {k: getattr(args, k, None) for k in ("max_frame_pixels", "max_file_mb")}
-    return _validated(DecodeConfig, {k: v for k, v in fields.items() if v is not None},
-                      {k: "--" + k.replace("_", "-") for k in fields})
+    return validated(PsdConfig, fields, options)
 
 
 def check_px_size(value: float | None, option: str = "--px-size-um") -> float:
@@ -196,48 +188,9 @@ def check_output_paths(args: argparse.Namespace) -> None:
             raise UserError(f"--{opt} {value}: is a directory, expected a file name")
 
 
-# ---------------------------------------------------------------- inputs
-def expand_inputs(paths: Iterable[str],
-                  extensions: Sequence[str] = IMAGE_EXTENSIONS) -> list[tuple[str, str | None]]:
-    """Files named or found in directories, as ``(name, error)`` in order.
-
-    Directories contribute their image files (by extension, sorted by name, not
-    recursive); a directory without any, or a path that does not exist, becomes one
-    entry with the error. Files are returned whatever their extension (decoding decides).
-    """
-    out: list[tuple[str, str | None]] = []
-    exts = tuple(e.lower() for e in extensions)
-    for raw in paths:
-        p = Path(raw)
-        if p.is_dir():
-            found = sorted(c for c in p.iterdir()
-                           if c.is_file() and c.suffix.lower() in exts)
-            if not found:
-                out.append((raw, "directory contains no image files ("
-                                 + ", ".join(e.lstrip(".") for e in exts) + ")"))
-            out.extend((str(c), None) for c in found)
-        elif p.is_file():
-            out.append((raw, None))
-        elif p.exists():
-            out.append((raw, "not a regular file"))
-        else:
-            out.append((raw, "no such file or directory"))
-    return out
-
-
-def decode_image(path: str | Path, config: Any = None) -> Any:
-    """Read an image file unchanged (bit depth, channels) with :mod:`edge.vision.decode` and the
-    limits of ``config`` (:class:`edge.vision.decode.DecodeConfig`); UserError naming the file."""
-    from edge.vision.decode import DecodeError, decode_file
-
-    try:
-        return decode_file(path, config=config).image
-    except DecodeError as exc:
-        raise UserError(f"{path}: {exc.reason}") from None
-
-
+# ---------------------------------------------------------------- masks mode
 def read_mask(path: str | Path, *, crystal_class: int | None = None,
-              decode_config: Any = None) -> Any:
+              decode_config: Any = None) -> np.ndarray:
     """Crystal mask (bool, H x W) from a mask or class-map file; see the module doc.
 
     Raises
@@ -245,10 +198,15 @@ def read_mask(path: str | Path, *, crystal_class: int | None = None,
     UserError
         Naming the file and what is wrong with it.
     """
+    return mask_from_image(path, decode_image(path, decode_config), crystal_class=crystal_class)
+
+
+def mask_from_image(path: str | Path, img: np.ndarray, *,
+                    crystal_class: int | None = None) -> np.ndarray:
+    """Crystal mask (bool, H x W) from the decoded mask or class-map file ``path``."""
     import numpy as np
 
     path = Path(path)
-    img = decode_image(path, decode_config)
     if img.ndim == 3:
         colour = img[..., :3] if img.shape[2] >= 3 else img[..., :1]
         if colour.shape[2] > 1 and not (np.array_equal(colour[..., 0], colour[..., 1])
@@ -282,48 +240,54 @@ def read_mask(path: str | Path, *, crystal_class: int | None = None,
     return img != 0
 
 
-# ---------------------------------------------------------------- modes
-def warn_skipped(name: str, reason: str) -> None:
-    """One line on stderr for an input that is skipped (the run goes on)."""
-    print(f"crystal-edge: warning: {name}: {reason} (skipped)", file=sys.stderr)
-
-
 def results_from_masks(paths: Sequence[str], *, px_size_um: float,
                        crystal_class: int | None, measure_config: Any,
-                       decode_config: Any = None) -> list[Any]:
-    """Measure every mask file; one FileResult per input (errors logged and recorded)."""
-    from edge.measure import measure_crystals
-    from edge.report import FileResult
+                       decode_config: Any = None) -> list[FrameResult]:
+    """Measure every mask file: one FrameResult per input (a skipped one warned once)."""
+    return [_mask_result(name, error, px_size_um=px_size_um, crystal_class=crystal_class,
+                         measure_config=measure_config, decode_config=decode_config)
+            for name, error in expand_inputs(paths)]
 
-    results = []
-    for name, error in expand_inputs(paths):
-        if error is not None:
-            warn_skipped(name, error)
-            results.append(FileResult(name=name, error=error))
-            continue
-        t0 = time.perf_counter()
-        try:
-            mask = read_mask(name, crystal_class=crystal_class, decode_config=decode_config)
-            t1 = time.perf_counter()
-            crystals = measure_crystals(mask.astype("uint8"), px_size_um=px_size_um,
-                                        config=measure_config)
-        except (UserError, ValueError) as exc:
-            msg = str(exc)
-            prefix = f"{name}: "
-            msg = msg[len(prefix):] if msg.startswith(prefix) else msg
-            warn_skipped(name, msg)
-            results.append(FileResult(name=name, error=msg))
-            continue
-        t2 = time.perf_counter()
-        results.append(FileResult(name=name, crystals=crystals,
-                                  timings_ms={"read": (t1 - t0) * 1e3,
-                                              "measure": (t2 - t1) * 1e3}))
-    return results
+
+def _mask_result(name: str, listed_error: str | None, *, px_size_um: float,
+                 crystal_class: int | None, measure_config: Any,
+                 decode_config: Any) -> FrameResult:
+    """One mask file measured, or ``unreadable`` (cannot be read) or ``bad_mask`` (read,
+    but not a mask these options accept)."""
+    from edge.measure import measure_crystals
+    from edge.vision.result import FrameResult
+
+    if listed_error is not None:
+        return _skipped(name, "unreadable", listed_error)
+    t0 = time.perf_counter()
+    try:
+        image = decode_image(name, decode_config)
+    except UserError as exc:
+        return _skipped(name, "unreadable", error_text(name, exc))
+    try:
+        mask = mask_from_image(name, image, crystal_class=crystal_class)
+        t1 = time.perf_counter()
+        crystals = measure_crystals(mask.astype("uint8"), px_size_um=px_size_um,
+                                    config=measure_config)
+    except (UserError, ValueError) as exc:
+        return _skipped(name, "bad_mask", error_text(name, exc))
+    t2 = time.perf_counter()
+    return FrameResult.from_mask(name, crystals, timings_ms={"read": (t1 - t0) * 1e3,
+                                                             "measure": (t2 - t1) * 1e3})
+
+
+def _skipped(name: str, reason: str, detail: str) -> FrameResult:
+    """The result of an input that is skipped, warned on stderr."""
+    from edge.vision.result import FrameResult
+
+    result = FrameResult.from_error(name, reason, detail)
+    warn_skipped(name, result.error or detail)
+    return result
 
 
 def collect_results(args: argparse.Namespace, measure_config: Any,
-                    ) -> tuple[str, list[Any], float, dict[str, Any]]:
-    """The mode's per-file results: ``(mode, results, px_size_um, extra settings)``.
+                    ) -> tuple[str, list[FrameResult], float, dict[str, Any]]:
+    """The mode's per-input results: ``(mode, results, px_size_um, extra settings)``.
 
     The image mode (positional inputs + ``--model``) is in
     :mod:`edge.commands.analyze_images`.
@@ -331,8 +295,6 @@ def collect_results(args: argparse.Namespace, measure_config: Any,
     if args.masks and args.inputs:
         raise UserError("give either frames (IMAGES_OR_DIRS) or --masks, not both")
     if args.inputs:
-        from edge.commands.analyze_images import results_from_images
-
         return results_from_images(args, measure_config)
     if args.masks:
         px = check_px_size(args.px_size_um)

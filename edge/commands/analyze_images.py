@@ -2,9 +2,10 @@
 
 ``crystal-edge analyze IMAGES_OR_DIRS... [--model M.onnx]`` decodes each frame, runs the
 same :class:`edge.vision.analyzer.FrameAnalyzer` as the appliance (quality gate, segmentation in
-batches, ROI, crowding check, measurement) and hands one :class:`edge.report.FileResult`
-per frame to the report shared with ``--masks``. Frames the quality gate rejects and
-files that cannot be decoded are listed with their reason and skipped; the run goes on.
+batches, ROI, crowding check, measurement) and hands its
+:class:`edge.vision.result.FrameResult` per frame to the report shared with ``--masks``.
+Frames the quality gate rejects and files that cannot be decoded (``unreadable``) are
+listed with their reason and skipped; the run goes on.
 
 ``--overlays DIR`` writes ``<stem>.overlay.png`` (outlines by kept / rejection reason,
 diameters in um); ``--masks-out DIR`` writes ``<stem>.classes.png``, the predicted class
@@ -18,10 +19,24 @@ import argparse
 import logging
 import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from edge.commands.analyze_inputs import (
+    decode_config_from_args,
+    decode_image,
+    error_text,
+    expand_inputs,
+    warn_skipped,
+)
 from edge.errors import UserError
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from edge.vision.analyzer import FrameAnalyzer
+    from edge.vision.result import FrameResult
 
 log = logging.getLogger("edge.analyze")
 
@@ -90,103 +105,78 @@ def _unique_stem(name: str, seen: dict[str, int]) -> str:
     return stem if n == 0 else f"{stem}-{n}"
 
 
-def results_from_images(args: argparse.Namespace, measure_config: Any
-                        ) -> tuple[str, list[Any], float, dict[str, Any]]:
-    """Analyse the positional frames: ``(mode, results, px_size_um, extra settings)``."""
-    import cv2
-    from tqdm import tqdm
+@dataclass(frozen=True)
+class ImageRun:
+    """The checked settings of one image-mode run (sections as the service has them)."""
 
-    from edge.backends import BackendConfig
-    from edge.commands.analyze import (
-        decode_config_from_args,
-        decode_image,
-        expand_inputs,
-        warn_skipped,
-    )
-    from edge.report import FileResult
-    from edge.vision.analyzer import FrameAnalyzer
-    from edge.vision.overlay import render_overlay
-    from edge.vision.preprocess import upsample_class_map
+    backend: Any
+    quality: Any
+    roi: Any
+    decode: Any
+    overlays: Path | None
+    masks_out: Path | None
+
+
+def image_run(args: argparse.Namespace) -> ImageRun:
+    """:class:`ImageRun` from the options; one-line UserErrors naming the option."""
     from edge.vision.quality import QualityConfig
     from edge.vision.roi import RoiConfig
 
     if args.px_size_um is not None and (not math.isfinite(args.px_size_um)
                                         or args.px_size_um <= 0):
         raise UserError(f"--px-size-um: must be a positive number of um, got {args.px_size_um}")
+    return ImageRun(backend=_backend_config(args),
+                    quality=QualityConfig(enabled=not args.no_quality_gate),
+                    roi=RoiConfig(mode=args.roi or "auto"),
+                    decode=decode_config_from_args(args),
+                    overlays=_out_dir(args.overlays, "--overlays"),
+                    masks_out=_out_dir(args.masks_out, "--masks-out"))
+
+
+def _backend_config(args: argparse.Namespace) -> Any:
+    """``[backend]`` from ``--backend``, ``--threads`` and ``--batch``."""
+    from edge.backends import BackendConfig
+
     if args.threads is not None and args.threads < 0:
         raise UserError(f"--threads: must be >= 0, got {args.threads}")
     if args.batch is not None and not 1 <= args.batch <= 64:
         raise UserError(f"--batch: must be 1..64, got {args.batch}")
-    overlays = _out_dir(args.overlays, "--overlays")
-    masks_out = _out_dir(args.masks_out, "--masks-out")
-    bfields: dict[str, Any] = {}
-    if args.backend:
-        bfields["name"] = args.backend
-    if args.threads is not None:
-        bfields["threads"] = args.threads
-    if args.batch is not None:
-        bfields["max_batch"] = args.batch
-    backend_config = BackendConfig(**bfields)
-    quality_config = QualityConfig(enabled=not args.no_quality_gate)
-    roi_config = RoiConfig(mode=args.roi or "auto")
-    decode_config = decode_config_from_args(args)
+    given = {"name": args.backend or None, "threads": args.threads, "max_batch": args.batch}
+    return BackendConfig(**{k: v for k, v in given.items() if v is not None})
+
+
+def _analyzer(args: argparse.Namespace, run: ImageRun, measure_config: Any) -> FrameAnalyzer:
+    """The :class:`~edge.vision.analyzer.FrameAnalyzer` of ``--model`` with the run's
+    settings (the model must exist: a UserError with a hint otherwise)."""
+    from edge.vision.analyzer import FrameAnalyzer
 
     model = Path(args.model)
     if not model.is_file():
         hint = " (train and export one with crystal-train, or give --model)" \
             if args.model == DEFAULT_MODEL else ""
         raise UserError(f"--model {args.model}: model file not found{hint}")
-    analyzer = FrameAnalyzer(model, backend_config=backend_config,
-                             measure_config=measure_config, quality_config=quality_config,
-                             roi_config=roi_config, px_size_um=args.px_size_um,
-                             inference_scale=_scale(args.inference_scale),
-                             keep_class_maps=masks_out is not None)
-    entries = expand_inputs(args.inputs)
-    results: list[Any] = []
-    seen: dict[str, int] = {}
-    n_frames = 0
-    step = backend_config.max_batch
+    return FrameAnalyzer(model, backend_config=run.backend, measure_config=measure_config,
+                         quality_config=run.quality, roi_config=run.roi,
+                         px_size_um=args.px_size_um,
+                         inference_scale=_scale(args.inference_scale),
+                         keep_class_maps=run.masks_out is not None)
+
+
+def results_from_images(args: argparse.Namespace, measure_config: Any
+                        ) -> tuple[str, list[FrameResult], float, dict[str, Any]]:
+    """Analyse the positional frames: ``(mode, results, px_size_um, extra settings)``."""
+    run = image_run(args)
+    analyzer = _analyzer(args, run, measure_config)
     t_start = time.perf_counter()
     try:
-        with tqdm(total=len(entries), unit="frame", desc="analyze", disable=None,
-                  leave=False) as bar:
-            for k in range(0, len(entries), step):
-                chunk = entries[k:k + step]
-                frames: list[tuple[str, Any]] = []
-                for name, listed_error in chunk:
-                    error = listed_error
-                    if error is None:
-                        try:
-                            frames.append((name, decode_image(name, decode_config)))
-                            continue
-                        except UserError as exc:
-                            error = str(exc).removeprefix(f"{name}: ")
-                    warn_skipped(name, error)
-                    results.append(FileResult(name=name, error=error))
-                analysed = analyzer.analyze_many(frames) if frames else []
-                n_frames += len(frames)
-                for (name, image), r in zip(frames, analysed, strict=True):
-                    results.append(_file_result(r, FileResult))
-                    if not r.ok:
-                        warn_skipped(name, f"rejected: {r.reject_reason} ({r.reject_detail})")
-                    stem = _unique_stem(name, seen)
-                    if overlays is not None and r.reject_reason != "unreadable":
-                        _imwrite(overlays / f"{stem}.overlay.png", render_overlay(image, r), cv2)
-                    if masks_out is not None and r.class_map is not None:
-                        cm = upsample_class_map(r.class_map, r.frame_hw)
-                        _imwrite(masks_out / f"{stem}.classes.png", cm, cv2)
-                bar.update(len(chunk))
+        results, n_frames = analyze_all(analyzer, expand_inputs(args.inputs), run)
         info = analyzer.model_info
     finally:
         analyzer.close()
     wall = time.perf_counter() - t_start
-    rejected: dict[str, int] = {}
-    for r in results:
-        reason = r.info.get("reject_reason") or ("undecodable" if r.error else None)
-        if reason:
-            rejected[reason] = rejected.get(reason, 0) + 1
+    rejected = rejection_counts(results)
     if rejected:
-        log.info("frames rejected: %s", ", ".join(f"{k} {v}" for k, v in sorted(rejected.items())))
+        log.info("frames rejected: %s", ", ".join(f"{k} {v}" for k, v in rejected.items()))
     log.info("%d frame(s) in %.1f s (%.2f frames/s) on %s", n_frames, wall,
              n_frames / wall if wall > 0 else 0.0, info.get("backend"))
     extra = {
@@ -194,26 +184,98 @@ def results_from_images(args: argparse.Namespace, measure_config: Any
         "model": info,
         "frame_px_size_um": analyzer.frame_px_size_um,
         "inference_scale": analyzer.inference_scale,
-        "quality": quality_config.model_dump(mode="json"),
-        "roi": roi_config.model_dump(mode="json"),
-        "frames_rejected": dict(sorted(rejected.items())),
+        "quality": run.quality.model_dump(mode="json"),
+        "roi": run.roi.model_dump(mode="json"),
+        "frames_rejected": rejected,
         "throughput": {"frames": n_frames, "wall_s": round(wall, 3)},
     }
     return "images", results, analyzer.px_size_um, extra
 
 
-def _file_result(r: Any, file_result: type) -> Any:
-    info: dict[str, Any] = {"quality": {k: round(float(v), 4) for k, v in r.quality.items()}}
-    if r.roi is not None:
-        info["roi"] = r.roi_info
-    if not r.ok:
-        info["reject_reason"] = r.reject_reason
-        return file_result(name=r.name, error=f"rejected: {r.reject_reason} ({r.reject_detail})",
-                           timings_ms=dict(r.timings_ms), info=info)
-    return file_result(name=r.name, crystals=r.crystals, roi=r.roi.mask,
-                       timings_ms=dict(r.timings_ms), info=info)
+def analyze_all(analyzer: FrameAnalyzer, entries: list[tuple[str, str | None]],
+                run: ImageRun) -> tuple[list[FrameResult], int]:
+    """Every input in order, ``backend.max_batch`` frames per inference call:
+    ``(results, number of frames decoded)``."""
+    from tqdm import tqdm
+
+    results: list[FrameResult] = []
+    seen: dict[str, int] = {}
+    n_frames = 0
+    step = run.backend.max_batch
+    with tqdm(total=len(entries), unit="frame", desc="analyze", disable=None,
+              leave=False) as bar:
+        for k in range(0, len(entries), step):
+            chunk = entries[k:k + step]
+            out, n = _analyze_chunk(analyzer, chunk, run, seen)
+            results += out
+            n_frames += n
+            bar.update(len(chunk))
+    return results, n_frames
 
 
-def _imwrite(path: Path, image: Any, cv2: Any) -> None:
+def _analyze_chunk(analyzer: FrameAnalyzer, chunk: list[tuple[str, str | None]],
+                   run: ImageRun, seen: dict[str, int]) -> tuple[list[FrameResult], int]:
+    """Decode the inputs of one chunk, analyse the decoded frames together, write their
+    overlays and class maps: ``(results in input order, frames decoded)``."""
+    decoded = [_decoded(name, error, run.decode) for name, error in chunk]
+    frames = [d for d in decoded if isinstance(d, tuple)]
+    analysed = iter(analyzer.analyze_many(frames) if frames else [])
+    results = []
+    for d in decoded:
+        if not isinstance(d, tuple):
+            results.append(d)
+            continue
+        name, image = d
+        r = next(analysed)
+        if not r.ok:
+            warn_skipped(name, r.error or "rejected")
+        write_images(image, r, _unique_stem(name, seen), run)
+        results.append(r)
+    return results, len(frames)
+
+
+def _decoded(name: str, listed_error: str | None,
+             decode_config: Any) -> tuple[str, np.ndarray] | FrameResult:
+    """``(name, image)``, or the ``unreadable`` result of an input that cannot be read
+    (warned once on stderr)."""
+    from edge.vision.result import FrameResult
+
+    error = listed_error
+    if error is None:
+        try:
+            return name, decode_image(name, decode_config)
+        except UserError as exc:
+            error = error_text(name, exc)
+    result = FrameResult.from_error(name, "unreadable", error)
+    warn_skipped(name, result.error or error)
+    return result
+
+
+def write_images(image: np.ndarray, result: FrameResult, stem: str, run: ImageRun) -> None:
+    """``<stem>.overlay.png`` and ``<stem>.classes.png`` where the run asks for them."""
+    if run.overlays is not None and result.reject_reason != "unreadable":
+        from edge.vision.overlay import render_overlay
+
+        _imwrite(run.overlays / f"{stem}.overlay.png", render_overlay(image, result))
+    if run.masks_out is not None and result.class_map is not None:
+        from edge.vision.preprocess import upsample_class_map
+
+        _imwrite(run.masks_out / f"{stem}.classes.png",
+                 upsample_class_map(result.class_map, result.frame_hw))
+
+
+def rejection_counts(results: list[FrameResult]) -> dict[str, int]:
+    """``{reason: n}`` of the inputs not measured, sorted by reason."""
+    counts: dict[str, int] = {}
+    for r in results:
+        if not r.ok:
+            reason = r.reject_reason or "rejected"
+            counts[reason] = counts.get(reason, 0) + 1
+    return dict(sorted(counts.items()))
+
+
+def _imwrite(path: Path, image: Any) -> None:
+    import cv2
+
     if not cv2.imwrite(str(path), image):
         raise UserError(f"{path}: cannot write image")

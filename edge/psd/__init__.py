@@ -6,7 +6,8 @@ report, model card) uses :class:`PsdAccumulator`. Depends on nothing above it in
 Public API (see ``docs/architecture.md``)::
 
     PsdConfig
-    PsdAccumulator(config, *, clear_border)  # .add(crystals, roi=) / .contribution(...)
+    PsdAccumulator(config, *, clear_border)  # .add_frame(frame_result) / .frame_contribution
+                                             # .add(crystals, roi=) / .contribution(...)
                                              # .add_contribution / .add_rejection / .result()
     kept_edge_weights(crystals, *, roi=None, max_weight=20.0, frame_hw=None)
     compute_psd(diameters_um, *, weights=None, config=None) -> PSDResult
@@ -20,6 +21,7 @@ from __future__ import annotations
 from edge.psd.accumulator import (
     CrystalTable,
     FrameContribution,
+    MeasuredFrame,
     PsdAccumulator,
     PsdSummary,
     kept_edge_weights,
@@ -40,6 +42,7 @@ __all__ = [
     "CrystalTable",
     "FrameContribution",
     "LogNormalFit",
+    "MeasuredFrame",
     "PSDResult",
     "PsdAccumulator",
     "PsdConfig",

@@ -4,7 +4,8 @@ Every door that turns measured frames into a PSD (the batch of ``crystal-edge ru
 report of ``crystal-edge analyze``, the model card of ``crystal-train evaluate``) goes
 through :class:`PsdAccumulator`, so the same frames give the same numbers everywhere.
 
-Per frame (:meth:`PsdAccumulator.contribution`):
+Per frame (:meth:`PsdAccumulator.add_frame` of a frame's result, :class:`MeasuredFrame`;
+:meth:`PsdAccumulator.contribution` of its crystals):
 
 * the kept crystals are the rows with ``reason == ""``; their area-equivalent diameters
   ``x_i`` enter the distribution;
@@ -23,8 +24,8 @@ concatenated and :func:`edge.psd.compute_psd` runs once: the volume fractions ar
 
 The ROI's distance transform (:class:`~edge.psd.RoiSurvival`) is computed once per
 distinct ROI mask (cached on the mask's content), since the illuminated field rarely
-moves. This module reads crystals by duck typing (:class:`CrystalTable`) and depends on
-nothing above :mod:`edge.psd`.
+moves. This module reads frames and crystals through protocols (:class:`MeasuredFrame`,
+:class:`CrystalTable`) and depends on nothing above :mod:`edge.psd`.
 """
 
 from __future__ import annotations
@@ -57,6 +58,23 @@ class CrystalTable(Protocol):
     def rejected_counts(self) -> Mapping[str, int]:
         """``{reason: n}`` of rejected rows and objects dropped while cleaning."""
         ...
+
+
+class MeasuredFrame(Protocol):
+    """What the accumulator reads of one frame's result (``edge.vision.result.FrameResult``).
+
+    A frame with a ``reject_reason`` (or without crystals) is counted as rejected; a
+    measured one adds its crystals, measured inside ``roi_mask`` (None = the whole frame).
+    """
+
+    @property
+    def crystals(self) -> CrystalTable | None: ...
+
+    @property
+    def roi_mask(self) -> np.ndarray | None: ...
+
+    @property
+    def reject_reason(self) -> str | None: ...
 
 
 @dataclass(frozen=True)
@@ -166,9 +184,12 @@ class PsdAccumulator:
 
     Notes
     -----
-    :meth:`contribution` touches only the ROI cache (guarded by a lock), so several
-    post-processing threads may call it on one accumulator; :meth:`add_contribution`,
-    :meth:`add_rejection` and :meth:`result` belong to one thread.
+    A door adds each frame's result with :meth:`add_frame`; the service computes
+    :meth:`frame_contribution` in its post-processing threads and adds it in the
+    aggregator's with :meth:`add_contribution`. :meth:`contribution` and
+    :meth:`frame_contribution` touch only the ROI cache (guarded by a lock), so several
+    threads may call them on one accumulator; the ``add*`` methods, :meth:`reset` and
+    :meth:`result` belong to one thread.
     """
 
     def __init__(self, config: PsdConfig | None = None, *, clear_border: bool = True) -> None:
@@ -236,7 +257,26 @@ class PsdAccumulator:
                                  weights=self.weights(crystals, roi=roi, frame_hw=frame_hw),
                                  rejected_by_reason=rejected)
 
+    def frame_contribution(self, frame: MeasuredFrame) -> FrameContribution | None:
+        """What one frame's result adds (:meth:`contribution` of its crystals in its ROI);
+        None for a rejected frame. Nothing is added yet (see :meth:`add_frame`)."""
+        if frame.reject_reason is not None or frame.crystals is None:
+            return None
+        return self.contribution(frame.crystals, roi=frame.roi_mask)
+
     # -- collecting -------------------------------------------------------------------
+    def add_frame(self, frame: MeasuredFrame) -> FrameContribution | None:
+        """Add one frame's result: its crystals, or a rejection by its reason.
+
+        Returns the frame's :class:`FrameContribution` (None when it was rejected).
+        """
+        contrib = self.frame_contribution(frame)
+        if contrib is None:
+            self.add_rejection(frame.reject_reason or "no_result")
+        else:
+            self.add_contribution(contrib)
+        return contrib
+
     def add(self, crystals: CrystalTable, *, roi: np.ndarray | RoiSurvival | None = None,
             frame_hw: tuple[int, int] | None = None) -> FrameContribution:
         """Add one measured frame; returns its :class:`FrameContribution`."""

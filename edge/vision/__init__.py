@@ -4,7 +4,8 @@ Owns the frame decoder with its size limits (:mod:`~edge.vision.decode`), pre-pr
 for the network (:mod:`~edge.vision.preprocess`: channels, bit depth, scale, padding),
 the quality gate (:mod:`~edge.vision.quality`), the illuminated field
 (:mod:`~edge.vision.roi`), :class:`~edge.vision.analyzer.FrameAnalyzer` (quality gate ->
-segmentation -> ROI -> measurement, one :class:`~edge.vision.analyzer.FrameResult` per
-frame) and overlays (:mod:`~edge.vision.overlay`). Every door (``analyze``, ``run``,
-``crystal-train evaluate``) goes through it. Nothing is imported here.
+segmentation -> ROI -> measurement, one :class:`~edge.vision.result.FrameResult` per
+frame; pixel size and inference scale in :mod:`~edge.vision.scale`) and overlays
+(:mod:`~edge.vision.overlay`). Every door (``analyze``, ``run``, ``crystal-train
+evaluate``) goes through it. Nothing is imported here.
 """

@@ -4,12 +4,8 @@
 use; it owns the inference backend. Frames are decoded images as OpenCV gives them (see
 :mod:`edge.vision.preprocess` for channels and bit depths).
 
-Scale and pixel size: with ``inference_scale`` s the network sees frames resized by s,
-and the class map is measured *at inference resolution* with the pixel size
-``px_size_um / s`` (never resized back for measuring). ``inference_scale="auto"`` picks
-s = ``px_size_um / model px_size_um`` so the network sees the pixel size it was trained
-at; an explicit s that gives a pixel size more than 10 % off the model's logs a warning
-once (the measurement stays right, the segmentation may suffer).
+Scale and pixel size: the class map is measured at inference resolution, with the
+frames' pixel size over the inference scale (:mod:`edge.vision.scale`).
 
 Frame size lock (``lock_frame_size``, the service): the first frame that passes the
 quality gate fixes the frame size for the rest of the run (``[backend]``
@@ -25,7 +21,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -40,9 +35,7 @@ from edge.measure import MeasureConfig, measure_crystals, select_morphology
 from edge.modelmeta import ModelMeta, check_model_file, load_meta
 from edge.service.state import write_frame_size
 from edge.vision.preprocess import (
-    auto_inference_scale,
     grey_u8,
-    inference_px_size,
     logits_to_class_maps,
     padded_hw,
     prepare_for_inference,
@@ -50,60 +43,14 @@ from edge.vision.preprocess import (
     to_nchw,
 )
 from edge.vision.quality import QualityConfig, QualityResult, check_crowding, check_frame
+from edge.vision.result import FrameResult
 from edge.vision.roi import Roi, RoiConfig, detect_roi
+from edge.vision.scale import resolve_scale
 
 log = logging.getLogger(__name__)
 
 #: frames smaller than this on a side are rejected as 'bad_shape' (nothing to measure)
 MIN_SIDE_PX = 32
-
-
-@dataclass
-class FrameResult:
-    """Everything known about one frame after analysis.
-
-    ``ok`` False means rejected (``reject_reason`` from :data:`edge.vision.quality.REASONS`);
-    ``crystals`` is H1's ``Crystals`` (measured at ``px_size_um``) for accepted frames.
-    """
-
-    name: str
-    ok: bool
-    reject_reason: str | None = None
-    reject_detail: str = ""
-    crystals: Any = None
-    roi: Roi | None = None
-    px_size_um: float = 0.0
-    inference_scale: float = 1.0
-    frame_hw: tuple[int, int] = (0, 0)
-    quality: dict[str, float] = field(default_factory=dict)
-    timings_ms: dict[str, float] = field(default_factory=dict)
-    class_map: np.ndarray | None = None
-
-    @property
-    def roi_info(self) -> dict[str, Any] | None:
-        return None if self.roi is None else self.roi.to_payload(scale=self.inference_scale)
-
-    def to_payload(self) -> dict[str, Any]:
-        """Plain-JSON summary (no per-crystal data; that is the report's job)."""
-        n_kept = n_total = 0
-        if self.crystals is not None:
-            n_total = len(self.crystals)
-            kept = getattr(self.crystals, "kept", None)
-            n_kept = int(np.count_nonzero(kept)) if kept is not None else n_total
-        return {
-            "name": self.name,
-            "ok": self.ok,
-            "reject_reason": self.reject_reason,
-            "reject_detail": self.reject_detail,
-            "n_objects": n_total,
-            "n_kept": n_kept,
-            "px_size_um": round(self.px_size_um, 6),
-            "inference_scale": self.inference_scale,
-            "frame_hw": list(self.frame_hw),
-            "roi": self.roi_info,
-            "quality": {k: round(float(v), 4) for k, v in self.quality.items()},
-            "timings_ms": {k: round(float(v), 2) for k, v in self.timings_ms.items()},
-        }
 
 
 class FrameAnalyzer:
@@ -118,7 +65,7 @@ class FrameAnalyzer:
     px_size_um : float, optional
         Pixel size of the *frames* (um). None = the model's trained pixel size.
     inference_scale : float or "auto"
-        Resize factor before inference (see module docstring).
+        Resize factor before inference (see :mod:`edge.vision.scale`).
     frame_hw : (H, W), optional
         Expected frame size; with it (or ``backend_config.input_height/width``) the
         backend is loaded now, else on the first frame.
@@ -153,43 +100,19 @@ class FrameAnalyzer:
         self.meta: ModelMeta = meta
         self.backend_config = backend_config or BackendConfig()
         self.measure_config = measure_config or MeasureConfig()
-        try:
-            self.morphology = select_morphology(self.measure_config.morphology_device)
-        except RuntimeError as exc:
-            raise UserError(f"measure.morphology_device: {exc}") from None
-        log.info("post-processing threshold/closing on the %s", self.morphology.name)
+        self.morphology = _morphology(self.measure_config)
         self.quality_config = quality_config or QualityConfig()
         self.roi_config = roi_config or RoiConfig()
         self.state_dir = state_dir
         self.keep_class_maps = keep_class_maps
         self.color_order = color_order
         self.bit_depth = bit_depth
-        if px_size_um is None:
-            px_size_um = self.meta.training_frame_px_size_um
-            log.warning("frame pixel size not given: assuming %.4g um/px, the pixel size of "
-                        "the frames %s was trained on (set it from a stage micrometer)",
-                        px_size_um, self.model_path.name)
-        self.frame_px_size_um = float(px_size_um)
-        if self.frame_px_size_um <= 0:
-            raise UserError(f"px_size_um: must be > 0, got {self.frame_px_size_um}")
-        if isinstance(inference_scale, str):
-            if inference_scale != "auto":
-                raise UserError(f"inference_scale: expected a number or 'auto', got "
-                                f"{inference_scale!r}")
-            scale = auto_inference_scale(self.frame_px_size_um, self.meta.px_size_um)
-        else:
-            scale = float(inference_scale)
-        if not 0.05 <= scale <= 4.0:
-            raise UserError(f"inference_scale: {scale:.4g} outside 0.05..4")
-        self.inference_scale = scale
-        self.px_size_um = inference_px_size(self.frame_px_size_um, scale)
-        off = abs(self.px_size_um / self.meta.px_size_um - 1.0)
-        if off > 0.10:
-            log.warning("pixel size at the network input %.3f um differs by %.0f %% from the "
-                        "model's trained %.3f um (%s); set inference_scale = 'auto' to match",
-                        self.px_size_um, 100 * off, self.meta.px_size_um, self.model_path.name)
-        self.crystal_class = int(self.meta.crystal_class_id)
-        self.black_class = next((c.id for c in self.meta.classes if "black" in c.name.lower()), 0)
+        scale = resolve_scale(px_size_um, inference_scale, meta, model_name=self.model_path.name)
+        self.frame_px_size_um = scale.frame_px_size_um
+        self.inference_scale = scale.inference_scale
+        self.px_size_um = scale.px_size_um
+        self.crystal_class = int(meta.crystal_class_id)
+        self.black_class = next((c.id for c in meta.classes if "black" in c.name.lower()), 0)
         self.backend: Backend | None = backend
         self._last_roi: Roi | None = None
         self.last_timings: dict[str, float] = {}
@@ -199,10 +122,15 @@ class FrameAnalyzer:
         self.lock_frame_size = lock_frame_size
         self.locked_frame_hw: tuple[int, int] | None = None
         self._locked_input_hw: tuple[int, int] | None = None
+        self._load_early(frame_hw)
+
+    def _load_early(self, frame_hw: tuple[int, int] | None) -> None:
+        """Load the backend now when the input size is known (fixed by ``[backend]``
+        input_height/input_width, or from ``frame_hw``); else on the first frame."""
         cfg = self.backend_config
         if cfg.input_height and cfg.input_width:
             in_hw = padded_hw((cfg.input_height, cfg.input_width), self.meta.input.size_multiple)
-            self._locked_input_hw = in_hw if lock_frame_size else None
+            self._locked_input_hw = in_hw if self.lock_frame_size else None
             self._ensure_backend(in_hw)
         elif frame_hw is not None:
             self._ensure_backend(self.input_hw_for(frame_hw))
@@ -369,12 +297,29 @@ class FrameAnalyzer:
                     timings: dict[str, float] | None = None) -> FrameResult:
         """ROI, crowding check and measurement of one segmented frame."""
         t0 = time.perf_counter()
-        frame_hw = (int(image.shape[0]), int(image.shape[1]))
-        result = FrameResult(name=name, ok=True, px_size_um=self.px_size_um,
-                             inference_scale=self.inference_scale, frame_hw=frame_hw,
-                             quality=dict(quality.metrics) if quality else {},
-                             timings_ms=dict(timings or {}),
-                             class_map=class_map if self.keep_class_maps else None)
+        common: dict[str, Any] = {
+            "px_size_um": self.px_size_um, "inference_scale": self.inference_scale,
+            "frame_hw": (int(image.shape[0]), int(image.shape[1])),
+            "quality": dict(quality.metrics) if quality else {},
+            "timings_ms": dict(timings or {}),
+            "class_map": class_map if self.keep_class_maps else None}
+        roi = self._field(image, class_map)
+        if roi is None:
+            return _timed(FrameResult.from_error(name, "no_field", "no illuminated field found",
+                                                 **common), t0)
+        crowd = check_crowding(class_map, roi.mask, crystal_class=self.crystal_class,
+                               config=self.quality_config)
+        common["quality"].update(crowd.metrics)
+        if not crowd.ok:
+            return _timed(FrameResult.from_error(name, crowd.reason, crowd.detail, roi=roi,
+                                                 **common), t0)
+        crystals = measure_crystals(
+            class_map, px_size_um=self.px_size_um, crystal_class=self.crystal_class,
+            roi=roi.mask, config=self.measure_config, morphology=self.morphology)
+        return _timed(FrameResult.from_mask(name, crystals, roi=roi, **common), t0)
+
+    def _field(self, image: np.ndarray, class_map: np.ndarray) -> Roi | None:
+        """The illuminated field at the class map's scale (None when there is none)."""
         grey = grey_u8(image, bit_depth=self.bit_depth)
         if grey.shape != class_map.shape:
             grey = cv2.resize(grey, (class_map.shape[1], class_map.shape[0]),
@@ -382,19 +327,8 @@ class FrameAnalyzer:
         roi = detect_roi(grey, self.roi_config, class_map=class_map,
                          black_class=self.black_class, scale=self.inference_scale)
         if roi is None or roi.area_px == 0:
-            return self._reject(result, "no_field", "no illuminated field found", t0)
-        roi = self._stable_roi(roi)
-        result.roi = roi
-        crowd = check_crowding(class_map, roi.mask, crystal_class=self.crystal_class,
-                               config=self.quality_config)
-        result.quality.update(crowd.metrics)
-        if not crowd.ok:
-            return self._reject(result, crowd.reason, crowd.detail, t0)
-        result.crystals = measure_crystals(
-            class_map, px_size_um=self.px_size_um, crystal_class=self.crystal_class,
-            roi=roi.mask, config=self.measure_config, morphology=self.morphology)
-        result.timings_ms["postprocess_ms"] = (time.perf_counter() - t0) * 1e3
-        return result
+            return None
+        return self._stable_roi(roi)
 
     def _stable_roi(self, roi: Roi) -> Roi:
         """The previous frame's ROI object when the field has not moved (within 1 px).
@@ -415,14 +349,6 @@ class FrameAnalyzer:
         self._last_roi = roi
         return roi
 
-    @staticmethod
-    def _reject(result: FrameResult, reason: str | None, detail: str, t0: float) -> FrameResult:
-        result.ok = False
-        result.reject_reason = reason
-        result.reject_detail = detail
-        result.timings_ms["postprocess_ms"] = (time.perf_counter() - t0) * 1e3
-        return result
-
     def analyze(self, name: str, image: np.ndarray | None) -> FrameResult:
         """All stages for one frame."""
         return self.analyze_many([(name, image)])[0]
@@ -439,10 +365,10 @@ class FrameAnalyzer:
                 todo.append((i, q, q_ms))
                 continue
             hw = (0, 0) if image is None or np.ndim(image) < 2 else tuple(np.shape(image)[:2])
-            results[i] = FrameResult(name=name, ok=False, reject_reason=q.reason,
-                                     reject_detail=q.detail, px_size_um=self.px_size_um,
-                                     inference_scale=self.inference_scale, frame_hw=hw,
-                                     quality=dict(q.metrics), timings_ms={"quality_ms": q_ms})
+            results[i] = FrameResult.from_error(
+                name, q.reason, q.detail, px_size_um=self.px_size_um,
+                inference_scale=self.inference_scale, frame_hw=hw, quality=dict(q.metrics),
+                timings_ms={"quality_ms": q_ms})
         if todo:
             maps = self.segment([frames[i][1] for i, _, _ in todo])
             for (i, q, q_ms), cm in zip(todo, maps, strict=True):
@@ -450,3 +376,20 @@ class FrameAnalyzer:
                 results[i] = self.postprocess(
                     name, image, cm, quality=q, timings={"quality_ms": q_ms, **self.last_timings})
         return [r for r in results if r is not None]
+
+
+def _timed(result: FrameResult, t0: float) -> FrameResult:
+    """``result`` with its post-processing time since ``t0`` (perf_counter) recorded."""
+    result.timings_ms["postprocess_ms"] = (time.perf_counter() - t0) * 1e3
+    return result
+
+
+def _morphology(config: MeasureConfig) -> Any:
+    """The threshold/closing implementation ``[measure] morphology_device`` asks for."""
+    try:
+        morphology = select_morphology(config.morphology_device)
+    except RuntimeError as exc:
+        raise UserError(f"measure.morphology_device: {exc}") from None
+    log.info("post-processing threshold/closing on the %s", morphology.name)
+    return morphology
+

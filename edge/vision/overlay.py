@@ -10,8 +10,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from edge.vision.analyzer import FrameResult
 from edge.vision.preprocess import to_rgb_float
+from edge.vision.result import FrameResult
 
 #: BGR colours per crystal status (kept, then the rejection reasons of edge.measure).
 COLOURS: dict[str, tuple[int, int, int]] = {

@@ -281,7 +281,7 @@ def test_subprocess_cli(mask_dir, tmp_path):
          "--bootstrap", "100"],
         capture_output=True, text=True, timeout=120, check=False)
     assert proc.returncode == 0, proc.stderr
-    assert "missing.png: no such file or directory" in proc.stderr
+    assert "missing.png: rejected: unreadable (no such file or directory)" in proc.stderr
     assert "Traceback" not in proc.stderr
     rep = json.loads(j.read_text())
     assert rep["n_crystals"] == 30 and rep["n_images_failed"] == 1

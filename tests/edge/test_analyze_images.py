@@ -63,12 +63,12 @@ def test_frames_to_report_overlays_and_class_maps(model, frames, tmp_path, capsy
     assert good["n_kept"] == 12 and good["roi"]["kind"] == "circle"
     assert {"quality_ms", "inference_ms", "postprocess_ms"} <= set(good["timings_ms"])
     assert good["quality"]["focus"] > 50
-    assert rep["settings"]["frames_rejected"] == {"blank": 1, "undecodable": 1}
+    assert rep["settings"]["frames_rejected"] == {"blank": 1, "unreadable": 1}
     model_info = rep["settings"]["model"]
     assert model_info["backend"] == "onnxruntime" and model_info["name"] == "tiny-seg"
     assert rep["settings"]["px_size_um"] == PX
     # one stderr line per skipped input, no traceback
-    assert "z_broken.png: PNG without an IHDR chunk" in err
+    assert "z_broken.png: rejected: unreadable (PNG without an IHDR chunk" in err
     assert "z_blank.png: rejected: blank" in err
     assert "Traceback" not in err
 

@@ -10,7 +10,7 @@ import jsonschema
 import numpy as np
 import pytest
 
-from edge.psd import PsdConfig, compute_psd
+from edge.psd import FrameContribution, PsdConfig, compute_psd
 from edge.service.pipeline.batch import BatchAggregator, BatchConfig, BatchCounter
 from edge.sinks.psd_payload import PsdPayload, psd_payload
 from edge.sources.base import Frame
@@ -22,6 +22,10 @@ MODEL = {"name": "m", "sha256": "ab" * 32, "backend": "onnxruntime", "precision"
 def _frame(i: int, t: float | None = None, error: str | None = None) -> Frame:
     return Frame(name=f"f{i}", seq=i, image=np.zeros((4, 4, 3), np.uint8),
                  t_capture=time.time() if t is None else t, error=error, token=("f", i))
+
+
+def _contrib(d, weights=None, rejected=None) -> FrameContribution:
+    return FrameContribution(np.asarray(d, np.float64), weights, dict(rejected or {}))
 
 
 def _agg(tmp_path, **kw) -> BatchAggregator:
@@ -76,12 +80,11 @@ def test_close_by_frames_with_rejections(tmp_path):
     d1 = rng.lognormal(np.log(60), 0.3, 80)
     d2 = rng.lognormal(np.log(60), 0.3, 50)
     t0 = 1_700_000_000.0
-    agg.add_result(_frame(0, t0), diameters_um=d1, crystals_rejected_by_reason={"border": 3},
+    agg.add_result(_frame(0, t0), _contrib(d1, rejected={"border": 3}),
                    timing_ms={"infer_ms": 10, "post_ms": 4})
     agg.add_rejection(_frame(1, t0 + 1, error="unreadable: x"), "unreadable")
     assert agg.due() is None
-    agg.add_result(_frame(2, t0 + 2), diameters_um=d2,
-                   crystals_rejected_by_reason={"border": 1, "agglomerate": 2},
+    agg.add_result(_frame(2, t0 + 2), _contrib(d2, rejected={"border": 1, "agglomerate": 2}),
                    timing_ms={"infer_ms": 20, "post_ms": 6})
     agg.add_rejection(_frame(3, t0 + 3), "defocused")
     assert agg.n_frames == 4 and agg.due() == "frames"
@@ -125,23 +128,23 @@ def test_weights_change_the_volume_distribution(tmp_path):
     agg = _agg(tmp_path, frames=10)
     d = np.array([20.0, 30.0, 40.0, 200.0])
     w = np.array([1.0, 1.0, 1.0, 5.0])
-    agg.add_result(_frame(0), diameters_um=d, weights=w)
+    agg.add_result(_frame(0), _contrib(d, w))
     rep = agg.close("command")
     ref_w = compute_psd(d, weights=w, config=PsdConfig(bootstrap_n=100))
     ref_u = compute_psd(d, config=PsdConfig(bootstrap_n=100))
     assert rep.psd.weighted and rep.psd.x10_3_um == pytest.approx(ref_w.x10_3_um)
     assert ref_w.x10_3_um != pytest.approx(ref_u.x10_3_um)
     with pytest.raises(ValueError, match=r"weights of shape \(2,\)"):
-        agg.add_result(_frame(1), diameters_um=d, weights=w[:2])
+        agg.add_result(_frame(1), _contrib(d, w[:2]))
 
 
 def test_close_by_seconds_and_discard(tmp_path):
     agg = _agg(tmp_path, frames=1000, seconds=0.15)
-    agg.add_result(_frame(0), diameters_um=np.array([50.0]))
+    agg.add_result(_frame(0), _contrib([50.0]))
     assert agg.due() is None
     time.sleep(0.2)
     assert agg.due() == "seconds"
-    agg.add_result(_frame(1), diameters_um=np.array([55.0]))
+    agg.add_result(_frame(1), _contrib([55.0]))
     dropped = agg.discard()
     assert [f.name for f in dropped] == ["f0", "f1"]
     assert agg.n_frames == 0 and agg.due() is None
@@ -153,7 +156,7 @@ def test_model_identity_may_be_resolved_at_close(tmp_path):
     agg = BatchAggregator(config=BatchConfig(frames=1), counter=BatchCounter(tmp_path),
                           device_id="d", px_size_um=2.0, model=lambda: dict(ident))
     ident["backend"] = "tensorrt"
-    agg.add_result(_frame(0), diameters_um=np.array([10.0, 12.0, 14.0]))
+    agg.add_result(_frame(0), _contrib([10.0, 12.0, 14.0]))
     assert psd_payload(agg.close("frames"))["model"]["backend"] == "tensorrt"
 
 
@@ -173,12 +176,12 @@ def test_a_failed_close_keeps_the_batch_and_uses_no_id(tmp_path):
     it): close() raises, the batch keeps its frames, and the next close gets id 1."""
     agg = _agg(tmp_path, frames=2)
     for i in range(2):
-        agg.add_result(_frame(i), diameters_um=np.array([10.0, 20.0]))
+        agg.add_result(_frame(i), _contrib([10.0, 20.0]))
     (tmp_path / "batch_counter.json").mkdir()
     with pytest.raises(OSError):
         agg.close("frames")
     assert agg.n_frames == 2 and agg.counter.last == 0
-    agg.add_result(_frame(2), diameters_um=np.array([30.0]))
+    agg.add_result(_frame(2), _contrib([30.0]))
     (tmp_path / "batch_counter.json").rmdir()
     rep = agg.close("frames")
     assert rep.batch_id == 1 and rep.frames_used == 3 and rep.crystals_measured == 5

@@ -1,4 +1,5 @@
-"""edge.report: per-file results -> one edge-corrected PSD, JSON/CSV writers, ROI handling."""
+"""edge.report: per-input FrameResults -> one edge-corrected PSD, JSON/CSV writers, ROI
+handling."""
 
 from __future__ import annotations
 
@@ -18,7 +19,9 @@ from edge.psd import (
     edge_correction_weights,
     kept_edge_weights,
 )
-from edge.report import FileResult, build_report, write_csv, write_json
+from edge.report import build_report, write_csv, write_json
+from edge.vision.result import FrameResult
+from edge.vision.roi import Roi
 
 PX = 1.45
 NO_BOOT = PsdConfig(bootstrap_n=0)
@@ -38,7 +41,8 @@ def test_roi_edge_correction_matches_psd_api():
     mask, roi = _field()
     c = measure_crystals(mask, px_size_um=PX, roi=roi)
     assert c.n_kept == 3 and c.rejected_counts()["border"] == 1
-    files = [FileResult(name="a", crystals=c, roi=roi), FileResult(name="b", crystals=c, roi=roi)]
+    field = Roi(roi != 0, "circle")
+    files = [FrameResult.from_mask("a", c, roi=field), FrameResult.from_mask("b", c, roi=field)]
     rep = build_report(files, mode="images", px_size_um=PX, psd_config=NO_BOOT)
     bbox = c.bbox[c.kept]
     expect_w = edge_correction_weights(bbox[:, 2], bbox[:, 3], roi=RoiSurvival(roi))
@@ -58,9 +62,9 @@ def test_payload_entries_timings_info_and_errors():
     mask, _roi = _field()
     c = measure_crystals(mask, px_size_um=PX)
     files = [
-        FileResult(name="f1.png", crystals=c, timings_ms={"infer": 12.5, "measure": 3.25},
-                   info={"backend": "onnxruntime-cpu"}),
-        FileResult(name="f2.png", error="cannot decode as an image"),
+        FrameResult.from_mask("f1.png", c, timings_ms={"infer": 12.5, "measure": 3.25},
+                              info={"backend": "onnxruntime-cpu"}),
+        FrameResult.from_error("f2.png", "unreadable", "cannot decode as an image"),
     ]
     rep = build_report(files, mode="images", px_size_um=PX, psd_config=NO_BOOT,
                        measure_config=MeasureConfig.paper(), settings={"model": "m.onnx"})
@@ -71,7 +75,8 @@ def test_payload_entries_timings_info_and_errors():
     assert ok["timings_ms"] == {"infer": 12.5, "measure": 3.25}
     assert ok["backend"] == "onnxruntime-cpu" and ok["status"] == "ok"
     assert ok["n_kept"] + sum(ok["n_rejected"].values()) == len(c) + sum(c.dropped.values())
-    assert bad == {"file": "f2.png", "status": "error", "error": "cannot decode as an image"}
+    assert bad == {"file": "f2.png", "status": "error", "reject_reason": "unreadable",
+                   "error": "rejected: unreadable (cannot decode as an image)"}
     assert p["settings"]["model"] == "m.onnx"
     assert p["settings"]["measure"]["circularity_min"] == 0.85
     for key in ("n_crystals", "n_rejected", "x10_3_um", "x50_3_um", "x90_3_um", "x50_0_um",
@@ -83,14 +88,14 @@ def test_no_edge_correction_without_border_clearing():
     mask, _roi = _field()
     cfg = MeasureConfig(clear_border=False)
     c = measure_crystals(mask, px_size_um=PX, config=cfg)
-    rep = build_report([FileResult(name="a", crystals=c)], mode="masks", px_size_um=PX,
+    rep = build_report([FrameResult.from_mask("a", c)], mode="masks", px_size_um=PX,
                        measure_config=cfg, psd_config=NO_BOOT)
     assert rep.edge_correction_applied is False and rep.weights == [None]
     assert rep.psd.weighted is False and rep.psd.n == 4
 
 
 def test_empty_report_and_csv_header(tmp_path):
-    rep = build_report([FileResult(name="x", error="empty file")], mode="masks",
+    rep = build_report([FrameResult.from_error("x", "unreadable", "empty file")], mode="masks",
                        px_size_um=PX, psd_config=NO_BOOT)
     p = rep.to_payload()
     assert p["n_crystals"] == 0 and p["x50_3_um"] is None and p["lognormal"] is None
@@ -103,7 +108,7 @@ def test_empty_report_and_csv_header(tmp_path):
 def test_csv_rows_and_weights(tmp_path):
     mask, _roi = _field()
     c = measure_crystals(mask, px_size_um=PX)
-    rep = build_report([FileResult(name="a.png", crystals=c)], mode="masks", px_size_um=PX,
+    rep = build_report([FrameResult.from_mask("a.png", c)], mode="masks", px_size_um=PX,
                        psd_config=NO_BOOT)
     out = write_csv(rep, tmp_path / "c.csv")
     rows = list(csv.DictReader(out.read_text().splitlines()))
@@ -121,3 +126,20 @@ def test_writers_name_the_file_on_failure(tmp_path):
         write_json(rep, target)
     with pytest.raises(UserError, match=r"no_dir/r\.csv"):
         write_csv(rep, tmp_path / "no_dir" / "r.csv")
+
+
+def test_frame_result_constructors():
+    mask, roi = _field()
+    c = measure_crystals(mask, px_size_um=PX)
+    ok = FrameResult.from_mask("a.png", c, roi=Roi(roi != 0, "circle"))
+    assert ok.ok and ok.error is None and ok.reject_reason is None
+    assert ok.px_size_um == PX and ok.frame_hw == (300, 300)
+    assert ok.roi_mask is not None and ok.roi_mask.dtype == bool
+    assert FrameResult.from_mask("b", c).roi_mask is None
+    bad = FrameResult.from_error("c.png", "crowded", "crystal fraction 0.6 > 0.4")
+    assert not bad.ok and bad.crystals is None
+    assert bad.error == "rejected: crowded (crystal fraction 0.6 > 0.4)"
+    assert FrameResult.from_error("d", None).reject_reason == "rejected"
+    entry = ok.to_payload()
+    assert entry["status"] == "ok" and entry["n_kept"] == c.n_kept
+    assert entry["roi"]["kind"] == "circle" and "quality" not in entry

@@ -2,7 +2,8 @@
 each frame adds to a batch's size distribution.
 
 The kept diameters, edge-correction weights and rejection counts of a frame come from
-:meth:`edge.psd.PsdAccumulator.contribution`, the code ``crystal-edge analyze`` and the
+:meth:`edge.psd.PsdAccumulator.frame_contribution` of its
+:class:`~edge.vision.result.FrameResult`, the code ``crystal-edge analyze`` and the
 model card use too, so a batch of frames streamed through ``run`` and the same frames
 analysed as files give the same PSD (Miles-Lantuejoul weights inside the frame's ROI,
 capped at ``[psd] edge_weight_max``, applied only when ``[psd] edge_correction`` and
@@ -15,10 +16,10 @@ from typing import Any
 
 import numpy as np
 
-from edge.psd import PsdAccumulator, PsdConfig
-from edge.service.pipeline.stages import Measured
+from edge.psd import FrameContribution, PsdAccumulator, PsdConfig
 from edge.sources.base import Frame
 from edge.vision.analyzer import FrameAnalyzer
+from edge.vision.result import FrameResult
 
 
 class AnalyzerProcessor:
@@ -51,17 +52,13 @@ class AnalyzerProcessor:
         """(what, since monotonic) while the backend is being loaded or built, else None."""
         return self.analyzer.loading
 
-    def measure(self, frame: Frame, class_map: np.ndarray) -> Measured:
+    def measure(self, frame: Frame, class_map: np.ndarray
+                ) -> tuple[FrameResult, FrameContribution | None]:
+        """The frame's :class:`~edge.vision.result.FrameResult` and its contribution to
+        the batch (:meth:`edge.psd.PsdAccumulator.frame_contribution`; None: rejected)."""
         assert frame.image is not None
-        res = self.analyzer.postprocess(frame.name, frame.image, class_map)
-        if not res.ok or res.crystals is None:
-            return Measured(diameters_um=np.zeros(0), reject=res.reject_reason or "rejected",
-                            extra={"detail": res.reject_detail})
-        contrib = self.accumulator.contribution(
-            res.crystals, roi=res.roi.mask if res.roi is not None else None)
-        return Measured(diameters_um=contrib.diameters_um, weights=contrib.weights,
-                        crystals_rejected_by_reason=contrib.rejected_by_reason,
-                        extra={"timings_ms": dict(res.timings_ms)})
+        result = self.analyzer.postprocess(frame.name, frame.image, class_map)
+        return result, self.accumulator.frame_contribution(result)
 
     def info(self) -> dict[str, Any]:
         return self.analyzer.model_info

@@ -23,7 +23,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from edge.psd import FrameContribution, PsdAccumulator, PsdConfig, PSDResult
@@ -262,19 +261,15 @@ class BatchAggregator:
                                   t_capture=frame.t_capture, error=frame.error,
                                   token=frame.token))
 
-    def add_result(self, frame: Frame, *, diameters_um: np.ndarray,
-                   weights: np.ndarray | None = None,
-                   crystals_rejected_by_reason: dict[str, int] | None = None,
+    def add_result(self, frame: Frame, contribution: FrameContribution, *,
                    timing_ms: dict[str, float] | None = None) -> None:
         """Count a used frame and its crystals into the open batch.
 
-        ``weights`` are the frame's edge-correction weights from
-        :meth:`edge.psd.PsdAccumulator.contribution` (None when it does not apply).
+        ``contribution`` is the frame's kept diameters, edge-correction weights and
+        rejected crystals (:meth:`edge.psd.PsdAccumulator.frame_contribution`, computed in
+        a post-processing thread).
         """
-        self._acc.add_contribution(FrameContribution(
-            diameters_um=np.asarray(diameters_um, dtype=np.float64),
-            weights=None if weights is None else np.asarray(weights, dtype=np.float64),
-            rejected_by_reason=dict(crystals_rejected_by_reason or {})))
+        self._acc.add_contribution(contribution)
         self._touch(frame)
         for key, v in (timing_ms or {}).items():
             if key in self._timing:

@@ -152,16 +152,13 @@ class BatchStages:
     def _count(self, it: Item) -> None:
         timing = dict(it.timing_ms)
         timing["latency_ms"] = (time.monotonic() - it.t_in) * 1000.0
-        if it.reject is not None or it.measured is None:
+        if it.reject is not None or it.contribution is None:
             reason = it.reject or "no_result"
             self.health.frame(reason)
             self.agg.add_rejection(it.frame, reason)
             return
-        m = it.measured
         self.health.frame(None)
-        self.agg.add_result(it.frame, diameters_um=m.diameters_um, weights=m.weights,
-                            crystals_rejected_by_reason=m.crystals_rejected_by_reason,
-                            timing_ms=timing)
+        self.agg.add_result(it.frame, it.contribution, timing_ms=timing)
 
     def _emit(self, report: BatchReport | None, st: Stage) -> None:
         if report is None:

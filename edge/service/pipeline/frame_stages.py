@@ -215,9 +215,9 @@ class FrameStages:
         if it.reject is None and it.class_map is not None:
             t0 = time.perf_counter()
             try:
-                it.measured = self.processor.measure(it.frame, it.class_map)
-                if it.measured.reject:
-                    it.reject = it.measured.reject
+                result, it.contribution = self.processor.measure(it.frame, it.class_map)
+                if it.contribution is None:
+                    it.reject = result.reject_reason or "rejected"
             except Exception as exc:
                 self._failed(st, f"post-processing {it.frame.name}", exc)
                 it.reject = "postprocess_error"

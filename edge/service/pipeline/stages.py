@@ -16,29 +16,20 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
+from edge.psd import FrameContribution
 from edge.sources.base import Frame
+
+if TYPE_CHECKING:
+    from edge.vision.result import FrameResult
 
 log = logging.getLogger(__name__)
 
 END = object()
 """Sentinel that flows down the queues after the last frame."""
-
-
-@dataclass
-class Measured:
-    """What post-processing contributes to a batch from one frame (``reject``: a
-    post-segmentation rejection reason such as ``crowded``; the frame is then counted
-    as rejected and its crystals are not used)."""
-
-    diameters_um: np.ndarray
-    reject: str | None = None
-    weights: np.ndarray | None = None
-    crystals_rejected_by_reason: dict[str, int] = field(default_factory=dict)
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class FrameProcessor(Protocol):
@@ -52,8 +43,10 @@ class FrameProcessor(Protocol):
         """Class maps (H, W) of a micro-batch of same-sized frames."""
         ...
 
-    def measure(self, frame: Frame, class_map: np.ndarray) -> Measured:
-        """Crystals of one segmented frame."""
+    def measure(self, frame: Frame, class_map: np.ndarray
+                ) -> tuple[FrameResult, FrameContribution | None]:
+        """Post-processing of one segmented frame: its result and what it adds to the
+        batch's distribution (None when the frame is rejected, e.g. ``crowded``)."""
         ...
 
 
@@ -64,7 +57,7 @@ class Item:
     frame: Frame
     class_map: np.ndarray | None = None
     reject: str | None = None
-    measured: Measured | None = None
+    contribution: FrameContribution | None = None
     t_in: float = field(default_factory=time.monotonic)
     timing_ms: dict[str, float] = field(default_factory=dict)
 

@@ -13,7 +13,7 @@ import pytest
 
 from edge.mqtt.sink import MqttSink
 from edge.mqtt.sparkplug import codec
-from edge.psd import PsdConfig
+from edge.psd import FrameContribution, PsdConfig
 from edge.service.pipeline.batch import BatchAggregator, BatchConfig, BatchCounter
 from edge.sinks.psd_payload import psd_payload
 from edge.sources.base import Frame
@@ -34,7 +34,7 @@ def _report(tmp_path: Path, *, empty: bool = False):
         frame = Frame(name=f"f{i}", seq=i, image=np.zeros((4, 4, 3), np.uint8),
                       t_capture=time.time() + i, error=None, token=("f", i))
         d = np.array([]) if empty else rng.lognormal(np.log(60.0), 0.3, 120)
-        agg.add_result(frame, diameters_um=d, crystals_rejected_by_reason={"border": 2},
+        agg.add_result(frame, FrameContribution(d, None, {"border": 2}),
                        timing_ms={"infer_ms": 10.0, "post_ms": 3.0})
     rep = agg.close("frames")
     assert rep is not None

@@ -144,7 +144,7 @@ def test_contribution_validates_shapes():
 def test_pipeline_frame_weights_are_the_reports(tmp_path):
     """AnalyzerProcessor.measure (the service) and build_report (analyze) weigh a frame alike."""
     from edge.backends import BackendConfig
-    from edge.report import FileResult, build_report
+    from edge.report import build_report
     from edge.service.pipeline.analysis import AnalyzerProcessor
     from edge.sources.base import Frame
     from edge.vision.analyzer import FrameAnalyzer
@@ -158,14 +158,50 @@ def test_pipeline_frame_weights_are_the_reports(tmp_path):
     try:
         proc = AnalyzerProcessor(an, psd_config=NO_BOOT)
         r = an.analyze("f", img)
-        measured = proc.measure(Frame(name="f", seq=0, image=img, t_capture=0.0),
-                                an.segment([img])[0])
+        served, contrib = proc.measure(Frame(name="f", seq=0, image=img, t_capture=0.0),
+                                       an.segment([img])[0])
     finally:
         an.close()
-    assert r.ok and r.crystals.n_kept > 0
-    rep = build_report([FileResult(name="f", crystals=r.crystals, roi=r.roi.mask)],
-                       mode="images", px_size_um=an.px_size_um, psd_config=NO_BOOT)
-    np.testing.assert_array_equal(measured.weights, rep.weights[0])
-    np.testing.assert_array_equal(measured.diameters_um, r.crystals.diameters_um())
-    assert measured.crystals_rejected_by_reason == {
+    assert r.ok and r.crystals.n_kept > 0 and served.ok
+    rep = build_report([r], mode="images", px_size_um=an.px_size_um, psd_config=NO_BOOT)
+    np.testing.assert_array_equal(contrib.weights, rep.weights[0])
+    np.testing.assert_array_equal(contrib.diameters_um, r.crystals.diameters_um())
+    assert contrib.rejected_by_reason == {
         k: v for k, v in r.crystals.rejected_counts().items() if v}
+
+
+class _Result:
+    """A frame result as edge.psd sees it (the MeasuredFrame protocol), not edge.vision's."""
+
+    def __init__(self, crystals=None, roi_mask=None, reject_reason=None):
+        self.crystals, self.roi_mask, self.reject_reason = crystals, roi_mask, reject_reason
+
+
+def test_add_frame_adds_measured_frames_and_counts_rejected_ones():
+    mask, roi = _frame(4)
+    c = measure_crystals(mask, px_size_um=PX, roi=roi)
+    acc, ref = PsdAccumulator(NO_BOOT), PsdAccumulator(NO_BOOT)
+    contrib = acc.add_frame(_Result(c, roi))
+    assert acc.add_frame(_Result(reject_reason="crowded")) is None
+    assert acc.add_frame(_Result(c, roi, reject_reason="blank")) is None  # rejected: not used
+    assert acc.frame_contribution(_Result(reject_reason="blank")) is None
+    expected = ref.add(c, roi=roi)
+    np.testing.assert_array_equal(contrib.weights, expected.weights)
+    s = acc.result()
+    assert s.frames_used == 1 and s.frames_rejected_by_reason == {"blank": 1, "crowded": 1}
+    assert s.psd.x50_3_um == ref.result().psd.x50_3_um
+
+
+def test_edge_psd_does_not_import_edge_vision():
+    """The accumulator reads frame results through its own protocol: edge.psd stays below
+    edge.vision (the FrameResult type), so nothing in edge/psd names it."""
+    import ast
+    from pathlib import Path
+
+    import edge.psd
+
+    for path in Path(edge.psd.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
+                     [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            assert not any(n.startswith(("edge.vision", "edge.service")) for n in names), path
