@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +33,6 @@ from edge.backends.registry import create_backend
 from edge.errors import UserError
 from edge.measure import MeasureConfig, measure_crystals, select_morphology
 from edge.modelmeta import ModelMeta, check_model_file, load_meta
-from edge.service.state import write_frame_size
 from edge.vision.preprocess import (
     grey_u8,
     logits_to_class_maps,
@@ -78,6 +77,9 @@ class FrameAnalyzer:
     lock_frame_size : bool
         Reject frames whose size differs from the first accepted one (see the module
         docstring).
+    on_frame_size : callable, optional
+        Called with ``(H, W)`` once per new frame size segmented (the service writes
+        ``frame_size.json``); an ``OSError`` it raises is logged, never fatal.
     meta, backend : optional
         A model that is not an ONNX file (a training checkpoint in ``crystal-train
         evaluate``): its metadata and a loaded backend with dynamic shapes, used instead
@@ -91,7 +93,9 @@ class FrameAnalyzer:
                  inference_scale: float | str = "auto", frame_hw: tuple[int, int] | None = None,
                  state_dir: str | Path | None = None, keep_class_maps: bool = False,
                  color_order: str = "bgr", bit_depth: int | None = None,
-                 lock_frame_size: bool = False, meta: ModelMeta | None = None,
+                 lock_frame_size: bool = False,
+                 on_frame_size: Callable[[tuple[int, int]], None] | None = None,
+                 meta: ModelMeta | None = None,
                  backend: Backend | None = None) -> None:
         self.model_path = Path(model_path)
         if meta is None:
@@ -118,6 +122,7 @@ class FrameAnalyzer:
         self.last_timings: dict[str, float] = {}
         self.backend_selection: list[dict[str, str]] = []
         self._remembered_hw: tuple[int, int] | None = None
+        self._on_frame_size = on_frame_size
         self.loading: tuple[str, float] | None = None  # (what, since monotonic) while loading
         self.lock_frame_size = lock_frame_size
         self.locked_frame_hw: tuple[int, int] | None = None
@@ -162,15 +167,15 @@ class FrameAnalyzer:
         return self.backend
 
     def _remember_frame_hw(self, hw: tuple[int, ...]) -> None:
-        """Record the frame size in the state directory (once per size; never fatal)."""
+        """Tell ``on_frame_size`` about a new frame size (once per size; never fatal)."""
         hw2 = (int(hw[0]), int(hw[1]))
-        if self.state_dir is None or hw2 == self._remembered_hw:
+        if self._on_frame_size is None or hw2 == self._remembered_hw:
             return
         self._remembered_hw = hw2
         try:
-            write_frame_size(self.state_dir, hw2)
+            self._on_frame_size(hw2)
         except OSError as exc:
-            log.warning("cannot record the frame size in %s: %s", self.state_dir, exc)
+            log.warning("cannot record the frame size %dx%d: %s", hw2[1], hw2[0], exc)
 
     @property
     def model_info(self) -> dict[str, Any]:

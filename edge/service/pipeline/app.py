@@ -33,7 +33,12 @@ from edge.service.config import EdgeConfig
 from edge.service.pipeline.batch import BatchAggregator, BatchCounter, software_version
 from edge.service.pipeline.runtime import Pipeline, PipelineOptions
 from edge.service.snapshot import StatusSnapshot
-from edge.service.state import ensure_state_dir, read_frame_size, resolve_state_dir
+from edge.service.state import (
+    ensure_state_dir,
+    read_frame_size,
+    resolve_state_dir,
+    write_frame_size,
+)
 from edge.sinks import build_sinks, required_sinks
 from edge.sources import build_source
 
@@ -100,7 +105,8 @@ class Service:
             cfg.model.path, backend_config=cfg.backend, measure_config=cfg.measure,
             quality_config=cfg.quality, roi_config=cfg.roi, px_size_um=cfg.optics.px_size_um,
             inference_scale=cfg.model.inference_scale, frame_hw=frame_hw, state_dir=state_dir,
-            lock_frame_size=True)
+            lock_frame_size=True,
+            on_frame_size=lambda hw: write_frame_size(state_dir, hw))
         self._cleanup.append(("model", analyzer.close))
         if analyzer.backend is None:
             log.info("the backend is loaded with the first frame (its size is not known yet: "
