@@ -60,7 +60,6 @@ HELP = ("measure crystals and the size distribution (Q3, x50,3, log-normal) of f
 
 log = logging.getLogger("edge.analyze")
 
-MIN_SIDE_PX = 8
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -205,6 +204,8 @@ def mask_from_image(path: str | Path, img: np.ndarray, *,
                     crystal_class: int | None = None) -> np.ndarray:
     """Crystal mask (bool, H x W) from the decoded mask or class-map file ``path``."""
     import numpy as np
+
+    from edge.vision.decode import MIN_SIDE_PX
 
     path = Path(path)
     if img.ndim == 3:

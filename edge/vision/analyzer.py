@@ -33,6 +33,7 @@ from edge.backends.registry import create_backend
 from edge.errors import UserError
 from edge.measure import MeasureConfig, measure_crystals, select_morphology
 from edge.modelmeta import ModelMeta, check_model_file, load_meta
+from edge.vision.decode import MIN_SIDE_PX
 from edge.vision.preprocess import (
     grey_u8,
     logits_to_class_maps,
@@ -48,8 +49,6 @@ from edge.vision.scale import resolve_scale
 
 log = logging.getLogger(__name__)
 
-#: frames smaller than this on a side are rejected as 'bad_shape' (nothing to measure)
-MIN_SIDE_PX = 32
 
 
 class FrameAnalyzer:

@@ -38,6 +38,9 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 MB = 1_000_000
+#: frames and masks smaller than this on a side are refused (``bad_shape``): nothing a
+#: crystal measurement could use fits in them
+MIN_SIDE_PX = 32
 
 DecodeErrorKind = Literal["empty", "truncated", "too_large", "unsupported", "corrupt", "io"]
 

@@ -173,7 +173,7 @@ def _bad_files(tmp_path: Path) -> dict[str, tuple[Path, str]]:
         "empty": (tmp_path / "empty.png", "empty file"),
         "text": (tmp_path / "notes.png", "not an image file"),
         "truncated": (tmp_path / "trunc.png", "truncated PNG"),
-        "tiny": (tmp_path / "tiny.png", "smaller than 8 px"),
+        "tiny": (tmp_path / "tiny.png", "smaller than 32 px"),
         "float": (tmp_path / "float.tiff", "float32"),
         "colour": (tmp_path / "colour.png", "differing channels"),
         "classmap": (tmp_path / "classes.png", "--crystal-class"),
