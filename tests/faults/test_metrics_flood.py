@@ -142,3 +142,31 @@ def test_idle_connection_flood_does_not_starve_the_service(workdir, tiny_model,
     assert rc == 1 and line == f"DOWN: service not running: pid {svc.pid} from status.json "\
         "is gone", line
     print(f"status --check after kill -9: {line!r}")
+
+
+def test_a_metrics_port_another_process_holds_costs_the_endpoint_not_the_service(
+        workdir, tiny_model, service_factory):
+    """The metrics port is taken (an old process lingering): one ERROR line naming
+    ``metrics.port``, no traceback, ``last_error`` in status.json, and the frames are
+    measured and delivered all the same."""
+    import json
+
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        write_config(workdir / "config.toml", model=tiny_model, batch_frames=2,
+                     extra=f"\n[metrics]\nenabled = true\nport = {port}\n")
+        write_frames(workdir / "in", ["a.png", "b.png"])
+        svc = service_factory()
+        wait_until(lambda: len(jsonl_batches(workdir / "out.jsonl")) == 1, 30,
+                   "the batch delivered although the metrics port is taken")
+        status_file = workdir / "state" / "status.json"
+        status = wait_until(lambda: status_file.exists() and json.loads(
+            status_file.read_text()), 10, "status.json")
+        assert svc.stop() == 0
+    log = svc.log()
+    lines = [ln for ln in log.splitlines() if f"metrics.port {port}" in ln]
+    assert len(lines) == 1 and "level=ERROR" in lines[0], log
+    assert "Traceback" not in log
+    assert f"metrics.port {port}" in (status.get("last_error") or "")

@@ -146,6 +146,25 @@ class Service:
                         watchdog_interval_s=systemd.watchdog_interval_s(),
                         on_health=self._on_health, required_sinks=required_sinks(cfg.sinks))
 
+    def _start_metrics(self, pipeline: Pipeline) -> None:
+        """The metrics endpoint, if it can listen: it is telemetry, so a port another
+        process holds costs the endpoint (one ERROR, ``last_error`` in status), never the
+        measurements."""
+        from edge.service.metrics import MetricsServer
+
+        cfg = self.cfg.metrics
+        self.metrics = MetricsServer(pipeline.latest_snapshot, config=cfg)
+        try:
+            port = self.metrics.start()
+        except OSError as exc:
+            self.metrics = None
+            text = (f"metrics.port {cfg.port}: cannot listen on {cfg.host}: "
+                    f"{exc.strerror or exc}; running without the metrics endpoint")
+            log.error("%s", text)
+            pipeline.health.error("metrics", text)
+            return
+        log.info("metrics on http://%s:%d/metrics", cfg.host, port)
+
     def _options(self) -> PipelineOptions:
         cfg = self.cfg
         return PipelineOptions(
@@ -273,12 +292,7 @@ class Service:
             with self._reload_lock:
                 self.pipeline = pipeline
             if self.cfg.metrics.enabled:
-                from edge.service.metrics import MetricsServer
-
-                self.metrics = MetricsServer(pipeline.latest_snapshot,
-                                             config=self.cfg.metrics)
-                port = self.metrics.start()
-                log.info("metrics on http://%s:%d/metrics", self.cfg.metrics.host, port)
+                self._start_metrics(pipeline)
             pipeline.start()
             systemd.notify_ready(f"running: source {self.cfg.source.type}")
             self.ready.set()
