@@ -231,7 +231,7 @@ class MqttSink:
     def _on_connack(self, conn: Connection) -> None:
         self._refresh_identity(None)  # the status sent next carries the current identity
         self._identity_polled = time.monotonic()
-        self._last_health = -math.inf  # the first health message right after CONNACK
+        self._last_health = -math.inf  # health right after CONNACK (once there is a snapshot)
 
     def _on_tick(self, conn: Connection) -> None:
         """While connected: take the latest pipeline health, poll the model identity,
@@ -244,7 +244,10 @@ class MqttSink:
         if now - self._identity_polled >= IDENTITY_POLL_S:
             self._identity_polled = now
             self._refresh_identity(conn)
-        if now - self._last_health >= self.config.health_interval_s:
+        # the first health message waits for the pipeline's first snapshot: a message
+        # without the service's state would only tell the plant "unknown"
+        if (self._last_pipeline_health
+                and now - self._last_health >= self.config.health_interval_s):
             self._send_health(conn)
             self._last_health = now
 

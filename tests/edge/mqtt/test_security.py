@@ -206,6 +206,7 @@ def test_insecure_tls_is_said_at_start_and_in_health(tls_broker, recorder_factor
     sink = MqttSink(cfg, state_dir=tmp_path / "state")
     with caplog.at_level(logging.INFO, logger="edge.mqtt"):
         sink.open()
+        sink.publish_health({"state": "running"})  # the pipeline's snapshot
         try:
             assert wait_for(lambda: len(rec.all) >= 1)
             h = sink.health()

@@ -174,3 +174,23 @@ def test_idle_connected_sink_is_quiet(broker, tmp_path):
     finally:
         sink.close()
     assert share < 0.05, f"idle connected sink used {100 * share:.1f} % CPU"
+
+
+def test_no_health_message_before_the_pipelines_first_snapshot(broker, recorder_factory,
+                                                               tmp_path):
+    """A health message without the service's state would tell the plant "unknown": the
+    first one goes with the pipeline's first snapshot, then every health_interval_s."""
+    rec = recorder_factory(broker.port, "plant/cryst/dev1/health")
+    sink = MqttSink(mqtt_config(broker.port, health_interval_s=0.2), state_dir=tmp_path)
+    sink.open()
+    try:
+        assert wait_for(lambda: sink.health()["connected"])
+        time.sleep(0.6)
+        assert rec.all == []
+        sink.publish_health({"state": "running", "healthy": True, "frames_total": 3})
+        assert wait_for(lambda: len(rec.all) >= 2)
+    finally:
+        sink.close()
+    first = json.loads(rec.all[0].payload)
+    assert first["state"] == "running" and first["healthy"] is True
+    assert first["frames_total"] == 3

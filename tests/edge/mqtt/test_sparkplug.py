@@ -70,6 +70,7 @@ def test_birth_data_death_sequence_and_rebirth(broker, recorder_factory, tmp_pat
     sink = MqttSink(sp_config(broker.port, sparkplug_ndata_qos=1), state_dir=state,
                     software_version="9.9.9")
     sink.open()
+    sink.publish_health({"state": "running"})  # the pipeline's snapshot
     try:
         assert wait_for(lambda: len(_of(rec, "NBIRTH")) == 1)
         for i in range(1, 301):
