@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from tests.edge.mqtt.conftest import Broker, make_broker
+from tests.edge.mqtt.conftest import Broker, broker, make_broker  # noqa: F401 (fixtures)
 from tests.edge.sources.helpers import write_config, write_frames  # noqa: F401
 from tests.fixtures.tiny_model import build_tiny_model
 
@@ -41,14 +41,6 @@ def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.delenv("CRYSTAL_EDGE_STATE_DIR", raising=False)
     (tmp_path / "in").mkdir()
     return tmp_path
-
-
-@pytest.fixture
-def broker(tmp_path: Path) -> Iterator[Broker]:
-    b = make_broker(tmp_path)
-    b.start()
-    yield b
-    b.stop()
 
 
 def wait_until(cond: Callable[[], Any], timeout: float, what: str,
