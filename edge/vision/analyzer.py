@@ -123,6 +123,7 @@ class FrameAnalyzer:
         self._remembered_hw: tuple[int, int] | None = None
         self._on_frame_size = on_frame_size
         self.loading: tuple[str, float] | None = None  # (what, since monotonic) while loading
+        self.loaded_at: float | None = None  # monotonic end of the last load
         self.lock_frame_size = lock_frame_size
         self.locked_frame_hw: tuple[int, int] | None = None
         self._locked_input_hw: tuple[int, int] | None = None
@@ -153,8 +154,7 @@ class FrameAnalyzer:
                         b.name, *input_hw, *b.input_hw)
             b.close()
             self.backend = None
-        # a TensorRT engine build can take many minutes: the pipeline's hang detection
-        # reads this and lets the inference stage be busy loading (up to its own limit)
+        # an engine build takes minutes: the hang detection lets loading be busy, not hung
         self.loading = (f"loading the backend for input {input_hw[1]}x{input_hw[0]}",
                         time.monotonic())
         try:
@@ -163,6 +163,7 @@ class FrameAnalyzer:
                 state_dir=self.state_dir)
         finally:
             self.loading = None
+            self.loaded_at = time.monotonic()
         return self.backend
 
     def _remember_frame_hw(self, hw: tuple[int, ...]) -> None:

@@ -425,3 +425,28 @@ def test_abort_returns_even_with_a_hung_stage(tmp_path, processor):
     assert recs and all(r["payload"]["frames"]["used"] == 2 for r in recs)  # no partial
     assert p.stop_reason == "abort"
     proc.gate.set()
+
+
+def test_the_call_that_loaded_the_backend_is_not_stuck_when_the_load_ends():
+    """An engine build of minutes inside the inference stage's first call: while it
+    loads the stage is busy (allowed up to load_timeout_s); when the load ends its clock
+    starts again, so the health check between the end of the load and the end of the
+    call does not find it stuck (it did: a spurious restart right after every build)."""
+    from edge.service.pipeline.health import stage_problems
+    from edge.service.pipeline.stages import Stage
+
+    st = Stage("inference")
+    st.thread = threading.current_thread()  # a live stage thread
+    st.set("working")
+    t0 = st.since
+    loading = ("loading the backend for input 512x384", t0 + 0.01)
+    assert stage_problems([st], now=t0 + 600, stall_s=120, busy=loading,
+                          load_timeout_s=3600) == []
+    # the load is over (t0 + 900 s); the first inference runs for a moment
+    after = stage_problems([st], now=t0 + 900.5, stall_s=120, busy=None,
+                           load_timeout_s=3600, loaded_at=t0 + 900)
+    assert after == []
+    # that call, stuck for longer than stall_s after the load, is a stall again
+    late = stage_problems([st], now=t0 + 1100, stall_s=120, busy=None,
+                          load_timeout_s=3600, loaded_at=t0 + 900)
+    assert len(late) == 1 and "stage inference stalled" in late[0]

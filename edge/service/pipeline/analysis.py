@@ -52,6 +52,10 @@ class AnalyzerProcessor:
         """(what, since monotonic) while the backend is being loaded or built, else None."""
         return self.analyzer.loading
 
+    def loaded_at(self) -> float | None:
+        """Monotonic end of the last backend load (None: not loaded yet)."""
+        return self.analyzer.loaded_at
+
     def measure(self, frame: Frame, class_map: np.ndarray
                 ) -> tuple[FrameResult, FrameContribution | None]:
         """The frame's :class:`~edge.vision.result.FrameResult` and its contribution to

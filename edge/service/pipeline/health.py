@@ -29,16 +29,20 @@ from edge.service.state import STATUS_FILE, write_status
 
 
 def stage_problems(stages: Iterable[Stage], *, now: float, stall_s: float,
-                   busy: tuple[str, float] | None, load_timeout_s: float) -> list[str]:
+                   busy: tuple[str, float] | None, load_timeout_s: float,
+                   loaded_at: float | None = None) -> list[str]:
     """Dead or stuck stages, one line each (see :meth:`Stage.problem`).
 
     The inference stage may be working on one call for longer than ``stall_s`` while it
     loads the backend (``busy``: what, since; a TensorRT engine build takes minutes on a
-    Jetson), up to ``load_timeout_s``.
+    Jetson), up to ``load_timeout_s``; after a load (``loaded_at``) its clock starts
+    again, so the call that loaded it is not stuck the moment the load is over.
     """
     out = []
     for s in stages:
-        problem = s.problem(now, stall_s)
+        since = (max(s.since, loaded_at) if s.name == "inference" and loaded_at is not None
+                 else None)
+        problem = s.problem(now, stall_s, since=since)
         if (problem and s.name == "inference" and s.died is None and s.alive()
                 and busy is not None and now - busy[1] <= load_timeout_s):
             continue

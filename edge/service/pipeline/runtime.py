@@ -182,7 +182,8 @@ class Pipeline:
         return stage_problems([*self.stages.values(), *self.post_stages],
                               now=time.monotonic() if now is None else now,
                               stall_s=self.opt.stall_s, busy=self.busy(),
-                              load_timeout_s=self.opt.load_timeout_s)
+                              load_timeout_s=self.opt.load_timeout_s,
+                              loaded_at=getattr(self.processor, "loaded_at", lambda: None)())
 
     def healthy(self) -> bool:
         """No stage is dead or stuck and the pipeline has not failed (the watchdog is

@@ -149,12 +149,15 @@ class Stage:
     def alive(self) -> bool:
         return self.thread is not None and self.thread.is_alive()
 
-    def problem(self, now: float, stall_s: float) -> str | None:
+    def problem(self, now: float, stall_s: float, *, since: float | None = None
+                ) -> str | None:
         """Why this stage is dead or stuck (None: it is healthy or finished).
 
         Waiting for input and waiting out a back-off are healthy; working on one item,
         or waiting inside the source, past ``stall_s`` is a stall; blocking on a full
         output queue past ``stall_s`` is stuck (the stage after it moves nothing).
+        ``since`` replaces the time the stage entered its state (a later restart of its
+        clock, e.g. the end of a backend load).
         """
         if self.done:
             return None
@@ -162,7 +165,7 @@ class Stage:
             return f"stage {self.name} died: {self.died}"
         if self.thread is not None and not self.thread.is_alive():
             return f"stage {self.name} ended unexpectedly"
-        dt = now - self.since
+        dt = now - (self.since if since is None else since)
         if dt <= stall_s:
             return None
         if self.state == "blocked":
