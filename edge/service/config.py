@@ -25,7 +25,7 @@ import sys
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from edge.backends.config import BackendConfig
 from edge.errors import UserError
@@ -146,6 +146,14 @@ class EdgeConfig(_Section):
     decode: DecodeConfig = Field(default_factory=DecodeConfig,
                                  description="limits checked before a frame file is decoded")
 
+    @field_validator("source", mode="before")
+    @classmethod
+    def _folder_by_default(cls, value: Any) -> Any:
+        # A [source] without type is the documented default source, the folder.
+        if isinstance(value, dict) and "type" not in value:
+            return {"type": "folder", **value}
+        return value
+
     def device_id(self) -> str:
         """``[device] id``, else ``[sinks.mqtt] device_id``, else the host name."""
         return (self.device.id or self.sinks.mqtt.device_id
@@ -202,7 +210,27 @@ def parse_config(data: dict[str, Any], *, source: str = "<config>",
             from None
     if base_dir is not None:
         resolve_paths(cfg, Path(base_dir))
+    warn_disabled_sinks(data, renamed, source=source)
     return cfg
+
+
+def warn_disabled_sinks(data: dict[str, Any], renamed: dict[str, str], *,
+                        source: str = "<config>") -> None:
+    """Log one warning per sink whose file sets a ``host`` but leaves ``enabled`` out.
+
+    A broker address without ``enabled`` looks configured yet publishes nothing; the
+    sink stays off (a silent switch-on would surprise the other way), and the log says so.
+    An explicit ``enabled = false`` is a choice and is not warned about. ``renamed``
+    names the section as the file wrote it (the old ``[mqtt]``).
+    """
+    sinks = data.get("sinks")
+    for name, section in (sinks.items() if isinstance(sinks, dict) else ()):
+        if not isinstance(section, dict) or "host" not in section or "enabled" in section:
+            continue
+        key = renamed.get(f"sinks.{name}", f"sinks.{name}")
+        log.warning("%s: %s.host is set but %s.enabled is false (the default): nothing "
+                    "is published there; add enabled = true to [%s] (or remove host)",
+                    source, key, key, key)
 
 
 def adopt_deprecated_sections(data: dict[str, Any], *, source: str = "<config>"

@@ -181,3 +181,30 @@ def test_cli_check_config_and_schema(tmp_path, capsys):
     p.write_text("")
     assert main(["check-config", "--check-files", str(p)]) == 2
     assert "model.path" in capsys.readouterr().err
+
+
+def test_source_without_type_is_the_folder(tmp_path):
+    cfg = _load(tmp_path, '[source]\npath = "in"\n')
+    assert isinstance(cfg.source, FolderSourceConfig)
+    assert Path(cfg.source.path) == tmp_path / "in"
+
+
+@pytest.mark.parametrize("section, key", [("sinks.mqtt", "sinks.mqtt"), ("mqtt", "mqtt")])
+def test_mqtt_host_without_enabled_warns_once(tmp_path, caplog, section, key):
+    p = tmp_path / "config.toml"
+    p.write_text(f'[{section}]\nhost = "broker.plant"\n')
+    want = f"{key}.host is set but {key}.enabled is false"
+    # The start-up door (crystal-edge run loads the file with load_config) ...
+    with caplog.at_level("WARNING"):
+        assert load_config(p).sinks.mqtt.enabled is False
+    assert sum(want in r.getMessage() for r in caplog.records) == 1
+    caplog.clear()
+    # ... and check-config.
+    with caplog.at_level("WARNING"):
+        assert main(["check-config", "-q", str(p)]) == 0
+    assert sum(want in r.getMessage() for r in caplog.records) == 1
+    caplog.clear()
+    p.write_text(f'[{section}]\nhost = "broker.plant"\nenabled = false\n')
+    with caplog.at_level("WARNING"):
+        load_config(p)
+    assert not any("host is set" in r.getMessage() for r in caplog.records)
