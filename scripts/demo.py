@@ -50,8 +50,8 @@ def check_model(model: Path) -> str | None:
     """Why the model cannot be used, or None."""
     if not model.is_file():
         return (f"the bundled model {model} is missing. It is trained and exported by "
-                "`make train-default` (see README); the demo does not fake results without "
-                "it.")
+                "`make train-default` (see docs/training.md); the demo does not fake "
+                "results without it.")
     if not model.with_suffix(".json").is_file():
         return f"{model.with_suffix('.json')} (the model's metadata) is missing."
     return None
