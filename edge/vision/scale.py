@@ -5,14 +5,24 @@ measured *at inference resolution* with the pixel size ``px_size_um / s`` (never
 back for measuring). ``inference_scale="auto"`` picks s = ``px_size_um / model
 px_size_um`` so the network sees the pixel size it was trained at; an explicit s that
 gives a pixel size more than 10 % off the model's logs a warning once (the measurement
-stays right, the segmentation may suffer). Without a pixel size the frames are assumed
-to have the pixel size of the frames the model was trained on (with a warning).
+stays right, the segmentation may suffer). A pixel size the model cannot segment at all
+(an inference scale outside 0.05..4, or a network pixel size more than
+:data:`MAX_PX_SIZE_RATIO` times off the model's) is a one-line UserError before any
+work, naming the pixel size, the model's and both places it is set. Without a pixel size
+the frames are assumed to have the pixel size of the frames the model was trained on
+(with a warning).
+
+Reports give positions in frame pixels: :func:`to_frame_xy` and :func:`to_frame_bbox`
+map the measured (inference-resolution) coordinates back with 1 / s.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
+
+import numpy as np
 
 from edge.errors import UserError
 from edge.modelmeta import ModelMeta
@@ -22,6 +32,12 @@ log = logging.getLogger(__name__)
 
 #: Relative difference of the network's pixel size from the model's that is warned about.
 PX_SIZE_TOLERANCE = 0.10
+#: Factor by which the network's pixel size may differ from the model's before it is an error.
+MAX_PX_SIZE_RATIO = 4.0
+#: Inference scales that are analysed at all.
+SCALE_RANGE = (0.05, 4.0)
+#: Where the frames' pixel size is set (the analyze option and the service's key).
+PX_SIZE_KEYS = "--px-size-um / [optics] px_size_um"
 
 
 @dataclass(frozen=True)
@@ -40,6 +56,7 @@ def resolve_scale(px_size_um: float | None, inference_scale: float | str, meta: 
     frame_px = _frame_px_size(px_size_um, meta, model_name)
     scale = _inference_scale(inference_scale, frame_px, meta)
     px = inference_px_size(frame_px, scale)
+    _check_sense(frame_px, scale, px, meta, model_name)
     off = abs(px / meta.px_size_um - 1.0)
     if off > PX_SIZE_TOLERANCE:
         log.warning("pixel size at the network input %.3f um differs by %.0f %% from the "
@@ -55,9 +72,28 @@ def _frame_px_size(px_size_um: float | None, meta: ModelMeta, model_name: str) -
                     "the frames %s was trained on (set it from a stage micrometer)",
                     px_size_um, model_name)
     px = float(px_size_um)
-    if px <= 0:
-        raise UserError(f"px_size_um: must be > 0, got {px}")
+    if not math.isfinite(px) or px <= 0:
+        raise UserError(f"px_size_um ({PX_SIZE_KEYS}): must be a positive number, got {px}")
     return px
+
+
+def _check_sense(frame_px: float, scale: float, px: float, meta: ModelMeta,
+                 model_name: str) -> None:
+    """UserError when the model cannot segment frames of ``frame_px`` at ``scale``.
+
+    Auto scales outside :data:`SCALE_RANGE` and network pixel sizes more than
+    :data:`MAX_PX_SIZE_RATIO` times off the model's come from a wrong pixel size (or
+    unit) far more often than from a real set-up, so nothing is analysed with them.
+    """
+    ratio = px / meta.px_size_um
+    lo, hi = SCALE_RANGE
+    if lo <= scale <= hi and 1 / MAX_PX_SIZE_RATIO <= ratio <= MAX_PX_SIZE_RATIO:
+        return
+    raise UserError(
+        f"px_size_um ({PX_SIZE_KEYS}): {frame_px:.4g} um/px at inference scale {scale:.4g} "
+        f"gives {px:.4g} um/px at the network, but {model_name} was trained at "
+        f"{meta.px_size_um:.4g} um/px (frames of {meta.training_frame_px_size_um:.4g} um/px); "
+        f"check the pixel size (um, from a stage micrometer) or the inference scale")
 
 
 def _inference_scale(value: float | str, frame_px_size_um: float, meta: ModelMeta) -> float:
@@ -67,6 +103,20 @@ def _inference_scale(value: float | str, frame_px_size_um: float, meta: ModelMet
         scale = auto_inference_scale(frame_px_size_um, meta.px_size_um)
     else:
         scale = float(value)
-    if not 0.05 <= scale <= 4.0:
-        raise UserError(f"inference_scale: {scale:.4g} outside 0.05..4")
+    if not isinstance(value, str) and not SCALE_RANGE[0] <= scale <= SCALE_RANGE[1]:
+        raise UserError(f"inference_scale: {scale:.4g} outside "
+                        f"{SCALE_RANGE[0]:g}..{SCALE_RANGE[1]:g}")
     return scale
+
+
+def to_frame_xy(xy: np.ndarray, inference_scale: float) -> np.ndarray:
+    """Pixel-centre coordinates at inference resolution -> frame pixels (float)."""
+    return (np.asarray(xy, dtype=np.float64) + 0.5) / inference_scale - 0.5
+
+
+def to_frame_bbox(bbox: np.ndarray, inference_scale: float) -> np.ndarray:
+    """``x, y, w, h`` boxes (pixel edges) at inference resolution -> frame pixels (int)."""
+    b = np.asarray(bbox, dtype=np.float64).reshape(-1, 4)
+    lo = np.round(b[:, :2] / inference_scale)
+    hi = np.round((b[:, :2] + b[:, 2:]) / inference_scale)
+    return np.concatenate([lo, hi - lo], axis=1).astype(np.int64).reshape(np.shape(bbox))
