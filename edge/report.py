@@ -81,6 +81,11 @@ class AnalysisReport:
         if self.n_images_ok and n == 0:
             out.append("no crystal was kept; check the masks, --crystal-class and the "
                        "measurement settings (n_rejected)")
+        dropped = sum(f.crystals.dropped.get("too_small", 0) for f in self.files
+                      if f.ok and f.crystals is not None)
+        if dropped:
+            out.append(f"{dropped} objects removed as too_small before measuring are counted "
+                       f"in n_rejected but have no CSV row")
         return out
 
     def settings(self) -> dict[str, Any]:
@@ -97,9 +102,10 @@ class AnalysisReport:
         """One plain-JSON entry per input (:meth:`FrameResult.to_payload`), measured ones
         with the sum of their edge-correction weights (None when uncorrected)."""
         out = []
-        for f, w in zip(self.files, self.weights, strict=True):
-            entry = f.to_payload()
+        for index, (f, w) in enumerate(zip(self.files, self.weights, strict=True)):
+            entry = {"frame": index, **f.to_payload()}
             if f.ok:
+                entry["frame_px_size_um"] = round(f.frame_px_size_um, 6)
                 entry["n_rejected"] = _rejected(entry["n_rejected"])
                 entry["edge_weight_sum"] = None if w is None else float(w.sum())
             out.append(entry)
@@ -127,17 +133,31 @@ class AnalysisReport:
         }
 
     def csv_rows(self) -> Iterator[dict[str, Any]]:
-        """One row per measured crystal (kept or rejected) of every measured file."""
-        for f, w in zip(self.files, self.weights, strict=True):
+        """One row per measured crystal (kept or rejected) of every measured file.
+
+        ``frame`` is the input's position in the run (as in ``images``); positions are in
+        frame pixels of ``frame_px_size_um``, ``area_px`` / ``perimeter_px`` in pixels of
+        ``measure_px_size_um`` (the inference resolution the crystals were measured at).
+        Objects removed as too small before measuring have no row (only counted).
+        """
+        for index, (f, w) in enumerate(zip(self.files, self.weights, strict=True)):
             if not f.ok or f.crystals is None:
                 continue
-            kept = kept_mask(f.crystals)
-            kept_idx = np.cumsum(kept) - 1
-            for i, row in enumerate(f.crystals.to_rows()):
-                weight = ""
-                if kept[i]:
-                    weight = 1.0 if w is None else float(w[kept_idx[i]])
-                yield {"file": f.name, **row, "weight": weight}
+            yield from _file_rows(index, f, w)
+
+def _file_rows(index: int, f: FrameResult, w: np.ndarray | None) -> Iterator[dict[str, Any]]:
+    """CSV rows of the ``index``-th input ``f`` with its edge weights ``w``."""
+    if f.crystals is None:
+        return
+    kept = kept_mask(f.crystals)
+    kept_idx = np.cumsum(kept) - 1
+    units = {"frame_px_size_um": round(f.frame_px_size_um, 6),
+             "measure_px_size_um": round(f.px_size_um, 6)}
+    for i, row in enumerate(f.crystal_rows()):
+        weight: float | str = ""
+        if kept[i]:
+            weight = 1.0 if w is None else float(w[kept_idx[i]])
+        yield {"file": f.name, **row, "frame": index, **units, "weight": weight}
 
 
 def build_report(files: Sequence[FrameResult], *, mode: str, px_size_um: float,
@@ -197,30 +217,31 @@ def write_json(report: AnalysisReport, path: str | Path) -> Path:
 
 
 #: CSV columns written first, in this order, when the crystals provide them.
-CSV_LEADING = ("file", "id", "kept", "reason", "diameter_um")
+CSV_LEADING = ("file", "frame", "id", "kept", "reason", "diameter_um")
 
 
 def _crystal_columns() -> list[str]:
-    """Column names of ``Crystals.to_rows()`` (from a one-row, all-zero result)."""
+    """Column names of the CSV rows (from a one-row, all-zero result)."""
     from edge.measure.crystals import COLUMNS, Crystals
 
     cols = {name: np.zeros((1, *tail), dtype=dtype) for name, (dtype, tail) in COLUMNS.items()}
     one = Crystals(**cols, contours=[np.zeros((1, 2), np.int32)], frame_shape=(1, 1),
                    px_size_um=1.0, roi_area_px=1)
-    return list(one.to_rows()[0].keys())
+    return list(next(_file_rows(0, FrameResult.from_mask("", one), None)).keys())
 
 
 def write_csv(report: AnalysisReport, path: str | Path) -> Path:
-    """Write one CSV row per measured crystal (``file`` first, ``weight`` last).
+    """Write one CSV row per measured crystal (``file``, ``frame`` first, ``weight`` last).
 
-    Without any crystal the file holds just the header.
+    Positions (``*_frame_px``) are in frame pixels of ``frame_px_size_um``; see
+    :meth:`AnalysisReport.csv_rows`. Without any crystal the file holds just the header.
     """
     path = Path(path)
     rows = list(report.csv_rows())
     if rows:
         keys = list(rows[0].keys())
     else:
-        keys = ["file", *_crystal_columns(), "weight"]
+        keys = _crystal_columns()
     lead = [k for k in CSV_LEADING if k in keys]
     header = lead + [k for k in keys if k not in lead]
     try:

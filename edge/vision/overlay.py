@@ -12,6 +12,7 @@ import numpy as np
 
 from edge.vision.preprocess import to_rgb_float
 from edge.vision.result import FrameResult
+from edge.vision.scale import to_frame_bbox, to_frame_xy
 
 #: BGR colours per crystal status (kept, then the rejection reasons of edge.measure).
 COLOURS: dict[str, tuple[int, int, int]] = {
@@ -37,13 +38,14 @@ def render_overlay(image: np.ndarray, result: FrameResult, *, label_diameters: b
     The frame keeps its pixels and size below a header band of
     :func:`header_height` rows (name, counts, pixel size, colour legend), so no crystal
     is hidden under text. Outlines are measured at inference resolution and mapped back
-    with 1 / ``result.inference_scale``.
+    with 1 / ``result.inference_scale``; the header gives the frame's pixel size (and the
+    measuring one when they differ).
     """
     canvas = to_bgr_u8(image)
     h, w = canvas.shape[:2]
     thick = max(1, round(min(h, w) / 500))
     fscale = max(0.4, min(h, w) / 1400)  # keep in step with header_height
-    inv = 1.0 / result.inference_scale
+    s = result.inference_scale
     if result.roi is not None:
         roi8 = result.roi.mask.astype(np.uint8)
         if roi8.shape != (h, w):
@@ -55,10 +57,10 @@ def render_overlay(image: np.ndarray, result: FrameResult, *, label_diameters: b
         for i, cnt in enumerate(c.contours):
             status = "kept" if bool(c.kept[i]) else str(c.reason[i])
             colour = COLOURS.get(status, (255, 0, 255))
-            pts = np.round((cnt.reshape(-1, 1, 2).astype(np.float64) + 0.5) * inv - 0.5)
+            pts = np.round(to_frame_xy(cnt.reshape(-1, 1, 2), s))
             cv2.polylines(canvas, [pts.astype(np.int32)], True, colour, thick, cv2.LINE_8)
             if label_diameters and bool(c.kept[i]):
-                x, y, bw, _bh = (float(v) * inv for v in c.bbox[i])
+                x, y, bw, _bh = (float(v) for v in to_frame_bbox(c.bbox[i], s))
                 org = (int(x + bw + 2), int(max(10.0, y + 10)))
                 _text(canvas, f"{c.diameter_um[i]:.0f}", org, fscale, colour)
     return np.vstack([_header(w, result, fscale), canvas])
@@ -82,6 +84,14 @@ def _line_height(scale: float) -> int:
     return int(cv2.getTextSize("Ag", _FONT, scale, 1)[0][1] * 1.9) + 4
 
 
+def units_caption(result: FrameResult) -> str:
+    """The caption's units: the frame's pixel size, and the measuring one when different."""
+    frame_px = f"frame {result.frame_px_size_um:.3g} um/px"
+    if abs(result.inference_scale - 1.0) > 1e-9:
+        frame_px += f" (measured at {result.px_size_um:.3g} um/px)"
+    return frame_px + ", d in um"
+
+
 def _header(width: int, result: FrameResult, scale: float) -> np.ndarray:
     """Dark band, two lines: frame name and counts, colour legend (or the reject reason)."""
     line_h = _line_height(scale)
@@ -96,7 +106,7 @@ def _header(width: int, result: FrameResult, scale: float) -> np.ndarray:
     rej = c.rejected_counts() if c is not None else {}
     parts = [f"{result.name}", f"kept {c.n_kept if c is not None else 0}"]
     parts += [f"{k} {v}" for k, v in rej.items() if v]
-    parts.append(f"{result.px_size_um:.3g} um/px, d in um")
+    parts.append(units_caption(result))
     _text(band, "  ".join(parts), (8, y1), scale, (255, 255, 255))
     x = 8
     for name, colour in COLOURS.items():

@@ -21,6 +21,7 @@ import numpy as np
 
 from edge.measure import Crystals
 from edge.vision.roi import Roi
+from edge.vision.scale import to_frame_bbox, to_frame_xy
 
 
 @dataclass
@@ -91,6 +92,35 @@ class FrameResult:
     def ok(self) -> bool:
         """Measured (its crystals count), not rejected."""
         return self.reject_reason is None and self.crystals is not None
+
+    @property
+    def frame_px_size_um(self) -> float:
+        """Pixel size of the frame as decoded (``px_size_um`` times ``inference_scale``)."""
+        return self.px_size_um * self.inference_scale
+
+    def crystal_rows(self) -> list[dict[str, Any]]:
+        """:meth:`Crystals.to_rows` with positions in frame pixels.
+
+        ``bbox_*`` and ``centroid_*`` become ``bbox_x_frame_px`` ... ``centroid_y_frame_px``
+        (mapped back from inference resolution with 1 / ``inference_scale``); sizes and
+        ``area_px`` / ``perimeter_px`` stay as measured (at ``px_size_um``).
+        """
+        c = self.crystals
+        if c is None:
+            return []
+        bbox = to_frame_bbox(c.bbox, self.inference_scale)
+        cxy = to_frame_xy(c.centroid, self.inference_scale)
+        rows = []
+        for i, row in enumerate(c.to_rows()):
+            for k in ("bbox_x", "bbox_y", "bbox_w", "bbox_h", "centroid_x", "centroid_y"):
+                del row[k]
+            out = {k: v for k, v in row.items() if k != "touches_border"}
+            out.update({f"bbox_{k}_frame_px": int(v) for k, v in zip("xywh", bbox[i], strict=True)})
+            out["centroid_x_frame_px"] = round(float(cxy[i, 0]), 2)
+            out["centroid_y_frame_px"] = round(float(cxy[i, 1]), 2)
+            out["touches_border"] = row["touches_border"]
+            rows.append(out)
+        return rows
 
     @property
     def roi_mask(self) -> np.ndarray | None:

@@ -75,7 +75,7 @@ def test_payload_entries_timings_info_and_errors():
     assert ok["timings_ms"] == {"infer": 12.5, "measure": 3.25}
     assert ok["backend"] == "onnxruntime-cpu" and ok["status"] == "ok"
     assert ok["n_kept"] + sum(ok["n_rejected"].values()) == len(c) + sum(c.dropped.values())
-    assert bad == {"file": "f2.png", "status": "error", "reject_reason": "unreadable",
+    assert bad == {"frame": 1, "file": "f2.png", "status": "error", "reject_reason": "unreadable",
                    "error": "rejected: unreadable (cannot decode as an image)"}
     assert p["settings"]["model"] == "m.onnx"
     assert p["settings"]["measure"]["circularity_min"] == 0.85
@@ -101,8 +101,9 @@ def test_empty_report_and_csv_header(tmp_path):
     assert p["n_crystals"] == 0 and p["x50_3_um"] is None and p["lognormal"] is None
     out = write_csv(rep, tmp_path / "e.csv")
     header = out.read_text().strip().split(",")
-    assert header[:5] == ["file", "id", "kept", "reason", "diameter_um"]
-    assert header[-1] == "weight" and "bbox_w" in header
+    assert header[:6] == ["file", "frame", "id", "kept", "reason", "diameter_um"]
+    assert header[-1] == "weight" and "bbox_w_frame_px" in header
+    assert {"frame_px_size_um", "measure_px_size_um", "centroid_x_frame_px"} <= set(header)
 
 
 def test_csv_rows_and_weights(tmp_path):
