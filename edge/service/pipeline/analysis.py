@@ -45,6 +45,11 @@ class AnalyzerProcessor:
     def quality(self, image: np.ndarray) -> str | None:
         return self.analyzer.check_quality(image)
 
+    def quality_detail(self, image: np.ndarray) -> tuple[str | None, str]:
+        """``(reason, detail)`` of the quality gate (reason None: the frame is usable)."""
+        q = self.analyzer.check_quality_full(image)
+        return q.reason, q.detail
+
     def segment(self, images: list[np.ndarray]) -> list[np.ndarray]:
         return self.analyzer.segment(images)
 

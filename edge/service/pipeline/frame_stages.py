@@ -4,11 +4,13 @@ micro-batches, post-processing.
 Each loop is guarded per item: an error on one frame is logged in one line, counted,
 recorded as the last error, and the frame goes on as a rejection with a reason
 (``quality_error``, ``inference_error``, ``postprocess_error``); a failing source is
-restarted after 2 s.
+restarted after 2 s. A frame the quality gate or the measurement rejects is logged once
+at INFO with its name, reason and detail (an unreadable frame is logged by its source).
 """
 
 from __future__ import annotations
 
+import logging
 import queue
 import threading
 import time
@@ -26,6 +28,13 @@ from edge.service.pipeline.stages import (
     put,
 )
 from edge.sources.base import FrameSource
+
+log = logging.getLogger(__name__)
+
+
+def log_rejected(name: str, reason: str, detail: str = "") -> None:
+    """One INFO line for a rejected frame: ``frame rejected: NAME: REASON (DETAIL)``."""
+    log.info("frame rejected: %s: %s%s", name, reason, f" ({detail})" if detail else "")
 
 
 class FrameStages:
@@ -154,7 +163,9 @@ class FrameStages:
             return it
         t0 = time.perf_counter()
         try:
-            reason = self.processor.quality(fr.image)
+            reason, detail = self._quality(fr.image)
+            if reason:
+                log_rejected(fr.name, str(reason), detail)
         except Exception as exc:
             self._failed(st, f"quality {fr.name}", exc)
             reason = "quality_error"
@@ -162,6 +173,14 @@ class FrameStages:
         if reason:
             it.reject = str(reason)
         return it
+
+    def _quality(self, image: Any) -> tuple[str | None, str]:
+        """``(reason, detail)`` of the quality gate; the detail is empty for a processor
+        that gives only the reason."""
+        with_detail = getattr(self.processor, "quality_detail", None)
+        if with_detail is not None:
+            return with_detail(image)
+        return self.processor.quality(image), ""
 
     def _infer_items(self, items: list[Item], st: Stage) -> list[Item]:
         groups: dict[tuple[int, ...], list[Item]] = {}
@@ -218,6 +237,7 @@ class FrameStages:
                 result, it.contribution = self.processor.measure(it.frame, it.class_map)
                 if it.contribution is None:
                     it.reject = result.reject_reason or "rejected"
+                    log_rejected(it.frame.name, it.reject, result.reject_detail)
             except Exception as exc:
                 self._failed(st, f"post-processing {it.frame.name}", exc)
                 it.reject = "postprocess_error"
