@@ -16,12 +16,27 @@ from collections.abc import Sequence
 
 from edge.errors import UserError
 
+LOG_LEVELS = ["DEBUG", "INFO", "WARNING", "ERROR"]
+
+
+def package_version() -> str:
+    """The installed version of the ``crystal-psd`` distribution (``unknown`` when the
+    package runs from a source tree that was never installed)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("crystal-psd")
+    except PackageNotFoundError:
+        return "unknown"
+
 
 def build_parser(prog: str, description: str, commands: dict[str, str]) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
     parser.add_argument(
-        "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
-        help="logging level for messages on stderr (default INFO)",
+        "--log-level", default=None, choices=LOG_LEVELS,
+        help="logging level for messages on stderr (default INFO; for 'run' it overrides "
+             "[logging] level of the configuration)",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
@@ -38,7 +53,7 @@ def dispatch(prog: str, description: str, commands: dict[str, str],
     parser = build_parser(prog, description, commands)
     args = parser.parse_args(argv)
     logging.basicConfig(
-        level=getattr(logging, args.log_level),
+        level=getattr(logging, args.log_level or "INFO"),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )

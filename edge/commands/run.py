@@ -17,6 +17,8 @@ import threading
 import time
 from typing import Any
 
+from edge.clikit import LOG_LEVELS
+
 HELP = ("run the appliance: capture -> segmentation -> batches -> sinks, until SIGTERM "
         "(or --max-frames / --max-batches)")
 
@@ -45,6 +47,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-batches", type=_positive, default=None, metavar="N",
                    help="stop after N closed batches (frames taken after the N-th are not "
                         "acknowledged: a folder source reads them again next start)")
+    p.add_argument("--log-level", dest="run_log_level", default=None, choices=LOG_LEVELS,
+                   help="logging level; overrides [logging] level of the configuration")
 
 
 def _stop_began(svc: Any) -> float | None:
@@ -83,7 +87,9 @@ def run(args: argparse.Namespace) -> int:
     from edge.service.pipeline.app import Service
 
     cfg = load_config(args.config)
-    setup_logging(cfg.logging)
+    # The command line wins over [logging] level: `run --log-level` or `crystal-edge
+    # --log-level ... run` (a dispatcher option the run command would otherwise ignore).
+    setup_logging(cfg.logging, level=args.run_log_level or getattr(args, "log_level", None))
     svc = Service(cfg, max_frames=args.max_frames, max_batches=args.max_batches,
                   config_path=args.config)
     ended = threading.Event()
