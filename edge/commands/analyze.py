@@ -39,7 +39,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edge.commands.analyze_images import add_image_arguments, results_from_images
+from edge.commands.analyze_images import add_image_arguments, make_folder, results_from_images
 from edge.commands.analyze_inputs import (
     decode_config_from_args,
     decode_image,
@@ -175,16 +175,15 @@ def check_px_size(value: float | None, option: str = "--px-size-um") -> float:
 
 
 def check_output_paths(args: argparse.Namespace) -> None:
-    """Fail before any work when an output folder does not exist."""
+    """Before any work: create the missing folder of each output file (as ``--overlays``
+    does) and fail on a path that cannot be a file."""
     for opt in ("json", "csv", "plot"):
         value = getattr(args, opt, None)
         if value is None or value == "-":
             continue
-        parent = Path(value).expanduser().resolve().parent
-        if not parent.is_dir():
-            raise UserError(f"--{opt} {value}: folder {parent} does not exist")
-        if Path(value).is_dir():
+        if Path(value).expanduser().is_dir():
             raise UserError(f"--{opt} {value}: is a directory, expected a file name")
+        make_folder(Path(value).expanduser().resolve().parent, f"--{opt} {value}")
 
 
 # ---------------------------------------------------------------- masks mode

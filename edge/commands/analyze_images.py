@@ -86,15 +86,25 @@ def _scale(value: str | None) -> float | str:
     return s
 
 
+def make_folder(folder: Path, what: str) -> None:
+    """Create ``folder`` and its missing parents; a clear error naming ``what`` when it
+    cannot be (a file in the way, no permission)."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise UserError(f"{what}: {folder} exists and is not a folder") from None
+    except OSError as exc:
+        raise UserError(f"{what}: cannot create folder {folder}: "
+                        f"{exc.strerror or exc}") from None
+
+
 def _out_dir(value: str | None, option: str) -> Path | None:
     if value is None:
         return None
     p = Path(value).expanduser()
     if p.exists() and not p.is_dir():
         raise UserError(f"{option} {value}: exists and is not a directory")
-    if not p.parent.is_dir():
-        raise UserError(f"{option} {value}: folder {p.parent} does not exist")
-    p.mkdir(exist_ok=True)
+    make_folder(p, f"{option} {value}")
     return p
 
 
