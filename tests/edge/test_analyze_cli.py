@@ -249,9 +249,11 @@ def test_no_crystals_is_not_an_error(tmp_path, capsys):
     (["--px-size-um", "1.45", "--circularity-min", "0.9", "--circularity-max", "0.8"],
      "circularity"),
     (["--px-size-um", "1.45", "--crystal-class", "-1"], "--crystal-class"),
-    (["--px-size-um", "1.45", "--json", "/nonexistent-dir/r.json"], "--json"),
+    # a missing folder is created; one that cannot be (a file in the way) is an error
+    (["--px-size-um", "1.45", "--json", "{mask_dir}/m0.png/r.json"], "--json"),
 ])
 def test_argument_errors_exit_2(mask_dir, capsys, extra, message):
+    extra = [a.format(mask_dir=mask_dir) for a in extra]
     rc, _out, err = _run(["--masks", mask_dir, *extra], capsys)
     assert rc == 2
     assert message in err and len(err.strip().splitlines()) == 1
