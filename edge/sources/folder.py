@@ -108,6 +108,15 @@ class FolderSourceConfig(BaseModel):
         return self
 
 
+def watch_summary(directory: Path, c: FolderSourceConfig) -> str:
+    """What the source watches and what becomes of a file, for the start-up log line."""
+    after = {"keep": "processed files stay where they are",
+             "move": f"processed files move to {c.move_to}",
+             "delete": "processed files are deleted"}[c.after]
+    return (f"watching {directory} for {', '.join(c.patterns)} "
+            f"(recursive: {'yes' if c.recursive else 'no'}), {after}")
+
+
 class FolderSource:
     """Poll a directory for new image files (see the module docstring).
 
@@ -140,6 +149,7 @@ class FolderSource:
         self._pending = 0
         self._last_failed: dict[str, str] | None = None
         self._waiting = False
+        self._announced = False
 
     # -- lifecycle ---------------------------------------------------------------
     def open(self) -> None:
@@ -153,6 +163,9 @@ class FolderSource:
                     raise TransientError(f"source.{key} {d}: cannot create: "
                                          f"{exc.strerror}") from None
         self._ledger = Ledger(self.state_dir / FOLDER_DB_FILE)
+        if not self._announced:  # once per run, not on every restart of the source
+            self._announced = True
+            log.info("folder source: %s", watch_summary(self.dir, self.config))
         self._folder_present()
 
     def close(self) -> None:

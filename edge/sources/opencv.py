@@ -86,6 +86,7 @@ class OpenCVSource:
         self._last_error: str | None = None
         self._next_delay_s: float | None = None
         self._lock = threading.Lock()
+        self._announced = False
 
     # -- helpers -----------------------------------------------------------------
     def _target(self) -> tuple[Any, int]:
@@ -137,6 +138,10 @@ class OpenCVSource:
     def open(self) -> None:
         """Nothing to prepare: the first connection is made in :meth:`frames`, so a
         camera that is off at start-up is retried like one that drops later."""
+        if not self._announced:  # once per run, not on every restart of the source
+            self._announced = True
+            log.info("opencv source: reading %r (at end: %s)", self.config.uri,
+                     self._end_policy())
 
     def close(self) -> None:
         pass
