@@ -97,7 +97,8 @@ def test_discs_of_known_size_json_csv_plot(mask_dir, tmp_path, capsys):
     assert sorted(int(r["area_px"]) for r in rows) == sorted(areas.astype(int))
     got_w = sorted(float(r["weight"]) for r in rows)
     assert got_w == pytest.approx(sorted(weights))
-    assert {"file", "id", "kept", "reason", "diameter_um", "circularity", "bbox_w"} <= set(rows[0])
+    assert {"file", "id", "kept", "reason", "diameter_um", "circularity",
+            "bbox_w_frame_px"} <= set(rows[0])
     # plot: a real PNG
     assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     img = cv2.imread(str(p))
