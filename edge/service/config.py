@@ -25,7 +25,7 @@ import sys
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from edge.backends.config import BackendConfig
 from edge.errors import UserError
@@ -146,14 +146,6 @@ class EdgeConfig(_Section):
     decode: DecodeConfig = Field(default_factory=DecodeConfig,
                                  description="limits checked before a frame file is decoded")
 
-    @field_validator("source", mode="before")
-    @classmethod
-    def _folder_by_default(cls, value: Any) -> Any:
-        # A [source] without type is the documented default source, the folder.
-        if isinstance(value, dict) and "type" not in value:
-            return {"type": "folder", **value}
-        return value
-
     def device_id(self) -> str:
         """``[device] id``, else ``[sinks.mqtt] device_id``, else the host name."""
         return (self.device.id or self.sinks.mqtt.device_id
@@ -204,7 +196,7 @@ def parse_config(data: dict[str, Any], *, source: str = "<config>",
     """Validate a parsed TOML/JSON mapping; resolve relative paths against ``base_dir``."""
     data, renamed = adopt_deprecated_sections(data, source=source)
     try:
-        cfg = EdgeConfig.model_validate(data)
+        cfg = validate_strict(data)
     except ValidationError as exc:
         raise UserError(f"{source}: {describe_validation_error(exc, renamed=renamed)}") \
             from None
@@ -231,6 +223,23 @@ def warn_disabled_sinks(data: dict[str, Any], renamed: dict[str, str], *,
         log.warning("%s: %s.host is set but %s.enabled is false (the default): nothing "
                     "is published there; add enabled = true to [%s] (or remove host)",
                     source, key, key, key)
+
+
+def validate_strict(data: dict[str, Any]) -> EdgeConfig:
+    """Validate without type coercion: ``enabled = "yes"`` or ``port = "1883"`` is an error.
+
+    A ``[source]`` without ``type`` is the folder source.
+
+    The mapping is validated as JSON in pydantic's strict mode, where a string is still a
+    path and an array still a tuple (TOML has neither) and an integer is still a float
+    (``px_size_um = 2``), but a string is never a number or a boolean. TOML dates and
+    times, which no key takes, arrive as strings and are refused by the key's type.
+    """
+    source = data.get("source")
+    if isinstance(source, dict) and "type" not in source:
+        # A [source] without type is the documented default source, the folder.
+        data = {**data, "source": {"type": "folder", **source}}
+    return EdgeConfig.model_validate_json(json.dumps(data, default=str), strict=True)
 
 
 def adopt_deprecated_sections(data: dict[str, Any], *, source: str = "<config>"

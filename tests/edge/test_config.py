@@ -208,3 +208,24 @@ def test_mqtt_host_without_enabled_warns_once(tmp_path, caplog, section, key):
     with caplog.at_level("WARNING"):
         load_config(p)
     assert not any("host is set" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize("text, key, kind", [
+    ('[sinks.mqtt]\nenabled = "yes"\n', "sinks.mqtt.enabled", "boolean"),
+    ('[mqtt]\nport = "1883"\n', "mqtt.port", "integer"),
+    ("[batch]\nframes = 10.0\n", "batch.frames", "integer"),
+    ('[optics]\npx_size_um = "1.45"\n', "optics.px_size_um", "number"),
+    ("[measure]\nfill_holes = 1\n", "measure.fill_holes", "boolean"),
+    ('[source]\nrecursive = "true"\n', "source.recursive", "boolean"),
+    ('[metrics]\nport = "9464"\n', "metrics.port", "integer"),
+])
+def test_wrong_types_are_refused_not_coerced(tmp_path, text, key, kind):
+    msg = _error(tmp_path, text)
+    assert f": {key}: " in msg and kind in msg
+
+
+def test_strict_types_keep_toml_forms(tmp_path):
+    cfg = _load(tmp_path, '[optics]\npx_size_um = 2\n[roi]\nmode = "fixed"\n'
+                          "fixed_circle = [512, 384, 400]\n[model]\npath = \"m.onnx\"\n")
+    assert cfg.optics.px_size_um == 2.0 and cfg.roi.fixed_circle == (512.0, 384.0, 400.0)
+    assert Path(cfg.model.path) == tmp_path / "m.onnx"
