@@ -12,8 +12,12 @@ deprecation warning; giving both is an error.
 
 :func:`load_config` turns every problem into one :class:`~edge.errors.UserError` line
 that names the file, the key path and the problem (unknown key, wrong type, missing
-file, TOML syntax error with line and column). Relative paths in the file are relative
-to the file's directory. ``examples/config.toml`` is a complete commented example.
+file, TOML syntax error with line and column). Types are strict: ``"yes"`` is not a
+boolean, ``"1883"`` not an integer (an integer is still a float). A ``[source]`` without
+``type`` is the folder source. A sink whose ``host`` is set but whose ``enabled`` is left
+out logs one warning (it stays off). Relative paths in the file are relative to the
+file's directory. ``examples/config.toml`` is a complete commented example, generated
+from these models by ``scripts/example_config.py``.
 """
 
 from __future__ import annotations
