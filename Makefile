@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 PIP := $(BIN)/pip --disable-pip-version-check
 STAMP_RT := $(VENV)/.stamp-runtime
 STAMP_DEV := $(VENV)/.stamp-dev
-SYSTEM_PKGS := mosquitto openssh-server rsync
+SYSTEM_PKGS := mosquitto openssh-server rsync chromium
 
 .PHONY: help install install-dev system-deps test lint demo bench train-default deploy deploy-dry-run clean
 
@@ -39,6 +39,7 @@ system-deps:
 	command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || missing="$$missing mosquitto"; \
 	[ -x /usr/sbin/sshd ] || missing="$$missing openssh-server"; \
 	command -v rsync >/dev/null || missing="$$missing rsync"; \
+	command -v chromium >/dev/null || missing="$$missing chromium"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \
 	    echo "installing Debian packages:$$missing"; \
