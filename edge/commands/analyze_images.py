@@ -158,9 +158,10 @@ def _backend_config(args: argparse.Namespace) -> Any:
 def _analyzer(args: argparse.Namespace, run: ImageRun, measure_config: Any) -> FrameAnalyzer:
     """The :class:`~edge.vision.analyzer.FrameAnalyzer` of ``--model`` with the run's
     settings (the model must exist: a UserError with a hint otherwise)."""
+    from edge.modelpath import locate_model
     from edge.vision.analyzer import FrameAnalyzer
 
-    model = Path(args.model)
+    model = locate_model(args.model)
     if not model.is_file():
         hint = " (train and export one with crystal-train, or give --model)" \
             if args.model == DEFAULT_MODEL else ""

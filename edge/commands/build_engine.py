@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from edge.errors import UserError
+from edge.modelpath import DEFAULT_MODEL, locate_model
 
 HELP = "build (or verify) the TensorRT engine for a model ahead of time (Jetson)"
 
@@ -55,7 +56,7 @@ def resolve_settings(args: argparse.Namespace) -> dict[str, Any]:
     """Model path, backend config, frame size, scale, state dir from config + options."""
     from edge.backends import BackendConfig
 
-    model: Path = Path("models/crystal-seg.onnx")
+    model: Path = DEFAULT_MODEL
     backend = BackendConfig()
     scale: float | str = 1.0
     px_size = None
@@ -74,6 +75,7 @@ def resolve_settings(args: argparse.Namespace) -> dict[str, Any]:
             frame_hw = (int(h), int(w))
     if args.model:
         model = Path(args.model)
+    model = locate_model(model)
     backend = backend.model_copy(update=_backend_updates(args))
     if args.frame_size:
         frame_hw = _frame_size(args.frame_size)

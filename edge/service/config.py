@@ -34,6 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from edge.backends.config import BackendConfig
 from edge.errors import UserError
 from edge.measure import MeasureConfig
+from edge.modelpath import locate_model
 from edge.psd import PsdConfig
 from edge.service.logsetup import LoggingConfig
 from edge.service.metrics import MetricsConfig
@@ -308,7 +309,7 @@ def _rel(base: Path, value: Any) -> Any:
 
 def resolve_paths(cfg: EdgeConfig, base: Path) -> None:
     """Make the file paths of ``cfg`` absolute, relative to ``base`` (in place)."""
-    cfg.model.path = _rel(base, cfg.model.path)
+    cfg.model.path = locate_model(cfg.model.path, base=base)
     if cfg.state.dir is not None:
         cfg.state.dir = _rel(base, cfg.state.dir)
     src = cfg.source

@@ -178,9 +178,13 @@ def test_cli_check_config_and_schema(tmp_path, capsys):
     assert capsys.readouterr() == ("", "")
     assert main(["config-schema"]) == 0
     assert "properties" in json.loads(capsys.readouterr().out)
-    p.write_text("")
+    p.write_text('[model]\npath = "models/missing.onnx"\n')
     assert main(["check-config", "--check-files", str(p)]) == 2
     assert "model.path" in capsys.readouterr().err
+    # the default model is found from anywhere; then the missing folder is the problem
+    p.write_text("")
+    assert main(["check-config", "--check-files", str(p)]) == 2
+    assert "source.path" in capsys.readouterr().err
 
 
 def test_source_without_type_is_the_folder(tmp_path):
