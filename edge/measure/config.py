@@ -66,7 +66,8 @@ class MeasureConfig(BaseModel):
     morphology_device: Literal["auto", "cpu", "cuda"] = Field(
         "auto",
         description="where the runtime thresholds the class map and runs the closing: 'auto' = "
-                    "the GPU where OpenCV has CUDA (JetPack), else the CPU; results identical")
+                    "the faster of CPU and GPU, timed at start-up where OpenCV has CUDA "
+                    "(JetPack), else the CPU; results identical")
     circularity_max: float = Field(
         DEFAULT_WINDOW[1], ge=0,
         description="crystals with circularity above this are rejected as 'agglomerate' "

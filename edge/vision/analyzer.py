@@ -392,7 +392,7 @@ def _timed(result: FrameResult, t0: float) -> FrameResult:
 def _morphology(config: MeasureConfig) -> Any:
     """The threshold/closing implementation ``[measure] morphology_device`` asks for."""
     try:
-        morphology = select_morphology(config.morphology_device)
+        morphology = select_morphology(config.morphology_device, radius=config.closing_radius_px)
     except RuntimeError as exc:
         raise UserError(f"measure.morphology_device: {exc}") from None
     log.info("post-processing threshold/closing on the %s", morphology.name)

@@ -143,7 +143,8 @@ def test_measure_crystals_identical_on_both_paths() -> None:
 
 def test_selection() -> None:
     assert select_morphology("cpu").name == "cpu"
-    assert select_morphology("auto", cv=_fake_cv(1)).name == "cuda"
+    # "auto" with CUDA present is decided by timing: tests/edge/measure/test_morphology_auto.py
+    assert select_morphology("auto", cv=_fake_cv(1)).name in ("cpu", "cuda")
     assert select_morphology("auto", cv=_fake_cv(0)).name == "cpu"
     with pytest.raises(RuntimeError, match="no CUDA device"):
         select_morphology("cuda", cv=_fake_cv(0))
