@@ -8,7 +8,10 @@ Needs only numpy, OpenCV and pydantic (no torch): the edge's synthetic frame sou
     frame = render_frame(rng, SynthConfig(fraction_um=(90, 125)))
     frame.image, frame.label, frame.crystals
 
-or ``generate_dataset(out, n, cfg, seed)`` / ``crystal-train synth``.
+or ``generate_dataset(out, n, cfg, seed)`` / ``crystal-train synth``. Other habits and
+domains by name: ``SynthConfig.from_presets("needles", "crowded")`` (:data:`PRESETS`);
+``frame.instances`` / ``frame.coverage`` give every crystal's pixels and the contacts
+between crystals exactly (:func:`contact_map`, :func:`boundary_map`).
 """
 
 from trainer.synth.config import SynthConfig
@@ -28,6 +31,9 @@ from trainer.synth.geometry import (
     polygon_area,
     sample_diameters_um,
 )
+from trainer.synth.habits import HABIT_ASPECT, HABITS, habit_outline
+from trainer.synth.instances import boundary_map, contact_map
+from trainer.synth.presets import PRESETS
 from trainer.synth.render import (
     BLACK_BACKGROUND,
     CLASS_NAMES,
@@ -39,8 +45,30 @@ from trainer.synth.render import (
 )
 
 __all__ = [
-    "BLACK_BACKGROUND", "CLASS_NAMES", "CRYSTAL", "LIGHT_BACKGROUND", "PALETTE", "POPULATIONS",
-    "SynthConfig", "SynthCrystal", "SynthFrame", "area_equivalent_diameter", "colorize_label",
-    "frame_seed", "generate_dataset", "make_outline", "polygon_area", "population_stats",
-    "render_frame", "sample_diameters_um", "truth_statistics", "weighted_quantile",
+    "BLACK_BACKGROUND",
+    "CLASS_NAMES",
+    "CRYSTAL",
+    "HABITS",
+    "HABIT_ASPECT",
+    "LIGHT_BACKGROUND",
+    "PALETTE",
+    "POPULATIONS",
+    "PRESETS",
+    "SynthConfig",
+    "SynthCrystal",
+    "SynthFrame",
+    "area_equivalent_diameter",
+    "boundary_map",
+    "colorize_label",
+    "contact_map",
+    "frame_seed",
+    "generate_dataset",
+    "habit_outline",
+    "make_outline",
+    "polygon_area",
+    "population_stats",
+    "render_frame",
+    "sample_diameters_um",
+    "truth_statistics",
+    "weighted_quantile",
 ]

@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 
 from trainer.synth.config import SynthConfig
-from trainer.synth.geometry import Placed
+from trainer.synth.placement import Placed
 
 SHIFT = 4
 ONE = 1 << SHIFT

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from trainer.synth.presets import preset_fields
 
 Range = tuple[float, float]
 
@@ -34,6 +36,9 @@ class SynthConfig(BaseModel):
         (0.15, 0.35), description="relative darkening at the field edge (1 - I_edge/I_centre)")
     illumination_gradient: Range = Field(
         (0.0, 0.12), description="linear illumination gradient across the field radius")
+    illumination_texture: float = Field(
+        0.025, ge=0, le=0.5,
+        description="relative amplitude of the lamp's low-frequency unevenness over the field")
     black_level: Range = Field((5.0, 14.0), description="camera black level outside the field (DN)")
     field_edge_px: Range = Field((1.5, 4.0), description="softness of the field stop edge (px)")
     psf_sigma_px: Range = Field((0.5, 0.9), description="optical blur of everything in focus (px)")
@@ -66,7 +71,26 @@ class SynthConfig(BaseModel):
         0.10, ge=0, le=0.9,
         description="target fraction of crystals that touch or overlap another crystal "
                     "(agglomerates of 2-3); all other crystals keep a gap")
-    aspect_max: float = Field(1.6, ge=1.0, le=3.0, description="largest crystal aspect ratio")
+    aspect_max: float = Field(
+        1.6, ge=1.0, le=3.0,
+        description="largest aspect ratio of 'compact' and 'rounded' crystals")
+    habit: Literal["compact", "prism", "needle", "plate", "rhomb", "twin", "rounded"] = Field(
+        "compact",
+        description="crystal habit (trainer.synth.habits): 'compact' faceted equant crystals "
+                    "(hexagon, octagon, rhomb, irregular), 'prism' and 'needle' elongated "
+                    "prisms with pointed or flat ends, 'plate' hexagonal or rectangular "
+                    "plates, 'rhomb', 'twin' two prisms crossing or meeting at one end, "
+                    "'rounded' compact crystals with worn corners")
+    habit_aspect: Range | None = Field(
+        None,
+        description="aspect ratio range (length / width of the minimum rectangle) of the "
+                    "habit; None = the habit's own (prism 1.5-4, needle 3-10, plate 1-1.6, "
+                    "rhomb 1.3-2.5, twin 2-5 per part)")
+    outside_margin: float = Field(
+        0.35, ge=0, le=1.0,
+        description="crystal centres may lie this many area-equivalent diameters outside "
+                    "the field circle and the frame (larger: more crystals cut by the field "
+                    "stop and the frame border)")
     transparent_fraction: float = Field(
         0.5, ge=0, le=1,
         description="fraction of transparent crystals (dark refracting rim, bright core); "
@@ -84,6 +108,12 @@ class SynthConfig(BaseModel):
     dust_probability: float = Field(
         0.35, ge=0, le=1, description="probability of out-of-focus dust on the optics in a frame")
 
+    @classmethod
+    def from_presets(cls, *names: str, **overrides: Any) -> SynthConfig:
+        """Settings of the named presets (:data:`trainer.synth.presets.PRESETS`, combined
+        in order), then ``overrides``; e.g. ``from_presets("needles", "crowded")``."""
+        return cls(**{**preset_fields(*names), **overrides})
+
     @model_validator(mode="after")
     def _ranges(self) -> SynthConfig:
         for name in ("field_radius_frac", "brightness", "vignetting", "illumination_gradient",
@@ -93,6 +123,8 @@ class SynthConfig(BaseModel):
             lo, hi = getattr(self, name)
             if lo > hi or lo < 0:
                 raise ValueError(f"{name}: need 0 <= lo <= hi, got ({lo}, {hi})")
+        if self.habit_aspect is not None and not 1 <= self.habit_aspect[0] <= self.habit_aspect[1]:
+            raise ValueError(f"habit_aspect: need 1 <= lo <= hi, got {self.habit_aspect}")
         if self.fraction_um[0] <= 0:
             raise ValueError(f"fraction_um: lower limit must be > 0, got {self.fraction_um}")
         if self.brightness[1] > 250:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from trainer.synth.geometry import Placed
+from trainer.synth.placement import Placed
 
 SHIFT = 4
 ONE = 1 << SHIFT

@@ -1,4 +1,4 @@
-"""Crystal sizes, faceted convex crystal outlines and their placement in the field.
+"""Crystal sizes and faceted convex crystal outlines (placement: ``trainer.synth.placement``).
 
 All coordinates are pixels with pixel centres at integers (OpenCV's convention): pixel
 ``(x, y)`` covers ``[x-0.5, x+0.5] x [y-0.5, y+0.5]``.
@@ -7,7 +7,6 @@ All coordinates are pixels with pixel centres at integers (OpenCV's convention):
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
@@ -158,104 +157,3 @@ def sample_diameters_um(rng: np.random.Generator, cfg: SynthConfig, n: int) -> n
         t = cfg.tail_fraction
         d = np.where(kind < t * 2 / 3, fines, np.where(kind < t, over, core))
     return np.maximum(d, cfg.min_diameter_um)
-
-
-# ----------------------------------------------------------------------------- placement
-@dataclass(eq=False)
-class Placed:
-    """A crystal outline placed in the frame (before rendering)."""
-
-    polygon: np.ndarray            # (N, 2) px, absolute
-    centre: np.ndarray             # (2,) centroid px
-    diameter_um: float
-    shape: str
-    aspect: float
-    r_out: float                   # circumradius about the centroid (px)
-    r_in: float                    # inradius about the centroid (px)
-    group: int | None = None       # agglomerate id
-    extra: dict = field(default_factory=dict)
-
-
-def _new(rng, cfg: SynthConfig, d_um: float, centre: np.ndarray) -> Placed:
-    d_px = d_um / cfg.px_size_um
-    outline, shape, aspect = make_outline(rng, d_px, aspect_max=cfg.aspect_max)
-    r_out = float(np.sqrt((outline ** 2).sum(1)).max())
-    r_in = inradius(outline, np.zeros(2))
-    return Placed(outline + centre, centre.astype(np.float64), float(d_um), shape, aspect,
-                  r_out, r_in)
-
-
-def _clear(p: Placed, others: list[Placed], gap: float, skip_group: int | None = None) -> bool:
-    for o in others:
-        if skip_group is not None and o.group == skip_group:
-            continue
-        if np.hypot(*(p.centre - o.centre)) < p.r_out + o.r_out + gap:
-            return False
-    return True
-
-
-def place_crystals(rng: np.random.Generator, cfg: SynthConfig,
-                   field_xyr: tuple[float, float, float], field_area_px: float) -> list[Placed]:
-    """Place crystals until ``density`` of the field area is covered (or space runs out).
-
-    Centres lie in the field circle enlarged by a fraction of the crystal size (so some
-    crystals are cut by the field edge) and within the frame enlarged likewise (some are
-    cut by the frame border). Single crystals keep a gap of >= 2 px to every other
-    crystal; with probability chosen so that ``agglomerate_rate`` of all crystals are in
-    agglomerates, a crystal gets 1-2 partners whose inscribed circles overlap its own
-    (the outlines surely touch or overlap).
-    """
-    cx, cy, rf = field_xyr
-    w, h = cfg.width, cfg.height
-    target = cfg.density * field_area_px
-    k_mean = 1.3  # mean partners of an agglomerate seed
-    r = cfg.agglomerate_rate
-    p_seed = r / ((1 + k_mean) - r * k_mean) if r > 0 else 0.0
-    placed: list[Placed] = []
-    covered, fails, group = 0.0, 0, 0
-    sizes = iter(())
-    while covered < target and fails < 300:
-        d_um = next(sizes, None)
-        if d_um is None:
-            sizes = iter(sample_diameters_um(rng, cfg, 64).tolist())
-            d_um = next(sizes)
-        d_px = d_um / cfg.px_size_um
-        rho = (rf + 0.35 * d_px) * math.sqrt(rng.random())
-        phi = rng.uniform(0, 2 * math.pi)
-        c = np.array([cx + rho * math.cos(phi), cy + rho * math.sin(phi)])
-        if not (-0.35 * d_px <= c[0] <= w - 1 + 0.35 * d_px
-                and -0.35 * d_px <= c[1] <= h - 1 + 0.35 * d_px):
-            fails += 1
-            continue
-        p = _new(rng, cfg, d_um, c)
-        if not _clear(p, placed, gap=2.5):
-            fails += 1
-            continue
-        fails = 0
-        placed.append(p)
-        covered += math.pi * p.r_in * p.r_out
-        if rng.random() < p_seed:
-            members = [p]
-            n_partners = 1 if rng.random() < 0.7 else 2
-            for _ in range(n_partners):
-                anchor = members[int(rng.integers(len(members)))]
-                d2 = float(sample_diameters_um(rng, cfg, 1)[0])
-                q = _new(rng, cfg, d2, np.zeros(2))
-                outline = q.polygon.copy()
-                others = [o for o in placed if all(o is not m for m in members)]
-                for _try in range(6):  # a few directions before giving up
-                    phi2 = rng.uniform(0, 2 * math.pi)
-                    dist = (anchor.r_in + q.r_in) * rng.uniform(0.72, 0.98)
-                    shift = anchor.centre + dist * np.array([math.cos(phi2), math.sin(phi2)])
-                    q.polygon, q.centre = outline + shift, shift
-                    if _clear(q, others, gap=2.5):
-                        q.group = group
-                        members.append(q)
-                        break
-            if len(members) > 1:
-                for m in members:
-                    m.group = group
-                placed.extend(members[1:])
-                covered += sum(math.pi * m.r_in * m.r_out for m in members[1:])
-                group += 1
-    return placed

@@ -21,13 +21,8 @@ import numpy as np
 from trainer.synth.artefacts import draw_bubbles, draw_debris, draw_dust
 from trainer.synth.config import SynthConfig
 from trainer.synth.crystals import crystal_patch
-from trainer.synth.geometry import (
-    Placed,
-    area_equivalent_diameter,
-    convex_sdf,
-    place_crystals,
-    polygon_area,
-)
+from trainer.synth.geometry import area_equivalent_diameter, convex_sdf, polygon_area
+from trainer.synth.placement import Placed, place_crystals
 
 SHIFT = 4
 ONE = 1 << SHIFT
@@ -53,6 +48,7 @@ class SynthCrystal:
     touches_border: bool             # its pixels reach the frame's outermost rows/columns
     cut_by_field: bool               # part of it lies outside the illuminated field
     visible_fraction: float          # of its pixels inside the frame and the field
+    parts_px: list[np.ndarray] | None = None  # convex parts of a twin (frame coordinates)
 
     @property
     def whole(self) -> bool:
@@ -70,6 +66,8 @@ class SynthCrystal:
             "touches_other": self.touches_other, "touches_border": self.touches_border,
             "cut_by_field": self.cut_by_field,
             "visible_fraction": round(self.visible_fraction, 4),
+            **({} if self.parts_px is None else
+               {"parts_px": [np.round(q, 3).tolist() for q in self.parts_px]}),
         }
 
 
@@ -82,6 +80,12 @@ class SynthFrame:
     crystals: list[SynthCrystal]
     field_xyr: tuple[float, float, float]   # illuminated field centre x, y and radius (px)
     meta: dict[str, Any] = field(default_factory=dict)
+    #: (H, W) int32 instance ids: 0 none, ``k + 1`` = crystal ``crystals[k]`` (``id == k``);
+    #: where crystals overlap, the one drawn last (on top); nonzero exactly where
+    #: ``label == CRYSTAL``
+    instances: np.ndarray | None = None
+    #: (H, W) uint8 number of crystals covering each pixel inside the field (2+ = overlap)
+    coverage: np.ndarray | None = None
 
     def to_payload(self) -> dict[str, Any]:
         cx, cy, r = self.field_xyr
@@ -141,7 +145,7 @@ def _illumination(rng, cfg: SynthConfig, fxyr) -> np.ndarray:
     light = (1 - vig * rr2 * (0.6 + 0.4 * rr2)) * (1 + g * (dx * math.cos(th) + dy * math.sin(th)))
     # low-frequency unevenness of the lamp / condenser
     tex = rng.normal(0, 1, (6, 8)).astype(np.float32)
-    light *= 1 + 0.025 * cv2.resize(tex, (ws, hs), interpolation=cv2.INTER_CUBIC)
+    light *= 1 + cfg.illumination_texture * cv2.resize(tex, (ws, hs), interpolation=cv2.INTER_CUBIC)
     # field stop: soft edge at radius r
     edge = _u(rng, cfg.field_edge_px)
     dist = (np.sqrt(rr2) - 1) * (r / edge)
@@ -194,7 +198,10 @@ def _crystal_patch(p: Placed, margin: int) -> tuple[np.ndarray, np.ndarray, tupl
     y0 = math.floor(p.polygon[:, 1].min()) - margin
     x1 = math.ceil(p.polygon[:, 0].max()) + margin + 1
     y1 = math.ceil(p.polygon[:, 1].max()) + margin + 1
-    sd = convex_sdf(p.polygon, (y1 - y0, x1 - x0), (x0, y0))
+    if p.parts is None:
+        sd = convex_sdf(p.polygon, (y1 - y0, x1 - x0), (x0, y0))
+    else:  # a union of convex parts: inside any part
+        sd = np.maximum.reduce([convex_sdf(q, (y1 - y0, x1 - x0), (x0, y0)) for q in p.parts])
     return (sd >= -1e-9).astype(np.uint8), sd, (x0, y0)
 
 
@@ -235,8 +242,11 @@ def render_frame(rng: np.random.Generator, cfg: SynthConfig | None = None) -> Sy
 
     trans = np.ones((h, w), np.float32)
     crystal_mask = np.zeros((h, w), np.uint8)
+    instances = np.zeros((h, w), np.int32)
+    coverage = np.zeros((h, w), np.uint8)
     crystals, n_agglo = _draw_crystals(rng, cfg, placed, in_field=in_field, trans=trans,
-                                       crystal_mask=crystal_mask)
+                                       crystal_mask=crystal_mask,
+                                       instances=instances, coverage=coverage)
     draw_bubbles(rng, cfg, trans, placed)
     draw_debris(rng, cfg, trans)
     ker = _motion_kernel(_u(rng, cfg.motion_blur_px), cfg.flow_angle_deg)
@@ -249,13 +259,16 @@ def render_frame(rng: np.random.Generator, cfg: SynthConfig | None = None) -> Sy
 
     label[(crystal_mask > 0) & in_field] = CRYSTAL
     meta = {"n_crystals": len(crystals), "n_agglomerates": n_agglo}
-    return SynthFrame(image=image, label=label, crystals=crystals, field_xyr=fxyr, meta=meta)
+    return SynthFrame(image=image, label=label, crystals=crystals, field_xyr=fxyr, meta=meta,
+                      instances=instances, coverage=coverage)
 
 
 def _draw_crystals(rng: np.random.Generator, cfg: SynthConfig, placed: list[Any], *,
-                   in_field: np.ndarray, trans: np.ndarray, crystal_mask: np.ndarray
+                   in_field: np.ndarray, trans: np.ndarray, crystal_mask: np.ndarray,
+                   instances: np.ndarray, coverage: np.ndarray
                    ) -> tuple[list[SynthCrystal], int]:
-    """Draw the placed crystals into ``trans`` and ``crystal_mask`` (in place).
+    """Draw the placed crystals into ``trans``, ``crystal_mask``, ``instances`` (id + 1
+    of the crystal on top, inside the field) and ``coverage`` (in place).
 
     Returns the ground truth of each crystal with at least one visible pixel, and the
     number of touching groups generated (the frame's ``n_agglomerates``).
@@ -286,6 +299,9 @@ def _draw_crystals(rng: np.random.Generator, cfg: SynthConfig, placed: list[Any]
             or (fx0 == 0 and sub[:, 0].any()) or (fy0 == 0 and sub[0, :].any())
             or (fx1 == w and sub[:, -1].any()) or (fy1 == h and sub[-1, :].any()))
         crystal_mask[fy0:fy1, fx0:fx1] |= sub
+        seen_here = sub & in_field[fy0:fy1, fx0:fx1]
+        instances[fy0:fy1, fx0:fx1][seen_here > 0] = len(crystals) + 1
+        coverage[fy0:fy1, fx0:fx1] += seen_here
         _draw_crystal(rng, trans, p, kind=kind, defocus=defocus, sdf=sd, org=(x0, y0))
         area = polygon_area(p.polygon)
         crystals.append(SynthCrystal(
@@ -296,7 +312,7 @@ def _draw_crystals(rng: np.random.Generator, cfg: SynthConfig, placed: list[Any]
             agglomerate=p.group if p.group is not None and groups.get(p.group, 0) > 1 else None,
             touches_other=p.group is not None and groups.get(p.group, 0) > 1,
             touches_border=touches_border, cut_by_field=visible < inside,
-            visible_fraction=visible / total))
+            visible_fraction=visible / total, parts_px=p.parts))
     # a member whose partners all turned out invisible is single after all
     seen = [c.agglomerate for c in crystals if c.agglomerate is not None]
     for c in crystals:
