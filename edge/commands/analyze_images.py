@@ -18,7 +18,10 @@ from __future__ import annotations
 import argparse
 import logging
 import math
+import os
+import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -72,6 +75,11 @@ def add_image_arguments(parser: argparse.ArgumentParser) -> None:
                    help="write overlay images (crystal outlines, diameters) to DIR")
     g.add_argument("--masks-out", metavar="DIR", default=None,
                    help="write predicted class maps (uint8 PNG, frame size) to DIR")
+    g.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="threads decoding and post-processing beside inference (default: "
+                        "one per core; 1 = one frame after the other)")
+    g.add_argument("--progress-every", type=int, default=100, metavar="N",
+                   help="without a terminal, log a progress line every N frames (default 100)")
 
 
 def _scale(value: str | None) -> float | str:
@@ -125,6 +133,8 @@ class ImageRun:
     decode: Any
     overlays: Path | None
     masks_out: Path | None
+    workers: int = 1
+    progress_every: int = 100
 
 
 def image_run(args: argparse.Namespace) -> ImageRun:
@@ -140,7 +150,18 @@ def image_run(args: argparse.Namespace) -> ImageRun:
                     roi=RoiConfig(mode=args.roi or "auto"),
                     decode=decode_config_from_args(args),
                     overlays=_out_dir(args.overlays, "--overlays"),
-                    masks_out=_out_dir(args.masks_out, "--masks-out"))
+                    masks_out=_out_dir(args.masks_out, "--masks-out"),
+                    workers=_count(args.workers, "--workers", os.cpu_count() or 1),
+                    progress_every=_count(args.progress_every, "--progress-every", 100))
+
+
+def _count(value: int | None, option: str, default: int) -> int:
+    """A positive count option (``default`` when not given)."""
+    if value is None:
+        return default
+    if value < 1:
+        raise UserError(f"{option}: must be >= 1, got {value}")
+    return value
 
 
 def _backend_config(args: argparse.Namespace) -> Any:
@@ -209,19 +230,47 @@ def analyze_all(analyzer: FrameAnalyzer, entries: list[tuple[str, str | None]],
     ``(results, number of frames decoded)``."""
     from tqdm import tqdm
 
+    from edge.vision.parallel import ProgressLine
+
     results: list[FrameResult] = []
     seen: dict[str, int] = {}
     n_frames = 0
-    step = run.backend.max_batch
+    # tqdm draws on a terminal only; elsewhere (a log file, a pipe) a line every N frames
+    lines = None if sys.stderr.isatty() else ProgressLine(len(entries), run.progress_every, log)
     with tqdm(total=len(entries), unit="frame", desc="analyze", disable=None,
               leave=False) as bar:
-        for k in range(0, len(entries), step):
-            chunk = entries[k:k + step]
-            out, n = _analyze_chunk(analyzer, chunk, run, seen)
+        for out, n, size in _chunks(analyzer, entries, run, seen):
             results += out
             n_frames += n
-            bar.update(len(chunk))
+            bar.update(size)
+            if lines is not None:
+                lines.update(size)
     return results, n_frames
+
+
+def _chunks(analyzer: FrameAnalyzer, entries: list[tuple[str, str | None]], run: ImageRun,
+            seen: dict[str, int]) -> Iterator[tuple[list[FrameResult], int, int]]:
+    """``(results, frames decoded, inputs)`` of consecutive inputs in order: chunk by
+    chunk in this thread (``--workers 1``), else input by input from the pipeline of
+    :func:`edge.vision.parallel.analyze_ordered` (the same results)."""
+    step = run.backend.max_batch
+    if run.workers <= 1:
+        for k in range(0, len(entries), step):
+            out, n = _analyze_chunk(analyzer, entries[k:k + step], run, seen)
+            yield out, n, len(entries[k:k + step])
+        return
+    from edge.vision.parallel import analyze_ordered
+
+    def decode(entry: tuple[str, str | None]) -> Any:
+        return _decoded(*entry, run.decode, warn=False)
+
+    for a in analyze_ordered(analyzer, entries, decode, workers=run.workers, chunk=step):
+        r = a.result
+        if not r.ok:
+            warn_skipped(r.name, r.error or "rejected")
+        if a.image is not None:
+            write_images(a.image, r, _unique_stem(r.name, seen), run)
+        yield [r], int(a.image is not None), 1
 
 
 def _analyze_chunk(analyzer: FrameAnalyzer, chunk: list[tuple[str, str | None]],
@@ -245,10 +294,10 @@ def _analyze_chunk(analyzer: FrameAnalyzer, chunk: list[tuple[str, str | None]],
     return results, len(frames)
 
 
-def _decoded(name: str, listed_error: str | None,
-             decode_config: Any) -> tuple[str, np.ndarray] | FrameResult:
+def _decoded(name: str, listed_error: str | None, decode_config: Any, *,
+             warn: bool = True) -> tuple[str, np.ndarray] | FrameResult:
     """``(name, image)``, or the ``unreadable`` result of an input that cannot be read
-    (warned once on stderr)."""
+    (warned once on stderr, unless ``warn`` is False)."""
     from edge.vision.result import FrameResult
 
     error = listed_error
@@ -258,7 +307,8 @@ def _decoded(name: str, listed_error: str | None,
         except UserError as exc:
             error = error_text(name, exc)
     result = FrameResult.from_error(name, "unreadable", error)
-    warn_skipped(name, result.error or error)
+    if warn:
+        warn_skipped(name, result.error or error)
     return result
 
 

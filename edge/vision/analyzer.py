@@ -299,8 +299,10 @@ class FrameAnalyzer:
 
     def postprocess(self, name: str, image: np.ndarray, class_map: np.ndarray, *,
                     quality: QualityResult | None = None,
-                    timings: dict[str, float] | None = None) -> FrameResult:
-        """ROI, crowding check and measurement of one segmented frame."""
+                    timings: dict[str, float] | None = None,
+                    roi: Roi | str | None = "detect") -> FrameResult:
+        """ROI, crowding check and measurement of one segmented frame (``roi``: its
+        :meth:`field`, found already in frame order by a parallel caller)."""
         t0 = time.perf_counter()
         common: dict[str, Any] = {
             "px_size_um": self.px_size_um, "inference_scale": self.inference_scale,
@@ -308,7 +310,7 @@ class FrameAnalyzer:
             "quality": dict(quality.metrics) if quality else {},
             "timings_ms": dict(timings or {}),
             "class_map": class_map if self.keep_class_maps else None}
-        roi = self._field(image, class_map)
+        roi = self.field(image, class_map) if isinstance(roi, str) else roi
         if roi is None:
             return _timed(FrameResult.from_error(name, "no_field", "no illuminated field found",
                                                  **common), t0)
@@ -323,7 +325,7 @@ class FrameAnalyzer:
             roi=roi.mask, config=self.measure_config, morphology=self.morphology)
         return _timed(FrameResult.from_mask(name, crystals, roi=roi, **common), t0)
 
-    def _field(self, image: np.ndarray, class_map: np.ndarray) -> Roi | None:
+    def field(self, image: np.ndarray, class_map: np.ndarray) -> Roi | None:
         """The illuminated field at the class map's scale (None when there is none)."""
         grey = grey_u8(image, bit_depth=self.bit_depth)
         if grey.shape != class_map.shape:
@@ -358,22 +360,28 @@ class FrameAnalyzer:
         """All stages for one frame."""
         return self.analyze_many([(name, image)])[0]
 
+    def gate(self, name: str, image: np.ndarray | None
+             ) -> tuple[QualityResult, float, FrameResult | None]:
+        """Quality gate of one frame: ``(quality, ms, the rejected frame's result or None)``."""
+        t0 = time.perf_counter()
+        q = self.check_quality_full(image)
+        q_ms = (time.perf_counter() - t0) * 1e3
+        if q.ok:
+            return q, q_ms, None
+        hw = (0, 0) if image is None or np.ndim(image) < 2 else tuple(np.shape(image)[:2])
+        return q, q_ms, FrameResult.from_error(
+            name, q.reason, q.detail, px_size_um=self.px_size_um,
+            inference_scale=self.inference_scale, frame_hw=hw, quality=dict(q.metrics),
+            timings_ms={"quality_ms": q_ms})
+
     def analyze_many(self, frames: Sequence[tuple[str, np.ndarray | None]]) -> list[FrameResult]:
         """All stages for several frames; accepted frames are segmented in batches."""
         results: list[FrameResult | None] = [None] * len(frames)
         todo: list[tuple[int, QualityResult, float]] = []
         for i, (name, image) in enumerate(frames):
-            t0 = time.perf_counter()
-            q = self.check_quality_full(image)
-            q_ms = (time.perf_counter() - t0) * 1e3
-            if q.ok:
+            q, q_ms, results[i] = self.gate(name, image)
+            if results[i] is None:
                 todo.append((i, q, q_ms))
-                continue
-            hw = (0, 0) if image is None or np.ndim(image) < 2 else tuple(np.shape(image)[:2])
-            results[i] = FrameResult.from_error(
-                name, q.reason, q.detail, px_size_um=self.px_size_um,
-                inference_scale=self.inference_scale, frame_hw=hw, quality=dict(q.metrics),
-                timings_ms={"quality_ms": q_ms})
         if todo:
             maps = self.segment([frames[i][1] for i, _, _ in todo])
             for (i, q, q_ms), cm in zip(todo, maps, strict=True):
