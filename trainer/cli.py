@@ -17,6 +17,7 @@ COMMANDS: dict[str, str] = {
     "train": "trainer.commands.train",
     "evaluate": "trainer.commands.evaluate",
     "export": "trainer.commands.export",
+    "adapt": "trainer.commands.adapt",
 }
 
 
