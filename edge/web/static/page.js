@@ -207,7 +207,10 @@
       }
       const img = document.getElementById("frame");
       img.onerror = () => { document.getElementById("frame-note").textContent = "no frame yet"; };
-      img.onload = () => { document.getElementById("frame-note").textContent = ""; };
+      img.onload = () => {
+        img.dataset.width = String(img.naturalWidth);
+        document.getElementById("frame-note").textContent = "";
+      };
       img.src = url("api/frames/latest.png", { t: Date.now() });
       document.getElementById("updated").textContent = "updated " + new Date().toLocaleTimeString();
     } catch (e) {
