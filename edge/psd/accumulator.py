@@ -16,11 +16,15 @@ Per frame (:meth:`PsdAccumulator.add_frame` of a frame's result, :class:`Measure
   bounding-box extents ``(w, h)`` lies entirely inside the frame's ROI (or the
   rectangular frame), see :mod:`edge.psd.edge_correction`; ``w_max`` is
   ``PsdConfig.edge_weight_max``;
-* rejected rows (and objects dropped while cleaning) are counted by reason.
+* rejected rows (and objects dropped while cleaning) are counted by reason; the
+  diameters of rows rejected for a reason of :data:`edge.psd.AGGLOMERATE_REASONS` and
+  the kept rows' shape columns are kept for the process values
+  (:mod:`edge.psd.process`), as is each frame's ``domain_score`` when it has one.
 
 Over all frames (:meth:`PsdAccumulator.result`) the diameters and weights are
 concatenated and :func:`edge.psd.compute_psd` runs once: the volume fractions are
-``q3_k = sum_{i in k} w_i x_i^3 / sum_i w_i x_i^3``.
+``q3_k = sum_{i in k} w_i x_i^3 / sum_i w_i x_i^3``; :func:`edge.psd.process_values`
+computes the process values from the same crystals and weights.
 
 The ROI's distance transform (:class:`~edge.psd.RoiSurvival`) is computed once per
 distinct ROI mask (cached on the mask's content), since the illuminated field rarely
@@ -41,6 +45,7 @@ import numpy as np
 
 from edge.psd.config import PsdConfig
 from edge.psd.edge_correction import RoiSurvival, edge_correction_weights
+from edge.psd.process import AGGLOMERATE_REASONS, SHAPE_COLUMNS, ProcessValues, process_values
 from edge.psd.stats import PSDResult, compute_psd
 
 #: Distinct ROI masks whose distance transforms are kept (oldest dropped first).
@@ -48,7 +53,11 @@ ROI_CACHE_SIZE = 8
 
 
 class CrystalTable(Protocol):
-    """What the accumulator reads of one frame's crystals (``edge.measure.Crystals``)."""
+    """What the accumulator reads of one frame's crystals (``edge.measure.Crystals``).
+
+    The shape columns of :data:`edge.psd.process.SHAPE_COLUMNS` (``feret_max_um`` ...)
+    are read when present (a table without them gives None for those process values).
+    """
 
     diameter_um: np.ndarray
     bbox: np.ndarray
@@ -76,6 +85,9 @@ class MeasuredFrame(Protocol):
     @property
     def reject_reason(self) -> str | None: ...
 
+    @property
+    def domain_score(self) -> float | None: ...
+
 
 @dataclass(frozen=True)
 class FrameContribution:
@@ -89,11 +101,20 @@ class FrameContribution:
         Edge-correction weights; None when the correction does not apply.
     rejected_by_reason : dict
         ``{reason: n}`` of the frame's rejected crystals (reasons with ``n > 0`` only).
+    shape : dict
+        ``{column: (n_kept,)}`` of the kept crystals' shape columns (process values).
+    agglomerate_diameters_um : ndarray, shape (n_agglomerates,)
+        Diameters of the rows rejected as agglomerates.
+    domain_score : float or None
+        The frame's domain score (1 = looks like the training domain), when known.
     """
 
     diameters_um: np.ndarray
     weights: np.ndarray | None
     rejected_by_reason: dict[str, int] = field(default_factory=dict)
+    shape: dict[str, np.ndarray] = field(default_factory=dict)
+    agglomerate_diameters_um: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    domain_score: float | None = None
 
 
 @dataclass(frozen=True)
@@ -114,6 +135,8 @@ class PsdSummary:
         ``{reason: n}`` of frames rejected before measuring (quality gate, crowding, ...).
     crystals_rejected_by_reason : dict
         ``{reason: n}`` of rejected crystals over all used frames.
+    process : ProcessValues
+        Process values (:func:`edge.psd.process_values`) of the same crystals and frames.
     """
 
     psd: PSDResult
@@ -123,6 +146,7 @@ class PsdSummary:
     frames_used: int
     frames_rejected_by_reason: dict[str, int]
     crystals_rejected_by_reason: dict[str, int]
+    process: ProcessValues = field(default_factory=ProcessValues)
 
     @property
     def n_crystals(self) -> int:
@@ -206,6 +230,9 @@ class PsdAccumulator:
         self._used = 0
         self._frames_rejected: Counter[str] = Counter()
         self._crystals_rejected: Counter[str] = Counter()
+        self._shape: dict[str, list[np.ndarray]] = {k: [] for k in SHAPE_COLUMNS}
+        self._agglomerates: list[np.ndarray] = []
+        self._scores: list[float] = []
 
     # -- per frame --------------------------------------------------------------------
     def survival(self, roi: np.ndarray | RoiSurvival) -> RoiSurvival:
@@ -235,7 +262,8 @@ class PsdAccumulator:
 
     def contribution(self, crystals: CrystalTable, *,
                      roi: np.ndarray | RoiSurvival | None = None,
-                     frame_hw: tuple[int, int] | None = None) -> FrameContribution:
+                     frame_hw: tuple[int, int] | None = None,
+                     domain_score: float | None = None) -> FrameContribution:
         """What one measured frame adds (nothing is added yet; see :meth:`add`).
 
         Parameters
@@ -246,6 +274,8 @@ class PsdAccumulator:
             The region the crystals were measured in; None = the whole frame.
         frame_hw : (H, W), optional
             Frame size; default ``crystals.frame_shape[:2]``.
+        domain_score : float, optional
+            The frame's domain score, for the batch's ``confidence``.
         """
         kept = kept_mask(crystals)
         d = np.asarray(crystals.diameter_um, dtype=np.float64).reshape(-1)
@@ -253,16 +283,21 @@ class PsdAccumulator:
             raise ValueError(f"diameter_um of shape {d.shape} does not match reason of "
                              f"shape {kept.shape}")
         rejected = {str(k): int(v) for k, v in crystals.rejected_counts().items() if int(v)}
+        agglomerate = np.isin(np.asarray(crystals.reason), AGGLOMERATE_REASONS)
         return FrameContribution(diameters_um=d[kept],
                                  weights=self.weights(crystals, roi=roi, frame_hw=frame_hw),
-                                 rejected_by_reason=rejected)
+                                 rejected_by_reason=rejected,
+                                 shape=_shape_columns(crystals, kept),
+                                 agglomerate_diameters_um=d[agglomerate],
+                                 domain_score=domain_score)
 
     def frame_contribution(self, frame: MeasuredFrame) -> FrameContribution | None:
         """What one frame's result adds (:meth:`contribution` of its crystals in its ROI);
         None for a rejected frame. Nothing is added yet (see :meth:`add_frame`)."""
         if frame.reject_reason is not None or frame.crystals is None:
             return None
-        return self.contribution(frame.crystals, roi=frame.roi_mask)
+        return self.contribution(frame.crystals, roi=frame.roi_mask,
+                                 domain_score=getattr(frame, "domain_score", None))
 
     # -- collecting -------------------------------------------------------------------
     def add_frame(self, frame: MeasuredFrame) -> FrameContribution | None:
@@ -272,7 +307,8 @@ class PsdAccumulator:
         """
         contrib = self.frame_contribution(frame)
         if contrib is None:
-            self.add_rejection(frame.reject_reason or "no_result")
+            self.add_rejection(frame.reject_reason or "no_result",
+                               domain_score=getattr(frame, "domain_score", None))
         else:
             self.add_contribution(contrib)
         return contrib
@@ -298,10 +334,24 @@ class PsdAccumulator:
         self._diam.append(d)
         self._weights.append(w)
         self._crystals_rejected.update(contrib.rejected_by_reason)
+        n = d.size
+        for name, parts in self._shape.items():
+            col = contrib.shape.get(name)
+            parts.append(np.full(n, np.nan) if col is None else
+                         np.asarray(col, dtype=np.float64).reshape(-1))
+        self._agglomerates.append(np.asarray(contrib.agglomerate_diameters_um,
+                                             dtype=np.float64).reshape(-1))
+        self._score(contrib.domain_score)
 
-    def add_rejection(self, reason: str) -> None:
-        """Count a frame rejected before measuring (its crystals do not count)."""
+    def add_rejection(self, reason: str, *, domain_score: float | None = None) -> None:
+        """Count a frame rejected before measuring (its crystals do not count); a frame
+        that was scored before its rejection adds its ``domain_score`` to the confidence."""
         self._frames_rejected[str(reason)] += 1
+        self._score(domain_score)
+
+    def _score(self, domain_score: float | None) -> None:
+        if domain_score is not None:
+            self._scores.append(float(domain_score))
 
     @property
     def frames_used(self) -> int:
@@ -318,11 +368,29 @@ class PsdAccumulator:
         d = _concat(self._diam)
         w = _concat(self._weights)
         psd = compute_psd(d, weights=w if self.edge_correction else None, config=self.config)
+        process = process_values(
+            d, w, shape={k: _concat(v) for k, v in self._shape.items()},
+            agglomerate_diameters_um=_concat(self._agglomerates), frames_used=self._used,
+            frames_rejected_by_reason=self._frames_rejected, domain_scores=self._scores,
+            fines_below_um=self.config.fines_below_um)
         return PsdSummary(psd=psd, diameters_um=d, weights=w,
                           edge_correction=self.edge_correction, frames_used=self._used,
                           frames_rejected_by_reason=dict(sorted(self._frames_rejected.items())),
                           crystals_rejected_by_reason=dict(
-                              sorted(self._crystals_rejected.items())))
+                              sorted(self._crystals_rejected.items())),
+                          process=process)
+
+
+def _shape_columns(crystals: CrystalTable, kept: np.ndarray) -> dict[str, np.ndarray]:
+    """The kept rows of each shape column the table has."""
+    out = {}
+    for name in SHAPE_COLUMNS:
+        col = getattr(crystals, name, None)
+        if col is not None:
+            col = np.asarray(col, dtype=np.float64).reshape(-1)
+            if col.shape == kept.shape:
+                out[name] = col[kept]
+    return out
 
 
 def _concat(parts: Iterable[np.ndarray]) -> np.ndarray:

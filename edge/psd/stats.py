@@ -4,6 +4,12 @@ Input: area-equivalent diameters (um) of the kept crystals, optionally number we
 (edge correction, :mod:`edge.psd.edge_correction`). Volume weights are number weights
 times ``x**3`` (spheres of the area-equivalent diameter). Several frames are combined by
 concatenating their diameters and weights and calling :func:`compute_psd` once.
+
+The size classes are a fixed grid per device (:func:`class_edges` of the
+:class:`PsdConfig`): the same in every batch and every report, whatever the crystals.
+Names follow ISO 9276-1: ``Q0``/``Q3`` are the cumulative number / volume fractions at
+each class's upper edge, ``q0``/``q3`` the fraction in each class (``sum q3 = 1``);
+``q3_density_per_um = q3 / class width`` is the density.
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from edge.psd.config import PsdConfig
+from edge.psd.config import MAX_CLASSES, PsdConfig
 from edge.psd.lognormal import LogNormalFit, fit_lognormal
 from edge.psd.quantiles import (
     bootstrap_quantile_ci,
@@ -23,12 +29,30 @@ from edge.psd.quantiles import (
     woodruff_quantile_ci,
 )
 
-#: Most size classes one distribution may have (guards against a wrong pixel size).
-MAX_CLASSES = 100_000
+__all__ = ["MAX_CLASSES", "PSDResult", "class_edges", "compute_psd"]
 
 
-class TooManyClassesError(ValueError):
-    """The diameters span more than :data:`MAX_CLASSES` classes of the configured width."""
+def class_edges(config: PsdConfig | None = None) -> np.ndarray:
+    """The fixed class grid of ``config``: ``K + 2`` edges of ``K + 1`` classes.
+
+    Parameters
+    ----------
+    config : PsdConfig, optional
+        ``class_min_um`` ``x0``, ``class_width_um`` ``w``, ``class_max_um`` ``x_max``.
+
+    Returns
+    -------
+    ndarray, shape (K + 2,)
+        ``x0, x0 + w, ..., x0 + (K - 1) w, x_max, inf`` with ``K = ceil((x_max - x0) / w)``
+        regular classes (the last one ends at ``x_max``, narrower when the span is not a
+        multiple of ``w``) and the overflow class ``[x_max, inf)``.
+    """
+    cfg = config or PsdConfig()
+    k = cfg.n_classes - 1
+    edges = cfg.class_min_um + cfg.class_width_um * np.arange(k + 2, dtype=np.float64)
+    edges[k] = cfg.class_max_um
+    edges[k + 1] = np.inf
+    return edges
 
 
 def _f(v: float | None) -> float | None:
@@ -43,11 +67,13 @@ def _f(v: float | None) -> float | None:
 class PSDResult:
     """Size distribution of one set of crystals (one image, one report, one batch).
 
-    Arrays are per size class (``K`` classes, ``edges`` has ``K + 1`` entries, from the
-    class holding the smallest crystal to the one holding the largest). ``q0``/``q3`` are
-    the number / volume fractions in each class (Delta Q), ``Q0``/``Q3`` the cumulative
-    fractions at each class's upper edge, ``q3_density_per_um = q3 / class width``.
-    Characteristic diameters are None when there are no crystals.
+    Arrays are per size class of the fixed grid (:func:`class_edges`: ``K + 1`` classes,
+    ``edges_um`` has ``K + 2`` entries, the last one ``inf`` for the overflow class).
+    ``q0``/``q3`` are the number / volume fractions in each class (Delta Q, summing to 1),
+    ``Q0``/``Q3`` the cumulative fractions at each class's upper edge (ISO 9276-1),
+    ``q3_density_per_um = q3 / class width``; ``class_largest_um`` is the largest crystal
+    of each class (NaN when empty). Without crystals every fraction is 0. Characteristic
+    diameters are None when there are no crystals.
     """
 
     n: int
@@ -59,7 +85,7 @@ class PSDResult:
     q3: np.ndarray
     Q0: np.ndarray
     Q3: np.ndarray
-    class_max_um: np.ndarray
+    class_largest_um: np.ndarray
     x10_3_um: float | None
     x50_3_um: float | None
     x90_3_um: float | None
@@ -76,21 +102,24 @@ class PSDResult:
 
     @property
     def q3_density_per_um(self) -> np.ndarray:
-        return self.q3 / self.config.class_width_um
+        """``q3`` over each class's width (the overflow class, unbounded: 0)."""
+        width = np.diff(self.edges_um)
+        return np.divide(self.q3, width, out=np.zeros_like(self.q3),
+                         where=np.isfinite(width) & (width > 0))
 
     def fit_points(self) -> tuple[np.ndarray, np.ndarray]:
         """The cumulative points ``(x_um, Q3)`` the log-normal is (or would be) fitted to."""
-        return _fit_points(self.edges_um, self.counts, self.Q3, self.class_max_um,
+        return _fit_points(self.edges_um, self.counts, self.Q3, self.class_largest_um,
                            self.config.fit_points)
 
     def bins_payload(self) -> list[dict[str, Any]]:
         dens = self.q3_density_per_um
         return [
-            {"lower_um": float(self.edges_um[k]), "upper_um": float(self.edges_um[k + 1]),
+            {"lower_um": float(self.edges_um[k]), "upper_um": _f(self.edges_um[k + 1]),
              "count": int(self.counts[k]), "q0": float(self.q0[k]), "q3": float(self.q3[k]),
              "Q0": float(self.Q0[k]), "Q3": float(self.Q3[k]),
              "q3_density_per_um": float(dens[k]),
-             "max_um": _f(self.class_max_um[k])}
+             "max_um": _f(self.class_largest_um[k])}
             for k in range(self.counts.size)
         ]
 
@@ -113,22 +142,26 @@ class PSDResult:
             "x50_3_ci95_um": None if ci is None else [_f(ci[0]), _f(ci[1])],
             "x50_3_ci_method": self.ci_method,
             "lognormal": None if self.lognormal is None else self.lognormal.to_payload(),
+            "class_min_um": self.config.class_min_um,
             "class_width_um": self.config.class_width_um,
+            "class_max_um": self.config.class_max_um,
             "bins": self.bins_payload(),
         }
 
 
 def _fit_points(edges: np.ndarray, counts: np.ndarray, Q3: np.ndarray, cmax: np.ndarray,
                 mode: str) -> tuple[np.ndarray, np.ndarray]:
-    if counts.size == 0:
+    nz = np.flatnonzero(counts > 0)
+    if nz.size == 0:
         return np.zeros(0), np.zeros(0)
     if mode == "class_max":
-        nz = counts > 0
         return cmax[nz], Q3[nz]
-    # upper edges; plus the lower edge of the first class (Q3 = 0 there) when > 0
-    xs = np.concatenate([edges[:1], edges[1:]])
-    ys = np.concatenate([[0.0], Q3])
-    keep = xs > 0
+    # the occupied span of the grid: the lower edge of the first occupied class (Q3 = 0
+    # there) and the finite upper edges up to the last occupied class
+    lo, hi = int(nz[0]), int(nz[-1])
+    xs = edges[lo:hi + 2]
+    ys = np.concatenate([[0.0], Q3[lo:hi + 1]])
+    keep = (xs > 0) & np.isfinite(xs)
     return xs[keep], ys[keep]
 
 
@@ -167,7 +200,8 @@ def compute_psd(diameters_um: np.ndarray | Sequence[float], *,
     Returns
     -------
     PSDResult
-        For ``N = 0`` all statistics are None and there are no classes; for ``N = 1`` the
+        On the fixed grid of :func:`class_edges`. For ``N = 0`` all statistics are None
+        and every class holds 0; for ``N = 1`` the
         quantiles equal the single diameter, the span is 0 and there is no interval or fit.
 
     Notes
@@ -185,10 +219,12 @@ def compute_psd(diameters_um: np.ndarray | Sequence[float], *,
     d, w = d[keep], w[keep]
     n = int(d.size)
     if n == 0:
-        empty = np.zeros(0)
+        edges = class_edges(cfg)
+        k = edges.size - 1
         return PSDResult(
-            n=0, weight_sum=0.0, n_eff_volume=0.0, edges_um=np.zeros(0), counts=np.zeros(0, int),
-            q0=empty, q3=empty, Q0=empty, Q3=empty, class_max_um=empty,
+            n=0, weight_sum=0.0, n_eff_volume=0.0, edges_um=edges, counts=np.zeros(k, int),
+            q0=np.zeros(k), q3=np.zeros(k), Q0=np.zeros(k), Q3=np.zeros(k),
+            class_largest_um=np.full(k, np.nan),
             x10_3_um=None, x50_3_um=None, x90_3_um=None, x10_0_um=None, x50_0_um=None,
             x90_0_um=None, span=None, d32_um=None, x50_3_ci95_um=None, lognormal=None,
             weighted=weighted, config=cfg)
@@ -212,7 +248,7 @@ def compute_psd(diameters_um: np.ndarray | Sequence[float], *,
 
     return PSDResult(
         n=n, weight_sum=float(w.sum()), n_eff_volume=n_eff, edges_um=edges, counts=counts,
-        q0=q0, q3=q3, Q0=Q0, Q3=Q3, class_max_um=cmax,
+        q0=q0, q3=q3, Q0=Q0, Q3=Q3, class_largest_um=cmax,
         x10_3_um=x10_3, x50_3_um=x50_3, x90_3_um=x90_3, x10_0_um=x10_0, x50_0_um=x50_0,
         x90_0_um=x90_0, span=span, d32_um=d32, x50_3_ci95_um=ci, lognormal=fit,
         weighted=weighted, config=cfg, ci_method=ci_method if ci is not None else None)
@@ -220,23 +256,15 @@ def compute_psd(diameters_um: np.ndarray | Sequence[float], *,
 
 def _classes(d: np.ndarray, w: np.ndarray, w3: np.ndarray, cfg: PsdConfig
              ) -> tuple[np.ndarray, ...]:
-    """``edges, counts, q0, q3, Q0, Q3, class_max`` of sorted diameters ``d``.
+    """``edges, counts, q0, q3, Q0, Q3, class_largest`` of sorted diameters ``d``.
 
-    The classes run from the one holding the smallest crystal to the one holding the
-    largest; crystals below ``class_min_um`` are counted in the first class.
+    The classes are the fixed grid :func:`class_edges`; crystals below ``class_min_um``
+    are counted in the first class, those at or above ``class_max_um`` in the overflow
+    class.
     """
-    width, x0 = cfg.class_width_um, cfg.class_min_um
-    k = np.floor((d - x0) / width).astype(np.int64)
-    below = k < 0
-    k[below] = 0
-    k_lo, k_hi = int(k.min()), int(k.max())
-    kk = k - k_lo
-    n_cls = k_hi - k_lo + 1
-    if n_cls > MAX_CLASSES:
-        raise TooManyClassesError(
-            f"diameters from {d[0]:.4g} to {d[-1]:.4g} um need {n_cls} classes of "
-            f"{width:g} um (more than {MAX_CLASSES}); check the pixel size or widen the classes")
-    edges = x0 + width * np.arange(k_lo, k_hi + 2, dtype=np.float64)
+    edges = class_edges(cfg)
+    n_cls = edges.size - 1
+    kk = np.clip(np.searchsorted(edges, d, side="right") - 1, 0, n_cls - 1)
     counts = np.bincount(kk, minlength=n_cls)
     w0_cls = np.bincount(kk, weights=w, minlength=n_cls)
     w3_cls = np.bincount(kk, weights=w3, minlength=n_cls)
