@@ -78,6 +78,11 @@ class MqttConfig(BaseModel):
     sparkplug_edge_node_id: str = Field("", description="Sparkplug edge node id; empty = "
                                         "device id")
 
+    sparkplug_classes: Literal["dataset", "arrays"] = Field(
+        "dataset", description="how Sparkplug carries the size classes: 'dataset' = one "
+        "DataSet metric PSD/Classes (columns lower_edges_um, upper_edges_um, counts, q0, q3, "
+        "Q0, Q3); 'arrays' = one DoubleArray metric PSD/Classes/<column> per column, for "
+        "hosts without DataSet support")
     sparkplug_ndata_qos: Literal[0, 1] = Field(
         0, description="QoS of Sparkplug NDATA; 0 as the Sparkplug 3.0 specification requires "
         "(an outbox entry is removed once written to the socket), 1 for acknowledged delivery "

@@ -167,8 +167,11 @@ def json_schema(model: type[BaseModel]) -> dict[str, Any]:
     stem = next(k for k, v in PAYLOAD_MODELS.items() if v is model)
     # inbound commands: what a sender may omit; outbound payloads: what always arrives
     schema = model.model_json_schema(mode="validation" if stem == "command" else "serialization")
+    # the psd payload has its own version; the others share SCHEMA_VERSION
+    field = model.model_fields.get("schema_version")
+    version = SCHEMA_VERSION if field is None else field.default
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
-        "$id": f"https://crystal-psd.local/schemas/{stem}.v{SCHEMA_VERSION}.schema.json",
+        "$id": f"https://crystal-psd.local/schemas/{stem}.v{version}.schema.json",
         **schema,
     }

@@ -8,8 +8,9 @@ analyze report writes :meth:`FrameResult.to_payload` per input, overlays draw it
 
 A result is either measured (``reject_reason`` None, ``crystals`` set:
 :meth:`FrameResult.from_mask`) or rejected (``reject_reason`` one of
-:data:`edge.vision.quality.REASONS`, ``unreadable`` for a file or frame that cannot be
-decoded, ``no_field`` when no illuminated field is found: :meth:`FrameResult.from_error`).
+:data:`FRAME_REJECT_REASONS`, the closed list every payload counts frames by: the
+quality-gate reasons of :data:`edge.vision.quality.REASONS`, ``unreadable`` for a file or
+frame that cannot be decoded, ``out_of_domain``, ...: :meth:`FrameResult.from_error`).
 """
 
 from __future__ import annotations
@@ -20,8 +21,11 @@ from typing import Any
 import numpy as np
 
 from edge.measure import Crystals
+from edge.psd.process import FRAME_REJECT_REASONS
 from edge.vision.roi import Roi
 from edge.vision.scale import to_frame_bbox, to_frame_xy
+
+__all__ = ["FRAME_REJECT_REASONS", "FrameResult"]
 
 
 @dataclass
@@ -53,6 +57,10 @@ class FrameResult:
         The predicted class map (network scale) when the analyzer keeps them.
     info : dict
         Extra plain-JSON fields for the report entry.
+    domain_score : float or None
+        How much the frame looks like the model's training domain (1 = like it, 0 = not);
+        None when no detector scored it. A batch's ``confidence`` is the mean over its
+        analysed frames.
     """
 
     name: str
@@ -67,6 +75,7 @@ class FrameResult:
     timings_ms: dict[str, float] = field(default_factory=dict)
     class_map: np.ndarray | None = None
     info: dict[str, Any] = field(default_factory=dict)
+    domain_score: float | None = None
 
     @classmethod
     def from_error(cls, name: str, reason: str | None, detail: str = "",

@@ -10,7 +10,7 @@ import jsonschema
 import numpy as np
 import pytest
 
-from edge.psd import FrameContribution, PsdConfig, compute_psd
+from edge.psd import FRAME_REJECT_REASONS, FrameContribution, PsdConfig, compute_psd
 from edge.service.pipeline.batch import BatchAggregator, BatchConfig, BatchCounter
 from edge.sinks.psd_payload import PsdPayload, psd_payload
 from edge.sources.base import Frame
@@ -105,14 +105,17 @@ def test_close_by_frames_with_rejections(tmp_path):
     jsonschema.validate(pay, json.loads(SCHEMA.read_text()))
     json.dumps(pay, allow_nan=False)
     assert pay["batch_id"] == 1 and pay["device_id"] == "dev-1"
-    assert pay["frames"] == {"used": 2, "rejected": 2,
-                             "rejected_by_reason": {"defocused": 1, "unreadable": 1}}
+    assert pay["frames"]["used"] == 2 and pay["frames"]["rejected"] == 2
+    by_reason = pay["frames"]["rejected_by_reason"]
+    assert by_reason == {r: int(r in ("defocused", "unreadable")) for r in FRAME_REJECT_REASONS}
     assert pay["crystals"]["measured"] == 130 and pay["crystals"]["rejected"] == 6
     assert pay["batch_start"].startswith("2023-11-14T22:13:20")
     assert pay["statistics"]["x50_3_um"] == pytest.approx(ref.x50_3_um)
     assert pay["lognormal"]["x50_3_um"] == pytest.approx(ref.lognormal.x50_3_um)
-    assert pay["classes"]["upper_edges_um"] == list(ref.edges_um[1:])
-    assert pay["classes"]["q3"][-1] == pytest.approx(1.0)
+    assert pay["classes"]["upper_edges_um"] == [*ref.edges_um[1:-1], None]
+    assert pay["classes"]["lower_edges_um"] == list(ref.edges_um[:-1])
+    assert pay["classes"]["Q3"][-1] == pytest.approx(1.0)
+    assert sum(pay["classes"]["q3"]) == pytest.approx(1.0)
     assert pay["model"] == MODEL and pay["px_size_um"] == 1.45
     lo, hi = pay["statistics"]["x50_3_ci95_um"]
     assert lo < pay["statistics"]["x50_3_um"] < hi

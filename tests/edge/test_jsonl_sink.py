@@ -24,15 +24,15 @@ def _all_ids(path):
 
 def test_appends_and_rotates_by_size_keeping_every_line_whole(tmp_path):
     path = tmp_path / "out" / "batches.jsonl"
-    sink = JsonlSink(JsonlSinkConfig(path=str(path), max_bytes=9000, keep=3))
+    sink = JsonlSink(JsonlSinkConfig(path=str(path), max_bytes=46000, keep=3))
     sink.open()
-    for i in range(40):  # about 1280 bytes a line: 7 lines a file, 6 files' worth
+    for i in range(40):  # about 6560 bytes a line: 7 lines a file, 6 files' worth
         sink.publish(fake_report(i))
     sink.close()
     names = sorted(p.name for p in path.parent.iterdir())
     assert names == ["batches.jsonl", "batches.jsonl.1", "batches.jsonl.2", "batches.jsonl.3"]
     for p in path.parent.iterdir():
-        assert p.stat().st_size <= 9000
+        assert p.stat().st_size <= 46000
         for line in p.read_text().splitlines():
             json.loads(line)  # never a split line
     ids = _all_ids(path)
@@ -43,7 +43,7 @@ def test_appends_and_rotates_by_size_keeping_every_line_whole(tmp_path):
 
 def test_reopening_appends_and_keeps_counting_the_existing_size(tmp_path):
     path = tmp_path / "b.jsonl"
-    cfg = JsonlSinkConfig(path=str(path), max_bytes=6500, keep=2)
+    cfg = JsonlSinkConfig(path=str(path), max_bytes=33000, keep=2)
     for start in (0, 3, 6):  # three service restarts
         sink = JsonlSink(cfg)
         sink.open()
@@ -52,7 +52,7 @@ def test_reopening_appends_and_keeps_counting_the_existing_size(tmp_path):
         sink.close()
     assert _all_ids(path) == list(range(_all_ids(path)[0], 9))
     assert path.with_name("b.jsonl.1").is_file()
-    assert path.stat().st_size <= 6500
+    assert path.stat().st_size <= 33000
 
 
 def test_max_bytes_zero_never_rotates_and_health_lines_are_optional(tmp_path):

@@ -101,7 +101,7 @@ class SparkplugMode:
                 codec.add_metric(p, name, pb.Boolean, False)
         codec.add_metric(p, "Properties/Software Version", pb.String, self.software_version)
         codec.add_metric(p, "Properties/Device ID", pb.String, self.device_id)
-        codec.add_psd_metrics(p, self._last_psd)
+        codec.add_psd_metrics(p, self._last_psd, classes=self.config.sparkplug_classes)
         codec.add_health_metrics(p, self._last_health)
         return Message(self.topic_nbirth, p.SerializeToString(), 0, False)
 
@@ -128,7 +128,8 @@ class SparkplugMode:
         p = pb.Payload()
         p.timestamp = codec.now_ms()
         p.seq = self._next_seq()
-        codec.add_psd_metrics(p, psd, historical=historical)
+        codec.add_psd_metrics(p, psd, historical=historical,
+                              classes=self.config.sparkplug_classes)
         if not historical:
             self._last_psd = psd
         elif self._last_psd is None or psd.batch_id >= self._last_psd.batch_id:

@@ -2,9 +2,10 @@
 
 :class:`BatchAggregator` collects the crystals (area-equivalent diameters and
 edge-correction weights) and the frame / crystal rejection counts of the open batch;
-:meth:`BatchAggregator.close` computes the PSD of all its crystals with
-:func:`edge.psd.compute_psd` and returns a :class:`BatchReport`, a typed result; each sink
-turns it into its own format (the JSON ``psd`` payload: :mod:`edge.sinks.psd_payload`).
+:meth:`BatchAggregator.close` computes the PSD and the process values of all its crystals
+(:meth:`edge.psd.PsdAccumulator.result`) and returns a :class:`BatchReport`, a typed
+result; each sink turns it into its own format (the JSON ``psd`` payload:
+:mod:`edge.sinks.psd_payload`).
 
 Batch ids come from :class:`BatchCounter`: monotonic per device, persisted atomically in
 ``<state dir>/batch_counter.json`` when a batch closes, so they survive restarts.
@@ -25,7 +26,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from edge.psd import FrameContribution, PsdAccumulator, PsdConfig, PSDResult
+from edge.psd import FrameContribution, ProcessValues, PsdAccumulator, PsdConfig, PSDResult
 from edge.service.state import BATCH_COUNTER_FILE, atomic_write_text
 from edge.service.statefiles import read_json_state
 from edge.sources.base import Frame
@@ -161,6 +162,7 @@ class BatchReport:
     timing: dict[str, float]
     software_version: str = ""
     frames: list[Frame] = field(default_factory=list, repr=False)
+    process: ProcessValues | None = None
 
     @property
     def frames_rejected(self) -> int:
@@ -275,10 +277,12 @@ class BatchAggregator:
             if key in self._timing:
                 self._timing[key] += float(v)
 
-    def add_rejection(self, frame: Frame, reason: str) -> None:
-        """Count a frame the quality gate (or decoding, or an error) refused."""
+    def add_rejection(self, frame: Frame, reason: str, *,
+                      domain_score: float | None = None) -> None:
+        """Count a frame the quality gate (or decoding, or an error) refused; a frame
+        scored by the domain detector before its rejection passes its ``domain_score``."""
         self._touch(frame)
-        self._acc.add_rejection(reason)
+        self._acc.add_rejection(reason, domain_score=domain_score)
 
     def due(self) -> CloseReason | None:
         """Why the open batch should close now (None: not yet, or empty)."""
@@ -335,6 +339,7 @@ class BatchAggregator:
             timing=timing,
             software_version=self._version,
             frames=self._frames,
+            process=summary.process,
         )
         report.batch_id = self.counter.next()
         log.info("batch %d closed (%s): %d frames used, %d rejected, %d crystals, "

@@ -22,7 +22,8 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from edge.mqtt.config import MqttConfig
-from edge.psd import LogNormalFit, PsdConfig, PSDResult
+from edge.psd import LogNormalFit, ProcessValues, PsdConfig, PSDResult, class_edges
+from edge.psd.process import frames_rejected_closed
 from edge.service.pipeline.batch import BatchReport
 from edge.sinks.psd_payload import build_psd_payload
 
@@ -192,40 +193,56 @@ T0 = datetime(2026, 11, 30, 8, 0, tzinfo=timezone.utc)
 
 
 def fake_report(batch_id: int, *, device_id: str = "dev1", empty: bool = False) -> BatchReport:
-    """A realistic batch report with fixed numbers (what the aggregator closes)."""
-    edges = [10.0 * (i + 1) for i in range(12)]
-    if empty:
-        q3 = q0 = counts = [0.0] * 12
-    else:
-        counts = [0, 3, 11, 25, 31, 22, 12, 6, 3, 1, 0, 0]
-        total_n = sum(counts)
-        vol = [c * (e - 5.0) ** 3 for c, e in zip(counts, edges, strict=True)]
-        q3 = [sum(vol[: i + 1]) / sum(vol) for i in range(12)]
-        q0 = [sum(counts[: i + 1]) / total_n for i in range(12)]
-        counts = [float(c) for c in counts]
+    """A realistic batch report with fixed numbers (what the aggregator closes), on the
+    default fixed class grid (0..1000 um in 10 um classes and the overflow class)."""
+    cfg = PsdConfig(class_width_um=10.0)
+    edges = class_edges(cfg)
+    k = edges.size - 1
+    counts = np.zeros(k)
+    if not empty:
+        counts[1:11] = [3, 11, 25, 31, 22, 12, 6, 3, 1, 0]
+    mid = edges[:-1] + 5.0
+    vol = counts * mid ** 3
+    total_n, total_v = counts.sum(), vol.sum()
+    q0 = counts / total_n if total_n else np.zeros(k)
+    q3 = vol / total_v if total_v else np.zeros(k)
+    Q0 = np.minimum(np.cumsum(q0), 1.0)
+    Q3 = np.minimum(np.cumsum(q3), 1.0)
+    if not empty:
+        Q0[-1] = Q3[-1] = 1.0
     stats = dict.fromkeys(("x10_3_um", "x50_3_um", "x90_3_um", "x10_0_um", "x50_0_um",
                            "x90_0_um", "span", "d32_um", "x50_3_ci95_um"))
     if not empty:
         stats.update(x10_3_um=41.2, x50_3_um=58.7, x90_3_um=86.0, x50_0_um=49.9, span=0.763,
                      d32_um=55.1, x50_3_ci95_um=(56.0, 61.5))
-    arr = np.asarray
     psd = PSDResult(
-        n=int(sum(counts)), weight_sum=float(sum(counts)), n_eff_volume=float(sum(counts)),
-        edges_um=arr([0.0, *edges]), counts=arr(counts), q0=np.diff(arr([0.0, *q0])),
-        q3=np.diff(arr([0.0, *q3])), Q0=arr(q0), Q3=arr(q3), class_max_um=arr(edges),
+        n=int(total_n), weight_sum=float(total_n), n_eff_volume=float(total_n),
+        edges_um=edges, counts=counts, q0=q0, q3=q3, Q0=Q0, Q3=Q3,
+        class_largest_um=np.where(counts > 0, mid, np.nan),
         lognormal=None if empty else LogNormalFit(58.1, 0.29, 0.012, n_points=12),
-        weighted=False, config=PsdConfig(class_width_um=10.0), **stats)
+        weighted=False, config=cfg, **stats)
+    process = ProcessValues(
+        crystals_per_frame=None if empty else 114 / 118,
+        agglomerate_fraction_number=None if empty else 10 / 124,
+        agglomerate_fraction_volume=None if empty else 0.21,
+        x50_feret_max_um=None if empty else 61.0, x50_feret_min_um=None if empty else 40.5,
+        median_aspect_ratio=None if empty else 1.42,
+        median_circularity=None if empty else 0.81, fines_below_um=20.0,
+        fines_fraction_number=None if empty else 0.1,
+        fines_fraction_volume=None if empty else 0.002,
+        frames_rejected_by_reason=frames_rejected_closed({"defocused": 2}),
+        confidence=None if empty else 0.93)
     return BatchReport(
         batch_id=batch_id, device_id=device_id,
         batch_start=T0 + timedelta(minutes=batch_id),
         batch_end=T0 + timedelta(minutes=batch_id + 1), close_reason="frames",
-        frames_used=118, frames_rejected_by_reason={"blur": 2},
+        frames_used=118, frames_rejected_by_reason={"defocused": 2},
         crystals_measured=0 if empty else 114,
-        crystals_rejected_by_reason={"border": 30, "circularity": 10},
+        crystals_rejected_by_reason={"border": 30, "agglomerate": 10},
         psd=psd, px_size_um=1.45,
         model={"name": "crystal-seg", "sha256": "ab" * 32, "backend": "onnxruntime-cpu",
                "precision": "fp32"},
-        timing={}, software_version="0.1.0")
+        timing={}, software_version="0.1.0", process=process)
 
 
 def psd_payload(batch_id: int, *, device_id: str = "dev1", empty: bool = False) -> dict[str, Any]:

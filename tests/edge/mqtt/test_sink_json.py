@@ -40,7 +40,7 @@ def test_batch_arrives_with_the_schema_it_claims(broker, recorder_factory, tmp_p
     validator = jsonschema.Draft202012Validator(_schema("psd"))
     for p in psd:
         validator.validate(p)
-        assert p["schema_id"] == "crystal-psd/psd" and p["schema_version"] == 1
+        assert p["schema_id"] == "crystal-psd/psd" and p["schema_version"] == 2
     assert psd[0]["statistics"]["x50_3_um"] == pytest.approx(58.7)
     assert psd[0]["batch_start"] == "2026-11-30T08:07:00Z"
     assert psd[1]["statistics"]["x50_3_um"] is None and psd[1]["lognormal"]["s_lnd"] is None
@@ -150,7 +150,7 @@ def test_invalid_report_is_refused_before_the_outbox(broker, tmp_path):
     sink.open()
     try:
         with pytest.raises(ValueError, match=r"batch 3: report does not match the psd schema: "
-                                             r"classes: .*classes\.q3 has 11 values"):
+                                             r"classes: .*classes\.Q3 has 100 values"):
             sink.publish(bad)
         assert sink.health()["outbox_depth"] == 0
     finally:

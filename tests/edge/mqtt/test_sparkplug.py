@@ -105,8 +105,8 @@ def test_birth_data_death_sequence_and_rebirth(broker, recorder_factory, tmp_pat
     assert health and health[0]["datatypes"]["Health/Outbox Depth"] == pb.UInt64
     first = data[0]["metrics"]
     assert first["PSD/Batch ID"] == 1 and first["PSD/x50_3 um"] == pytest.approx(58.7)
-    assert first["PSD/Classes"]["upper_edge_um"][:3] == [10.0, 20.0, 30.0]
-    assert first["PSD/Classes"]["q3"][-1] == pytest.approx(1.0)
+    assert first["PSD/Classes"]["upper_edges_um"][:3] == [10.0, 20.0, 30.0]
+    assert first["PSD/Classes"]["Q3"][-1] == pytest.approx(1.0)
     assert json.loads(first["PSD/Report JSON"])["batch_id"] == 1
     assert data[299]["metrics"]["PSD/x50_3 um"] is None  # empty batch: nulls
     # rebirth: seq restarts at 0 with the same bdSeq and the last values
