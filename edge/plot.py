@@ -55,10 +55,15 @@ def plot_q3(psd: PSDResult, path: str | Path, *, title: str | None = None,
         ax.text(0.5, 0.5, "no crystals measured", ha="center", va="center",
                 transform=ax.transAxes)
     else:
-        edges = psd.edges_um
+        # the occupied span of the fixed grid (the overflow class drawn one width wide)
         width = psd.config.class_width_um
-        ax.bar(edges[:-1], psd.q3, width=width, align="edge", color="0.85",
-               edgecolor="0.6", label="q3 per class (volume fraction)")
+        nz = np.flatnonzero(psd.counts > 0)
+        lo_k, hi_k = int(nz[0]), int(nz[-1])
+        edges = psd.edges_um[lo_k:hi_k + 2].copy()
+        if not np.isfinite(edges[-1]):
+            edges[-1] = edges[-2] + width
+        ax.bar(edges[:-1], psd.q3[lo_k:hi_k + 1], width=np.diff(edges), align="edge",
+               color="0.85", edgecolor="0.6", label="q3 per class (volume fraction)")
         px, py = psd.fit_points()
         ax.plot(px, py, "o", color="tab:blue", label="Q3 at class upper edge"
                 if psd.config.fit_points == "upper_edge" else "Q3, largest crystal per class")

@@ -6,6 +6,11 @@ the image mode (frames segmented by a model). A mode only produces one
 :func:`build_report` adds them to one :class:`edge.psd.PsdAccumulator` (which crystals
 count, their edge-correction weights, :func:`edge.psd.compute_psd` once), the same
 accumulator the service's batches and the model card use.
+
+Names follow ISO 9276-1 (as the ``psd`` payload): in ``bins`` and the classes CSV,
+``q0``/``q3`` are the fractions in each class and ``Q0``/``Q3`` the cumulative fractions at
+its upper edge, on the device's fixed class grid (:func:`edge.psd.class_edges`, the last
+class the overflow above ``class_max_um``, its ``upper_um`` null / empty).
 """
 
 from __future__ import annotations
@@ -23,11 +28,11 @@ import numpy as np
 from edge import __version__
 from edge.errors import UserError
 from edge.measure import MeasureConfig
-from edge.psd import PsdAccumulator, PsdConfig, PSDResult, kept_mask
+from edge.psd import ProcessValues, PsdAccumulator, PsdConfig, PSDResult, kept_mask
 from edge.vision.result import FrameResult
 
 REPORT_SCHEMA_ID = "crystal-psd/analysis-report"
-REPORT_SCHEMA_VERSION = 1
+REPORT_SCHEMA_VERSION = 2
 #: Rejection reasons always listed in ``n_rejected`` (zeros included).
 REJECT_REASONS: tuple[str, ...] = ("too_small", "agglomerate", "border")
 #: Below this many kept crystals the report notes that volume statistics are uncertain
@@ -58,6 +63,7 @@ class AnalysisReport:
     crystals_rejected_by_reason: dict[str, int] = field(default_factory=dict)
     settings_extra: dict[str, Any] = field(default_factory=dict)
     created: str = ""
+    process: ProcessValues = field(default_factory=ProcessValues)
 
     @property
     def n_images(self) -> int:
@@ -126,7 +132,11 @@ class AnalysisReport:
             "n_images_failed": self.n_images - self.n_images_ok,
             "n_crystals": n_crystals,
             "n_rejected": self.n_rejected,
+            "frames_rejected_by_reason": dict(self.process.frames_rejected_by_reason),
+            "confidence": self.process.confidence,
             **psd,
+            "process": {k: v for k, v in self.process.to_payload().items()
+                        if k != "frames_rejected_by_reason"},
             "notes": self.notes(),
             "images": self.image_entries(),
             "settings": self.settings(),
@@ -202,7 +212,8 @@ def build_report(files: Sequence[FrameResult], *, mode: str, px_size_um: float,
                           px_size_um=float(px_size_um), measure_config=mcfg,
                           psd_config=pcfg, edge_correction_applied=summary.edge_correction,
                           crystals_rejected_by_reason=summary.crystals_rejected_by_reason,
-                          settings_extra=dict(settings or {}), created=created)
+                          settings_extra=dict(settings or {}), created=created,
+                          process=summary.process)
 
 
 def write_json(report: AnalysisReport, path: str | Path) -> Path:
@@ -250,6 +261,30 @@ def write_csv(report: AnalysisReport, path: str | Path) -> Path:
             writer.writeheader()
             for row in rows:
                 writer.writerow({k: _csv_value(v) for k, v in row.items()})
+    except OSError as exc:
+        raise UserError(f"{path}: cannot write CSV: {exc.strerror or exc}") from None
+    return path
+
+
+#: Columns of the classes CSV (ISO 9276-1 names, one row per class of the fixed grid).
+CLASSES_CSV_COLUMNS = ("lower_um", "upper_um", "count", "q0", "q3", "Q0", "Q3",
+                       "q3_density_per_um", "max_um")
+
+
+def write_classes_csv(report: AnalysisReport, path: str | Path) -> Path:
+    """Write the distribution, one row per size class (:data:`CLASSES_CSV_COLUMNS`).
+
+    ``q0``/``q3`` are the fractions in the class, ``Q0``/``Q3`` cumulative at its upper
+    edge; the overflow class has an empty ``upper_um``.
+    """
+    path = Path(path)
+    try:
+        with path.open("w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=list(CLASSES_CSV_COLUMNS),
+                                    extrasaction="ignore")
+            writer.writeheader()
+            for row in report.psd.bins_payload():
+                writer.writerow({k: "" if v is None else _csv_value(v) for k, v in row.items()})
     except OSError as exc:
         raise UserError(f"{path}: cannot write CSV: {exc.strerror or exc}") from None
     return path

@@ -116,7 +116,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     o.add_argument("--json", metavar="OUT", default=None,
                    help="write the JSON report to OUT ('-' = stdout instead of the summary)")
     o.add_argument("--csv", metavar="OUT", default=None,
-                   help="write one CSV row per measured crystal")
+                   help="write one CSV row per measured crystal, and the size classes "
+                        "(ISO 9276-1 q0, q3, Q0, Q3) to OUT's stem + .classes.csv")
     o.add_argument("--plot", metavar="OUT.png", default=None,
                    help="write the Q3 plot with the log-normal fit (PNG)")
 
@@ -161,7 +162,8 @@ def psd_config_from_args(args: argparse.Namespace) -> Any:
         fields["lognormal_fit"] = False
     if args.fit_points is not None:
         fields["fit_points"] = args.fit_points
-    options = {"class_width_um": "--class-width-um", "bootstrap_n": "--bootstrap",
+    options = {"class_width_um": "--class-width-um", "class_max_um": "--class-width-um",
+               "bootstrap_n": "--bootstrap",
                "bootstrap_seed": "--seed", "fit_points": "--fit-points"}
     return validated(PsdConfig, fields, options)
 
@@ -336,7 +338,7 @@ def summary(report: Any) -> str:
 def write_outputs(args: argparse.Namespace, report: Any) -> None:
     import json
 
-    from edge.report import write_csv, write_json
+    from edge.report import write_classes_csv, write_csv, write_json
 
     if args.json == "-":
         sys.stdout.write(json.dumps(report.to_payload(), indent=2, allow_nan=False) + "\n")
@@ -347,7 +349,9 @@ def write_outputs(args: argparse.Namespace, report: Any) -> None:
             log.info("JSON report: %s", args.json)
     if args.csv:
         write_csv(report, args.csv)
-        log.info("CSV: %s", args.csv)
+        classes = classes_csv_path(args.csv)
+        write_classes_csv(report, classes)
+        log.info("CSV: %s (crystals), %s (size classes)", args.csv, classes)
     if args.plot:
         from edge.plot import plot_q3
 
@@ -355,20 +359,22 @@ def write_outputs(args: argparse.Namespace, report: Any) -> None:
         log.info("plot: %s", args.plot)
 
 
+def classes_csv_path(csv_path: str) -> str:
+    """The classes CSV written beside ``--csv OUT``: ``OUT`` with ``.classes.csv``."""
+    from pathlib import Path
+
+    return str(Path(csv_path).with_suffix("")) + ".classes.csv"
+
+
 def run(args: argparse.Namespace) -> int:
-    from edge.psd import TooManyClassesError
     from edge.report import build_report
 
     measure_config = measure_config_from_args(args)
     psd_config = psd_config_from_args(args)
     check_output_paths(args)
     mode, results, px, extra = collect_results(args, measure_config)
-    try:
-        report = build_report(results, mode=mode, px_size_um=px,
-                              measure_config=measure_config, psd_config=psd_config,
-                              settings=extra)
-    except TooManyClassesError as exc:
-        raise UserError(f"--class-width-um: {exc}") from None
+    report = build_report(results, mode=mode, px_size_um=px, measure_config=measure_config,
+                          psd_config=psd_config, settings=extra)
     write_outputs(args, report)
     if report.n_images_ok == 0:
         print(f"crystal-edge: error: nothing could be measured ({report.n_images} input(s), "

@@ -234,7 +234,8 @@ def test_no_crystals_is_not_an_error(tmp_path, capsys):
                            "--plot", p, "--csv", tmp_path / "r.csv"], capsys)
     assert rc == 0
     rep = json.loads(j.read_text())
-    assert rep["n_crystals"] == 0 and rep["x50_3_um"] is None and rep["bins"] == []
+    assert rep["n_crystals"] == 0 and rep["x50_3_um"] is None
+    assert len(rep["bins"]) == 101 and not any(b["count"] for b in rep["bins"])  # fixed grid
     assert "no crystal was kept" in rep["notes"][0]
     assert cv2.imread(str(p)) is not None
     header = (tmp_path / "r.csv").read_text().splitlines()
