@@ -30,7 +30,8 @@
     }));
   }
 
-  /* payload readers (as edge/web/payloads.py): schema 1 and 2 */
+  /* payload readers for the last batches' Q3 and statistics (schema 1 and 2); the trends
+     come as rows the server reads with edge/web/payloads.py */
   const P = {
     q3(p) {  // schema 2: Q3 cumulative (q3 is the density); schema 1: q3 cumulative
       const c = p.classes || {};
@@ -38,20 +39,6 @@
     },
     stat(p, k) { const s = p.statistics || {}; const v = s[k]; return typeof v === "number" ? v : null; },
     ci(p) { const c = (p.statistics || {}).x50_3_ci95_um; return Array.isArray(c) ? c : [null, null]; },
-    t(p) { return Date.parse(p.batch_end) / 1000; },
-    cpf(p) {
-      const pr = p.process || {};
-      if (typeof pr.crystals_per_frame === "number") return pr.crystals_per_frame;
-      const n = (p.crystals || {}).measured, f = (p.frames || {}).used;
-      return f ? n / f : null;
-    },
-    agg(p) {
-      const pr = p.process || {};
-      for (const k of ["agglomerate_fraction_number", "agglomerate_fraction"])
-        if (typeof pr[k] === "number") return pr[k];
-      const c = p.crystals || {}; const a = (c.rejected_by_reason || {}).agglomerate || 0;
-      const tot = (c.measured || 0) + a; return tot ? a / tot : null;
-    },
   };
   // erf (Abramowitz & Stegun 7.1.26, |error| < 1.5e-7): the log-normal Q3 of the fit
   function erf(x) {
@@ -105,9 +92,8 @@
     }, data);
   }
 
-  function drawTrends(batches) {
-    const t = batches.map(P.t);
-    const ci = batches.map(P.ci);
+  function drawTrends(rows) {
+    const t = rows.map(r => r.t_end_s), col = k => rows.map(r => r[k]);
     draw("chart-trend", {
       series: [{}, { label: "x10,3", stroke: "#60a5fa", width: 1.5 },
         { label: "x50,3", stroke: "#1d4ed8", width: 2.5 },
@@ -116,18 +102,18 @@
         { label: "95 % high", stroke: "rgba(29,78,216,.3)", width: 1 }],
       bands: [{ series: [5, 4], fill: "rgba(29,78,216,.15)" }],
       axes: [{}, { label: "\u00b5m" }],
-    }, [t, batches.map(b => P.stat(b, "x10_3_um")), batches.map(b => P.stat(b, "x50_3_um")),
-        batches.map(b => P.stat(b, "x90_3_um")), ci.map(c => c[0]), ci.map(c => c[1])]);
+    }, [t, col("x10_3_um"), col("x50_3_um"), col("x90_3_um"), col("x50_3_ci95_low_um"),
+        col("x50_3_ci95_high_um")]);
     draw("chart-process", {
       scales: { frac: { range: [0, 1] } },
       series: [{}, { label: "crystals / frame", stroke: "#059669", width: 2 },
         { label: "agglomerate fraction", stroke: "#d97706", width: 2, scale: "frac" }],
       axes: [{}, { label: "crystals / frame" },
         { scale: "frac", side: 1, label: "agglomerate fraction", grid: { show: false } }],
-    }, [t, batches.map(P.cpf), batches.map(P.agg)]);
+    }, [t, col("crystals_per_frame"), col("agglomerate_fraction")]);
   }
 
-  function showBatch(b) {
+  function showBatch(b, row) {
     document.getElementById("x50").textContent = fmt(P.stat(b, "x50_3_um"));
     const ci = P.ci(b), lg = b.lognormal || {};
     rows(document.getElementById("now"), [
@@ -136,8 +122,8 @@
       ["x50,3 95 % interval", fmt(ci[0]) + " \u2013 " + fmt(ci[1]) + " \u00b5m"],
       ["log-normal", "x50,3 " + fmt(lg.x50_3_um) + " \u00b5m, s_LND " + fmt(lg.s_lnd, 3)],
       ["crystals", fmt((b.crystals || {}).measured, 0) + " in " + fmt((b.frames || {}).used, 0) + " frames"],
-      ["crystals / frame", fmt(P.cpf(b))],
-      ["agglomerate fraction", fmt(P.agg(b), 3)],
+      ["crystals / frame", fmt(row.crystals_per_frame)],
+      ["agglomerate fraction", fmt(row.agglomerate_fraction, 3)],
     ]);
   }
 
@@ -196,22 +182,24 @@
     try {
       info = info || await api("api/info");
       showOptics(info);
-      const [status, batches, rejected] = await Promise.all([
-        api("api/status"), api("api/batches", { hours: info.trend_hours }), api("api/rejected")]);
+      const [status, batches, trend, rejected] = await Promise.all([
+        api("api/status"), api("api/batches", { limit: 6 }),
+        api("api/trend", { hours: info.trend_hours }), api("api/rejected")]);
       showHealth(status);
       showRejected(rejected);
       if (batches.length) {
-        showBatch(batches[batches.length - 1]);
+        const last = batches[batches.length - 1];
+        showBatch(last, trend.find(r => r.batch_id === last.batch_id) || {});
         drawQ3(batches);
-        drawTrends(batches);
       }
+      if (trend.length) drawTrends(trend);
       const img = document.getElementById("frame");
       img.onerror = () => { document.getElementById("frame-note").textContent = "no frame yet"; };
       img.onload = () => {
         img.dataset.width = String(img.naturalWidth);
         document.getElementById("frame-note").textContent = "";
       };
-      img.src = url("api/frames/latest.png", { t: Date.now() });
+      img.src = url("api/frames/latest.jpg", { t: Date.now() });
       document.getElementById("updated").textContent = "updated " + new Date().toLocaleTimeString();
     } catch (e) {
       document.getElementById("updated").textContent = String(e);

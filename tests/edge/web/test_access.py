@@ -114,6 +114,9 @@ def test_latest_frame_is_encoded_at_most_once_per_interval(tmp_path):
         time.sleep(0.55)
         assert http(base + "frames/latest.png", bearer=tok)[0] == 200
         assert tap.encodes == 2
+        status, jpg = http(base + "frames/latest.jpg", bearer=tok)  # the page's: JPEG
+        assert status == 200 and jpg.startswith(b"\xff\xd8") and tap.encodes == 3
+        assert http(base + "frames/latest.gif", bearer=tok)[0] == 404
         for i in range(3):
             tap(_item(f"r{i}", reject="defocused"), None)
         listed = json.loads(http(base + "rejected", bearer=tok)[1])

@@ -105,3 +105,18 @@ def test_trend_mistakes_are_one_line(tmp_path, capsys, args, message):
     assert main(["trend", *args]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0], err
+
+
+def test_page_reads_the_history_again_only_after_a_new_batch(tmp_path):
+    from edge.web.app import HistoryCache
+
+    sink = HistorySink(HistorySinkConfig(enabled=True), state_dir=tmp_path)
+    sink.add(payload(1, NOW - timedelta(minutes=5), 30.0))
+    cache = HistoryCache(sink.path, limit=100)
+    for _ in range(5):
+        assert [t["batch_id"] for _, _, t in cache.rows()] == [1]
+    assert cache.reads == 1
+    sink.add(payload(2, NOW, 31.0))
+    assert [t["x50_3_um"] for _, _, t in cache.rows()] == [30.0, 31.0] and cache.reads == 2
+    assert [t["batch_id"] for _, _, t in cache.rows(since=NOW.timestamp() - 60)] == [2]
+    sink.close()

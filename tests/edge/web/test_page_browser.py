@@ -46,7 +46,7 @@ def test_page_in_a_real_browser_shows_frame_x50_and_charts(workdir, tiny_model, 
     assert shot.stat().st_size > 10_000
     # the overlay came back as an image the browser decoded (its width set by the script)
     m = re.search(r'<img id="frame"[^>]*>', dom)
-    assert m and "api/frames/latest.png" in m[0] and re.search(r'data-width="\d+"', m[0]), m
+    assert m and "api/frames/latest.jpg" in m[0] and re.search(r'data-width="\d+"', m[0]), m
     # the current x50,3: one of the batches the service had published by then
     x50 = re.search(r'<span id="x50">([^<]*)</span>', dom)[1]
     assert x50 in {f"{b['statistics']['x50_3_um']:.1f}" for b in batches}, (x50, dom[:500])
