@@ -84,8 +84,14 @@ class ModelMeta(_Strict):
     training: dict[str, Any] = Field(
         default_factory=dict, description="training data summary and command")
     metrics: dict[str, Any] = Field(default_factory=dict, description="validation metrics")
-    precision: Literal["fp32", "fp16"] = Field(
-        "fp32", description="weight precision stored in the ONNX")
+    precision: Literal["fp32", "fp16", "int8"] = Field(
+        "fp32", description="weight precision stored in the ONNX ('int8': a QDQ file with "
+                            "INT8 weights and activations, see quantization)")
+    quantization: dict[str, Any] | None = Field(
+        None,
+        description="int8 only: how the file was quantized (source float model, calibration "
+                    "set and method) and its measured agreement with the float model "
+                    "(pixel agreement, crystal IoU delta, x50,3 shift per set)")
     trainer_version: str = Field("", description="crystal-psd trainer version that exported it")
     created: str = Field("", description="UTC ISO 8601 time of export")
 

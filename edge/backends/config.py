@@ -27,10 +27,13 @@ class BackendConfig(BaseModel):
         0, ge=0,
         description="CPU threads for ONNX Runtime's intra-op pool; 0 = ONNX Runtime's "
                     "default (one per physical core)")
-    precision: Literal["fp16", "fp32"] = Field(
+    precision: Literal["fp16", "fp32", "int8"] = Field(
         "fp16",
         description="TensorRT engine precision (fp16 allows FP16 kernels); ONNX Runtime "
-                    "runs the ONNX as stored")
+                    "runs the ONNX as stored. 'int8' runs the model's INT8 sibling "
+                    "<stem>.int8.onnx (crystal-train export --int8) on every backend "
+                    "(TensorRT: INT8 + FP16 kernels); without that file, or on a TensorRT "
+                    "without fast INT8, the float model runs and one warning says why")
     onnxruntime_device: Literal["auto", "cpu", "cuda", "tensorrt"] = Field(
         "auto",
         description="execution provider for backend 'onnxruntime': 'cpu', 'cuda' "

@@ -17,6 +17,7 @@ from typing import Any
 from edge.backends.base import Backend, BackendUnavailable
 from edge.backends.config import BackendConfig
 from edge.backends.onnxruntime import OnnxRuntimeBackend
+from edge.backends.precision import Int8Unsupported, ModelChoice, choose_model, log_fallback
 from edge.backends.tensorrt import TensorRTBackend
 from edge.errors import TransientError
 from edge.modelmeta import ModelMeta
@@ -37,10 +38,30 @@ AUTO_ORDER: list[tuple[str, str, dict[str, Any]]] = [
 ]
 
 
-def _make(name: str, model_path: Path, meta: ModelMeta, config: BackendConfig, *,
-          input_hw: tuple[int, int], state_dir: str | Path | None, **extra: Any) -> Backend:
+def _make(name: str, choice: ModelChoice, *, input_hw: tuple[int, int],
+          state_dir: str | Path | None, **extra: Any) -> Backend:
     cls = BACKENDS[name]
-    return cls(model_path, meta, config, input_hw=input_hw, state_dir=state_dir, **extra)
+    return cls(choice.path, choice.meta, choice.config, input_hw=input_hw,
+               state_dir=state_dir, **extra)
+
+
+def _load(name: str, choice: ModelChoice, *, input_hw: tuple[int, int],
+          state_dir: str | Path | None, **extra: Any) -> Backend:
+    """Construct and load ``name`` on ``choice``; where it cannot run INT8, on the float
+    model (one warning line). Closes what it made when loading fails."""
+    while True:
+        backend = _make(name, choice, input_hw=input_hw, state_dir=state_dir, **extra)
+        try:
+            backend.load()
+            return backend
+        except Int8Unsupported as exc:
+            backend.close()
+            if choice.fallback is None:
+                raise
+            choice = log_fallback(choice, exc)
+        except BaseException:
+            backend.close()
+            raise
 
 
 def create_backend(model_path: str | Path, meta: ModelMeta, config: BackendConfig, *,
@@ -53,14 +74,11 @@ def create_backend(model_path: str | Path, meta: ModelMeta, config: BackendConfi
     backend it holds the one entry. Raises :class:`TransientError` when a named backend
     cannot load or no ``auto`` candidate can, :class:`UserError` when the model is bad.
     """
-    model_path = Path(model_path)
+    choice = choose_model(Path(model_path), meta, config)
     if config.name != "auto":
-        backend = _make(config.name, model_path, meta, config, input_hw=input_hw,
-                        state_dir=state_dir)
         try:
-            backend.load()
+            backend = _load(config.name, choice, input_hw=input_hw, state_dir=state_dir)
         except BackendUnavailable as exc:
-            backend.close()
             # a GPU that is not ready yet at boot looks the same as a missing one: restart
             raise TransientError(f"backend.name = '{config.name}': cannot load: {exc}"
                                  ) from None
@@ -69,18 +87,14 @@ def create_backend(model_path: str | Path, meta: ModelMeta, config: BackendConfi
 
     selection: list[dict[str, str]] = []
     for label, name, extra in AUTO_ORDER:
-        backend = _make(name, model_path, meta, config, input_hw=input_hw,
-                        state_dir=state_dir, **extra)
         try:
-            backend.load()
+            backend = _load(name, choice, input_hw=input_hw, state_dir=state_dir, **extra)
         except BackendUnavailable as exc:
-            backend.close()
             selection.append({"backend": label, "result": "skipped", "reason": str(exc)})
             continue
         except (RuntimeError, OSError) as exc:
             if label == AUTO_ORDER[-1][0]:
                 raise
-            backend.close()
             selection.append({"backend": label, "result": "skipped",
                               "reason": f"failed: {exc}"})
             continue

@@ -2,12 +2,15 @@
 Python 3.10).
 
 The engine is built from the ONNX once (``OnnxParser``, ``BuilderFlag.FP16`` for
-precision fp16, one optimisation profile covering batch 1..max_batch at the configured
-input size, workspace limited with ``set_memory_pool_limit``) and serialised into the
-engine cache (``[backend] engine_cache_dir``, default ``<state dir>/engines``). The cache
-key is sha256 over (ONNX sha256, TensorRT version, GPU name, precision, max batch, input
-size), see :mod:`edge.backends.engine_cache`; it keeps a few engines per model (LRU)
-and a TensorRT timing cache per GPU and TensorRT version.
+precision fp16, ``INT8`` + ``FP16`` for precision int8 from the QDQ file's scales
+(explicit quantization; a GPU without fast INT8 raises
+:class:`~edge.backends.precision.Int8Unsupported` and the float model runs), one
+optimisation profile covering batch 1..max_batch at the configured input size, workspace
+limited with ``set_memory_pool_limit``) and serialised into the engine cache
+(``[backend] engine_cache_dir``, default ``<state dir>/engines``). The cache key is
+sha256 over (ONNX sha256, TensorRT version, GPU name, precision, max batch, input size),
+see :mod:`edge.backends.engine_cache`; it keeps a few engines per model (LRU) and a
+TensorRT timing cache per GPU and TensorRT version.
 
 CUDA memory and streams use NVIDIA's ``cuda-python`` runtime bindings
 (``cuda.bindings.runtime``, older ``cuda.cudart``): pinned host buffers, device buffers,
@@ -38,6 +41,7 @@ from edge.backends.engine_cache import (
     timing_cache_path,
     touch_engine,
 )
+from edge.backends.precision import Int8Unsupported
 from edge.errors import UserError
 from edge.modelmeta import ModelMeta, check_model_file, sha256_file
 
@@ -102,8 +106,14 @@ def build_serialized_engine(trt: Any, onnx_path: str | Path, *, precision: str,
         raise UserError(f"{onnx_path}: TensorRT cannot parse the ONNX: {errors or 'unknown'}")
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_mb) << 20)
-    if precision == "fp16":
+    if precision in ("fp16", "int8"):
         config.set_flag(trt.BuilderFlag.FP16)
+    if precision == "int8":
+        # explicit quantization: the QDQ file carries the scales, no calibrator
+        flag = getattr(trt.BuilderFlag, "INT8", None)
+        if flag is None or getattr(builder, "platform_has_fast_int8", True) is False:
+            raise Int8Unsupported(f"TensorRT {trt.__version__} on this GPU has no fast INT8")
+        config.set_flag(flag)
     h, w = input_hw
     inp = network.get_input(0)
     static = tuple(int(d) for d in inp.shape)  # -1 = dynamic axis

@@ -1,0 +1,128 @@
+"""``[backend] precision = "int8"``: the INT8 sibling runs on ONNX Runtime's CPU (its
+activations re-expressed as unsigned, the same function) and on TensorRT (stand-in) with
+the INT8 flag; where it cannot, the float model runs and one warning says why."""
+
+from __future__ import annotations
+
+import logging
+import types
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+from edge.backends import BackendConfig
+from edge.backends.qdq import as_uint8_activations
+from edge.backends.registry import create_backend
+from edge.modelmeta import load_meta, sha256_file, write_meta
+from tests.edge.backends import fake_tensorrt
+from tests.fixtures.tiny_model import build_tiny_model, synth_frame
+
+
+def calibration_inputs(n: int = 4, hw: tuple[int, int] = (96, 128)) -> list[np.ndarray]:
+    """Frames of the tiny model's world as network inputs (1, 3, H, W) in [0, 1]."""
+    out = []
+    for i in range(n):
+        img = synth_frame(*hw, crystals=[(40 + 10 * i, 50, 14), (90, 30 + 5 * i, 9)], seed=i)
+        out.append(img[None].transpose(0, 3, 1, 2).astype(np.float32) / 255.0)
+    return out
+
+
+def quantize_tiny(directory: Path, inputs: list[np.ndarray] | None = None) -> tuple[Path, Path]:
+    """The tiny model and its INT8 sibling ``tiny-seg.int8.onnx`` (+ metadata)."""
+    from trainer.quantize import int8_path_for, quantize_int8
+
+    model = build_tiny_model(directory)
+    q8 = int8_path_for(model)
+    quantize_int8(model, q8, calibration_inputs() if inputs is None else inputs)
+    meta = load_meta(model)
+    write_meta(meta.model_copy(update={"onnx_file": q8.name, "sha256": sha256_file(q8),
+                                       "precision": "int8"}), q8)
+    return model, q8
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    return quantize_tiny(tmp_path_factory.mktemp("int8"))
+
+
+def _warnings(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records
+            if r.levelno >= logging.WARNING and "int8" in r.getMessage()]
+
+
+def test_unsigned_view_is_the_same_function(models):
+    _, q8 = models
+    data = q8.read_bytes()
+    view, n = as_uint8_activations(data)
+    assert n >= 2 and view != data
+    x = np.concatenate(calibration_inputs(2))
+    so = ort.SessionOptions()
+    a = ort.InferenceSession(data, so, providers=["CPUExecutionProvider"]).run(None, {"input": x})
+    b = ort.InferenceSession(view, so, providers=["CPUExecutionProvider"]).run(None, {"input": x})
+    np.testing.assert_allclose(a[0], b[0], atol=1e-5)
+    assert as_uint8_activations(view) == (view, 0)  # nothing signed left
+
+
+def test_int8_selects_the_sibling_and_agrees_with_float(models, caplog):
+    model, q8 = models
+    cfg = BackendConfig(name="onnxruntime", onnxruntime_device="cpu", precision="int8")
+    b, _ = create_backend(model, load_meta(model), cfg, input_hw=(96, 128))
+    assert b.info()["precision"] == "int8" and b.model_path == q8
+    f, _ = create_backend(model, load_meta(model), BackendConfig(
+        name="onnxruntime", onnxruntime_device="cpu"), input_hw=(96, 128))
+    x = np.concatenate(calibration_inputs())
+    agree = (b.infer(x).argmax(1) == f.infer(x).argmax(1)).mean()
+    assert agree > 0.98 and f.info()["precision"] == "fp32"
+    assert not _warnings(caplog)
+
+
+def test_missing_int8_file_falls_back_with_one_line(tmp_path, caplog):
+    model = build_tiny_model(tmp_path)
+    cfg = BackendConfig(name="onnxruntime", onnxruntime_device="cpu", precision="int8")
+    with caplog.at_level(logging.WARNING):
+        b, _ = create_backend(model, load_meta(model), cfg, input_hw=(32, 32))
+    assert b.model_path == model and b.info()["precision"] == "fp32"
+    (line,) = _warnings(caplog)
+    assert "tiny-seg.int8.onnx not found" in line
+
+
+def _trt_with_int8(monkeypatch, *, fast: bool):
+    trt, _ = fake_tensorrt.install(monkeypatch)
+    flags = types.SimpleNamespace(FP16=trt.BuilderFlag.FP16, INT8="INT8")
+    monkeypatch.setattr(trt, "BuilderFlag", flags)
+    monkeypatch.setattr(trt.Builder, "platform_has_fast_int8", fast, raising=False)
+    seen: list[set] = []
+    make = trt.Builder.create_builder_config
+
+    def create_builder_config(self):
+        cfg = make(self)
+        seen.append(cfg.flags)
+        return cfg
+
+    monkeypatch.setattr(trt.Builder, "create_builder_config", create_builder_config)
+    return seen
+
+
+def test_tensorrt_builds_the_qdq_file_with_int8(monkeypatch, tmp_path, models):
+    model, q8 = models
+    seen = _trt_with_int8(monkeypatch, fast=True)
+    cfg = BackendConfig(name="tensorrt", precision="int8", engine_cache_dir=tmp_path / "e")
+    b, _ = create_backend(model, load_meta(model), cfg, input_hw=(96, 128))
+    assert b.model_path == q8 and b.info()["precision"] == "int8"
+    assert {"INT8"} < seen[-1]  # INT8 and FP16
+    b.close()
+
+
+def test_tensorrt_without_fast_int8_runs_the_float_model(monkeypatch, tmp_path, models, caplog):
+    model, _ = models
+    seen = _trt_with_int8(monkeypatch, fast=False)
+    cfg = BackendConfig(name="tensorrt", precision="int8", engine_cache_dir=tmp_path / "e")
+    with caplog.at_level(logging.WARNING):
+        b, _ = create_backend(model, load_meta(model), cfg, input_hw=(96, 128))
+    assert b.model_path == model and b.info()["precision"] == "fp16"
+    assert "INT8" not in seen[-1]
+    (line,) = _warnings(caplog)
+    assert "no fast INT8" in line and "running tiny-seg.onnx (fp16)" in line
+    b.close()
