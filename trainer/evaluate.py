@@ -141,7 +141,8 @@ def psd_payload(summary: Any) -> dict[str, Any]:
     return {"frames_used": summary.frames_used,
             "frames_rejected_by_reason": dict(summary.frames_rejected_by_reason),
             "crystals_rejected_by_reason": dict(summary.crystals_rejected_by_reason),
-            "edge_correction": summary.edge_correction, **summary.psd.to_payload()}
+            "edge_correction": summary.edge_correction, **summary.psd.to_payload(),
+            "process": summary.process.to_payload(), "confidence": summary.process.confidence}
 
 
 # ----------------------------------------------------------------------------- main

@@ -119,9 +119,13 @@ interval_s = 0.5
 """)
 
 
-def _numbers(n: Any, x50: Any, edges: list[float], q3: list[float]) -> dict[str, Any]:
-    return {"n": int(n), "x50_3_um": x50, "upper_edges_um": [float(v) for v in edges],
-            "q3": [float(v) for v in q3]}
+def _numbers(n: Any, x50: Any, edges: list[float | None], Q3: list[float],
+             process: dict[str, Any]) -> dict[str, Any]:
+    # the overflow class has no upper edge (None); process values as the payload names them
+    return {"n": int(n), "x50_3_um": x50,
+            "upper_edges_um": [None if v is None else float(v) for v in edges],
+            "Q3": [float(v) for v in Q3],
+            "process": {k: v for k, v in process.items() if k != "frames_rejected_by_reason"}}
 
 
 def through_analyze(model: Path, images: Path, out: Path) -> dict[str, Any]:
@@ -131,7 +135,7 @@ def through_analyze(model: Path, images: Path, out: Path) -> dict[str, Any]:
     doc = json.loads(out.read_text())
     assert doc["n_images_ok"] == N_FRAMES, doc["images"]
     return _numbers(doc["n_crystals"], doc["x50_3_um"], [b["upper_um"] for b in doc["bins"]],
-                    [b["Q3"] for b in doc["bins"]])
+                    [b["Q3"] for b in doc["bins"]], doc["process"])
 
 
 def through_run(workdir: Path) -> dict[str, Any]:
@@ -149,7 +153,7 @@ def through_run(workdir: Path) -> dict[str, Any]:
     b = batches[0]
     assert b["frames"]["used"] == N_FRAMES, (b["frames"], svc.log()[-2000:])
     return _numbers(b["crystals"]["measured"], b["statistics"]["x50_3_um"],
-                    b["classes"]["upper_edges_um"], b["classes"]["q3"])
+                    b["classes"]["upper_edges_um"], b["classes"]["Q3"], b["process"])
 
 
 def through_evaluate(model: Path, data: Path, config: Path, out: Path) -> dict[str, Any]:
@@ -158,7 +162,7 @@ def through_evaluate(model: Path, data: Path, config: Path, out: Path) -> dict[s
     psd = json.loads(out.read_text())["psd"]
     assert psd["frames_used"] == N_FRAMES, psd["frames_rejected_by_reason"]
     return _numbers(psd["n_crystals"], psd["x50_3_um"], [b["upper_um"] for b in psd["bins"]],
-                    [b["Q3"] for b in psd["bins"]])
+                    [b["Q3"] for b in psd["bins"]], psd["process"])
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
@@ -177,4 +181,7 @@ def test_three_doors_give_the_same_numbers(tmp_path, model, fmt, monkeypatch):
         assert other["n"] == evaluated["n"], (name, other["n"], evaluated["n"])
         assert other["x50_3_um"] == pytest.approx(evaluated["x50_3_um"], rel=1e-6), name
         assert other["upper_edges_um"] == evaluated["upper_edges_um"], name
-        assert other["q3"] == evaluated["q3"], name
+        assert other["Q3"] == evaluated["Q3"], name
+        assert other["process"].keys() == evaluated["process"].keys(), name
+        for key, value in evaluated["process"].items():
+            assert other["process"][key] == pytest.approx(value, rel=1e-9), (name, key)
