@@ -67,6 +67,18 @@ def truth_summary(truth: dict[str, Any]) -> dict[str, Any]:
     return _row(len(d), psd.to_payload())
 
 
+def process_line(process: dict[str, Any]) -> str:
+    """The report's process values in one line (what a plant would trend per batch)."""
+    def num(key: str, fmt: str) -> str:
+        v = process.get(key)
+        return "n/a" if v is None else format(v, fmt)
+
+    return (f"process: {num('crystals_per_frame', '.1f')} crystals/frame, Feret max/min "
+            f"x50 {num('x50_feret_max_um', '.1f')}/{num('x50_feret_min_um', '.1f')} um, "
+            f"agglomerates {num('agglomerate_fraction_number', '.1%')} by number, fines "
+            f"< {num('fines_below_um', 'g')} um {num('fines_fraction_volume', '.2%')} by volume")
+
+
 def _row(n: int, p: dict[str, Any]) -> dict[str, Any]:
     ln = p.get("lognormal") or {}
     return {"n": n, "x10_3_um": p.get("x10_3_um"), "x50_3_um": p.get("x50_3_um"),
@@ -140,6 +152,7 @@ def main(argv: list[str] | None = None) -> int:
             "measured": _row(int(rep["n_crystals"]), rep),
             "truth": truth_summary(truth),
             "frames": {"analysed": rep["n_images_ok"], "total": rep["n_images"]},
+            "process": rep["process"],
             "report": str(report), "plot": str(res_dir / "q3.png"),
             "overlays": str(res_dir / "overlays"),
         }
@@ -155,6 +168,7 @@ def main(argv: list[str] | None = None) -> int:
         _say(f"\nsieve fraction {fraction} um ({s['frames']['analysed']}/"
              f"{s['frames']['total']} frames analysed)")
         print_table(fraction, s["measured"], s["truth"])
+        _say("  " + process_line(s["process"]))
         _say(f"  plot: {s['plot']}\n  overlays: {s['overlays']}/\n  report: {s['report']}")
     _say(f"\nsummary (JSON): {out / 'summary.json'}")
     return 0

@@ -45,7 +45,9 @@ def test_demo_runs_both_fractions(tmp_path, capsys):
         assert Path(s["plot"]).is_file() and Path(s["report"]).is_file()
         assert (out / "frames" / fraction / "truth.json").is_file()
         assert f"sieve fraction {fraction} um" in text
+        assert "crystals_per_frame" in s["process"]  # the report's process values
     assert "x50,3" in text and "measured" in text and "truth" in text
+    assert text.count("process: ") == 2 and "crystals/frame" in text
 
 
 def test_makefile_targets_use_the_scripts():
