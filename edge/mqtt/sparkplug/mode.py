@@ -28,6 +28,7 @@ from edge.mqtt.sparkplug import sparkplug_b_pb2 as pb
 from edge.service.state import atomic_write_text
 from edge.service.statefiles import read_json_state
 from edge.sinks.psd_payload import PsdPayload
+from edge.sinks.psd_v1 import upgrade_v1
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +125,8 @@ class SparkplugMode:
         return []
 
     def batch(self, item: OutboxItem, payload: dict[str, Any], *, historical: bool) -> Message:
-        psd = PsdPayload.model_validate(payload)
+        # a report stored before an upgrade (schema version 1) goes out in today's metrics
+        psd = PsdPayload.model_validate(upgrade_v1(payload))
         p = pb.Payload()
         p.timestamp = codec.now_ms()
         p.seq = self._next_seq()
