@@ -240,8 +240,8 @@ def test_processing_errors_are_counted_not_fatal(tmp_path, processor):
     assert rc == [0]
     pay = read_jsonl(tmp_path / "out.jsonl")[0]["payload"]
     assert pay["frames"]["used"] == 4
-    assert pay["frames"]["rejected_by_reason"] == {"inference_error": 1,
-                                                   "postprocess_error": 1}
+    nonzero = {k: v for k, v in pay["frames"]["rejected_by_reason"].items() if v}
+    assert nonzero == {"inference_error": 1, "postprocess_error": 1}
     assert "watershed exploded" in p.last_error or "illegal memory" in p.last_error
     assert len(src.acked) == 6
 
