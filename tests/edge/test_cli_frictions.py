@@ -94,7 +94,7 @@ def test_service_logs_what_it_watches_and_each_rejected_frame_once(
     wait_until(lambda: jsonl_batches(out), 30, "the first batch")
     assert svc.stop() == 0
     batch = jsonl_batches(out)[0]["payload"]["frames"]
-    assert batch["rejected_by_reason"] == {"blank": 1}, batch
+    assert {k: v for k, v in batch["rejected_by_reason"].items() if v} == {"blank": 1}, batch
     log = svc.log()
     rejected = [ln for ln in log.splitlines() if "frame rejected" in ln]
     assert len(rejected) == 1, rejected
