@@ -64,6 +64,7 @@ class FrameTap:
         self.rejected: dict[str, deque[Seen]] = {}
         self._encode = threading.Lock()
         self._cache: dict[str, tuple[Seen, float, bytes]] = {}  # format -> (of, at, bytes)
+        self._drawn: tuple[Seen, np.ndarray] | None = None  # one drawing for both formats
         self.encodes = 0
 
     # ------------------------------------------------------------ pipeline side
@@ -94,7 +95,9 @@ class FrameTap:
             cached = self._cache.get(fmt)
             if cached is not None and (cached[0] is seen or now - cached[1] < self.interval_s):
                 return cached[2]
-            data = _encode(_draw(seen), fmt)
+            if self._drawn is None or self._drawn[0] is not seen:
+                self._drawn = (seen, _draw(seen))
+            data = _encode(self._drawn[1], fmt)
             self._cache[fmt] = (seen, now, data)
             self.encodes += 1
             return data
