@@ -9,7 +9,8 @@ flow, the central broker stops (the bridges drop) for a few seconds and comes ba
 that outage one device broker restarts too (its bridge queue survives in its persistence
 file; the service's outbox holds what it publishes meanwhile). Every
 batch id each service wrote to its JSON-lines sink arrives centrally; duplicates (QoS 1
-is at-least-once) are counted and reported.
+is at-least-once) are counted and reported. At the end one device broker is killed, as a
+device losing power: the central broker publishes ``<prefix>/bridge/<device> = 0``.
 """
 
 from __future__ import annotations
@@ -110,6 +111,17 @@ def retained_status(port: int, device: str) -> dict:
     return json.loads(msg.payload)
 
 
+def bridge_state(port: int, device: str) -> str:
+    """The retained bridge notification (``1`` connected, ``0`` gone) on the central broker."""
+    rec = Recorder(port, f"{PREFIX}/bridge/{device}")
+    try:
+        msg = wait_until(lambda: rec.all and rec.all[-1], 5, f"the bridge state of {device}")
+    finally:
+        rec.close()
+    assert msg.retain, f"{device}: bridge state not retained"
+    return msg.payload.decode()
+
+
 def explain(root: Path) -> str:
     """The tails of every service and broker log under ``root`` (for a failure message)."""
     logs = sorted(root.glob("*/service.log")) + sorted(root.glob("*/broker/mosquitto.log"))
@@ -146,7 +158,8 @@ def test_bridge_outage_every_batch_arrives_centrally(tmp_path, tiny_model):
     print(f"\ncentral broker away {run['away_s']:.1f} s; batches made meanwhile "
           f"{ {d: len(v) for d, v in run['in_outage'].items()} } arrived "
           f"{run['caught_up_s']:.1f} s after it came back; delivered "
-          f"{[len(run['made'][d]) for d in DEVICES]} batches, duplicates {dupes}")
+          f"{[len(run['made'][d]) for d in DEVICES]} batches, duplicates {dupes}; a killed "
+          f"device broker showed as bridge = 0 within {run['will_s']:.1f} s")
 
 
 def outage(root: Path, central: Broker, dcs: Recorder,
@@ -179,5 +192,11 @@ def outage(root: Path, central: Broker, dcs: Recorder,
     wait_until(lambda: all(made[d] <= set(central_ids(dcs)[d]) for d in DEVICES), 15,
                "every batch of both devices on the central broker")
     time.sleep(0.5)  # a late duplicate arrives before counting
+    assert bridge_state(central.port, DEVICES[1]) == "1"
+    devices[1][0].proc.kill()  # the device dies: the central broker sends the bridge's will
+    t_kill = time.monotonic()
+    wait_until(lambda: bridge_state(central.port, DEVICES[1]) == "0", 10,
+               f"{PREFIX}/bridge/{DEVICES[1]} = 0 on the central broker")
     return {"made": made, "got": central_ids(dcs), "in_outage": in_outage,
-            "away_s": t_up - t_down, "caught_up_s": caught_up_s}
+            "away_s": t_up - t_down, "caught_up_s": caught_up_s,
+            "will_s": time.monotonic() - t_kill}
