@@ -239,3 +239,17 @@ def test_sparkplug_metrics_carry_the_payload_values(tmp_path, mode):
     codec.add_psd_metrics(birth, None, classes=mode)
     names = {x.name for x in birth.metrics}
     assert names == set(m) and all(x.is_null for x in birth.metrics)
+
+
+def test_a_grid_without_classes_is_one_line_naming_the_key(tmp_path):
+    from edge.errors import UserError
+    from edge.service.config import load_config
+
+    path = tmp_path / "c.toml"
+    path.write_text("[psd]\nclass_min_um = 50.0\nclass_max_um = 20.0\n")
+    with pytest.raises(UserError) as err:
+        load_config(path)
+    assert "\n" not in str(err.value) and "psd.class_max_um" in str(err.value)
+    path.write_text("[psd]\nclass_width_um = 0.01\nclass_max_um = 1000.0\n")
+    with pytest.raises(UserError, match=r"100000 classes \(at most 10000\)"):
+        load_config(path)
