@@ -225,6 +225,7 @@ def fleet_prometheus(tmp: Path, metrics_port: int) -> tuple[int, list[subprocess
     return central, procs
 
 
+@pytest.mark.slow
 def test_agent_to_central_prometheus_end_to_end(tmp_path, tiny_model, broker):
     """A real service, the shipped agent file scraping it, the shipped central file
     receiving: every dashboard query returns the device's series, the alert rules load,
