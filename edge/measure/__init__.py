@@ -7,11 +7,16 @@ Public API::
     crystals.diameters_um()          # kept crystals, area-equivalent diameter (um)
     crystals.bbox[crystals.kept]     # x, y, w, h px (edge correction)
     crystals.rejected_counts()       # {'too_small': .., 'border': .., 'agglomerate': ..}
+
+Reject reasons: :data:`REASONS`; the agglomerate reason is :data:`AGGLOMERATE`
+(``AGGLOMERATE_REASONS`` for consumers that count agglomerates), the same name under both
+``[measure] agglomerate_rule`` settings.
 """
 
 from edge.measure.clean import border_zone, clean_mask, disc
 from edge.measure.config import DEFAULT_WINDOW, PAPER_WINDOW, MeasureConfig
-from edge.measure.crystals import REASONS, Crystals
+from edge.measure.convexity import concavity_depths, convexity, hull_area
+from edge.measure.crystals import AGGLOMERATE, AGGLOMERATE_REASONS, REASONS, Crystals
 from edge.measure.gpu import CpuMorphology, CudaMorphology, Morphology, select_morphology
 from edge.measure.measure import measure_crystals
 from edge.measure.shape import (
@@ -25,6 +30,8 @@ from edge.measure.shape import (
 from edge.measure.split import split_touching
 
 __all__ = [
+    "AGGLOMERATE",
+    "AGGLOMERATE_REASONS",
     "DEFAULT_WINDOW",
     "PAPER_WINDOW",
     "REASONS",
@@ -38,9 +45,12 @@ __all__ = [
     "chain_length",
     "circularity",
     "clean_mask",
+    "concavity_depths",
     "contour_length",
+    "convexity",
     "disc",
     "feret",
+    "hull_area",
     "measure_crystals",
     "perimeter",
     "select_morphology",

@@ -1,14 +1,17 @@
 """Configuration of the measurement core (``edge.measure``).
 
 Defaults follow the published study where it states a value (objects below 20 px2 dropped,
-closing with a 2-px disc, fill holes, clear border, watershed, circularity window). The
-circularity window differs from the study's 0.85-0.95 because our perimeter estimator is
-unbiased (a disc measures ~1.0, a regular hexagon 0.907); see ``DEFAULT_WINDOW``.
+closing with a 2-px disc, fill holes, clear border, watershed). Single crystal or
+agglomerate is decided by convexity (``agglomerate_rule = "convexity"``: solidity and
+concavity depths, the same for every habit; ``docs/measurement.md``). The study's
+circularity window stays available (``agglomerate_rule = "circularity"``); it differs from
+the study's 0.85-0.95 because our perimeter estimator is unbiased (a disc measures ~1.0,
+a regular hexagon 0.907); see ``DEFAULT_WINDOW``.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -26,6 +29,12 @@ PAPER_WINDOW: tuple[float, float] = (0.85, 0.95)
 #: Clumps are large and bias Q3 upwards, lost singles do not bias it, hence 0.72. The
 #: upper bound only catches estimator noise on tiny objects (a 29-px disc scores 1.07).
 DEFAULT_WINDOW: tuple[float, float] = (0.72, 1.10)
+
+#: Defaults of the 'convexity' rule (measured in ``docs/measurement.md``).
+SOLIDITY_MIN = 0.85
+CONCAVITY_REL = 0.10
+CONCAVITY_PX = 2.0
+CONCAVITIES_MAX = 1
 
 
 class MeasureConfig(BaseModel):
@@ -59,10 +68,38 @@ class MeasureConfig(BaseModel):
                     "diameter split in 72 % (97 %) of cases")
     connectivity: int = Field(
         8, description="pixel connectivity of objects, 4 or 8 (study, MATLAB bwlabel: 8)")
+    agglomerate_rule: Literal["convexity", "circularity"] = Field(
+        "convexity",
+        description="how a measured object is found to be an agglomerate (reason "
+                    "'agglomerate'): 'convexity' = solidity below solidity_min or more than "
+                    "concavities_max deep concavities, the same for every habit (needles, "
+                    "plates, prisms are kept); 'circularity' = the study's window "
+                    "circularity_min-circularity_max, which rejects elongated habits and "
+                    "must be tuned per substance (chosen when a window is given without a "
+                    "rule)")
+    solidity_min: float = Field(
+        SOLIDITY_MIN, ge=0, le=1,
+        description="'convexity' rule: objects whose pixel count is below this fraction of "
+                    "their convex hull's pixel count are agglomerates (a digitised convex "
+                    "crystal scores 1)")
+    concavity_rel: float = Field(
+        CONCAVITY_REL, ge=0, le=1,
+        description="'convexity' rule: a concavity of the outline counts when it is deeper "
+                    "than this fraction of the object's area-equivalent diameter (and than "
+                    "concavity_px)")
+    concavity_px: float = Field(
+        CONCAVITY_PX, ge=0,
+        description="'convexity' rule: a concavity counts only when deeper than this many "
+                    "px (a digitised straight edge deviates from its chord by < 1 px)")
+    concavities_max: int = Field(
+        CONCAVITIES_MAX, ge=0,
+        description="'convexity' rule: objects with more counted concavities than this are "
+                    "agglomerates (two crystals stuck together leave a pair, one either side "
+                    "of the contact; a chipped single crystal one)")
     circularity_min: float = Field(
         DEFAULT_WINDOW[0], ge=0,
-        description="crystals with circularity 4*pi*A/P^2 below this are rejected as "
-                    "'agglomerate' (study: 0.85, with a biased perimeter)")
+        description="'circularity' rule: crystals with circularity 4*pi*A/P^2 below this "
+                    "are rejected as 'agglomerate' (study: 0.85, with a biased perimeter)")
     morphology_device: Literal["auto", "cpu", "cuda"] = Field(
         "auto",
         description="where the runtime thresholds the class map and runs the closing: 'auto' = "
@@ -70,8 +107,18 @@ class MeasureConfig(BaseModel):
                     "(JetPack), else the CPU; results identical")
     circularity_max: float = Field(
         DEFAULT_WINDOW[1], ge=0,
-        description="crystals with circularity above this are rejected as 'agglomerate' "
-                    "(study: 0.95, with a biased perimeter)")
+        description="'circularity' rule: crystals with circularity above this are rejected "
+                    "as 'agglomerate' (study: 0.95, with a biased perimeter)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _window_selects_its_rule(cls, data: Any) -> Any:
+        # a circularity window given without a rule (a configuration written for the
+        # study's rule) keeps meaning what it meant: the window decides
+        if isinstance(data, dict) and "agglomerate_rule" not in data and (
+                "circularity_min" in data or "circularity_max" in data):
+            return {**data, "agglomerate_rule": "circularity"}
+        return data
 
     @model_validator(mode="after")
     def _check(self) -> MeasureConfig:
@@ -85,7 +132,8 @@ class MeasureConfig(BaseModel):
     @classmethod
     def paper(cls, **overrides: object) -> MeasureConfig:
         """The study's settings, including its circularity window 0.85-0.95."""
-        kw: dict[str, object] = {"circularity_min": PAPER_WINDOW[0],
+        kw: dict[str, object] = {"agglomerate_rule": "circularity",
+                                 "circularity_min": PAPER_WINDOW[0],
                                  "circularity_max": PAPER_WINDOW[1]}
         kw.update(overrides)
         return cls(**kw)

@@ -13,8 +13,13 @@ from typing import Any
 
 import numpy as np
 
+#: Reject reason of an object that is not one crystal (two or more stuck together), under
+#: either ``[measure] agglomerate_rule``; a stable name that counts agglomerates downstream.
+AGGLOMERATE = "agglomerate"
+#: Reject reasons that mean "an agglomerate, not a single crystal".
+AGGLOMERATE_REASONS: tuple[str, ...] = (AGGLOMERATE,)
 #: Rejection reasons, in order of precedence (a too-small border crystal is 'too_small').
-REASONS: tuple[str, ...] = ("too_small", "border", "agglomerate")
+REASONS: tuple[str, ...] = ("too_small", "border", AGGLOMERATE)
 
 #: Per-crystal columns: name -> (dtype, trailing shape).
 COLUMNS: dict[str, tuple[Any, tuple[int, ...]]] = {
@@ -26,12 +31,19 @@ COLUMNS: dict[str, tuple[Any, tuple[int, ...]]] = {
     "feret_max_um": (np.float64, ()),
     "feret_min_um": (np.float64, ()),
     "aspect_ratio": (np.float64, ()),
+    "solidity": (np.float64, ()),
+    "concavity": (np.float64, ()),
+    "n_concavities": (np.int32, ()),
     "bbox": (np.int32, (4,)),
     "centroid": (np.float64, (2,)),
     "touches_border": (np.bool_, ()),
     "kept": (np.bool_, ()),
     "reason": ("<U11", ()),
 }
+
+
+#: Columns a caller may leave out (zeros): the convexity descriptors.
+_OPTIONAL = ("solidity", "concavity", "n_concavities")
 
 
 def _empty_column(name: str, n: int = 0) -> np.ndarray:
@@ -59,6 +71,15 @@ class Crystals:
         Largest / smallest caliper width of the pixel set.
     aspect_ratio : ndarray (n,) float64
         ``feret_max / feret_min`` (>= 1).
+    solidity : ndarray (n,) float64
+        Pixel count / pixel count of the convex hull (1 for a digitised convex shape; see
+        :mod:`edge.measure.convexity`).
+    concavity : ndarray (n,) float64
+        Depth of the deepest concavity of the outline relative to the area-equivalent
+        diameter in px (0 for a convex outline).
+    n_concavities : ndarray (n,) int32
+        Concavities deeper than ``max(concavity_px, concavity_rel * D)`` (the settings of
+        :class:`edge.measure.MeasureConfig`).
     bbox : ndarray (n, 4) int32
         ``x, y, w, h`` in px, frame coordinates.
     centroid : ndarray (n, 2) float64
@@ -102,9 +123,15 @@ class Crystals:
     roi_area_px: int
     n_frames: int = 1
     dropped: dict[str, int] = field(default_factory=dict)
+    solidity: np.ndarray = None  # type: ignore[assignment]  # None: filled with zeros
+    concavity: np.ndarray = None  # type: ignore[assignment]
+    n_concavities: np.ndarray = None  # type: ignore[assignment]
 
     def __post_init__(self) -> None:
         n = len(self.area_px)
+        for name in _OPTIONAL:
+            if getattr(self, name) is None:
+                setattr(self, name, _empty_column(name, n))
         for name, (dtype, tail) in COLUMNS.items():
             arr = np.asarray(getattr(self, name), dtype=dtype)
             if arr.shape != (n, *tail):
@@ -214,6 +241,8 @@ class Crystals:
                 "feret_max_um": round(float(self.feret_max_um[i]), 3),
                 "feret_min_um": round(float(self.feret_min_um[i]), 3),
                 "aspect_ratio": round(float(self.aspect_ratio[i]), 4),
+                "solidity": round(float(self.solidity[i]), 4),
+                "concavity": round(float(self.concavity[i]), 4),
                 "bbox_x": x, "bbox_y": y, "bbox_w": w, "bbox_h": h,
                 "centroid_x": round(float(self.centroid[i, 0]), 2),
                 "centroid_y": round(float(self.centroid[i, 1]), 2),

@@ -3,7 +3,8 @@
 Pipeline (the study's, see ``docs/architecture.md``): binarise -> drop objects below
 ``min_area_px`` -> close with a disc -> fill holes -> split touching crystals (watershed
 on the distance map, :mod:`edge.measure.split`) -> measure each crystal on its own small
-crop -> reject ``too_small`` / ``border`` / ``agglomerate`` (circularity window).
+crop -> reject ``too_small`` / ``border`` / ``agglomerate`` (``[measure] agglomerate_rule``:
+convexity by default, the study's circularity window as an option).
 
 Border clearing is decided per crystal *after* splitting: a crystal touching the frame
 edge or the ROI boundary is rejected, its interior neighbour in the same clump is not.
@@ -24,15 +25,16 @@ from edge.measure.clean import (
     validate_roi,
 )
 from edge.measure.config import MeasureConfig
-from edge.measure.crystals import COLUMNS, Crystals
+from edge.measure.convexity import convexity, hull_area
+from edge.measure.crystals import AGGLOMERATE, COLUMNS, Crystals
 from edge.measure.gpu import Morphology
 from edge.measure.shape import contour_length, feret, outer_contours
 from edge.measure.split import PAD, iter_objects, split_object
 
 
 def _measure_one(sub: np.ndarray, ox: int, oy: int, *, zone: np.ndarray | None,
-                 frame_hw: tuple[int, int], px: float, tight: bool = False
-                 ) -> tuple[dict[str, object], np.ndarray]:
+                 frame_hw: tuple[int, int], px: float, cfg: MeasureConfig,
+                 tight: bool = False) -> tuple[dict[str, object], np.ndarray]:
     """Measure one crystal given as a 0/1 uint8 crop whose pixel (0, 0) is frame (ox, oy).
 
     ``tight``: ``sub`` is an object crop from :func:`iter_objects` (2 px of padding around
@@ -53,6 +55,11 @@ def _measure_one(sub: np.ndarray, ox: int, oy: int, *, zone: np.ndarray | None,
     main = max(contours, key=len)
     pts = main if len(contours) == 1 else np.concatenate([c.reshape(-1, 2) for c in contours])
     fmax, fmin = feret(pts)
+    solidity, rel_depths = convexity(main, area)
+    if len(contours) > 1:  # a split part in pieces: the hull spans them all
+        solidity = min(1.0, area / max(hull_area(pts), 1.0))
+    d_eq = 2.0 * math.sqrt(area / math.pi)
+    deep = rel_depths * d_eq >= max(cfg.concavity_px, cfg.concavity_rel * d_eq)
     mom = cv2.moments(s, True)
     cx = mom["m10"] / mom["m00"] + sx
     cy = mom["m01"] / mom["m00"] + sy
@@ -72,6 +79,9 @@ def _measure_one(sub: np.ndarray, ox: int, oy: int, *, zone: np.ndarray | None,
         "feret_max_um": fmax * px,
         "feret_min_um": fmin * px,
         "aspect_ratio": fmax / fmin if fmin > 0 else 1.0,
+        "solidity": solidity,
+        "concavity": float(rel_depths[0]) if rel_depths.size else 0.0,
+        "n_concavities": int(np.count_nonzero(deep)),
         "bbox": (gx, gy, w, h),
         "centroid": (cx, cy),
         "touches_border": bool(touches),
@@ -145,20 +155,53 @@ def _measure_objects(clean: np.ndarray, *, zone: np.ndarray | None, frame_hw: tu
     for ox, oy, crop in iter_objects(clean, connectivity=cfg.connectivity):
         lab, n = (split_object(crop, h_px=cfg.h_px, h_rel=cfg.h_rel) if cfg.split_touching
                   else (crop, 1))
+        if n > 1 and cfg.agglomerate_rule == "convexity":
+            whole = _measure_one(crop, ox, oy, zone=zone, frame_hw=frame_hw, px=px, cfg=cfg,
+                                 tight=True)
+            if _convex(whole[0], cfg):  # no contact to split at: a thin or ragged single
+                n, lab = 1, crop
         if n == 1:
             row, cnt = _measure_one(crop, ox, oy, zone=zone, frame_hw=frame_hw, px=px,
-                                    tight=True)
+                                    cfg=cfg, tight=True)
             rows.append(row)
             contours.append(cnt)
             continue
+        parts: list[dict[str, object]] = []
         for j in range(1, n + 1):
             sub = (lab == j).view(np.uint8)
             if not sub.any():
                 continue
-            row, cnt = _measure_one(sub, ox, oy, zone=zone, frame_hw=frame_hw, px=px)
-            rows.append(row)
+            row, cnt = _measure_one(sub, ox, oy, zone=zone, frame_hw=frame_hw, px=px, cfg=cfg)
+            parts.append(row)
             contours.append(cnt)
+        # a split that leaves a non-convex part (two needles crossing, cut into two V's)
+        # did not find the crystals: every part of the object is an agglomerate
+        bad = not all(_convex(p, cfg) for p in parts)
+        for p in parts:
+            p["bad_split"] = bad
+        rows.extend(parts)
     return rows, contours
+
+
+def _convex(row: dict[str, object], cfg: MeasureConfig) -> bool:
+    """No counted concavity and solidity at least ``solidity_min``: one convex outline."""
+    return row["n_concavities"] == 0 and float(row["solidity"]) >= cfg.solidity_min  # type: ignore[arg-type]
+
+
+def agglomerates(cols: dict[str, np.ndarray], cfg: MeasureConfig) -> np.ndarray:
+    """Which measured objects are agglomerates under ``cfg.agglomerate_rule`` (bool (n,)).
+
+    'convexity': ``solidity < solidity_min`` or ``n_concavities > concavities_max`` (the
+    concavities counted in :func:`_measure_one`: deeper than ``max(concavity_px,
+    concavity_rel * D)``), or a part of a split object whose parts are not all convex
+    (``bad_split``: a part with a counted concavity or below ``solidity_min``).
+    'circularity': ``4 pi A / P^2`` outside ``[circularity_min, circularity_max]``.
+    """
+    if cfg.agglomerate_rule == "circularity":
+        circ = cols["circularity"]
+        return (circ < cfg.circularity_min) | (circ > cfg.circularity_max)
+    return ((cols["solidity"] < cfg.solidity_min) | (cols["n_concavities"] > cfg.concavities_max)
+            | cols["bad_split"])
 
 
 def _table(rows: list[dict[str, object]], cfg: MeasureConfig) -> dict[str, np.ndarray]:
@@ -169,10 +212,9 @@ def _table(rows: list[dict[str, object]], cfg: MeasureConfig) -> dict[str, np.nd
         if name in rows[0]:
             cols[name] = np.array([rw[name] for rw in rows], dtype=dtype)
     cols["frame"] = np.zeros(n, np.int32)
+    bad_split = np.array([bool(rw.get("bad_split", False)) for rw in rows])
     reason = np.full(n, "", dtype=COLUMNS["reason"][0])
-    circ = cols["circularity"]
-    agglo = (circ < cfg.circularity_min) | (circ > cfg.circularity_max)
-    reason[agglo] = "agglomerate"
+    reason[agglomerates({**cols, "bad_split": bad_split}, cfg)] = AGGLOMERATE
     if cfg.clear_border:
         reason[cols["touches_border"]] = "border"
     reason[cols["area_px"] < cfg.min_area_px] = "too_small"
