@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 PIP := $(BIN)/pip --disable-pip-version-check
 STAMP_RT := $(VENV)/.stamp-runtime
 STAMP_DEV := $(VENV)/.stamp-dev
-SYSTEM_PKGS := mosquitto openssh-server rsync chromium
+SYSTEM_PKGS := mosquitto openssh-server rsync chromium prometheus
 
 .PHONY: help install install-dev system-deps test lint demo bench train-default deploy deploy-dry-run clean
 
@@ -33,13 +33,15 @@ install: $(STAMP_RT)
 
 install-dev: $(STAMP_DEV)
 
-# Debian packages the tests use for real: a Mosquitto broker and an sshd deploy target.
+# Debian packages the tests use for real: a Mosquitto broker, an sshd deploy target,
+# Chromium for the operators' page and Prometheus for the fleet configuration.
 system-deps:
 	@missing=""; \
 	command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || missing="$$missing mosquitto"; \
 	[ -x /usr/sbin/sshd ] || missing="$$missing openssh-server"; \
 	command -v rsync >/dev/null || missing="$$missing rsync"; \
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
+	command -v promtool >/dev/null || missing="$$missing prometheus"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \
 	    echo "installing Debian packages:$$missing"; \
