@@ -143,3 +143,18 @@ def test_port_taken_is_one_error_and_the_service_runs_on(workdir, tiny_model, ca
         holder.close()
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert len(errors) == 1 and f"web.port {port}: cannot listen" in errors[0].getMessage()
+
+
+def test_page_serves_again_after_a_reload_on_the_same_port(workdir, tiny_model):
+    port = free_port()
+    write_config(workdir / "config.toml", model=tiny_model, source=SYNTHETIC, batch_frames=3,
+                 extra=web_section(port))
+    url = f"http://127.0.0.1:{port}/api/status"
+    with running_service(workdir / "config.toml") as svc:
+        wait_until(lambda: http(url)[0] == 200, 10, "the page")
+        first = svc.web
+        assert svc.request_reload("test")
+        wait_until(lambda: svc.reloads == 1 and svc.web is not None
+                   and svc.web is not first and svc.ready.is_set(), 30, "the reload")
+        wait_until(lambda: http(url)[0] == 200, 10, "the page after the reload")
+        assert svc.pipeline.frame_stages.tap is svc.web.ctx.tap
