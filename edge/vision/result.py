@@ -150,7 +150,7 @@ class FrameResult:
         Measured: ``status`` ``ok``, ``frame_shape`` (of the measured map), ``n_kept``,
         ``n_rejected`` by reason; rejected: ``status`` ``error``, ``error`` (see
         :attr:`error`) and ``reject_reason``. Then, where known, ``timings_ms``,
-        ``quality``, ``roi`` (frame pixels) and :attr:`info`.
+        ``quality``, ``roi`` (frame pixels), ``domain_score`` and :attr:`info`.
         """
         entry: dict[str, Any] = {"file": self.name}
         c = self.crystals
@@ -165,5 +165,7 @@ class FrameResult:
             entry["quality"] = {k: round(float(v), 4) for k, v in self.quality.items()}
         if self.roi is not None:
             entry["roi"] = self.roi.to_payload(scale=self.inference_scale)
+        if self.domain_score is not None:
+            entry["domain_score"] = round(float(self.domain_score), 4)
         entry.update(self.info)
         return entry

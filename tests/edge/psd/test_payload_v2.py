@@ -181,6 +181,7 @@ def test_report_and_csv_use_the_iso_names_and_the_same_grid(tmp_path):
     assert doc["process"]["x50_feret_max_um"] == pytest.approx(29.0)
     assert doc["confidence"] == pytest.approx(0.6)
     assert doc["frames_rejected_by_reason"]["out_of_domain"] == 1
+    assert [i.get("domain_score") for i in doc["images"]] == [0.9, 0.7, 0.2, None]
     path = write_classes_csv(rep, tmp_path / "r.classes.csv")
     with path.open() as fh:
         rows = list(csv.DictReader(fh))
