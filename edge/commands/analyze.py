@@ -329,10 +329,25 @@ def summary(report: Any) -> str:
             f = p.lognormal
             lines.append(f"log-normal fit: x50,3 = {f.x50_3_um:.1f} um, s_LND = "
                          f"{f.s_lnd:.3f}, RMSE = {f.rmse:.4f}")
+        lines.append(process_summary(report.process))
     if report.edge_correction_applied:
         lines.append("edge correction: on (Miles-Lantuejoul weights)")
     lines.extend(f"note: {n}" for n in report.notes())
     return "\n".join(lines)
+
+
+def process_summary(pv: Any) -> str:
+    """The process values (:class:`edge.psd.ProcessValues`) in one line."""
+    def f(v: float | None, fmt: str) -> str:
+        return "n/a" if v is None else format(v, fmt)
+
+    return (f"process: {f(pv.crystals_per_frame, '.1f')} crystals/frame, agglomerates "
+            f"{f(pv.agglomerate_fraction_number, '.1%')} by number "
+            f"{f(pv.agglomerate_fraction_volume, '.1%')} by volume, Feret x50 max/min "
+            f"{f(pv.x50_feret_max_um, '.1f')}/{f(pv.x50_feret_min_um, '.1f')} um, aspect "
+            f"{f(pv.median_aspect_ratio, '.2f')}, circularity {f(pv.median_circularity, '.2f')}, "
+            f"fines < {pv.fines_below_um:g} um {f(pv.fines_fraction_number, '.1%')} by number "
+            f"{f(pv.fines_fraction_volume, '.2%')} by volume")
 
 
 def write_outputs(args: argparse.Namespace, report: Any) -> None:

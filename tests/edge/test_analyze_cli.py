@@ -105,6 +105,15 @@ def test_discs_of_known_size_json_csv_plot(mask_dir, tmp_path, capsys):
     assert img is not None and img.shape[0] > 200 and img.shape[1] > 300
     assert "x50,3" in out
     assert rep["notes"] and "only 30 crystals" in rep["notes"][0] and "note: only 30" in out
+    # process values: ten separate discs per frame, none an agglomerate
+    assert rep["process"]["crystals_per_frame"] == 10.0
+    assert rep["process"]["agglomerate_fraction_number"] == 0.0
+    assert "process: 10.0 crystals/frame, agglomerates 0.0% by number" in out
+    # the size classes beside the crystals' CSV, with ISO 9276-1 columns
+    classes = list(csv.DictReader((tmp_path / "r.classes.csv").read_text().splitlines()))
+    assert list(classes[0]) == ["lower_um", "upper_um", "count", "q0", "q3", "Q0", "Q3",
+                                "q3_density_per_um", "max_um"]
+    assert [float(r["Q3"]) for r in classes] == pytest.approx([b["Q3"] for b in rep["bins"]])
 
 
 def test_no_edge_correction_uniform_size(tmp_path, capsys):
