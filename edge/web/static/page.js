@@ -150,7 +150,9 @@
     document.getElementById("device").textContent = info.device_id + (info.description ? " \u2013 " + info.description : "");
     rows(document.getElementById("optics"), [
       ["pixel size", fmt(info.px_size_um, 4) + " \u00b5m/px"],
-      ["calibrated", info.calibrated_at || "not recorded"],
+      ["calibrated", info.calibrated_at
+        ? new Date(info.calibrated_at).toISOString().replace("T", " ").slice(0, 16) + " UTC"
+        : "not recorded"],
       ["calibration", info.calibration || "\u2013"],
     ]);
   }

@@ -15,6 +15,8 @@ from tests.edge.sources.helpers import write_config
 from tests.edge.web.helpers import SYNTHETIC, free_port, http, web_section
 from tests.faults.conftest import ServiceProcess, wait_until
 
+OPTICS = ('\n[optics]\npx_size_um = 1.45\ncalibrated_at = 2026-11-30T09:15:00Z\n'
+          'calibration = "stage micrometer 10 um lines, +-0.3 %"\n')
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed")
 
@@ -29,7 +31,7 @@ def _chromium(*args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[
 def test_page_in_a_real_browser_shows_frame_x50_and_charts(workdir, tiny_model, tmp_path):
     port = free_port()
     write_config(workdir / "config.toml", model=tiny_model, batch_frames=4, source=SYNTHETIC,
-                 extra=web_section(port))
+                 extra=web_section(port) + OPTICS)
     svc = ServiceProcess(workdir)
     base = f"http://127.0.0.1:{port}/"
     try:
@@ -55,4 +57,6 @@ def test_page_in_a_real_browser_shows_frame_x50_and_charts(workdir, tiny_model, 
         div = re.search(rf'<div id="{chart}"[^>]*data-points="(\d+)"[^>]*>(.*?)<canvas', dom,
                         re.S)
         assert div and int(div[1]) >= 2 and 'class="uplot' in div[2], chart
-    assert "onnxruntime" in dom and "1.4500" in dom  # health: backend; optics: pixel size
+    assert "onnxruntime" in dom  # health: the backend
+    # the pixel size with its calibration
+    assert "1.4500" in dom and "2026-11-30 09:15 UTC" in dom and "stage micrometer" in dom
