@@ -181,6 +181,10 @@
 
   let info = null;
   async function refresh() {
+    if (document.hidden) {  // a tab in the background costs the appliance nothing
+      setTimeout(refresh, 1000);
+      return;
+    }
     try {
       info = info || await api("api/info");
       showOptics(info);
