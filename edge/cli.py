@@ -17,7 +17,9 @@ COMMANDS: dict[str, str] = {
     "config-schema": "edge.commands.config_schema",
     "payload-schema": "edge.commands.payload_schema",
     "status": "edge.commands.status",
+    "trend": "edge.commands.trend",
     "build-engine": "edge.commands.build_engine",
+    "calibrate": "edge.commands.calibrate",
 }
 
 

@@ -26,6 +26,7 @@ import json
 import logging
 import socket
 import sys
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -44,8 +45,10 @@ from edge.sinks import SINKS, SinksConfig
 from edge.sources import SOURCES, SourceConfig
 from edge.sources.folder import FolderSourceConfig
 from edge.vision.decode import DecodeConfig
+from edge.vision.ood import DomainConfig
 from edge.vision.quality import QualityConfig
 from edge.vision.roi import RoiConfig
+from edge.web.config import WebConfig
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -92,6 +95,12 @@ class OpticsConfig(_Section):
         1.45, gt=0, le=1000,
         description="size of one frame pixel in micrometres (calibrate with a stage "
                     "micrometer; the study's set-up: about 1.45 um)")
+    calibrated_at: datetime | None = Field(
+        None, description="when px_size_um was measured (UTC; written by crystal-edge "
+                          "calibrate --write-config)")
+    calibration: str | None = Field(
+        None, description="how px_size_um was measured: method, reference and uncertainty "
+                          "(written by crystal-edge calibrate --write-config)")
 
 
 class HealthConfig(_Section):
@@ -140,12 +149,15 @@ class EdgeConfig(_Section):
     quality: QualityConfig = Field(default_factory=QualityConfig,
                                    description="frame quality gate")
     roi: RoiConfig = Field(default_factory=RoiConfig, description="region of interest")
+    domain: DomainConfig = Field(default_factory=DomainConfig,
+                                 description="out-of-domain score and rejection")
     sinks: SinksConfig = Field(default_factory=SinksConfig,
                                description="result sinks, one [sinks.<name>] each")
     logging: LoggingConfig = Field(default_factory=LoggingConfig, description="log format")
     health: HealthConfig = Field(default_factory=HealthConfig, description="health snapshots")
     metrics: MetricsConfig = Field(default_factory=MetricsConfig,
                                    description="optional Prometheus endpoint (loopback)")
+    web: WebConfig = Field(default_factory=WebConfig, description="read-only operators' page")
     pipeline: PipelineConfig = Field(default_factory=PipelineConfig,
                                      description="threads and queues")
     decode: DecodeConfig = Field(default_factory=DecodeConfig,
@@ -318,6 +330,7 @@ def resolve_paths(cfg: EdgeConfig, base: Path) -> None:
         src.move_to = _rel(base, src.move_to)
         src.failed_to = _rel(base, src.failed_to)
     cfg.sinks.jsonl.path = _rel(base, cfg.sinks.jsonl.path)
+    cfg.web.token_file = _rel(base, cfg.web.token_file)
     if cfg.backend.engine_cache_dir is not None:
         cfg.backend.engine_cache_dir = _rel(base, cfg.backend.engine_cache_dir)
     mqtt = cfg.sinks.mqtt

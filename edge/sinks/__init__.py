@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from edge.errors import UserError
 from edge.mqtt.config import MqttConfig
 from edge.sinks.base import Sink
+from edge.sinks.history import HistorySink, HistorySinkConfig
 from edge.sinks.jsonl import JsonlSink, JsonlSinkConfig
 
 
@@ -52,6 +53,10 @@ def _jsonl_sink(config: JsonlSinkConfig, ctx: SinkContext) -> Sink:
     return JsonlSink(config)
 
 
+def _history_sink(config: HistorySinkConfig, ctx: SinkContext) -> Sink:
+    return HistorySink(config, state_dir=ctx.state_dir)
+
+
 def _mqtt_sink(config: MqttConfig, ctx: SinkContext) -> Sink:
     from edge.mqtt.sink import MqttSink  # paho: only where MQTT is on
     from edge.service.pipeline.batch import software_version
@@ -69,6 +74,8 @@ SINKS: dict[str, SinkEntry] = {
     "jsonl": SinkEntry(JsonlSinkConfig, _jsonl_sink, "JSON lines file or stdout"),
     "mqtt": SinkEntry(MqttConfig, _mqtt_sink,
                       "the plant's MQTT broker (JSON topics or Sparkplug B), with an outbox"),
+    "history": SinkEntry(HistorySinkConfig, _history_sink,
+                         "bounded batch history in the state directory (the page's trends)"),
 }
 
 
@@ -80,6 +87,8 @@ class SinksConfig(BaseModel):
     jsonl: JsonlSinkConfig = Field(default_factory=JsonlSinkConfig,
                                    description=SINKS["jsonl"].description)
     mqtt: MqttConfig = Field(default_factory=MqttConfig, description=SINKS["mqtt"].description)
+    history: HistorySinkConfig = Field(default_factory=HistorySinkConfig,
+                                       description=SINKS["history"].description)
 
     def enabled(self) -> list[tuple[str, Any]]:
         """``(name, section)`` of the enabled sinks, in registry order."""

@@ -25,7 +25,7 @@ def _write(tmp_path: Path, text: str) -> Path:
 
 
 def test_every_registered_sink_has_a_section_with_enabled_and_required():
-    assert list(SINKS) == ["jsonl", "mqtt"]
+    assert list(SINKS) == ["jsonl", "mqtt", "history"]
     assert set(SinksConfig.model_fields) == set(SINKS)
     assert SINKS["jsonl"].config is JsonlSinkConfig and SINKS["mqtt"].config is MqttConfig
     for name, entry in SINKS.items():
@@ -61,7 +61,8 @@ def test_unknown_sink_is_a_one_line_error_naming_it(tmp_path, capsys):
     p = _write(tmp_path, "[sinks.kafka]\nenabled = true\n")
     assert main(["check-config", str(p)]) == 2
     err = capsys.readouterr().err
-    assert err == f"crystal-edge: error: {p}: sinks.kafka: unknown sink; one of jsonl, mqtt\n"
+    assert err == (f"crystal-edge: error: {p}: sinks.kafka: unknown sink; "
+                   "one of jsonl, mqtt, history\n")
 
 
 def test_new_section_is_read_without_a_warning(tmp_path, caplog):

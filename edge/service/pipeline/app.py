@@ -76,6 +76,7 @@ class Service:
         self.install_signals = install_signals
         self.pipeline: Pipeline | None = None
         self.metrics: Any = None
+        self.web: Any = None
         self.ready = threading.Event()
         self._cleanup: list[tuple[str, Callable[[], Any]]] = []
 
@@ -89,6 +90,8 @@ class Service:
         device_id = cfg.device_id()
         if not cfg.sinks.mqtt.device_id:
             cfg.sinks.mqtt.device_id = device_id
+        if cfg.web.enabled and cfg.sinks.history.enabled is None:
+            cfg.sinks.history.enabled = True  # the page's trends read the batch history
         state_dir = ensure_state_dir(resolve_state_dir(cfg.state.dir))
         self.state_dir = state_dir
         counter = BatchCounter(state_dir)
@@ -293,6 +296,10 @@ class Service:
                 self.pipeline = pipeline
             if self.cfg.metrics.enabled:
                 self._start_metrics(pipeline)
+            if self.cfg.web.enabled:
+                from edge.web.service import start_web
+
+                self.web = start_web(self.cfg, pipeline, self.state_dir)
             pipeline.start()
             systemd.notify_ready(f"running: source {self.cfg.source.type}")
             self.ready.set()
@@ -307,6 +314,9 @@ class Service:
         finally:
             if self.metrics is not None:
                 self.metrics.stop()
+            if self.web is not None:
+                self.web.stop()
+                self.web = None
             for what, fn in reversed(self._cleanup):
                 try:
                     fn()

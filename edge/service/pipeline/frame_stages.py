@@ -67,6 +67,9 @@ class FrameStages:
         self._lock = threading.Lock()
         self._posts = 0
         self._posts_ended = 0
+        self.tap: Callable[[Item, Any], None] | None = None
+        """Called with each post-processed item (frame still attached) and its result
+        (None when not measured): the operators' page keeps references (edge.web.tap)."""
 
     def targets(self, stages: dict[str, Stage], post_stages: list[Stage]
                 ) -> list[tuple[Stage, Callable[[], None]]]:
@@ -231,6 +234,7 @@ class FrameStages:
 
     def _measure(self, it: Item, st: Stage) -> None:
         """Post-processing of one segmented item (a rejection reason when it fails)."""
+        result = None
         if it.reject is None and it.class_map is not None:
             t0 = time.perf_counter()
             try:
@@ -244,5 +248,7 @@ class FrameStages:
             dt = time.perf_counter() - t0
             st.busy_s += dt
             it.timing_ms["post_ms"] = dt * 1000.0
+        if self.tap is not None:
+            self.tap(it, result)
         it.class_map = None
         it.frame.image = None  # free the frame's memory before it waits in a queue
