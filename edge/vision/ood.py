@@ -73,7 +73,7 @@ class DomainConfig(BaseModel):
         1.1, gt=0, description="a pixel is uncertain when its top two logits differ by "
                                "less than this (1.1: the top class is under 3x as likely)")
     uncertain_fraction: Limits = Field(
-        (0.08, 0.14), description="(ok, bad) limits of the fraction of uncertain pixels in "
+        (0.06, 0.09), description="(ok, bad) limits of the fraction of uncertain pixels in "
                                   "the model's field")
     field_iou: Limits = Field(
         (0.9, 0.7), description="(ok, bad) limits of the overlap of the illuminated field "
@@ -189,10 +189,9 @@ def assess_domain(image: np.ndarray, class_map: np.ndarray, roi: Roi | None, *,
     small = (max(1, round(hw[1] * f)), max(1, round(hw[0] * f)))
     rgb = to_rgb_float(cv2.resize(np.asarray(image), small, interpolation=cv2.INTER_AREA),
                        bit_depth=bit_depth)
-    grey = rgb.mean(axis=2)
     field_small = cv2.resize(model_field.view(np.uint8), small,
                              interpolation=cv2.INTER_NEAREST) > 0
-    values = _image_values(rgb, grey, field_small)
+    values = _image_values(rgb, field_small)
     values["field_iou"] = _field_iou(image, roi, model_field, detect=roi_mode != "auto",
                                      bit_depth=bit_depth)
     n_field = int(np.count_nonzero(model_field))
@@ -223,10 +222,12 @@ def _side(config: DomainConfig, name: str) -> str:
     return "<=" if ok < bad else ">="
 
 
-def _image_values(rgb: np.ndarray, grey: np.ndarray, model_field: np.ndarray
-                  ) -> dict[str, float]:
-    """``surround`` and ``chroma`` of a float RGB frame at the class map's scale."""
+def _image_values(rgb: np.ndarray, model_field: np.ndarray) -> dict[str, float]:
+    """``surround`` and ``chroma`` of a float RGB frame (the model's field at its size)."""
     out: dict[str, float] = {}
+    # float HSV: S = (max - min) / max of the channels, V = max
+    hsv = cv2.cvtColor(rgb, cv2.COLOR_RGB2HSV)
+    grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
     field_med = float(np.median(grey[model_field])) if model_field.any() else 0.0
     outside = ~model_field
     if not model_field.any():
@@ -235,12 +236,8 @@ def _image_values(rgb: np.ndarray, grey: np.ndarray, model_field: np.ndarray
         out["surround"] = 0.0
     else:
         out["surround"] = float(np.median(grey[outside])) / max(field_med, 1e-3)
-    lit = model_field & (grey > 0.15)
-    if lit.any():
-        hi, lo = rgb.max(axis=2)[lit], rgb.min(axis=2)[lit]
-        out["chroma"] = float(np.median((hi - lo) / np.maximum(hi, 1e-6)))
-    else:
-        out["chroma"] = 0.0
+    lit = model_field & (hsv[:, :, 2] > 0.15)
+    out["chroma"] = float(np.median(hsv[:, :, 1][lit])) if lit.any() else 0.0
     return out
 
 
