@@ -32,6 +32,7 @@ DEFAULT_WINDOW: tuple[float, float] = (0.72, 1.10)
 
 #: Defaults of the 'convexity' rule (measured in ``docs/measurement.md``).
 SOLIDITY_MIN = 0.85
+CONCAVE_SOLIDITY_MIN = 0.95
 CONCAVITY_REL = 0.10
 CONCAVITY_PX = 2.0
 CONCAVITIES_MAX = 1
@@ -82,6 +83,11 @@ class MeasureConfig(BaseModel):
         description="'convexity' rule: objects whose pixel count is below this fraction of "
                     "their convex hull's pixel count are agglomerates (a digitised convex "
                     "crystal scores 1)")
+    concave_solidity_min: float = Field(
+        CONCAVE_SOLIDITY_MIN, ge=0, le=1,
+        description="'convexity' rule: an object with one counted concavity is an agglomerate "
+                    "when its solidity is below this (a contact takes a bay of area out of "
+                    "the hull, a chipped corner or a ragged edge hardly any)")
     concavity_rel: float = Field(
         CONCAVITY_REL, ge=0, le=1,
         description="'convexity' rule: a concavity of the outline counts when it is deeper "

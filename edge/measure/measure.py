@@ -174,9 +174,12 @@ def _measure_objects(clean: np.ndarray, *, zone: np.ndarray | None, frame_hw: tu
             row, cnt = _measure_one(sub, ox, oy, zone=zone, frame_hw=frame_hw, px=px, cfg=cfg)
             parts.append(row)
             contours.append(cnt)
-        # a split that leaves a non-convex part (two needles crossing, cut into two V's)
-        # did not find the crystals: every part of the object is an agglomerate
-        bad = not all(_convex(p, cfg) for p in parts)
+        # a split that leaves a part that is itself an agglomerate (two needles crossing,
+        # cut into two V's) did not find the crystals: every part of the object is one
+        bad = cfg.agglomerate_rule == "convexity" and bool(agglomerates({
+            "solidity": np.array([p["solidity"] for p in parts], np.float64),
+            "n_concavities": np.array([p["n_concavities"] for p in parts], np.int64),
+            "bad_split": np.zeros(len(parts), bool)}, cfg).any())
         for p in parts:
             p["bad_split"] = bad
         rows.extend(parts)
@@ -191,17 +194,19 @@ def _convex(row: dict[str, object], cfg: MeasureConfig) -> bool:
 def agglomerates(cols: dict[str, np.ndarray], cfg: MeasureConfig) -> np.ndarray:
     """Which measured objects are agglomerates under ``cfg.agglomerate_rule`` (bool (n,)).
 
-    'convexity': ``solidity < solidity_min`` or ``n_concavities > concavities_max`` (the
+    'convexity': ``solidity < solidity_min``, ``n_concavities > concavities_max`` (the
     concavities counted in :func:`_measure_one`: deeper than ``max(concavity_px,
-    concavity_rel * D)``), or a part of a split object whose parts are not all convex
-    (``bad_split``: a part with a counted concavity or below ``solidity_min``).
+    concavity_rel * D)``), one or more counted concavities with ``solidity <
+    concave_solidity_min``, or a part of a split object one of whose parts is an
+    agglomerate by these tests (``bad_split``).
     'circularity': ``4 pi A / P^2`` outside ``[circularity_min, circularity_max]``.
     """
     if cfg.agglomerate_rule == "circularity":
         circ = cols["circularity"]
         return (circ < cfg.circularity_min) | (circ > cfg.circularity_max)
-    return ((cols["solidity"] < cfg.solidity_min) | (cols["n_concavities"] > cfg.concavities_max)
-            | cols["bad_split"])
+    solidity, n = cols["solidity"], cols["n_concavities"]
+    return ((solidity < cfg.solidity_min) | (n > cfg.concavities_max)
+            | ((n >= 1) & (solidity < cfg.concave_solidity_min)) | cols["bad_split"])
 
 
 def _table(rows: list[dict[str, object]], cfg: MeasureConfig) -> dict[str, np.ndarray]:
