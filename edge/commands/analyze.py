@@ -101,6 +101,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p = parser.add_argument_group("size distribution (defaults: edge.psd.PsdConfig)")
     p.add_argument("--class-width-um", type=float, default=None, metavar="W",
                    help="width of the size classes in um (default 10)")
+    p.add_argument("--class-min-um", type=float, default=None, metavar="X",
+                   help="lower edge of the first size class in um (default 0)")
+    p.add_argument("--class-max-um", type=float, default=None, metavar="X",
+                   help="upper edge of the last regular size class in um; larger crystals "
+                        "fall into one overflow class (default 1000)")
+    p.add_argument("--fines-below-um", type=float, default=None, metavar="X",
+                   help="crystals below this size count as fines (default 20)")
     p.add_argument("--no-edge-correction", action="store_true",
                    help="do not weight crystals against the border-clearing bias")
     p.add_argument("--bootstrap", type=int, default=None, metavar="N",
@@ -150,8 +157,9 @@ def psd_config_from_args(args: argparse.Namespace) -> Any:
     from edge.psd import PsdConfig
 
     fields: dict[str, Any] = {}
-    if args.class_width_um is not None:
-        fields["class_width_um"] = args.class_width_um
+    for name in ("class_width_um", "class_min_um", "class_max_um", "fines_below_um"):
+        if getattr(args, name) is not None:
+            fields[name] = getattr(args, name)
     if args.no_edge_correction:
         fields["edge_correction"] = False
     if args.bootstrap is not None:
@@ -162,7 +170,8 @@ def psd_config_from_args(args: argparse.Namespace) -> Any:
         fields["lognormal_fit"] = False
     if args.fit_points is not None:
         fields["fit_points"] = args.fit_points
-    options = {"class_width_um": "--class-width-um", "class_max_um": "--class-width-um",
+    options = {"class_width_um": "--class-width-um", "class_min_um": "--class-min-um",
+               "class_max_um": "--class-max-um", "fines_below_um": "--fines-below-um",
                "bootstrap_n": "--bootstrap",
                "bootstrap_seed": "--seed", "fit_points": "--fit-points"}
     return validated(PsdConfig, fields, options)

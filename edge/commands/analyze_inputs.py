@@ -32,7 +32,8 @@ def validated(model: type, fields: dict[str, Any], options: dict[str, str]) -> A
         err = exc.errors()[0]
         name = str(err["loc"][0]) if err["loc"] else ""
         opt = options.get(name, name)
-        raise UserError(f"{opt}: {err['msg']}") from None
+        msg = str(err["msg"]).removeprefix("Value error, ")
+        raise UserError(f"{opt}: {msg}") from None
 
 
 def decode_config_from_args(args: argparse.Namespace) -> Any:
