@@ -4,8 +4,9 @@ knows the payload's keys, so a schema change is adapted here only.
 Every accessor takes one payload (a dict from the history, a JSON-lines ``psd`` line
 or ``/api/batches``) and returns a plain number, list or None when the payload lacks it.
 Both schema versions are read: version 1 (``classes.q3`` cumulative) and version 2 (ISO
-9276-1: ``classes.Q3`` cumulative, ``classes.q3`` the density; a ``process`` object with
-``crystals_per_frame`` and ``agglomerate_fraction_number``).
+9276-1: ``classes.Q3`` cumulative, ``classes.q3`` the fraction in each class, the overflow
+class without an upper edge; a ``process`` object with ``crystals_per_frame`` and
+``agglomerate_fraction_number``).
 """
 
 from __future__ import annotations
@@ -73,7 +74,10 @@ def q3_curve(p: dict[str, Any]) -> tuple[list[float], list[float]]:
         q3 = classes.get("q3")  # version 1: q3 was the cumulative distribution
     if not isinstance(edges, list) or not isinstance(q3, list) or len(edges) != len(q3):
         return [], []
-    return [float(x) for x in edges], [float(x) for x in q3]
+    # the overflow class has no upper edge (null); Q3 is 1 there
+    pairs = [(float(x), float(y)) for x, y in zip(edges, q3, strict=True)
+             if x is not None and y is not None]
+    return [x for x, _ in pairs], [y for _, y in pairs]
 
 
 def lognormal(p: dict[str, Any]) -> tuple[float, float] | None:

@@ -33,7 +33,7 @@
   /* payload readers for the last batches' Q3 and statistics (schema 1 and 2); the trends
      come as rows the server reads with edge/web/payloads.py */
   const P = {
-    q3(p) {  // schema 2: Q3 cumulative (q3 is the density); schema 1: q3 cumulative
+    q3(p) {  // schema 2: Q3 cumulative (q3 the fraction per class); schema 1: q3 cumulative
       const c = p.classes || {};
       return { x: c.upper_edges_um || [], y: c.Q3 || (p.schema_version === 1 ? c.q3 : null) || [] };
     },

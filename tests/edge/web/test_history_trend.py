@@ -40,6 +40,10 @@ NOW = datetime.now(timezone.utc)
 def test_payload_readers_take_schema_1_and_2():
     v1, v2 = payload(1, NOW, 30.0, version=1), payload(2, NOW, 30.0)
     assert q3_curve(v1) == q3_curve(v2) == ([10.0, 20.0, 30.0], [0.1, 0.6, 1.0])
+    # the overflow class of the fixed grid has no upper edge
+    v2["classes"]["upper_edges_um"].append(None)
+    v2["classes"]["Q3"].append(1.0)
+    assert q3_curve(v2) == ([10.0, 20.0, 30.0], [0.1, 0.6, 1.0])
     assert crystals_per_frame(v1) == crystals_per_frame(v2) == 10.0
     assert agglomerate_fraction(v1) == agglomerate_fraction(v2) == 0.2
     row = trend_row(v2)
