@@ -11,9 +11,11 @@ The frame is flat-fielded (:func:`edge.calibrate.image.flat_field`), then
    the lines; the mean per bin is a profile whose slow trend is removed;
 3. **period**: the first autocorrelation peak of the profile of at least half the
    highest one (index lines every 5 or 10 divisions make higher peaks at 5 or 10
-   periods; the first one is the division), refined by a parabola; the profile's
-   amplitude at that frequency over the median amplitude of its spectrum is the
-   *peak contrast* (a frame without lines gives about 3);
+   periods; the first one is the division), refined by a parabola; when blur leaves
+   the index lines' period the stronger one, the spectrum shows the division's own
+   frequency standing out (:func:`_division`); the profile's amplitude
+   at the division's frequency over the median amplitude of its spectrum is the *peak
+   contrast* (a frame without lines gives about 1-3);
 4. **line centres**: around each predicted centre, the centroid of the part of the line
    above its half height, ``c = sum u w / sum w``, ``w = max(0, s - (base + top) / 2)``;
 5. **fit**: ``c_n = c_0 + n P`` by least squares over the line index ``n``, dropping
@@ -69,10 +71,10 @@ def measure_micrometer(image: np.ndarray, *, spacing_um: float,
     if contrast < min_contrast:
         raise CalibrationError(f"no periodic line pattern found (peak contrast "
                                f"{contrast:.1f}, need >= {min_contrast:g})")
+    polarity = -1.0 if _skew(prof) < 0 else 1.0
     if period < MIN_PERIOD_PX:
         raise CalibrationError(f"the line period is {period:.2f} px, too fine to measure "
                                f"(need >= {MIN_PERIOD_PX} px): use a coarser division")
-    polarity = -1.0 if _skew(prof) < 0 else 1.0
     fit = None
     for _ in range(2):  # the second pass predicts the centres from the first fit
         centres = _line_centres(u, polarity * prof, period,
@@ -172,7 +174,8 @@ def _refine_angle(proj: _Projector, phi0: float, dphi: float) -> float:
 
 
 def _period(prof: np.ndarray) -> tuple[float, float]:
-    """The division's period (px) from the autocorrelation, and the peak contrast."""
+    """The division's period (px) from the autocorrelation and :func:`_division`, and
+    the peak contrast."""
     p = prof - prof.mean()
     n = len(p)
     spec = np.fft.rfft(p, 2 * n)
@@ -206,23 +209,48 @@ def _period(prof: np.ndarray) -> tuple[float, float]:
     return period, at(1.0 / period) / floor
 
 
+#: how many divisions index lines group (a longer line every 2, 5 or 10 divisions)
+INDEX_GROUPS = (10, 5, 2)
+
+
 def _division(period: float, at: Callable[[float], float], floor: float) -> float:
-    """``period / m`` when the spectrum shows that the autocorrelation found a group of
-    ``m`` divisions (blur can leave the index lines' period the stronger one).
+    """``period / m`` when the spectrum shows that ``period`` groups ``m`` divisions
+    (blur can leave the index lines' period the stronger one).
 
     Index lines every ``m`` divisions put peaks at every ``k / (m P)``; the division's
-    own ``m / (m P)`` stands out from its neighbours ``(m +- 1) / (m P)``, which only
-    the index lines' extra length feeds. A line's own profile makes a smooth envelope of
-    harmonics, whose neighbours never differ that much.
+    own frequency ``m / (m P)`` stands out from its neighbours ``(m +- 1) / (m P)``,
+    which only the index lines' extra length feeds: by 3 times and above the noise.
+    It must also carry at least a tenth of the strongest lower peak: a side lobe of a
+    single line's profile, which can stand out where a neighbour falls on a zero of the
+    envelope, carries about a hundredth. A division that stands out but is weaker than
+    that is blurred nearly away, and no division is measured.
+
+    Raises
+    ------
+    CalibrationError
+        The divisions are too blurred to be told apart from the index lines.
     """
-    for m in range(10, 1, -1):
+    for m in INDEX_GROUPS:
         if period / m < MIN_PERIOD_PX:
             continue
         a = at(m / period)
         side = 0.5 * (at((m - 1) / period) + at((m + 1) / period))
-        if a >= MIN_CONTRAST * floor and a >= 3.0 * side:
+        if a < MIN_CONTRAST * floor or a < 3.0 * side:
+            continue
+        lower = max(at(k / period) for k in range(1, m))
+        if a >= 0.1 * lower:
             return period / m
+        if a >= 0.03 * lower:
+            raise CalibrationError(
+                f"the divisions ({period / m:.1f} px) are blurred nearly away beside "
+                f"the index lines ({period:.1f} px): focus the micrometer")
     return period
+
+
+def _noise(s: np.ndarray) -> float:
+    """Robust sigma of a profile's sample noise (from its first differences)."""
+    d = np.diff(s)
+    return 1.4826 * float(np.median(np.abs(d - np.median(d)))) / math.sqrt(2)
 
 
 def _skew(p: np.ndarray) -> float:
@@ -253,7 +281,7 @@ def _line_centres(u: np.ndarray, s: np.ndarray, period: float,
         u0 = -np.angle(c) * period / (2 * np.pi)
     else:
         period, u0 = fit
-    noise = 1.4826 * np.median(np.abs(np.diff(s) - np.median(np.diff(s)))) / math.sqrt(2)
+    noise = _noise(s)
     half = period / 2.0
     first = math.ceil((u[0] + half - u0) / period)
     last = math.floor((u[-1] - half - u0) / period)

@@ -68,3 +68,13 @@ def test_noise_frame_has_no_pattern(seed):
 def test_beads_are_not_a_micrometer():
     with pytest.raises(CalibrationError):
         measure_micrometer(bead_frame(SHAPE, seed=1), spacing_um=10)
+
+
+@pytest.mark.parametrize("width_frac", [3.0, 5.0, 6.0])
+def test_sharp_lines_are_not_taken_for_a_finer_division(width_frac):
+    """A sharp line's own harmonics (and their side lobes, with a zero of the envelope
+    beside them) on a low-noise frame never pass for divisions 2, 5 or 10 times finer."""
+    img = micrometer_frame(SHAPE, spacing_um=10, px_size_um=0.4, angle_deg=7,
+                           line_width_um=10 / width_frac, blur_px=0.5, noise=0.003, seed=1)
+    cal = measure_micrometer(img, spacing_um=10)
+    assert cal.px_size_um == pytest.approx(0.4, rel=0.001)
