@@ -64,9 +64,9 @@ def measure_micrometer(image: np.ndarray, *, spacing_um: float,
         raise ValueError(f"spacing_um must be > 0, got {spacing_um}")
     f = flat_field(grey_float(image))
     phi0, dphi = _orientation(f)
-    proj = _Projector(f)
-    phi = _refine_angle(proj, phi0, dphi)
-    u, prof = proj.profile(phi)
+    # the angle is refined on at most a million pixels; the profile uses them all
+    phi = _refine_angle(_Projector(f, max_pixels=1_000_000), phi0, dphi)
+    u, prof = _Projector(f).profile(phi)
     period, contrast = _period(prof)
     if contrast < min_contrast:
         raise CalibrationError(f"no periodic line pattern found (peak contrast "
@@ -139,12 +139,15 @@ def _orientation(f: np.ndarray) -> tuple[float, float]:
 class _Projector:
     """Profiles of one frame across lines of any normal direction."""
 
-    def __init__(self, f: np.ndarray) -> None:
+    def __init__(self, f: np.ndarray, *, max_pixels: int | None = None) -> None:
         h, w = f.shape
-        self.f = f.astype(np.float64).ravel()
-        yy, xx = np.mgrid[0:h, 0:w]
-        self.x = (xx - w / 2.0).ravel()
-        self.y = (yy - h / 2.0).ravel()
+        # a stride of a prime number of pixels samples a large frame evenly, off its rows
+        step = 1 if max_pixels is None or f.size <= max_pixels else _odd_prime_above(
+            f.size / max_pixels)
+        idx = np.arange(0, f.size, step)
+        self.f = f.astype(np.float64).ravel()[idx]
+        self.x = (idx % w) - w / 2.0
+        self.y = (idx // w) - h / 2.0
         self.umax = 0.5 * math.hypot(h, w) + 2.0
 
     def profile(self, phi: float) -> tuple[np.ndarray, np.ndarray]:
@@ -163,6 +166,13 @@ class _Projector:
         trend = ndimage.gaussian_filter1d(prof, 0.1 * len(prof), mode="nearest")
         u = np.arange(lo, hi) * BIN_PX - self.umax
         return u, prof - trend
+
+
+def _odd_prime_above(x: float) -> int:
+    n = max(3, math.ceil(x)) | 1
+    while any(n % d == 0 for d in range(3, math.isqrt(n) + 1, 2)):
+        n += 2
+    return n
 
 
 def _refine_angle(proj: _Projector, phi0: float, dphi: float) -> float:
