@@ -44,6 +44,8 @@ log = logging.getLogger(__name__)
 METHODS = ("minmax", "percentile", "entropy")
 #: op types after the last convolution that stay float (upsampling, prior correction)
 EXCLUDE_OP_TYPES_AT_OUTPUT = ("Resize", "Add", "Cast")
+#: seed of the generated calibration set (domain k uses CALIBRATION_SEED + k)
+CALIBRATION_SEED = 900
 IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp")
 
 #: generated calibration domains: name -> SynthConfig keywords (see trainer.synth.config)
@@ -125,7 +127,8 @@ def network_inputs(files: Sequence[Path], meta: Any, *, px_size_um: float | None
     from edge.vision.preprocess import padded_hw, prepare_for_inference, to_nchw
     from edge.vision.scale import resolve_scale
 
-    scale = resolve_scale(px_size_um, "auto", meta, model_name=meta.name).inference_scale
+    px = px_size_um or meta.training_frame_px_size_um
+    scale = resolve_scale(px, "auto", meta, model_name=meta.name).inference_scale
     for f in files:
         try:
             image = decode_file(f).image
@@ -136,13 +139,17 @@ def network_inputs(files: Sequence[Path], meta: Any, *, px_size_um: float | None
 
 
 def generate_calibration_set(out: str | Path, *, n_per_domain: int = 4, width: int = 1024,
-                             height: int = 768, px_size_um: float = 1.45, seed: int = 900,
+                             height: int = 768, px_size_um: float = 1.45,
+                             seed: int = CALIBRATION_SEED,
                              ) -> Path:
     """Generated frames of every :data:`CALIBRATION_DOMAINS` entry into ``out/<domain>/``
     (each a labelled dataset written by :func:`trainer.synth.generate_dataset`)."""
     from trainer.synth import SynthConfig, generate_dataset
 
     out = Path(out)
+    if out.exists() and any(out.iterdir()):
+        raise UserError(f"--calibration-data {out}: not empty; generated frames go into a "
+                        "new folder")
     for k, (name, kw) in enumerate(CALIBRATION_DOMAINS.items()):
         cfg = SynthConfig(width=width, height=height, px_size_um=px_size_um, **kw)
         generate_dataset(out / name, n_per_domain, cfg, seed=seed + k)
@@ -254,7 +261,8 @@ def write_float32(src: str | Path, out: str | Path) -> Path:
 def export_int8(float_model: str | Path, out: str | Path, calibration_data: str | Path, *,
                 agreement_data: Sequence[str | Path] = (), method: str = "minmax",
                 max_calibration_frames: int | None = None,
-                px_size_um: float | None = None) -> dict[str, Any]:
+                px_size_um: float | None = None,
+                calibration_recipe: dict[str, Any] | None = None) -> dict[str, Any]:
     """Quantize ``float_model`` to ``<out stem>.int8.onnx`` if it passes the release gate.
 
     The INT8 file is calibrated on the frames of ``calibration_data``, measured against
@@ -262,7 +270,8 @@ def export_int8(float_model: str | Path, out: str | Path, calibration_data: str 
     model card's generated sets, regenerated) and written with its metadata only when
     :func:`trainer.int8gate.check_release` passes; otherwise a one-line
     :class:`UserError` and no file. Returns the payload recorded as
-    ``quantization`` in the INT8 metadata, plus ``onnx``, ``meta``, ``size_bytes``.
+    ``quantization`` in the INT8 metadata, plus ``onnx``, ``meta``, ``size_bytes``;
+    ``calibration_recipe`` (how the calibration frames were generated) is recorded there.
     """
     import shutil
 
@@ -291,7 +300,9 @@ def export_int8(float_model: str | Path, out: str | Path, calibration_data: str 
         check_release(agreement, target)
         quant = dict(info, source=float_model.name, source_sha256=meta.sha256,
                      calibration={"data": str(calibration_data), "n_frames": len(files),
-                                  "domains": _domains(calibration_data)},
+                                  "domains": _domains(calibration_data),
+                                  **({"generated": calibration_recipe}
+                                     if calibration_recipe else {})},
                      agreement=agreement, reference="fp32 form of the source")
         write_meta(meta8.model_copy(update={"quantization": quant}), q8)
         target.parent.mkdir(parents=True, exist_ok=True)

@@ -199,6 +199,10 @@ class TensorRTBackend:
         self._gpu = gpu_name(self._cudart)
         self._trt_version = str(trt.__version__)
         check_model_file(self.model_path)
+        if self.precision == "int8" and self.meta.precision != "int8":
+            # INT8 needs the QDQ file's scales (edge.backends.precision.choose_model)
+            raise Int8Unsupported(f"{self.model_path.name} is a {self.meta.precision} model, "
+                                  "not an INT8 QDQ file")
         key = self.engine_key()
         path, reason = lookup_engine(self.cache_dir, key)
         if path is not None:

@@ -126,3 +126,16 @@ def test_tensorrt_without_fast_int8_runs_the_float_model(monkeypatch, tmp_path, 
     (line,) = _warnings(caplog)
     assert "no fast INT8" in line and "running tiny-seg.onnx (fp16)" in line
     b.close()
+
+
+def test_tensorrt_refuses_int8_on_a_float_file(monkeypatch, tmp_path, models):
+    from edge.backends.precision import Int8Unsupported
+    from edge.backends.tensorrt import TensorRTBackend
+
+    model, _ = models
+    _trt_with_int8(monkeypatch, fast=True)
+    cfg = BackendConfig(name="tensorrt", precision="int8", engine_cache_dir=tmp_path / "e")
+    b = TensorRTBackend(model, load_meta(model), cfg, input_hw=(32, 32))
+    with pytest.raises(Int8Unsupported, match="fp32 model, not an INT8 QDQ file"):
+        b.load()
+    b.close()
