@@ -130,8 +130,7 @@ def test_switch_rejects_scores_only_or_stays_off(tiny_model: Path) -> None:  # n
     assert coffee.reject_reason == "out_of_domain" and coffee.domain_score < 0.5
     assert coffee.reject_detail.startswith("domain score") and "chroma" in coffee.reject_detail
     assert coffee.quality["domain_score"] == coffee.domain_score
-    assert "uncertain_fraction" in coffee.reject_detail or \
-        coffee.quality["domain_uncertain_fraction"] >= 0  # measured from the logits
+    assert "domain_uncertain_fraction" in coffee.quality  # from the logits, via the ledger
     scored = runs["score"][1]
     assert scored.reject_reason != "out_of_domain" and scored.domain_score == coffee.domain_score
     assert runs["off"][1].reject_reason != "out_of_domain"
@@ -184,5 +183,5 @@ def test_bundled_model_rejects_what_is_not_a_flow_cell_frame() -> None:
     assert len(missed) <= 0.05 * n_ood, missed
     natural = Counter(r.reject_reason for r in ood["natural"])
     assert natural["out_of_domain"] >= 0.6 * len(ood["natural"]), natural
-    assert all(r.reject_reason == "out_of_domain" for r in ood["noise"]
-               if r.reject_reason not in ("blank", "overexposed", "no_field")), ood["noise"]
+    for k, rs in ood.items():
+        assert sum(not r.ok for r in rs) >= 0.9 * len(rs), (k, [r.name for r in rs if r.ok])
