@@ -7,7 +7,8 @@ recorded, so nothing is hard-coded twice.
 Input convention (version 1): NCHW float32, RGB channel order, values in [0, 1];
 the ImageNet mean/std normalisation is folded into the graph (``normalization_in_graph``).
 Output: per-pixel class logits, NCHW float32 (N, n_classes, H, W), same H and W as the
-input. H and W must be multiples of ``input.size_multiple`` (pad, then crop).
+input, optionally followed by ``output.aux_channels`` (a ``contact`` logit). H and W
+must be multiples of ``input.size_multiple`` (pad, then crop).
 """
 
 from __future__ import annotations
@@ -57,6 +58,13 @@ class OutputSpec(_Strict):
         description="per-class constants already added to the logits inside the graph "
                     "(-log of the training class weights, undoing the weighted loss's prior "
                     "shift); informational, consumers take argmax as is")
+    aux_channels: list[str] = Field(
+        default_factory=list,
+        description="auxiliary per-pixel channels appended after the class channels, in "
+                    "order (output (N, n_classes + len(aux_channels), H, W)); 'contact' = "
+                    "logit of 'this crystal pixel touches another crystal' (sigmoid -> "
+                    "probability), used for the watershed markers; consumers take the argmax "
+                    "over the class channels only")
 
 
 class ModelMeta(_Strict):

@@ -73,15 +73,18 @@ def check_logits(logits: np.ndarray, meta: ModelMeta, model_path: str | Path, *,
     """Check a warm-up output against the model metadata.
 
     Raises :class:`UserError` naming the model file when the output is not
-    (N, n_classes, H, W) with the input's H and W.
+    (N, n_classes + len(aux_channels), H, W) with the input's H and W.
     """
     shape = tuple(np.shape(logits))
     if len(shape) != 4:
         raise UserError(f"{model_path}: output has shape {shape}, expected (N, classes, H, W)")
-    if shape[1] != meta.n_classes:
+    aux = list(meta.output.aux_channels)
+    if shape[1] != meta.n_classes + len(aux):
+        listed = ", ".join([c.name for c in meta.classes] + aux)
+        what = "channels" if aux else "classes"
         raise UserError(
-            f"{model_path}: model outputs {shape[1]} classes but its metadata lists "
-            f"{meta.n_classes} ({', '.join(c.name for c in meta.classes)})")
+            f"{model_path}: model outputs {shape[1]} {what} but its metadata lists "
+            f"{meta.n_classes + len(aux)} ({listed})")
     if tuple(shape[2:]) != tuple(input_hw):
         raise UserError(
             f"{model_path}: output size {shape[2]}x{shape[3]} differs from input size "

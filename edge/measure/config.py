@@ -69,6 +69,12 @@ class MeasureConfig(BaseModel):
                     "diameter split in 72 % (97 %) of cases")
     connectivity: int = Field(
         8, description="pixel connectivity of objects, 4 or 8 (study, MATLAB bwlabel: 8)")
+    contact_threshold: float = Field(
+        0.5, gt=0, le=1,
+        description="models with a 'contact' output channel only: crystal pixels whose "
+                    "predicted contact probability is below this form the watershed markers "
+                    "(one per crystal; edge.measure.contact), instead of the distance map's "
+                    "maxima; ignored for models without the channel")
     agglomerate_rule: Literal["convexity", "circularity"] = Field(
         "convexity",
         description="how a measured object is found to be an agglomerate (reason "

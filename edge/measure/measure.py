@@ -25,6 +25,7 @@ from edge.measure.clean import (
     validate_roi,
 )
 from edge.measure.config import MeasureConfig
+from edge.measure.contact import contact_crop, split_object_contact
 from edge.measure.convexity import convexity, hull_area
 from edge.measure.crystals import AGGLOMERATE, COLUMNS, Crystals
 from edge.measure.gpu import Morphology
@@ -91,7 +92,8 @@ def _measure_one(sub: np.ndarray, ox: int, oy: int, *, zone: np.ndarray | None,
 
 def measure_crystals(mask: np.ndarray, *, px_size_um: float, crystal_class: int | None = None,
                      roi: np.ndarray | None = None, config: MeasureConfig | None = None,
-                     morphology: Morphology | None = None) -> Crystals:
+                     morphology: Morphology | None = None,
+                     contact: np.ndarray | None = None) -> Crystals:
     """Separate and measure the crystals of one segmented frame.
 
     Parameters
@@ -111,6 +113,11 @@ def measure_crystals(mask: np.ndarray, *, px_size_um: float, crystal_class: int 
         Implementation of the threshold and closing steps
         (:func:`edge.measure.gpu.select_morphology`: CUDA where OpenCV has it); the
         default is the CPU. Results are identical either way.
+    contact : ndarray of float, shape (H, W), optional
+        Contact probability from a model's ``contact`` channel (:mod:`edge.vision.contact`).
+        With it, touching crystals are split at the predicted contacts
+        (:mod:`edge.measure.contact`, ``[measure] contact_threshold``) instead of at the
+        distance map's maxima, and a split is kept even where the whole outline is convex.
 
     Returns
     -------
@@ -137,7 +144,11 @@ def measure_crystals(mask: np.ndarray, *, px_size_um: float, crystal_class: int 
     dropped = {"too_small": n_small}
     zone = border_zone(frame_shape, r) if r is not None else None
 
-    rows, contours = _measure_objects(clean, zone=zone, frame_hw=frame_shape, px=px, cfg=cfg)
+    if contact is not None and np.shape(contact) != m.shape:
+        raise ValueError(f"contact map of shape {np.shape(contact)} does not match the mask "
+                         f"{m.shape}")
+    rows, contours = _measure_objects(clean, zone=zone, frame_hw=frame_shape, px=px, cfg=cfg,
+                                      contact=contact)
     if not rows:
         return Crystals.empty(frame_shape=frame_shape, px_size_um=px, roi_area_px=roi_area,
                               dropped=dropped)
@@ -146,16 +157,29 @@ def measure_crystals(mask: np.ndarray, *, px_size_um: float, crystal_class: int 
                     roi_area_px=roi_area, dropped=dropped)
 
 
+def _split(crop: np.ndarray, ox: int, oy: int, cfg: MeasureConfig,
+           contact: np.ndarray | None) -> tuple[np.ndarray, int]:
+    """Labels and count of one object crop: at the learned contacts when there is a contact
+    map, else at the distance map's maxima."""
+    if not cfg.split_touching:
+        return crop, 1
+    if contact is not None:
+        return split_object_contact(crop, contact_crop(contact, ox, oy, crop.shape),
+                                    threshold=cfg.contact_threshold)
+    return split_object(crop, h_px=cfg.h_px, h_rel=cfg.h_rel)
+
+
 def _measure_objects(clean: np.ndarray, *, zone: np.ndarray | None, frame_hw: tuple[int, int],
-                     px: float, cfg: MeasureConfig
+                     px: float, cfg: MeasureConfig, contact: np.ndarray | None = None
                      ) -> tuple[list[dict[str, object]], list[np.ndarray]]:
     """One measured row and outline per crystal of each object (split where touching)."""
     rows: list[dict[str, object]] = []
     contours: list[np.ndarray] = []
     for ox, oy, crop in iter_objects(clean, connectivity=cfg.connectivity):
-        lab, n = (split_object(crop, h_px=cfg.h_px, h_rel=cfg.h_rel) if cfg.split_touching
-                  else (crop, 1))
-        if n > 1 and cfg.agglomerate_rule == "convexity":
+        lab, n = _split(crop, ox, oy, cfg, contact)
+        # a learned contact is evidence the outline lacks (two prisms side by side make
+        # one convex outline): only the distance-map split defers to convexity
+        if n > 1 and cfg.agglomerate_rule == "convexity" and contact is None:
             whole = _measure_one(crop, ox, oy, zone=zone, frame_hw=frame_hw, px=px, cfg=cfg,
                                  tight=True)
             if _convex(whole[0], cfg):  # no contact to split at: a thin or ragged single

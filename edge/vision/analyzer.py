@@ -33,6 +33,7 @@ from edge.backends.registry import create_backend
 from edge.errors import UserError
 from edge.measure import MeasureConfig, measure_crystals, select_morphology
 from edge.modelmeta import ModelMeta, check_model_file, load_meta
+from edge.vision.contact import contact_channel, contact_maps, contact_of, with_contact
 from edge.vision.decode import MIN_SIDE_PX
 from edge.vision.preprocess import (
     grey_u8,
@@ -287,9 +288,12 @@ class FrameAnalyzer:
                 t1 = time.perf_counter()
                 logits = backend.infer(batch)
                 infer_s += time.perf_counter() - t1
-                for i, cm in zip(chunk, logits_to_class_maps(
-                        logits, [prepared[i].shape[:2] for i in chunk]), strict=True):
-                    maps[i] = cm
+                sizes = [prepared[i].shape[:2] for i in chunk]
+                # the class map carries the contact map (None without the channel)
+                contacts = contact_maps(logits, sizes, contact_channel(self.meta))
+                for i, cm, ct in zip(chunk, logits_to_class_maps(
+                        logits, sizes, n_classes=self.meta.n_classes), contacts, strict=True):
+                    maps[i] = with_contact(cm, ct)
         n = len(images)
         total_s = time.perf_counter() - t0
         self.last_timings = {"preprocess_ms": (t_pre - t0) * 1e3 / n,
@@ -322,7 +326,8 @@ class FrameAnalyzer:
                                                  **common), t0)
         crystals = measure_crystals(
             class_map, px_size_um=self.px_size_um, crystal_class=self.crystal_class,
-            roi=roi.mask, config=self.measure_config, morphology=self.morphology)
+            roi=roi.mask, config=self.measure_config, morphology=self.morphology,
+            contact=contact_of(class_map))
         return _timed(FrameResult.from_mask(name, crystals, roi=roi, **common), t0)
 
     def field(self, image: np.ndarray, class_map: np.ndarray) -> Roi | None:

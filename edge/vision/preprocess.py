@@ -221,13 +221,19 @@ def to_nchw(images: Sequence[np.ndarray], hw: tuple[int, int]) -> np.ndarray:
     return batch
 
 
-def logits_to_class_maps(logits: np.ndarray, sizes: Sequence[tuple[int, int]]) -> list[np.ndarray]:
-    """Arg-max over classes, cropped to each image's (h, w); uint8 class maps."""
+def logits_to_class_maps(logits: np.ndarray, sizes: Sequence[tuple[int, int]], *,
+                         n_classes: int | None = None) -> list[np.ndarray]:
+    """Arg-max over classes, cropped to each image's (h, w); uint8 class maps.
+
+    ``n_classes``: the class channels are the first ``n_classes`` (auxiliary channels such
+    as ``contact`` follow them and take no part in the arg-max); None = every channel.
+    """
     if logits.ndim != 4 or logits.shape[0] != len(sizes):
         raise ValueError(f"logits of shape {logits.shape} do not match {len(sizes)} images")
+    k = logits.shape[1] if n_classes is None else int(n_classes)
     out = []
     for i, (h, w) in enumerate(sizes):
-        out.append(np.ascontiguousarray(logits[i, :, :h, :w].argmax(axis=0).astype(np.uint8)))
+        out.append(np.ascontiguousarray(logits[i, :k, :h, :w].argmax(axis=0).astype(np.uint8)))
     return out
 
 

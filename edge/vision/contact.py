@@ -1,0 +1,74 @@
+"""The learned contact channel: from the model's auxiliary logit to a probability map.
+
+A model may append auxiliary channels after its class logits (``output.aux_channels`` in
+:mod:`edge.modelmeta`); ``contact`` is the logit ``z`` of "this crystal pixel touches
+another crystal". Its probability ``p = sigmoid(z) = (1 + tanh(z / 2)) / 2`` is cropped
+like the class map (same inference resolution, same (h, w)) and travels *with* the class
+map: :func:`with_contact` returns the class map as a :class:`SegmentedMap`, an ndarray
+that carries ``contact`` as an attribute, so every caller of
+:meth:`edge.vision.analyzer.FrameAnalyzer.segment` hands it on to ``postprocess``
+unchanged (the service's threads, ``analyze --workers``, ``crystal-train evaluate``).
+Arrays derived from it (slices, comparisons) do not carry it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from edge.modelmeta import ModelMeta
+
+#: Name of the contact channel in ``output.aux_channels``.
+CONTACT = "contact"
+
+
+class SegmentedMap(np.ndarray):
+    """A uint8 class map with the frame's contact probability map (``contact``) attached."""
+
+    contact: np.ndarray | None = None
+
+
+def contact_channel(meta: ModelMeta) -> int | None:
+    """Index of the contact logit in the model's output, or None when it has none."""
+    aux = list(meta.output.aux_channels)
+    return meta.n_classes + aux.index(CONTACT) if CONTACT in aux else None
+
+
+def sigmoid(z: np.ndarray) -> np.ndarray:
+    """``1 / (1 + exp(-z))`` as float32, written with tanh (no overflow for large |z|)."""
+    z = np.asarray(z, np.float32)
+    return (0.5 * (1.0 + np.tanh(0.5 * z))).astype(np.float32)
+
+
+def contact_maps(logits: np.ndarray, sizes: Sequence[tuple[int, int]], channel: int | None
+                 ) -> list[np.ndarray | None]:
+    """Contact probability per image: ``sigmoid(logits[i, channel])`` cropped to (h, w).
+
+    The crop is the one :func:`edge.vision.preprocess.logits_to_class_maps` applies, so
+    each map lies exactly on its class map. ``channel`` None (a model without the
+    channel): None per image.
+    """
+    if channel is None:
+        return [None] * len(sizes)
+    if logits.ndim != 4 or logits.shape[0] != len(sizes) or channel >= logits.shape[1]:
+        raise ValueError(f"logits of shape {logits.shape} do not hold channel {channel} "
+                         f"for {len(sizes)} images")
+    return [np.ascontiguousarray(sigmoid(logits[i, channel, :h, :w]))
+            for i, (h, w) in enumerate(sizes)]
+
+
+def with_contact(class_map: np.ndarray, contact: np.ndarray | None) -> np.ndarray:
+    """``class_map`` carrying ``contact`` (unchanged when ``contact`` is None)."""
+    if contact is None:
+        return class_map
+    if contact.shape != class_map.shape:
+        raise ValueError(f"contact map {contact.shape} and class map {class_map.shape} differ")
+    out = class_map.view(SegmentedMap)
+    out.contact = contact
+    return out
+
+
+def contact_of(class_map: np.ndarray) -> np.ndarray | None:
+    """The contact probability map a class map carries, or None."""
+    return getattr(class_map, "contact", None)
