@@ -30,7 +30,8 @@ def _pair_object(r: int = 20, d: int = 14) -> tuple[np.ndarray, np.ndarray]:
 def test_contact_markers_and_split_follow_the_line():
     obj, contact = _pair_object()
     markers, n = contact_markers(obj, contact, threshold=0.5)
-    assert n == 2
+    assert n == 2 and markers.max() == 2
+    assert not markers[contact >= 0.5].any()  # no marker on the contact line
     lab, n = split_object_contact(obj, contact, threshold=0.5)
     assert n == 2
     inside = obj.astype(bool)
