@@ -28,6 +28,14 @@ import cv2
 import numpy as np
 
 
+def _pick_count(k: np.ndarray) -> float:
+    """Lattice points inside or on a convex polygon ``k`` (M, 2) int32 with integer vertices."""
+    if k.shape[0] < 2:
+        return float(k.shape[0])
+    d = np.abs(np.diff(k, axis=0, append=k[:1]))
+    return cv2.contourArea(k) + float(np.gcd(d[:, 0], d[:, 1]).sum()) / 2 + 1
+
+
 def hull_area(points: np.ndarray) -> float:
     """Pixel count of the digital convex hull of a pixel set given by its boundary pixels.
 
@@ -39,10 +47,32 @@ def hull_area(points: np.ndarray) -> float:
     p = np.asarray(points, np.int32).reshape(-1, 1, 2)
     if p.shape[0] == 0:
         return 0.0
-    k = cv2.convexHull(p).reshape(-1, 2).astype(np.int64)
-    e = np.abs(np.roll(k, -1, axis=0) - k)
-    boundary = int(np.gcd(e[:, 0], e[:, 1]).sum()) if k.shape[0] > 1 else 0
-    return float(cv2.contourArea(k.astype(np.int32).reshape(-1, 1, 2)) + boundary / 2 + 1)
+    return _pick_count(cv2.convexHull(p).reshape(-1, 2))
+
+
+def _hull_indices(c: np.ndarray) -> np.ndarray:
+    """Chain indices of the convex hull's vertices, ascending."""
+    return np.sort(cv2.convexHull(c, returnPoints=False).ravel())
+
+
+def _depths(c: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """Per hull edge ``(idx[s], idx[s+1])``, the deepest chain point between (see
+    :func:`concavity_depths`); the chain is rotated to start at the first hull vertex so
+    that every edge spans one contiguous run."""
+    n = c.shape[0]
+    if idx.size < 2:
+        return np.zeros(0)
+    c = np.roll(c, -int(idx[0]), axis=0).astype(np.float64)
+    idx = idx - idx[0]
+    seg = np.searchsorted(idx, np.arange(n), side="right") - 1
+    a = c[idx[seg]]
+    b = c[idx[(seg + 1) % idx.size]]
+    e = b - a
+    d = c - a
+    depth = np.abs(e[:, 0] * d[:, 1] - e[:, 1] * d[:, 0]) / np.maximum(np.hypot(e[:, 0], e[:, 1]),
+                                                                      1e-12)
+    per_edge = np.maximum.reduceat(depth, idx)
+    return np.sort(per_edge[per_edge > 0])[::-1]
 
 
 def concavity_depths(chain: np.ndarray) -> np.ndarray:
@@ -61,36 +91,37 @@ def concavity_depths(chain: np.ndarray) -> np.ndarray:
         the edge from chain point ``i`` to ``j`` the depth is
         ``max_{i<m<j} |(c_j - c_i) x (c_m - c_i)| / |c_j - c_i|``.
     """
-    c = np.asarray(chain, np.float64).reshape(-1, 2)
-    n = c.shape[0]
-    if n < 4:
+    c = np.ascontiguousarray(np.asarray(chain).reshape(-1, 2), dtype=np.int32)
+    if c.shape[0] < 4:
         return np.zeros(0)
-    idx = cv2.convexHull(c.astype(np.float32), returnPoints=False).ravel()
-    idx = np.unique(idx)  # chain order, whatever the hull's orientation
-    if idx.size < 2:
+    return _defects(c, _hull_indices(c))
+
+
+def _defects(c: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """OpenCV's convexity defects (its depth is the same maximum, in 1/256 px; ~20x faster
+    than :func:`_depths`), or :func:`_depths` where OpenCV refuses the chain."""
+    if idx.size < 3:
+        return _depths(c, idx)
+    try:
+        found = cv2.convexityDefects(c.reshape(-1, 1, 2), idx.reshape(-1, 1).astype(np.int32))
+    except cv2.error:  # e.g. "the convex hull indices are not monotonous"
+        return _depths(c, idx)
+    if found is None:
         return np.zeros(0)
-    # every chain point m belongs to the hull edge (idx[s], idx[s+1]) that spans it
-    seg = np.searchsorted(idx, np.arange(n), side="right") - 1  # -1: before idx[0]
-    seg[seg < 0] = idx.size - 1  # wraps round to the last edge
-    a = c[idx[seg]]
-    b = c[idx[(seg + 1) % idx.size]]
-    e = b - a
-    length = np.hypot(e[:, 0], e[:, 1])
-    d = c - a
-    depth = np.abs(e[:, 0] * d[:, 1] - e[:, 1] * d[:, 0]) / np.maximum(length, 1e-12)
-    per_edge = np.zeros(idx.size)
-    np.maximum.at(per_edge, seg, depth)
-    return np.sort(per_edge[per_edge > 0])[::-1]
+    depth = found.reshape(-1, 4)[:, 3] / 256.0
+    return np.sort(depth[depth > 0])[::-1]
 
 
 def convexity(chain: np.ndarray, area_px: float) -> tuple[float, np.ndarray]:
     """``(solidity, concavity depths / D)`` of one crystal outline (see the module doc).
 
-    ``D = 2 sqrt(area_px / pi)`` is the area-equivalent diameter in px; the relative
-    depths are sorted descending.
+    ``chain`` holds the boundary pixel centres in order; ``D = 2 sqrt(area_px / pi)`` is
+    the area-equivalent diameter in px; the relative depths are sorted descending.
     """
-    if area_px <= 0:
+    c = np.ascontiguousarray(np.asarray(chain).reshape(-1, 2), dtype=np.int32)
+    if area_px <= 0 or c.shape[0] == 0:
         return 0.0, np.zeros(0)
-    solidity = min(1.0, float(area_px) / max(hull_area(chain), 1e-12))
-    d_eq = 2.0 * math.sqrt(float(area_px) / math.pi)
-    return solidity, concavity_depths(chain) / d_eq
+    idx = _hull_indices(c)
+    solidity = min(1.0, float(area_px) / max(_pick_count(c[idx]), 1e-12))
+    depths = _defects(c, idx) if c.shape[0] >= 4 else np.zeros(0)
+    return solidity, depths / (2.0 * math.sqrt(float(area_px) / math.pi))
