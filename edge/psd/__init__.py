@@ -20,6 +20,7 @@ Public API (see ``docs/architecture.md``)::
 
 from __future__ import annotations
 
+from edge.measure.crystals import AGGLOMERATE_REASONS
 from edge.psd.accumulator import (
     CrystalTable,
     FrameContribution,
@@ -33,7 +34,6 @@ from edge.psd.config import PsdConfig
 from edge.psd.edge_correction import RoiSurvival, edge_correction_weights, survival_probability
 from edge.psd.lognormal import LogNormalFit, fit_lognormal, lognormal_q3
 from edge.psd.process import (
-    AGGLOMERATE_REASONS,
     FRAME_REJECT_REASONS,
     ProcessValues,
     frame_reject_key,

@@ -43,9 +43,10 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from edge.measure.crystals import AGGLOMERATE_REASONS
 from edge.psd.config import PsdConfig
 from edge.psd.edge_correction import RoiSurvival, edge_correction_weights
-from edge.psd.process import AGGLOMERATE_REASONS, SHAPE_COLUMNS, ProcessValues, process_values
+from edge.psd.process import SHAPE_COLUMNS, ProcessValues, process_values
 from edge.psd.stats import PSDResult, compute_psd
 
 #: Distinct ROI masks whose distance transforms are kept (oldest dropped first).

@@ -10,7 +10,7 @@ diameter ``x_i``, number weight ``w_i``, 1 without edge correction):
   signal; raw counts, no weights);
 * ``agglomerate_fraction_number`` = ``n_a / (n_a + n_k)`` and
   ``agglomerate_fraction_volume`` = ``sum x_a^3 / (sum x_a^3 + sum x_k^3)`` over the
-  objects rejected for a reason of :data:`AGGLOMERATE_REASONS` (``a``) and the kept
+  objects rejected for a reason of :data:`edge.measure.AGGLOMERATE_REASONS` (``a``) and the kept
   crystals (``k``); raw counts, since agglomerates carry no edge weight;
 * ``x50_feret_max_um``, ``x50_feret_min_um``, ``median_aspect_ratio``,
   ``median_circularity``: number-weighted medians (weights ``w_i``, the midpoint rule of
@@ -57,8 +57,6 @@ FRAME_REJECT_REASONS: dict[str, str] = {
     "other": "any other reason (logged with the frame)",
 }
 
-#: Crystal rejection reasons that mean "an agglomerate, not a single crystal".
-AGGLOMERATE_REASONS: tuple[str, ...] = ("agglomerate",)
 
 #: Per-crystal shape columns the medians are taken of (``edge.measure.Crystals`` names).
 SHAPE_COLUMNS: tuple[str, ...] = ("feret_max_um", "feret_min_um", "aspect_ratio", "circularity")
