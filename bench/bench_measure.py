@@ -55,7 +55,10 @@ def window_study(n_singles: int, n_clumps: int, seed: int) -> dict[str, object]:
 
     rng = np.random.default_rng(seed)
     cfg = MeasureConfig()
-    open_window = cfg.model_copy(update={"circularity_min": 0.0, "circularity_max": 10.0})
+    # the study's window, opened: every object is measured (model_copy skips the validator
+    # that selects the rule from the window fields, so the rule is named)
+    open_window = cfg.model_copy(update={"agglomerate_rule": "circularity",
+                                         "circularity_min": 0.0, "circularity_max": 10.0})
     singles, oversplit = [], 0
     for _ in range(n_singles):
         d = float(rng.uniform(10, 70))
