@@ -168,7 +168,9 @@ NUM = r"([0-9.]+(?:e[-+]?[0-9]+)?)"
 
 def stats(text, label):
     """min/mean/median/p99 (ms) of trtexec's summary line ``label: min = .. ms, ...``."""
-    m = re.search(rf"{label}: (.*)", text)
+    # "[I] Latency: ..." of the performance summary, not "End-to-End Host Latency" or
+    # "Total GPU Compute Time"
+    m = re.search(rf"\] {label}: (min = .*)", text)
     if not m:
         return None
     out = {}
