@@ -176,3 +176,34 @@ def augment_pair(image: np.ndarray, label: np.ndarray, rng: np.random.Generator,
     m = random_affine(rng, config, src_center=src_center, out_size=out_size)
     img, lab = warp_pair(image, label, m, out_size, ignore_index=ignore_index)
     return photometric(img, rng, config), lab
+
+
+#: Bit of a packed label that holds the contact label (class ids stay below it).
+CONTACT_BIT = 0x80
+
+
+def augment_with_contact(image: np.ndarray, label: np.ndarray, contact: np.ndarray,
+                         rng: np.random.Generator, config: AugmentConfig | None = None, *,
+                         out_size: tuple[int, int] | None = None,
+                         src_center: tuple[float, float] | None = None,
+                         ignore_index: int = IGNORE_INDEX
+                         ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`augment_pair` of an image, its label and its contact label (uint8 0/1).
+
+    The contact label rides in the label's top bit (``label | CONTACT_BIT * contact``)
+    through the one nearest-neighbour warp, so it moves with the label pixel for pixel;
+    the same ``rng`` draws give the same image as :func:`augment_pair`. Returns the
+    image, the label and the contact label (``ignore_index`` outside the source, like
+    the label).
+    """
+    if contact.shape != label.shape:
+        raise ValueError(f"contact {contact.shape} and label {label.shape} must share (H, W)")
+    if label.size and int(label.max()) >= CONTACT_BIT:
+        raise ValueError(f"class ids must be below {CONTACT_BIT} to carry a contact label")
+    packed = label | np.where(contact != 0, CONTACT_BIT, 0).astype(np.uint8)
+    img, lab = augment_pair(image, packed, rng, config, out_size=out_size,
+                            src_center=src_center, ignore_index=ignore_index)
+    outside = lab == ignore_index
+    cls = np.where(outside, ignore_index, lab & (CONTACT_BIT - 1)).astype(np.uint8)
+    con = np.where(outside, ignore_index, (lab & CONTACT_BIT) != 0).astype(np.uint8)
+    return img, cls, con

@@ -110,8 +110,13 @@ def train_one_epoch(model: nn.Module, criterion: nn.Module, optimizer: torch.opt
                     scheduler=None, scaler: torch.amp.GradScaler | None = None,
                     max_steps: int | None = None, step0: int = 0,
                     on_step: Callable[[dict[str, Any]], None] | None = None,
-                    progress: bool = False, deadline: float | None = None) -> dict[str, Any]:
+                    progress: bool = False, deadline: float | None = None,
+                    contact_loss: nn.Module | None = None) -> dict[str, Any]:
     """Train for one pass over ``loader`` (or until ``max_steps`` / ``deadline``).
+
+    The class loss ``criterion`` and the metrics see the first ``n_classes`` channels;
+    with ``contact_loss`` (:class:`ContactLoss`) the batches are ``(x, y, contact)`` and
+    channel ``n_classes`` is the contact logit, whose loss is added.
 
     Parameters
     ----------
@@ -149,8 +154,12 @@ def train_one_epoch(model: nn.Module, criterion: nn.Module, optimizer: torch.opt
             log.debug("step skipped: every pixel of the batch (on some process) is padding")
             continue
         with _autocast(device, scaler is not None):
-            logits = model(images)
+            out = model(images)
+            logits = out[:, :n_classes]
             loss = criterion(logits.float(), targets)
+            if contact_loss is not None:
+                loss = loss + contact_loss(out[:, n_classes].float(),
+                                           batch[2].to(device, non_blocking=True))
         optimizer.zero_grad(set_to_none=True)
         if scaler is not None:
             scaler.scale(loss).backward()
@@ -193,7 +202,7 @@ def evaluate(model: nn.Module, criterion: nn.Module | None, loader, device: torc
         images = batch[0].to(device, non_blocking=True)
         targets = batch[1].to(device, non_blocking=True)
         with _autocast(device, amp):
-            logits = model(images)
+            logits = model(images)[:, :n_classes]  # auxiliary channels follow the classes
         if criterion is not None:
             loss_sum += float(criterion(logits.float(), targets))
             n += 1
@@ -230,6 +239,71 @@ class CELovasz(nn.Module):
     def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         return self.ce(logits, targets) + self.lovasz_weight * self.lovasz(logits + self.adj,
                                                                            targets)
+
+
+class ContactLoss(nn.Module):
+    """``weight`` x binary cross-entropy with logits of the contact channel.
+
+    ``L = -mean over labelled pixels of [w_pos * t * log s(z) + (1 - t) * log(1 - s(z))]``
+    with ``s`` the sigmoid, ``t`` the 0/1 contact label and ``w_pos`` (``pos_weight``) the
+    up-weighting of the rare contact pixels; pixels labelled ``ignore_index`` (outside
+    the source frame after augmentation) do not count.
+    """
+
+    def __init__(self, weight: float, pos_weight: float = 1.0, *,
+                 ignore_index: int = IGNORE_INDEX) -> None:
+        super().__init__()
+        if weight < 0 or pos_weight <= 0:
+            raise ValueError(f"contact weight must be >= 0 and pos_weight > 0, got {weight}, "
+                             f"{pos_weight}")
+        self.weight = float(weight)
+        self.ignore_index = int(ignore_index)
+        self.register_buffer("pos_weight", torch.tensor(float(pos_weight)))
+
+    def forward(self, logit: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        valid = target != self.ignore_index
+        if not bool(valid.any()):
+            return logit.sum() * 0.0
+        t = (target[valid] == 1).to(logit.dtype)
+        bce = nn.functional.binary_cross_entropy_with_logits(
+            logit[valid], t, pos_weight=self.pos_weight.to(logit.device))
+        return self.weight * bce
+
+
+def contact_pos_weight(data, *, max_frames: int = 64, cap: float = 50.0) -> float:
+    """``pos_weight`` of :class:`ContactLoss` for a dataset: ``sqrt(negatives / positives)``
+    of its contact labels (the first ``max_frames``), clipped to ``[1, cap]``.
+
+    The square root balances the gradients halfway: full ``neg / pos`` (~100 for contact
+    lines) would move the 0.5 decision to a probability of ~1 % and swallow markers.
+    """
+    pos = neg = 0
+    for i in range(min(len(data), max_frames)):
+        con = data.load_contact(i)
+        if con is None:
+            continue
+        k = int(np.count_nonzero(con))
+        pos, neg = pos + k, neg + con.size - k
+    if pos == 0:
+        return 1.0
+    return float(np.clip(math.sqrt(neg / pos), 1.0, cap))
+
+
+def make_contact_loss(weight: float, data, *, device: torch.device | str = "cpu"
+                      ) -> ContactLoss | None:
+    """The contact channel's loss for ``--contact-weight`` (None for 0), with
+    :func:`contact_pos_weight` of ``data``; UserError when frames lack contact labels."""
+    if not weight > 0:
+        return None
+    from edge.errors import UserError
+    from trainer.data.reader import CONTACTS_DIR
+
+    if not data.has_contacts:
+        raise UserError(f"--contact-weight {weight:g}: {data.root}/{CONTACTS_DIR}/<stem>.png "
+                        "missing for some frames (crystal-train synth writes them)")
+    pos_weight = contact_pos_weight(data)
+    log.info("contact channel: weight %g, pos_weight %.2f", weight, pos_weight)
+    return ContactLoss(weight, pos_weight).to(device)
 
 
 def make_criterion(class_weights: np.ndarray | None, *, ignore_index: int = IGNORE_INDEX,

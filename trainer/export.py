@@ -71,8 +71,10 @@ def load_checkpoint(path: str | Path, *, prior_correction: bool = True):
     if not isinstance(ckpt, dict) or "model" not in ckpt or "config" not in ckpt:
         raise UserError(f"{path}: not a crystal-train checkpoint (no 'model'/'config')")
     cfg = ckpt["config"]
+    n_aux = len(cfg.get("aux_channels") or [])  # e.g. ['contact'], after the class logits
     model = build_model(cfg.get("backbone", "resnet50"), n_classes=int(cfg["n_classes"]),
-                        weights="none", aspp_rates=tuple(cfg.get("aspp_rates", (12, 24, 36))))
+                        weights="none", aspp_rates=tuple(cfg.get("aspp_rates", (12, 24, 36))),
+                        n_aux=n_aux)
     try:
         model.load_state_dict(ckpt["model"])
     except RuntimeError as exc:
@@ -81,7 +83,7 @@ def load_checkpoint(path: str | Path, *, prior_correction: bool = True):
     if prior_correction and ckpt.get("class_weights") is not None:
         from trainer.model import set_prior_correction
 
-        set_prior_correction(model, ckpt["class_weights"])
+        set_prior_correction(model, ckpt["class_weights"], n_aux=n_aux)
     return model, ckpt
 
 
@@ -237,7 +239,8 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, *, fp16: bool = F
         crystal_class_id=int(cfg.get("crystal_class", 2)),
         input=InputSpec(mean=IMAGENET_MEAN, std=IMAGENET_STD, size_multiple=SIZE_MULTIPLE),
         output=OutputSpec(logit_adjustment=None if model.logit_bias is None else tuple(
-            round(float(v), 6) for v in model.logit_bias.flatten().tolist())),
+            round(float(v), 6) for v in model.logit_bias.flatten().tolist()[:len(cfg["classes"])]),
+            aux_channels=list(cfg.get("aux_channels") or [])),
         px_size_um=float(cfg["px_size_um"]),
         frame_px_size_um=(float(cfg["px_size_um_data"]) if cfg.get("px_size_um_data")
                           else None),
@@ -280,7 +283,9 @@ def _training(cfg: dict[str, Any], ckpt: dict[str, Any]) -> dict[str, Any]:
         "image_size": cfg.get("image_size"), "input_scale": cfg.get("input_scale"),
         "augment": cfg.get("augment"), "weights_init": cfg.get("weights"),
         "loss": "weighted cross-entropy" + (
-            f" + {cfg['lovasz_weight']:g} x Lovasz-softmax" if cfg.get("lovasz_weight") else ""),
+            f" + {cfg['lovasz_weight']:g} x Lovasz-softmax" if cfg.get("lovasz_weight") else "")
+            + (f" + {cfg['contact_weight']:g} x contact BCE (pos_weight "
+               f"{cfg.get('contact_pos_weight') or 1:.2f})" if cfg.get("contact_weight") else ""),
         "seed": cfg.get("seed"), "class_weights": ckpt.get("class_weights"),
         "px_size_um_data": cfg.get("px_size_um_data"),
     }

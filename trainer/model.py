@@ -75,11 +75,14 @@ def prior_correction(class_weights) -> np.ndarray:
     return np.where(w > 0, -np.log(np.where(w > 0, w, 1.0)), 0.0).astype(np.float32)
 
 
-def set_prior_correction(model: SegmentationNet, class_weights) -> np.ndarray:
-    """Add :func:`prior_correction` of ``class_weights`` to ``model``'s logits; returns it."""
+def set_prior_correction(model: SegmentationNet, class_weights, *, n_aux: int = 0
+                         ) -> np.ndarray:
+    """Add :func:`prior_correction` of ``class_weights`` to ``model``'s class logits; returns
+    it. The ``n_aux`` auxiliary channels after the classes (``contact``) get 0."""
     bias = prior_correction(class_weights)
     ref = model.mean
-    model.logit_bias = torch.from_numpy(bias).view(1, -1, 1, 1).to(ref.device)
+    full = np.concatenate([bias, np.zeros(int(n_aux), np.float32)])
+    model.logit_bias = torch.from_numpy(full).view(1, -1, 1, 1).to(ref.device)
     return bias
 
 
@@ -97,7 +100,8 @@ def _resolve_weights(weights: str | None) -> tuple[str | None, Path | None]:
 
 def build_model(backbone: str = "resnet50", *, n_classes: int = 3,
                 weights: str | None = "none",
-                aspp_rates: tuple[int, int, int] = ASPP_RATES) -> SegmentationNet:
+                aspp_rates: tuple[int, int, int] = ASPP_RATES,
+                n_aux: int = 0) -> SegmentationNet:
     """Build DeepLabV3+ with a ResNet encoder, wrapped in :class:`SegmentationNet`.
 
     Parameters
@@ -116,6 +120,9 @@ def build_model(backbone: str = "resnet50", *, n_classes: int = 3,
         ``needs_bn_calibration = True``).
     aspp_rates : (int, int, int)
         Dilation rates of the three atrous ASPP branches.
+    n_aux : int
+        Auxiliary output channels after the class logits (1: the ``contact`` logit,
+        ``crystal-train train --contact-weight``); the head has ``n_classes + n_aux``.
 
     Raises
     ------
@@ -134,10 +141,10 @@ def build_model(backbone: str = "resnet50", *, n_classes: int = 3,
         from trainer.onnx_weights import check_architecture, read_onnx_meta
 
         check_architecture(read_onnx_meta(path), path, backbone=backbone,
-                           aspp_rates=aspp_rates, n_classes=n_classes)
+                           aspp_rates=aspp_rates, n_classes=n_classes, n_aux=n_aux)
     try:
         net = smp.DeepLabV3Plus(encoder_name=backbone, encoder_weights=enc_weights,
-                                classes=n_classes,
+                                classes=n_classes + int(n_aux),
                                 decoder_atrous_rates=tuple(int(r) for r in aspp_rates))
     except Exception as exc:  # network, cache or hub errors: the user's environment
         if enc_weights is None:

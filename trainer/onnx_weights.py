@@ -53,17 +53,20 @@ def read_onnx_meta(path: str | Path) -> dict:
 
 
 def check_architecture(meta: dict, path: str | Path, *, backbone: str,
-                       aspp_rates, n_classes: int) -> None:
-    """Raise a :class:`UserError` naming the option when the file's network differs."""
+                       aspp_rates, n_classes: int, n_aux: int = 0) -> None:
+    """Raise a :class:`UserError` naming the option when the file's network differs
+    (``n_aux``: auxiliary channels, 1 with ``--contact-weight``)."""
     arch = meta["architecture"]
+    aux = len((meta.get("output") or {}).get("aux_channels") or [])
     want = {"--backbone": (arch.get("encoder"), backbone),
             "--aspp-rates": (list(arch.get("aspp_rates") or []), [int(r) for r in aspp_rates]),
-            "classes": (len(meta.get("classes") or []), int(n_classes))}
+            "classes": (len(meta.get("classes") or []), int(n_classes)),
+            "auxiliary channels (--contact-weight)": (aux, int(n_aux))}
     for opt, (theirs, ours) in want.items():
         if theirs != ours:
             shown = ",".join(map(str, theirs)) if isinstance(theirs, list) else theirs
             raise UserError(f"--weights {path}: the model has {opt} {shown}, this run {ours}"
-                            + ("" if opt == "classes" else f"; pass {opt} {shown}"))
+                            + ("" if not opt.startswith("--") else f"; pass {opt} {shown}"))
 
 
 def conv_bn_pairs(model: nn.Module, size: int = 64) -> list[tuple[str, str | None]]:
@@ -213,9 +216,11 @@ def _verify(model: nn.Module, path: Path, meta: dict, size: int = 64) -> None:
     from trainer.onnxrt import parity
 
     adj = (meta.get("output") or {}).get("logit_adjustment")
+    n_aux = len((meta.get("output") or {}).get("aux_channels") or [])
     was_training, old_bias = model.training, model.logit_bias
-    if adj is not None:
-        model.logit_bias = torch.tensor(adj, dtype=torch.float32).view(1, -1, 1, 1)
+    if adj is not None:  # class channels only; auxiliary channels are not adjusted
+        model.logit_bias = torch.tensor(list(adj) + [0.0] * n_aux,
+                                        dtype=torch.float32).view(1, -1, 1, 1)
     try:
         par = parity(model, path, hw=(size, size))
     finally:

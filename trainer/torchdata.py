@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from trainer.augment import IGNORE_INDEX, AugmentConfig, augment_pair
+from trainer.augment import IGNORE_INDEX, AugmentConfig, augment_pair, augment_with_contact
 from trainer.model import SIZE_MULTIPLE
 
 
@@ -38,6 +38,18 @@ def scale_image(image: np.ndarray, input_scale: float) -> np.ndarray:
     size = (max(1, round(w * input_scale)), max(1, round(h * input_scale)))
     interp = cv2.INTER_AREA if input_scale < 1 else cv2.INTER_LINEAR
     return cv2.resize(image, size, interpolation=interp)
+
+
+def scale_contact(contact: np.ndarray, input_scale: float) -> np.ndarray:
+    """Resize a 0/1 contact label by ``input_scale``; a target pixel is a contact when any
+    of the source pixels it covers is (area average > 0), so thin lines survive."""
+    if input_scale == 1.0:
+        return contact
+    h, w = contact.shape
+    size = (max(1, round(w * input_scale)), max(1, round(h * input_scale)))
+    interp = cv2.INTER_AREA if input_scale < 1 else cv2.INTER_LINEAR
+    return (cv2.resize(contact.astype(np.float32), size, interpolation=interp) > 1e-3
+            ).astype(np.uint8)
 
 
 def pad_to_multiple(image: np.ndarray, label: np.ndarray | None = None,
@@ -73,6 +85,7 @@ class _Frames:
         self.input_scale = float(input_scale)
         self.cache = cache
         self._cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self._contacts: dict[int, np.ndarray] = {}
 
     def get(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         if i in self._cache:
@@ -82,6 +95,20 @@ class _Frames:
         if self.cache:
             self._cache[i] = pair
         return pair
+
+    def get_contact(self, i: int) -> np.ndarray:
+        """The contact label of frame ``i`` at the network scale (uint8 0/1)."""
+        if i in self._contacts:
+            return self._contacts[i]
+        con = self.data.load_contact(i)
+        if con is None:
+            raise ValueError(f"{self.data.contact_path(i)}: contact label missing")
+        con = scale_contact(con, self.input_scale)
+        if con.shape != self.get(i)[1].shape:
+            raise ValueError(f"{self.data.contact_path(i)}: size differs from the label's")
+        if self.cache:
+            self._contacts[i] = con
+        return con
 
 
 class TrainCrops(Dataset):
@@ -101,6 +128,9 @@ class TrainCrops(Dataset):
         Augmentation settings (default: the study's).
     seed : int
         Base seed; sample ``k`` of epoch ``e`` always gets the same augmentation.
+    contacts : bool
+        Also yield the contact label (``contacts/<stem>.png``) warped with the label
+        (:func:`trainer.augment.augment_with_contact`): samples are ``(x, y, c)``.
     """
 
     #: redraw the augmentation (up to MAX_TRIES times) while fewer than this fraction of
@@ -110,7 +140,7 @@ class TrainCrops(Dataset):
 
     def __init__(self, data, *, crop_size: int = 256, samples_per_epoch: int = 64,
                  input_scale: float = 1.0, augment: AugmentConfig | None = None,
-                 seed: int = 0, cache: bool = True) -> None:
+                 seed: int = 0, cache: bool = True, contacts: bool = False) -> None:
         if len(data) == 0:
             raise ValueError("training dataset is empty")
         if crop_size % SIZE_MULTIPLE:
@@ -121,6 +151,7 @@ class TrainCrops(Dataset):
         self.augment = augment or AugmentConfig()
         self.seed = int(seed)
         self.epoch = 0
+        self.contacts = bool(contacts)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
@@ -128,7 +159,7 @@ class TrainCrops(Dataset):
     def __len__(self) -> int:
         return self.samples_per_epoch
 
-    def __getitem__(self, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitem__(self, k: int) -> tuple[torch.Tensor, ...]:
         rng = np.random.default_rng([self.seed, self.epoch, int(k)])
         n = len(self.frames.data)
         i = int(rng.integers(n)) if self.samples_per_epoch != n else int(k)
@@ -138,11 +169,19 @@ class TrainCrops(Dataset):
         cx = rng.uniform(min(half, w / 2.0), max(w - half, w / 2.0))
         cy = rng.uniform(min(half, h / 2.0), max(h - half, h / 2.0))
         size = (self.crop_size, self.crop_size)
+        con = self.frames.get_contact(i) if self.contacts else None
         for _ in range(self.MAX_TRIES):
-            x, y = augment_pair(img, lab, rng, self.augment, out_size=size, src_center=(cx, cy))
+            if con is None:
+                x, y = augment_pair(img, lab, rng, self.augment, out_size=size,
+                                    src_center=(cx, cy))
+            else:
+                x, y, c = augment_with_contact(img, lab, con, rng, self.augment, out_size=size,
+                                               src_center=(cx, cy))
             if np.count_nonzero(y != IGNORE_INDEX) >= self.MIN_VALID * y.size:
                 break
-        return to_tensors(x, y)
+        if con is None:
+            return to_tensors(x, y)
+        return (*to_tensors(x, y), torch.from_numpy(c))
 
 
 class EvalFrames(Dataset):

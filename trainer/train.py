@@ -73,6 +73,11 @@ def add_train_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
                         "prior-corrected logits the exported model decides by (default 0: "
                         "the study's weighted cross-entropy alone; e.g. 1 for a final "
                         "fine-tuning stage that targets crystal IoU)")
+    p.add_argument("--contact-weight", type=float, default=0.0,
+                   help="add a 'contact' output channel (crystal pixel touching another "
+                        "crystal) trained with this multiple of a binary cross-entropy on the "
+                        "dataset's contacts/<stem>.png (crystal-train synth writes them); the "
+                        "edge splits touching crystals at it (default 0: no channel)")
     p.add_argument("--no-class-weights", action="store_true",
                    help="plain cross-entropy instead of median-frequency class weights")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="device")
@@ -145,6 +150,8 @@ def _check_args(args: argparse.Namespace) -> None:
         raise UserError(f"--lr {args.lr}: must be > 0")
     if not 0 <= args.lovasz_weight < float("inf"):
         raise UserError(f"--lovasz-weight {args.lovasz_weight}: must be >= 0")
+    if not 0 <= args.contact_weight < float("inf"):
+        raise UserError(f"--contact-weight {args.contact_weight}: must be >= 0")
     args.aspp_rates = parse_rates(args.aspp_rates)
 
 
@@ -248,7 +255,7 @@ def _loaders(args: argparse.Namespace, model: Any, train_data: Any, val_data: An
     train_ds = TrainCrops(train_data, crop_size=args.image_size,
                           samples_per_epoch=steps_per_epoch * args.batch_size * world,
                           input_scale=args.input_scale, augment=PRESETS[args.augment],
-                          seed=args.seed)
+                          seed=args.seed, contacts=args.contact_weight > 0)
     if getattr(model, "needs_bn_calibration", False):
         calibrate_on_crops(model, train_ds, BN_CALIBRATION_CROPS, args.batch_size, device)
     sampler = None
@@ -283,8 +290,15 @@ def _run_config(args: argparse.Namespace, train_data: Any, val_data: Any, *, px:
                          "library": "segmentation-models-pytorch"},
         "train_data": _data_summary(train_data), "val_data": _data_summary(val_data),
         "steps_per_epoch": steps_per_epoch, "total_steps": total_steps, "world_size": world,
+        "aux_channels": aux_channels(args),
     })
     return config
+
+
+def aux_channels(args: argparse.Namespace) -> list[str]:
+    """The model's auxiliary output channels: ``['contact']`` with ``--contact-weight``."""
+    return ["contact"] if getattr(args, "contact_weight", 0.0) > 0 else []
+
 
 
 def _model(args: argparse.Namespace, n_classes: int, ckpt: dict[str, Any] | None,
@@ -293,7 +307,8 @@ def _model(args: argparse.Namespace, n_classes: int, ckpt: dict[str, Any] | None
     from trainer.model import build_model, count_parameters
 
     model = build_model(args.backbone, n_classes=n_classes, aspp_rates=args.aspp_rates,
-                        weights="none" if ckpt is not None else args.weights)
+                        weights="none" if ckpt is not None else args.weights,
+                        n_aux=len(aux_channels(args)))
     if ckpt is not None:
         model.load_state_dict(ckpt["model"])
     model.to(device)
@@ -320,7 +335,7 @@ def _optimisation(args: argparse.Namespace, model: Any, cw: np.ndarray | None, *
 
 def main(args: argparse.Namespace) -> dict[str, Any]:
     """Train; returns a summary (best validation metrics, paths)."""
-    from trainer.engine import any_rank, train_one_epoch
+    from trainer.engine import any_rank, make_contact_loss, train_one_epoch
     from trainer.epoch import Progress, Run, end_of_epoch
     from trainer.runfiles import fmt
 
@@ -345,6 +360,8 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         (out / "class_weights.json").write_text(json.dumps(cw_summary, indent=2) + "\n")
 
     model = _model(args, n_classes, ckpt, device)
+    contact_loss = make_contact_loss(args.contact_weight, train_data, device=device)
+    args.contact_pos_weight = None if contact_loss is None else float(contact_loss.pos_weight)
 
     steps_per_epoch = args.steps_per_epoch or max(1, math.ceil(len(train_data) / args.batch_size))
     total_steps = steps_per_epoch * args.epochs
@@ -385,7 +402,8 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
                              n_classes=n_classes, scheduler=scheduler, scaler=scaler,
                              max_steps=total_steps, step0=prog.step,
                              on_step=prog.step_rows.append,
-                             progress=main_proc and not args.no_progress, deadline=deadline)
+                             progress=main_proc and not args.no_progress, deadline=deadline,
+                             contact_loss=contact_loss)
         prog.step += tm["steps"]
         if main_proc:
             end_of_epoch(run, prog, epoch=epoch, tm=tm, t0=t0)

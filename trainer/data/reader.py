@@ -16,6 +16,8 @@ from trainer.data.classes import CLASSES_FILE, ClassesFile, ClassSpec, load_clas
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 LABEL_EXTS = (".png", ".tif", ".tiff", ".bmp")
+#: Optional folder of contact labels (``<stem>.png``, 1 where a crystal touches another).
+CONTACTS_DIR = "contacts"
 _UNKNOWN = 255
 
 
@@ -319,6 +321,29 @@ class LabelledDataset:
                             f"differs from image {img.shape[1]}x{img.shape[0]} "
                             f"({self.items[i].image.name})")
         return img, lab
+
+    # -- contact labels (optional): CONTACTS_DIR/<stem>.png, 1 where a crystal touches another
+    def contact_path(self, i: int) -> Path:
+        return self.root / CONTACTS_DIR / f"{self.items[i].stem}.png"
+
+    @property
+    def has_contacts(self) -> bool:
+        """Every frame has a contact label (``contacts/<stem>.png``)."""
+        return len(self) > 0 and all(self.contact_path(i).is_file() for i in range(len(self)))
+
+    def load_contact(self, i: int) -> np.ndarray | None:
+        """Contact label uint8 0/1 ``(H, W)`` of frame ``i``, or None when it has none.
+
+        Raises :class:`UserError` naming the file when it cannot be read or is not
+        single-channel (the caller compares its size with the label's).
+        """
+        path = self.contact_path(i)
+        if not path.is_file():
+            return None
+        raw = _decode(path, "contact label")
+        if raw.ndim != 2:
+            raise UserError(f"{path}: a contact label must be single-channel 0/1")
+        return (raw != 0).astype(np.uint8)
 
     # -- subsets
     def subset(self, indices: Iterable[int]) -> LabelledDataset:
