@@ -86,7 +86,8 @@ class PsdClasses(StrictPayload):
     upper_edges_um: list[float | None] = Field(
         description="upper edge of each size class (um); null for the overflow class")
     counts: list[float] = Field(
-        description="crystals per class (weighted counts when edge-correction weights are used)")
+        description="measured crystals per class, unweighted (q0, q3, Q0 and Q3 carry the "
+                    "edge-correction weights, so q0 is not counts / sum(counts))")
     q0: list[float] = Field(description="number fraction in each class (ISO 9276-1 q0 as "
                             "Delta Q0), sums to 1; all 0 without crystals")
     q3: list[float] = Field(description="volume fraction in each class (ISO 9276-1 q3 as "
