@@ -156,13 +156,14 @@ def main(argv: list[str] | None = None) -> int:
             "report": str(report), "plot": str(res_dir / "q3.png"),
             "overlays": str(res_dir / "overlays"),
         }
+        summary["agglomerate_rule"] = rep["settings"]["measure"]["agglomerate_rule"]
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
 
     _say("\n" + "=" * 72)
     _say(f"crystal-psd demo: model {args.model.name}, ONNX Runtime on the CPU, "
          f"{time.monotonic() - t_start:.0f} s")
-    _say("measured: crystals kept after border clearing and the circularity window, "
-         "edge-corrected Q3;")
+    _say("measured: crystals kept after border clearing and the agglomerate rule "
+         f"({summary['agglomerate_rule']}), edge-corrected Q3;")
     _say("truth: every generated crystal's true area-equivalent diameter.")
     for fraction, s in summary["fractions"].items():
         _say(f"\nsieve fraction {fraction} um ({s['frames']['analysed']}/"

@@ -47,7 +47,11 @@ def test_demo_runs_both_fractions(tmp_path, capsys):
         assert f"sieve fraction {fraction} um" in text
         assert "crystals_per_frame" in s["process"]  # the report's process values
     assert "x50,3" in text and "measured" in text and "truth" in text
-    assert text.count("process: ") == 2 and "crystals/frame" in text
+    # the summary names the rule that decided agglomerates, the report's
+    assert summary["agglomerate_rule"] == "convexity"
+    assert "agglomerate rule (convexity)" in text and "circularity window" not in text
+    # the demo's own process line per fraction (analyze's summaries print one too)
+    assert text.count("\n  process: ") == 2 and "crystals/frame" in text
 
 
 def test_makefile_targets_use_the_scripts():
