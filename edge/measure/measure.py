@@ -117,7 +117,8 @@ def measure_crystals(mask: np.ndarray, *, px_size_um: float, crystal_class: int 
         Contact probability from a model's ``contact`` channel (:mod:`edge.vision.contact`).
         With it, touching crystals are split at the predicted contacts
         (:mod:`edge.measure.contact`, ``[measure] contact_threshold``) instead of at the
-        distance map's maxima, and a split is kept even where the whole outline is convex.
+        distance map's maxima; a split is kept even where the whole outline is convex, and
+        each part is judged by the agglomerate rule on its own.
 
     Returns
     -------
@@ -199,8 +200,10 @@ def _measure_objects(clean: np.ndarray, *, zone: np.ndarray | None, frame_hw: tu
             parts.append(row)
             contours.append(cnt)
         # a split that leaves a part that is itself an agglomerate (two needles crossing,
-        # cut into two V's) did not find the crystals: every part of the object is one
-        bad = cfg.agglomerate_rule == "convexity" and bool(agglomerates({
+        # cut into two V's) did not find the crystals: every part of the object is one.
+        # A split at learned contacts found them; each part is judged on its own (a
+        # crystal half hidden by its neighbour is rejected, the neighbour kept)
+        bad = contact is None and cfg.agglomerate_rule == "convexity" and bool(agglomerates({
             "solidity": np.array([p["solidity"] for p in parts], np.float64),
             "n_concavities": np.array([p["n_concavities"] for p in parts], np.int64),
             "bad_split": np.zeros(len(parts), bool)}, cfg).any())
