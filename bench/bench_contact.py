@@ -17,7 +17,7 @@ hits both alike; the figures are medians:
   contact model, :func:`edge.vision.contact.contact_maps`);
 * ``contact_cost_pct``: ``100 * (segment_ms with / segment_ms without - 1)``; the issue's
   budget is 10 %. ``contact_cost_min_pct`` compares the best repeats. The channel adds
-  one of 256 x 4 weights to the last 1x1 convolution and a fourth plane to the final
+  one output channel (256 weights) to the last 1x1 convolution and a fourth plane to the final
   upsampling and to the edge's crop: on a busy machine the spread between repeats is
   larger than that, and the figure can come out negative.
 """
