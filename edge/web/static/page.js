@@ -64,7 +64,9 @@
   }
 
   function drawQ3(batches) {
-    const last = batches.slice(-6);
+    // a batch without crystals has no distribution (its Q3 is all zeros): not a curve
+    const last = batches.filter(b => P.q3(b).y.some(v => v > 0)).slice(-6);
+    document.getElementById("chart-q3").dataset.batches = last.map(b => b.batch_id).join(",");
     if (!last.length) return;
     let xs = [...new Set(last.flatMap(b => P.q3(b).x))].filter(x => x > 0).sort((a, b) => a - b);
     // show the classes where something happens: from just below the first rise of any
