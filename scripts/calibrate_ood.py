@@ -202,7 +202,7 @@ def score_cost_ms(width: int, height: int, repeat: int = 20) -> dict[str, float]
     check = DomainCheck(None, black_class=0, crystal_class=2)
     t0 = time.perf_counter()
     for _ in range(repeat):
-        uncertain_fraction(logits, black_class=0, margin_logit=1.1)
+        uncertain_fraction(logits, black_class=0, margin_logit=1.1, boundary_px=2)
     t1 = time.perf_counter()
     for _ in range(repeat):
         check.assess(frame, cm, roi)

@@ -72,8 +72,11 @@ class DomainConfig(BaseModel):
     margin_logit: float = Field(
         1.1, gt=0, description="a pixel is uncertain when its top two logits differ by "
                                "less than this (1.1: the top class is under 3x as likely)")
+    boundary_px: int = Field(
+        2, ge=0, le=10, description="uncertain pixels within this many pixels (at inference "
+                                    "resolution) of a class boundary do not count")
     uncertain_fraction: Limits = Field(
-        (0.06, 0.09), description="(ok, bad) limits of the fraction of uncertain pixels in "
+        (0.01, 0.02), description="(ok, bad) limits of the fraction of uncertain pixels in "
                                   "the model's field")
     field_iou: Limits = Field(
         (0.9, 0.7), description="(ok, bad) limits of the overlap of the illuminated field "
@@ -124,11 +127,15 @@ def ramp(x: float, limits: Limits) -> float:
     return float(np.clip((bad - x) / (bad - ok), 0.0, 1.0))
 
 
-def uncertain_fraction(logits: np.ndarray, *, black_class: int, margin_logit: float) -> float:
+def uncertain_fraction(logits: np.ndarray, *, black_class: int, margin_logit: float,
+                       boundary_px: int = 0) -> float:
     """Fraction of the model's field whose top-two logit gap is below ``margin_logit``.
 
     ``logits`` is ``(C, H, W)``; the field is every pixel that is not confidently black
-    background (arg-max not ``black_class``, or uncertain). 0 when there is no field.
+    background (arg-max not ``black_class``, or uncertain). Pixels within ``boundary_px``
+    of a change of the arg-max class count as certain: every class boundary (a crystal's
+    blurred edge, the soft field stop) is uncertain for a pixel or two, and their share
+    of the field grows as frames get smaller. 0 when there is no field.
     """
     top = logits.max(axis=0)
     if logits.shape[0] == 3:  # the second largest of three without a sort
@@ -138,6 +145,10 @@ def uncertain_fraction(logits: np.ndarray, *, black_class: int, margin_logit: fl
     unsure = (top - second) < margin_logit
     in_field = unsure | (logits[black_class] < top)
     n = int(np.count_nonzero(in_field))
+    if boundary_px > 0 and n:
+        cm = logits.argmax(axis=0).astype(np.uint8)
+        k = np.ones((2 * boundary_px + 1,) * 2, np.uint8)
+        unsure &= cv2.dilate(cm, k) == cv2.erode(cm, k)
     return float(np.count_nonzero(unsure)) / n if n else 0.0
 
 
@@ -165,7 +176,7 @@ class UncertaintyLedger:
 
 def assess_domain(image: np.ndarray, class_map: np.ndarray, roi: Roi | None, *,
                   config: DomainConfig, black_class: int, crystal_class: int,
-                  uncertain: float | None = None, roi_mode: str = "auto",
+                  uncertain: float | None = None, roi_config: RoiConfig | None = None,
                   bit_depth: int | None = None) -> DomainResult:
     """The frame's :class:`DomainResult` (see the module docstring for the components).
 
@@ -179,8 +190,9 @@ def assess_domain(image: np.ndarray, class_map: np.ndarray, roi: Roi | None, *,
         The analyzer's ROI at the class map's scale (None: no field found).
     uncertain : float, optional
         :func:`uncertain_fraction` of the frame's logits (None: left out).
-    roi_mode : str
-        ``[roi] mode``; unless 'auto' the field is detected here photometrically.
+    roi_config : RoiConfig, optional
+        The analyzer's ``[roi]``: unless its mode is 'auto' the field is detected here
+        photometrically; its margin widens the band left out of ``field_iou``.
     """
     hw = class_map.shape[:2]
     model_field = class_map != black_class
@@ -192,8 +204,10 @@ def assess_domain(image: np.ndarray, class_map: np.ndarray, roi: Roi | None, *,
     field_small = cv2.resize(model_field.view(np.uint8), small,
                              interpolation=cv2.INTER_NEAREST) > 0
     values = _image_values(rgb, field_small)
-    values["field_iou"] = _field_iou(image, roi, model_field, detect=roi_mode != "auto",
-                                     bit_depth=bit_depth)
+    roi_config = roi_config or RoiConfig()
+    tolerance = config.boundary_px + (roi_config.margin_px if roi_config.mode == "auto" else 0)
+    values["field_iou"] = _field_iou(image, roi, model_field, detect=roi_config.mode != "auto",
+                                     tolerance_px=tolerance, bit_depth=bit_depth)
     n_field = int(np.count_nonzero(model_field))
     values["crystal_fraction"] = (float(np.count_nonzero(class_map == crystal_class)) / n_field
                                   if n_field else 0.0)
@@ -242,17 +256,26 @@ def _image_values(rgb: np.ndarray, model_field: np.ndarray) -> dict[str, float]:
 
 
 def _field_iou(image: np.ndarray, roi: Roi | None, model_field: np.ndarray, *,
-               detect: bool, bit_depth: int | None = None) -> float:
+               detect: bool, tolerance_px: int = 0, bit_depth: int | None = None) -> float:
     """IoU of the photometric field and the model's: the analyzer's ``roi``, or, with
-    ``detect`` (a fixed, full or model ROI), the field detected here."""
+    ``detect`` (a fixed, full or model ROI), the field detected here. Pixels within
+    ``tolerance_px`` of the field's outline are left out (the ROI's margin and the soft
+    field stop are a constant band whose share grows as frames get smaller)."""
     if detect:
         grey = grey_u8(image, bit_depth=bit_depth)
         grey = cv2.resize(grey, model_field.shape[::-1], interpolation=cv2.INTER_AREA)
         roi = detect_roi(grey, RoiConfig(margin_px=0))
     if roi is None or roi.mask.shape != model_field.shape:
         return 0.0
-    union = int(np.count_nonzero(roi.mask | model_field))
-    return float(np.count_nonzero(roi.mask & model_field)) / union if union else 0.0
+    inside, outside = roi.mask, ~roi.mask
+    if tolerance_px > 0:
+        k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * tolerance_px + 1,) * 2)
+        grown = cv2.dilate(roi.mask.view(np.uint8), k, borderType=cv2.BORDER_REPLICATE) > 0
+        inside = cv2.erode(roi.mask.view(np.uint8), k, borderType=cv2.BORDER_REPLICATE) > 0
+        outside = ~grown
+    union = int(np.count_nonzero(inside | (model_field & outside)))
+    hits = int(np.count_nonzero(inside & model_field))
+    return hits / union if union else 0.0
 
 
 class DomainCheck:
@@ -260,10 +283,10 @@ class DomainCheck:
     segmentation time and assesses the frame at post-processing time."""
 
     def __init__(self, config: DomainConfig | None, *, black_class: int, crystal_class: int,
-                 roi_mode: str = "auto", bit_depth: int | None = None) -> None:
+                 roi_config: RoiConfig | None = None, bit_depth: int | None = None) -> None:
         self.config = config or DomainConfig()
         self.black_class, self.crystal_class = black_class, crystal_class
-        self.roi_mode, self.bit_depth = roi_mode, bit_depth
+        self.roi_config, self.bit_depth = roi_config, bit_depth
         self.ledger = UncertaintyLedger()
 
     def record(self, class_maps: list[np.ndarray], logits: np.ndarray) -> None:
@@ -275,7 +298,7 @@ class DomainCheck:
             h, w = cm.shape[:2]
             self.ledger.record(cm, uncertain_fraction(
                 logits[i, :, :h, :w], black_class=self.black_class,
-                margin_logit=self.config.margin_logit))
+                margin_logit=self.config.margin_logit, boundary_px=self.config.boundary_px))
 
     def assess(self, image: np.ndarray, class_map: np.ndarray,
                roi: Roi | None) -> DomainResult | None:
@@ -285,5 +308,5 @@ class DomainCheck:
             return None
         return assess_domain(image, class_map, roi, config=self.config,
                              black_class=self.black_class, crystal_class=self.crystal_class,
-                             uncertain=uncertain, roi_mode=self.roi_mode,
+                             uncertain=uncertain, roi_config=self.roi_config,
                              bit_depth=self.bit_depth)

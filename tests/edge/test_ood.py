@@ -96,6 +96,28 @@ def test_uncertain_fraction_counts_hesitant_pixels_in_the_field() -> None:
     black = np.zeros((3, 4, 4), np.float32)
     black[0] = 9.0
     assert uncertain_fraction(black, black_class=0, margin_logit=1.1) == 0.0
+    # a blurred edge: hesitant pixels beside a class change count only without boundary_px
+    edge = np.zeros((3, 10, 10), np.float32)
+    edge[1, :, :5], edge[2, :, 5:] = 6.0, 6.0
+    edge[2, :, 4], edge[1, :, 5] = 5.5, 5.5
+    assert uncertain_fraction(edge, black_class=0, margin_logit=1.1) == pytest.approx(0.2)
+    assert uncertain_fraction(edge, black_class=0, margin_logit=1.1, boundary_px=1) == 0.0
+
+
+def test_field_iou_leaves_out_a_band_along_the_field_outline() -> None:
+    from edge.vision.ood import _field_iou
+    from edge.vision.roi import Roi
+
+    roi = np.zeros((100, 100), bool)
+    roi[10:90, 10:90] = True
+    model_field = np.zeros_like(roi)
+    model_field[13:87, 13:87] = True  # the model's field 3 px inside the ROI's outline
+    image = np.zeros((100, 100), np.uint8)
+    kw = {"detect": False}
+    assert _field_iou(image, Roi(roi, "component"), model_field, **kw) == pytest.approx(
+        74 ** 2 / 80 ** 2)
+    assert _field_iou(image, Roi(roi, "component"), model_field, tolerance_px=3, **kw) == 1.0
+    assert _field_iou(image, None, model_field, **kw) == 0.0
 
 
 def test_ledger_gives_each_map_its_own_value_once() -> None:
