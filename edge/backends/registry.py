@@ -45,7 +45,7 @@ def _make(name: str, choice: ModelChoice, *, input_hw: tuple[int, int],
                state_dir=state_dir, **extra)
 
 
-def _load(name: str, choice: ModelChoice, *, input_hw: tuple[int, int],
+def load_choice(name: str, choice: ModelChoice, *, input_hw: tuple[int, int],
           state_dir: str | Path | None, **extra: Any) -> Backend:
     """Construct and load ``name`` on ``choice``; where it cannot run INT8, on the float
     model (one warning line). Closes what it made when loading fails."""
@@ -77,7 +77,7 @@ def create_backend(model_path: str | Path, meta: ModelMeta, config: BackendConfi
     choice = choose_model(Path(model_path), meta, config)
     if config.name != "auto":
         try:
-            backend = _load(config.name, choice, input_hw=input_hw, state_dir=state_dir)
+            backend = load_choice(config.name, choice, input_hw=input_hw, state_dir=state_dir)
         except BackendUnavailable as exc:
             # a GPU that is not ready yet at boot looks the same as a missing one: restart
             raise TransientError(f"backend.name = '{config.name}': cannot load: {exc}"
@@ -88,7 +88,7 @@ def create_backend(model_path: str | Path, meta: ModelMeta, config: BackendConfi
     selection: list[dict[str, str]] = []
     for label, name, extra in AUTO_ORDER:
         try:
-            backend = _load(name, choice, input_hw=input_hw, state_dir=state_dir, **extra)
+            backend = load_choice(name, choice, input_hw=input_hw, state_dir=state_dir, **extra)
         except BackendUnavailable as exc:
             selection.append({"backend": label, "result": "skipped", "reason": str(exc)})
             continue

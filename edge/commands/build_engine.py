@@ -37,8 +37,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="frame size in pixels, e.g. 1024x768 (default: from --config)")
     parser.add_argument("--inference-scale", default=None, metavar="S",
                         help="override [model] inference_scale (number or 'auto')")
-    parser.add_argument("--precision", choices=["fp16", "fp32"], default=None,
-                        help="override [backend] precision")
+    parser.add_argument("--precision", choices=["fp16", "fp32", "int8"], default=None,
+                        help="override [backend] precision (int8: the model's sibling "
+                             "<stem>.int8.onnx, as the service runs it)")
     parser.add_argument("--max-batch", type=int, default=None, metavar="N",
                         help="override [backend] max_batch")
     parser.add_argument("--engine-cache-dir", default=None, metavar="DIR",
@@ -131,24 +132,27 @@ def input_hw(settings: dict[str, Any], meta: Any) -> tuple[int, int]:
 
 def run(args: argparse.Namespace) -> int:
     from edge.backends import BackendUnavailable
-    from edge.backends.tensorrt import TensorRTBackend
+    from edge.backends.precision import choose_model
+    from edge.backends.registry import load_choice
     from edge.modelmeta import check_model_file, load_meta
 
     s = resolve_settings(args)
     check_model_file(s["model"])
     meta = load_meta(s["model"])
     hw = input_hw(s, meta)
-    backend = TensorRTBackend(s["model"], meta, s["backend"], input_hw=hw,
-                              state_dir=s["state_dir"])
+    # the file the service runs for this precision (the INT8 sibling, or the float model
+    # with one warning line where TensorRT has no fast INT8)
+    choice = choose_model(s["model"], meta, s["backend"])
     try:
-        backend.load()  # builds or reuses, then a warm-up inference checks the engine
+        # builds or reuses, then a warm-up inference checks the engine
+        backend = load_choice("tensorrt", choice, input_hw=hw, state_dir=s["state_dir"])
     except BackendUnavailable as exc:
         raise UserError(f"build-engine: TensorRT is not usable on this machine: {exc}") from None
-    finally:
-        backend.close()
+    backend.close()
+    meta = backend.meta
     verb = "built" if backend.built else "reused (already cached, key unchanged)"
     print(f"engine {verb}: {backend.engine_file}")
-    print(f"  model {meta.name} ({s['model'].name}, sha256 {meta.sha256[:12]}...), "
+    print(f"  model {meta.name} ({backend.model_path.name}, sha256 {meta.sha256[:12]}...), "
           f"{backend.precision}, input {hw[0]}x{hw[1]}, batch <= {backend.max_batch}, "
           f"GPU {backend.info().get('gpu')}, TensorRT {backend.info().get('tensorrt_version')}")
     if backend.timing_cache_file is not None:
