@@ -10,13 +10,15 @@ Components (each a raw value ``x`` and a score in [0, 1], see :func:`ramp`):
 
 ``uncertain_fraction``  fraction of the model's field (pixels not confidently black
                         background) where the top two logits differ by less than
-                        ``margin_logit`` (softmax ``p1 < e^margin p2``): on frames like its
-                        training frames the model is sure almost everywhere except on
-                        class boundaries; on other images it hesitates over whole regions.
+                        ``margin_logit`` (softmax ``p1 < e^margin p2``), pixels within
+                        ``boundary_px`` of a class change left out: on frames like its
+                        training frames the model is sure everywhere except on class
+                        boundaries; on other images it hesitates over whole regions.
 ``field_iou``           intersection over union of the illuminated field found in the
                         image (:func:`edge.vision.roi.detect_roi`, photometric) and the
-                        model's not-black-background region: on a flow-cell frame both
-                        see the same field stop.
+                        model's not-black-background region, a band of ``boundary_px``
+                        plus the ROI margin along the field's outline left out: on a
+                        flow-cell frame both see the same field stop.
 ``surround``            median grey of the model's black-background pixels over the
                         median grey of its field (0 when it sees no black background):
                         outside a back-lit field the camera sees its black level.
