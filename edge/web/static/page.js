@@ -188,7 +188,9 @@
       return;
     }
     try {
-      info = info || await api("api/info");
+      // read every time: a reload (SIGHUP, `calibrate --write-config`) changes the pixel
+      // size and its calibration under a page that stays open at the skid
+      info = await api("api/info");
       showOptics(info);
       const [status, batches, trend, rejected] = await Promise.all([
         api("api/status"), api("api/batches", { limit: 6 }),
