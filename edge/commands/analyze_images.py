@@ -71,6 +71,9 @@ def add_image_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--no-quality-gate", action="store_true",
                    help="analyse every decodable frame (no blank/exposure/focus/crowding "
                         "rejection)")
+    g.add_argument("--no-domain-reject", action="store_true",
+                   help="score how much each frame looks like the model's training frames "
+                        "but do not reject out_of_domain ones (docs/domain.md)")
     g.add_argument("--overlays", metavar="DIR", default=None,
                    help="write overlay images (crystal outlines, diameters) to DIR")
     g.add_argument("--masks-out", metavar="DIR", default=None,
@@ -135,10 +138,12 @@ class ImageRun:
     masks_out: Path | None
     workers: int = 1
     progress_every: int = 100
+    domain: Any = None
 
 
 def image_run(args: argparse.Namespace) -> ImageRun:
     """:class:`ImageRun` from the options; one-line UserErrors naming the option."""
+    from edge.vision.ood import DomainConfig
     from edge.vision.quality import QualityConfig
     from edge.vision.roi import RoiConfig
 
@@ -152,7 +157,8 @@ def image_run(args: argparse.Namespace) -> ImageRun:
                     overlays=_out_dir(args.overlays, "--overlays"),
                     masks_out=_out_dir(args.masks_out, "--masks-out"),
                     workers=_count(args.workers, "--workers", os.cpu_count() or 1),
-                    progress_every=_count(args.progress_every, "--progress-every", 100))
+                    progress_every=_count(args.progress_every, "--progress-every", 100),
+                    domain=DomainConfig(reject=not args.no_domain_reject))
 
 
 def _count(value: int | None, option: str, default: int) -> int:
@@ -189,7 +195,7 @@ def _analyzer(args: argparse.Namespace, run: ImageRun, measure_config: Any) -> F
         raise UserError(f"--model {args.model}: model file not found{hint}")
     return FrameAnalyzer(model, backend_config=run.backend, measure_config=measure_config,
                          quality_config=run.quality, roi_config=run.roi,
-                         px_size_um=args.px_size_um,
+                         domain_config=run.domain, px_size_um=args.px_size_um,
                          inference_scale=_scale(args.inference_scale),
                          keep_class_maps=run.masks_out is not None)
 

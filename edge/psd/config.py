@@ -80,7 +80,7 @@ class PsdConfig(BaseModel):
         n = math.ceil((v - lo) / width - 1e-9)
         if n > MAX_CLASSES:
             raise ValueError(f"{lo:g}..{v:g} um in classes of {width:g} um gives {n} classes "
-                             f"(at most {MAX_CLASSES}); widen the classes")
+                             f"(at most {MAX_CLASSES}); widen class_width_um")
         return v
 
     @property

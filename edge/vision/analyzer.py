@@ -35,6 +35,8 @@ from edge.measure import MeasureConfig, measure_crystals, select_morphology
 from edge.modelmeta import ModelMeta, check_model_file, load_meta
 from edge.vision.contact import contact_channel, contact_maps, contact_of, with_contact
 from edge.vision.decode import MIN_SIDE_PX
+from edge.vision.ood import REASON as OUT_OF_DOMAIN
+from edge.vision.ood import DomainCheck, DomainConfig
 from edge.vision.preprocess import (
     grey_u8,
     logits_to_class_maps,
@@ -59,8 +61,8 @@ class FrameAnalyzer:
     ----------
     model_path : path
         The ONNX; its metadata JSON must lie beside it (:mod:`edge.modelmeta`).
-    backend_config, measure_config, quality_config, roi_config : optional
-        Section configs; defaults when None.
+    backend_config, measure_config, quality_config, roi_config, domain_config : optional
+        Section configs; defaults when None (``domain_config``: :mod:`edge.vision.ood`).
     px_size_um : float, optional
         Pixel size of the *frames* (um). None = the model's trained pixel size.
     inference_scale : float or "auto"
@@ -96,7 +98,8 @@ class FrameAnalyzer:
                  lock_frame_size: bool = False,
                  on_frame_size: Callable[[tuple[int, int]], None] | None = None,
                  meta: ModelMeta | None = None,
-                 backend: Backend | None = None) -> None:
+                 backend: Backend | None = None,
+                 domain_config: DomainConfig | None = None) -> None:
         self.model_path = Path(model_path)
         if meta is None:
             check_model_file(self.model_path)
@@ -117,6 +120,9 @@ class FrameAnalyzer:
         self.px_size_um = scale.px_size_um
         self.crystal_class = int(meta.crystal_class_id)
         self.black_class = next((c.id for c in meta.classes if "black" in c.name.lower()), 0)
+        self.domain = DomainCheck(domain_config, black_class=self.black_class,
+                                  crystal_class=self.crystal_class,
+                                  roi_config=self.roi_config, bit_depth=bit_depth)
         self.backend: Backend | None = backend
         self._last_roi: Roi | None = None
         self.last_timings: dict[str, float] = {}
@@ -294,6 +300,7 @@ class FrameAnalyzer:
                 for i, cm, ct in zip(chunk, logits_to_class_maps(
                         logits, sizes, n_classes=self.meta.n_classes), contacts, strict=True):
                     maps[i] = with_contact(cm, ct)
+                self.domain.record([maps[i] for i in chunk], logits[:, :self.meta.n_classes])
         n = len(images)
         total_s = time.perf_counter() - t0
         self.last_timings = {"preprocess_ms": (t_pre - t0) * 1e3 / n,
@@ -315,8 +322,15 @@ class FrameAnalyzer:
             "timings_ms": dict(timings or {}),
             "class_map": class_map if self.keep_class_maps else None}
         roi = self.field(image, class_map) if isinstance(roi, str) else roi
+        domain = self.domain.assess(image, class_map, roi)
+        if domain is not None:
+            common["domain_score"] = domain.score
+            common["quality"].update(domain.metrics())
         if roi is None:
             return _timed(FrameResult.from_error(name, "no_field", "no illuminated field found",
+                                                 **common), t0)
+        if domain is not None and domain.reject:
+            return _timed(FrameResult.from_error(name, OUT_OF_DOMAIN, domain.detail, roi=roi,
                                                  **common), t0)
         crowd = check_crowding(class_map, roi.mask, crystal_class=self.crystal_class,
                                config=self.quality_config)

@@ -309,4 +309,4 @@ def test_subprocess_cli(mask_dir, tmp_path):
 def test_absurd_pixel_size_is_a_user_error(mask_dir, capsys):
     rc, _out, err = _run(["--masks", mask_dir, "--px-size-um", "1e6", "--class-width-um",
                           "0.001", "--bootstrap", 0], capsys)
-    assert rc == 2 and "--class-width-um" in err and "classes" in err
+    assert rc == 2 and "class_width_um" in err and "classes" in err

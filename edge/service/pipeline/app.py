@@ -106,7 +106,8 @@ class Service:
         frame_hw = known_frame_size(cfg, source, state_dir)
         analyzer = FrameAnalyzer(
             cfg.model.path, backend_config=cfg.backend, measure_config=cfg.measure,
-            quality_config=cfg.quality, roi_config=cfg.roi, px_size_um=cfg.optics.px_size_um,
+            quality_config=cfg.quality, roi_config=cfg.roi, domain_config=cfg.domain,
+            px_size_um=cfg.optics.px_size_um,
             inference_scale=cfg.model.inference_scale, frame_hw=frame_hw, state_dir=state_dir,
             lock_frame_size=True,
             on_frame_size=lambda hw: write_frame_size(state_dir, hw))
