@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gc
 import importlib.util
+import json
 from collections import Counter
 from pathlib import Path
 
@@ -19,6 +20,7 @@ import numpy as np
 import pytest
 import skimage.data
 
+from edge.cli import main as edge_main
 from edge.errors import UserError
 from edge.service.config import parse_config
 from edge.vision.analyzer import FrameAnalyzer
@@ -172,8 +174,14 @@ def test_service_rejects_an_out_of_domain_frame_with_one_info_line(
     payload = jsonl_batches(out)[0]["payload"]
     by_reason = {k: v for k, v in payload["frames"]["rejected_by_reason"].items() if v}
     assert by_reason == {"out_of_domain": 1}, payload["frames"]
-    # the mean domain score of the batch's scored frames (the two flow-cell frames: 1.0)
-    assert payload["confidence"] is not None and 0.5 <= payload["confidence"] <= 1.0
+    # the mean domain score of every scored frame, the rejected one included: the same
+    # number analyze gives for the same three files
+    report = workdir / "analyze.json"
+    assert edge_main(["analyze", str(workdir / "in"), "--model", str(tiny_model),
+                      "--px-size-um", "1.45", "--json", str(report), "--bootstrap", "0"]) == 0
+    expected = json.loads(report.read_text())["confidence"]
+    assert expected is not None and expected < 1.0
+    assert payload["confidence"] == pytest.approx(expected, abs=1e-9)
     rejected = [ln for ln in svc.log().splitlines() if "frame rejected" in ln]
     assert len(rejected) == 1, rejected
     assert "coffee.png: out_of_domain (domain score" in rejected[0]

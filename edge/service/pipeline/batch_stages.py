@@ -155,7 +155,7 @@ class BatchStages:
         if it.reject is not None or it.contribution is None:
             reason = it.reject or "no_result"
             self.health.frame(reason)
-            self.agg.add_rejection(it.frame, reason)
+            self.agg.add_rejection(it.frame, reason, domain_score=it.domain_score)
             return
         self.health.frame(None)
         self.agg.add_result(it.frame, it.contribution, timing_ms=timing)

@@ -239,6 +239,8 @@ class FrameStages:
             t0 = time.perf_counter()
             try:
                 result, it.contribution = self.processor.measure(it.frame, it.class_map)
+                # a frame rejected as out of domain still counts in the batch's confidence
+                it.domain_score = result.domain_score
                 if it.contribution is None:
                     it.reject = result.reject_reason or "rejected"
                     log_rejected(it.frame.name, it.reject, result.reject_detail)

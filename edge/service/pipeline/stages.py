@@ -58,6 +58,7 @@ class Item:
     class_map: np.ndarray | None = None
     reject: str | None = None
     contribution: FrameContribution | None = None
+    domain_score: float | None = None
     t_in: float = field(default_factory=time.monotonic)
     timing_ms: dict[str, float] = field(default_factory=dict)
 
