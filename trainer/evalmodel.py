@@ -29,8 +29,10 @@ class TorchBackend:
     dynamic_shapes = True
     input_hw = (0, 0)
 
-    def __init__(self, model: Any) -> None:
+    def __init__(self, model: Any, model_path: Path, meta: Any) -> None:
         self.model = model
+        self.model_path = model_path
+        self.meta = meta
 
     def load(self) -> None:
         pass
@@ -94,7 +96,7 @@ class LoadedModel:
 
             model, ckpt = load_checkpoint(self.path)
             self.meta = checkpoint_meta(self.path, ckpt["config"])
-            self.torch = TorchBackend(model)
+            self.torch = TorchBackend(model, self.path, self.meta)
             self.description = f"checkpoint:{self.path.name}"
         else:
             raise UserError(f"--model {path}: expected a .onnx model or a .pt checkpoint")

@@ -38,6 +38,10 @@ class Backend(Protocol):
     dynamic_shapes: bool
     #: (height, width) of the network input the backend was prepared for
     input_hw: tuple[int, int]
+    #: the file the backend runs and its metadata: the configured model, or its INT8
+    #: sibling (``[backend] precision = "int8"``); reports name this one
+    model_path: Path
+    meta: ModelMeta
 
     def load(self) -> None:
         """Create the session / engine and run the warm-up inference(s)."""

@@ -188,10 +188,13 @@ class FrameAnalyzer:
     def model_info(self) -> dict[str, Any]:
         """Model and backend description for reports."""
         info = self.backend.info() if self.backend is not None else {}
+        # the file that runs: the INT8 sibling when [backend] precision selected it
+        path, meta = ((self.backend.model_path, self.backend.meta) if self.backend is not None
+                      else (self.model_path, self.meta))
         return {
-            "name": self.meta.name,
-            "file": self.model_path.name,
-            "sha256": self.meta.sha256,
+            "name": meta.name,
+            "file": path.name,
+            "sha256": meta.sha256,
             "classes": [c.name for c in self.meta.classes],
             "model_px_size_um": self.meta.px_size_um,
             "frame_px_size_um": self.frame_px_size_um,

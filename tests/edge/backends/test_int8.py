@@ -144,9 +144,11 @@ def test_tensorrt_refuses_int8_on_a_float_file(monkeypatch, tmp_path, models):
 def test_analyzer_reports_int8_to_the_payload(models):
     from edge.vision.analyzer import FrameAnalyzer
 
-    model, _ = models
+    model, q8 = models
     cfg = BackendConfig(name="onnxruntime", onnxruntime_device="cpu", precision="int8")
     with FrameAnalyzer(model, backend_config=cfg, frame_hw=(96, 128)) as fa:
         fa.analyze_many([("f0", synth_frame(96, 128, crystals=[(60, 50, 15)]))])
         info = fa.model_info
     assert info["precision"] == "int8" and info["backend_info"]["precision"] == "int8"
+    # the payload names the file that ran, so the DCS can tell which model measured
+    assert info["file"] == q8.name and info["sha256"] == load_meta(q8).sha256
