@@ -109,6 +109,7 @@ class LoadedModel:
 
         return FrameAnalyzer(
             self.path, backend_config=self.backend_config, measure_config=settings.measure,
-            quality_config=settings.quality, roi_config=settings.roi, px_size_um=px_size_um,
+            quality_config=settings.quality, roi_config=settings.roi,
+            domain_config=settings.domain, px_size_um=px_size_um,
             inference_scale=settings.inference_scale,
             meta=self.meta if self.torch is not None else None, backend=self.torch)

@@ -45,8 +45,8 @@ class ChainSettings:
         model's network pixel size (frames already at network scale).
     inference_scale : float or "auto"
         ``[model] inference_scale``.
-    measure, psd, quality, roi : optional
-        ``[measure]``, ``[psd]``, ``[quality]``, ``[roi]`` sections.
+    measure, psd, quality, roi, domain : optional
+        ``[measure]``, ``[psd]``, ``[quality]``, ``[roi]``, ``[domain]`` sections.
     """
 
     px_size_um: float | None = None
@@ -55,6 +55,7 @@ class ChainSettings:
     psd: Any = None
     quality: Any = None
     roi: Any = None
+    domain: Any = None
 
 
 def settings_from_config(path: str | Path, *, px_size_um: float | None = None) -> ChainSettings:
@@ -67,7 +68,7 @@ def settings_from_config(path: str | Path, *, px_size_um: float | None = None) -
     cfg = load_config(path)
     return ChainSettings(px_size_um=px_size_um or cfg.optics.px_size_um,
                          inference_scale=cfg.model.inference_scale, measure=cfg.measure,
-                         psd=cfg.psd, quality=cfg.quality, roi=cfg.roi)
+                         psd=cfg.psd, quality=cfg.quality, roi=cfg.roi, domain=cfg.domain)
 
 
 # ----------------------------------------------------------------------------- result

@@ -205,3 +205,20 @@ def test_evaluation_segments_and_measures_through_the_appliance_chain(synth_set,
     assert res.measurement["x50_3_pred_um"] == res.psd["x50_3_um"]
     assert res.measurement["n_kept_pred"] == ref.n_crystals
     assert res.psd["frames_used"] + sum(res.psd["frames_rejected_by_reason"].values()) == 3
+
+
+def test_evaluate_takes_the_domain_section_of_the_config(tmp_path):
+    """`crystal-train evaluate --config` measures with the appliance's [domain] too."""
+    from tests.fixtures.tiny_model import build_tiny_model
+    from trainer.evalmodel import LoadedModel
+    from trainer.evaluate import settings_from_config
+
+    cfg = tmp_path / "site.toml"
+    cfg.write_text("[domain]\nreject = false\nthreshold = 0.3\n")
+    settings = settings_from_config(cfg)
+    assert settings.domain.reject is False
+    analyzer = LoadedModel(build_tiny_model(tmp_path)).analyzer(settings, 1.45)
+    try:
+        assert analyzer.domain.config.reject is False and analyzer.domain.config.threshold == 0.3
+    finally:
+        analyzer.close()
