@@ -23,6 +23,7 @@ lamp colour exactly; they do not learn a new crystal habit (that needs labelled 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -191,16 +192,23 @@ def list_frames(folder: str | Path, *, option: str = "--frames") -> list[Path]:
 
 
 def read_frames(paths: Sequence[Path], *, limit: int) -> list[np.ndarray]:
-    """Decode up to ``limit`` frames evenly spread over ``paths`` (the one decoder)."""
+    """Decode up to ``limit`` frames evenly spread over ``paths`` (the one decoder).
+
+    A file that does not decode is skipped with one warning, as ``crystal-edge analyze``
+    and the service skip it; only a folder without any decodable frame is an error.
+    """
     from edge.vision.decode import DecodeError, decode_file
 
     idx = np.unique(np.linspace(0, len(paths) - 1, min(limit, len(paths))).round().astype(int))
-    images = []
+    images, failed = [], []
     for i in idx:
         try:
             images.append(decode_file(paths[i]).image)
         except DecodeError as exc:
-            raise UserError(f"{paths[i]}: {exc}") from None
+            failed.append(f"{paths[i]}: {exc}")
+            logging.getLogger(__name__).warning("%s (skipped)", failed[-1])
+    if not images:
+        raise UserError(f"none of the {len(idx)} frames decodes ({failed[0]})")
     return images
 
 
