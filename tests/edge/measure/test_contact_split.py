@@ -114,3 +114,19 @@ def test_undeclared_channel_is_one_line_naming_the_model(models):
                                         r"metadata lists 3"):
         with FrameAnalyzer(models["undeclared"], inference_scale=1.0) as fa:
             fa.segment([image])
+
+
+def test_parts_of_a_contact_split_are_judged_one_by_one():
+    # a disc touching a notched square (non-convex: an agglomerate by shape on its own)
+    h, w = 50, 80
+    yy, xx = np.mgrid[0:h, 0:w]
+    disc = (xx - 22) ** 2 + (yy - 25) ** 2 <= 14 ** 2
+    square = (xx >= 34) & (xx < 66) & (yy >= 9) & (yy < 41)
+    notch = (xx >= 66 - 16) & (np.abs(yy - 25) <= (xx - 50) * 0.7)
+    obj = (disc | (square & ~notch)).astype(np.uint8)
+    obj[24:27, 34:37] = 1  # the two touch along a short neck
+    contact = np.where(obj.astype(bool) & (xx >= 33) & (xx <= 36), 0.9, 0.05).astype(np.float32)
+    c = measure_crystals(obj, px_size_um=1.0, contact=contact)
+    assert len(c.kept) == 2
+    left = int(np.argmin(c.centroid[:, 0]))
+    assert c.kept[left] and c.reason[1 - left] == "agglomerate"
