@@ -23,13 +23,16 @@ every second costs a file ``stat``, not a database read, between batches.
 from __future__ import annotations
 
 import math
+import re
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from html import escape as html_escape
 from importlib import resources
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -129,9 +132,16 @@ class Endpoints:
         self.cache = HistoryCache(ctx.history, limit=ctx.config.max_batches)
         self.static = resources.files("edge.web") / "static"
 
-    async def index(self, _: Request) -> Response:
-        return Response((self.static / "index.html").read_bytes(), media_type="text/html",
-                        headers=_NO_STORE)
+    async def index(self, request: Request) -> Response:
+        html = (self.static / "index.html").read_text(encoding="utf-8")
+        token = request.query_params.get("token")
+        if token:
+            # a kiosk bookmark `/?token=...`: the page's own script and styles need the
+            # token as well (the middleware has checked it), or the browser is asked for
+            # a password instead of loading the page
+            q = "?token=" + html_escape(quote(token, safe=""))
+            html = re.sub(r'((?:src|href)="static/[^"?]+)"', lambda m: m[1] + q + '"', html)
+        return Response(html, media_type="text/html", headers=_NO_STORE)
 
     async def status(self, _: Request) -> Response:
         return JSONResponse(self.ctx.snapshot().to_json(), headers=_NO_STORE)
