@@ -63,10 +63,12 @@ def run(args: argparse.Namespace) -> int:
     except CalibrationError as exc:
         raise UserError(f"{args.image}: {exc}") from None
     now = datetime.now(timezone.utc).replace(microsecond=0)
+    before = _configured_px_size(args.write_config) if args.write_config else None
     _outputs(args, image, cal, now)
     out = sys.stderr if args.json == "-" else sys.stdout
     print(f"{args.image}: {cal.summary()}", file=out)
-    for note in cal.notes:
+    change = _large_change(args.write_config, before, cal.px_size_um) if before else None
+    for note in [*cal.notes, *([change] if change else [])]:
         print(f"crystal-edge: note: {note}", file=sys.stderr)
     return 0
 
@@ -103,3 +105,26 @@ def _outputs(args: argparse.Namespace, image: object, cal: object, now: datetime
         text = (f"{what}, {Path(args.image).name}, +-{cal.uncertainty_pct:.2g} % "
                 f"(1 sigma)")
         write_config(args.write_config, cal.px_size_um, text, now=now)
+
+
+def _large_change(path: str, before: float | None, px_size_um: float) -> str | None:
+    """A note when the written pixel size is more than 10 % from the configured one: the
+    same optics recalibrated move by a fraction of a per cent; a factor of 2, 5 or 10 is
+    the signature of index lines taken for the division."""
+    if not before or 0.9 < px_size_um / before < 1.1:
+        return None
+    return (f"{path}: px_size_um {before:g} -> {px_size_um:.4g} (x{px_size_um / before:.2g}); "
+            f"unless the objective or the camera changed, check the --check image: the "
+            f"lines marked must be single divisions")
+
+
+def _configured_px_size(path: str) -> float | None:
+    """``[optics] px_size_um`` as the file sets it now (None: unset or unreadable)."""
+    import tomllib
+
+    try:
+        value = tomllib.loads(Path(path).read_text(encoding="utf-8")).get(
+            "optics", {}).get("px_size_um")
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError, AttributeError):
+        return None
+    return float(value) if isinstance(value, (int, float)) and value > 0 else None
