@@ -59,9 +59,9 @@ lint: install-dev
 
 # Synthetic frames of both sieve fractions -> crystal-edge analyze (bundled model, CPU)
 # -> summary against the generator's truth; output in demo-out/. Fails (exit 1) without
-# models/crystal-seg.onnx.
+# models/crystal-seg.onnx. DEMO_ARGS="--model models/crystal-seg.int8.onnx" runs the INT8 model.
 demo: install
-	$(BIN)/python scripts/demo.py --out demo-out
+	$(BIN)/python scripts/demo.py --out demo-out $(DEMO_ARGS)
 
 # Every bench/bench_*.py, one JSON document per benchmark on stdout and in bench-out/
 # (the benchmarks use test fixtures and oracles: the dev install).

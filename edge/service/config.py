@@ -199,7 +199,7 @@ def describe_validation_error(exc: ValidationError, *,
     elif kind == "union_tag_invalid":
         msg = f"unknown type {first.get('input', {}).get('type')!r}; one of {', '.join(SOURCES)}"
     else:
-        msg = first.get("msg", "invalid")
+        msg = str(first.get("msg", "invalid")).removeprefix("Value error, ")
         if "input" in first and kind not in ("missing",) and not isinstance(
                 first["input"], dict):
             msg += f" (got {first['input']!r})"
@@ -405,3 +405,6 @@ def check_files(cfg: EdgeConfig) -> None:
     src = cfg.source
     if isinstance(src, FolderSourceConfig) and not Path(src.path).is_dir():
         raise UserError(f"source.path {src.path}: not a directory")
+    if cfg.web.enabled and cfg.web.token_file is not None:
+        from edge.web.auth import read_token
+        read_token(cfg.web.token_file)
