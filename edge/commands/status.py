@@ -16,6 +16,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="the service's state directory (default: $CRYSTAL_EDGE_STATE_DIR, "
              "$STATE_DIRECTORY, /var/lib/crystal-edge if it exists, else "
              "~/.local/state/crystal-edge)")
+    parser.add_argument(
+        "--config", type=Path, default=None, metavar="FILE",
+        help="the service's configuration: its [state] dir (instead of --state-dir)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument(
         "--stale-after", type=float, default=None, metavar="SECONDS",
@@ -34,9 +37,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
              "code is 0 whenever the report could be made")
 
 
+def state_dir_from(state_dir: Path | None, config: Path | None) -> Path:
+    """The state directory a command reads: ``--state-dir``, else ``--config``'s
+    ``[state] dir``, else where the running service keeps it (``resolve_state_dir``)."""
+    from edge.service.state import resolve_state_dir
+
+    if state_dir is not None:
+        return state_dir
+    configured = None
+    if config is not None:
+        from edge.service.config import load_config
+
+        configured = load_config(config).state.dir
+    return resolve_state_dir(configured, find_service=configured is None)
+
+
 def run(args: argparse.Namespace) -> int:
     from edge.errors import UserError
-    from edge.service.state import resolve_state_dir
     from edge.service.status import StatusLimits, collect_status
 
     if args.stale_after is not None and args.stale_after <= 0:
@@ -48,8 +65,9 @@ def run(args: argparse.Namespace) -> int:
     limits = StatusLimits(stale_after_s=args.stale_after,
                           outbox_max_reports=args.outbox_max_reports,
                           outbox_max_age_s=args.outbox_max_age)
-    state_dir = (args.state_dir if args.state_dir is not None
-                 else resolve_state_dir(find_service=True))
+    if args.state_dir is not None and args.config is not None:
+        raise UserError("--state-dir and --config: give one of them")
+    state_dir = state_dir_from(args.state_dir, args.config)
     report = collect_status(state_dir, limits=limits)
     if args.json:
         print(json.dumps(report.to_payload(), indent=2, sort_keys=True))

@@ -70,17 +70,9 @@ def load_payloads(args: argparse.Namespace) -> tuple[list[dict[str, Any]], str]:
             raise UserError(f"--jsonl {args.jsonl}: {exc.strerror or exc}") from None
         except ValueError as exc:
             raise UserError(f"--jsonl {exc}") from None
-    state_dir = args.state_dir
-    if state_dir is None:
-        from edge.service.state import resolve_state_dir
+    from edge.commands.status import state_dir_from
 
-        configured = None
-        if args.config is not None:
-            from edge.service.config import load_config
-
-            configured = load_config(args.config).state.dir
-        state_dir = resolve_state_dir(configured, find_service=configured is None)
-    path = Path(state_dir) / HISTORY_FILE
+    path = Path(state_dir_from(args.state_dir, args.config)) / HISTORY_FILE
     if not path.is_file():
         raise UserError(f"{path}: no batch history there (the service keeps it with [web] "
                         "enabled or [sinks.history] enabled = true); or use --jsonl FILE")

@@ -413,3 +413,16 @@ def test_status_json_of_another_version_is_read_field_by_field(tmp_path):
     assert snap.frames_per_s == 3.5 and snap.frames_total == 0
     assert snap.queue_depths == {"inference": 2} and snap.batches_total == 9
     assert snap.state == "running" and snap.last_batch is None
+
+
+def test_status_reads_the_state_dir_of_a_config(tmp_path, capsys):
+    from edge.cli import main as cli_main
+
+    (tmp_path / "st").mkdir()
+    cfg = tmp_path / "site.toml"
+    cfg.write_text('[source]\ntype = "synthetic"\n[state]\ndir = "st"\n')
+    assert cli_main(["status", "--config", str(cfg), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["engine_cache_dir"] == str(tmp_path / "st" / "engines")
+    assert cli_main(["status", "--config", str(cfg), "--state-dir", str(tmp_path)]) == 2
+    assert "give one of them" in capsys.readouterr().err
