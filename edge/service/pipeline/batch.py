@@ -342,9 +342,9 @@ class BatchAggregator:
             process=summary.process,
         )
         report.batch_id = self.counter.next()
-        log.info("batch %d closed (%s): %d frames used, %d rejected, %d crystals, "
-                 "x50,3 = %s um", report.batch_id, reason, report.frames_used,
+        log.info("batch %d closed (%s): %d frames used, %d rejected, %d crystals, %s",
+                 report.batch_id, reason, report.frames_used,
                  report.frames_rejected, report.crystals_measured,
-                 "n/a" if psd.x50_3_um is None else f"{psd.x50_3_um:.1f}")
+                 "no x50,3" if psd.x50_3_um is None else f"x50,3 = {psd.x50_3_um:.1f} um")
         self._reset()
         return report
