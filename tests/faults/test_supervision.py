@@ -47,8 +47,11 @@ class TimedList(list):
 def ledger(state: Path) -> dict[str, str]:
     if not (state / "folder_source.sqlite3").exists():
         return {}
-    with sqlite3.connect(state / "folder_source.sqlite3") as db:
-        return dict(db.execute("SELECT path, status FROM processed").fetchall())
+    try:
+        with sqlite3.connect(state / "folder_source.sqlite3") as db:
+            return dict(db.execute("SELECT path, status FROM processed").fetchall())
+    except sqlite3.OperationalError:  # the service is still creating its tables
+        return {}
 
 
 def status(state: Path) -> dict:
