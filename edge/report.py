@@ -87,11 +87,11 @@ class AnalysisReport:
         if self.n_images_ok and n == 0:
             out.append("no crystal was kept; check the masks, --crystal-class and the "
                        "measurement settings (n_rejected)")
-        dropped = sum(f.crystals.dropped.get("too_small", 0) for f in self.files
-                      if f.ok and f.crystals is not None)
-        if dropped:
-            out.append(f"{dropped} objects removed as too_small before measuring are counted "
-                       f"in n_rejected but have no CSV row")
+        without_row = sum(f.crystals.dropped.get("too_small", 0) - len(f.crystals.small)
+                          for f in self.files if f.ok and f.crystals is not None)
+        if without_row:
+            out.append(f"{without_row} speckle objects removed as too_small before measuring "
+                       f"are counted in n_rejected but have no CSV row")
         return out
 
     def settings(self) -> dict[str, Any]:
@@ -148,7 +148,9 @@ class AnalysisReport:
         ``frame`` is the input's position in the run (as in ``images``); positions are in
         frame pixels of ``frame_px_size_um``, ``area_px`` / ``perimeter_px`` in pixels of
         ``measure_px_size_um`` (the inference resolution the crystals were measured at).
-        Objects removed as too small before measuring have no row (only counted).
+        Objects removed as too small before measuring follow each file's crystals with
+        reason ``too_small`` and only area, diameter and box (speckle, more than 500 such
+        objects in a frame, is only counted).
         """
         for index, (f, w) in enumerate(zip(self.files, self.weights, strict=True)):
             if not f.ok or f.crystals is None:
@@ -165,7 +167,7 @@ def _file_rows(index: int, f: FrameResult, w: np.ndarray | None) -> Iterator[dic
              "measure_px_size_um": round(f.px_size_um, 6)}
     for i, row in enumerate(f.crystal_rows()):
         weight: float | str = ""
-        if kept[i]:
+        if i < len(kept) and kept[i]:  # rows past the crystals: objects dropped as too small
             weight = 1.0 if w is None else float(w[kept_idx[i]])
         yield {"file": f.name, **row, "frame": index, **units, "weight": weight}
 

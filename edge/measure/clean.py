@@ -116,13 +116,16 @@ def border_zone(shape: tuple[int, int], roi: np.ndarray | None = None) -> np.nda
     return (valid & (1 - inner)).astype(np.uint8)
 
 
-def remove_small(mask: np.ndarray, min_area_px: int, *, connectivity: int = 8
+def remove_small(mask: np.ndarray, min_area_px: int, *, connectivity: int = 8,
+                 boxes: list[tuple[int, int, int, int, int]] | None = None
                  ) -> tuple[np.ndarray, int]:
     """Drop objects of fewer than ``min_area_px`` pixels; return (mask, number dropped).
 
     8-connectivity: only objects whose outline has fewer than ``2 * min_area_px + 4``
     points can be that small, so only those are counted, on their own crops (no
-    frame-sized pass besides the labelling).
+    frame-sized pass besides the labelling). ``boxes`` (optional) receives
+    ``(x, y, w, h, area_px)`` of each dropped object, for the reports' ``too_small`` rows;
+    speckle noise (more than 500 candidates) and 4-connectivity are only counted.
     """
     if min_area_px <= 1:
         return mask, 0
@@ -145,11 +148,14 @@ def remove_small(mask: np.ndarray, min_area_px: int, *, connectivity: int = 8
         i = int(lab[c[0, 0, 1], c[0, 0, 0]])
         x, y, w, h = cv2.boundingRect(c)
         crop = lab[y:y + h, x:x + w] == i
-        if int(np.count_nonzero(crop)) < min_area_px:
+        area = int(np.count_nonzero(crop))
+        if area < min_area_px:
             if out is mask:
                 out = mask.copy()
             out[y:y + h, x:x + w][crop] = 0
             n_small += 1
+            if boxes is not None:
+                boxes.append((x, y, w, h, area))
     return out, n_small
 
 
@@ -192,16 +198,18 @@ def clear_border_objects(mask: np.ndarray, zone: np.ndarray, *, connectivity: in
 
 
 def clean_binary(mask01: np.ndarray, roi01: np.ndarray | None, cfg: MeasureConfig, *,
-                 close: Callable[[np.ndarray, int], np.ndarray] = close_disc
+                 close: Callable[[np.ndarray, int], np.ndarray] = close_disc,
+                 small: list[tuple[int, int, int, int, int]] | None = None
                  ) -> tuple[np.ndarray, int]:
     """Steps 1a-1d on a validated 0/1 mask: ROI, small objects, closing, holes.
 
     ``close`` is the closing implementation (:func:`close_disc`, or the CUDA one from
-    :mod:`edge.measure.gpu`, which gives identical results).
+    :mod:`edge.measure.gpu`, which gives identical results); ``small`` receives the
+    dropped objects (see :func:`remove_small`).
     Returns the cleaned mask and the number of objects dropped as too small.
     """
     m = mask01 if roi01 is None else (mask01 & roi01)
-    m, n_small = remove_small(m, cfg.min_area_px, connectivity=cfg.connectivity)
+    m, n_small = remove_small(m, cfg.min_area_px, connectivity=cfg.connectivity, boxes=small)
     m = close(m, cfg.closing_radius_px)
     if roi01 is not None:
         m &= roi01

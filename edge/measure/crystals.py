@@ -102,6 +102,9 @@ class Crystals:
         Number of frames the rows come from.
     dropped : dict
         Objects without a row, by reason (``too_small`` from the cleaning step).
+    small : ndarray (k, 6) int64
+        ``frame, x, y, w, h, area_px`` of the objects dropped as too small (the reports'
+        ``too_small`` rows); ``k <= dropped["too_small"]`` (speckle is only counted).
     """
 
     frame: np.ndarray
@@ -126,6 +129,7 @@ class Crystals:
     solidity: np.ndarray = None  # type: ignore[assignment]  # None: filled with zeros
     concavity: np.ndarray = None  # type: ignore[assignment]
     n_concavities: np.ndarray = None  # type: ignore[assignment]
+    small: np.ndarray = None  # type: ignore[assignment]  # None: no rows
 
     def __post_init__(self) -> None:
         n = len(self.area_px)
@@ -144,17 +148,19 @@ class Crystals:
         self.roi_area_px = int(self.roi_area_px)
         self.n_frames = int(self.n_frames)
         self.dropped = {k: int(v) for k, v in self.dropped.items() if int(v)}
+        small = np.zeros((0, 6), np.int64) if self.small is None else self.small
+        self.small = np.asarray(small, dtype=np.int64).reshape(-1, 6)
 
     # -- construction -----------------------------------------------------------------
     @classmethod
     def empty(cls, *, frame_shape: tuple[int, int], px_size_um: float,
-              roi_area_px: int | None = None, dropped: dict[str, int] | None = None
-              ) -> Crystals:
+              roi_area_px: int | None = None, dropped: dict[str, int] | None = None,
+              small: np.ndarray | None = None) -> Crystals:
         """A result without rows (e.g. an empty frame)."""
         cols = {name: _empty_column(name) for name in COLUMNS}
         area = int(frame_shape[0]) * int(frame_shape[1]) if roi_area_px is None else roi_area_px
         return cls(**cols, contours=[], frame_shape=frame_shape, px_size_um=px_size_um,
-                   roi_area_px=area, dropped=dict(dropped or {}))
+                   roi_area_px=area, dropped=dict(dropped or {}), small=small)
 
     @classmethod
     def concatenate(cls, parts: Sequence[Crystals]) -> Crystals:
@@ -184,9 +190,11 @@ class Crystals:
             for k, v in p.dropped.items():
                 dropped[k] = dropped.get(k, 0) + v
         contours = [c for p in parts for c in p.contours]
+        small = np.concatenate([p.small + np.array([off, 0, 0, 0, 0, 0])
+                                for p, off in zip(parts, offsets, strict=True)])
         return cls(**cols, contours=contours, frame_shape=first.frame_shape,
                    px_size_um=first.px_size_um, roi_area_px=first.roi_area_px,
-                   n_frames=int(sum(p.n_frames for p in parts)), dropped=dropped)
+                   n_frames=int(sum(p.n_frames for p in parts)), dropped=dropped, small=small)
 
     def filter(self, selection: np.ndarray) -> Crystals:
         """Rows selected by a boolean mask or an index array (``dropped`` is carried over)."""

@@ -141,7 +141,8 @@ def measure_crystals(mask: np.ndarray, *, px_size_um: float, crystal_class: int 
     r = validate_roi(roi, m.shape)
     frame_shape = (int(m.shape[0]), int(m.shape[1]))
     roi_area = int(np.count_nonzero(r)) if r is not None else m.size
-    clean, n_small = clean_binary(m, r, cfg, **clean_kw)
+    small: list[tuple[int, int, int, int, int]] = []
+    clean, n_small = clean_binary(m, r, cfg, small=small, **clean_kw)
     dropped = {"too_small": n_small}
     zone = border_zone(frame_shape, r) if r is not None else None
 
@@ -150,12 +151,13 @@ def measure_crystals(mask: np.ndarray, *, px_size_um: float, crystal_class: int 
                          f"{m.shape}")
     rows, contours = _measure_objects(clean, zone=zone, frame_hw=frame_shape, px=px, cfg=cfg,
                                       contact=contact)
+    small_rows = np.array([(0, *b) for b in small], dtype=np.int64).reshape(-1, 6)
     if not rows:
         return Crystals.empty(frame_shape=frame_shape, px_size_um=px, roi_area_px=roi_area,
-                              dropped=dropped)
+                              dropped=dropped, small=small_rows)
     cols = _table(rows, cfg)
     return Crystals(**cols, contours=contours, frame_shape=frame_shape, px_size_um=px,
-                    roi_area_px=roi_area, dropped=dropped)
+                    roi_area_px=roi_area, dropped=dropped, small=small_rows)
 
 
 def _split(crop: np.ndarray, ox: int, oy: int, cfg: MeasureConfig,

@@ -129,6 +129,28 @@ class FrameResult:
             out["centroid_y_frame_px"] = round(float(cxy[i, 1]), 2)
             out["touches_border"] = row["touches_border"]
             rows.append(out)
+        return rows + self._small_rows()
+
+    def _small_rows(self) -> list[dict[str, Any]]:
+        """Rows of the objects dropped as too small: only what the cleaning step knows
+        (frame, area, the area-equivalent diameter, bounding box and its centre)."""
+        c = self.crystals
+        if c is None or not len(c.small):
+            return []
+        bbox = to_frame_bbox(c.small[:, 1:5], self.inference_scale)
+        centre = c.small[:, 1:3] + c.small[:, 3:5] / 2.0
+        cxy = to_frame_xy(centre, self.inference_scale)
+        rows = []
+        for i, (frame, *_box, area) in enumerate(c.small.tolist()):
+            row: dict[str, Any] = {
+                "frame": int(frame), "area_px": int(area),
+                "diameter_um": round(float(np.sqrt(4.0 * area / np.pi)) * c.px_size_um, 3),
+                "kept": False, "reason": "too_small"}
+            row.update({f"bbox_{k}_frame_px": int(v)
+                        for k, v in zip("xywh", bbox[i], strict=True)})
+            row["centroid_x_frame_px"] = round(float(cxy[i, 0]), 2)
+            row["centroid_y_frame_px"] = round(float(cxy[i, 1]), 2)
+            rows.append(row)
         return rows
 
     @property

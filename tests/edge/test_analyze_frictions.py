@@ -84,7 +84,7 @@ def test_far_off_pixel_size_is_a_warning(model, caplog):
     assert "differs by 100 %" in caplog.text
 
 
-def test_too_small_objects_without_rows_are_noted():
+def test_too_small_objects_have_rows():
     mask = np.zeros((120, 120), np.uint8)
     mask[20:40, 20:40] = 1
     mask[80, 80] = 1  # one pixel: removed as too small before measuring
@@ -92,4 +92,7 @@ def test_too_small_objects_without_rows_are_noted():
     rep = build_report([FrameResult.from_mask("a", c)], mode="masks", px_size_um=1.0,
                        psd_config=NO_BOOT)
     assert rep.n_rejected["too_small"] >= 1
-    assert any("too_small" in n and "no CSV row" in n for n in rep.notes())
+    rows = [r for r in rep.csv_rows() if r["reason"] == "too_small"]
+    assert [(r["bbox_x_frame_px"], r["bbox_y_frame_px"], r["area_px"]) for r in rows] == \
+        [(80, 80, 1)]
+    assert not any("no CSV row" in n for n in rep.notes())
