@@ -52,21 +52,7 @@ def generate(out: Path, n: int, seed: int) -> Path:
 
     if not (out / "truth.json").is_file():
         generate_dataset(out, n, synth_config(), seed=seed)
-    _ensure_contacts(out, seed)
     return out
-
-
-def _ensure_contacts(out: Path, seed: int) -> None:
-    """Contact labels for frames that have none (re-rendered from their seeds)."""
-    from trainer.synth import contact_map, frame_seed, render_frame
-
-    truth = json.loads((out / "truth.json").read_text())
-    (out / "contacts").mkdir(exist_ok=True)
-    for i, fr in enumerate(truth["frames"]):
-        path = out / "contacts" / f"{fr['stem']}.png"
-        if not path.is_file():
-            f = render_frame(frame_seed(seed, i), synth_config())
-            cv2.imwrite(str(path), contact_map(f.instances, f.coverage))
 
 
 def train(data: Path, val: Path, run: Path, *, contact_weight: float,

@@ -52,7 +52,7 @@ def test_same_seed_same_bytes(tmp_path):
     generate_dataset(tmp_path / "c", 2, cfg, seed=8)
     a = tmp_path / "a"
     files = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file())
-    assert len(files) == 2 * 2 + 2
+    assert len(files) == 2 * 3 + 2  # images, labels, contacts; classes.json, truth.json
     for f in files:
         assert (tmp_path / "a" / f).read_bytes() == (tmp_path / "b" / f).read_bytes(), f
     assert (a / "truth.json").read_bytes() != (tmp_path / "c" / "truth.json").read_bytes()

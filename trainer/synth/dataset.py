@@ -1,4 +1,9 @@
-"""Writing a synthetic dataset (images, labels, classes.json, truth.json) and its statistics.
+"""Writing a synthetic dataset (images, labels, contacts, classes.json, truth.json) and its
+statistics.
+
+``contacts/<stem>.png`` (uint8 0/1) marks the crystal pixels where two crystals touch or
+overlap (:func:`trainer.synth.contact_map` of the exact instance ids): the labels of the
+learned contact channel (``crystal-train train --contact-weight``).
 
 ``truth.json`` holds every crystal of every frame (true area-equivalent diameter in um,
 polygon, flags) and population statistics of the true diameters over the whole set:
@@ -28,6 +33,7 @@ import cv2
 import numpy as np
 
 from trainer.synth.config import SynthConfig
+from trainer.synth.instances import contact_map
 from trainer.synth.render import CLASS_NAMES, CRYSTAL, SynthCrystal, SynthFrame, render_frame
 
 #: Colours used to show labels (the study's Fig. 2: dark blue, orange, yellow).
@@ -117,6 +123,12 @@ def write_frame(out: Path, stem: str, frame: SynthFrame, *, png_compression: int
         raise OSError(f"{img_path}: cannot write")
     if not cv2.imwrite(str(lab_path), frame.label, lab_params):
         raise OSError(f"{lab_path}: cannot write")
+    if frame.instances is not None:
+        con_path = out / "contacts" / f"{stem}.png"
+        con_path.parent.mkdir(exist_ok=True)
+        if not cv2.imwrite(str(con_path), contact_map(frame.instances, frame.coverage),
+                           lab_params):
+            raise OSError(f"{con_path}: cannot write")
 
 
 def generate_dataset(out: str | Path, n: int, cfg: SynthConfig | None = None, seed: int = 0,
@@ -135,6 +147,7 @@ def generate_dataset(out: str | Path, n: int, cfg: SynthConfig | None = None, se
     out = Path(out)
     (out / "images").mkdir(parents=True, exist_ok=True)
     (out / "labels").mkdir(parents=True, exist_ok=True)
+    (out / "contacts").mkdir(parents=True, exist_ok=True)
     write_classes(out / "classes.json", CLASS_NAMES, crystal_class=CRYSTAL,
                   px_size_um=cfg.px_size_um, palette=PALETTE,
                   description="synthetic flow-cell frames (crystal-train synth)")

@@ -1,0 +1,132 @@
+"""The contact channel in the trainer: labels written, read back aligned, trained, exported."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from edge.errors import UserError
+from edge.modelmeta import load_meta
+from trainer.augment import PRESETS, augment_pair, augment_with_contact
+from trainer.cli import main as cli
+from trainer.data import LabelledDataset
+from trainer.synth import (
+    CRYSTAL,
+    SynthConfig,
+    contact_map,
+    frame_seed,
+    generate_dataset,
+    render_frame,
+)
+from trainer.torchdata import TrainCrops
+
+
+def _cfg() -> SynthConfig:
+    return SynthConfig.from_presets("crowded", "agglomerates", width=128, height=96,
+                                    px_size_um=4.0, fraction_um=(60.0, 90.0))
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("contacts") / "set"
+    generate_dataset(root, 4, _cfg(), seed=3)
+    return root
+
+
+def test_augmentation_moves_the_contact_label_with_the_label():
+    rng = np.random.default_rng(0)
+    label = rng.integers(0, 3, (60, 80)).astype(np.uint8)
+    image = rng.integers(0, 256, (60, 80, 3)).astype(np.uint8)
+    contact = (label == 2).astype(np.uint8)  # a contact label that mirrors one class
+    for seed in range(8):  # flips, rotations, shears, crops reaching outside the frame
+        x, y, c = augment_with_contact(image, label, contact, np.random.default_rng(seed),
+                                       PRESETS["study"], out_size=(48, 48),
+                                       src_center=(20.0, 50.0))
+        x0, y0 = augment_pair(image, label, np.random.default_rng(seed), PRESETS["study"],
+                              out_size=(48, 48), src_center=(20.0, 50.0))
+        assert np.array_equal(x, x0) and np.array_equal(y, y0)
+        assert np.array_equal(c == 255, y == 255) and (y == 255).any()
+        valid = y != 255
+        assert np.array_equal(c[valid] == 1, y[valid] == 2)
+    with pytest.raises(ValueError, match="must share"):
+        augment_with_contact(image, label, contact[:-1], rng)
+
+
+def test_generated_contact_labels_are_exact_and_read_back(data):
+    ds = LabelledDataset(data)
+    assert ds.has_contacts and len(ds) == 4
+    n_contact = 0
+    for i in range(len(ds)):
+        frame = render_frame(frame_seed(3, i), _cfg())
+        expect = contact_map(frame.instances, frame.coverage)
+        got = ds.load_contact(i)
+        assert got is not None and np.array_equal(got, expect)
+        _img, lab = ds.load(i)
+        assert np.all(lab[got == 1] == CRYSTAL)  # contacts lie on crystal pixels
+        n_contact += int(got.sum())
+    assert n_contact > 0
+
+
+def test_train_crops_carry_contacts_aligned_through_augmentation(data):
+    ds = LabelledDataset(data)
+    crops = TrainCrops(ds, crop_size=64, samples_per_epoch=12, augment=PRESETS["study"],
+                       seed=1, contacts=True)
+    seen = 0
+    for k in range(len(crops)):
+        x, y, c = crops[k]
+        assert x.shape == (3, 64, 64) and y.shape == c.shape == (64, 64)
+        assert torch.equal(c == 255, y == 255)
+        on = c == 1
+        assert bool((y[on] == CRYSTAL).all())  # warped with the label, pixel for pixel
+        seen += int(on.sum())
+    assert seen > 0
+    plain = TrainCrops(ds, crop_size=64, samples_per_epoch=2, seed=1)
+    assert len(plain[0]) == 2
+
+
+def test_contact_weight_trains_exports_and_the_edge_loads_it(data, tmp_path):
+    from edge.vision.analyzer import FrameAnalyzer
+    from edge.vision.contact import contact_of
+    from edge.vision.decode import decode_file
+    from trainer.export import export_checkpoint
+    from trainer.model import build_model
+
+    run = tmp_path / "run"
+    assert cli(["train", "--data", str(data), "--out", str(run), "--backbone", "resnet18",
+                "--weights", "none", "--epochs", "1", "--steps-per-epoch", "2",
+                "--batch-size", "2", "--image-size", "64", "--workers", "0", "--no-progress",
+                "--augment", "none", "--contact-weight", "1"]) == 0
+    ck = torch.load(run / "checkpoint.pt", map_location="cpu", weights_only=True)
+    assert ck["config"]["aux_channels"] == ["contact"]
+    assert ck["config"]["contact_pos_weight"] >= 1.0
+    onnx = tmp_path / "m.onnx"
+    export_checkpoint(run / "checkpoint.pt", onnx)
+    meta = load_meta(onnx)
+    assert meta.output.aux_channels == ["contact"]
+    assert len(meta.output.logit_adjustment) == meta.n_classes == 3
+    image = decode_file(data / "images" / "synth_00000.png").image
+    with FrameAnalyzer(onnx, inference_scale=1.0) as fa:
+        cmap = fa.segment([image])[0]
+        res = fa.postprocess("f", image, cmap)
+    contact = contact_of(cmap)
+    assert contact is not None and contact.shape == cmap.shape and int(cmap.max()) <= 2
+    assert res.crystals is not None or res.reject_reason  # measured through the hook
+    # the exported file is read back as a network with the channel, and only as one
+    model = build_model("resnet18", n_classes=3, weights=str(onnx), n_aux=1)
+    assert model.net.segmentation_head[0].out_channels == 4
+    with pytest.raises(UserError, match="auxiliary channels"):
+        build_model("resnet18", n_classes=3, weights=str(onnx))
+
+
+def test_contact_weight_needs_contact_labels(data, tmp_path):
+    import shutil
+
+    bare = tmp_path / "bare"
+    shutil.copytree(data, bare)
+    shutil.rmtree(bare / "contacts")
+    assert cli(["train", "--data", str(bare), "--out", str(tmp_path / "r"), "--weights",
+                "none", "--epochs", "1", "--steps-per-epoch", "1", "--batch-size", "2",
+                "--image-size", "64", "--workers", "0", "--contact-weight", "1"]) == 2
+    assert cli(["train", "--data", str(bare), "--out", str(tmp_path / "r2"), "--weights",
+                "none", "--contact-weight", "-1"]) == 2
