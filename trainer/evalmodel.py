@@ -53,13 +53,15 @@ class TorchBackend:
 def checkpoint_meta(path: Path, cfg: dict[str, Any]) -> Any:
     """The :class:`edge.modelmeta.ModelMeta` an export of this checkpoint would carry
     (classes, crystal class, pixel sizes, size multiple)."""
-    from edge.modelmeta import ClassInfo, InputSpec, ModelMeta
+    from edge.modelmeta import ClassInfo, InputSpec, ModelMeta, OutputSpec
 
     return ModelMeta(
         name=path.stem, onnx_file=path.name, sha256="",
         classes=[ClassInfo(id=i, name=n) for i, n in enumerate(cfg["classes"])],
         crystal_class_id=int(cfg.get("crystal_class", 2)),
         input=InputSpec(size_multiple=int(cfg.get("size_multiple", 16))),
+        # a contact channel after the class logits is used as the exported model uses it
+        output=OutputSpec(aux_channels=list(cfg.get("aux_channels") or [])),
         px_size_um=float(cfg["px_size_um"]),
         frame_px_size_um=float(cfg["px_size_um_data"]) if cfg.get("px_size_um_data") else None)
 

@@ -100,6 +100,10 @@ def test_contact_weight_trains_exports_and_the_edge_loads_it(data, tmp_path):
     ck = torch.load(run / "checkpoint.pt", map_location="cpu", weights_only=True)
     assert ck["config"]["aux_channels"] == ["contact"]
     assert ck["config"]["contact_pos_weight"] >= 1.0
+    # crystal-train evaluate on the checkpoint uses the channel as the export does
+    from trainer.evalmodel import LoadedModel
+
+    assert LoadedModel(run / "checkpoint.pt").meta.output.aux_channels == ["contact"]
     onnx = tmp_path / "m.onnx"
     export_checkpoint(run / "checkpoint.pt", onnx)
     meta = load_meta(onnx)
