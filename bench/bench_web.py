@@ -100,9 +100,9 @@ class CycleSource:
 
 
 CLIENTS: dict[str, tuple[str, ...]] = {
-    # what the page's script fetches every refresh
-    "page": ("api/frames/latest.jpg", "api/status", "api/batches?limit=6",
-             "api/trend?hours=6", "api/rejected"),
+    # what the page's script fetches every refresh; the batches, the trend and the
+    # rejected frames only when the status shows a new batch or rejection (PAGE_ON_CHANGE)
+    "page": ("api/info", "api/status", "api/frames/latest.jpg"),
     # a script polling the lossless frame and the raw payloads
     "png": ("api/frames/latest.png", "api/status", "api/batches?limit=6"),
 }
@@ -113,20 +113,43 @@ WEB_THREADS = ("web-http", "AnyIO worker thread")
 """Threads of the page: uvicorn's event loop and the pool its handlers draw and read in."""
 
 
+#: Read by the "page" client when the status changed, as the page's script does.
+PAGE_ON_CHANGE = {"batch": ("api/batches?limit=6", "api/trend?hours=6"),
+                  "rejected": ("api/rejected",)}
+
+
+def _fetch(base: str, path: str, counts: dict[str, Any]) -> bytes | None:
+    try:
+        with urllib.request.urlopen(base + path, timeout=5) as r:
+            body = r.read()
+        counts[path] = counts.get(path, 0) + 1
+        return body
+    except urllib.error.HTTPError as exc:  # 404 before the first frame
+        counts[f"http_{exc.code}"] = counts.get(f"http_{exc.code}", 0) + 1
+    except OSError:
+        counts["errors"] = counts.get("errors", 0) + 1
+    return None
+
+
 def _client(base: str, paths: tuple[str, ...], stop: threading.Event,
             counts: dict[str, Any]) -> None:
-    """Fetch ``paths`` every second until ``stop``."""
+    """Fetch ``paths`` every second until ``stop`` (and, for the page's paths, what the
+    status says changed)."""
     counts["native_id"] = threading.get_native_id()
+    shown: dict[str, str] = {}
     while not stop.wait(1.0):
         for path in paths:
-            try:
-                with urllib.request.urlopen(base + path, timeout=5) as r:
-                    r.read()
-                counts[path] = counts.get(path, 0) + 1
-            except urllib.error.HTTPError as exc:  # 404 before the first frame
-                counts[f"http_{exc.code}"] = counts.get(f"http_{exc.code}", 0) + 1
-            except OSError:
-                counts["errors"] = counts.get("errors", 0) + 1
+            body = _fetch(base, path, counts)
+            if path != "api/status" or body is None or "api/info" not in paths:
+                continue
+            status = json.loads(body)
+            keys = {"batch": f"{status.get('last_batch_id')}/{status.get('batches_total')}",
+                    "rejected": json.dumps(status.get("frames_rejected_total") or {})}
+            for what, key in keys.items():
+                if shown.get(what) != key:
+                    for extra in PAGE_ON_CHANGE[what]:
+                        _fetch(base, extra, counts)
+                    shown[what] = key
 
 
 def thread_cpu_s(native_id: int) -> float:

@@ -182,6 +182,9 @@
   }
 
   let info = null;
+  // what the last refresh drew: batches, trends and rejected frames are read again only
+  // when the status says they changed (the appliance serves a second-by-second page cheaply)
+  let shownBatch, shownRejected;
   async function refresh() {
     if (document.hidden) {  // a tab in the background costs the appliance nothing
       setTimeout(refresh, 1000);
@@ -192,17 +195,25 @@
       // size and its calibration under a page that stays open at the skid
       info = await api("api/info");
       showOptics(info);
-      const [status, batches, trend, rejected] = await Promise.all([
-        api("api/status"), api("api/batches", { limit: 6 }),
-        api("api/trend", { hours: info.trend_hours }), api("api/rejected")]);
+      const status = await api("api/status");
       showHealth(status);
-      showRejected(rejected);
-      if (batches.length) {
-        const last = batches[batches.length - 1];
-        showBatch(last, trend.find(r => r.batch_id === last.batch_id) || {});
-        drawQ3(batches);
+      const rejectedKey = JSON.stringify(status.frames_rejected_total || {});
+      if (rejectedKey !== shownRejected) {
+        showRejected(await api("api/rejected"));
+        shownRejected = rejectedKey;
       }
-      if (trend.length) drawTrends(trend);
+      const batchKey = String(status.last_batch_id) + "/" + String(status.batches_total);
+      if (batchKey !== shownBatch) {
+        const [batches, trend] = await Promise.all([
+          api("api/batches", { limit: 6 }), api("api/trend", { hours: info.trend_hours })]);
+        if (batches.length) {
+          const last = batches[batches.length - 1];
+          showBatch(last, trend.find(r => r.batch_id === last.batch_id) || {});
+          drawQ3(batches);
+        }
+        if (trend.length) drawTrends(trend);
+        shownBatch = batchKey;
+      }
       const img = document.getElementById("frame");
       img.onerror = () => { document.getElementById("frame-note").textContent = "no frame yet"; };
       img.onload = () => {
