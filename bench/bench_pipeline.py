@@ -55,6 +55,18 @@ DEFAULT_MODEL = ROOT / "models" / "crystal-seg.onnx"
 TINY = "tiny test model (1x1-conv threshold net)"
 
 
+def bench_model(given: str | None, work: Path) -> tuple[Path, str]:
+    """The model a benchmark runs and what it is: the one given, the shipped one, or
+    (without it) the tiny test model written to ``work``."""
+    if given:
+        return Path(given), "given"
+    if DEFAULT_MODEL.is_file():
+        return DEFAULT_MODEL, "trained (models/crystal-seg.onnx)"
+    from tests.fixtures.tiny_model import build_tiny_model
+
+    return build_tiny_model(work / "model"), TINY
+
+
 def render_frames(directory: Path, n: int, hw: tuple[int, int]) -> list[np.ndarray]:
     """``n`` synthetic frames as PNG files (arrival order = index); returns the images."""
     from trainer.synth import SynthConfig, frame_seed, render_frame
@@ -151,14 +163,7 @@ def main(argv: list[str] | None = None) -> int:
 
     tmp = tempfile.TemporaryDirectory()
     work = Path(tmp.name)
-    if args.model:
-        model, kind = Path(args.model), "given"
-    elif DEFAULT_MODEL.is_file():
-        model, kind = DEFAULT_MODEL, "trained (models/crystal-seg.onnx)"
-    else:
-        from tests.fixtures.tiny_model import build_tiny_model
-
-        model, kind = build_tiny_model(work / "model"), TINY
+    model, kind = bench_model(args.model, work)
     n = args.frames or (48 if kind == TINY else 16)
     hw = (args.height, args.width)
     (work / "in").mkdir()

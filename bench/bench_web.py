@@ -55,8 +55,6 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench_pipeline import DEFAULT_MODEL, TINY  # noqa: E402
-
 from edge.backends import BackendConfig  # noqa: E402
 from edge.psd import PsdConfig  # noqa: E402
 from edge.service.pipeline.analysis import AnalyzerProcessor  # noqa: E402
@@ -254,18 +252,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--width", type=int, default=1024)
     ap.add_argument("--height", type=int, default=768)
     args = ap.parse_args(argv)
-    from bench_pipeline import render_frames
+    from bench_pipeline import bench_model, render_frames
 
     tmp = tempfile.TemporaryDirectory()
     work = Path(tmp.name)
-    if args.model:
-        model, kind = Path(args.model), "given"
-    elif DEFAULT_MODEL.is_file():
-        model, kind = DEFAULT_MODEL, "trained (models/crystal-seg.onnx)"
-    else:
-        from tests.fixtures.tiny_model import build_tiny_model
-
-        model, kind = build_tiny_model(work / "model"), TINY
+    model, kind = bench_model(args.model, work)
     hw = (args.height, args.width)
     (work / "frames").mkdir()
     images = render_frames(work / "frames", 6, hw)
