@@ -102,14 +102,26 @@ def output_head_nodes(model) -> list[str]:
 
 
 # ----------------------------------------------------------------------------- calibration
+def _is_frame(p: Path, root: Path) -> bool:
+    """In a dataset (a folder with ``images/``) only ``images/`` holds frames: its
+    ``labels/``, ``contacts/`` and any other sibling folder hold maps, not frames."""
+    if "overlays" in p.parts:
+        return False
+    for folder in p.relative_to(root).parents:
+        base = root / folder
+        if (base / "images").is_dir():
+            return (base / "images") in p.parents
+    return "labels" not in p.parts
+
+
 def image_files(data_dir: str | Path) -> list[Path]:
     """Frames under ``data_dir`` (a dataset's ``images/`` folders, or image files at any
-    depth; labels and overlays excluded), sorted."""
+    depth; labels, contact maps and overlays excluded), sorted."""
     root = Path(data_dir)
     if not root.is_dir():
         raise UserError(f"--calibration-data {root}: not a directory")
     files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES
-                   and p.is_file() and "labels" not in p.parts and "overlays" not in p.parts)
+                   and p.is_file() and _is_frame(p, root))
     if not files:
         raise UserError(f"--calibration-data {root}: no image files")
     return files
@@ -313,8 +325,10 @@ def export_int8(float_model: str | Path, out: str | Path, calibration_data: str 
 
 
 def _domains(calibration_data: str | Path) -> list[str]:
-    """Sub-folders of the calibration set (the generated domains), else its name."""
+    """Sub-folders of the calibration set (the generated domains), else its name (a
+    dataset itself: its images/, labels/, contacts/ are not domains)."""
     root = Path(calibration_data)
-    subs = sorted(p.name for p in root.iterdir()
-                  if p.is_dir() and p.name not in ("images", "labels", "overlays"))
+    if (root / "images").is_dir():
+        return [root.name]
+    subs = sorted(p.name for p in root.iterdir() if p.is_dir() and p.name != "overlays")
     return subs or [root.name]
