@@ -15,7 +15,8 @@
 # lovasz = --lovasz-weight). Stage 6 of the committed model continued from stage 5's
 # export (--weights models/crystal-seg.onnx), here from its best.pt; stages 6-8 had seeds
 # 6, 8, 9 (here 5, 6, 7).
-# Other overrides: CROP, AUGMENT, WEIGHTS (imagenet where reachable), DEVICE (auto|cpu|cuda),
+# Other overrides: CONTACT_WEIGHT (trains the learned contact channel, docs/measurement.md),
+# CROP, AUGMENT, WEIGHTS (imagenet where reachable), DEVICE (auto|cpu|cuda),
 # WORKERS, NICE, WORK (scratch dir), OUT (target .onnx); for a quick smoke run (tests):
 # BACKBONE, SIZE (frame WxH), FRAMES_DIV (divide every set's frame count). A longer schedule, e.g. on a GPU:
 #   make train-default WEIGHTS=imagenet STAGES="60:100:8:5e-4:100::train8"
@@ -51,6 +52,10 @@ merge() {  # dst limit part...   (hard links, stems prefixed by the part's name)
         for f in $(ls "$DATA/$part/images" | sort | head -n "$limit"); do
             ln "$DATA/$part/images/$f" "$dst/images/${part}_$f"
             ln "$DATA/$part/labels/$f" "$dst/labels/${part}_$f"
+            if [ -f "$DATA/$part/contacts/$f" ]; then  # the contact channel's labels
+                mkdir -p "$dst/contacts"
+                ln "$DATA/$part/contacts/$f" "$dst/contacts/${part}_$f"
+            fi
         done
     done
     cp "$DATA/$part/classes.json" "$dst/classes.json"
@@ -89,7 +94,8 @@ train() {  # run data weights epochs steps batch lr warmup seed [extra...]
         --backbone "$BACKBONE" --weights "$w" --aspp-rates 6,12,18 \
         --epochs "$e" --steps-per-epoch "$st" --batch-size "$b" --image-size "$CROP" \
         --input-scale 0.5 --augment "$AUGMENT" --lr "$lr" --warmup-steps "$wu" \
-        --workers "$WORKERS" --seed "$seed" --device "$DEVICE" --no-progress "$@"
+        --workers "$WORKERS" --seed "$seed" --device "$DEVICE" --no-progress \
+        ${CONTACT_WEIGHT:+--contact-weight "$CONTACT_WEIGHT"} "$@"
 }
 init=$WEIGHTS
 i=0

@@ -20,7 +20,8 @@ def test_train_default_script_smoke(tmp_path):
     out = tmp_path / "model" / "smoke.onnx"
     env = dict(os.environ, BIN=str(Path(sys.executable).parent), WORK=str(tmp_path / "w"),
                OUT=str(out), FRAMES_DIV="80", SIZE="256x192", BACKBONE="resnet18", CROP="64",
-               STAGES="1:1:2:1e-4:0 1:2:2:1e-4:0::train8:last:1", NICE="0", WORKERS="0")
+               STAGES="1:1:2:1e-4:0 1:2:2:1e-4:0::train8:last:1", NICE="0", WORKERS="0",
+               CONTACT_WEIGHT="1")
     res = subprocess.run(["bash", str(ROOT / "scripts" / "train_default.sh")], cwd=ROOT,
                          env=env, capture_output=True, text=True, timeout=900, check=False)
     assert res.returncode == 0, res.stderr[-3000:]
@@ -34,8 +35,10 @@ def test_train_default_script_smoke(tmp_path):
     assert s2["weights"].endswith("stage1/best.pt") and s2["total_steps"] == 2
     # train8 = train2 + train_e + train_f + train_g; the last stage's final checkpoint is exported
     assert s1["train_data"]["n_frames"] == 2 and s2["train_data"]["n_frames"] == 7
-    assert s2["lovasz_weight"] == 1.0 and meta["training"]["loss"].endswith("Lovasz-softmax")
+    assert s2["lovasz_weight"] == 1.0 and "Lovasz-softmax" in meta["training"]["loss"]
     assert meta["precision"] == "fp16" and meta["architecture"]["encoder"] == "resnet18"
+    # CONTACT_WEIGHT trains the contact channel on the merged sets' contact labels
+    assert meta["output"]["aux_channels"] == ["contact"] and s2["contact_weight"] == 1.0
 
 
 @pytest.mark.parametrize("stages, word", [("1:1:2:1e-4:0::train:newest", "best or last"),
