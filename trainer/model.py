@@ -140,7 +140,13 @@ def build_model(backbone: str = "resnet50", *, n_classes: int = 3,
     if onnx_file:
         from trainer.onnx_weights import check_architecture, read_onnx_meta
 
-        check_architecture(read_onnx_meta(path), path, backbone=backbone,
+        meta = read_onnx_meta(path)
+        file_aux = len((meta.get("output") or {}).get("aux_channels") or [])
+        if file_aux == 0 < n_aux:  # a model without the channel learns it: grow the head
+            base = build_model(backbone, n_classes=n_classes, weights=str(path),
+                               aspp_rates=aspp_rates, n_aux=0)
+            return add_aux_channels(base, n_aux)
+        check_architecture(meta, path, backbone=backbone,
                            aspp_rates=aspp_rates, n_classes=n_classes, n_aux=n_aux)
     try:
         net = smp.DeepLabV3Plus(encoder_name=backbone, encoder_weights=enc_weights,
@@ -161,6 +167,30 @@ def build_model(backbone: str = "resnet50", *, n_classes: int = 3,
         load_onnx_weights(model, path)
     elif path is not None:
         load_weights_file(model, path)
+    return model
+
+
+def add_aux_channels(model: SegmentationNet, n_aux: int) -> SegmentationNet:
+    """``model`` with ``n_aux`` new auxiliary output channels after its class logits.
+
+    The class rows of the final 1x1 convolution are kept, so the class output is
+    unchanged; the new rows start at zero weight and a bias of -2 (a contact
+    probability of 0.12, near the share of contact pixels among crystal pixels), so
+    they begin as a neutral guess rather than noise. Everything else is shared.
+    """
+    conv = model.net.segmentation_head[0]
+    grown = nn.Conv2d(conv.in_channels, conv.out_channels + int(n_aux), conv.kernel_size,
+                      conv.stride, conv.padding, bias=True)
+    with torch.no_grad():
+        grown.weight.zero_()
+        grown.bias.fill_(-2.0)
+        grown.weight[:conv.out_channels].copy_(conv.weight)
+        if conv.bias is not None:
+            grown.bias[:conv.out_channels].copy_(conv.bias)
+    model.net.segmentation_head[0] = grown
+    bias = getattr(model, "logit_bias", None)
+    if isinstance(bias, torch.Tensor) and bias.numel() == conv.out_channels:
+        model.logit_bias = torch.cat([bias.flatten(), torch.zeros(int(n_aux))]).view(1, -1, 1, 1)
     return model
 
 

@@ -167,3 +167,23 @@ def test_an_import_that_does_not_reproduce_the_file_is_refused(exported, tmp_pat
     (tmp_path / "odd.json").write_text(json.dumps(meta))
     with pytest.raises(UserError, match=r"odd.onnx: the imported network does not reproduce"):
         build_model("resnet18", weights=str(tmp_path / "odd.onnx"))
+
+
+def test_a_model_without_the_contact_channel_grows_one(exported, frames):
+    # fine-tuning the shipped 3-class model with --contact-weight: the class logits stay
+    # those of the file, the new channel starts neutral (zero weights, bias -2)
+    _, x, before = _imported(exported[32], frames)
+    grown = build_model("resnet18", weights=str(exported[32]), n_aux=1)
+    grown.eval()
+    with torch.no_grad():
+        out = grown(x)
+    assert out.shape[1] == 4 and grown.needs_bn_calibration
+    assert float((out[:, :3] - before).abs().max()) < 1e-5
+    assert torch.allclose(out[:, 3], torch.full_like(out[:, 3], -2.0))
+    # the other way round (a contact model into a run without it) stays an error
+    with pytest.raises(UserError, match=r"auxiliary channels"):
+        ow.check_architecture({"architecture": {"encoder": "resnet18", "aspp_rates": [6, 12, 18]},
+                               "classes": ["a", "b", "c"],
+                               "output": {"aux_channels": ["contact"]}},
+                              "x.onnx", backbone="resnet18", aspp_rates=(6, 12, 18),
+                              n_classes=3, n_aux=0)

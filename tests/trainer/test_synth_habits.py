@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import math
 
 import cv2
@@ -72,6 +74,24 @@ def test_presets_combine_and_typos_are_named() -> None:
     assert (cfg.habit, cfg.density, cfg.px_size_um) == ("needle", 0.35, 2.0)
     with pytest.raises(ValueError, match="unknown synth preset 'needle'"):
         SynthConfig.from_presets("needle")
+
+
+def test_synth_cli_takes_presets(tmp_path, capsys) -> None:
+    from trainer.cli import main as cli
+
+    out = tmp_path / "needles"
+    assert cli(["synth", "--out", str(out), "--n", "1", "--size", "320x240",
+                "--preset", "needles,crowded", "--px-size-um", "2.0"]) == 0
+    recipe = json.loads((out / "truth.json").read_text())["config"]
+    assert (recipe["habit"], recipe["density"], recipe["px_size_um"]) == ("needle", 0.35, 2.0)
+    fine = tmp_path / "fine"  # a preset's pixel size holds unless --px-size-um is given
+    assert cli(["synth", "--out", str(fine), "--n", "1", "--size", "320x240",
+                "--preset", "fine_pixels"]) == 0
+    assert json.loads((fine / "truth.json").read_text())["config"]["px_size_um"] == 0.5
+    capsys.readouterr()
+    assert cli(["synth", "--out", str(tmp_path / "x"), "--n", "1", "--preset", "needle"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--preset: unknown synth preset 'needle'" in err[0]
 
 
 def _true_mask(c, shape) -> np.ndarray:

@@ -28,12 +28,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                       help="log-normal sizes instead: Q3 median x50,3 (um) and s_LND, "
                            "e.g. 150,0.25")
     p.add_argument("--size", default="1024x768", metavar="WxH", help="frame size (px)")
-    p.add_argument("--px-size-um", type=float, default=1.45, help="pixel size (um, default 1.45)")
+    p.add_argument("--px-size-um", type=float, default=None,
+                   help="pixel size (um; default the preset's, else 1.45)")
     p.add_argument("--seed", type=int, default=0, help="random seed (same seed, same bytes)")
     p.add_argument("--agglomerate-rate", type=float, default=None, metavar="R",
                    help="fraction of crystals in agglomerates (default 0.10)")
     p.add_argument("--density", type=float, default=None, metavar="K",
                    help="fraction of the illuminated field covered by crystals (default 0.15)")
+    p.add_argument("--preset", default=None, metavar="NAME[,NAME...]",
+                   help="named generator settings, combined in order (habits: compact, "
+                        "prisms, needles, plates, rhombs, twins, rounded; crowding: isolated, "
+                        "crowded, agglomerates; light: dim, bright, uneven; field_cut, "
+                        "fine_pixels, coarse_pixels); --config and the options override them")
     p.add_argument("--config", type=Path, default=None, metavar="JSON",
                    help="SynthConfig fields as JSON (command-line options override it)")
 
@@ -50,13 +56,21 @@ def run(args: argparse.Namespace) -> int:
     if args.n < 1:
         raise UserError(f"--n: need at least 1 frame, got {args.n}")
     fields: dict = {}
+    if args.preset:
+        from trainer.synth.presets import preset_fields
+        try:
+            fields.update(preset_fields(*(n.strip() for n in args.preset.split(","))))
+        except ValueError as exc:
+            raise UserError(f"--preset: {exc}") from None
     if args.config is not None:
         try:
             fields.update(json.loads(args.config.read_text()))
         except (OSError, ValueError) as exc:
             raise UserError(f"{args.config}: cannot read JSON: {exc}") from None
     w, h = _pair(args.size.lower(), "x", "--size")
-    fields.update(width=int(w), height=int(h), px_size_um=args.px_size_um)
+    fields.update(width=int(w), height=int(h))
+    if args.px_size_um is not None or "px_size_um" not in fields:
+        fields["px_size_um"] = 1.45 if args.px_size_um is None else args.px_size_um
     if args.fraction is not None:
         fields.update(size_mode="sieve", fraction_um=_pair(args.fraction, "-", "--fraction"))
     if args.lognormal is not None:

@@ -1,0 +1,142 @@
+"""Per-domain accuracy of a model: one generated test set per habit, crowding level,
+illumination and pixel size, each measured through the appliance's chain.
+
+For every domain in :data:`DOMAINS` the script renders ``--frames`` frames with the
+generator's presets (:mod:`trainer.synth.presets`; 1024 x 768, seeds 3000 + i, never
+used for training), runs :func:`trainer.evaluate.evaluate_model` on them (the chain of
+``crystal-edge analyze``: quality gate, ROI, crowding, measurement, contact channel when
+the model has one) and reports
+
+- crystal IoU at the network's scale;
+- the x50,3 error against the true sizes of every visible crystal, and the same
+  measurement on the true label masks (the chain's own error);
+- the Q3 Kolmogorov-Smirnov distance ``max_x |Q3_pred(x) - Q3_true(x)|`` (10 um grid);
+- ``kept / label``: crystals kept from the model's masks over crystals kept from the true
+  masks by the same chain (for needles: how many single needles survive the CNN).
+
+Usage::
+
+    .venv/bin/python scripts/domain_card.py --model models/crystal-seg.onnx \\
+        --work /tmp/domain_sets --out bench-out/domain_card.json --frames 6
+
+The JSON holds every number; ``--markdown`` prints the model card's table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+# name -> (presets, field overrides); the first two are today's model-card fractions
+DOMAINS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
+    "compact 90-125 um": (("compact",), {"fraction_um": (90.0, 125.0)}),
+    "compact 125-180 um": (("compact",), {"fraction_um": (125.0, 180.0)}),
+    "prisms": (("prisms",), {}),
+    "needles (aspect 3-10)": (("needles",), {}),
+    "plates": (("plates",), {}),
+    "rhombs": (("rhombs",), {}),
+    "twins": (("twins",), {}),
+    "rounded": (("rounded",), {}),
+    "isolated": (("isolated",), {}),
+    "crowded": (("crowded",), {}),
+    "agglomerate-rich": (("agglomerates",), {}),
+    "dim light": (("dim",), {}),
+    "bright light": (("bright",), {}),
+    "uneven light": (("uneven",), {}),
+    "field stop cuts": (("field_cut",), {}),
+    "0.5 um/px": (("fine_pixels",), {}),
+    "5 um/px": (("coarse_pixels",), {}),
+}
+SIZE = {"width": 1024, "height": 768}
+SEED0 = 3000
+
+
+def make_set(work: Path, i: int, name: str, n: int) -> Path:
+    """The domain's test set (rendered once, then reused)."""
+    from trainer.synth import SynthConfig, generate_dataset
+
+    presets, extra = DOMAINS[name]
+    out = work / f"{i:02d}_{'_'.join(presets)}"
+    if not (out / "truth.json").is_file() or len(list((out / "images").glob("*"))) != n:
+        cfg = SynthConfig.from_presets(*presets, **{**SIZE, **extra})
+        generate_dataset(out, n, cfg, seed=SEED0 + i)
+    return out
+
+
+def measure(model: Path, data: Path) -> dict[str, Any]:
+    """One domain's row: IoU, x50,3 errors, Q3 KS distances, kept crystals."""
+    from trainer.evaluate import evaluate_model
+
+    res = evaluate_model(model, data)
+    m = res.measurement or {}
+    kept, label = m.get("n_kept_pred"), m.get("n_kept_label")
+    return {"frames": res.n_frames, "px_size_um": res.px_size_um,
+            "pixel_accuracy": res.segmentation["pixel_accuracy"],
+            "iou_crystal": res.segmentation["iou"].get("crystal"),
+            "x50_3_rel_error": m.get("x50_3_rel_error"),
+            "x50_3_label_rel_error": m.get("x50_3_label_rel_error"),
+            "q3_ks": m.get("q3_max_abs_diff"), "q3_ks_label": m.get("q3_label_max_abs_diff"),
+            "n_truth": m.get("n_truth_crystals"), "n_kept_pred": kept, "n_kept_label": label,
+            "kept_over_label": kept / label if kept is not None and label else None,
+            "frames_rejected": m.get("n_frames_rejected")}
+
+
+def _f(v: float | None, fmt: str) -> str:
+    return "-" if v is None else format(v, fmt)
+
+
+def markdown(rows: dict[str, dict[str, Any]]) -> str:
+    head = ("| domain | crystal IoU | x50,3 error | labels' x50,3 error | Q3 KS | labels' Q3 KS "
+            "| kept / labels' |\n|---|---|---|---|---|---|---|")
+    lines = [head]
+    for name, r in rows.items():
+        lines.append(
+            f"| {name} | {_f(r['iou_crystal'], '.3f')} | {_f(_pc(r['x50_3_rel_error']), '+.1f')} % "
+            f"| {_f(_pc(r['x50_3_label_rel_error']), '+.1f')} % | {_f(r['q3_ks'], '.3f')} "
+            f"| {_f(r['q3_ks_label'], '.3f')} | {_f(_pc(r['kept_over_label']), '.0f')} % |")
+    return "\n".join(lines)
+
+
+def _pc(v: float | None) -> float | None:
+    return None if v is None else 100 * v
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", type=Path, default=Path("models/crystal-seg.onnx"))
+    p.add_argument("--work", type=Path, default=Path("/tmp/domain_sets"),
+                   help="where the test sets are rendered (reused when present)")
+    p.add_argument("--frames", type=int, default=6, help="frames per domain")
+    p.add_argument("--only", default=None, help="comma-separated domain names (default all)")
+    p.add_argument("--out", type=Path, default=Path("bench-out/domain_card.json"))
+    p.add_argument("--markdown", action="store_true", help="print the model card's table")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    names = list(DOMAINS) if not args.only else [n.strip() for n in args.only.split(",")]
+    unknown = [n for n in names if n not in DOMAINS]
+    if unknown:
+        p.error(f"--only: unknown domain {unknown[0]!r}; choose from {', '.join(DOMAINS)}")
+    rows: dict[str, dict[str, Any]] = {}
+    t0 = time.perf_counter()
+    for name in names:
+        data = make_set(args.work, list(DOMAINS).index(name), name, args.frames)
+        rows[name] = measure(args.model, data)
+        print(f"{name:<24} IoU {_f(rows[name]['iou_crystal'], '.3f')}  x50,3 "
+              f"{_f(_pc(rows[name]['x50_3_rel_error']), '+.1f')} %  KS "
+              f"{_f(rows[name]['q3_ks'], '.3f')}  kept/labels "
+              f"{_f(_pc(rows[name]['kept_over_label']), '.0f')} %", flush=True)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"model": str(args.model), "frames_per_domain": args.frames,
+                                    "seconds": round(time.perf_counter() - t0, 1),
+                                    "domains": rows}, indent=1))
+    if args.markdown:
+        print(markdown(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
