@@ -101,6 +101,26 @@ def markdown(rows: dict[str, dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def _pair(o: dict[str, Any], r: dict[str, Any], key: str, fmt: str, pct: bool = False) -> str:
+    a, b = (_pc(o[key]), _pc(r[key])) if pct else (o[key], r[key])
+    return f"{_f(a, fmt)} -> {_f(b, fmt)}" + (" %" if pct else "")
+
+
+def compare(old: dict[str, dict[str, Any]], new: dict[str, dict[str, Any]]) -> str:
+    """The model card's before -> after table of two runs (same domains and frames)."""
+    lines = ["| domain | crystal IoU | x50,3 error | Q3 KS | kept / labels' |",
+             "|---|---|---|---|---|"]
+    for name, r in new.items():
+        o = old.get(name)
+        if o is None:
+            continue
+        lines.append(f"| {name} | {_pair(o, r, 'iou_crystal', '.3f')} "
+                     f"| {_pair(o, r, 'x50_3_rel_error', '+.1f', True)} "
+                     f"| {_pair(o, r, 'q3_ks', '.3f')} "
+                     f"| {_pair(o, r, 'kept_over_label', '.0f', True)} |")
+    return "\n".join(lines)
+
+
 def _pc(v: float | None) -> float | None:
     return None if v is None else 100 * v
 
@@ -114,7 +134,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--only", default=None, help="comma-separated domain names (default all)")
     p.add_argument("--out", type=Path, default=Path("bench-out/domain_card.json"))
     p.add_argument("--markdown", action="store_true", help="print the model card's table")
+    p.add_argument("--compare", nargs=2, type=Path, metavar=("OLD.json", "NEW.json"),
+                   help="print the before -> after table of two earlier runs and stop")
     args = p.parse_args(argv)
+    if args.compare:
+        old, new = (json.loads(f.read_text())["domains"] for f in args.compare)
+        print(compare(old, new))
+        return 0
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     names = list(DOMAINS) if not args.only else [n.strip() for n in args.only.split(",")]
     unknown = [n for n in names if n not in DOMAINS]
