@@ -67,11 +67,24 @@ def make_set(work: Path, i: int, name: str, n: int) -> Path:
     return out
 
 
-def measure(model: Path, data: Path) -> dict[str, Any]:
+def chain_settings(config: Path | None) -> Any:
+    """The chain's settings from a ``crystal-edge`` TOML (``[measure]``, ``[psd]``,
+    ``[quality]``, ``[roi]``, ``[domain]``, ``[model] inference_scale``), or the defaults;
+    the pixel size is always each domain's own."""
+    from dataclasses import replace
+
+    from trainer.evaluate import ChainSettings, settings_from_config
+
+    if config is None:
+        return ChainSettings()
+    return replace(settings_from_config(config, px_size_um=1.0), px_size_um=None)
+
+
+def measure(model: Path, data: Path, settings: Any = None) -> dict[str, Any]:
     """One domain's row: IoU, x50,3 errors, Q3 KS distances, kept crystals."""
     from trainer.evaluate import evaluate_model
 
-    res = evaluate_model(model, data)
+    res = evaluate_model(model, data, settings=settings)
     m = res.measurement or {}
     kept, label = m.get("n_kept_pred"), m.get("n_kept_label")
     return {"frames": res.n_frames, "px_size_um": res.px_size_um,
@@ -131,6 +144,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--work", type=Path, default=Path("/tmp/domain_sets"),
                    help="where the test sets are rendered (reused when present)")
     p.add_argument("--frames", type=int, default=6, help="frames per domain")
+    p.add_argument("--config", type=Path, default=None, metavar="EDGE.toml",
+                   help="measure with this crystal-edge configuration's settings (each "
+                        "domain keeps its own pixel size)")
     p.add_argument("--only", default=None, help="comma-separated domain names (default all)")
     p.add_argument("--out", type=Path, default=Path("bench-out/domain_card.json"))
     p.add_argument("--markdown", action="store_true", help="print the model card's table")
@@ -147,10 +163,11 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         p.error(f"--only: unknown domain {unknown[0]!r}; choose from {', '.join(DOMAINS)}")
     rows: dict[str, dict[str, Any]] = {}
+    settings = chain_settings(args.config)
     t0 = time.perf_counter()
     for name in names:
         data = make_set(args.work, list(DOMAINS).index(name), name, args.frames)
-        rows[name] = measure(args.model, data)
+        rows[name] = measure(args.model, data, settings)
         print(f"{name:<24} IoU {_f(rows[name]['iou_crystal'], '.3f')}  x50,3 "
               f"{_f(_pc(rows[name]['x50_3_rel_error']), '+.1f')} %  KS "
               f"{_f(rows[name]['q3_ks'], '.3f')}  kept/labels "
