@@ -60,7 +60,9 @@ def resolve_scale(px_size_um: float | None, inference_scale: float | str, meta: 
     off = abs(px / meta.px_size_um - 1.0)
     if off > PX_SIZE_TOLERANCE:
         log.warning("pixel size at the network input %.3f um differs by %.0f %% from the "
-                    "model's trained %.3f um (%s); set inference_scale = 'auto' to match",
+                    "model's trained %.3f um (%s); right when it brings small crystals to "
+                    "the 30-60 px the model was trained on (models/README.md, per domain), "
+                    "otherwise set inference_scale = 'auto'",
                     px, 100 * off, meta.px_size_um, model_name)
     return Scale(frame_px_size_um=frame_px, inference_scale=scale, px_size_um=px)
 
