@@ -44,3 +44,30 @@ def test_evaluate_reproduces_the_model_card(tmp_path, key):
     for text in (f"{100 * ev['pixel_accuracy']:.2f} %", f"{ev['iou']['crystal']:.3f}",
                  f"{100 * ev['measurement']['x50_3_rel_error']:+.1f} %"):
         assert text in card, f"models/README.md does not quote {text} ({key})"
+
+
+def _domain_card():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("domain_card",
+                                                  ROOT / "scripts" / "domain_card.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["needles (aspect 3-10)", "0.5 um/px"])
+def test_the_per_domain_table_is_reproduced(tmp_path, name):
+    card = load_meta(MODEL).metrics["domains"]
+    dc = _domain_card()
+    assert set(card["rows"]) == set(dc.DOMAINS)  # every domain of the script is on the card
+    row = card["rows"][name]
+    data = dc.make_set(tmp_path, list(dc.DOMAINS).index(name), name, card["frames_per_domain"])
+    got = dc.measure(MODEL, data)
+    assert got["iou_crystal"] == pytest.approx(row["iou_crystal"], abs=1e-3)
+    assert got["x50_3_rel_error"] == pytest.approx(row["x50_3_rel_error"], abs=2e-3)
+    assert got["kept_over_label"] == pytest.approx(row["kept_over_label"], abs=0.01)
+    line = next(ln for ln in (ROOT / "models" / "README.md").read_text().splitlines()
+                if ln.startswith(f"| {name} | {row['iou_crystal']:.3f} |"))
+    assert f"{100 * row['x50_3_rel_error']:+.1f} %" in line
