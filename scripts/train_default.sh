@@ -15,6 +15,12 @@
 # lovasz = --lovasz-weight). Stage 6 of the committed model continued from stage 5's
 # export (--weights models/crystal-seg.onnx), here from its best.pt; stages 6-8 had seeds
 # 6, 8, 9 (here 5, 6, 7).
+# data = broad: train8 plus 520 frames of every habit, crowding level and light
+# (trainer.synth presets: needles, prisms, plates, rhombs, twins, rounded, crowded,
+# agglomerates, dim, bright, uneven, field_cut); a schedule with it also writes the
+# per-domain table (scripts/domain_card.py, DOMAIN_FRAMES frames each) to
+# $WORK/domain_card.json. The broader default model, e.g. on a GPU:
+#   make train-default STAGES="40:100:16:3e-4:200::broad:last" CONTACT_WEIGHT=1 DEVICE=cuda
 # Other overrides: CONTACT_WEIGHT (trains the learned contact channel, docs/measurement.md),
 # CROP, AUGMENT, WEIGHTS (imagenet where reachable), DEVICE (auto|cpu|cuda),
 # WORKERS, NICE, WORK (scratch dir), OUT (target .onnx); for a quick smoke run (tests):
@@ -34,15 +40,16 @@ AUGMENT=${AUGMENT:-light}
 WEIGHTS=${WEIGHTS:-none}
 DEVICE=${DEVICE:-auto}
 WORKERS=${WORKERS:-1}
+DOMAIN_FRAMES=${DOMAIN_FRAMES:-12}
 NICE=${NICE:-5}
 CT="nice -n $NICE $BIN/crystal-train"
 DATA=$WORK/data
 
-gen() {  # name fraction n seed
+gen() {  # name fraction n seed [synth options...]   (fraction "": the preset's)
     if [ ! -f "$DATA/$1/truth.json" ]; then
-        local n=$(( $3 / FRAMES_DIV ))
-        $CT synth --out "$DATA/$1" --fraction "$2" --n $(( n > 0 ? n : 1 )) --seed "$4" \
-            --size "$SIZE"
+        local n=$(( $3 / FRAMES_DIV )) name=$1 frac=$2 seed=$4; shift 4
+        $CT synth --out "$DATA/$name" ${frac:+--fraction "$frac"} --n $(( n > 0 ? n : 1 )) \
+            --seed "$seed" --size "$SIZE" "$@"
     fi
 }
 merge() {  # dst limit part...   (hard links, stems prefixed by the part's name)
@@ -65,9 +72,11 @@ for stage in $STAGES; do  # check the whole schedule before hours of work
     IFS=: read -r e st b lr wu ms data take lovasz <<<"$stage"
     case "${take:-best}" in best|last) ;; *)
         echo "STAGES: '$take' in '$stage': expected best or last" >&2; exit 2 ;; esac
-    case "${data:-train}" in train|train2|train3|train6|train8) ;; *)
-        echo "STAGES: '$data' in '$stage': expected train, train2, train3, train6 or train8" >&2
+    case "${data:-train}" in train|train2|train3|train6|train8|broad) ;; *)
+        echo "STAGES: '$data' in '$stage': expected train, train2, train3, train6, train8" \
+            "or broad" >&2
         exit 2 ;; esac
+    [ "${data:-train}" = broad ] && BROAD=1
 done
 
 gen train_a 90-125 80 101
@@ -87,6 +96,20 @@ merge train3 100000 train_a train_b train_c train_d train_e
 merge train6 100000 train_a train_b train_c train_d train_e train_f
 merge train8 100000 train_a train_b train_c train_d train_e train_f train_g
 merge val_small 4 val_a val_b
+if [ -n "${BROAD:-}" ]; then  # broad = train8 + every habit, crowding level and light
+    for spec in needles:needles:60:1103 needles_cr:needles,crowded:30:1104 \
+            prisms:prisms:40:1105 plates:plates:40:1106 rhombs:rhombs:30:1107 \
+            twins:twins:30:1108 rounded:rounded:30:1109 crowded:crowded:40:1110 \
+            aggl:agglomerates:40:1111 dim:dim:30:1112 bright:bright:30:1113 \
+            uneven:uneven:30:1114 fieldcut:field_cut:30:1115 needles_dim:needles,uneven:20:1116 \
+            plates_cr:plates,crowded:20:1117; do
+        IFS=: read -r name preset n seed <<<"$spec"
+        gen "p_$name" "" "$n" "$seed" --preset "$preset"
+    done
+    merge broad 100000 train_a train_b train_c train_d train_e train_f train_g \
+        $(for s in needles needles_cr prisms plates rhombs twins rounded crowded aggl dim \
+            bright uneven fieldcut needles_dim plates_cr; do echo "p_$s"; done)
+fi
 
 train() {  # run data weights epochs steps batch lr warmup seed [extra...]
     local run=$1 data=$2 w=$3 e=$4 st=$5 b=$6 lr=$7 wu=$8 seed=$9; shift 9
@@ -119,4 +142,9 @@ done
 merge val 100000 val_a val_b
 $CT evaluate --model "$OUT" --data "$DATA/val" --no-measure --json "$WORK/eval_val.json" \
     --update-meta
+if [ -n "${BROAD:-}" ]; then  # the model card's per-domain table
+    nice -n "$NICE" "$BIN/python" scripts/domain_card.py --model "$OUT" \
+        --frames "$DOMAIN_FRAMES" --work "$WORK/domains" --out "$WORK/domain_card.json" \
+        --markdown
+fi
 echo "model: $OUT (+ $(basename "${OUT%.onnx}").json); run: $RUN; evaluations: $WORK/eval_*.json"
