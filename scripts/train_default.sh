@@ -21,6 +21,7 @@
 # per-domain table (scripts/domain_card.py, DOMAIN_FRAMES frames each) to
 # $WORK/domain_card.json. The broader default model, e.g. on a GPU:
 #   make train-default STAGES="40:100:16:3e-4:200::broad:last" CONTACT_WEIGHT=1 DEVICE=cuda
+# JOBS renders that many data sets at once (e.g. 12 on a 16-core GPU machine).
 # Other overrides: CONTACT_WEIGHT (trains the learned contact channel, docs/measurement.md),
 # CROP, AUGMENT, WEIGHTS (imagenet where reachable), DEVICE (auto|cpu|cuda),
 # WORKERS, NICE, WORK (scratch dir), OUT (target .onnx); for a quick smoke run (tests):
@@ -41,16 +42,29 @@ WEIGHTS=${WEIGHTS:-none}
 DEVICE=${DEVICE:-auto}
 WORKERS=${WORKERS:-1}
 DOMAIN_FRAMES=${DOMAIN_FRAMES:-12}
+JOBS=${JOBS:-1}
 NICE=${NICE:-5}
 CT="nice -n $NICE $BIN/crystal-train"
 DATA=$WORK/data
 
+GENERATED=()
 gen() {  # name fraction n seed [synth options...]   (fraction "": the preset's)
+    GENERATED+=("$1")
     if [ ! -f "$DATA/$1/truth.json" ]; then
         local n=$(( $3 / FRAMES_DIV )) name=$1 frac=$2 seed=$4; shift 4
+        while [ "$(jobs -rp | wc -l)" -ge "$JOBS" ]; do wait -n || true; done
         $CT synth --out "$DATA/$name" ${frac:+--fraction "$frac"} --n $(( n > 0 ? n : 1 )) \
-            --seed "$seed" --size "$SIZE" "$@"
+            --seed "$seed" --size "$SIZE" "$@" > "$DATA/$name.log" 2>&1 &
     fi
+}
+gen_done() {  # wait for every set; one that did not finish stops the run, naming it
+    wait
+    for name in "${GENERATED[@]}"; do
+        if [ ! -f "$DATA/$name/truth.json" ]; then
+            echo "generating $DATA/$name failed: $(tail -n 1 "$DATA/$name.log")" >&2
+            exit 1
+        fi
+    done
 }
 merge() {  # dst limit part...   (hard links, stems prefixed by the part's name)
     local dst=$DATA/$1 limit=$2; shift 2
@@ -79,6 +93,7 @@ for stage in $STAGES; do  # check the whole schedule before hours of work
     [ "${data:-train}" = broad ] && BROAD=1
 done
 
+mkdir -p "$DATA"
 gen train_a 90-125 80 101
 gen train_b 125-180 80 102
 gen train_c 90-125 80 103
@@ -90,12 +105,6 @@ gen val_a 90-125 12 201
 gen val_b 125-180 12 202
 gen test_a 90-125 12 401
 gen test_b 125-180 12 402
-merge train 100000 train_a train_b
-merge train2 100000 train_a train_b train_c train_d
-merge train3 100000 train_a train_b train_c train_d train_e
-merge train6 100000 train_a train_b train_c train_d train_e train_f
-merge train8 100000 train_a train_b train_c train_d train_e train_f train_g
-merge val_small 4 val_a val_b
 if [ -n "${BROAD:-}" ]; then  # broad = train8 + every habit, crowding level and light
     for spec in needles:needles:60:1103 needles_cr:needles,crowded:30:1104 \
             prisms:prisms:40:1105 plates:plates:40:1106 rhombs:rhombs:30:1107 \
@@ -106,6 +115,15 @@ if [ -n "${BROAD:-}" ]; then  # broad = train8 + every habit, crowding level and
         IFS=: read -r name preset n seed <<<"$spec"
         gen "p_$name" "" "$n" "$seed" --preset "$preset"
     done
+fi
+gen_done
+merge train 100000 train_a train_b
+merge train2 100000 train_a train_b train_c train_d
+merge train3 100000 train_a train_b train_c train_d train_e
+merge train6 100000 train_a train_b train_c train_d train_e train_f
+merge train8 100000 train_a train_b train_c train_d train_e train_f train_g
+merge val_small 4 val_a val_b
+if [ -n "${BROAD:-}" ]; then  # broad: train8 and the preset sets
     merge broad 100000 train_a train_b train_c train_d train_e train_f train_g \
         $(for s in needles needles_cr prisms plates rhombs twins rounded crowded aggl dim \
             bright uneven fieldcut needles_dim plates_cr; do echo "p_$s"; done)

@@ -21,7 +21,7 @@ def test_train_default_script_smoke(tmp_path):
     env = dict(os.environ, BIN=str(Path(sys.executable).parent), WORK=str(tmp_path / "w"),
                OUT=str(out), FRAMES_DIV="80", SIZE="256x192", BACKBONE="resnet18", CROP="64",
                STAGES="1:1:2:1e-4:0 1:1:2:1e-4:0::broad:last 1:2:2:1e-4:0::train8:last:1",
-               NICE="0", WORKERS="0", CONTACT_WEIGHT="1", DOMAIN_FRAMES="1")
+               NICE="0", WORKERS="0", CONTACT_WEIGHT="1", DOMAIN_FRAMES="1", JOBS="3")
     res = subprocess.run(["bash", str(ROOT / "scripts" / "train_default.sh")], cwd=ROOT,
                          env=env, capture_output=True, text=True, timeout=900, check=False)
     assert res.returncode == 0, res.stderr[-3000:]
@@ -58,3 +58,14 @@ def test_train_default_rejects_a_bad_schedule_before_any_work(tmp_path, stages, 
                          env=env, capture_output=True, text=True, timeout=60, check=False)
     assert res.returncode == 2 and word in res.stderr and "STAGES" in res.stderr
     assert not (tmp_path / "w").exists()
+
+
+def test_a_data_set_that_fails_to_generate_stops_the_run_naming_it(tmp_path):
+    env = dict(os.environ, BIN=str(Path(sys.executable).parent), WORK=str(tmp_path / "w"),
+               SIZE="256xbig", FRAMES_DIV="80", JOBS="4", NICE="0")
+    res = subprocess.run(["bash", str(ROOT / "scripts" / "train_default.sh")], cwd=ROOT,
+                         env=env, capture_output=True, text=True, timeout=120, check=False)
+    assert res.returncode == 1
+    line = res.stderr.strip().splitlines()[-1]
+    assert "generating" in line and "train_a failed" in line and "--size" in line
+    assert not (tmp_path / "w" / "stage1").exists()  # nothing trained on missing data
