@@ -95,7 +95,10 @@ def measure(model: Path, data: Path, settings: Any = None) -> dict[str, Any]:
             "q3_ks": m.get("q3_max_abs_diff"), "q3_ks_label": m.get("q3_label_max_abs_diff"),
             "n_truth": m.get("n_truth_crystals"), "n_kept_pred": kept, "n_kept_label": label,
             "kept_over_label": kept / label if kept is not None and label else None,
-            "frames_rejected": m.get("n_frames_rejected")}
+            "frames_rejected": m.get("n_frames_rejected"),
+            "rejected_by_reason": {k: v for k, v in
+                                   ((res.psd or {}).get("frames_rejected_by_reason") or {}).items()
+                                   if v}}
 
 
 def _f(v: float | None, fmt: str) -> str:
