@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import signal
 import subprocess
 import sys
@@ -71,9 +70,9 @@ class ServiceProcess:
     """``crystal-edge run --config CONFIG`` as a real process, log captured to a file.
 
     stderr/stdout go to ``<workdir>/service.log`` (read it with :meth:`log`), so a test can
-    wait for a log line while the process runs. :meth:`peak_rss_mb` reads the process's
-    peak resident memory (``VmHWM``) while it runs; after it ended, ``ru_maxrss`` of
-    children covers it.
+    wait for a log line while the process runs. :meth:`peak_rss_mb` is the process's peak
+    resident memory (``VmHWM``, polled while it runs; ``ru_maxrss`` would include the
+    forking test process's memory, which it keeps across exec).
     """
 
     def __init__(self, workdir: Path, *, config: str = "config.toml",
@@ -161,7 +160,3 @@ def service_factory(workdir: Path) -> Iterator[Callable[..., ServiceProcess]]:
             sp.proc.wait(10)
         sp._stop_watch.set()
 
-
-def children_peak_rss_mb() -> float:
-    """Peak RSS of any finished child process of this test process (MB)."""
-    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024.0
