@@ -77,7 +77,7 @@ def chain_settings(config: Path | None) -> Any:
 
     if config is None:
         return ChainSettings()
-    return replace(settings_from_config(config, px_size_um=1.0), px_size_um=None)
+    return replace(settings_from_config(config), px_size_um=None)
 
 
 def measure(model: Path, data: Path, settings: Any = None) -> dict[str, Any]:
