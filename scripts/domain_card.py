@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -168,9 +169,17 @@ def main(argv: list[str] | None = None) -> int:
     rows: dict[str, dict[str, Any]] = {}
     settings = chain_settings(args.config)
     t0 = time.perf_counter()
+    from edge.errors import UserError
+
+    failed = 0
     for name in names:
         data = make_set(args.work, list(DOMAINS).index(name), name, args.frames)
-        rows[name] = measure(args.model, data, settings)
+        try:
+            rows[name] = measure(args.model, data, settings)
+        except UserError as exc:  # e.g. a configured scale that does not suit this domain
+            print(f"{name}: {exc}", file=sys.stderr, flush=True)
+            failed += 1
+            continue
         print(f"{name:<24} IoU {_f(rows[name]['iou_crystal'], '.3f')}  x50,3 "
               f"{_f(_pc(rows[name]['x50_3_rel_error']), '+.1f')} %  KS "
               f"{_f(rows[name]['q3_ks'], '.3f')}  kept/labels "
@@ -181,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
                                     "domains": rows}, indent=1))
     if args.markdown:
         print(markdown(rows))
-    return 0
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

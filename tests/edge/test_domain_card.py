@@ -38,3 +38,13 @@ def test_domain_rows_and_the_before_after_table(tmp_path, capsys):
     table = capsys.readouterr().out.splitlines()
     assert len(table) == 4 and table[2].startswith("| needles (aspect 3-10) | ")
     assert " -> " in table[2]
+    # a configured scale that makes no sense for one domain: one line naming it, exit 1,
+    # the other domains still measured
+    cfg = tmp_path / "edge.toml"
+    cfg.write_text("[model]\ninference_scale = 0.4\n")
+    assert domain_card.main(["--model", str(model), "--frames", "2", "--only", names,
+                             "--work", str(tmp_path / "sets"), "--out", str(out),
+                             "--config", str(cfg)]) == 1
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("5 um/px: ")]
+    assert len(err) == 1 and "inference scale" in err[0]
+    assert list(json.loads(out.read_text())["domains"]) == ["needles (aspect 3-10)"]
