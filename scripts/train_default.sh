@@ -15,7 +15,7 @@
 # lovasz = --lovasz-weight). Stage 6 of the committed model continued from stage 5's
 # export (--weights models/crystal-seg.onnx), here from its best.pt; stages 6-8 had seeds
 # 6, 8, 9 (here 5, 6, 7).
-# data = broad: train8 plus 520 frames of every habit, crowding level and light
+# data = broad: train8 plus 500 frames of every habit, crowding level and light
 # (trainer.synth presets: needles, prisms, plates, rhombs, twins, rounded, crowded,
 # agglomerates, dim, bright, uneven, field_cut); a schedule with it also writes the
 # per-domain table (scripts/domain_card.py, DOMAIN_FRAMES frames each) to
@@ -47,6 +47,12 @@ NICE=${NICE:-5}
 CT="nice -n $NICE $BIN/crystal-train"
 DATA=$WORK/data
 
+# the broad data set's preset sets: name:presets:frames:seed (500 frames)
+BROAD_SETS="needles:needles:60:1103 needles_cr:needles,crowded:30:1104 prisms:prisms:40:1105
+    plates:plates:40:1106 rhombs:rhombs:30:1107 twins:twins:30:1108 rounded:rounded:30:1109
+    crowded:crowded:40:1110 aggl:agglomerates:40:1111 dim:dim:30:1112 bright:bright:30:1113
+    uneven:uneven:30:1114 fieldcut:field_cut:30:1115 needles_dim:needles,uneven:20:1116
+    plates_cr:plates,crowded:20:1117"
 GENERATED=()
 gen() {  # name fraction n seed [synth options...]   (fraction "": the preset's)
     GENERATED+=("$1")
@@ -106,12 +112,7 @@ gen val_b 125-180 12 202
 gen test_a 90-125 12 401
 gen test_b 125-180 12 402
 if [ -n "${BROAD:-}" ]; then  # broad = train8 + every habit, crowding level and light
-    for spec in needles:needles:60:1103 needles_cr:needles,crowded:30:1104 \
-            prisms:prisms:40:1105 plates:plates:40:1106 rhombs:rhombs:30:1107 \
-            twins:twins:30:1108 rounded:rounded:30:1109 crowded:crowded:40:1110 \
-            aggl:agglomerates:40:1111 dim:dim:30:1112 bright:bright:30:1113 \
-            uneven:uneven:30:1114 fieldcut:field_cut:30:1115 needles_dim:needles,uneven:20:1116 \
-            plates_cr:plates,crowded:20:1117; do
+    for spec in $BROAD_SETS; do
         IFS=: read -r name preset n seed <<<"$spec"
         gen "p_$name" "" "$n" "$seed" --preset "$preset"
     done
@@ -125,8 +126,7 @@ merge train8 100000 train_a train_b train_c train_d train_e train_f train_g
 merge val_small 4 val_a val_b
 if [ -n "${BROAD:-}" ]; then  # broad: train8 and the preset sets
     merge broad 100000 train_a train_b train_c train_d train_e train_f train_g \
-        $(for s in needles needles_cr prisms plates rhombs twins rounded crowded aggl dim \
-            bright uneven fieldcut needles_dim plates_cr; do echo "p_$s"; done)
+        $(for spec in $BROAD_SETS; do echo "p_${spec%%:*}"; done)
 fi
 
 train() {  # run data weights epochs steps batch lr warmup seed [extra...]

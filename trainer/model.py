@@ -174,9 +174,10 @@ def add_aux_channels(model: SegmentationNet, n_aux: int) -> SegmentationNet:
     """``model`` with ``n_aux`` new auxiliary output channels after its class logits.
 
     The class rows of the final 1x1 convolution are kept, so the class output is
-    unchanged; the new rows start at zero weight and a bias of -2 (a contact
-    probability of 0.12, near the share of contact pixels among crystal pixels), so
-    they begin as a neutral guess rather than noise. Everything else is shared.
+    unchanged; the new rows start at zero weight and a bias of -2 (probability 0.12
+    everywhere: few pixels are contacts), a neutral guess rather than noise. Everything
+    else is shared. For a model being trained (``logit_bias`` None), as
+    :func:`build_model` returns it.
     """
     conv = model.net.segmentation_head[0]
     grown = nn.Conv2d(conv.in_channels, conv.out_channels + int(n_aux), conv.kernel_size,
@@ -188,9 +189,6 @@ def add_aux_channels(model: SegmentationNet, n_aux: int) -> SegmentationNet:
         if conv.bias is not None:
             grown.bias[:conv.out_channels].copy_(conv.bias)
     model.net.segmentation_head[0] = grown
-    bias = getattr(model, "logit_bias", None)
-    if isinstance(bias, torch.Tensor) and bias.numel() == conv.out_channels:
-        model.logit_bias = torch.cat([bias.flatten(), torch.zeros(int(n_aux))]).view(1, -1, 1, 1)
     return model
 
 

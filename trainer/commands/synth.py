@@ -69,8 +69,8 @@ def run(args: argparse.Namespace) -> int:
             raise UserError(f"{args.config}: cannot read JSON: {exc}") from None
     w, h = _pair(args.size.lower(), "x", "--size")
     fields.update(width=int(w), height=int(h))
-    if args.px_size_um is not None or "px_size_um" not in fields:
-        fields["px_size_um"] = 1.45 if args.px_size_um is None else args.px_size_um
+    if args.px_size_um is not None:  # else the preset's or config's, else SynthConfig's
+        fields["px_size_um"] = args.px_size_um
     if args.fraction is not None:
         fields.update(size_mode="sieve", fraction_um=_pair(args.fraction, "-", "--fraction"))
     if args.lognormal is not None:
