@@ -18,6 +18,7 @@ COMMANDS: dict[str, str] = {
     "evaluate": "trainer.commands.evaluate",
     "export": "trainer.commands.export",
     "adapt": "trainer.commands.adapt",
+    "blend": "trainer.commands.blend",
     "labels-to-coco": "trainer.commands.labels_to_coco",
     "coco-to-labels": "trainer.commands.coco_to_labels",
 }

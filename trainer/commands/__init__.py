@@ -1,6 +1,7 @@
 """The doors of ``crystal-train``: one module per command (``HELP``, ``add_arguments``, ``run``).
 
 Listed explicitly in :mod:`trainer.cli`: ``synth`` (generated data), ``check-data``,
-``weights`` (class weights), ``train``, ``export``, ``evaluate`` (through the
-appliance's own chain).
+``weights`` (class weights), ``train``, ``evaluate`` (through the appliance's own chain),
+``export``, ``adapt`` (a plant's input normalisation), ``blend`` (a model and its
+fine-tune, weight by weight), ``labels-to-coco`` and ``coco-to-labels``.
 """
