@@ -19,6 +19,7 @@ COMMANDS: dict[str, str] = {
     "export": "trainer.commands.export",
     "adapt": "trainer.commands.adapt",
     "blend": "trainer.commands.blend",
+    "resample": "trainer.commands.resample",
     "labels-to-coco": "trainer.commands.labels_to_coco",
     "coco-to-labels": "trainer.commands.coco_to_labels",
 }
