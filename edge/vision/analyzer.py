@@ -24,7 +24,6 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 
 from edge.backends.base import Backend
@@ -47,7 +46,7 @@ from edge.vision.preprocess import (
 )
 from edge.vision.quality import QualityConfig, QualityResult, check_crowding, check_frame
 from edge.vision.result import FrameResult
-from edge.vision.roi import Roi, RoiConfig, detect_roi
+from edge.vision.roi import FieldTracker, Roi, RoiConfig
 from edge.vision.scale import resolve_scale
 
 log = logging.getLogger(__name__)
@@ -124,7 +123,8 @@ class FrameAnalyzer:
                                   crystal_class=self.crystal_class,
                                   roi_config=self.roi_config, bit_depth=bit_depth)
         self.backend: Backend | None = backend
-        self._last_roi: Roi | None = None
+        self.fields = FieldTracker(self.roi_config, black_class=self.black_class,
+                                   scale=self.inference_scale)
         self.last_timings: dict[str, float] = {}
         self.backend_selection: list[dict[str, str]] = []
         self._remembered_hw: tuple[int, int] | None = None
@@ -349,34 +349,7 @@ class FrameAnalyzer:
 
     def field(self, image: np.ndarray, class_map: np.ndarray) -> Roi | None:
         """The illuminated field at the class map's scale (None when there is none)."""
-        grey = grey_u8(image, bit_depth=self.bit_depth)
-        if grey.shape != class_map.shape:
-            grey = cv2.resize(grey, (class_map.shape[1], class_map.shape[0]),
-                              interpolation=cv2.INTER_AREA)
-        roi = detect_roi(grey, self.roi_config, class_map=class_map,
-                         black_class=self.black_class, scale=self.inference_scale)
-        if roi is None or roi.area_px == 0:
-            return None
-        return self._stable_roi(roi)
-
-    def _stable_roi(self, roi: Roi) -> Roi:
-        """The previous frame's ROI object when the field has not moved (within 1 px).
-
-        The illuminated field is fixed by the optics; reusing the identical mask keeps
-        the measuring region (and the edge-correction weights derived from it) the same
-        from frame to frame instead of jittering with pixel noise.
-        """
-        last = self._last_roi
-        if last is not None and last.kind == roi.kind and last.mask.shape == roi.mask.shape:
-            if roi.circle is not None and last.circle is not None:
-                if max(abs(a - b) for a, b in zip(roi.circle, last.circle, strict=True)) <= 1.0:
-                    return last
-            elif roi.circle is None and last.circle is None:
-                union = np.count_nonzero(roi.mask | last.mask)
-                if union and np.count_nonzero(roi.mask ^ last.mask) <= 0.002 * union:
-                    return last
-        self._last_roi = roi
-        return roi
+        return self.fields.field(grey_u8(image, bit_depth=self.bit_depth), class_map)
 
     def analyze(self, name: str, image: np.ndarray | None) -> FrameResult:
         """All stages for one frame."""

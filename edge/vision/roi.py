@@ -190,6 +190,44 @@ def detect_roi(grey: np.ndarray, config: RoiConfig | None = None, *,
     return roi
 
 
+class FieldTracker:
+    """The illuminated field frame after frame, at the class map's scale.
+
+    The field is fixed by the optics: while it has not moved (circle within 1 px, or a
+    component differing in at most 0.2 % of its pixels) the previous frame's :class:`Roi`
+    object is returned, so that the measuring region (and the edge-correction weights
+    derived from it) stays the same from frame to frame instead of jittering with noise.
+    """
+
+    def __init__(self, config: RoiConfig, *, black_class: int, scale: float) -> None:
+        self.config, self.black_class, self.scale = config, black_class, scale
+        self._last: Roi | None = None
+
+    def field(self, grey: np.ndarray, class_map: np.ndarray) -> Roi | None:
+        """The field of a grey uint8 frame (resized to ``class_map``), None when none."""
+        if grey.shape != class_map.shape:
+            grey = cv2.resize(grey, (class_map.shape[1], class_map.shape[0]),
+                              interpolation=cv2.INTER_AREA)
+        roi = detect_roi(grey, self.config, class_map=class_map,
+                         black_class=self.black_class, scale=self.scale)
+        if roi is None or roi.area_px == 0:
+            return None
+        return self._stable(roi)
+
+    def _stable(self, roi: Roi) -> Roi:
+        last = self._last
+        if last is not None and last.kind == roi.kind and last.mask.shape == roi.mask.shape:
+            if roi.circle is not None and last.circle is not None:
+                if max(abs(a - b) for a, b in zip(roi.circle, last.circle, strict=True)) <= 1.0:
+                    return last
+            elif roi.circle is None and last.circle is None:
+                union = np.count_nonzero(roi.mask | last.mask)
+                if union and np.count_nonzero(roi.mask ^ last.mask) <= 0.002 * union:
+                    return last
+        self._last = roi
+        return roi
+
+
 def field_threshold(grey: np.ndarray, cfg: RoiConfig) -> float:
     """Grey level (0-255) separating the illuminated field from the black surround.
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from edge.vision.preprocess import grey_u8
-from edge.vision.roi import RoiConfig, detect_roi, fit_circle
+from edge.vision.roi import FieldTracker, RoiConfig, detect_roi, fit_circle
 from tests.fixtures.tiny_model import synth_frame
 
 
@@ -84,3 +84,17 @@ def test_field_of_realistic_synthetic_frames_matches_the_generator_truth():
         assert roi.kind == "circle"
         iou = np.count_nonzero(roi.mask & truth) / np.count_nonzero(roi.mask | truth)
         assert iou > 0.985, (seed, iou)
+
+
+def test_field_tracker_keeps_the_field_until_it_moves():
+    tracker = FieldTracker(RoiConfig(), black_class=0, scale=1.0)
+    none = np.ones((240, 320), np.uint8)  # the class map: no black background
+    first = tracker.field(grey_u8(synth_frame(240, 320, field_radius=100, seed=1)), none)
+    again = tracker.field(grey_u8(synth_frame(240, 320, field_radius=100, seed=2)), none)
+    assert first is not None and again is first  # new noise, same field: the same object
+    moved = tracker.field(grey_u8(synth_frame(240, 320, field_radius=90, seed=3)), none)
+    assert moved is not first and moved.circle[2] == pytest.approx(first.circle[2] - 10, abs=1.5)
+    # a frame at another size than the class map is brought to the class map's scale
+    half = tracker.field(grey_u8(synth_frame(480, 640, field_radius=180, seed=4)), none)
+    assert half.mask.shape == (240, 320) and half.circle[2] == pytest.approx(90, abs=1.5)
+    assert tracker.field(np.zeros((240, 320), np.uint8), none) is None
