@@ -45,10 +45,16 @@ class BlendResult:
     """Floating-point tensors blended (initializers and constants)."""
     max_change: float
     """Largest ``|theta_alpha - theta_A|`` over all tensors."""
+    parity: dict[str, Any] | None = None
+    """The file against the float32 blend (``parity_data`` given), else None."""
 
     def to_json(self) -> dict[str, Any]:
-        return {"model": str(self.model), "alpha": self.alpha, "tensors": self.n_tensors,
-                "max_abs_change": round(self.max_change, 6)}
+        out = {"model": str(self.model), "alpha": self.alpha, "tensors": self.n_tensors,
+               "max_abs_change": round(self.max_change, 6)}
+        if self.parity is not None:
+            out["parity_argmax_agreement"] = round(self.parity["argmax_agreement"], 6)
+            out["parity_max_abs_diff"] = round(self.parity["max_abs_diff"], 6)
+        return out
 
 
 def _mix(x: np.ndarray, y: np.ndarray, alpha: float) -> np.ndarray:
@@ -90,7 +96,7 @@ def _tensor_pairs(ga, gb, b: Path):
 
 
 def blend_models(model_a: str | Path, model_b: str | Path, out: str | Path, *,
-                 alpha: float) -> BlendResult:
+                 alpha: float, parity_data: str | Path | None = None) -> BlendResult:
     """Write ``(1 - alpha) * A + alpha * B`` as an ONNX model with its metadata.
 
     Parameters
@@ -103,6 +109,10 @@ def blend_models(model_a: str | Path, model_b: str | Path, out: str | Path, *,
         (neither source's numbers describe the blend).
     alpha : float
         Weight of ``B``, in [0, 1].
+    parity_data : path, optional
+        A dataset whose first two frames check the stored file against the blend computed
+        in float32 by PyTorch (:func:`float_blend`): ``metrics.parity_frames``, as
+        ``crystal-train export --parity-data`` records it (for FP16 files: the rounding).
 
     Raises
     ------
@@ -157,7 +167,56 @@ def blend_models(model_a: str | Path, model_b: str | Path, out: str | Path, *,
         "alpha": alpha,
         "models": [{"file": a.name, "sha256": meta_a.sha256, "weight": 1 - alpha},
                    {"file": b.name, "sha256": meta_b.sha256, "weight": alpha}]}}
+    metrics: dict[str, Any] = {}
+    if parity_data is not None:
+        metrics["parity_frames"] = blend_parity(a, b, out, alpha=alpha, data=parity_data)
     write_meta(meta_a.model_copy(update={"onnx_file": out.name, "sha256": sha256_file(out),
                                          "output": output, "training": training,
-                                         "metrics": {}}), out)
-    return BlendResult(model=out, alpha=alpha, n_tensors=n, max_change=change)
+                                         "metrics": metrics}), out)
+    return BlendResult(model=out, alpha=alpha, n_tensors=n, max_change=change,
+                       parity=metrics.get("parity_frames"))
+
+
+def float_blend(model_a: Path, model_b: Path, alpha: float):
+    """The blend as a PyTorch network in float32: both files read back
+    (:mod:`trainer.onnx_weights`), their parameters mixed, the mixed logit adjustment
+    added; evaluation mode."""
+    import torch
+
+    from edge.modelmeta import load_meta
+    from trainer.model import build_model
+
+    meta_a, meta_b = load_meta(model_a), load_meta(model_b)
+    arch = meta_a.architecture
+    kw = {"n_classes": meta_a.n_classes, "n_aux": len(meta_a.output.aux_channels),
+          "aspp_rates": tuple(arch.get("aspp_rates") or (6, 12, 18))}
+    try:
+        net_a = build_model(str(arch.get("encoder")), weights=str(model_a), **kw).eval()
+        net_b = build_model(str(arch.get("encoder")), weights=str(model_b), **kw).eval()
+    except (UserError, KeyError, ValueError) as exc:
+        raise UserError(f"--parity-data: {model_a} cannot be read back as a crystal-train "
+                        f"network ({str(exc)[:200]})") from None
+    sb = net_b.state_dict()
+    mixed = {k: (1 - alpha) * v + alpha * sb[k] if v.is_floating_point() else v
+             for k, v in net_a.state_dict().items()}
+    net_a.load_state_dict(mixed)
+    adj = [(1 - alpha) * x + alpha * y for x, y in zip(
+        meta_a.output.logit_adjustment or [0.0] * meta_a.n_classes,
+        meta_b.output.logit_adjustment or [0.0] * meta_b.n_classes, strict=True)]
+    bias = torch.zeros(1, meta_a.n_classes + kw["n_aux"], 1, 1)
+    bias[0, :meta_a.n_classes, 0, 0] = torch.tensor(adj, dtype=torch.float32)
+    net_a.logit_bias = bias
+    return net_a.eval(), meta_a
+
+
+def blend_parity(model_a: Path, model_b: Path, out: Path, *, alpha: float,
+                 data: str | Path) -> dict[str, Any]:
+    """:func:`trainer.onnxrt.parity` of the written blend against :func:`float_blend` on
+    two frames of ``data`` at the network's pixel size."""
+    from trainer.export import frames_for_parity
+    from trainer.onnxrt import parity
+
+    net, meta = float_blend(model_a, model_b, alpha)
+    scale = (meta.frame_px_size_um or meta.px_size_um) / meta.px_size_um
+    frames = frames_for_parity(data, input_scale=scale)
+    return dict(parity(net, out, inputs=frames), data=str(data))

@@ -60,6 +60,7 @@ def model_and_fine_tune(tmp_path_factory):
 
 def test_a_fine_tune_of_an_exported_model_blends(model_and_fine_tune, tmp_path):
     a, b = model_and_fine_tune
+    data = make_dataset(tmp_path / "frames", 2, h=128, w=192, seed=5)
     x = frames_nchw(3, 64, 96)
     ya, yb = _out(a, x), _out(b, x)
     assert np.abs(ya - yb).max() > 1e-2  # the fine-tune moved the weights
@@ -69,7 +70,11 @@ def test_a_fine_tune_of_an_exported_model_blends(model_and_fine_tune, tmp_path):
                            "--out", str(out)]) == 0
         np.testing.assert_allclose(_out(out, x), want, atol=1e-4)
     mid = tmp_path / "mid.onnx"
-    assert train_main(["blend", "--model", str(a), "--with", str(b), "--out", str(mid)]) == 0
+    assert train_main(["blend", "--model", str(a), "--with", str(b), "--out", str(mid),
+                       "--parity-data", str(data)]) == 0
+    # the file computes the blend of the two networks as PyTorch does in float32
+    par = load_meta(mid).metrics["parity_frames"]
+    assert par["max_abs_diff"] < 1e-4 and par["argmax_agreement"] == 1.0
     ym = _out(mid, x)
     assert np.abs(ym - ya).max() > 1e-3 and np.abs(ym - yb).max() > 1e-3
     adj = [load_meta(p).output.logit_adjustment for p in (a, b, mid)]

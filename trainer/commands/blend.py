@@ -19,11 +19,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "crystal-train evaluate)")
     parser.add_argument("--out", required=True, metavar="OUT.onnx",
                         help="blended model (metadata JSON written beside it)")
+    parser.add_argument("--parity-data", default=None, metavar="DIR",
+                        help="check the written file against the blend in float32 (PyTorch) "
+                             "on two frames of this dataset (recorded in the metadata)")
 
 
 def run(args: argparse.Namespace) -> int:
     from trainer.blend import blend_models
 
-    res = blend_models(args.model, args.with_model, args.out, alpha=args.alpha)
+    res = blend_models(args.model, args.with_model, args.out, alpha=args.alpha,
+                       parity_data=args.parity_data)
     print(json.dumps(res.to_json(), indent=2))
     return 0
