@@ -50,7 +50,9 @@ def test_broker_outage_every_batch_arrives_in_order(recorder_factory, tmp_path):
         assert h["outbox_depth"] == 25 and h["connection"] != "connected"
         assert "connection refused" in h["last_error"]
         broker.start()
-        assert wait_for(lambda: len(_batch_ids(rec)) >= 30, timeout=15)
+        # QoS 1 may deliver a report twice when a connection drops before its PUBACK:
+        # wait for every distinct batch, not for 30 messages
+        assert wait_for(lambda: len(set(_batch_ids(rec))) >= 30, timeout=15)
         assert list(dict.fromkeys(_batch_ids(rec))) == list(range(1, 31))
         assert wait_for(lambda: sink.health()["outbox_depth"] == 0)
         assert sink.health()["published"] == 30
