@@ -47,57 +47,32 @@ SETS2="o_a:compact:80:101:90-125 o_b:compact:80:102:125-180 small:compact:40:120
     needles2:needles:60:1204 dim2:dim:30:1205 needles_dim2:needles,dim:20:1206"
 VAL="compact needles prisms plates rhombs twins rounded crowded agglomerates dim bright uneven
     field_cut"
-GENERATED=()
-gen() {  # name presets n seed size [synth options...]
-    local name=$1 preset=$2 n=$(( $3 / FRAMES_DIV )) seed=$4 size=$5; shift 5
-    GENERATED+=("$name")
-    [ -f "$DATA/$name/truth.json" ] && return 0
-    while [ "$(jobs -rp | wc -l)" -ge "$JOBS" ]; do wait -n || true; done
-    $CT synth --out "$DATA/$name" --preset "$preset" --n $(( n > 0 ? n : 1 )) --seed "$seed" \
-        --size "$size" "$@" > "$DATA/$name.log" 2>&1 &
-}
-gen_sets() {  # spec...
+source "$(dirname "$0")/datasets.sh"
+gen_sets() {  # name:presets:frames:seed[:fraction]...
     for spec in "$@"; do
         IFS=: read -r name preset n seed frac <<<"$spec"
-        gen "$name" "$preset" "$n" "$seed" "$SIZE" ${frac:+--fraction "$frac"}
+        gen "$name" "$n" "$seed" --preset "$preset" --size "$SIZE" ${frac:+--fraction "$frac"}
     done
-}
-merge() {  # dst part...   (hard links, stems prefixed by the part's name)
-    local dst=$DATA/$1; shift
-    rm -rf "$dst"; mkdir -p "$dst/images" "$dst/labels"
-    for part in "$@"; do
-        for f in $(ls "$DATA/$part/images"); do
-            ln "$DATA/$part/images/$f" "$dst/images/${part}_$f"
-            ln "$DATA/$part/labels/$f" "$dst/labels/${part}_$f"
-        done
-    done
-    cp "$DATA/$part/classes.json" "$dst/classes.json"
 }
 names() { for spec in "$@"; do echo "${spec%%:*}"; done; }
 
 mkdir -p "$DATA"
 gen_sets $SETS1 $SETS2
-gen fine_raw fine_pixels 24 1207 "$((2 * W))x$((2 * H))"
-gen coarse_raw coarse_pixels 40 1208 "$((W * 5 / 16))x$((H * 5 / 16))"
-for p in $VAL; do gen "val_$p" "$p" 3 2200 "$SIZE"; done
+gen fine_raw 24 1207 --preset fine_pixels --size "$((2 * W))x$((2 * H))"
+gen coarse_raw 40 1208 --preset coarse_pixels --size "$((W * 5 / 16))x$((H * 5 / 16))"
+for p in $VAL; do gen "val_$p" 3 2200 --preset "$p" --size "$SIZE"; done
 for s in 201:val_a:90-125 202:val_b:125-180 401:test_a:90-125 402:test_b:125-180; do
     IFS=: read -r seed name frac <<<"$s"
-    gen "$name" compact 12 "$seed" "$SIZE" --fraction "$frac"
+    gen "$name" 12 "$seed" --fraction "$frac" --size "$SIZE"
 done
-wait
-for name in "${GENERATED[@]}"; do
-    if [ ! -f "$DATA/$name/truth.json" ]; then
-        echo "generating $DATA/$name failed: $(tail -n 1 "$DATA/$name.log")" >&2
-        exit 1
-    fi
-done
+gen_done
 for s in fine coarse; do
     [ -f "$DATA/$s/classes.json" ] || $CT resample --data "$DATA/${s}_raw" --out "$DATA/$s" \
         --px-size-um 1.45 > /dev/null
 done
-merge train1 $(names $SETS1)
-merge train2 $(names $SETS1) $(names $SETS2) fine coarse
-merge val $(for p in $VAL; do echo "val_$p"; done)
+merge train1 100000 $(names $SETS1)
+merge train2 100000 $(names $SETS1) $(names $SETS2) fine coarse
+merge val 100000 $(for p in $VAL; do echo "val_$p"; done)
 
 train() {  # run data weights steps lr seed
     $CT train --data "$DATA/$2" --val "$DATA/val" --out "$1" --weights "$3" \

@@ -53,40 +53,7 @@ BROAD_SETS="needles:needles:60:1103 needles_cr:needles,crowded:30:1104 prisms:pr
     crowded:crowded:40:1110 aggl:agglomerates:40:1111 dim:dim:30:1112 bright:bright:30:1113
     uneven:uneven:30:1114 fieldcut:field_cut:30:1115 needles_dim:needles,uneven:20:1116
     plates_cr:plates,crowded:20:1117"
-GENERATED=()
-gen() {  # name fraction n seed [synth options...]   (fraction "": the preset's)
-    GENERATED+=("$1")
-    if [ ! -f "$DATA/$1/truth.json" ]; then
-        local n=$(( $3 / FRAMES_DIV )) name=$1 frac=$2 seed=$4; shift 4
-        while [ "$(jobs -rp | wc -l)" -ge "$JOBS" ]; do wait -n || true; done
-        $CT synth --out "$DATA/$name" ${frac:+--fraction "$frac"} --n $(( n > 0 ? n : 1 )) \
-            --seed "$seed" --size "$SIZE" "$@" > "$DATA/$name.log" 2>&1 &
-    fi
-}
-gen_done() {  # wait for every set; one that did not finish stops the run, naming it
-    wait
-    for name in "${GENERATED[@]}"; do
-        if [ ! -f "$DATA/$name/truth.json" ]; then
-            echo "generating $DATA/$name failed: $(tail -n 1 "$DATA/$name.log")" >&2
-            exit 1
-        fi
-    done
-}
-merge() {  # dst limit part...   (hard links, stems prefixed by the part's name)
-    local dst=$DATA/$1 limit=$2; shift 2
-    rm -rf "$dst"; mkdir -p "$dst/images" "$dst/labels"
-    for part in "$@"; do
-        for f in $(ls "$DATA/$part/images" | sort | head -n "$limit"); do
-            ln "$DATA/$part/images/$f" "$dst/images/${part}_$f"
-            ln "$DATA/$part/labels/$f" "$dst/labels/${part}_$f"
-            if [ -f "$DATA/$part/contacts/$f" ]; then  # the contact channel's labels
-                mkdir -p "$dst/contacts"
-                ln "$DATA/$part/contacts/$f" "$dst/contacts/${part}_$f"
-            fi
-        done
-    done
-    cp "$DATA/$part/classes.json" "$dst/classes.json"
-}
+source "$(dirname "$0")/datasets.sh"
 
 for stage in $STAGES; do  # check the whole schedule before hours of work
     IFS=: read -r e st b lr wu ms data take lovasz <<<"$stage"
@@ -100,21 +67,21 @@ for stage in $STAGES; do  # check the whole schedule before hours of work
 done
 
 mkdir -p "$DATA"
-gen train_a 90-125 80 101
-gen train_b 125-180 80 102
-gen train_c 90-125 80 103
-gen train_d 125-180 40 104
-gen train_e 90-125 80 105
-gen train_f 90-125 80 106
-gen train_g 90-125 80 107
-gen val_a 90-125 12 201
-gen val_b 125-180 12 202
-gen test_a 90-125 12 401
-gen test_b 125-180 12 402
+gen train_a 80 101 --fraction 90-125 --size "$SIZE"
+gen train_b 80 102 --fraction 125-180 --size "$SIZE"
+gen train_c 80 103 --fraction 90-125 --size "$SIZE"
+gen train_d 40 104 --fraction 125-180 --size "$SIZE"
+gen train_e 80 105 --fraction 90-125 --size "$SIZE"
+gen train_f 80 106 --fraction 90-125 --size "$SIZE"
+gen train_g 80 107 --fraction 90-125 --size "$SIZE"
+gen val_a 12 201 --fraction 90-125 --size "$SIZE"
+gen val_b 12 202 --fraction 125-180 --size "$SIZE"
+gen test_a 12 401 --fraction 90-125 --size "$SIZE"
+gen test_b 12 402 --fraction 125-180 --size "$SIZE"
 if [ -n "${BROAD:-}" ]; then  # broad = train8 + every habit, crowding level and light
     for spec in $BROAD_SETS; do
         IFS=: read -r name preset n seed <<<"$spec"
-        gen "p_$name" "" "$n" "$seed" --preset "$preset"
+        gen "p_$name" "$n" "$seed" --preset "$preset" --size "$SIZE"
     done
 fi
 gen_done

@@ -1,0 +1,38 @@
+# Data-set helpers of the training recipes, sourced by train_default.sh and
+# finetune_broad.sh. Needs CT (the crystal-train command), DATA, FRAMES_DIV and JOBS.
+
+GENERATED=()
+gen() {  # name frames seed [synth options...]: DATA/name, frames / FRAMES_DIV (at least 1)
+    local name=$1 n=$(( $2 / FRAMES_DIV )) seed=$3; shift 3
+    GENERATED+=("$name")
+    [ -f "$DATA/$name/truth.json" ] && return 0  # rendered by an earlier run
+    while [ "$(jobs -rp | wc -l)" -ge "$JOBS" ]; do wait -n || true; done
+    $CT synth --out "$DATA/$name" --n $(( n > 0 ? n : 1 )) --seed "$seed" "$@" \
+        > "$DATA/$name.log" 2>&1 &
+}
+
+gen_done() {  # wait for every set; one that did not finish stops the run, naming it
+    wait
+    for name in "${GENERATED[@]}"; do
+        if [ ! -f "$DATA/$name/truth.json" ]; then
+            echo "generating $DATA/$name failed: $(tail -n 1 "$DATA/$name.log")" >&2
+            exit 1
+        fi
+    done
+}
+
+merge() {  # dst limit part...   (hard links, stems prefixed by the part's name)
+    local dst=$DATA/$1 limit=$2; shift 2
+    rm -rf "$dst"; mkdir -p "$dst/images" "$dst/labels"
+    for part in "$@"; do
+        for f in $(ls "$DATA/$part/images" | sort | head -n "$limit"); do
+            ln "$DATA/$part/images/$f" "$dst/images/${part}_$f"
+            ln "$DATA/$part/labels/$f" "$dst/labels/${part}_$f"
+            if [ -f "$DATA/$part/contacts/$f" ]; then  # the contact channel's labels
+                mkdir -p "$dst/contacts"
+                ln "$DATA/$part/contacts/$f" "$dst/contacts/${part}_$f"
+            fi
+        done
+    done
+    cp "$DATA/$part/classes.json" "$dst/classes.json"
+}
