@@ -73,6 +73,22 @@ def _check_same_graph(ga, gb, a: Path, b: Path) -> None:
                             f"{na.name or na.op_type}: not the same exported network")
 
 
+def _check_same_network(meta_a, meta_b, a: Path, b: Path) -> None:
+    """One line naming the first metadata difference that makes two files unblendable."""
+    if meta_a.precision == "int8" or meta_b.precision == "int8":
+        raise UserError("INT8 files cannot be blended: blend the float models, then quantize "
+                        "the blend (crystal-train export --int8)")
+    for name in SAME_FIELDS:
+        if getattr(meta_a, name) != getattr(meta_b, name):
+            raise UserError(f"--with {b}: metadata '{name}' differs from {a}'s: "
+                            "not the same network")
+    out_a, out_b = meta_a.output, meta_b.output
+    if (out_a.logit_adjustment is None) != (out_b.logit_adjustment is None) or \
+            out_a.aux_channels != out_b.aux_channels:
+        raise UserError(f"--with {b}: its output (logit adjustment, auxiliary channels) "
+                        f"differs from {a}'s")
+
+
 def _tensor_pairs(ga, gb, b: Path):
     """``(tensor proto of A, array of A, array of B)`` for every float tensor."""
     from onnx import numpy_helper
@@ -105,8 +121,9 @@ def blend_models(model_a: str | Path, model_b: str | Path, out: str | Path, *,
         Exported ONNX models (with their metadata JSON) of the same network.
     out : path
         The blended ``.onnx``; its metadata is ``A``'s with the blended logit adjustment,
-        the new sha256, ``training.blend`` (both sources and ``alpha``) and no metrics
-        (neither source's numbers describe the blend).
+        the new sha256, ``training.blend`` (both sources and ``alpha``) and none of the
+        sources' metrics (their numbers do not describe the blend; measure it with
+        ``crystal-train evaluate --update-meta``).
     alpha : float
         Weight of ``B``, in [0, 1].
     parity_data : path, optional
@@ -132,19 +149,8 @@ def blend_models(model_a: str | Path, model_b: str | Path, out: str | Path, *,
     for p in (a, b):
         check_model_file(p)
     meta_a, meta_b = load_meta(a), load_meta(b)
-    if meta_a.precision == "int8" or meta_b.precision == "int8":
-        raise UserError("INT8 files cannot be blended: blend the float models, then quantize "
-                        "the blend (crystal-train export --int8)")
-    for name in SAME_FIELDS:
-        if getattr(meta_a, name) != getattr(meta_b, name):
-            raise UserError(f"--with {b}: metadata '{name}' differs from {a}'s: "
-                            "not the same network")
-    adj_a = meta_a.output.logit_adjustment
-    adj_b = meta_b.output.logit_adjustment
-    if (adj_a is None) != (adj_b is None) or \
-            meta_a.output.aux_channels != meta_b.output.aux_channels:
-        raise UserError(f"--with {b}: its output (logit adjustment, auxiliary channels) "
-                        f"differs from {a}'s")
+    _check_same_network(meta_a, meta_b, a, b)
+    adj_a, adj_b = meta_a.output.logit_adjustment, meta_b.output.logit_adjustment
     ma, mb = onnx.load(str(a)), onnx.load(str(b))
     _check_same_graph(ma.graph, mb.graph, a, b)
     from onnx import numpy_helper
