@@ -17,6 +17,7 @@ the appliance's network sees when it enlarges such a frame itself.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,11 @@ class ResampleResult:
                 "px_size_um": self.px_size_um}
 
 
+def _write(path: Path, image) -> None:
+    if not cv2.imwrite(str(path), image):
+        raise UserError(f"{path}: cannot write (disk full or not writable?)")
+
+
 def resample_dataset(data: str | Path, out: str | Path, *, px_size_um: float) -> ResampleResult:
     """Write ``data`` resampled to ``px_size_um`` into ``out``.
 
@@ -57,7 +63,7 @@ def resample_dataset(data: str | Path, out: str | Path, *, px_size_um: float) ->
     from trainer.torchdata import scale_contact, scale_pair
 
     data, out = Path(data), Path(out)
-    if not px_size_um > 0:
+    if not (math.isfinite(px_size_um) and px_size_um > 0):
         raise UserError(f"--px-size-um: must be a positive number of um, got {px_size_um}")
     if out.resolve() == data.resolve():
         raise UserError(f"--out {out}: must differ from --data")
@@ -71,12 +77,11 @@ def resample_dataset(data: str | Path, out: str | Path, *, px_size_um: float) ->
         (out / sub).mkdir(parents=True, exist_ok=True)
     for i, item in enumerate(ds.items):
         image, label = scale_pair(*ds.load(i), factor)
-        cv2.imwrite(str(out / "images" / f"{item.stem}.png"),
-                    cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
-        cv2.imwrite(str(out / "labels" / f"{item.stem}.png"), label)
+        _write(out / "images" / f"{item.stem}.png", cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+        _write(out / "labels" / f"{item.stem}.png", label)
         if contacts:
-            cv2.imwrite(str(out / "contacts" / f"{item.stem}.png"),
-                        scale_contact(ds.load_contact(i), factor))
+            _write(out / "contacts" / f"{item.stem}.png",
+                   scale_contact(ds.load_contact(i), factor))
     write_classes(out / "classes.json", ds.class_names, crystal_class=ds.crystal_class,
                   px_size_um=px_size_um,
                   description=f"{data.name} resampled from {ds.px_size_um} um/px")

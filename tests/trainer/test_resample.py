@@ -42,6 +42,7 @@ def test_mistakes_are_one_line(tmp_path, capsys):
     src = tmp_path / "d"
     generate_dataset(src, 1, SynthConfig(width=96, height=64), seed=1)
     for args, word in ((["--px-size-um", "0"], "--px-size-um"),
+                       (["--px-size-um", "inf"], "--px-size-um"),
                        (["--px-size-um", "1.45", "--out", str(src)], "--out"),
                        (["--px-size-um", "1.45", "--data", str(tmp_path / "none")], "none")):
         base = {"--data": str(src), "--out": str(tmp_path / "o")}
