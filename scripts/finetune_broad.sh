@@ -87,7 +87,8 @@ FT=$WORK/fine-tune.onnx
 $CT export --checkpoint "$WORK/stage2/checkpoint.pt" --out "$FT" --fp16 \
     --name "$(basename "${OUT%.onnx}")" --parity-data "$DATA/val_a"
 mkdir -p "$(dirname "$OUT")"
-$CT blend --model "$BASE" --with "$FT" --alpha "$ALPHA" --out "$OUT" > /dev/null
+$CT blend --model "$BASE" --with "$FT" --alpha "$ALPHA" --out "$OUT" \
+    --parity-data "$DATA/val_a" > /dev/null
 for v in val_a val_b test_a test_b; do
     $CT evaluate --model "$OUT" --data "$DATA/$v" --json "$WORK/eval_$v.json" --update-meta
 done

@@ -175,7 +175,11 @@ def blend_models(model_a: str | Path, model_b: str | Path, out: str | Path, *,
                    {"file": b.name, "sha256": meta_b.sha256, "weight": alpha}]}}
     metrics: dict[str, Any] = {}
     if parity_data is not None:
-        metrics["parity_frames"] = blend_parity(a, b, out, alpha=alpha, data=parity_data)
+        try:
+            metrics["parity_frames"] = blend_parity(a, b, out, alpha=alpha, data=parity_data)
+        except UserError:
+            out.unlink(missing_ok=True)  # no model file without its metadata
+            raise
     write_meta(meta_a.model_copy(update={"onnx_file": out.name, "sha256": sha256_file(out),
                                          "output": output, "training": training,
                                          "metrics": metrics}), out)

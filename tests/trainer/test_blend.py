@@ -109,3 +109,14 @@ def test_int8_files_are_refused(model_and_fine_tune, tmp_path, capsys):
     assert train_main(["blend", "--model", str(q), "--with", str(b),
                        "--out", str(tmp_path / "x.onnx")]) == 2
     assert "INT8" in capsys.readouterr().err
+
+
+def test_parity_for_a_network_that_cannot_be_read_back_leaves_no_file(tmp_path, capsys):
+    a = build_tiny_model(tmp_path / "a", dark=0.10)
+    b = build_tiny_model(tmp_path / "b", dark=0.20)
+    out = tmp_path / "blend.onnx"
+    assert train_main(["blend", "--model", str(a), "--with", str(b), "--out", str(out),
+                       "--parity-data", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "--parity-data" in err and err.count("\n") == 1 and "Traceback" not in err, err
+    assert not out.exists() and not out.with_suffix(".json").exists()

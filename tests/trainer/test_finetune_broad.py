@@ -39,6 +39,7 @@ def test_finetune_broad_script_smoke(tmp_path):
     blend = meta.training["blend"]
     assert blend["alpha"] == 0.4 and blend["models"][0]["sha256"] == load_meta(base).sha256
     assert {"val_a", "val_b", "test_a", "test_b"} <= set(meta.metrics["evaluation"])
+    assert meta.metrics["parity_frames"]["argmax_agreement"] >= 0.99
     for name in ("base", "fine-tune", "blend"):
         card = json.loads((work / f"domain_card_{name}.json").read_text())
         assert len(card["domains"]) == 17
