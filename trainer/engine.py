@@ -111,7 +111,8 @@ def train_one_epoch(model: nn.Module, criterion: nn.Module, optimizer: torch.opt
                     max_steps: int | None = None, step0: int = 0,
                     on_step: Callable[[dict[str, Any]], None] | None = None,
                     progress: bool = False, deadline: float | None = None,
-                    contact_loss: nn.Module | None = None) -> dict[str, Any]:
+                    contact_loss: nn.Module | None = None,
+                    train_body: bool = True) -> dict[str, Any]:
     """Train for one pass over ``loader`` (or until ``max_steps`` / ``deadline``).
 
     The class loss ``criterion`` and the metrics see the first ``n_classes`` channels;
@@ -126,13 +127,16 @@ def train_one_epoch(model: nn.Module, criterion: nn.Module, optimizer: torch.opt
         Called with ``{'step', 'epoch', 'loss', 'accuracy', 'lr'}`` after every step.
     deadline : float, optional
         ``time.monotonic()`` value after which the epoch stops early.
+    train_body : bool
+        False keeps ``model`` in evaluation mode (batch norms frozen), for a run that
+        learns only the auxiliary channels (:func:`trainer.model.train_only_aux`).
 
     Returns
     -------
     dict
         ``loss`` (mean), ``pixel_accuracy``, ``iou`` per class, ``steps`` done, ``stopped``.
     """
-    model.train()
+    model.train(train_body)
     cm = np.zeros((n_classes, n_classes), np.int64)
     loss_sum, n = 0.0, 0
     step = step0

@@ -286,6 +286,7 @@ def _training(cfg: dict[str, Any], ckpt: dict[str, Any]) -> dict[str, Any]:
             f" + {cfg['lovasz_weight']:g} x Lovasz-softmax" if cfg.get("lovasz_weight") else "")
             + (f" + {cfg['contact_weight']:g} x contact BCE (pos_weight "
                f"{cfg.get('contact_pos_weight') or 1:.2f})" if cfg.get("contact_weight") else ""),
+        "contact_only": bool(cfg.get("contact_only")),  # the class output is weights_init's
         "seed": cfg.get("seed"), "class_weights": ckpt.get("class_weights"),
         "px_size_um_data": cfg.get("px_size_um_data"),
     }

@@ -192,6 +192,37 @@ def add_aux_channels(model: SegmentationNet, n_aux: int) -> SegmentationNet:
     return model
 
 
+def train_only_aux(model: SegmentationNet, n_classes: int) -> list[nn.Parameter]:
+    """Freeze ``model`` except its auxiliary output channels; returns what still learns.
+
+    Every parameter but the final 1x1 convolution stops requiring gradients, and a hook
+    zeroes the gradient of that convolution's first ``n_classes`` rows, so the class
+    logits are exactly those of the loaded model (with the optimizer's weight decay off:
+    AdamW's decay would shrink those rows too). The caller keeps the network in
+    evaluation mode, so the batch norms use and keep their running statistics: the
+    auxiliary channels learn to read the features inference computes. Only that
+    convolution is differentiated, so a step costs about one forward pass.
+    """
+    conv = model.net.segmentation_head[0]
+    if conv.out_channels <= n_classes:
+        raise ValueError(f"the head has {conv.out_channels} channels: no auxiliary channel "
+                         f"after {n_classes} classes")
+    for p in model.parameters():
+        p.requires_grad_(False)
+    keep = [conv.weight] + ([conv.bias] if conv.bias is not None else [])
+
+    def zero_class_rows(grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.clone()
+        grad[:n_classes] = 0
+        return grad
+
+    for p in keep:
+        p.requires_grad_(True)
+        p.register_hook(zero_class_rows)
+    model.needs_bn_calibration = False  # evaluation mode throughout: nothing to calibrate
+    return keep
+
+
 def load_torch_file(path: str | Path, *, label: str | None = None, what: str = "weights"):
     """``torch.load`` a user-given file with ``weights_only=True``: tensors and plain types.
 

@@ -52,6 +52,16 @@ def read_onnx_meta(path: str | Path) -> dict:
     return meta
 
 
+def class_weights_of(meta: dict, path: str | Path) -> np.ndarray:
+    """The class weights ``w_c = exp(-a_c)`` whose prior correction is the file's
+    ``logit_adjustment`` ``a_c`` (:func:`trainer.model.prior_correction` inverted), so a
+    model trained on without touching its class output exports the same adjustment."""
+    adj = (meta.get("output") or {}).get("logit_adjustment")
+    if adj is None:
+        raise UserError(f"{path}: the metadata has no output.logit_adjustment")
+    return np.exp(-np.asarray(adj, dtype=np.float64))
+
+
 def check_architecture(meta: dict, path: str | Path, *, backbone: str,
                        aspp_rates, n_classes: int, n_aux: int = 0) -> None:
     """Raise a :class:`UserError` naming the option when the file's network differs

@@ -24,68 +24,12 @@ from typing import Any
 import numpy as np
 
 from edge.errors import UserError
+from trainer.trainargs import DEFAULT_VAL_FRACTION, add_train_arguments, check_args
 
 log = logging.getLogger(__name__)
 
-DEFAULT_VAL_FRACTION = 0.1
 #: Training crops whose statistics the batch norms of an imported ONNX model get.
 BN_CALIBRATION_CROPS = 32
-
-
-def add_train_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """The arguments of ``crystal-train train`` (shared by the command and :func:`main`)."""
-    p.add_argument("--data", required=True,
-                   help="training dataset folder (images/, labels/, classes.json)")
-    p.add_argument("--val", default=None,
-                   help="validation dataset folder "
-                        f"(default: a seeded {DEFAULT_VAL_FRACTION * 100:.0f} %% split of --data)")
-    p.add_argument("--out", required=True, help="run directory (created)")
-    p.add_argument("--backbone", default="resnet50", choices=["resnet18", "resnet34", "resnet50"],
-                   help="encoder (default resnet50, the study's)")
-    p.add_argument("--weights", default="imagenet",
-                   help="init: imagenet (library encoder weights, from cache or download), "
-                        "none, a checkpoint/state dict, or a model exported by crystal-train "
-                        "export (e.g. models/crystal-seg.onnx, to fine-tune the shipped model)")
-    p.add_argument("--aspp-rates", default="6,12,18",
-                   help="ASPP dilation rates (default 6,12,18: DeepLabv3 at output stride 16, "
-                        "as MATLAB's deeplabv3plusLayers)")
-    p.add_argument("--epochs", type=int, default=50, help="number of epochs (default 50)")
-    p.add_argument("--batch-size", type=int, default=8,
-                   help="mini-batch size per device (default 8, the study's)")
-    p.add_argument("--lr", type=float, default=5e-4,
-                   help="peak learning rate of AdamW (default 5e-4)")
-    p.add_argument("--weight-decay", type=float, default=1e-4, help="AdamW weight decay")
-    p.add_argument("--warmup-steps", type=int, default=20, help="linear warm-up steps")
-    p.add_argument("--image-size", type=int, default=512,
-                   help="side of the square training crops at network scale (multiple of 16)")
-    p.add_argument("--input-scale", type=float, default=1.0,
-                   help="resize frames by this factor before cropping (0.5: half resolution)")
-    p.add_argument("--steps-per-epoch", type=int, default=None,
-                   help="optimizer steps per epoch (default: one crop per training frame)")
-    p.add_argument("--max-steps", type=int, default=None,
-                   help="stop after this many steps in total")
-    p.add_argument("--max-minutes", type=float, default=None,
-                   help="stop (after validating and saving) when this much wall time has passed")
-    p.add_argument("--augment", default="study", choices=["study", "light", "none"],
-                   help="augmentation preset (study: Table 3 of the study plus photometric jitter)")
-    p.add_argument("--lovasz-weight", type=float, default=0.0,
-                   help="add this multiple of the Lovasz-softmax IoU loss, on the "
-                        "prior-corrected logits the exported model decides by (default 0: "
-                        "the study's weighted cross-entropy alone; e.g. 1 for a final "
-                        "fine-tuning stage that targets crystal IoU)")
-    p.add_argument("--contact-weight", type=float, default=0.0,
-                   help="add a 'contact' output channel (crystal pixel touching another "
-                        "crystal) trained with this multiple of a binary cross-entropy on the "
-                        "dataset's contacts/<stem>.png (crystal-train synth writes them); the "
-                        "edge splits touching crystals at it (default 0: no channel)")
-    p.add_argument("--no-class-weights", action="store_true",
-                   help="plain cross-entropy instead of median-frequency class weights")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="device")
-    p.add_argument("--workers", type=int, default=2, help="data loader worker processes")
-    p.add_argument("--seed", type=int, default=0, help="random seed")
-    p.add_argument("--resume", default=None, help="continue from RUN/checkpoint.pt")
-    p.add_argument("--no-progress", action="store_true", help="no tqdm progress bar")
-    return p
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
@@ -133,39 +77,6 @@ def lr_lambda_factory(warmup: int, total: int):
         t = min(1.0, (step - warmup) / max(1, total - warmup))
         return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * t))
     return f
-
-
-def _check_args(args: argparse.Namespace) -> None:
-    if args.image_size <= 0 or args.image_size % 16:
-        raise UserError(f"--image-size {args.image_size}: must be a positive multiple of 16")
-    if not 0 < args.input_scale <= 4:
-        raise UserError(f"--input-scale {args.input_scale}: must be in (0, 4]")
-    for name in ("epochs", "batch_size"):
-        if getattr(args, name) < 1:
-            raise UserError(f"--{name.replace('_', '-')} {getattr(args, name)}: must be >= 1")
-    if args.batch_size < 2:
-        raise UserError(f"--batch-size {args.batch_size}: must be >= 2 (the ASPP image-pooling "
-                        "branch has BatchNorm over the batch)")
-    if args.lr <= 0:
-        raise UserError(f"--lr {args.lr}: must be > 0")
-    if not 0 <= args.lovasz_weight < float("inf"):
-        raise UserError(f"--lovasz-weight {args.lovasz_weight}: must be >= 0")
-    if not 0 <= args.contact_weight < float("inf"):
-        raise UserError(f"--contact-weight {args.contact_weight}: must be >= 0")
-    args.aspp_rates = parse_rates(args.aspp_rates)
-
-
-def parse_rates(text) -> list[int]:
-    """``'6,12,18'`` -> ``[6, 12, 18]`` (:class:`UserError` unless three positive ints)."""
-    if isinstance(text, (list, tuple)):
-        return [int(v) for v in text]
-    try:
-        rates = [int(v) for v in str(text).split(",")]
-    except ValueError:
-        rates = []
-    if len(rates) != 3 or min(rates) < 1:
-        raise UserError(f"--aspp-rates {text}: expected three positive integers like 6,12,18")
-    return rates
 
 
 def _load_datasets(args):
@@ -232,6 +143,11 @@ def _class_weights(args: argparse.Namespace, train_data: Any, ckpt: dict[str, An
     if ckpt is not None:
         cw = np.asarray(ckpt["class_weights"]) if ckpt.get("class_weights") is not None else None
         return cw, ckpt.get("class_weights_summary", {})
+    if args.contact_only:  # the class output stays the file's, so does its prior correction
+        from trainer.onnx_weights import class_weights_of, read_onnx_meta
+
+        cw = class_weights_of(read_onnx_meta(args.weights), args.weights)
+        return cw, {"weights": [float(v) for v in cw], "from": str(args.weights)}
     if args.no_class_weights:
         return None, {"weights": None}
     return compute_class_weights(train_data)
@@ -265,10 +181,11 @@ def _loaders(args: argparse.Namespace, model: Any, train_data: Any, val_data: An
         model = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[local_rank] if device.type == "cuda" else None)
     workers = max(0, args.workers)
+    # Workers start afresh every epoch: a persistent worker keeps the copy of train_ds it
+    # started with, whose epoch (set_epoch) and so whose crops would never change.
     train_loader = DataLoader(train_ds, batch_size=args.batch_size, shuffle=sampler is None,
                               sampler=sampler, num_workers=workers, drop_last=True,
-                              pin_memory=device.type == "cuda",
-                              persistent_workers=workers > 0,
+                              pin_memory=device.type == "cuda", persistent_workers=False,
                               generator=torch.Generator().manual_seed(args.seed))
     val_loader = None
     if val_data is not None and main_proc:
@@ -311,6 +228,10 @@ def _model(args: argparse.Namespace, n_classes: int, ckpt: dict[str, Any] | None
                         n_aux=len(aux_channels(args)))
     if ckpt is not None:
         model.load_state_dict(ckpt["model"])
+    if args.contact_only:
+        from trainer.model import train_only_aux
+
+        train_only_aux(model, n_classes)
     model.to(device)
     log.info("model DeepLabV3Plus/%s: %.1f M parameters, device %s",
              args.backbone, count_parameters(model) / 1e6, device)
@@ -326,7 +247,8 @@ def _optimisation(args: argparse.Namespace, model: Any, cw: np.ndarray | None, *
 
     criterion = make_criterion(cw, device=device, lovasz_weight=args.lovasz_weight)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad],
-                                  lr=args.lr, weight_decay=args.weight_decay)
+                                  lr=args.lr,
+                                  weight_decay=0.0 if args.contact_only else args.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lr_lambda_factory(args.warmup_steps, total_steps))
     scaler = torch.amp.GradScaler("cuda") if device.type == "cuda" else None
@@ -339,7 +261,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     from trainer.epoch import Progress, Run, end_of_epoch
     from trainer.runfiles import fmt
 
-    _check_args(args)
+    check_args(args)
     device, world, rank, local_rank = _init_distributed(args)
     main_proc = rank == 0
     out = Path(args.out)
@@ -403,7 +325,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
                              max_steps=total_steps, step0=prog.step,
                              on_step=prog.step_rows.append,
                              progress=main_proc and not args.no_progress, deadline=deadline,
-                             contact_loss=contact_loss)
+                             contact_loss=contact_loss, train_body=not args.contact_only)
         prog.step += tm["steps"]
         if main_proc:
             end_of_epoch(run, prog, epoch=epoch, tm=tm, t0=t0)

@@ -134,3 +134,85 @@ def test_contact_weight_needs_contact_labels(data, tmp_path):
                 "--image-size", "64", "--workers", "0", "--contact-weight", "1"]) == 2
     assert cli(["train", "--data", str(bare), "--out", str(tmp_path / "r2"), "--weights",
                 "none", "--contact-weight", "-1"]) == 2
+
+
+def test_contact_only_learns_the_channel_and_keeps_the_class_output(data, tmp_path, capsys):
+    import onnxruntime as ort
+
+    from trainer.export import export_checkpoint
+
+    def run_onnx(path, x):
+        sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        return sess.run(None, {sess.get_inputs()[0].name: x})[0]
+
+    common = ["--backbone", "resnet18", "--batch-size", "2", "--image-size", "64",
+              "--workers", "0", "--no-progress", "--augment", "light", "--val", str(data)]
+    assert cli(["train", "--data", str(data), "--out", str(tmp_path / "a"), "--weights",
+                "none", "--epochs", "1", "--steps-per-epoch", "3", *common]) == 0
+    base = export_checkpoint(tmp_path / "a" / "checkpoint.pt", tmp_path / "a.onnx",
+                             parity_inputs=None).onnx_path
+    run = tmp_path / "c"
+    assert cli(["train", "--data", str(data), "--out", str(run), "--weights", str(base),
+                "--contact-weight", "1", "--contact-only", "--lr", "0.05", "--epochs", "1",
+                "--steps-per-epoch", "20", "--warmup-steps", "1", *common]) == 0
+    grown = export_checkpoint(run / "checkpoint.pt", tmp_path / "c.onnx",
+                              parity_inputs=None).onnx_path
+    meta, meta0 = load_meta(grown), load_meta(base)
+    assert meta.output.aux_channels == ["contact"]
+    np.testing.assert_allclose(meta.output.logit_adjustment, meta0.output.logit_adjustment,
+                               atol=2e-6)
+    x = np.random.default_rng(4).random((2, 3, 96, 128), dtype=np.float32)
+    y0, y = run_onnx(base, x), run_onnx(grown, x)
+    assert y.shape[1] == 4 and y0.shape[1] == 3
+    np.testing.assert_allclose(y[:, :3], y0, atol=1e-5)  # the class output is the file's
+    assert np.abs(y[:, 3] - (-2.0)).max() > 0.1  # the channel moved from its start
+    ck = torch.load(run / "checkpoint.pt", map_location="cpu", weights_only=True)
+    assert ck["config"]["contact_only"] is True
+    assert meta.training["contact_only"] is True and meta0.training["contact_only"] is False
+    # mistakes are one line
+    for extra, word in ((["--weights", str(base)], "--contact-weight"),
+                        (["--weights", "none", "--contact-weight", "1"], ".onnx")):
+        assert cli(["train", "--data", str(data), "--out", str(tmp_path / "x"), *extra,
+                    "--contact-only", *common]) == 2
+        err = capsys.readouterr().err
+        assert word in err and "Traceback" not in err, err
+
+
+def test_train_only_aux_fits_the_channel_and_nothing_else():
+    from trainer.model import add_aux_channels, build_model, train_only_aux
+
+    torch.manual_seed(0)
+    model = add_aux_channels(build_model("resnet18", n_classes=3, weights="none"), 1)
+    model.eval()
+    x = torch.full((2, 3, 64, 64), 0.2) + 0.05 * torch.rand(2, 3, 64, 64)
+    target = torch.zeros(2, 64, 64)
+    for i, (r, c) in enumerate(((8, 12), (30, 24))):  # a bright square: the readable target
+        x[i, :, r:r + 24, c:c + 24] += 0.6
+        target[i, r:r + 24, c:c + 24] = 1.0
+    with torch.no_grad():
+        model.train()
+        model(x)  # batch norms get statistics that are not the defaults
+        model.eval()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    y0 = model(x).detach()
+    params = train_only_aux(model, 3)
+    opt = torch.optim.AdamW(params, lr=0.05, weight_decay=0.0)
+    bce = torch.nn.functional.binary_cross_entropy_with_logits
+    losses = []
+    for _ in range(30):
+        out = model(x)
+        loss = bce(out[:, 3], target) + out[:, :3].square().mean()  # class rows get gradient
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(float(bce(out[:, 3], target)))
+    y = model(x).detach()
+    assert torch.equal(y[:, :3], y0[:, :3])  # bit for bit: the class output is kept
+    assert losses[-1] < 0.8 * losses[0]
+    after = model.state_dict()
+    changed = [k for k in before if not torch.equal(before[k], after[k])]
+    assert changed == ["net.segmentation_head.0.weight", "net.segmentation_head.0.bias"]
+    head = after["net.segmentation_head.0.weight"]
+    assert torch.equal(head[:3], before["net.segmentation_head.0.weight"][:3])
+    with pytest.raises(ValueError, match="no auxiliary channel"):
+        train_only_aux(build_model("resnet18", n_classes=3, weights="none"), 3)

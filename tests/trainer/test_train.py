@@ -179,3 +179,31 @@ def test_lovasz_option_trains_and_is_recorded(tiny, tmp_path):
     assert res.parity["argmax_agreement"] >= 0.999
     assert cli(["train", "--data", str(tiny[0]), "--out", str(tmp_path / "neg"),
                 "--weights", "none", "--lovasz-weight", "-1"]) != 0
+
+
+def test_every_epoch_draws_its_own_crops_in_worker_processes(tiny, tmp_path):
+    # the loader's worker processes must see the epoch the loop sets, or every epoch
+    # repeats the first epoch's crops
+    from trainer.data import LabelledDataset
+    from trainer.train import _loaders, get_args_parser
+    from trainer.trainargs import check_args
+
+    args = get_args_parser().parse_args([
+        "--data", str(tiny[0]), "--out", str(tmp_path / "r"), "--weights", "none",
+        "--batch-size", "2", "--image-size", "32", "--workers", "1", "--augment", "study"])
+    check_args(args)
+    data = LabelledDataset(tiny[0])
+    _, ds, _, loader, _ = _loaders(args, torch.nn.Identity(), data, None,
+                                   device=torch.device("cpu"), world=1, local_rank=0,
+                                   main_proc=True, steps_per_epoch=3)
+
+    def key(x: torch.Tensor) -> float:
+        return round(float(x.double().sum()), 3)
+
+    seen = []
+    for epoch in range(3):
+        ds.set_epoch(epoch)
+        got = sorted(key(x) for xb, _ in loader for x in xb)
+        assert got == sorted(key(ds[k][0]) for k in range(len(ds)))  # this epoch's crops
+        seen.append(got)
+    assert seen[0] != seen[1] != seen[2]

@@ -8,7 +8,7 @@ HELP = "train the segmentation network (DeepLabV3+/ResNet) on a labelled dataset
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from trainer.train import add_train_arguments  # light: no torch at module level
+    from trainer.trainargs import add_train_arguments
 
     add_train_arguments(parser)
 
