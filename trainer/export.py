@@ -74,7 +74,8 @@ def load_checkpoint(path: str | Path, *, prior_correction: bool = True):
     n_aux = len(cfg.get("aux_channels") or [])  # e.g. ['contact'], after the class logits
     model = build_model(cfg.get("backbone", "resnet50"), n_classes=int(cfg["n_classes"]),
                         weights="none", aspp_rates=tuple(cfg.get("aspp_rates", (12, 24, 36))),
-                        n_aux=n_aux)
+                        n_aux=n_aux,
+                        head_kernel=int((cfg.get("architecture") or {}).get("head_kernel", 1)))
     try:
         model.load_state_dict(ckpt["model"])
     except RuntimeError as exc:

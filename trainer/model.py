@@ -101,7 +101,7 @@ def _resolve_weights(weights: str | None) -> tuple[str | None, Path | None]:
 def build_model(backbone: str = "resnet50", *, n_classes: int = 3,
                 weights: str | None = "none",
                 aspp_rates: tuple[int, int, int] = ASPP_RATES,
-                n_aux: int = 0) -> SegmentationNet:
+                n_aux: int = 0, head_kernel: int | None = None) -> SegmentationNet:
     """Build DeepLabV3+ with a ResNet encoder, wrapped in :class:`SegmentationNet`.
 
     Parameters
@@ -123,6 +123,10 @@ def build_model(backbone: str = "resnet50", *, n_classes: int = 3,
     n_aux : int
         Auxiliary output channels after the class logits (1: the ``contact`` logit,
         ``crystal-train train --contact-weight``); the head has ``n_classes + n_aux``.
+    head_kernel : int, optional
+        Kernel of the head's final convolution (``architecture.head_kernel``, 1 when
+        absent). None: 1, or an ONNX file's own. A file without auxiliary channels that
+        grows them (``n_aux > 0``) gets this kernel (:func:`add_aux_channels`).
 
     Raises
     ------
@@ -145,9 +149,10 @@ def build_model(backbone: str = "resnet50", *, n_classes: int = 3,
         if file_aux == 0 < n_aux:  # a model without the channel learns it: grow the head
             base = build_model(backbone, n_classes=n_classes, weights=str(path),
                                aspp_rates=aspp_rates, n_aux=0)
-            return add_aux_channels(base, n_aux)
-        check_architecture(meta, path, backbone=backbone,
-                           aspp_rates=aspp_rates, n_classes=n_classes, n_aux=n_aux)
+            return add_aux_channels(base, n_aux, kernel_size=head_kernel or 1)
+        check_architecture(meta, path, backbone=backbone, aspp_rates=aspp_rates,
+                           n_classes=n_classes, n_aux=n_aux, head_kernel=head_kernel)
+        head_kernel = int(meta["architecture"].get("head_kernel", 1))
     try:
         net = smp.DeepLabV3Plus(encoder_name=backbone, encoder_weights=enc_weights,
                                 classes=n_classes + int(n_aux),
@@ -161,6 +166,10 @@ def build_model(backbone: str = "resnet50", *, n_classes: int = 3,
             f"(no internet and not in the Hugging Face cache?): {first[:200]}; "
             "use --weights none or a file") from None
     model = SegmentationNet(net)
+    if (head_kernel or 1) != 1:
+        conv = net.segmentation_head[0]
+        net.segmentation_head[0] = nn.Conv2d(conv.in_channels, conv.out_channels, head_kernel,
+                                             padding=head_kernel // 2)
     if onnx_file:
         from trainer.onnx_weights import load_onnx_weights
 
@@ -170,22 +179,37 @@ def build_model(backbone: str = "resnet50", *, n_classes: int = 3,
     return model
 
 
-def add_aux_channels(model: SegmentationNet, n_aux: int) -> SegmentationNet:
+def head_kernel_of(model: SegmentationNet) -> int:
+    """Kernel size of the head's final convolution (1 for smp's DeepLabV3+)."""
+    return int(model.net.segmentation_head[0].kernel_size[0])
+
+
+def add_aux_channels(model: SegmentationNet, n_aux: int, *, kernel_size: int = 1
+                     ) -> SegmentationNet:
     """``model`` with ``n_aux`` new auxiliary output channels after its class logits.
 
-    The class rows of the final 1x1 convolution are kept, so the class output is
-    unchanged; the new rows start at zero weight and a bias of -2 (probability 0.12
-    everywhere: few pixels are contacts), a neutral guess rather than noise. Everything
-    else is shared. For a model being trained (``logit_bias`` None), as
-    :func:`build_model` returns it.
+    The class rows of the final convolution are kept, so the class output is unchanged;
+    the new rows start at zero weight and a bias of -2 (probability 0.12 everywhere: few
+    pixels are contacts), a neutral guess rather than noise. Everything else is shared.
+    With a larger ``kernel_size`` (odd, padded to keep the size) the head becomes a
+    ``k x k`` convolution: each class row keeps its weights at the kernel's centre and
+    zero around it (the same function), while the new rows see a ``k x k`` neighbourhood
+    of the decoder's features, enough to find the boundary between two crystals that a
+    single feature vector does not show. For a model being trained (``logit_bias``
+    None), as :func:`build_model` returns it.
     """
     conv = model.net.segmentation_head[0]
-    grown = nn.Conv2d(conv.in_channels, conv.out_channels + int(n_aux), conv.kernel_size,
-                      conv.stride, conv.padding, bias=True)
+    k0 = int(conv.kernel_size[0])
+    if kernel_size < k0 or (kernel_size - k0) % 2:
+        raise UserError(f"--head-kernel {kernel_size}: the head's kernel is {k0}; it can "
+                        f"only grow by an even number (1 -> 3, 5)")
+    grown = nn.Conv2d(conv.in_channels, conv.out_channels + int(n_aux), kernel_size,
+                      padding=kernel_size // 2, bias=True)
+    o = (kernel_size - k0) // 2
     with torch.no_grad():
         grown.weight.zero_()
         grown.bias.fill_(-2.0)
-        grown.weight[:conv.out_channels].copy_(conv.weight)
+        grown.weight[:conv.out_channels, :, o:o + k0, o:o + k0].copy_(conv.weight)
         if conv.bias is not None:
             grown.bias[:conv.out_channels].copy_(conv.bias)
     model.net.segmentation_head[0] = grown

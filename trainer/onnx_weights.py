@@ -63,15 +63,20 @@ def class_weights_of(meta: dict, path: str | Path) -> np.ndarray:
 
 
 def check_architecture(meta: dict, path: str | Path, *, backbone: str,
-                       aspp_rates, n_classes: int, n_aux: int = 0) -> None:
+                       aspp_rates, n_classes: int, n_aux: int = 0,
+                       head_kernel: int | None = None) -> None:
     """Raise a :class:`UserError` naming the option when the file's network differs
-    (``n_aux``: auxiliary channels, 1 with ``--contact-weight``)."""
+    (``n_aux``: auxiliary channels, 1 with ``--contact-weight``; ``head_kernel`` None:
+    whatever the file has)."""
     arch = meta["architecture"]
     aux = len((meta.get("output") or {}).get("aux_channels") or [])
+    file_kernel = int(arch.get("head_kernel", 1))
     want = {"--backbone": (arch.get("encoder"), backbone),
             "--aspp-rates": (list(arch.get("aspp_rates") or []), [int(r) for r in aspp_rates]),
             "classes": (len(meta.get("classes") or []), int(n_classes)),
-            "auxiliary channels (--contact-weight)": (aux, int(n_aux))}
+            "auxiliary channels (--contact-weight)": (aux, int(n_aux)),
+            "--head-kernel": (file_kernel, file_kernel if head_kernel is None
+                              else int(head_kernel))}
     for opt, (theirs, ours) in want.items():
         if theirs != ours:
             shown = ",".join(map(str, theirs)) if isinstance(theirs, list) else theirs

@@ -195,7 +195,8 @@ def _loaders(args: argparse.Namespace, model: Any, train_data: Any, val_data: An
 
 
 def _run_config(args: argparse.Namespace, train_data: Any, val_data: Any, *, px: float,
-                steps_per_epoch: int, total_steps: int, world: int) -> dict[str, Any]:
+                steps_per_epoch: int, total_steps: int, world: int,
+                head_kernel: int = 1) -> dict[str, Any]:
     """Everything that defines the run (``config.json``, the checkpoint's ``config``)."""
     config = {k: v for k, v in vars(args).items() if not k.startswith("_") and not callable(v)}
     config.update({
@@ -204,7 +205,9 @@ def _run_config(args: argparse.Namespace, train_data: Any, val_data: Any, *, px:
         "px_size_um_data": px, "px_size_um": px / args.input_scale, "size_multiple": 16,
         "architecture": {"name": "DeepLabV3Plus", "encoder": args.backbone,
                          "aspp_rates": list(args.aspp_rates), "output_stride": 16,
-                         "library": "segmentation-models-pytorch"},
+                         "library": "segmentation-models-pytorch",
+                         # recorded only when not DeepLabV3+'s 1, so files stay comparable
+                         **({"head_kernel": head_kernel} if head_kernel != 1 else {})},
         "train_data": _data_summary(train_data), "val_data": _data_summary(val_data),
         "steps_per_epoch": steps_per_epoch, "total_steps": total_steps, "world_size": world,
         "aux_channels": aux_channels(args),
@@ -225,7 +228,9 @@ def _model(args: argparse.Namespace, n_classes: int, ckpt: dict[str, Any] | None
 
     model = build_model(args.backbone, n_classes=n_classes, aspp_rates=args.aspp_rates,
                         weights="none" if ckpt is not None else args.weights,
-                        n_aux=len(aux_channels(args)))
+                        n_aux=len(aux_channels(args)),
+                        head_kernel=args.head_kernel if ckpt is None else
+                        int(ckpt["config"]["architecture"].get("head_kernel", 1)))
     if ckpt is not None:
         model.load_state_dict(ckpt["model"])
     if args.contact_only:
@@ -259,6 +264,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     """Train; returns a summary (best validation metrics, paths)."""
     from trainer.engine import any_rank, make_contact_loss, train_one_epoch
     from trainer.epoch import Progress, Run, end_of_epoch
+    from trainer.model import head_kernel_of
     from trainer.runfiles import fmt
 
     check_args(args)
@@ -282,6 +288,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         (out / "class_weights.json").write_text(json.dumps(cw_summary, indent=2) + "\n")
 
     model = _model(args, n_classes, ckpt, device)
+    head_kernel = head_kernel_of(model)
     contact_loss = make_contact_loss(args.contact_weight, train_data, device=device)
     args.contact_pos_weight = None if contact_loss is None else float(contact_loss.pos_weight)
 
@@ -301,7 +308,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
                  prog.step)
 
     config = _run_config(args, train_data, val_data, px=px, steps_per_epoch=steps_per_epoch,
-                         total_steps=total_steps, world=world)
+                         total_steps=total_steps, world=world, head_kernel=head_kernel)
     if main_proc:
         (out / "config.json").write_text(json.dumps(config, indent=2, default=str) + "\n")
     run = Run(out=out, bare=model.module if world > 1 else model, criterion=criterion,

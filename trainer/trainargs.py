@@ -56,6 +56,12 @@ def add_train_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
                         "crystal) trained with this multiple of a binary cross-entropy on the "
                         "dataset's contacts/<stem>.png (crystal-train synth writes them); the "
                         "edge splits touching crystals at it (default 0: no channel)")
+    p.add_argument("--head-kernel", type=int, default=None, choices=[1, 3, 5],
+                   help="kernel of the head's final convolution (default 1, DeepLabV3+'s; "
+                        "or --weights FILE.onnx's own). A model that grows the contact "
+                        "channel (--contact-weight on a file without it) gets this kernel: 3 "
+                        "lets the channel see the boundary between two crystals, while the "
+                        "class logits keep their 1x1 weights at the centre")
     p.add_argument("--contact-only", action="store_true",
                    help="learn only the contact channel of the model in --weights (an ONNX "
                         "file): every other weight, the batch norms and the class output "

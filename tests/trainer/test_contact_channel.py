@@ -153,7 +153,8 @@ def test_contact_only_learns_the_channel_and_keeps_the_class_output(data, tmp_pa
                              parity_inputs=None).onnx_path
     run = tmp_path / "c"
     assert cli(["train", "--data", str(data), "--out", str(run), "--weights", str(base),
-                "--contact-weight", "1", "--contact-only", "--lr", "0.05", "--epochs", "1",
+                "--contact-weight", "1", "--contact-only", "--head-kernel", "3",
+                "--lr", "0.05", "--epochs", "1",
                 "--steps-per-epoch", "20", "--warmup-steps", "1", *common]) == 0
     grown = export_checkpoint(run / "checkpoint.pt", tmp_path / "c.onnx",
                               parity_inputs=None).onnx_path
@@ -168,6 +169,14 @@ def test_contact_only_learns_the_channel_and_keeps_the_class_output(data, tmp_pa
     assert np.abs(y[:, 3] - (-2.0)).max() > 0.1  # the channel moved from its start
     ck = torch.load(run / "checkpoint.pt", map_location="cpu", weights_only=True)
     assert ck["config"]["contact_only"] is True
+    # a 3x3 head: recorded, and the file is read back as such a network (checked on import)
+    assert meta.architecture["head_kernel"] == 3 and "head_kernel" not in meta0.architecture
+    from trainer.model import build_model, head_kernel_of
+
+    assert head_kernel_of(build_model("resnet18", n_classes=3, weights=str(grown),
+                                      n_aux=1)) == 3
+    with pytest.raises(UserError, match="--head-kernel"):
+        build_model("resnet18", n_classes=3, weights=str(grown), n_aux=1, head_kernel=1)
     assert meta.training["contact_only"] is True and meta0.training["contact_only"] is False
     # mistakes are one line
     for extra, word in ((["--weights", str(base)], "--contact-weight"),
@@ -216,3 +225,22 @@ def test_train_only_aux_fits_the_channel_and_nothing_else():
     assert torch.equal(head[:3], before["net.segmentation_head.0.weight"][:3])
     with pytest.raises(ValueError, match="no auxiliary channel"):
         train_only_aux(build_model("resnet18", n_classes=3, weights="none"), 3)
+
+
+@pytest.mark.parametrize("kernel", [1, 3, 5])
+def test_a_grown_head_keeps_the_class_output(kernel):
+    from trainer.model import add_aux_channels, build_model, head_kernel_of
+
+    torch.manual_seed(1)
+    model = build_model("resnet18", n_classes=3, weights="none").eval()
+    x = torch.rand(1, 3, 64, 96)
+    with torch.no_grad():
+        y0 = model(x)
+        grown = add_aux_channels(model, 1, kernel_size=kernel).eval()
+        torch.nn.init.normal_(grown.net.segmentation_head[0].weight[3:])
+        y = grown(x)
+    assert head_kernel_of(grown) == kernel and y.shape[1] == 4
+    torch.testing.assert_close(y[:, :3], y0, atol=1e-5, rtol=0)
+    assert float(y[:, 3].std()) > 0  # the new channel reads the features
+    with pytest.raises(UserError, match="only grow"):
+        add_aux_channels(grown, 1, kernel_size=2 * kernel)
