@@ -234,6 +234,8 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, *, fp16: bool = F
                  par_frames["argmax_agreement"])
     metrics = _metrics(ckpt, par, par_frames, extra_metrics)
     training = _training(cfg, ckpt)
+    if cfg.get("contact_only"):
+        training["class_output"] = _class_output_source(str(cfg.get("weights")))
     meta = ModelMeta(
         name=name or out.stem, onnx_file=out.name, sha256=sha256_file(out), opset=OPSET,
         classes=[ClassInfo(id=i, name=n) for i, n in enumerate(cfg["classes"])],
@@ -273,6 +275,19 @@ def _metrics(ckpt: dict[str, Any], par: dict[str, Any], par_frames: dict[str, An
     if extra:
         metrics.update(extra)
     return metrics
+
+
+def _class_output_source(weights: str) -> dict[str, Any]:
+    """Where a ``--contact-only`` model's class output comes from: the file, its sha256
+    and its own ``training`` record (the file's name alone when it cannot be read now)."""
+    from trainer.onnx_weights import read_onnx_meta
+
+    try:
+        meta = read_onnx_meta(weights)
+    except UserError as exc:
+        log.warning("%s; the class output's training record is not carried", exc)
+        return {"file": weights}
+    return {"file": weights, "sha256": meta.get("sha256"), "training": meta.get("training")}
 
 
 def _training(cfg: dict[str, Any], ckpt: dict[str, Any]) -> dict[str, Any]:

@@ -178,6 +178,8 @@ def test_contact_only_learns_the_channel_and_keeps_the_class_output(data, tmp_pa
     with pytest.raises(UserError, match="--head-kernel"):
         build_model("resnet18", n_classes=3, weights=str(grown), n_aux=1, head_kernel=1)
     assert meta.training["contact_only"] is True and meta0.training["contact_only"] is False
+    src = meta.training["class_output"]  # the class output's provenance is carried
+    assert src["sha256"] == meta0.sha256 and src["training"]["steps"] == 3
     # mistakes are one line
     for extra, word in ((["--weights", str(base)], "--contact-weight"),
                         (["--weights", "none", "--contact-weight", "1"], ".onnx")):
