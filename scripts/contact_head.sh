@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# Grow the learned contact channel on a finished model without touching its class output:
+# the contact step of the default model models/crystal-seg.onnx (models/README.md).
+#   data:   330 generated frames of every habit with the generator's exact contact labels,
+#           a third of them agglomerate-rich (trainer.synth presets), 12 for validation;
+#   train:  crystal-train train --contact-only --head-kernel 3 from BASE: only the contact
+#           row of a 3x3 final convolution learns, the class output stays BASE's;
+#   export: FP16 (parity checked on val_a), the four card sets evaluated into its metadata
+#           and the per-domain table ($WORK/domain_card.json; DOMAIN_FRAMES=0 skips it).
+# The committed model: BASE = the blend of scripts/finetune_broad.sh, STEPS=800, on a
+# 2-core CPU (about 25 min of training).
+# Overrides: BIN, WORK, BASE, OUT, STEPS, LR, HEAD_KERNEL, DEVICE, WORKERS, NICE, JOBS,
+# DOMAIN_FRAMES; for a quick smoke run (tests): BACKBONE, SIZE (frame WxH), CROP,
+# FRAMES_DIV (divide every set's frame count).
+set -euo pipefail
+
+BIN=${BIN:-.venv/bin}
+WORK=${WORK:-runs/contact}
+BASE=${BASE:-models/crystal-seg.onnx}
+OUT=${OUT:-$WORK/crystal-seg.onnx}
+STEPS=${STEPS:-800}
+LR=${LR:-3e-3}
+HEAD_KERNEL=${HEAD_KERNEL:-3}
+BACKBONE=${BACKBONE:-resnet50}
+SIZE=${SIZE:-1024x768}
+CROP=${CROP:-320}
+FRAMES_DIV=${FRAMES_DIV:-1}
+DEVICE=${DEVICE:-auto}
+WORKERS=${WORKERS:-1}
+NICE=${NICE:-5}
+JOBS=${JOBS:-1}
+DOMAIN_FRAMES=${DOMAIN_FRAMES:-12}
+CT="nice -n $NICE $BIN/crystal-train"
+DATA=$WORK/data
+EPOCH_STEPS=80
+
+# name:presets:frames:seed[:fraction]
+SETS="aggl:agglomerates:90:1311 aggl_s:agglomerates:30:1312:90-125 crowded:crowded:40:1313
+    c_small:compact:30:1314:90-125 c_large:compact:30:1315:125-180 needles:needles:30:1316
+    needles_cr:needles,crowded:15:1317 twins:twins:20:1318 prisms:prisms:20:1319
+    plates:plates:20:1320 plates_cr:plates,crowded:15:1321 rhombs:rhombs:15:1322
+    rounded:rounded:15:1323 fieldcut:field_cut:15:1324 dim:dim:15:1325"
+VAL="v_aggl:agglomerates:8:2311 v_crowded:crowded:4:2312"
+source "$(dirname "$0")/datasets.sh"
+names() { for spec in "$@"; do echo "${spec%%:*}"; done; }
+
+mkdir -p "$DATA"
+for spec in $SETS $VAL; do
+    IFS=: read -r name preset n seed frac <<<"$spec"
+    gen "$name" "$n" "$seed" --preset "$preset" --size "$SIZE" ${frac:+--fraction "$frac"}
+done
+for s in 201:val_a:90-125 202:val_b:125-180 401:test_a:90-125 402:test_b:125-180; do
+    IFS=: read -r seed name frac <<<"$s"
+    gen "$name" 12 "$seed" --fraction "$frac" --size "$SIZE"
+done
+gen_done
+merge train 100000 $(names $SETS)
+merge val 100000 $(names $VAL)
+
+steps_per_epoch=$(( STEPS < EPOCH_STEPS ? STEPS : EPOCH_STEPS ))
+$CT train --data "$DATA/train" --val "$DATA/val" --out "$WORK/run" --weights "$BASE" \
+    --backbone "$BACKBONE" --aspp-rates 6,12,18 --image-size "$CROP" --input-scale 0.5 \
+    --augment light --workers "$WORKERS" --device "$DEVICE" --batch-size 8 \
+    --epochs $(( (STEPS + steps_per_epoch - 1) / steps_per_epoch )) \
+    --steps-per-epoch "$steps_per_epoch" --max-steps "$STEPS" --lr "$LR" --warmup-steps 20 \
+    --contact-weight 1 --contact-only --head-kernel "$HEAD_KERNEL" --seed 21 --no-progress
+mkdir -p "$(dirname "$OUT")"
+$CT export --checkpoint "$WORK/run/checkpoint.pt" --out "$OUT" --fp16 \
+    --name "$(basename "${OUT%.onnx}")" --parity-data "$DATA/val_a" > /dev/null
+for v in val_a val_b test_a test_b; do
+    $CT evaluate --model "$OUT" --data "$DATA/$v" --json "$WORK/eval_$v.json" --update-meta
+done
+if [ "$DOMAIN_FRAMES" -gt 0 ]; then
+    nice -n "$NICE" "$BIN/python" scripts/domain_card.py --model "$OUT" \
+        --frames "$DOMAIN_FRAMES" --work "$WORK/domains" --out "$WORK/domain_card.json"
+fi
+echo "model: $OUT ($BASE with a learned contact channel); evaluations: $WORK/eval_*.json"
