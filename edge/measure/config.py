@@ -77,6 +77,12 @@ class MeasureConfig(BaseModel):
                     "maxima; ignored for models without the channel. 0.4: chosen for the "
                     "default model on held-out agglomerate-rich frames, where 0.35-0.4 give "
                     "the lowest Q3 distance and 0.5 leaves more touching pairs whole")
+    contact_high: float = Field(
+        0.4, gt=0, le=1,
+        description="models with a 'contact' output channel only: a band of pixels at or "
+                    "above contact_threshold separates markers only when it reaches this "
+                    "probability somewhere (hysteresis, as Canny's edges); at or below "
+                    "contact_threshold: every such band separates")
     agglomerate_rule: Literal["convexity", "circularity"] = Field(
         "convexity",
         description="how a measured object is found to be an agglomerate (reason "

@@ -4,12 +4,15 @@ A model with a ``contact`` channel (:mod:`edge.vision.contact`) predicts, per pi
 probability ``p`` that a crystal pixel touches another crystal. Per connected object (the
 padded crop of :func:`edge.measure.split.iter_objects`):
 
-1. Markers: the connected components (4-connected) of ``object AND p < threshold``,
+1. Contact band, by hysteresis (as Canny's edges): the 8-connected components of
+   ``object AND p >= threshold`` that reach ``p >= high`` somewhere. A weak band with no
+   confident pixel (a shading edge or a facet inside one crystal) is not a contact.
+2. Markers: the connected components (4-connected) of the object outside the band,
    eroded by one pixel (3x3) so that a contact line the model draws only one pixel wide,
    or a diagonal step through it, does not join two crystals. Components smaller than
    ``max(MIN_MARKER_PX, MIN_MARKER_REL * largest)`` are noise, not crystals.
-2. One marker (or none): one crystal.
-3. Otherwise the flood of :mod:`edge.measure.split` from these markers: the watershed by
+3. One marker (or none): one crystal.
+4. Otherwise the flood of :mod:`edge.measure.split` from these markers: the watershed by
    immersion on the inverted distance map inside the object (the checkerboard image fed
    to ``cv2.watershed``), then watershed-line pixels shared between neighbours. The
    contact decides *how many* crystals and *where* each starts; the distance map decides
@@ -30,8 +33,22 @@ MIN_MARKER_REL = 0.05
 _K3 = np.ones((3, 3), np.uint8)
 
 
-def contact_markers(obj: np.ndarray, contact: np.ndarray, *, threshold: float
-                    ) -> tuple[np.ndarray, int]:
+def contact_band(obj: np.ndarray, contact: np.ndarray, *, threshold: float,
+                 high: float) -> np.ndarray:
+    """Boolean contact band of one object crop: the 8-connected components of
+    ``obj AND contact >= threshold`` that hold a pixel with ``contact >= high``."""
+    weak = ((obj != 0) & (contact >= threshold)).view(np.uint8)
+    if high <= threshold or not weak.any():
+        return weak.astype(bool)
+    n, lab = cv2.connectedComponents(weak, connectivity=8, ltype=cv2.CV_32S)
+    strong = np.zeros(n, bool)
+    strong[np.unique(lab[(weak != 0) & (contact >= high)])] = True
+    strong[0] = False
+    return strong[lab]
+
+
+def contact_markers(obj: np.ndarray, contact: np.ndarray, *, threshold: float,
+                    high: float | None = None) -> tuple[np.ndarray, int]:
     """Watershed markers of one object crop: int32 labels 1..n (0 elsewhere) and n.
 
     Parameters
@@ -41,9 +58,14 @@ def contact_markers(obj: np.ndarray, contact: np.ndarray, *, threshold: float
     contact : ndarray of float (H, W)
         Contact probability on the same pixels.
     threshold : float
-        Pixels with ``contact >= threshold`` separate markers.
+        Pixels with ``contact >= threshold`` may separate markers ...
+    high : float, optional
+        ... when their band reaches ``contact >= high`` (:func:`contact_band`); None or
+        ``<= threshold``: every such pixel separates.
     """
-    core = ((obj != 0) & (contact < threshold)).view(np.uint8)
+    band = contact_band(obj, contact, threshold=threshold,
+                        high=threshold if high is None else high)
+    core = ((obj != 0) & ~band).view(np.uint8)
     core = cv2.erode(core, _K3, borderType=cv2.BORDER_CONSTANT, borderValue=0)
     n, lab, stats, _ = cv2.connectedComponentsWithStats(core, connectivity=4,
                                                         ltype=cv2.CV_32S)
@@ -56,18 +78,19 @@ def contact_markers(obj: np.ndarray, contact: np.ndarray, *, threshold: float
     return remap[lab], int(keep.sum())
 
 
-def split_object_contact(obj: np.ndarray, contact: np.ndarray, *, threshold: float = 0.5
-                         ) -> tuple[np.ndarray, int]:
+def split_object_contact(obj: np.ndarray, contact: np.ndarray, *, threshold: float = 0.5,
+                         high: float | None = None) -> tuple[np.ndarray, int]:
     """Split one padded object crop into crystals at the predicted contacts.
 
     Same input and output as :func:`edge.measure.split.split_object` (``obj``: uint8 0/1
     with 2 px of background padding; returns int32 labels 0 outside, 1..n inside, and n),
-    plus ``contact``, the contact probability on the crop's pixels.
+    plus ``contact``, the contact probability on the crop's pixels, and the two
+    thresholds of :func:`contact_markers`.
     """
     if contact.shape != obj.shape:
         raise ValueError(f"contact crop {contact.shape} and object crop {obj.shape} differ")
     inside = obj.astype(bool)
-    markers, n = contact_markers(obj, contact, threshold=threshold)
+    markers, n = contact_markers(obj, contact, threshold=threshold, high=high)
     if n <= 1:
         return inside.astype(np.int32), 1
     raw = cv2.distanceTransform(obj, cv2.DIST_L2, cv2.DIST_MASK_PRECISE).astype(np.float64)

@@ -168,7 +168,8 @@ def _split(crop: np.ndarray, ox: int, oy: int, cfg: MeasureConfig,
         return crop, 1
     if contact is not None:
         return split_object_contact(crop, contact_crop(contact, ox, oy, crop.shape),
-                                    threshold=cfg.contact_threshold)
+                                    threshold=cfg.contact_threshold,
+                                    high=cfg.contact_high)
     return split_object(crop, h_px=cfg.h_px, h_rel=cfg.h_rel)
 
 

@@ -48,6 +48,25 @@ def test_contact_markers_and_split_follow_the_line():
     assert contact_markers(obj, speck, threshold=0.5)[1] == 2
 
 
+def test_a_weak_band_separates_only_when_it_reaches_the_high_threshold():
+    obj, contact = _pair_object()
+    weak = np.where(contact > 0.5, 0.55, contact).astype(np.float32)  # the line at 0.55
+    assert split_object_contact(obj, weak, threshold=0.4, high=0.4)[1] == 2
+    assert split_object_contact(obj, weak, threshold=0.4)[1] == 2  # no high: every band
+    assert split_object_contact(obj, weak, threshold=0.4, high=0.7)[1] == 1
+    cx = obj.shape[1] // 2
+    ys = np.nonzero(obj[:, cx])[0]
+    one = weak.copy()
+    one[ys[len(ys) // 2], cx] = 0.8  # one confident pixel makes the whole band a contact
+    assert split_object_contact(obj, one, threshold=0.4, high=0.7)[1] == 2
+    # through measure_crystals and its configuration
+    cfg = MeasureConfig(contact_threshold=0.4, contact_high=0.7)
+    assert int(measure_crystals(obj, px_size_um=1.0, contact=weak, config=cfg).kept.sum()) == 1
+    assert int(measure_crystals(obj, px_size_um=1.0, contact=one, config=cfg).kept.sum()) == 2
+    low = MeasureConfig(contact_threshold=0.4, contact_high=0.2)  # below: no hysteresis
+    assert int(measure_crystals(obj, px_size_um=1.0, contact=weak, config=low).kept.sum()) == 2
+
+
 def test_measure_crystals_splits_at_the_contact_the_distance_map_cannot_see():
     obj, contact = _pair_object()
     plain = measure_crystals(obj, px_size_um=1.0)
