@@ -182,8 +182,10 @@ def _measure_objects(clean: np.ndarray, *, zone: np.ndarray | None, frame_hw: tu
     for ox, oy, crop in iter_objects(clean, connectivity=cfg.connectivity):
         lab, n = _split(crop, ox, oy, cfg, contact)
         # a learned contact is evidence the outline lacks (two prisms side by side make
-        # one convex outline): only the distance-map split defers to convexity
-        if n > 1 and cfg.agglomerate_rule == "convexity" and contact is None:
+        # one convex outline), unless contact_splits_convex is off: then a convex outline
+        # stays whole whatever split it
+        if n > 1 and cfg.agglomerate_rule == "convexity" and (
+                contact is None or not cfg.contact_splits_convex):
             whole = _measure_one(crop, ox, oy, zone=zone, frame_hw=frame_hw, px=px, cfg=cfg,
                                  tight=True)
             if _convex(whole[0], cfg):  # no contact to split at: a thin or ragged single

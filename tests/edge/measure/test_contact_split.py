@@ -73,6 +73,9 @@ def test_measure_crystals_splits_at_the_contact_the_distance_map_cannot_see():
     assert int(plain.kept.sum()) == 1  # one convex outline: whole under the default rule
     split = measure_crystals(obj, px_size_um=1.0, contact=contact)
     assert int(split.kept.sum()) == 2
+    whole = measure_crystals(obj, px_size_um=1.0, contact=contact,
+                             config=MeasureConfig(contact_splits_convex=False))
+    assert int(whole.kept.sum()) == 1  # a convex outline stays one crystal, as without
     assert int(split.area_px.sum()) == int(plain.area_px.sum())
     with pytest.raises(ValueError, match="contact map of shape"):
         measure_crystals(obj, px_size_um=1.0, contact=contact[:-1])
