@@ -13,10 +13,10 @@ quantized statically with ``quantize_static``:
 * activations: signed INT8, symmetric (``ActivationSymmetric``; zero point 0), the form
   TensorRT accepts; a scale per tensor from the calibration ranges
   ``s = max(|min|, |max|) / 127``;
-* the output head stays float: the final ``Resize`` and the ``Add`` of the prior
-  correction (``-log w_c``, see :mod:`trainer.export`) are excluded
-  (:data:`EXCLUDE_OP_TYPES_AT_OUTPUT`), so the logits are the float head's bilinear
-  upsampling of the dequantized 1/4-resolution logits plus exact constants.
+* the output head stays float: the final convolution, the final ``Resize`` and the
+  ``Add`` of the prior correction (``-log w_c``, see :mod:`trainer.export`) are excluded
+  (:func:`output_head_nodes`), so the logits are the float head's convolution and
+  bilinear upsampling of the dequantized 1/4-resolution features plus exact constants.
 
 Calibration frames pass through the appliance's own preprocessing
 (:func:`edge.vision.preprocess.prepare_for_inference` at the model's automatic inference
@@ -94,11 +94,16 @@ def float32_model(path: str | Path):
 
 
 def output_head_nodes(model) -> list[str]:
-    """Names of the nodes after the last ``Conv`` whose type is in
-    :data:`EXCLUDE_OP_TYPES_AT_OUTPUT` (kept float by the quantizer)."""
+    """Names of the nodes the quantizer keeps float: the last ``Conv`` (the head's final
+    convolution, 3-4 output channels and a fraction of a percent of the compute, whose
+    output holds every logit the edge thresholds: with one activation scale for all of
+    them, an 8-bit step of the class logits' range is a visible share of the contact
+    channel's decision margin) and the nodes after it whose type is in
+    :data:`EXCLUDE_OP_TYPES_AT_OUTPUT`."""
     last_conv = max(i for i, n in enumerate(model.graph.node) if n.op_type == "Conv")
-    return [n.name for n in model.graph.node[last_conv + 1:]
-            if n.op_type in EXCLUDE_OP_TYPES_AT_OUTPUT]
+    return [model.graph.node[last_conv].name] + [
+        n.name for n in model.graph.node[last_conv + 1:]
+        if n.op_type in EXCLUDE_OP_TYPES_AT_OUTPUT]
 
 
 # ----------------------------------------------------------------------------- calibration

@@ -216,8 +216,17 @@ def _run_config(args: argparse.Namespace, train_data: Any, val_data: Any, *, px:
 
 
 def aux_channels(args: argparse.Namespace) -> list[str]:
-    """The model's auxiliary output channels: ``['contact']`` with ``--contact-weight``."""
-    return ["contact"] if getattr(args, "contact_weight", 0.0) > 0 else []
+    """The model's auxiliary output channels: ``['contact']`` with ``--contact-weight``;
+    without it, those of a ``--weights`` ONNX file (the shipped model's contact channel),
+    carried without a loss so that the fine-tune stays the same network as its source."""
+    if getattr(args, "contact_weight", 0.0) > 0:
+        return ["contact"]
+    weights = str(getattr(args, "weights", "") or "")
+    if weights.lower().endswith(".onnx"):
+        from trainer.onnx_weights import read_onnx_meta
+
+        return list((read_onnx_meta(weights).get("output") or {}).get("aux_channels") or [])
+    return []
 
 
 
@@ -233,6 +242,12 @@ def _model(args: argparse.Namespace, n_classes: int, ckpt: dict[str, Any] | None
                         int(ckpt["config"]["architecture"].get("head_kernel", 1)))
     if ckpt is not None:
         model.load_state_dict(ckpt["model"])
+    carried = [] if args.contact_weight > 0 else aux_channels(args)
+    if carried:
+        log.warning("--weights %s: its %s channel is carried untrained (no --contact-weight): "
+                    "the features it reads change with this training; check how touching "
+                    "crystals are split, or teach it again with --contact-weight on frames "
+                    "with contacts/ (scripts/contact_head.sh)", args.weights, carried[0])
     if args.contact_only:
         from trainer.model import train_only_aux
 

@@ -136,7 +136,8 @@ def test_contact_weight_needs_contact_labels(data, tmp_path):
                 "none", "--contact-weight", "-1"]) == 2
 
 
-def test_contact_only_learns_the_channel_and_keeps_the_class_output(data, tmp_path, capsys):
+def test_contact_only_learns_the_channel_and_keeps_the_class_output(data, tmp_path, capsys,
+                                                                    caplog):
     import onnxruntime as ort
 
     from trainer.export import export_checkpoint
@@ -180,6 +181,18 @@ def test_contact_only_learns_the_channel_and_keeps_the_class_output(data, tmp_pa
     assert meta.training["contact_only"] is True and meta0.training["contact_only"] is False
     src = meta.training["class_output"]  # the class output's provenance is carried
     assert src["sha256"] == meta0.sha256 and src["training"]["steps"] == 3
+    # a fine-tune of such a file without contact labels carries the channel: the same
+    # network as its source (so the two blend), the channel untrained
+    ft = tmp_path / "ft"
+    assert cli(["train", "--data", str(data), "--out", str(ft), "--weights", str(grown),
+                "--epochs", "1", "--steps-per-epoch", "2", *common]) == 0
+    assert "carried untrained" in caplog.text
+    fine = export_checkpoint(ft / "checkpoint.pt", tmp_path / "ft.onnx",
+                             parity_inputs=None).onnx_path
+    mf = load_meta(fine)
+    assert mf.output.aux_channels == ["contact"] and mf.architecture["head_kernel"] == 3
+    assert cli(["blend", "--model", str(grown), "--with", str(fine),
+                "--out", str(tmp_path / "bl.onnx")]) == 0
     # mistakes are one line
     for extra, word in ((["--weights", str(base)], "--contact-weight"),
                         (["--weights", "none", "--contact-weight", "1"], ".onnx")):
