@@ -49,10 +49,7 @@ for spec in $SETS $VAL; do
     IFS=: read -r name preset n seed frac <<<"$spec"
     gen "$name" "$n" "$seed" --preset "$preset" --size "$SIZE" ${frac:+--fraction "$frac"}
 done
-for s in 201:val_a:90-125 202:val_b:125-180 401:test_a:90-125 402:test_b:125-180; do
-    IFS=: read -r seed name frac <<<"$s"
-    gen "$name" 12 "$seed" --fraction "$frac" --size "$SIZE"
-done
+gen_card_sets "$SIZE"
 gen_done
 merge train 100000 $(names $SETS)
 merge val 100000 $(names $VAL)
@@ -67,9 +64,7 @@ $CT train --data "$DATA/train" --val "$DATA/val" --out "$WORK/run" --weights "$B
 mkdir -p "$(dirname "$OUT")"
 $CT export --checkpoint "$WORK/run/checkpoint.pt" --out "$OUT" --fp16 \
     --name "$(basename "${OUT%.onnx}")" --parity-data "$DATA/val_a" > /dev/null
-for v in val_a val_b test_a test_b; do
-    $CT evaluate --model "$OUT" --data "$DATA/$v" --json "$WORK/eval_$v.json" --update-meta
-done
+evaluate_card_sets "$OUT" "$WORK"
 if [ "$DOMAIN_FRAMES" -gt 0 ]; then
     nice -n "$NICE" "$BIN/python" scripts/domain_card.py --model "$OUT" \
         --frames "$DOMAIN_FRAMES" --work "$WORK/domains" --out "$WORK/domain_card.json"

@@ -1,5 +1,5 @@
-# Data-set helpers of the training recipes, sourced by train_default.sh and
-# finetune_broad.sh. Needs CT (the crystal-train command), DATA, FRAMES_DIV and JOBS.
+# Data-set helpers of the training recipes, sourced by train_default.sh, finetune_broad.sh
+# and contact_head.sh. Needs CT (the crystal-train command), DATA, FRAMES_DIV and JOBS.
 
 GENERATED=()
 gen() {  # name frames seed [synth options...]: DATA/name, frames / FRAMES_DIV (at least 1)
@@ -35,4 +35,17 @@ merge() {  # dst limit part...   (hard links, stems prefixed by the part's name)
         done
     done
     cp "$DATA/$part/classes.json" "$dst/classes.json"
+}
+
+gen_card_sets() {  # SIZE: the model card's four sets (val_a, val_b, test_a, test_b)
+    for s in 201:val_a:90-125 202:val_b:125-180 401:test_a:90-125 402:test_b:125-180; do
+        IFS=: read -r seed name frac <<<"$s"
+        gen "$name" 12 "$seed" --fraction "$frac" --size "$1"
+    done
+}
+
+evaluate_card_sets() {  # MODEL WORK: evaluate the card sets into MODEL's metadata
+    for v in val_a val_b test_a test_b; do
+        $CT evaluate --model "$1" --data "$DATA/$v" --json "$2/eval_$v.json" --update-meta
+    done
 }

@@ -61,10 +61,7 @@ gen_sets $SETS1 $SETS2
 gen fine_raw 24 1207 --preset fine_pixels --size "$((2 * W))x$((2 * H))"
 gen coarse_raw 40 1208 --preset coarse_pixels --size "$((W * 5 / 16))x$((H * 5 / 16))"
 for p in $VAL; do gen "val_$p" 3 2200 --preset "$p" --size "$SIZE"; done
-for s in 201:val_a:90-125 202:val_b:125-180 401:test_a:90-125 402:test_b:125-180; do
-    IFS=: read -r seed name frac <<<"$s"
-    gen "$name" 12 "$seed" --fraction "$frac" --size "$SIZE"
-done
+gen_card_sets "$SIZE"
 gen_done
 for s in fine coarse; do
     [ -f "$DATA/$s/classes.json" ] || $CT resample --data "$DATA/${s}_raw" --out "$DATA/$s" \
@@ -89,9 +86,7 @@ $CT export --checkpoint "$WORK/stage2/checkpoint.pt" --out "$FT" --fp16 \
 mkdir -p "$(dirname "$OUT")"
 $CT blend --model "$BASE" --with "$FT" --alpha "$ALPHA" --out "$OUT" \
     --parity-data "$DATA/val_a" > /dev/null
-for v in val_a val_b test_a test_b; do
-    $CT evaluate --model "$OUT" --data "$DATA/$v" --json "$WORK/eval_$v.json" --update-meta
-done
+evaluate_card_sets "$OUT" "$WORK"
 for pair in "base:$BASE" "fine-tune:$FT" "blend:$OUT"; do
     nice -n "$NICE" "$BIN/python" scripts/domain_card.py --model "${pair#*:}" \
         --frames "$DOMAIN_FRAMES" --work "$WORK/domains" \

@@ -74,10 +74,7 @@ gen train_d 40 104 --fraction 125-180 --size "$SIZE"
 gen train_e 80 105 --fraction 90-125 --size "$SIZE"
 gen train_f 80 106 --fraction 90-125 --size "$SIZE"
 gen train_g 80 107 --fraction 90-125 --size "$SIZE"
-gen val_a 12 201 --fraction 90-125 --size "$SIZE"
-gen val_b 12 202 --fraction 125-180 --size "$SIZE"
-gen test_a 12 401 --fraction 90-125 --size "$SIZE"
-gen test_b 12 402 --fraction 125-180 --size "$SIZE"
+gen_card_sets "$SIZE"
 if [ -n "${BROAD:-}" ]; then  # broad = train8 + every habit, crowding level and light
     for spec in $BROAD_SETS; do
         IFS=: read -r name preset n seed <<<"$spec"
@@ -121,9 +118,7 @@ done
 mkdir -p "$(dirname "$OUT")"
 $CT export --checkpoint "$init" --out "$OUT" --fp16 --name crystal-seg \
     --parity-data "$DATA/val_a"
-for v in val_a val_b test_a test_b; do
-    $CT evaluate --model "$OUT" --data "$DATA/$v" --json "$WORK/eval_$v.json" --update-meta
-done
+evaluate_card_sets "$OUT" "$WORK"
 merge val 100000 val_a val_b
 $CT evaluate --model "$OUT" --data "$DATA/val" --no-measure --json "$WORK/eval_val.json" \
     --update-meta
