@@ -219,7 +219,7 @@ def add_aux_channels(model: SegmentationNet, n_aux: int, *, kernel_size: int = 1
 def train_only_aux(model: SegmentationNet, n_classes: int) -> list[nn.Parameter]:
     """Freeze ``model`` except its auxiliary output channels; returns what still learns.
 
-    Every parameter but the final 1x1 convolution stops requiring gradients, and a hook
+    Every parameter but the head's final convolution stops requiring gradients, and a hook
     zeroes the gradient of that convolution's first ``n_classes`` rows, so the class
     logits are exactly those of the loaded model (with the optimizer's weight decay off:
     AdamW's decay would shrink those rows too). The caller keeps the network in
