@@ -91,6 +91,13 @@ class MeasureConfig(BaseModel):
                     "object whose whole outline is convex at its learned contacts (two "
                     "prisms side by side); false: a convex outline stays one crystal, as "
                     "without the channel")
+    contact_clears_concave: bool = Field(
+        True,
+        description="models with a 'contact' output channel, 'convexity' rule: an object (or "
+                    "split part) without a pixel of a learned contact band is one crystal "
+                    "even when its outline is concave (a twin, an L-shaped intergrowth, a bent "
+                    "needle); false: the outline's convexity judges every object, as without "
+                    "the channel")
     agglomerate_rule: Literal["convexity", "circularity"] = Field(
         "convexity",
         description="how a measured object is found to be an agglomerate (reason "

@@ -65,6 +65,12 @@ def contact_markers(obj: np.ndarray, contact: np.ndarray, *, threshold: float,
     """
     band = contact_band(obj, contact, threshold=threshold,
                         high=threshold if high is None else high)
+    return band_markers(obj, band)
+
+
+def band_markers(obj: np.ndarray, band: np.ndarray) -> tuple[np.ndarray, int]:
+    """Markers of one object crop outside its contact ``band`` (bool, same shape): the
+    4-connected components of the rest, eroded by one pixel, the small ones dropped."""
     core = ((obj != 0) & ~band).view(np.uint8)
     core = cv2.erode(core, _K3, borderType=cv2.BORDER_CONSTANT, borderValue=0)
     n, lab, stats, _ = cv2.connectedComponentsWithStats(core, connectivity=4,
@@ -89,8 +95,15 @@ def split_object_contact(obj: np.ndarray, contact: np.ndarray, *, threshold: flo
     """
     if contact.shape != obj.shape:
         raise ValueError(f"contact crop {contact.shape} and object crop {obj.shape} differ")
+    band = contact_band(obj, contact, threshold=threshold,
+                        high=threshold if high is None else high)
+    return split_at_band(obj, band)
+
+
+def split_at_band(obj: np.ndarray, band: np.ndarray) -> tuple[np.ndarray, int]:
+    """:func:`split_object_contact` from the object's contact band (:func:`contact_band`)."""
     inside = obj.astype(bool)
-    markers, n = contact_markers(obj, contact, threshold=threshold, high=high)
+    markers, n = band_markers(obj, band)
     if n <= 1:
         return inside.astype(np.int32), 1
     raw = cv2.distanceTransform(obj, cv2.DIST_L2, cv2.DIST_MASK_PRECISE).astype(np.float64)

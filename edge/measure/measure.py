@@ -25,7 +25,7 @@ from edge.measure.clean import (
     validate_roi,
 )
 from edge.measure.config import MeasureConfig
-from edge.measure.contact import contact_crop, split_object_contact
+from edge.measure.contact import contact_band, contact_crop, split_at_band
 from edge.measure.convexity import convexity, hull_area
 from edge.measure.crystals import AGGLOMERATE, COLUMNS, Crystals
 from edge.measure.gpu import Morphology
@@ -161,16 +161,19 @@ def measure_crystals(mask: np.ndarray, *, px_size_um: float, crystal_class: int 
 
 
 def _split(crop: np.ndarray, ox: int, oy: int, cfg: MeasureConfig,
-           contact: np.ndarray | None) -> tuple[np.ndarray, int]:
-    """Labels and count of one object crop: at the learned contacts when there is a contact
-    map, else at the distance map's maxima."""
+           contact: np.ndarray | None) -> tuple[np.ndarray, int, np.ndarray | None]:
+    """Labels and count of one object crop, and its learned contact band (None without a
+    contact map): split at the band when there is a contact map, else at the distance
+    map's maxima."""
+    if contact is None:
+        if not cfg.split_touching:
+            return crop, 1, None
+        return (*split_object(crop, h_px=cfg.h_px, h_rel=cfg.h_rel), None)
+    band = contact_band(crop, contact_crop(contact, ox, oy, crop.shape),
+                        threshold=cfg.contact_threshold, high=cfg.contact_high)
     if not cfg.split_touching:
-        return crop, 1
-    if contact is not None:
-        return split_object_contact(crop, contact_crop(contact, ox, oy, crop.shape),
-                                    threshold=cfg.contact_threshold,
-                                    high=cfg.contact_high)
-    return split_object(crop, h_px=cfg.h_px, h_rel=cfg.h_rel)
+        return crop, 1, band
+    return (*split_at_band(crop, band), band)
 
 
 def _measure_objects(clean: np.ndarray, *, zone: np.ndarray | None, frame_hw: tuple[int, int],
@@ -180,7 +183,7 @@ def _measure_objects(clean: np.ndarray, *, zone: np.ndarray | None, frame_hw: tu
     rows: list[dict[str, object]] = []
     contours: list[np.ndarray] = []
     for ox, oy, crop in iter_objects(clean, connectivity=cfg.connectivity):
-        lab, n = _split(crop, ox, oy, cfg, contact)
+        lab, n, band = _split(crop, ox, oy, cfg, contact)
         # a learned contact is evidence the outline lacks (two prisms side by side make
         # one convex outline), unless contact_splits_convex is off: then a convex outline
         # stays whole whatever split it
@@ -193,6 +196,7 @@ def _measure_objects(clean: np.ndarray, *, zone: np.ndarray | None, frame_hw: tu
         if n == 1:
             row, cnt = _measure_one(crop, ox, oy, zone=zone, frame_hw=frame_hw, px=px,
                                     cfg=cfg, tight=True)
+            row["contact_free"] = band is not None and not band.any()
             rows.append(row)
             contours.append(cnt)
             continue
@@ -202,6 +206,7 @@ def _measure_objects(clean: np.ndarray, *, zone: np.ndarray | None, frame_hw: tu
             if not sub.any():
                 continue
             row, cnt = _measure_one(sub, ox, oy, zone=zone, frame_hw=frame_hw, px=px, cfg=cfg)
+            row["contact_free"] = band is not None and not (band & (lab == j)).any()
             parts.append(row)
             contours.append(cnt)
         # a split that leaves a part that is itself an agglomerate (two needles crossing,
@@ -230,15 +235,21 @@ def agglomerates(cols: dict[str, np.ndarray], cfg: MeasureConfig) -> np.ndarray:
     concavities counted in :func:`_measure_one`: deeper than ``max(concavity_px,
     concavity_rel * D)``), one or more counted concavities with ``solidity <
     concave_solidity_min``, or a part of a split object one of whose parts is an
-    agglomerate by these tests (``bad_split``).
+    agglomerate by these tests (``bad_split``); with ``contact_clears_concave``, never an
+    object (or split part) that holds no pixel of a learned contact band
+    (``contact_free``: the model saw one crystal, e.g. a twin, whatever its outline).
     'circularity': ``4 pi A / P^2`` outside ``[circularity_min, circularity_max]``.
     """
     if cfg.agglomerate_rule == "circularity":
         circ = cols["circularity"]
         return (circ < cfg.circularity_min) | (circ > cfg.circularity_max)
     solidity, n = cols["solidity"], cols["n_concavities"]
-    return ((solidity < cfg.solidity_min) | (n > cfg.concavities_max)
-            | ((n >= 1) & (solidity < cfg.concave_solidity_min)) | cols["bad_split"])
+    bad = ((solidity < cfg.solidity_min) | (n > cfg.concavities_max)
+           | ((n >= 1) & (solidity < cfg.concave_solidity_min)) | cols["bad_split"])
+    free = cols.get("contact_free")
+    if cfg.contact_clears_concave and free is not None:
+        bad &= ~free
+    return bad
 
 
 def _table(rows: list[dict[str, object]], cfg: MeasureConfig) -> dict[str, np.ndarray]:
@@ -249,9 +260,10 @@ def _table(rows: list[dict[str, object]], cfg: MeasureConfig) -> dict[str, np.nd
         if name in rows[0]:
             cols[name] = np.array([rw[name] for rw in rows], dtype=dtype)
     cols["frame"] = np.zeros(n, np.int32)
-    bad_split = np.array([bool(rw.get("bad_split", False)) for rw in rows])
+    flags = {k: np.array([bool(rw.get(k, False)) for rw in rows])
+             for k in ("bad_split", "contact_free")}
     reason = np.full(n, "", dtype=COLUMNS["reason"][0])
-    reason[agglomerates({**cols, "bad_split": bad_split}, cfg)] = AGGLOMERATE
+    reason[agglomerates({**cols, **flags}, cfg)] = AGGLOMERATE
     if cfg.clear_border:
         reason[cols["touches_border"]] = "border"
     reason[cols["area_px"] < cfg.min_area_px] = "too_small"

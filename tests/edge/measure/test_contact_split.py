@@ -81,6 +81,39 @@ def test_measure_crystals_splits_at_the_contact_the_distance_map_cannot_see():
         measure_crystals(obj, px_size_um=1.0, contact=contact[:-1])
 
 
+def _cross(h: int = 61, arm: int = 9) -> np.ndarray:
+    """An X of two crossing bars (a penetration twin): one concave outline."""
+    yy, xx = np.mgrid[0:h, 0:h]
+    c = h // 2
+    obj = (np.abs(xx - yy) <= arm) | (np.abs(xx + yy - 2 * c) <= arm)
+    obj &= (np.abs(xx - c) <= c - 6) & (np.abs(yy - c) <= c - 6)
+    return obj.astype(np.uint8)
+
+
+def test_an_object_without_a_learned_contact_is_one_crystal_whatever_its_outline():
+    obj = _cross()
+    calm = np.full(obj.shape, 0.05, np.float32)
+    shape_only = measure_crystals(obj, px_size_um=1.0)
+    assert shape_only.rejected_counts().get("agglomerate", 0) >= 1  # concave: an agglomerate
+    assert int(shape_only.kept.sum()) == 0
+    learned = measure_crystals(obj, px_size_um=1.0, contact=calm)
+    assert int(learned.kept.sum()) == 1 and int(learned.area_px[0]) == int(obj.sum())
+    off = measure_crystals(obj, px_size_um=1.0, contact=calm,
+                           config=MeasureConfig(contact_clears_concave=False))
+    assert int(off.kept.sum()) == 0
+    # a learned contact that separates nothing (a patch at the crossing, as where a crystal
+    # lies over another): the model saw two crystals, the outline decides again
+    c = obj.shape[0] // 2
+    over = calm.copy()
+    over[c - 2:c + 3, c - 2:c + 3] = 0.9
+    held = measure_crystals(obj, px_size_um=1.0, contact=over)
+    assert len(held.kept) == 1 and held.rejected_counts().get("agglomerate", 0) == 1
+    weak = np.where(over > 0.5, 0.5, calm).astype(np.float32)  # below contact_high: no band
+    assert int(measure_crystals(obj, px_size_um=1.0, contact=weak).kept.sum()) == 1
+    circ = MeasureConfig(agglomerate_rule="circularity")  # the study's window is explicit
+    assert int(measure_crystals(obj, px_size_um=1.0, contact=calm, config=circ).kept.sum()) == 0
+
+
 def test_argmax_and_contact_maps_read_their_own_channels():
     rng = np.random.default_rng(0)
     logits = rng.normal(size=(2, 4, 20, 24)).astype(np.float32)
