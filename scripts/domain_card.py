@@ -158,7 +158,10 @@ def main(argv: list[str] | None = None) -> int:
                    help="print the before -> after table of two earlier runs and stop")
     args = p.parse_args(argv)
     if args.compare:
-        old, new = (json.loads(f.read_text())["domains"] for f in args.compare)
+        try:
+            old, new = (json.loads(f.read_text())["domains"] for f in args.compare)
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            p.error(f"--compare: not two domain_card.py runs: {exc}")
         print(compare(old, new))
         return 0
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
