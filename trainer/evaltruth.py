@@ -41,21 +41,27 @@ def volume_cdf(d_um: np.ndarray, x_um: np.ndarray, weights: np.ndarray | None = 
 
 def measure_label_maps(maps: Iterable[np.ndarray], *, px_size_um: float, crystal_class: int,
                        dark_class: int | None, measure_config: Any = None,
-                       psd_config: Any = None) -> Any:
+                       psd_config: Any = None,
+                       contacts: Iterable[np.ndarray | None] | None = None) -> Any:
     """The true label maps measured by :func:`edge.measure.measure_crystals` inside the
     labelled field (everything not ``dark_class``) and collected by
-    :class:`edge.psd.PsdAccumulator`: an :class:`edge.psd.PsdSummary`."""
+    :class:`edge.psd.PsdAccumulator`: an :class:`edge.psd.PsdSummary`.
+
+    ``contacts``: per map, its true contact map (0/1, same shape) to split at, as a
+    model's contact channel is used; None: split by the distance map."""
     from edge.measure import MeasureConfig, measure_crystals
     from edge.psd import PsdAccumulator
 
     mcfg = measure_config or MeasureConfig()
     acc = PsdAccumulator(psd_config, clear_border=mcfg.clear_border)
-    for m in maps:
+    maps = list(maps)
+    cons = [None] * len(maps) if contacts is None else list(contacts)
+    for m, con in zip(maps, cons, strict=True):
         roi = (m != dark_class) if dark_class is not None else None
         if roi is not None and not roi.any():
             continue
         c = measure_crystals(m, px_size_um=px_size_um, crystal_class=crystal_class, roi=roi,
-                             config=mcfg)
+                             config=mcfg, contact=con)
         acc.add(c, roi=roi)
     return acc.result()
 
@@ -79,7 +85,8 @@ def compare_with_truth(pred: Any, label_maps: Mapping[str, np.ndarray],
                        truth_path: str | Path, *, px_size_um: float, crystal_class: int,
                        dark_class: int | None, measure_config: Any = None,
                        psd_config: Any = None,
-                       population: str = TRUTH_POPULATION) -> dict[str, Any]:
+                       population: str = TRUTH_POPULATION,
+                       contact_maps: Mapping[str, np.ndarray] | None = None) -> dict[str, Any]:
     """Compare the appliance's distribution of some frames with their truth and labels.
 
     Parameters
@@ -100,6 +107,10 @@ def compare_with_truth(pred: Any, label_maps: Mapping[str, np.ndarray],
         The settings ``pred`` was measured with (the label side uses them too).
     population : {'all', 'whole', 'isolated_whole'}
         Truth population of the headline comparison.
+    contact_maps : dict stem -> (h, w) float, optional
+        The true contact maps of every frame of ``label_maps`` (the model has a contact
+        channel): the label side is split at the true contacts, so it is the floor of
+        the chain the prediction went through; ``label_contacts`` in the result says so.
     """
     try:
         truth = json.loads(Path(truth_path).read_text())
@@ -109,9 +120,13 @@ def compare_with_truth(pred: Any, label_maps: Mapping[str, np.ndarray],
     missing = [s for s in label_maps if s not in frames]
     if missing:
         raise UserError(f"{truth_path}: frame {missing[0]!r} is not listed")
+    if contact_maps is not None and set(contact_maps) != set(label_maps):
+        contact_maps = None  # the floor needs every frame's true contacts
     ref = measure_label_maps(label_maps.values(), px_size_um=px_size_um,
                              crystal_class=crystal_class, dark_class=dark_class,
-                             measure_config=measure_config, psd_config=psd_config)
+                             measure_config=measure_config, psd_config=psd_config,
+                             contacts=None if contact_maps is None else
+                             [contact_maps[s] for s in label_maps])
     crystals = [c for s in label_maps for c in frames[s]["crystals"]]
     if population == "whole":
         crystals = [c for c in crystals if not (c["touches_border"] or c["cut_by_field"])]
@@ -134,6 +149,7 @@ def compare_with_truth(pred: Any, label_maps: Mapping[str, np.ndarray],
     x50_pred, x50_label = _x50_3(pred), _x50_3(ref)
     return {
         "truth_population": population,
+        "label_contacts": contact_maps is not None,
         "n_frames": len(label_maps),
         "n_frames_rejected": pred.frames_rejected,
         "n_truth_crystals": int(td.size),

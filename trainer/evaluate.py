@@ -15,7 +15,9 @@ confusion matrix) are computed on every decodable frame at the network's input s
 against the labels resized to the class map (nearest). Where the dataset has
 ``truth.json`` (synthetic data), x50,3 and Q3 of the frames the appliance measured are
 compared with the truth and with the same measurement on the true labels (see
-:mod:`trainer.evaltruth`).
+:mod:`trainer.evaltruth`); for a model with a contact channel and a dataset with
+``contacts/``, the true labels are split at the true contacts, as the prediction is at
+the predicted ones.
 """
 
 from __future__ import annotations
@@ -114,7 +116,8 @@ class EvaluationResult:
         if self.measurement:
             m = self.measurement
             lines.append(
-                f"x50,3 predicted {_um(m['x50_3_pred_um'])}, through the labels "
+                f"x50,3 predicted {_um(m['x50_3_pred_um'])}, through the labels"
+                f"{' and true contacts' if m.get('label_contacts') else ''} "
                 f"{_um(m['x50_3_label_um'])}, truth ({m['truth_population']}) "
                 f"{_um(m['x50_3_truth_um'])}: error {_pct(m['x50_3_rel_error'], signed=True)}; "
                 f"Q3 max |diff| {_num(m['q3_max_abs_diff'])}")
@@ -186,7 +189,8 @@ def evaluate_model(model_path: str | Path, data_dir: str | Path, *, max_frames: 
             measurement = compare_with_truth(
                 summary, run.label_maps, truth, px_size_um=analyzer.px_size_um,
                 crystal_class=analyzer.crystal_class, dark_class=data.dark_class,
-                measure_config=analyzer.measure_config, psd_config=run.acc.config)
+                measure_config=analyzer.measure_config, psd_config=run.acc.config,
+                contact_maps=run.contact_maps or None)
     return EvaluationResult(model=str(model_path), data=str(data_dir),
                             n_frames=len(run.per_frame), input_scale=analyzer.inference_scale,
                             px_size_um=float(analyzer.px_size_um), segmentation=seg,
@@ -197,12 +201,14 @@ def evaluate_model(model_path: str | Path, data_dir: str | Path, *, max_frames: 
 @dataclass
 class _FrameRun:
     """What :func:`_run_frames` collects: the confusion matrix, per-frame metrics, the
-    accumulator of the measured frames and their label maps (network scale), skips."""
+    accumulator of the measured frames and their label maps (network scale), the true
+    contact maps of those frames where the model has a contact channel, skips."""
 
     cm: np.ndarray
     acc: Any
     per_frame: list[dict[str, Any]] = field(default_factory=list)
     label_maps: dict[str, np.ndarray] = field(default_factory=dict)
+    contact_maps: dict[str, np.ndarray] = field(default_factory=dict)
     skipped: list[str] = field(default_factory=list)
 
 
@@ -212,12 +218,14 @@ def _run_frames(analyzer: Any, data: Any, n: int, *, measure: bool, psd_config: 
     import cv2
 
     from edge.psd import PsdAccumulator
+    from edge.vision.contact import contact_of
     from trainer.engine import confusion_matrix, metrics_from_confusion
 
     names = data.class_names
     run = _FrameRun(cm=np.zeros((len(names), len(names)), np.int64),
                     acc=PsdAccumulator(psd_config,
                                        clear_border=analyzer.measure_config.clear_border))
+    use_contacts: bool | None = None  # the model has the channel and the data the labels
     for i in range(n):
         stem = data.items[i].stem
         try:
@@ -228,6 +236,8 @@ def _run_frames(analyzer: Any, data: Any, n: int, *, measure: bool, psd_config: 
             continue
         quality = analyzer.check_quality_full(image)
         pred = analyzer.segment([image])[0]
+        if use_contacts is None:
+            use_contacts = contact_of(pred) is not None and data.has_contacts
         label = cv2.resize(label, (pred.shape[1], pred.shape[0]),
                            interpolation=cv2.INTER_NEAREST)
         fcm = confusion_matrix(pred, label, len(names))
@@ -238,6 +248,11 @@ def _run_frames(analyzer: Any, data: Any, n: int, *, measure: bool, psd_config: 
         if measure:
             entry["reject_reason"] = _measure_frame(analyzer, run, stem, image, class_map=pred,
                                                     quality=quality, label=label)
+            if entry["reject_reason"] is None and use_contacts:
+                con = data.load_contact(i)
+                run.contact_maps[stem] = cv2.resize(
+                    con, (pred.shape[1], pred.shape[0]),
+                    interpolation=cv2.INTER_NEAREST).astype(np.float32)
         run.per_frame.append(entry)
     return run
 

@@ -222,3 +222,50 @@ def test_evaluate_takes_the_domain_section_of_the_config(tmp_path):
         assert analyzer.domain.config.reject is False and analyzer.domain.config.threshold == 0.3
     finally:
         analyzer.close()
+
+
+@pytest.fixture(scope="module")
+def agglomerate_set(tmp_path_factory):
+    from trainer.synth import SynthConfig, generate_dataset
+
+    root = tmp_path_factory.mktemp("aggl") / "set"
+    cfg = SynthConfig.from_presets("agglomerates", width=384, height=320, fraction_um=(90, 125))
+    generate_dataset(root, 4, cfg, seed=7)
+    return root
+
+
+def test_the_label_side_splits_at_the_true_contacts_when_asked(agglomerate_set):
+    from trainer.data import LabelledDataset
+    from trainer.evaltruth import compare_with_truth, measure_label_maps
+
+    data = LabelledDataset(agglomerate_set)
+    labels = {it.stem: data.load_label(i) for i, it in enumerate(data.items)}
+    contacts = {it.stem: data.load_contact(i).astype(np.float32)
+                for i, it in enumerate(data.items)}
+    assert sum(int(c.sum()) for c in contacts.values()) > 0  # touching crystals drawn
+    kw = {"px_size_um": 1.45, "crystal_class": 2, "dark_class": data.dark_class}
+    pred = measure_label_maps(labels.values(), **kw)
+    truth = agglomerate_set / "truth.json"
+    shape = compare_with_truth(pred, labels, truth, **kw)
+    exact = compare_with_truth(pred, labels, truth, contact_maps=contacts, **kw)
+    assert not shape["label_contacts"] and exact["label_contacts"]
+    # split at the generator's contacts, the true masks yield more single crystals
+    assert exact["n_kept_label"] > shape["n_kept_label"]
+    via = measure_label_maps(labels.values(), contacts=contacts.values(), **kw)
+    assert exact["n_kept_label"] == via.n_crystals
+    # the floor needs every frame's contacts: with one missing, the shape rules decide
+    first = next(iter(contacts))
+    partial = compare_with_truth(pred, labels, truth, contact_maps={first: contacts[first]},
+                                 **kw)
+    assert not partial["label_contacts"]
+    assert partial["n_kept_label"] == shape["n_kept_label"]
+
+
+def test_evaluate_gives_a_contact_model_the_true_contact_floor(agglomerate_set, tmp_path):
+    from tests.edge.measure.contact_model import build_contact_model
+
+    with_channel = evaluate_model(build_contact_model(tmp_path / "c"), agglomerate_set)
+    without = evaluate_model(build_tiny_model(tmp_path / "t"), agglomerate_set)
+    assert with_channel.measurement["label_contacts"] is True
+    assert without.measurement["label_contacts"] is False
+    assert with_channel.measurement["n_kept_label"] != without.measurement["n_kept_label"]
