@@ -118,7 +118,8 @@ def measure_crystals(mask: np.ndarray, *, px_size_um: float, crystal_class: int 
         With it, touching crystals are split at the predicted contacts
         (:mod:`edge.measure.contact`, ``[measure] contact_threshold``) instead of at the
         distance map's maxima; a split is kept even where the whole outline is convex, and
-        each part is judged by the agglomerate rule on its own.
+        each part is judged by the agglomerate rule on its own; a part without a learned
+        contact pixel is one crystal whatever its outline (``contact_clears_concave``).
 
     Returns
     -------
