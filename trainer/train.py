@@ -246,8 +246,10 @@ def _model(args: argparse.Namespace, n_classes: int, ckpt: dict[str, Any] | None
     if carried:
         log.warning("--weights %s: its %s channel is carried untrained (no --contact-weight): "
                     "the features it reads change with this training; check how touching "
-                    "crystals are split, or teach it again with --contact-weight on frames "
-                    "with contacts/ (scripts/contact_head.sh)", args.weights, carried[0])
+                    "crystals are split (a channel gone quiet keeps concave agglomerates "
+                    "whole: [measure] contact_clears_concave = false until it is taught "
+                    "again), or teach it again with --contact-weight on frames with "
+                    "contacts/ (scripts/contact_head.sh)", args.weights, carried[0])
     if args.contact_only:
         from trainer.model import train_only_aux
 

@@ -186,7 +186,7 @@ def test_contact_only_learns_the_channel_and_keeps_the_class_output(data, tmp_pa
     ft = tmp_path / "ft"
     assert cli(["train", "--data", str(data), "--out", str(ft), "--weights", str(grown),
                 "--epochs", "1", "--steps-per-epoch", "2", *common]) == 0
-    assert "carried untrained" in caplog.text
+    assert "carried untrained" in caplog.text and "contact_clears_concave = false" in caplog.text
     fine = export_checkpoint(ft / "checkpoint.pt", tmp_path / "ft.onnx",
                              parity_inputs=None).onnx_path
     mf = load_meta(fine)
