@@ -112,10 +112,14 @@ def retained_status(port: int, device: str) -> dict:
 
 
 def bridge_state(port: int, device: str) -> str:
-    """The retained bridge notification (``1`` connected, ``0`` gone) on the central broker."""
+    """The retained bridge notification (``1`` connected, ``0`` gone) on the central broker.
+
+    The retained message is the first one a new subscriber gets; a notification published
+    while it is subscribed (the will of a bridge that just died) follows it, not retained.
+    """
     rec = Recorder(port, f"{PREFIX}/bridge/{device}")
     try:
-        msg = wait_until(lambda: rec.all and rec.all[-1], 5, f"the bridge state of {device}")
+        msg = wait_until(lambda: rec.all and rec.all[0], 5, f"the bridge state of {device}")
     finally:
         rec.close()
     assert msg.retain, f"{device}: bridge state not retained"
