@@ -14,24 +14,13 @@
 # FRAMES_DIV (divide every set's frame count).
 set -euo pipefail
 
-BIN=${BIN:-.venv/bin}
 WORK=${WORK:-runs/contact}
 BASE=${BASE:-models/crystal-seg.onnx}
 OUT=${OUT:-$WORK/crystal-seg.onnx}
 STEPS=${STEPS:-800}
 LR=${LR:-3e-3}
 HEAD_KERNEL=${HEAD_KERNEL:-3}
-BACKBONE=${BACKBONE:-resnet50}
-SIZE=${SIZE:-1024x768}
-CROP=${CROP:-320}
-FRAMES_DIV=${FRAMES_DIV:-1}
-DEVICE=${DEVICE:-auto}
-WORKERS=${WORKERS:-1}
-NICE=${NICE:-5}
-JOBS=${JOBS:-1}
-DOMAIN_FRAMES=${DOMAIN_FRAMES:-12}
-CT="nice -n $NICE $BIN/crystal-train"
-DATA=$WORK/data
+source "$(dirname "$0")/datasets.sh"
 EPOCH_STEPS=80
 
 # name:presets:frames:seed[:fraction]
@@ -41,7 +30,6 @@ SETS="aggl:agglomerates:90:1311 aggl_s:agglomerates:30:1312:90-125 crowded:crowd
     plates:plates:20:1320 plates_cr:plates,crowded:15:1321 rhombs:rhombs:15:1322
     rounded:rounded:15:1323 fieldcut:field_cut:15:1324 dim:dim:15:1325"
 VAL="v_aggl:agglomerates:8:2311 v_crowded:crowded:4:2312"
-source "$(dirname "$0")/datasets.sh"
 names() { for spec in "$@"; do echo "${spec%%:*}"; done; }
 
 mkdir -p "$DATA"

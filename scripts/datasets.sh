@@ -1,5 +1,19 @@
-# Data-set helpers of the training recipes, sourced by train_default.sh, finetune_broad.sh
-# and contact_head.sh. Needs CT (the crystal-train command), DATA, FRAMES_DIV and JOBS.
+# Settings and data-set helpers of the training recipes, sourced by train_default.sh,
+# finetune_broad.sh and contact_head.sh once they have set WORK. Every setting below can be
+# overridden from the environment.
+
+BIN=${BIN:-.venv/bin}
+BACKBONE=${BACKBONE:-resnet50}
+SIZE=${SIZE:-1024x768}
+CROP=${CROP:-320}
+FRAMES_DIV=${FRAMES_DIV:-1}
+DEVICE=${DEVICE:-auto}
+WORKERS=${WORKERS:-1}
+NICE=${NICE:-5}
+JOBS=${JOBS:-1}
+DOMAIN_FRAMES=${DOMAIN_FRAMES:-36}  # frames per domain of the per-domain table (model card)
+CT="nice -n $NICE $BIN/crystal-train"
+DATA=$WORK/data
 
 GENERATED=()
 gen() {  # name frames seed [synth options...]: DATA/name, frames / FRAMES_DIV (at least 1)

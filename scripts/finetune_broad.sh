@@ -17,24 +17,13 @@
 # WxH), CROP, FRAMES_DIV (divide every set's frame count).
 set -euo pipefail
 
-BIN=${BIN:-.venv/bin}
 WORK=${WORK:-runs/broad}
 BASE=${BASE:-models/crystal-seg.onnx}
 OUT=${OUT:-$WORK/crystal-seg.onnx}
 STEPS1=${STEPS1:-480}
 STEPS2=${STEPS2:-720}
 ALPHA=${ALPHA:-0.5}
-BACKBONE=${BACKBONE:-resnet50}
-SIZE=${SIZE:-1024x768}
-CROP=${CROP:-320}
-FRAMES_DIV=${FRAMES_DIV:-1}
-DEVICE=${DEVICE:-auto}
-WORKERS=${WORKERS:-1}
-NICE=${NICE:-5}
-JOBS=${JOBS:-1}
-DOMAIN_FRAMES=${DOMAIN_FRAMES:-12}
-CT="nice -n $NICE $BIN/crystal-train"
-DATA=$WORK/data
+source "$(dirname "$0")/datasets.sh"
 W=${SIZE%x*}; H=${SIZE#*x}
 
 # name:presets:frames:seed[:fraction]   (stage 1's sets, then stage 2's additions)
@@ -47,7 +36,6 @@ SETS2="o_a:compact:80:101:90-125 o_b:compact:80:102:125-180 small:compact:40:120
     needles2:needles:60:1204 dim2:dim:30:1205 needles_dim2:needles,dim:20:1206"
 VAL="compact needles prisms plates rhombs twins rounded crowded agglomerates dim bright uneven
     field_cut"
-source "$(dirname "$0")/datasets.sh"
 gen_sets() {  # name:presets:frames:seed[:fraction]...
     for spec in "$@"; do
         IFS=: read -r name preset n seed frac <<<"$spec"

@@ -29,23 +29,12 @@
 #   make train-default WEIGHTS=imagenet STAGES="60:100:8:5e-4:100::train8"
 set -euo pipefail
 
-BIN=${BIN:-.venv/bin}
 WORK=${WORK:-runs/default}
 OUT=${OUT:-models/crystal-seg.onnx}
 STAGES=${STAGES:-"4:18:2:5e-4:8 9:25:4:3e-4:5 6:25:8:2e-4:5:121 12:40:8:1.5e-4:10::train2 5:40:8:1e-4:5::train3 4:40:8:1e-4:5::train6:last 6:40:8:1e-4:5::train6:last 6:40:8:1e-4:5::train8:last"}
-CROP=${CROP:-320}
-BACKBONE=${BACKBONE:-resnet50}
-SIZE=${SIZE:-1024x768}
-FRAMES_DIV=${FRAMES_DIV:-1}
 AUGMENT=${AUGMENT:-light}
 WEIGHTS=${WEIGHTS:-none}
-DEVICE=${DEVICE:-auto}
-WORKERS=${WORKERS:-1}
-DOMAIN_FRAMES=${DOMAIN_FRAMES:-12}
-JOBS=${JOBS:-1}
-NICE=${NICE:-5}
-CT="nice -n $NICE $BIN/crystal-train"
-DATA=$WORK/data
+source "$(dirname "$0")/datasets.sh"
 
 # the broad data set's preset sets: name:presets:frames:seed (500 frames)
 BROAD_SETS="needles:needles:60:1103 needles_cr:needles,crowded:30:1104 prisms:prisms:40:1105
@@ -53,7 +42,6 @@ BROAD_SETS="needles:needles:60:1103 needles_cr:needles,crowded:30:1104 prisms:pr
     crowded:crowded:40:1110 aggl:agglomerates:40:1111 dim:dim:30:1112 bright:bright:30:1113
     uneven:uneven:30:1114 fieldcut:field_cut:30:1115 needles_dim:needles,uneven:20:1116
     plates_cr:plates,crowded:20:1117"
-source "$(dirname "$0")/datasets.sh"
 
 for stage in $STAGES; do  # check the whole schedule before hours of work
     IFS=: read -r e st b lr wu ms data take lovasz <<<"$stage"
