@@ -21,33 +21,13 @@ STEPS=${STEPS:-800}
 LR=${LR:-3e-3}
 HEAD_KERNEL=${HEAD_KERNEL:-3}
 source "$(dirname "$0")/datasets.sh"
-EPOCH_STEPS=80
 
-# name:presets:frames:seed[:fraction]
-SETS="aggl:agglomerates:90:1311 aggl_s:agglomerates:30:1312:90-125 crowded:crowded:40:1313
-    c_small:compact:30:1314:90-125 c_large:compact:30:1315:125-180 needles:needles:30:1316
-    needles_cr:needles,crowded:15:1317 twins:twins:20:1318 prisms:prisms:20:1319
-    plates:plates:20:1320 plates_cr:plates,crowded:15:1321 rhombs:rhombs:15:1322
-    rounded:rounded:15:1323 fieldcut:field_cut:15:1324 dim:dim:15:1325"
+SETS=$CONTACT_SETS
 VAL="v_aggl:agglomerates:8:2311 v_crowded:crowded:4:2312"
-names() { for spec in "$@"; do echo "${spec%%:*}"; done; }
 
-mkdir -p "$DATA"
-for spec in $SETS $VAL; do
-    IFS=: read -r name preset n seed frac <<<"$spec"
-    gen "$name" "$n" "$seed" --preset "$preset" --size "$SIZE" ${frac:+--fraction "$frac"}
-done
-gen_card_sets "$SIZE"
-gen_done
-merge train 100000 $(names $SETS)
-merge val 100000 $(names $VAL)
+train_val_sets  # DATA/train from SETS, DATA/val from VAL, the card sets
 
-steps_per_epoch=$(( STEPS < EPOCH_STEPS ? STEPS : EPOCH_STEPS ))
-$CT train --data "$DATA/train" --val "$DATA/val" --out "$WORK/run" --weights "$BASE" \
-    --backbone "$BACKBONE" --aspp-rates 6,12,18 --image-size "$CROP" --input-scale 0.5 \
-    --augment light --workers "$WORKERS" --device "$DEVICE" --batch-size 8 \
-    --epochs $(( (STEPS + steps_per_epoch - 1) / steps_per_epoch )) \
-    --steps-per-epoch "$steps_per_epoch" --max-steps "$STEPS" --lr "$LR" --warmup-steps 20 \
+train_run "$STEPS" 80 --lr "$LR" --warmup-steps 20 \
     --contact-weight 1 --contact-only --head-kernel "$HEAD_KERNEL" --seed 21 --no-progress
 mkdir -p "$(dirname "$OUT")"
 $CT export --checkpoint "$WORK/run/checkpoint.pt" --out "$OUT" --fp16 \

@@ -1,6 +1,6 @@
 # Settings and data-set helpers of the training recipes, sourced by train_default.sh,
-# finetune_broad.sh and contact_head.sh once they have set WORK. Every setting below can be
-# overridden from the environment.
+# finetune_broad.sh, contact_head.sh and finetune_contact.sh once they have set WORK.
+# Every setting below can be overridden from the environment.
 
 BIN=${BIN:-.venv/bin}
 BACKBONE=${BACKBONE:-resnet50}
@@ -15,6 +15,14 @@ DOMAIN_FRAMES=${DOMAIN_FRAMES:-36}  # frames per domain of the per-domain table 
 CT="nice -n $NICE $BIN/crystal-train"
 DATA=$WORK/data
 
+# name:presets:frames:seed[:fraction]: the 400 frames that taught the contact channel
+# (contact_head.sh) and the first of finetune_contact.sh
+CONTACT_SETS="aggl:agglomerates:90:1311 aggl_s:agglomerates:30:1312:90-125 crowded:crowded:40:1313
+    c_small:compact:30:1314:90-125 c_large:compact:30:1315:125-180 needles:needles:30:1316
+    needles_cr:needles,crowded:15:1317 twins:twins:20:1318 prisms:prisms:20:1319
+    plates:plates:20:1320 plates_cr:plates,crowded:15:1321 rhombs:rhombs:15:1322
+    rounded:rounded:15:1323 fieldcut:field_cut:15:1324 dim:dim:15:1325"
+
 GENERATED=()
 gen() {  # name frames seed [synth options...]: DATA/name, frames / FRAMES_DIV (at least 1)
     local name=$1 n=$(( $2 / FRAMES_DIV )) seed=$3; shift 3
@@ -24,6 +32,16 @@ gen() {  # name frames seed [synth options...]: DATA/name, frames / FRAMES_DIV (
     $CT synth --out "$DATA/$name" --n $(( n > 0 ? n : 1 )) --seed "$seed" "$@" \
         > "$DATA/$name.log" 2>&1 &
 }
+
+gen_sets() {  # name:presets:frames:seed[:fraction]...: one generated set each, at SIZE
+    local spec name preset n seed frac
+    for spec in "$@"; do
+        IFS=: read -r name preset n seed frac <<<"$spec"
+        gen "$name" "$n" "$seed" --preset "$preset" --size "$SIZE" ${frac:+--fraction "$frac"}
+    done
+}
+
+names() { for spec in "$@"; do echo "${spec%%:*}"; done; }  # the sets' names
 
 gen_done() {  # wait for every set; one that did not finish stops the run, naming it
     wait
@@ -62,4 +80,21 @@ evaluate_card_sets() {  # MODEL WORK: evaluate the card sets into MODEL's metada
     for v in val_a val_b test_a test_b; do
         $CT evaluate --model "$1" --data "$DATA/$v" --json "$2/eval_$v.json" --update-meta
     done
+}
+
+train_val_sets() {  # SETS and VAL (name:presets:frames:seed[:fraction]) merged into DATA/train
+    mkdir -p "$DATA"  # and DATA/val, with the card sets rendered beside them
+    gen_sets $SETS $VAL
+    gen_card_sets "$SIZE"
+    gen_done
+    merge train 100000 $(names $SETS)
+    merge val 100000 $(names $VAL)
+}
+
+train_run() {  # steps epoch_steps [train options...]: WORK/run from BASE on DATA/train, DATA/val
+    local steps=$1 per=$(( $1 < $2 ? $1 : $2 )); shift 2
+    $CT train --data "$DATA/train" --val "$DATA/val" --out "$WORK/run" --weights "$BASE" \
+        --backbone "$BACKBONE" --aspp-rates 6,12,18 --image-size "$CROP" --input-scale 0.5 \
+        --augment light --workers "$WORKERS" --device "$DEVICE" --batch-size 8 \
+        --epochs $(( (steps + per - 1) / per )) --steps-per-epoch "$per" --max-steps "$steps" "$@"
 }

@@ -36,13 +36,6 @@ SETS2="o_a:compact:80:101:90-125 o_b:compact:80:102:125-180 small:compact:40:120
     needles2:needles:60:1204 dim2:dim:30:1205 needles_dim2:needles,dim:20:1206"
 VAL="compact needles prisms plates rhombs twins rounded crowded agglomerates dim bright uneven
     field_cut"
-gen_sets() {  # name:presets:frames:seed[:fraction]...
-    for spec in "$@"; do
-        IFS=: read -r name preset n seed frac <<<"$spec"
-        gen "$name" "$n" "$seed" --preset "$preset" --size "$SIZE" ${frac:+--fraction "$frac"}
-    done
-}
-names() { for spec in "$@"; do echo "${spec%%:*}"; done; }
 
 mkdir -p "$DATA"
 gen_sets $SETS1 $SETS2

@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Fine-tune the whole network of a model that has the contact channel, class output and
+# contact channel together, and blend the fine-tune with it: the last step of the default
+# model models/crystal-seg.onnx (models/README.md, "This model").
+#   data:   900 generated frames with the generator's exact contact labels: the sets of
+#           scripts/contact_head.sh (400), 160 more single prisms, isolated crystals,
+#           rhombs, plates and needles, 60 twins, and 280 frames of the domains the model
+#           was weakest on (needles alone, crowded and dim, dim light, field stop cuts,
+#           40-63 um crystals) with 80 of the card's two sieve fractions; 36 for validation;
+#   train:  crystal-train train --weights BASE --contact-weight 1 (the loss of both outputs),
+#           STEPS steps, lr 1e-4 cosine;
+#   export: FP16, `crystal-train blend` with BASE at ALPHA (WiSE-FT), the four card sets
+#           evaluated into OUT's metadata and the per-domain tables of the fine-tune and
+#           the blend ($WORK/domain_card_{fine-tune,blend}.json; DOMAIN_FRAMES=0 skips them).
+# The committed model: BASE = the model of scripts/contact_head.sh, STEPS and ALPHA as in
+# crystal-seg.json (training.fine_tune, training.blend), on a 2-core CPU (70 min of training).
+# Overrides: BIN, WORK, BASE, OUT, STEPS, ALPHA, DEVICE, WORKERS, NICE, JOBS, DOMAIN_FRAMES;
+# for a quick smoke run (tests): BACKBONE, SIZE (frame WxH), CROP, FRAMES_DIV.
+set -euo pipefail
+
+WORK=${WORK:-runs/contact-ft}
+BASE=${BASE:-models/crystal-seg.onnx}
+OUT=${OUT:-$WORK/crystal-seg.onnx}
+STEPS=${STEPS:-982}
+ALPHA=${ALPHA:-0.75}
+source "$(dirname "$0")/datasets.sh"
+
+# name:presets:frames:seed[:fraction]: scripts/contact_head.sh's sets, then the additions
+SETS="$CONTACT_SETS
+    prisms2:prisms:60:1330 isolated2:isolated:30:1331 rhombs2:rhombs:20:1332
+    plates2:plates:20:1333 needles2:needles:30:1334 twins2:twins:60:1331
+    n3:needles:60:1401 n_cr:needles,crowded:30:1402 n_dim:needles,dim:20:1403
+    o_a:compact:40:1404:90-125 o_b:compact:40:1405:125-180 dim2:dim:30:1406
+    fc2:field_cut:30:1407 small:compact:30:1408:40-63"
+VAL="v_needles:needles:6:2501 v_twins:twins:6:2502 v_dim:dim:6:2503 v_fc:field_cut:6:2504
+    v_aggl:agglomerates:8:2311 v_crowded:crowded:4:2312"
+
+train_val_sets  # DATA/train from SETS, DATA/val from VAL, the card sets
+
+train_run "$STEPS" 80 --lr 1e-4 --warmup-steps 10 \
+    --contact-weight 1 --head-kernel 3 --seed 31 --no-progress
+FT=$WORK/fine-tune.onnx
+$CT export --checkpoint "$WORK/run/checkpoint.pt" --out "$FT" --fp16 \
+    --name "$(basename "${OUT%.onnx}")" --parity-data "$DATA/val_a" > /dev/null
+mkdir -p "$(dirname "$OUT")"
+$CT blend --model "$BASE" --with "$FT" --alpha "$ALPHA" --out "$OUT" \
+    --parity-data "$DATA/val_a" > /dev/null
+evaluate_card_sets "$OUT" "$WORK"
+if [ "$DOMAIN_FRAMES" -gt 0 ]; then
+    for pair in "fine-tune:$FT" "blend:$OUT"; do
+        nice -n "$NICE" "$BIN/python" scripts/domain_card.py --model "${pair#*:}" \
+            --frames "$DOMAIN_FRAMES" --work "$WORK/domains" \
+            --out "$WORK/domain_card_${pair%%:*}.json"
+    done
+fi
+echo "model: $OUT (blend of $BASE and $FT at $ALPHA); evaluations: $WORK/eval_*.json"
