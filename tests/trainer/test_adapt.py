@@ -94,9 +94,9 @@ def test_adapt_default_model_on_a_domain_shift(tmp_path, dim_domain):
     after = evaluate_model(tmp_path / "plant.onnx", dim_domain,
                            measure=False).segmentation["iou"]["crystal"]
     print(f"default model, crystal IoU on the dim domain: {before:.3f} -> {after:.3f}")
-    # the default model saw dim frames in training (0.773 here; the stage-8 model before
-    # it, which never did, 0.560 -> 0.878): adaptation still adds 0.11 on this shift
-    assert after >= 0.85 and after >= before + 0.08, (before, after)
+    # the default model saw dim frames in training (0.809 here; the model before it 0.773,
+    # the stage-8 model, which never did, 0.560 -> 0.878): adaptation still adds 0.06
+    assert after >= 0.85 and after >= before + 0.04, (before, after)
 
 
 def test_cli_mistakes_are_one_line(tmp_path, capsys):
