@@ -8,20 +8,21 @@
 #           was weakest on (needles alone, crowded and dim, dim light, field stop cuts,
 #           40-63 um crystals) with 80 of the card's two sieve fractions; 36 for validation;
 #   train:  crystal-train train --weights BASE --contact-weight 1 (the loss of both outputs),
-#           STEPS steps, lr 1e-4 cosine;
+#           lr 1e-4, cosine over STEPS steps, stopped after MAX_MINUTES when set;
 #   export: FP16, `crystal-train blend` with BASE at ALPHA (WiSE-FT), the four card sets
 #           evaluated into OUT's metadata and the per-domain tables of the fine-tune and
 #           the blend ($WORK/domain_card_{fine-tune,blend}.json; DOMAIN_FRAMES=0 skips them).
-# The committed model: BASE = the model of scripts/contact_head.sh, STEPS and ALPHA as in
-# crystal-seg.json (training.fine_tune, training.blend), on a 2-core CPU (70 min of training).
-# Overrides: BIN, WORK, BASE, OUT, STEPS, ALPHA, DEVICE, WORKERS, NICE, JOBS, DOMAIN_FRAMES;
-# for a quick smoke run (tests): BACKBONE, SIZE (frame WxH), CROP, FRAMES_DIV.
+# The committed model: BASE = the model of scripts/contact_head.sh, STEPS=1200 MAX_MINUTES=70
+# (982 steps on a 2-core CPU) and ALPHA=0.75 (crystal-seg.json: training.fine_tune, .blend).
+# Overrides: BIN, WORK, BASE, OUT, STEPS, MAX_MINUTES, ALPHA, DEVICE, WORKERS, NICE, JOBS,
+# DOMAIN_FRAMES; for a quick smoke run (tests): BACKBONE, SIZE (frame WxH), CROP, FRAMES_DIV.
 set -euo pipefail
 
 WORK=${WORK:-runs/contact-ft}
 BASE=${BASE:-models/crystal-seg.onnx}
 OUT=${OUT:-$WORK/crystal-seg.onnx}
-STEPS=${STEPS:-982}
+STEPS=${STEPS:-1200}
+MAX_MINUTES=${MAX_MINUTES:-}
 ALPHA=${ALPHA:-0.75}
 source "$(dirname "$0")/datasets.sh"
 
@@ -37,7 +38,7 @@ VAL="v_needles:needles:6:2501 v_twins:twins:6:2502 v_dim:dim:6:2503 v_fc:field_c
 
 train_val_sets  # DATA/train from SETS, DATA/val from VAL, the card sets
 
-train_run "$STEPS" 80 --lr 1e-4 --warmup-steps 10 \
+train_run "$STEPS" 80 --lr 1e-4 --warmup-steps 10 ${MAX_MINUTES:+--max-minutes "$MAX_MINUTES"} \
     --contact-weight 1 --head-kernel 3 --seed 31 --no-progress
 FT=$WORK/fine-tune.onnx
 $CT export --checkpoint "$WORK/run/checkpoint.pt" --out "$FT" --fp16 \

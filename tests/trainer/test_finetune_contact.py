@@ -44,9 +44,9 @@ def test_finetune_contact_script_smoke(tmp_path):
     out = tmp_path / "model" / "blend.onnx"
     work = tmp_path / "w"
     _script("finetune_contact.sh", WORK=str(work), OUT=str(out), BASE=str(base), STEPS="2",
-            ALPHA="0.75", DOMAIN_FRAMES="1")
+            MAX_MINUTES="30", ALPHA="0.75", DOMAIN_FRAMES="1")
     cfg = json.loads((work / "run" / "config.json").read_text())
-    assert cfg["weights"] == str(base) and cfg["total_steps"] == 2
+    assert cfg["weights"] == str(base) and cfg["total_steps"] == 2 and cfg["max_minutes"] == 30
     assert not cfg["contact_only"] and cfg["contact_weight"] == 1
     assert cfg["train_data"]["n_frames"] == _frames("SETS", 15)  # every set of the recipe
     assert cfg["val_data"]["n_frames"] == _frames("VAL", 15)
