@@ -31,6 +31,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -63,7 +64,7 @@ def _min_ms(times: list[float]) -> float:
     return round(min(times) * 1e3, 3)
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default=None, help="ONNX (default models/crystal-seg.onnx, "
                                                   "else the tiny test model)")
@@ -79,8 +80,63 @@ def main(argv: list[str] | None = None) -> int:
                     choices=["auto", "onnxruntime", "tensorrt"])
     ap.add_argument("--width", type=int, default=1024)
     ap.add_argument("--height", type=int, default=768)
-    args = ap.parse_args(argv)
+    return ap
 
+
+def _timed(fn: Any, items: list[Any]) -> list[float]:
+    """Seconds of ``fn(item)`` for every item."""
+    out = []
+    for x in items:
+        t0 = time.perf_counter()
+        fn(x)
+        out.append(time.perf_counter() - t0)
+    return out
+
+
+def _measure(fa: FrameAnalyzer, frames: list[np.ndarray], batch: int) -> dict[str, Any]:
+    """Timings of every stage of ``fa`` on ``frames`` (medians in ms, fps)."""
+    backend = fa.backend
+    assert backend is not None
+    in_hw = backend.input_hw
+    tensors: list[np.ndarray] = []
+    pre = _timed(lambda f: tensors.append(
+        to_nchw([resize_for_inference(to_rgb_float(f), fa.inference_scale)], in_hw)), frames)
+    t1 = _timed(backend.infer, tensors)
+    batched = [np.concatenate(tensors[i:i + batch])
+               for i in range(0, len(tensors) - batch + 1, batch)]
+    tb = _timed(backend.infer, batched)
+    tq = _timed(fa.check_quality, frames)
+    maps = fa.segment(frames)
+    kept: list[int] = []
+
+    def post(i: int) -> None:
+        r = fa.postprocess(f"f{i}", frames[i], maps[i])
+        kept.append(r.crystals.n_kept if r.crystals is not None else 0)
+    tp = _timed(post, list(range(len(frames))))
+    e2e = sum(_timed(fa.analyze_many, [[(f"f{i}", f) for i, f in enumerate(frames)]]))
+    b1 = statistics.median(t1)
+    bn = statistics.median(tb) if tb else float("nan")
+    return {
+        "backend": {**fa.model_info["backend_info"],
+                    "batch1_ms": round(b1 * 1e3, 3),
+                    "batch1_min_ms": _min_ms(t1),
+                    "batch1_fps": round(1.0 / b1, 2),
+                    f"batch{batch}_ms": round(bn * 1e3, 3),
+                    f"batch{batch}_min_ms": _min_ms(tb) if tb else None,
+                    f"batch{batch}_fps": round(batch / bn, 2) if tb else None},
+        "network_input_hw": list(in_hw),
+        "preprocess_ms_per_frame": _median_ms(pre),
+        "quality_ms_per_frame": _median_ms(tq),
+        "postprocess_ms_per_frame": _median_ms(tp),
+        "postprocess_min_ms": _min_ms(tp),
+        "crystals_kept_per_frame": round(float(np.mean(kept)), 1),
+        "analyze_many_fps": round(len(frames) / e2e, 2),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = _parser()
+    args = ap.parse_args(argv)
     tmp = None
     if args.model:
         model, kind = Path(args.model), "given"
@@ -100,72 +156,17 @@ def main(argv: list[str] | None = None) -> int:
     fa = FrameAnalyzer(model, backend_config=cfg, inference_scale=scale, frame_hw=hw,
                        px_size_um=1.45)
     frames = _frames(args.frames, hw)
-    backend = fa.backend
-    assert backend is not None
-    in_hw = backend.input_hw
-
-    t = []
-    tensors = []
-    for f in frames:
-        t0 = time.perf_counter()
-        rgb = resize_for_inference(to_rgb_float(f), fa.inference_scale)
-        tensors.append(to_nchw([rgb], in_hw))
-        t.append(time.perf_counter() - t0)
-    pre_ms = _median_ms(t)
-
-    t1 = []
-    for x in tensors:
-        t0 = time.perf_counter()
-        backend.infer(x)
-        t1.append(time.perf_counter() - t0)
-    batched = [np.concatenate(tensors[i:i + args.batch])
-               for i in range(0, len(tensors) - args.batch + 1, args.batch)]
-    tb = []
-    for x in batched:
-        t0 = time.perf_counter()
-        backend.infer(x)
-        tb.append(time.perf_counter() - t0)
-
-    tq = []
-    for f in frames:
-        t0 = time.perf_counter()
-        fa.check_quality(f)
-        tq.append(time.perf_counter() - t0)
-    maps = fa.segment(frames)
-    tp = []
-    kept = []
-    for i, (f, cm) in enumerate(zip(frames, maps, strict=True)):
-        t0 = time.perf_counter()
-        r = fa.postprocess(f"f{i}", f, cm)
-        tp.append(time.perf_counter() - t0)
-        kept.append(r.crystals.n_kept if r.crystals is not None else 0)
-    t0 = time.perf_counter()
-    fa.analyze_many([(f"f{i}", f) for i, f in enumerate(frames)])
-    e2e = time.perf_counter() - t0
-
-    b1 = statistics.median(t1)
-    bn = statistics.median(tb) if tb else float("nan")
+    timings = _measure(fa, frames, args.batch)
     out = {
         "benchmark": "backend",
         "model": {"path": str(model) if kind != "tiny test model (1x1-conv threshold net)"
                   else "tiny", "kind": kind, "name": fa.meta.name},
-        "backend": {**fa.model_info["backend_info"],
-                    "batch1_ms": round(b1 * 1e3, 3),
-                    "batch1_min_ms": _min_ms(t1),
-                    "batch1_fps": round(1.0 / b1, 2),
-                    f"batch{args.batch}_ms": round(bn * 1e3, 3),
-                    f"batch{args.batch}_min_ms": _min_ms(tb) if tb else None,
-                    f"batch{args.batch}_fps": round(args.batch / bn, 2) if tb else None},
+        "backend": timings.pop("backend"),
         "frame_hw": list(hw),
         "inference_scale": fa.inference_scale,
-        "network_input_hw": list(in_hw),
+        "network_input_hw": timings.pop("network_input_hw"),
         "frames": len(frames),
-        "preprocess_ms_per_frame": pre_ms,
-        "quality_ms_per_frame": _median_ms(tq),
-        "postprocess_ms_per_frame": _median_ms(tp),
-        "postprocess_min_ms": _min_ms(tp),
-        "crystals_kept_per_frame": round(float(np.mean(kept)), 1),
-        "analyze_many_fps": round(len(frames) / e2e, 2),
+        **timings,
         "host": {"cpu_count": os.cpu_count(), "machine": platform.machine(),
                  "python": platform.python_version(),
                  "load_average_1min": round(os.getloadavg()[0], 2)},

@@ -118,6 +118,25 @@ def _cpu() -> float:
     return r.ru_utime + r.ru_stime
 
 
+def _backlog_drain(sink: MqttSink, broker: _Broker, dcs: _Dcs, *, n: int, drain_n: int,
+                   timeout_s: float) -> float:
+    """Phase 2: a pure backlog (broker down while ``drain_n`` reports are produced), then
+    the broker comes back; seconds until the outbox is empty."""
+    broker.stop()
+    for i in range(n + 1, n + drain_n + 1):
+        sink.publish(_report(i))
+    t = time.perf_counter()
+    broker.start()
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and sink.health()["outbox_depth"] > 0:
+        time.sleep(0.01)
+    drain_s = time.perf_counter() - t
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and len(set(dcs.snapshot())) < n + drain_n:
+        time.sleep(0.05)
+    return drain_s
+
+
 def run(n: int, *, outage_at: float, outage_s: float, max_inflight: int, timeout_s: float,
         mode: str, drain_n: int) -> dict[str, Any]:
     work = Path(tempfile.mkdtemp(prefix="soak-mqtt-"))
@@ -168,22 +187,8 @@ def run(n: int, *, outage_at: float, outage_s: float, max_inflight: int, timeout
             time.sleep(0.05)
         t_drained = time.perf_counter()
         health = sink.health()
-        # phase 2: a pure backlog (broker down while drain_n reports are produced), then
-        # the broker comes back: how fast does the outbox empty?
-        drain_s = None
-        if drain_n:
-            broker.stop()
-            for i in range(n + 1, n + drain_n + 1):
-                sink.publish(_report(i))
-            t = time.perf_counter()
-            broker.start()
-            deadline = time.monotonic() + timeout_s
-            while time.monotonic() < deadline and sink.health()["outbox_depth"] > 0:
-                time.sleep(0.01)
-            drain_s = time.perf_counter() - t
-            deadline = time.monotonic() + 30
-            while time.monotonic() < deadline and len(set(dcs.snapshot())) < n + drain_n:
-                time.sleep(0.05)
+        drain_s = _backlog_drain(sink, broker, dcs, n=n, drain_n=drain_n,
+                                 timeout_s=timeout_s) if drain_n else None
     finally:
         sink.close()
         time.sleep(0.5)

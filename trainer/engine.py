@@ -105,6 +105,28 @@ def _autocast(device: torch.device, enabled: bool):
                           enabled=enabled and device.type == "cuda")
 
 
+def _train_step(model: nn.Module, criterion: nn.Module, optimizer: torch.optim.Optimizer,
+                images: torch.Tensor, targets: torch.Tensor, *, contact: torch.Tensor | None,
+                n_classes: int, device: torch.device, scaler: torch.amp.GradScaler | None,
+                contact_loss: nn.Module | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """One optimiser step on a batch; the loss and the class logits."""
+    with _autocast(device, scaler is not None):
+        out = model(images)
+        logits = out[:, :n_classes]
+        loss = criterion(logits.float(), targets)
+        if contact_loss is not None:
+            loss = loss + contact_loss(out[:, n_classes].float(), contact)
+    optimizer.zero_grad(set_to_none=True)
+    if scaler is not None:
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        loss.backward()
+        optimizer.step()
+    return loss, logits
+
+
 def train_one_epoch(model: nn.Module, criterion: nn.Module, optimizer: torch.optim.Optimizer,
                     loader, device: torch.device, *, epoch: int, n_classes: int,
                     scheduler=None, scaler: torch.amp.GradScaler | None = None,
@@ -157,21 +179,10 @@ def train_one_epoch(model: nn.Module, criterion: nn.Module, optimizer: torch.opt
         if any_rank(not bool((targets != IGNORE_INDEX).any()), device):
             log.debug("step skipped: every pixel of the batch (on some process) is padding")
             continue
-        with _autocast(device, scaler is not None):
-            out = model(images)
-            logits = out[:, :n_classes]
-            loss = criterion(logits.float(), targets)
-            if contact_loss is not None:
-                loss = loss + contact_loss(out[:, n_classes].float(),
-                                           batch[2].to(device, non_blocking=True))
-        optimizer.zero_grad(set_to_none=True)
-        if scaler is not None:
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            loss.backward()
-            optimizer.step()
+        contact = batch[2].to(device, non_blocking=True) if contact_loss is not None else None
+        loss, logits = _train_step(model, criterion, optimizer, images, targets,
+                                   contact=contact, n_classes=n_classes, device=device,
+                                   scaler=scaler, contact_loss=contact_loss)
         if scheduler is not None:
             scheduler.step()
         step += 1

@@ -81,6 +81,29 @@ def _rel(a: float | None, b: float | None) -> float | None:
     return float(a / b - 1.0)
 
 
+def _truth_frames(truth_path: str | Path, stems: Iterable[str]) -> dict[str, Any]:
+    """The frames of ``truth.json`` by stem; a UserError when unreadable or a stem is missing."""
+    try:
+        truth = json.loads(Path(truth_path).read_text())
+        frames = {f["stem"]: f for f in truth["frames"]}
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise UserError(f"{truth_path}: not a readable truth file: {exc}") from None
+    missing = [s for s in stems if s not in frames]
+    if missing:
+        raise UserError(f"{truth_path}: frame {missing[0]!r} is not listed")
+    return frames
+
+
+def _truth_diameters(crystals: list[dict[str, Any]], population: str) -> np.ndarray:
+    """Area-equivalent diameters (um) of the true crystals of ``population``."""
+    if population == "whole":
+        crystals = [c for c in crystals if not (c["touches_border"] or c["cut_by_field"])]
+    elif population == "isolated_whole":
+        crystals = [c for c in crystals if not (c["touches_border"] or c["cut_by_field"]
+                                                 or c["touches_other"])]
+    return np.array([c["diameter_um"] for c in crystals], np.float64)
+
+
 def compare_with_truth(pred: Any, label_maps: Mapping[str, np.ndarray],
                        truth_path: str | Path, *, px_size_um: float, crystal_class: int,
                        dark_class: int | None, measure_config: Any = None,
@@ -112,14 +135,7 @@ def compare_with_truth(pred: Any, label_maps: Mapping[str, np.ndarray],
         channel): the label side is split at the true contacts, so it is the floor of
         the chain the prediction went through; ``label_contacts`` in the result says so.
     """
-    try:
-        truth = json.loads(Path(truth_path).read_text())
-        frames = {f["stem"]: f for f in truth["frames"]}
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise UserError(f"{truth_path}: not a readable truth file: {exc}") from None
-    missing = [s for s in label_maps if s not in frames]
-    if missing:
-        raise UserError(f"{truth_path}: frame {missing[0]!r} is not listed")
+    frames = _truth_frames(truth_path, label_maps)
     if contact_maps is not None and set(contact_maps) != set(label_maps):
         contact_maps = None  # the floor needs every frame's true contacts
     ref = measure_label_maps(label_maps.values(), px_size_um=px_size_um,
@@ -127,13 +143,7 @@ def compare_with_truth(pred: Any, label_maps: Mapping[str, np.ndarray],
                              measure_config=measure_config, psd_config=psd_config,
                              contacts=None if contact_maps is None else
                              [contact_maps[s] for s in label_maps])
-    crystals = [c for s in label_maps for c in frames[s]["crystals"]]
-    if population == "whole":
-        crystals = [c for c in crystals if not (c["touches_border"] or c["cut_by_field"])]
-    elif population == "isolated_whole":
-        crystals = [c for c in crystals if not (c["touches_border"] or c["cut_by_field"]
-                                                 or c["touches_other"])]
-    td = np.array([c["diameter_um"] for c in crystals], np.float64)
+    td = _truth_diameters([c for s in label_maps for c in frames[s]["crystals"]], population)
     from trainer.synth import weighted_quantile
 
     x50_truth = weighted_quantile(td, td ** 3, 0.5) if td.size else None

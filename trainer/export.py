@@ -222,16 +222,9 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, *, fp16: bool = F
     cfg = ckpt["config"]
     export_model(model, out, fp16=fp16)
     ops = onnx_ops(out)
-    par = parity(model, out, inputs=parity_inputs)
-    log.info("parity ONNX Runtime vs PyTorch (%s): max |diff| %.2e, argmax agreement %.5f",
-             "fp16" if fp16 else "fp32", par["max_abs_diff"], par["argmax_agreement"])
-    par_frames = None
-    if parity_data is not None:
-        frames = frames_for_parity(parity_data, input_scale=float(cfg.get("input_scale", 1.0)))
-        par_frames = dict(parity(model, out, inputs=frames), data=str(parity_data))
-        log.info("parity on %d frames of %s: max |diff| %.2e, argmax agreement %.5f",
-                 frames.shape[0], parity_data, par_frames["max_abs_diff"],
-                 par_frames["argmax_agreement"])
+    par, par_frames = _parity_checks(model, out, fp16=fp16, inputs=parity_inputs,
+                                     data=parity_data,
+                                     input_scale=float(cfg.get("input_scale", 1.0)))
     metrics = _metrics(ckpt, par, par_frames, extra_metrics)
     training = _training(cfg, ckpt)
     if cfg.get("contact_only"):
@@ -257,7 +250,24 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, *, fp16: bool = F
     return ExportResult(onnx_path=str(out), meta_path=str(mpath),
                         precision=meta.precision, size_bytes=out.stat().st_size,
                         sha256=meta.sha256, ops=ops,
-                    parity=dict(par, frames=par_frames) if par_frames else par)
+                        parity=dict(par, frames=par_frames) if par_frames else par)
+
+
+def _parity_checks(model: Any, out: Path, *, fp16: bool, inputs: np.ndarray | None,
+                   data: str | Path | None, input_scale: float
+                   ) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """ONNX Runtime against PyTorch on ``inputs`` (default: seeded noise) and, with
+    ``data``, on the dataset's first frames (None without)."""
+    par = parity(model, out, inputs=inputs)
+    log.info("parity ONNX Runtime vs PyTorch (%s): max |diff| %.2e, argmax agreement %.5f",
+             "fp16" if fp16 else "fp32", par["max_abs_diff"], par["argmax_agreement"])
+    if data is None:
+        return par, None
+    frames = frames_for_parity(data, input_scale=input_scale)
+    par_frames = dict(parity(model, out, inputs=frames), data=str(data))
+    log.info("parity on %d frames of %s: max |diff| %.2e, argmax agreement %.5f",
+             frames.shape[0], data, par_frames["max_abs_diff"], par_frames["argmax_agreement"])
+    return par, par_frames
 
 
 def _metrics(ckpt: dict[str, Any], par: dict[str, Any], par_frames: dict[str, Any] | None,

@@ -277,6 +277,20 @@ def _optimisation(args: argparse.Namespace, model: Any, cw: np.ndarray | None, *
     return criterion, optimizer, scheduler, scaler
 
 
+def _data_px_size(args: argparse.Namespace, train_data: Any) -> float:
+    """Pixel size (um) of the training frames (classes.json; 1.45 with a warning)."""
+    if train_data.px_size_um is None:
+        log.warning("%s: classes.json has no px_size_um; assuming 1.45 um", args.data)
+        return 1.45
+    return float(train_data.px_size_um)
+
+
+def _write_class_weights(out: Path, class_names: Any, cw: Any, cw_summary: Any) -> None:
+    log.info("class weights %s: %s", class_names,
+             None if cw is None else [round(float(v), 4) for v in cw])
+    (out / "class_weights.json").write_text(json.dumps(cw_summary, indent=2) + "\n")
+
+
 def main(args: argparse.Namespace) -> dict[str, Any]:
     """Train; returns a summary (best validation metrics, paths)."""
     from trainer.engine import any_rank, make_contact_loss, train_one_epoch
@@ -294,15 +308,10 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
 
     train_data, val_data = _load_datasets(args)
     n_classes, class_names = train_data.n_classes, train_data.class_names
-    px = train_data.px_size_um
-    if px is None:
-        log.warning("%s: classes.json has no px_size_um; assuming 1.45 um", args.data)
-        px = 1.45
+    px = _data_px_size(args, train_data)
     cw, cw_summary = _class_weights(args, train_data, ckpt)
     if main_proc:
-        log.info("class weights %s: %s", class_names,
-                 None if cw is None else [round(float(v), 4) for v in cw])
-        (out / "class_weights.json").write_text(json.dumps(cw_summary, indent=2) + "\n")
+        _write_class_weights(out, class_names, cw, cw_summary)
 
     model = _model(args, n_classes, ckpt, device)
     head_kernel = head_kernel_of(model)
