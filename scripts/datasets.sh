@@ -82,12 +82,12 @@ evaluate_card_sets() {  # MODEL WORK: evaluate the card sets into MODEL's metada
     done
 }
 
-train_val_sets() {  # SETS and VAL (name:presets:frames:seed[:fraction]) merged into DATA/train
-    mkdir -p "$DATA"  # and DATA/val, with the card sets rendered beside them
+train_val_sets() {  # SETS (and the rendered sets EXTRA_TRAIN) merged into DATA/train
+    mkdir -p "$DATA"  # and VAL into DATA/val, the card sets rendered beside them
     gen_sets $SETS $VAL
     gen_card_sets "$SIZE"
     gen_done
-    merge train 100000 $(names $SETS)
+    merge train 100000 $(names $SETS) ${EXTRA_TRAIN:-}
     merge val 100000 $(names $VAL)
 }
 

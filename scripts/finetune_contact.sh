@@ -1,21 +1,27 @@
 #!/usr/bin/env bash
 # Fine-tune the whole network of a model that has the contact channel, class output and
-# contact channel together, and blend the fine-tune with it: the last step of the default
-# model models/crystal-seg.onnx (models/README.md, "This model").
-#   data:   900 generated frames with the generator's exact contact labels: the sets of
-#           scripts/contact_head.sh (400), 160 more single prisms, isolated crystals,
-#           rhombs, plates and needles, 60 twins, and 280 frames of the domains the model
-#           was weakest on (needles alone, crowded and dim, dim light, field stop cuts,
-#           40-63 um crystals) with 80 of the card's two sieve fractions; 36 for validation;
+# contact channel together, and blend the fine-tune with it: the last steps of the default
+# model models/crystal-seg.onnx (models/README.md, "This model" and "Its base").
+#   data:   ROUND=1 (default): 900 generated frames with the generator's exact contact
+#           labels: the sets of scripts/contact_head.sh (400), 160 more single prisms,
+#           isolated crystals, rhombs, plates and needles, 60 twins, and 280 frames of the
+#           domains the model was weakest on (needles alone, crowded and dim, dim light,
+#           field stop cuts, 40-63 um crystals) with 80 of the card's two sieve fractions;
+#           ROUND=2: 774 new frames weighted towards needles, twins, agglomerate-rich and
+#           40-63 um crystals with a replay of every other domain, and 54 frames of 0.5 and
+#           5 um/px optics resampled to 1.45 um/px; 36 for validation in both;
 #   train:  crystal-train train --weights BASE --contact-weight 1 (the loss of both outputs),
 #           lr 1e-4, cosine over STEPS steps, stopped after MAX_MINUTES when set;
 #   export: FP16, `crystal-train blend` with BASE at ALPHA (WiSE-FT), the four card sets
 #           evaluated into OUT's metadata and the per-domain tables of the fine-tune and
 #           the blend ($WORK/domain_card_{fine-tune,blend}.json; DOMAIN_FRAMES=0 skips them).
-# The committed model: BASE = the model of scripts/contact_head.sh, STEPS=1200 MAX_MINUTES=70
-# (982 steps on a 2-core CPU) and ALPHA=0.75 (crystal-seg.json: training.fine_tune, .blend).
-# Overrides: BIN, WORK, BASE, OUT, STEPS, MAX_MINUTES, ALPHA, DEVICE, WORKERS, NICE, JOBS,
-# DOMAIN_FRAMES; for a quick smoke run (tests): BACKBONE, SIZE (frame WxH), CROP, FRAMES_DIV.
+# The committed model: ROUND=1 with BASE = the model of scripts/contact_head.sh, STEPS=1200
+# MAX_MINUTES=70 (982 steps on a 2-core CPU), ALPHA=0.75; then ROUND=2 with BASE = that
+# blend, STEPS=800 MAX_MINUTES=58 (771 steps), ALPHA=0.75 (crystal-seg.json:
+# training.fine_tune and .blend are the second round's, training.base the first's).
+# Overrides: BIN, WORK, BASE, OUT, ROUND, STEPS, MAX_MINUTES, ALPHA, DEVICE, WORKERS, NICE,
+# JOBS, DOMAIN_FRAMES; for a quick smoke run (tests): BACKBONE, SIZE (frame WxH), CROP,
+# FRAMES_DIV.
 set -euo pipefail
 
 WORK=${WORK:-runs/contact-ft}
@@ -24,6 +30,8 @@ OUT=${OUT:-$WORK/crystal-seg.onnx}
 STEPS=${STEPS:-1200}
 MAX_MINUTES=${MAX_MINUTES:-}
 ALPHA=${ALPHA:-0.75}
+ROUND=${ROUND:-1}
+case $ROUND in 1|2) ;; *) echo "ROUND=$ROUND: the recipe has rounds 1 and 2" >&2; exit 2 ;; esac
 source "$(dirname "$0")/datasets.sh"
 
 # name:presets:frames:seed[:fraction]: scripts/contact_head.sh's sets, then the additions
@@ -35,11 +43,34 @@ SETS="$CONTACT_SETS
     fc2:field_cut:30:1407 small:compact:30:1408:40-63"
 VAL="v_needles:needles:6:2501 v_twins:twins:6:2502 v_dim:dim:6:2503 v_fc:field_cut:6:2504
     v_aggl:agglomerates:8:2311 v_crowded:crowded:4:2312"
-
+SEED=31
+# ROUND=2: a second fine-tune from the first round's blend, on new frames weighted towards
+# what the first left weakest (needles, twins, agglomerate-rich, 40-63 um crystals, 0.5
+# and 5 um/px optics resampled to the sets' 1.45 um/px) with a replay of every other domain
+if [ "$ROUND" = 2 ]; then
+    SETS="n5:needles:90:1601 n5_cr:needles,crowded:30:1602 n5_dim:needles,dim:20:1603
+        n5_un:needles,uneven:20:1604 tw3:twins:80:1605 tw3_cr:twins,crowded:20:1606
+        ag3:agglomerates:80:1607 ag3_s:agglomerates:30:1608:90-125 sm2:compact:50:1609:40-63
+        o_a3:compact:40:1610:90-125 o_b3:compact:40:1611:125-180 prisms3:prisms:30:1612
+        plates3:plates:20:1613 rhombs3:rhombs:20:1614 rounded3:rounded:20:1615
+        crowded3:crowded:30:1616 dim3:dim:30:1617 bright3:bright:15:1618
+        uneven3:uneven:15:1619 fc3:field_cut:20:1620"
+    SEED=37
+    W=${SIZE%x*}; H=${SIZE#*x}
+    mkdir -p "$DATA"
+    gen fine_raw 24 1621 --preset fine_pixels --size "$((2 * W))x$((2 * H))"
+    gen coarse_raw 30 1622 --preset coarse_pixels --size "$((W * 5 / 16))x$((H * 5 / 16))"
+    gen_done
+    for s in fine coarse; do
+        [ -f "$DATA/$s/classes.json" ] || $CT resample --data "$DATA/${s}_raw" \
+            --out "$DATA/$s" --px-size-um 1.45 > /dev/null
+    done
+    EXTRA_TRAIN="fine coarse"  # merged into DATA/train beside SETS
+fi
 train_val_sets  # DATA/train from SETS, DATA/val from VAL, the card sets
 
 train_run "$STEPS" 80 --lr 1e-4 --warmup-steps 10 ${MAX_MINUTES:+--max-minutes "$MAX_MINUTES"} \
-    --contact-weight 1 --head-kernel 3 --seed 31 --no-progress
+    --contact-weight 1 --head-kernel 3 --seed "$SEED" --no-progress
 FT=$WORK/fine-tune.onnx
 $CT export --checkpoint "$WORK/run/checkpoint.pt" --out "$FT" --fp16 \
     --name "$(basename "${OUT%.onnx}")" --parity-data "$DATA/val_a" > /dev/null

@@ -24,13 +24,14 @@ def _script(name: str, **env: str) -> None:
     assert res.returncode == 0, res.stderr[-3000:]
 
 
-def _frames(var: str, div: int) -> int:
-    """Frames the recipe's ``var`` sets hold at ``FRAMES_DIV=div`` (at least one each)."""
+def _frames(var: str, div: int, block: int = 1) -> int:
+    """Frames the recipe's ``block``-th ``var`` sets hold at ``FRAMES_DIV=div`` (at least
+    one each); block 2 of SETS is the second round's."""
     text = (ROOT / "scripts" / "finetune_contact.sh").read_text()
     shared = (ROOT / "scripts" / "datasets.sh").read_text().split('CONTACT_SETS="', 1)[1]
     text = text.replace("$CONTACT_SETS", shared.split('"', 1)[0])
-    specs = text.split(f'{var}="', 1)[1].split('"', 1)[0].split()
-    assert len(specs) == {"SETS": 29, "VAL": 6}[var]
+    specs = text.split(f'{var}="')[block].split('"', 1)[0].split()
+    assert len(specs) == {("SETS", 1): 29, ("SETS", 2): 20, ("VAL", 1): 6}[var, block]
     return sum(max(1, int(spec.split(":")[2]) // div) for spec in specs)
 
 
@@ -59,3 +60,15 @@ def test_finetune_contact_script_smoke(tmp_path):
     for name in ("fine-tune", "blend"):
         card = json.loads((work / f"domain_card_{name}.json").read_text())
         assert len(card["domains"]) == 17
+    # the second round from the first one's blend: its own sets, 0.5 and 5 um/px frames
+    # resampled to the sets' pixel size beside them
+    work2, out2 = tmp_path / "w2", tmp_path / "model2" / "blend.onnx"
+    _script("finetune_contact.sh", WORK=str(work2), OUT=str(out2), BASE=str(out), STEPS="1",
+            ALPHA="0.75", DOMAIN_FRAMES="0", ROUND="2")
+    cfg2 = json.loads((work2 / "run" / "config.json").read_text())
+    assert cfg2["weights"] == str(out) and cfg2["seed"] == 37
+    resampled = 24 // 15 + 30 // 15  # fine_raw and coarse_raw at FRAMES_DIV=15
+    assert cfg2["train_data"]["n_frames"] == _frames("SETS", 15, block=2) + resampled
+    assert json.loads((work2 / "data" / "fine" / "classes.json").read_text())[
+        "px_size_um"] == 1.45
+    assert load_meta(out2).training["blend"]["models"][0]["sha256"] == load_meta(out).sha256
