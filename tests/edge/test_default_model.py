@@ -50,7 +50,7 @@ def test_analyze_with_the_bundled_model_recovers_x50_3(tmp_path: Path, fraction:
     print(f"{fraction}: x50,3 {rep['x50_3_um']:.1f} um vs truth {truth['x50_3_um']:.1f} um "
           f"({100 * err:+.1f} %), vs the true masks measured alike {lab['x50_3_um']:.1f} um "
           f"({100 * vs_labels:+.1f} %), {rep['n_crystals']} crystals")
-    # the whole appliance: segmentation + measurement + sampling. 125-180 um reads -5.2 %
+    # the whole appliance: segmentation + measurement + sampling. 125-180 um reads -5.1 %
     # (93 crystals, bootstrap 95 % interval about +-5.5 %; the true masks measured alike
     # -5.5 %): the convexity rule rejects a 251 um three-crystal agglomerate that the
     # circularity window kept (-3.7 % with it)
