@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Fine-tune a model on the generator's broad domain and blend it with itself: the recipe of
-# the default model models/crystal-seg.onnx (models/README.md, "This model").
+# the default model's class output (models/README.md, "The class output").
 #   stage 1: STEPS1 steps from BASE (read back from its ONNX) on 17 preset sets, 620 frames
 #            (every habit, crowding level, light and field stop cuts; trainer.synth presets);
 #   stage 2: STEPS2 more steps on those + 160 frames of the two card fractions, 40 of
