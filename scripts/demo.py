@@ -58,11 +58,14 @@ def check_model(model: Path) -> str | None:
 
 
 def truth_summary(truth: dict[str, Any]) -> dict[str, Any]:
-    """Truth of a rendered set: every crystal in the frames (its true area-equivalent
-    diameter), as the volume statistics and log-normal fit of edge.psd."""
+    """Truth of a rendered set: the crystals centred in the field (their true
+    area-equivalent diameters; :func:`trainer.synth.select_records`), as the volume
+    statistics and log-normal fit of edge.psd."""
     from edge.psd import PsdConfig, compute_psd
+    from trainer.synth import select_records
 
-    d = [c["diameter_um"] for fr in truth["frames"] for c in fr["crystals"]]
+    hw = (int(truth["config"]["height"]), int(truth["config"]["width"]))
+    d = [c["diameter_um"] for fr in truth["frames"] for c in select_records(fr, "centred", hw)]
     psd = compute_psd(d, config=PsdConfig(bootstrap_n=0))
     return _row(len(d), psd.to_payload())
 
@@ -164,7 +167,8 @@ def main(argv: list[str] | None = None) -> int:
          f"{time.monotonic() - t_start:.0f} s")
     _say("measured: crystals kept after border clearing and the agglomerate rule "
          f"({summary['agglomerate_rule']}), edge-corrected Q3;")
-    _say("truth: every generated crystal's true area-equivalent diameter.")
+    _say("truth: the true area-equivalent diameter of every generated crystal centred in "
+         "the field.")
     for fraction, s in summary["fractions"].items():
         _say(f"\nsieve fraction {fraction} um ({s['frames']['analysed']}/"
              f"{s['frames']['total']} frames analysed)")

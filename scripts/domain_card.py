@@ -8,8 +8,9 @@ used for training), runs :func:`trainer.evaluate.evaluate_model` on them (the ch
 the model has one) and reports
 
 - crystal IoU at the network's scale;
-- the x50,3 error against the true sizes of every visible crystal, and the same
-  measurement on the true label masks (the chain's own error);
+- the x50,3 error against the true sizes of the crystals centred in the field (the
+  population the edge-corrected distribution estimates, :mod:`trainer.evaltruth`), and
+  the same measurement on the true label masks (the chain's own error);
 - the Q3 Kolmogorov-Smirnov distance ``max_x |Q3_pred(x) - Q3_true(x)|`` (10 um grid);
 - ``kept / label``: crystals kept from the model's masks over crystals kept from the true
   masks by the same chain (for needles: how many single needles survive the CNN).
@@ -188,7 +189,10 @@ def main(argv: list[str] | None = None) -> int:
               f"{_f(rows[name]['q3_ks'], '.3f')}  kept/labels "
               f"{_f(_pc(rows[name]['kept_over_label']), '.0f')} %", flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
+    from trainer.evaltruth import TRUTH_POPULATION
+
     args.out.write_text(json.dumps({"model": str(args.model), "frames_per_domain": args.frames,
+                                    "truth_population": TRUTH_POPULATION,
                                     "seconds": round(time.perf_counter() - t0, 1),
                                     "domains": rows}, indent=1))
     if args.markdown:

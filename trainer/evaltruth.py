@@ -23,8 +23,10 @@ from edge.errors import UserError
 
 log = logging.getLogger(__name__)
 
-#: truth population the headline x50,3 error refers to (see trainer.synth.dataset)
-TRUTH_POPULATION = "all"
+#: truth population the headline x50,3 error refers to (see trainer.synth.dataset): the
+#: crystals centred in the measured window, the population the edge-corrected
+#: distribution estimates
+TRUTH_POPULATION = "centred"
 
 
 def volume_cdf(d_um: np.ndarray, x_um: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
@@ -81,27 +83,29 @@ def _rel(a: float | None, b: float | None) -> float | None:
     return float(a / b - 1.0)
 
 
-def _truth_frames(truth_path: str | Path, stems: Iterable[str]) -> dict[str, Any]:
-    """The frames of ``truth.json`` by stem; a UserError when unreadable or a stem is missing."""
+def _truth_frames(truth_path: str | Path, stems: Iterable[str]
+                  ) -> tuple[dict[str, Any], tuple[int, int]]:
+    """The frames of ``truth.json`` by stem and the set's frame size (h, w); a UserError
+    when unreadable or a stem is missing."""
     try:
         truth = json.loads(Path(truth_path).read_text())
         frames = {f["stem"]: f for f in truth["frames"]}
+        hw = (int(truth["config"]["height"]), int(truth["config"]["width"]))
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise UserError(f"{truth_path}: not a readable truth file: {exc}") from None
     missing = [s for s in stems if s not in frames]
     if missing:
         raise UserError(f"{truth_path}: frame {missing[0]!r} is not listed")
-    return frames
+    return frames, hw
 
 
-def _truth_diameters(crystals: list[dict[str, Any]], population: str) -> np.ndarray:
-    """Area-equivalent diameters (um) of the true crystals of ``population``."""
-    if population == "whole":
-        crystals = [c for c in crystals if not (c["touches_border"] or c["cut_by_field"])]
-    elif population == "isolated_whole":
-        crystals = [c for c in crystals if not (c["touches_border"] or c["cut_by_field"]
-                                                 or c["touches_other"])]
-    return np.array([c["diameter_um"] for c in crystals], np.float64)
+def _truth_diameters(frames: list[dict[str, Any]], population: str,
+                     frame_hw: tuple[int, int]) -> np.ndarray:
+    """Area-equivalent diameters (um) of the true crystals of ``population`` in ``frames``."""
+    from trainer.synth import select_records
+
+    return np.array([c["diameter_um"] for f in frames
+                     for c in select_records(f, population, frame_hw)], np.float64)
 
 
 def compare_with_truth(pred: Any, label_maps: Mapping[str, np.ndarray],
@@ -128,14 +132,16 @@ def compare_with_truth(pred: Any, label_maps: Mapping[str, np.ndarray],
         Class ids of crystals and of the black background outside the field.
     measure_config, psd_config : optional
         The settings ``pred`` was measured with (the label side uses them too).
-    population : {'all', 'whole', 'isolated_whole'}
-        Truth population of the headline comparison.
+    population : {'centred', 'all', 'whole', 'isolated_whole'}
+        Truth population of the headline comparison (:func:`trainer.synth.select_records`;
+        default the crystals centred in the field, which the edge-corrected distribution
+        estimates).
     contact_maps : dict stem -> (h, w) float, optional
         The true contact maps of every frame of ``label_maps`` (the model has a contact
         channel): the label side is split at the true contacts, so it is the floor of
         the chain the prediction went through; ``label_contacts`` in the result says so.
     """
-    frames = _truth_frames(truth_path, label_maps)
+    frames, frame_hw = _truth_frames(truth_path, label_maps)
     if contact_maps is not None and set(contact_maps) != set(label_maps):
         contact_maps = None  # the floor needs every frame's true contacts
     ref = measure_label_maps(label_maps.values(), px_size_um=px_size_um,
@@ -143,10 +149,11 @@ def compare_with_truth(pred: Any, label_maps: Mapping[str, np.ndarray],
                              measure_config=measure_config, psd_config=psd_config,
                              contacts=None if contact_maps is None else
                              [contact_maps[s] for s in label_maps])
-    td = _truth_diameters([c for s in label_maps for c in frames[s]["crystals"]], population)
+    td = _truth_diameters([frames[s] for s in label_maps], population, frame_hw)
     from trainer.synth import weighted_quantile
 
     x50_truth = weighted_quantile(td, td ** 3, 0.5) if td.size else None
+    td_all = _truth_diameters([frames[s] for s in label_maps], "all", frame_hw)
     top = max(float(td.max()) if td.size else 0.0,
               float(pred.diameters_um.max()) if pred.n_crystals else 0.0)
     grid = np.arange(0.0, top + 10, 10)
@@ -165,6 +172,8 @@ def compare_with_truth(pred: Any, label_maps: Mapping[str, np.ndarray],
         "n_truth_crystals": int(td.size),
         "n_kept_pred": pred.n_crystals, "n_kept_label": ref.n_crystals,
         "x50_3_truth_um": x50_truth,
+        # every crystal with a visible pixel, for comparison (leans towards large ones)
+        "x50_3_truth_all_um": weighted_quantile(td_all, td_all ** 3, 0.5) if td_all.size else None,
         "x50_3_pred_um": x50_pred,
         "x50_3_label_um": x50_label,
         "x50_3_rel_error": _rel(x50_pred, x50_truth),

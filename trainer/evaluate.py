@@ -220,6 +220,7 @@ def _run_frames(analyzer: Any, data: Any, n: int, *, measure: bool, psd_config: 
     from edge.psd import PsdAccumulator
     from edge.vision.contact import contact_of
     from trainer.engine import confusion_matrix, metrics_from_confusion
+    from trainer.rescale import resize_contact
 
     names = data.class_names
     run = _FrameRun(cm=np.zeros((len(names), len(names)), np.int64),
@@ -250,9 +251,8 @@ def _run_frames(analyzer: Any, data: Any, n: int, *, measure: bool, psd_config: 
                                                     quality=quality, label=label)
             if entry["reject_reason"] is None and use_contacts:
                 con = data.load_contact(i)
-                run.contact_maps[stem] = cv2.resize(
-                    con, (pred.shape[1], pred.shape[0]),
-                    interpolation=cv2.INTER_NEAREST).astype(np.float32)
+                run.contact_maps[stem] = resize_contact(
+                    con, (pred.shape[1], pred.shape[0])).astype(np.float32)
         run.per_frame.append(entry)
     return run
 

@@ -161,7 +161,7 @@ def frames_for_parity(data_dir: str | Path, *, input_scale: float, n: int = 2) -
     """The first ``n`` frames of a dataset at network scale as NCHW float32 [0, 1]
     (cropped to a common size that is a multiple of 16)."""
     from trainer.data import LabelledDataset
-    from trainer.torchdata import scale_image
+    from trainer.rescale import scale_image
 
     data = LabelledDataset(data_dir)
     imgs = [scale_image(data.load_image(i), input_scale) for i in range(min(n, len(data)))]

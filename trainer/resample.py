@@ -9,7 +9,7 @@ factor
 
 (``p`` in um per pixel; ``f > 1`` enlarges). Images are resized as the trainer and the
 appliance resize (area when shrinking, linear when enlarging), class labels nearest,
-contact labels so that a contact survives (:func:`trainer.torchdata.scale_contact`). A
+contact labels so that a contact survives (:func:`trainer.rescale.scale_contact`). A
 5 um/px frame enlarged to 1.45 um/px keeps its blur and blocky outlines: exactly what
 the appliance's network sees when it enlarges such a frame itself.
 """
@@ -60,7 +60,7 @@ def resample_dataset(data: str | Path, out: str | Path, *, px_size_um: float) ->
         ``data``, or an unreadable frame (named).
     """
     from trainer.data import LabelledDataset, write_classes
-    from trainer.torchdata import scale_contact, scale_pair
+    from trainer.rescale import scale_contact, scale_pair
 
     data, out = Path(data), Path(out)
     if not (math.isfinite(px_size_um) and px_size_um > 0):

@@ -3,8 +3,8 @@
 :class:`TrainCrops` yields randomly placed, augmented crops (one affine warp per sample,
 see :mod:`trainer.augment`); :class:`EvalFrames` yields whole frames padded to the
 network's size multiple (padding labelled with the ignore index). Both first resize the
-frames by ``input_scale`` (image INTER_AREA, label nearest), so the network runs at the
-pixel size ``px_size_um / input_scale``.
+frames by ``input_scale`` (:mod:`trainer.rescale`), so the network runs at the pixel size
+``px_size_um / input_scale``.
 """
 
 from __future__ import annotations
@@ -16,40 +16,7 @@ from torch.utils.data import Dataset
 
 from trainer.augment import IGNORE_INDEX, AugmentConfig, augment_pair, augment_with_contact
 from trainer.model import SIZE_MULTIPLE
-
-
-def scale_pair(image: np.ndarray, label: np.ndarray,
-               input_scale: float) -> tuple[np.ndarray, np.ndarray]:
-    """Resize an image (area) and its label (nearest) by ``input_scale``."""
-    if input_scale == 1.0:
-        return image, label
-    h, w = label.shape
-    size = (max(1, round(w * input_scale)), max(1, round(h * input_scale)))
-    interp = cv2.INTER_AREA if input_scale < 1 else cv2.INTER_LINEAR
-    return (cv2.resize(image, size, interpolation=interp),
-            cv2.resize(label, size, interpolation=cv2.INTER_NEAREST))
-
-
-def scale_image(image: np.ndarray, input_scale: float) -> np.ndarray:
-    """Resize an image by ``input_scale`` as :func:`scale_pair` does."""
-    if input_scale == 1.0:
-        return image
-    h, w = image.shape[:2]
-    size = (max(1, round(w * input_scale)), max(1, round(h * input_scale)))
-    interp = cv2.INTER_AREA if input_scale < 1 else cv2.INTER_LINEAR
-    return cv2.resize(image, size, interpolation=interp)
-
-
-def scale_contact(contact: np.ndarray, input_scale: float) -> np.ndarray:
-    """Resize a 0/1 contact label by ``input_scale``; a target pixel is a contact when any
-    of the source pixels it covers is (area average > 0), so thin lines survive."""
-    if input_scale == 1.0:
-        return contact
-    h, w = contact.shape
-    size = (max(1, round(w * input_scale)), max(1, round(h * input_scale)))
-    interp = cv2.INTER_AREA if input_scale < 1 else cv2.INTER_LINEAR
-    return (cv2.resize(contact.astype(np.float32), size, interpolation=interp) > 1e-3
-            ).astype(np.uint8)
+from trainer.rescale import scale_contact, scale_pair
 
 
 def pad_to_multiple(image: np.ndarray, label: np.ndarray | None = None,

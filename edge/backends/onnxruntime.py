@@ -19,6 +19,7 @@ import numpy as np
 
 from edge.backends.base import BackendUnavailable, check_logits, check_nchw
 from edge.backends.config import BackendConfig
+from edge.backends.precision import Int8Unsupported, cpu_int8_saturates
 from edge.backends.qdq import as_uint8_activations
 from edge.errors import TransientError, UserError
 from edge.modelmeta import ModelMeta, check_model_file
@@ -133,6 +134,11 @@ class OnnxRuntimeBackend:
         check_model_file(self.model_path)
         model: str | bytes = str(self.model_path)
         if self.precision == "int8" and providers == [CPU]:
+            if cpu_int8_saturates(self.meta):
+                raise Int8Unsupported(
+                    f"{self.model_path.name} has full-range INT8 weights, which overflow "
+                    "ONNX Runtime's kernels on this x86 CPU without VNNI (re-quantize with "
+                    "crystal-train export --int8 for the 7-bit weight range)")
             # signed activations run 2-3x slower than unsigned on x86 (edge.backends.qdq)
             model, _ = as_uint8_activations(self.model_path.read_bytes())
         try:

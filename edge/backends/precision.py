@@ -4,17 +4,19 @@ The INT8 model of ``models/NAME.onnx`` is its sibling ``models/NAME.int8.onnx`` 
 ``NAME.int8.json``), the file ``crystal-train export --int8`` writes; the configured
 ``[model] path`` stays the float model, so switching precision is one config line and
 the float file is always there to fall back to. A model path that is itself an INT8
-file (metadata ``precision = "int8"``) runs as it is.
+file (metadata ``precision = "int8"``) runs as it is, with ``NAME.onnx`` beside it as
+its fallback.
 
 Where the INT8 file cannot run, the float model runs instead and ONE warning line says
-why: the sibling is missing, or TensorRT on this device has no fast INT8
-(:class:`Int8Unsupported` from the TensorRT backend). TensorRT then builds the float
-model in FP16.
+why: the sibling is missing, TensorRT on this device has no fast INT8, or the file's
+full-range INT8 weights would overflow the CPU's kernels (:class:`Int8Unsupported` from
+the backend; :func:`cpu_int8_saturates`). TensorRT then builds the float model in FP16.
 """
 
 from __future__ import annotations
 
 import logging
+import platform
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,7 +65,12 @@ def choose_model(model_path: str | Path, meta: ModelMeta, config: BackendConfig)
     """
     model_path = Path(model_path)
     if meta.precision == "int8":
-        return ModelChoice(model_path, meta, config.model_copy(update={"precision": "int8"}))
+        float_path = model_path.with_name(model_path.name.removesuffix(INT8_SUFFIX) + ".onnx")
+        fallback = None
+        if float_path != model_path and float_path.is_file():
+            fallback = float_choice(float_path, load_meta(float_path), config)
+        return ModelChoice(model_path, meta, config.model_copy(update={"precision": "int8"}),
+                           fallback=fallback)
     if config.precision != "int8":
         return ModelChoice(model_path, meta, config)
     fallback = float_choice(model_path, meta, config)
@@ -82,3 +89,36 @@ def log_fallback(choice: ModelChoice, exc: Exception) -> ModelChoice:
     log.warning("backend.precision = 'int8': %s; running %s (%s)", exc,
                 choice.fallback.path.name, choice.fallback.config.precision)
     return choice.fallback
+
+
+#: the flags of x86 CPUs whose 8-bit dot products accumulate in 32 bits (VNNI)
+VNNI_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
+
+
+def x86_without_vnni(cpuinfo: str | Path = "/proc/cpuinfo") -> bool:
+    """True on an x86 CPU whose flags (Linux ``cpuinfo``) list no VNNI; False elsewhere
+    and where the flags cannot be read (an ARM Jetson, another OS)."""
+    if platform.machine().lower() not in ("x86_64", "amd64", "i686", "i386"):
+        return False
+    try:
+        text = Path(cpuinfo).read_text()
+    except OSError:
+        return False
+    flags = next((ln.split(":", 1)[1].split() for ln in text.splitlines()
+                  if ln.startswith("flags")), None)
+    return flags is not None and not any(f in flags for f in VNNI_FLAGS)
+
+
+def cpu_int8_saturates(meta: ModelMeta, *, no_vnni: bool | None = None) -> bool:
+    """Whether ONNX Runtime's CPU kernels would overflow on this INT8 model here.
+
+    Without VNNI, x86 kernels multiply unsigned by signed 8-bit values in pairs into
+    saturating 16-bit sums; full-range weights (-127..127) overflow them (255 * 127 * 2 >
+    32767) and the segmentation breaks (the bundled model's full-range file: crystal IoU
+    0.28-0.37 instead of 0.94-0.96). Files quantized in the 7-bit range (metadata
+    ``quantization.weights`` says so; ``crystal-train export --int8`` writes them) do not.
+    """
+    q = meta.quantization or {}
+    if "7-bit" in str(q.get("weights", "")):
+        return False
+    return x86_without_vnni() if no_vnni is None else no_vnni

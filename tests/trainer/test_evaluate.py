@@ -123,7 +123,17 @@ def test_truth_comparison_through_the_edge_measurement(synth_set):
     data = LabelledDataset(synth_set)
     labels = {it.stem: data.load_label(i) for i, it in enumerate(data.items)}
     truth = json.loads((synth_set / "truth.json").read_text())
-    d = np.array([c["diameter_um"] for f in truth["frames"] for c in f["crystals"]])
+    # the headline population: crystals whose centroid lies in the field and the frame
+    d = np.array([c["diameter_um"] for f in truth["frames"] for c in f["crystals"]
+                  if c["centred"]])
+    d_all = np.array([c["diameter_um"] for f in truth["frames"] for c in f["crystals"]])
+    assert 0 < d.size < d_all.size
+    for f in truth["frames"]:
+        fl = f["field"]
+        for c in f["crystals"]:
+            x, y = c["centroid_px"]
+            inside = (x - fl["cx"]) ** 2 + (y - fl["cy"]) ** 2 <= fl["r"] ** 2
+            assert c["centred"] == (inside and 0 <= x <= 383 and 0 <= y <= 319)
     kw = {"px_size_um": 1.45, "crystal_class": 2, "dark_class": data.dark_class}
 
     def compare(pred_maps):
@@ -133,6 +143,7 @@ def test_truth_comparison_through_the_edge_measurement(synth_set):
     r = compare(labels)
     assert r["n_truth_crystals"] == d.size and r["n_frames"] == 3
     assert r["x50_3_truth_um"] == pytest.approx(weighted_quantile(d, d ** 3, 0.5))
+    assert r["x50_3_truth_all_um"] == pytest.approx(weighted_quantile(d_all, d_all ** 3, 0.5))
     assert r["x50_3_pred_vs_label"] == 0.0 and r["n_kept_pred"] == r["n_kept_label"] > 0
     assert abs(r["x50_3_label_rel_error"]) < 0.10
     # crystals eroded by 2 px: the measured x50,3 must shrink
@@ -157,7 +168,7 @@ def test_evaluate_runs_the_measurement_when_truth_exists(synth_set, tmp_path):
     model = build_tiny_model(tmp_path / "m")
     res = evaluate_model(model, synth_set)
     m = res.measurement
-    assert m is not None and m["n_frames"] == 3 and m["truth_population"] == "all"
+    assert m is not None and m["n_frames"] == 3 and m["truth_population"] == "centred"
     assert m["x50_3_truth_um"] > 0 and m["n_kept_label"] > 0
     assert 0.5 < res.segmentation["pixel_accuracy"] <= 1.0
     assert "x50,3 predicted" in res.summary()

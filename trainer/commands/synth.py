@@ -51,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from edge.errors import UserError
-    from trainer.synth import SynthConfig, generate_dataset
+    from trainer.synth import POPULATIONS, SynthConfig, generate_dataset
 
     if args.n < 1:
         raise UserError(f"--n: need at least 1 frame, got {args.n}")
@@ -96,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
         bar.close()
     st = doc["statistics"]
     print(f"wrote {args.n} frames to {args.out}")
-    for pop in ("all", "whole", "isolated_whole"):
+    for pop in POPULATIONS:
         s = st[pop]
         if s["n"]:
             print(f"  {pop:<15} N={s['n']:<6d} x10,3={s['x10_3_um']:.1f}  "

@@ -22,6 +22,7 @@ from trainer.synth.dataset import (
     frame_seed,
     generate_dataset,
     population_stats,
+    select_records,
     truth_statistics,
     weighted_quantile,
 )
@@ -41,6 +42,7 @@ from trainer.synth.render import (
     LIGHT_BACKGROUND,
     SynthCrystal,
     SynthFrame,
+    centre_in_window,
     render_frame,
 )
 
@@ -59,6 +61,7 @@ __all__ = [
     "SynthFrame",
     "area_equivalent_diameter",
     "boundary_map",
+    "centre_in_window",
     "colorize_label",
     "contact_map",
     "frame_seed",
@@ -69,6 +72,7 @@ __all__ = [
     "population_stats",
     "render_frame",
     "sample_diameters_um",
+    "select_records",
     "truth_statistics",
     "weighted_quantile",
 ]

@@ -48,6 +48,7 @@ class SynthCrystal:
     touches_border: bool             # its pixels reach the frame's outermost rows/columns
     cut_by_field: bool               # part of it lies outside the illuminated field
     visible_fraction: float          # of its pixels inside the frame and the field
+    centred: bool                    # its centroid lies inside the field and the frame
     parts_px: list[np.ndarray] | None = None  # convex parts of a twin (frame coordinates)
 
     @property
@@ -65,10 +66,26 @@ class SynthCrystal:
             "defocus_px": round(self.defocus_px, 3), "agglomerate": self.agglomerate,
             "touches_other": self.touches_other, "touches_border": self.touches_border,
             "cut_by_field": self.cut_by_field,
-            "visible_fraction": round(self.visible_fraction, 4),
+            "visible_fraction": round(self.visible_fraction, 4), "centred": self.centred,
             **({} if self.parts_px is None else
                {"parts_px": [np.round(q, 3).tolist() for q in self.parts_px]}),
         }
+
+
+def centre_in_window(centroid_px: Any, field_xyr: tuple[float, float, float],
+                     frame_hw: tuple[int, int]) -> bool:
+    """Whether a crystal's centroid lies inside the illuminated field circle and the frame.
+
+    The crystals so centred are the population an edge-corrected measurement estimates:
+    the Miles-Lantuejoul weights (:mod:`edge.psd.edge_correction`) turn the crystals seen
+    whole into the size distribution of the crystals whose reference point lies in the
+    measured window. Every crystal with a visible pixel is a larger population, biased
+    towards large crystals (a large crystal reaches into the window from further out).
+    """
+    x, y = float(centroid_px[0]), float(centroid_px[1])
+    cx, cy, r = field_xyr
+    h, w = frame_hw
+    return (x - cx) ** 2 + (y - cy) ** 2 <= r * r and 0 <= x <= w - 1 and 0 <= y <= h - 1
 
 
 @dataclass
@@ -244,7 +261,8 @@ def render_frame(rng: np.random.Generator, cfg: SynthConfig | None = None) -> Sy
     crystal_mask = np.zeros((h, w), np.uint8)
     instances = np.zeros((h, w), np.int32)
     coverage = np.zeros((h, w), np.uint8)
-    crystals, n_agglo = _draw_crystals(rng, cfg, placed, in_field=in_field, trans=trans,
+    crystals, n_agglo = _draw_crystals(rng, cfg, placed, in_field=in_field, field_xyr=fxyr,
+                                       trans=trans,
                                        crystal_mask=crystal_mask,
                                        instances=instances, coverage=coverage)
     draw_bubbles(rng, cfg, trans, placed)
@@ -264,9 +282,9 @@ def render_frame(rng: np.random.Generator, cfg: SynthConfig | None = None) -> Sy
 
 
 def _draw_crystals(rng: np.random.Generator, cfg: SynthConfig, placed: list[Any], *,
-                   in_field: np.ndarray, trans: np.ndarray, crystal_mask: np.ndarray,
-                   instances: np.ndarray, coverage: np.ndarray
-                   ) -> tuple[list[SynthCrystal], int]:
+                   in_field: np.ndarray, field_xyr: tuple[float, float, float],
+                   trans: np.ndarray, crystal_mask: np.ndarray, instances: np.ndarray,
+                   coverage: np.ndarray) -> tuple[list[SynthCrystal], int]:
     """Draw the placed crystals into ``trans``, ``crystal_mask``, ``instances`` (id + 1
     of the crystal on top, inside the field) and ``coverage`` (in place).
 
@@ -312,7 +330,8 @@ def _draw_crystals(rng: np.random.Generator, cfg: SynthConfig, placed: list[Any]
             agglomerate=p.group if p.group is not None and groups.get(p.group, 0) > 1 else None,
             touches_other=p.group is not None and groups.get(p.group, 0) > 1,
             touches_border=touches_border, cut_by_field=visible < inside,
-            visible_fraction=visible / total, parts_px=p.parts))
+            visible_fraction=visible / total,
+            centred=centre_in_window(p.centre, field_xyr, (h, w)), parts_px=p.parts))
     # a member whose partners all turned out invisible is single after all
     seen = [c.agglomerate for c in crystals if c.agglomerate is not None]
     for c in crystals:

@@ -35,10 +35,10 @@ def quantize_tiny(directory: Path, inputs: list[np.ndarray] | None = None) -> tu
 
     model = build_tiny_model(directory)
     q8 = int8_path_for(model)
-    quantize_int8(model, q8, calibration_inputs() if inputs is None else inputs)
+    info = quantize_int8(model, q8, calibration_inputs() if inputs is None else inputs)
     meta = load_meta(model)
     write_meta(meta.model_copy(update={"onnx_file": q8.name, "sha256": sha256_file(q8),
-                                       "precision": "int8"}), q8)
+                                       "precision": "int8", "quantization": info}), q8)
     return model, q8
 
 
@@ -86,6 +86,47 @@ def test_missing_int8_file_falls_back_with_one_line(tmp_path, caplog):
     assert b.model_path == model and b.info()["precision"] == "fp32"
     (line,) = _warnings(caplog)
     assert "tiny-seg.int8.onnx not found" in line
+
+
+def test_full_range_weights_on_a_cpu_without_vnni_run_the_float_model(tmp_path, monkeypatch,
+                                                                      caplog):
+    from edge.backends import precision
+
+    model, q8 = quantize_tiny(tmp_path)
+    assert "7-bit" in load_meta(q8).quantization["weights"]
+    full = load_meta(q8).model_copy(update={"quantization": {"weights": "int8 per-channel"}})
+    write_meta(full, q8)  # as an INT8 file quantized in the full range
+    cfg = BackendConfig(name="onnxruntime", onnxruntime_device="cpu", precision="int8")
+    monkeypatch.setattr(precision, "x86_without_vnni", lambda: False)
+    b, _ = create_backend(model, load_meta(model), cfg, input_hw=(96, 128))
+    assert b.model_path == q8 and not _warnings(caplog)  # VNNI: the INT8 file runs
+    monkeypatch.setattr(precision, "x86_without_vnni", lambda: True)
+    with caplog.at_level(logging.WARNING):
+        b, _ = create_backend(model, load_meta(model), cfg, input_hw=(96, 128))
+        direct, _ = create_backend(q8, load_meta(q8), cfg, input_hw=(96, 128))
+    assert b.model_path == model and b.info()["precision"] == "fp32"
+    assert direct.model_path == model  # the INT8 path given directly: its float file runs
+    lines = _warnings(caplog)
+    assert len(lines) == 2 and all("without VNNI" in ln for ln in lines)
+    write_meta(load_meta(q8).model_copy(update={"quantization": {
+        "weights": "int8 per-channel symmetric, 7-bit range (reduce_range)"}}), q8)
+    b, _ = create_backend(model, load_meta(model), cfg, input_hw=(96, 128))
+    assert b.model_path == q8  # 7-bit weights do not overflow: INT8 runs without VNNI
+
+
+def test_vnni_is_read_from_the_cpu_flags(tmp_path, monkeypatch):
+    from edge.backends.precision import x86_without_vnni
+
+    info = tmp_path / "cpuinfo"
+    monkeypatch.setattr("platform.machine", lambda: "x86_64")
+    info.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 fma\n")
+    assert x86_without_vnni(info)
+    info.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512_vnni\n")
+    assert not x86_without_vnni(info)
+    assert not x86_without_vnni(tmp_path / "missing")  # unreadable: no guess
+    monkeypatch.setattr("platform.machine", lambda: "aarch64")  # a Jetson
+    info.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 fma\n")
+    assert not x86_without_vnni(info)
 
 
 def _trt_with_int8(monkeypatch, *, fast: bool):
