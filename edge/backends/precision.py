@@ -109,7 +109,7 @@ def x86_without_vnni(cpuinfo: str | Path = "/proc/cpuinfo") -> bool:
     return flags is not None and not any(f in flags for f in VNNI_FLAGS)
 
 
-def cpu_int8_saturates(meta: ModelMeta, *, no_vnni: bool | None = None) -> bool:
+def cpu_int8_saturates(meta: ModelMeta) -> bool:
     """Whether ONNX Runtime's CPU kernels would overflow on this INT8 model here.
 
     Without VNNI, x86 kernels multiply unsigned by signed 8-bit values in pairs into
@@ -121,4 +121,4 @@ def cpu_int8_saturates(meta: ModelMeta, *, no_vnni: bool | None = None) -> bool:
     q = meta.quantization or {}
     if "7-bit" in str(q.get("weights", "")):
         return False
-    return x86_without_vnni() if no_vnni is None else no_vnni
+    return x86_without_vnni()

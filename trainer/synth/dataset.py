@@ -30,7 +30,7 @@ from __future__ import annotations
 import json
 import os
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -89,37 +89,31 @@ def population_stats(diameters_um) -> dict[str, Any]:
     }
 
 
+def in_population(flags: Mapping[str, Any], population: str) -> bool:
+    """Whether a crystal with these flags (``centred``, ``touches_border``,
+    ``cut_by_field``, ``touches_other``: a ``truth.json`` record or a
+    :class:`SynthCrystal`'s fields) belongs to ``population`` (:data:`POPULATIONS`)."""
+    if population not in POPULATIONS:
+        raise ValueError(f"unknown population {population!r}; choose from {POPULATIONS}")
+    whole = not (flags["touches_border"] or flags["cut_by_field"])
+    return {"all": True, "centred": bool(flags["centred"]), "whole": whole,
+            "isolated_whole": whole and not flags["touches_other"]}[population]
+
+
 def select(crystals: list[SynthCrystal], population: str) -> list[SynthCrystal]:
-    if population == "all":
-        return list(crystals)
-    if population == "centred":
-        return [c for c in crystals if c.centred]
-    if population == "whole":
-        return [c for c in crystals if c.whole]
-    if population == "isolated_whole":
-        return [c for c in crystals if c.whole and not c.touches_other]
-    raise ValueError(f"unknown population {population!r}; choose from {POPULATIONS}")
+    return [c for c in crystals if in_population(vars(c), population)]
 
 
 def select_records(frame: dict[str, Any], population: str,
                    frame_hw: tuple[int, int]) -> list[dict[str, Any]]:
-    """The crystal records of one ``truth.json`` frame in ``population`` (as
-    :func:`select`); ``frame_hw`` is the set's frame size, for truth files written before
-    the records carried ``centred``."""
-    crystals = frame["crystals"]
-    if population == "all":
-        return list(crystals)
-    if population == "centred":
-        f = frame["field"]
-        return [c for c in crystals if c.get("centred", None) is True or (
-            "centred" not in c and centre_in_window(c["centroid_px"], (f["cx"], f["cy"], f["r"]),
-                                                    frame_hw))]
-    whole = [c for c in crystals if not (c["touches_border"] or c["cut_by_field"])]
-    if population == "whole":
-        return whole
-    if population == "isolated_whole":
-        return [c for c in whole if not c["touches_other"]]
-    raise ValueError(f"unknown population {population!r}; choose from {POPULATIONS}")
+    """The crystal records of one ``truth.json`` frame in ``population``
+    (:func:`in_population`); ``frame_hw`` is the set's frame size, for truth files written
+    before the records carried ``centred`` (it is then computed from the centroid)."""
+    f = frame["field"]
+    field_xyr = (f["cx"], f["cy"], f["r"])
+    return [c for c in frame["crystals"] if in_population(
+        c if "centred" in c else
+        {**c, "centred": centre_in_window(c["centroid_px"], field_xyr, frame_hw)}, population)]
 
 
 def truth_statistics(crystals: list[SynthCrystal]) -> dict[str, Any]:
