@@ -32,8 +32,10 @@ class BackendConfig(BaseModel):
         description="TensorRT engine precision (fp16 allows FP16 kernels); ONNX Runtime "
                     "runs the ONNX as stored. 'int8' runs the model's INT8 sibling "
                     "<stem>.int8.onnx (crystal-train export --int8) on every backend "
-                    "(TensorRT: INT8 + FP16 kernels); without that file, or on a TensorRT "
-                    "without fast INT8, the float model runs and one warning says why")
+                    "(TensorRT: INT8 + FP16 kernels); without that file, on a TensorRT "
+                    "without fast INT8, or for a file with full-range weights on an x86 "
+                    "CPU without VNNI (its kernels overflow), the float model runs and one "
+                    "warning says why")
     onnxruntime_device: Literal["auto", "cpu", "cuda", "tensorrt"] = Field(
         "auto",
         description="execution provider for backend 'onnxruntime': 'cpu', 'cuda' "
