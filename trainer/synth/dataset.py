@@ -14,8 +14,8 @@ polygon, flags) and population statistics of the true diameters over the whole s
   edge-corrected distribution estimates (:func:`trainer.synth.render.centre_in_window`);
 * ``all``: every crystal with any visible pixel -- larger crystals reach into the
   window from further out (the generator also places their centres further outside),
-  so this population leans towards large crystals (x50,3 0-2 % above ``centred`` on the
-  model card's sets);
+  so this population leans towards large crystals (x50,3 up to 1.9 % above ``centred``
+  on the model card's per-domain sets, at most 0.4 % below it by chance);
 * ``whole``: crystals entirely inside the frame and the illuminated field;
 * ``isolated_whole``: ``whole`` and not touching another crystal -- what an ideal
   measurement that clears the border and rejects agglomerates keeps.
