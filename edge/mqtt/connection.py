@@ -47,6 +47,9 @@ class LinkState:
     state: str = "disconnected"
     last_error: str | None = None
     published: int = 0
+    # Topic filters the broker granted on this connection (SUBACK); a message published
+    # there before the grant is not delivered to this client.
+    subscribed: frozenset[str] = frozenset()
 
     def error(self, message: str) -> None:
         """Record and log one problem (one line)."""
@@ -105,12 +108,14 @@ class Connection:
         self._inflight: dict[int, int] = {}  # paho mid -> outbox id
         self._acked: list[int] = []
         self._last_fed = 0
+        self._sub_mids: dict[int, str] = {}  # paho mid of a SUBSCRIBE -> topic filter
         self.client = new_client(config, client_id=client_id, password=password, tls=tls)
         will = mode.will()
         self.client.will_set(will.topic, will.payload, qos=will.qos, retain=will.retain)
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_publish = self._on_publish
+        self.client.on_subscribe = self._on_subscribe
         self.client.on_message = lambda _c, _u, msg: hooks.on_message(self, msg)
 
     # ------------------------------------------------------------------ life
@@ -263,18 +268,35 @@ class Connection:
         self.link.last_error = None
         log.info("mqtt: connected to %s as %s (%d report(s) waiting)",
                  self.where, self.client_id, self.outbox.depth)
+        self.link.subscribed = frozenset()
         self.hooks.on_connack(self)  # the status below carries the current identity
         for topic, qos in self.mode.subscriptions():
             if cfg.protocol == "5":
-                client.subscribe(topic, options=subscribe_options(cfg, qos))
+                _rc, mid = client.subscribe(topic, options=subscribe_options(cfg, qos))
             else:
-                client.subscribe(topic, qos)
+                _rc, mid = client.subscribe(topic, qos)
+            if mid is not None:
+                self._sub_mids[mid] = topic
         for msg in self.mode.on_connected():
             self.send(msg)
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any,
                        reason_code: Any, properties: Any) -> None:
         self.connected = False
+        self.link.subscribed = frozenset()
+
+    def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int,
+                      reason_codes: list[Any], properties: Any) -> None:
+        topic = self._sub_mids.pop(mid, None)
+        if topic is None:
+            return
+        refused = [rc for rc in reason_codes if getattr(rc, "is_failure", False)]
+        if refused:  # e.g. an ACL without read access: commands would never arrive
+            self.link.error(f"broker refused the subscription to {topic}: {refused[0]} "
+                            "(check the broker ACL; nothing published there reaches "
+                            "the appliance)")
+            return
+        self.link.subscribed = self.link.subscribed | {topic}
 
     def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int,
                     reason_code: Any, properties: Any) -> None:

@@ -175,6 +175,7 @@ class MqttSink:
             "mode": self.config.mode,
             "tls_insecure": self.config.use_tls and self.config.insecure,
             "inbound_ignored": self._gate.ignored,
+            "subscribed": sorted(self._link.subscribed),
         }
 
     def close(self) -> None:
@@ -207,6 +208,7 @@ class MqttSink:
                 self._link.last_error = f"internal error: {type(exc).__name__}: {exc}"
                 had_session = False
             self._link.state = "disconnected"
+            self._link.subscribed = frozenset()
             if self._stop.is_set():
                 break
             lasted = (time.monotonic() - conn.connected_at

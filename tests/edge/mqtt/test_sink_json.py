@@ -110,10 +110,11 @@ def test_commands_dispatched_and_malformed_ones_logged(broker, recorder_factory,
                     command_handler=got.append)
     sink.open()
     pub = recorder_factory(broker.port, "nothing/here")
+    topic = "plant/cryst/dev1/cmd"
     try:
-        assert wait_for(lambda: sink.health()["connected"])
+        # CONNACK comes before the SUBACK: a command published in between is not delivered
+        assert wait_for(lambda: sink.health()["subscribed"] == [topic])
         with caplog.at_level(logging.WARNING, logger="edge.mqtt"):
-            topic = "plant/cryst/dev1/cmd"
             pub.client.publish(topic, b"{not json", qos=1)
             pub.client.publish(topic, json.dumps({"command": "explode"}), qos=1)
             pub.client.publish(topic, json.dumps({"command": "close_batch",
@@ -136,6 +137,7 @@ def test_commands_off_by_default_not_subscribed(broker, recorder_factory, tmp_pa
     pub = recorder_factory(broker.port, "nothing/here")
     try:
         assert wait_for(lambda: sink.health()["connected"])
+        assert sink.health()["subscribed"] == []
         pub.client.publish("plant/cryst/dev1/cmd", json.dumps({"command": "close_batch"}), qos=1)
         assert not wait_for(lambda: bool(got), timeout=1.0)
     finally:
