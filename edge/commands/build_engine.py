@@ -59,7 +59,7 @@ def resolve_settings(args: argparse.Namespace) -> dict[str, Any]:
 
     model: Path = DEFAULT_MODEL
     backend = BackendConfig()
-    scale: float | str = 1.0
+    scale: float | str = "auto"  # [model] inference_scale's default, as the service
     px_size = None
     frame_hw = None
     state_dir = None
@@ -112,7 +112,8 @@ def _scale(text: str) -> float | str:
 
 def input_hw(settings: dict[str, Any], meta: Any) -> tuple[int, int]:
     """Padded network input (H, W) the engine is built for."""
-    from edge.vision.preprocess import auto_inference_scale, padded_hw, scaled_hw
+    from edge.vision.preprocess import padded_hw, scaled_hw
+    from edge.vision.scale import resolve_scale
 
     b = settings["backend"]
     mult = meta.input.size_multiple
@@ -121,13 +122,9 @@ def input_hw(settings: dict[str, Any], meta: Any) -> tuple[int, int]:
     if settings["frame_hw"] is None:
         raise UserError("--frame-size: needed (or [backend] input_height/input_width, or the "
                         "source's width/height in --config) to know the engine's input size")
-    scale = settings["scale"]
-    if scale == "auto":
-        px = settings["px_size_um"] or meta.px_size_um
-        scale = auto_inference_scale(px, meta.px_size_um)
-    if not 0.05 <= float(scale) <= 4.0:
-        raise UserError(f"--inference-scale: {scale} outside 0.05..4")
-    return padded_hw(scaled_hw(settings["frame_hw"], float(scale)), mult)
+    scale = resolve_scale(settings["px_size_um"] or None, settings["scale"], meta,
+                          model_name=Path(settings["model"]).name).inference_scale
+    return padded_hw(scaled_hw(settings["frame_hw"], scale), mult)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -84,8 +84,10 @@ class ModelSection(_Section):
     inference_scale: float | Literal["auto"] = Field(
         "auto",
         description="resize factor of the frames before inference; 'auto' = so that the "
-                    "network sees the pixel size it was trained at. Crystals are measured "
-                    "at inference resolution with the pixel size scaled accordingly")
+                    "network sees the pixel size it was trained at, but frames are never "
+                    "shrunk further than the model's training frames were (0.5 for the "
+                    "bundled model). Crystals are measured at inference "
+                    "resolution with the pixel size scaled accordingly")
 
 
 class OpticsConfig(_Section):

@@ -17,7 +17,8 @@ Conventions (the model contract is :mod:`edge.modelmeta`):
   is measured at inference resolution, with the pixel size ``px_size_um / s``
   (:func:`inference_px_size`); it is never resized back for measuring, so the
   diameters stay right and nothing is interpolated twice. ``auto_inference_scale``
-  picks s so the inference pixel size equals the model's trained pixel size.
+  picks s so the inference pixel size is the model's trained pixel size, within the
+  range of resizing the model was trained with.
 * **Padding.** H and W are padded (bottom/right, reflected) to the model's
   ``size_multiple``; the logits are cropped back before the arg-max.
 """
@@ -31,6 +32,8 @@ import cv2
 import numpy as np
 
 _DEPTHS = (10, 12, 14, 16)
+#: How far ``auto_inference_scale`` lets the network's pixel size move from the model's.
+AUTO_MAX_PX_SIZE_RATIO = 3.0
 
 
 def to_rgb_float(image: np.ndarray, *, color_order: str = "bgr",
@@ -171,11 +174,34 @@ def inference_px_size(px_size_um: float, inference_scale: float) -> float:
     return px_size_um / inference_scale
 
 
-def auto_inference_scale(px_size_um: float, model_px_size_um: float) -> float:
-    """Scale that brings frames of ``px_size_um`` to the model's trained pixel size."""
+def auto_inference_scale(px_size_um: float, model_px_size_um: float, *,
+                         trained_scale: float | None = None,
+                         max_ratio: float = AUTO_MAX_PX_SIZE_RATIO) -> float:
+    r"""Scale at which frames of ``px_size_um`` are segmented by a model trained at
+    ``model_px_size_um`` from frames resized by ``trained_scale``.
+
+    The model's pixel size :math:`p_m` is the goal, :math:`s_0 = p / p_m`, but frames
+    finer than the training frames are not shrunk further than those were:
+
+    .. math::
+
+        s = \max\left(s_0,\; \min(s_t,\; r\,s_0)\right)
+
+    with :math:`s_t` the training frames' scale and :math:`r` = ``max_ratio``, which keeps
+    the network's pixel size within :math:`r` of :math:`p_m` (objects at most :math:`r`
+    times the size the model has seen). Shrinking further than :math:`s_t` averages away
+    the thin crystal rims the model separates crystals by: on generated frames of
+    0.5 um/px, crystal IoU is 0.75 at :math:`s_0` (2.9 um/px at the network) and 0.94 at
+    0.5 (1.0 um/px). Coarser frames are enlarged to :math:`p_m` as before (at 5 um/px
+    not enlarging raised IoU by 0.01 but doubled the Q3 distance). Without
+    ``trained_scale`` the result is :math:`s_0`.
+    """
     if px_size_um <= 0 or model_px_size_um <= 0:
         raise ValueError("pixel sizes must be > 0")
-    return px_size_um / model_px_size_um
+    natural = px_size_um / model_px_size_um
+    if trained_scale is None:
+        return natural
+    return max(natural, min(trained_scale, max_ratio * natural))
 
 
 def scaled_hw(hw: tuple[int, int], scale: float) -> tuple[int, int]:

@@ -3,7 +3,10 @@
 With ``inference_scale`` s the network sees frames resized by s, and the class map is
 measured *at inference resolution* with the pixel size ``px_size_um / s`` (never resized
 back for measuring). ``inference_scale="auto"`` picks s = ``px_size_um / model
-px_size_um`` so the network sees the pixel size it was trained at; an explicit s that
+px_size_um`` so the network sees the pixel size it was trained at, but never resizes
+frames further than the training frames were (:func:`~edge.vision.preprocess.
+auto_inference_scale`: frames of 0.5 um/px for a model trained at 2.9 um/px from
+1.45 um/px frames are halved, not shrunk to a sixth); an explicit s that
 gives a pixel size more than 10 % off the model's logs a warning once (the measurement
 stays right, the segmentation may suffer). A pixel size the model cannot segment at all
 (an inference scale outside 0.05..4, or a network pixel size more than
@@ -58,7 +61,12 @@ def resolve_scale(px_size_um: float | None, inference_scale: float | str, meta: 
     px = inference_px_size(frame_px, scale)
     _check_sense(frame_px, scale, px, meta, model_name)
     off = abs(px / meta.px_size_um - 1.0)
-    if off > PX_SIZE_TOLERANCE:
+    if off > PX_SIZE_TOLERANCE and inference_scale == "auto":
+        log.info("inference_scale auto: frames of %.4g um/px are segmented at %.3f um/px, "
+                 "not at the model's %.3f um/px: %s was trained on frames resized by %.3g, "
+                 "and resizing further loses the crystal rims", frame_px, px,
+                 meta.px_size_um, model_name, trained_scale(meta))
+    elif off > PX_SIZE_TOLERANCE:
         log.warning("pixel size at the network input %.3f um differs by %.0f %% from the "
                     "model's trained %.3f um (%s); right when it brings small crystals to "
                     "the 30-60 px the model was trained on (models/README.md, per domain), "
@@ -98,11 +106,20 @@ def _check_sense(frame_px: float, scale: float, px: float, meta: ModelMeta,
         f"check the pixel size (um, from a stage micrometer) or the inference scale")
 
 
+def trained_scale(meta: ModelMeta) -> float | None:
+    """The resize factor from the training frames to the network input; None when the
+    model does not record the training frames' pixel size (nothing to bound auto by)."""
+    recorded = bool(meta.frame_px_size_um) or (
+        isinstance(meta.training, dict) and bool(meta.training.get("input_scale")))
+    return meta.training_frame_px_size_um / meta.px_size_um if recorded else None
+
+
 def _inference_scale(value: float | str, frame_px_size_um: float, meta: ModelMeta) -> float:
     if isinstance(value, str):
         if value != "auto":
             raise UserError(f"inference_scale: expected a number or 'auto', got {value!r}")
-        scale = auto_inference_scale(frame_px_size_um, meta.px_size_um)
+        scale = auto_inference_scale(frame_px_size_um, meta.px_size_um,
+                                     trained_scale=trained_scale(meta))
     else:
         scale = float(value)
     if not isinstance(value, str) and not SCALE_RANGE[0] <= scale <= SCALE_RANGE[1]:

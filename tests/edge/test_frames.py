@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import cv2
 import numpy as np
 import pytest
@@ -91,6 +93,34 @@ def test_frame_px_size_defaults_to_the_training_frames_not_the_network_input(
     mpath.write_text(json.dumps(meta))
     with FrameAnalyzer(onnx, inference_scale="auto") as fa:
         assert fa.frame_px_size_um == pytest.approx(1.6)
+
+
+def test_auto_scale_for_fine_pixels_is_the_training_shrink_with_one_info_line(
+        tmp_path, caplog):
+    """Trained at 2.9 um/px from frames of 1.45 um/px: frames of 0.5 um/px are halved
+    (1.0 um/px at the network), not shrunk to a sixth; a model that does not record its
+    training frames' pixel size keeps the plain ratio."""
+    import json
+
+    from edge.modelmeta import meta_path_for
+
+    onnx = build_tiny_model(tmp_path, name="half", px_size_um=2.9)
+    with FrameAnalyzer(onnx, px_size_um=0.5, inference_scale="auto") as fa:
+        assert fa.inference_scale == pytest.approx(0.5 / 2.9)
+    mpath = meta_path_for(onnx)
+    meta = json.loads(mpath.read_text())
+    mpath.write_text(json.dumps(dict(meta, frame_px_size_um=1.45)))
+    with caplog.at_level(logging.INFO, logger="edge.vision.scale"):
+        fa = FrameAnalyzer(onnx, px_size_um=0.5, inference_scale="auto")
+    assert fa.inference_scale == pytest.approx(0.5) and fa.px_size_um == pytest.approx(1.0)
+    r = fa.analyze("f", _frame())
+    fa.close()
+    assert r.ok and r.px_size_um == pytest.approx(1.0)
+    lines = [r for r in caplog.records if r.name == "edge.vision.scale"]
+    assert [r.levelno for r in lines] == [logging.INFO]
+    assert lines[0].getMessage().startswith(
+        "inference_scale auto: frames of 0.5 um/px are segmented at 1.000 um/px, not at "
+        "the model's 2.900 um/px")
 
 
 def test_mismatched_scale_warns(model_coarse, caplog):

@@ -69,6 +69,18 @@ def test_bad_inputs_quote_the_shape():
 def test_scale_and_pixel_size():
     assert inference_px_size(1.45, 0.5) == pytest.approx(2.9)
     assert auto_inference_scale(1.45, 2.9) == pytest.approx(0.5)
+    assert auto_inference_scale(0.5, 2.9) == pytest.approx(0.5 / 2.9)  # no training scale
+
+
+@pytest.mark.parametrize(("px", "scale"), [
+    (1.45, 0.5),  # the training frames: the model's pixel size
+    (2.0, 2.0 / 2.9),  # between the training frames' and the model's: the model's
+    (0.5, 0.5),  # finer: shrunk no further than the training frames (1.0 um/px)
+    (0.2, 3 * 0.2 / 2.9),  # much finer: the network's pixel size at a third of the model's
+    (5.0, 5.0 / 2.9),  # coarser than the model: enlarged to the model's pixel size
+])
+def test_auto_scale_never_shrinks_further_than_training_did(px, scale):
+    assert auto_inference_scale(px, 2.9, trained_scale=0.5) == pytest.approx(scale)
     img = np.random.default_rng(0).uniform(0, 1, (768, 1024, 3)).astype(np.float32)
     assert resize_for_inference(img, 0.5).shape == (384, 512, 3)
     assert resize_for_inference(img, 1.0) is img

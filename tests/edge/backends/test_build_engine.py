@@ -85,3 +85,23 @@ def test_without_tensorrt_says_so_clearly(model, tmp_path, capsys):
     assert err.startswith("crystal-edge: error: build-engine: TensorRT is not usable on this "
                           "machine: TensorRT Python package not importable")
     assert not (tmp_path / "e").exists()
+
+
+def test_input_size_is_the_analyzers(tmp_path):
+    """The engine is built for the input the analyzer feeds it: without a pixel size the
+    training frames' (1.45 um/px, halved), and frames of 0.5 um/px halved too, not
+    shrunk to a sixth."""
+    import json
+
+    from edge.modelmeta import meta_path_for
+    from edge.vision.analyzer import FrameAnalyzer
+
+    onnx = build_tiny_model(tmp_path, name="half", px_size_um=2.9, size_multiple=32)
+    mpath = meta_path_for(onnx)
+    mpath.write_text(json.dumps(dict(json.loads(mpath.read_text()), frame_px_size_um=1.45)))
+    meta = load_meta(onnx)
+    s = resolve_settings(_args("--model", onnx, "--frame-size", "1024x768"))
+    assert input_hw(s, meta) == (384, 512)
+    for px in (None, 0.5):
+        with FrameAnalyzer(onnx, px_size_um=px, inference_scale="auto") as fa:
+            assert fa.input_hw_for((768, 1024)) == input_hw(dict(s, px_size_um=px), meta)
