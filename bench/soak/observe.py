@@ -104,17 +104,11 @@ class FrameWriter:
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """Batch records of the JSON-lines sink (lines of other types and torn lines skipped)."""
-    out = []
-    if path.exists():
-        for line in path.read_text(errors="replace").splitlines():
-            try:
-                rec = json.loads(line)
-                if rec.get("type") == "psd":
-                    out.append(batch_record(rec["payload"]))
-            except (ValueError, KeyError, TypeError, AttributeError):
-                continue
-    return out
+    """Batch records of the JSON-lines sink (the sink's own reader: a line still being
+    written is skipped; a complete line that is not JSON is a finding and raises)."""
+    from edge.sinks.jsonl import read_jsonl as read_sink_file
+
+    return [batch_record(rec["payload"]) for rec in read_sink_file(path)] if path.exists() else []
 
 
 def log_figures(log: str, bad_names: list[str]) -> dict[str, Any]:

@@ -61,11 +61,11 @@ def parse_since(text: str, *, now: float | None = None) -> float:
 def load_payloads(args: argparse.Namespace) -> tuple[list[dict[str, Any]], str]:
     """The psd payloads the options name, and where they came from."""
     from edge.sinks.history import HISTORY_FILE, read_history
-    from edge.web.payloads import read_jsonl
+    from edge.web.payloads import jsonl_payloads
 
     if args.jsonl is not None:
         try:
-            return read_jsonl(args.jsonl), str(args.jsonl)
+            return jsonl_payloads(args.jsonl), str(args.jsonl)
         except OSError as exc:
             raise UserError(f"--jsonl {args.jsonl}: {exc.strerror or exc}") from None
         except ValueError as exc:

@@ -4,9 +4,17 @@ Each line is one JSON object with a ``type`` field (``"psd"`` or ``"health"``) a
 payload under ``payload`` (for ``psd``: :func:`edge.sinks.psd_payload.psd_payload`, the
 same payload as the MQTT ``psd`` topic). Lines are written whole, flushed and fsync'd before
 :meth:`JsonlSink.publish` returns, so a report the sink accepted survives a power cut.
-``path = "-"`` writes to standard output (no fsync). A write that fails (a full disk)
-leaves no half line: the file is cut back to where the line began and opened afresh by
-the next write, so the pipeline's retry of a required sink appends the line whole.
+``path = "-"`` writes to standard output (no fsync). A reader of the live file (a
+historian's file input, ``crystal-edge trend --jsonl``) can see the end of a line that is
+being written (the kernel makes a long write visible page by page): a line is complete
+when its newline is there, and :func:`jsonl_records` reads it so. A write that fails
+(a full disk) leaves no half line: the file is cut back to where the line began and
+opened afresh by the next write, so the pipeline's retry of a required sink appends the
+line whole. A line a power cut left unfinished (never acknowledged) is cut off when the
+file is next opened, with one warning, so the next line does not join it.
+
+:func:`jsonl_records` is the one reader of these files: it skips a last line without its
+newline (a line being written) and names the file and line of one that is not JSON.
 
 A file is rotated by size, as :class:`logging.handlers.RotatingFileHandler` does: when
 the next line would take it past ``max_bytes``, ``PATH`` becomes ``PATH.1`` (``PATH.1``
@@ -18,11 +26,13 @@ A line is never split between two files.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 import threading
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import IO, TYPE_CHECKING, Any, TextIO
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -32,6 +42,7 @@ from edge.sinks.psd_payload import psd_payload
 if TYPE_CHECKING:
     from edge.service.pipeline.batch import BatchReport
 
+log = logging.getLogger(__name__)
 
 class JsonlSinkConfig(BaseModel):
     """``[sinks.jsonl]``: batch reports as JSON lines in a file or on stdout."""
@@ -66,7 +77,7 @@ class JsonlSink:
                  stream: TextIO | None = None) -> None:
         self.config = config or JsonlSinkConfig()
         self._stream = stream
-        self._file: TextIO | None = None
+        self._file: IO[bytes] | None = None
         self._lock = threading.Lock()
         self._written = 0
         self._errors = 0
@@ -77,33 +88,44 @@ class JsonlSink:
     def to_stdout(self) -> bool:
         return self._stream is None and self.config.path == "-"
 
+    @property
+    def _to_stream(self) -> bool:
+        return self._stream is not None or self.to_stdout
+
     def open(self) -> None:
-        if self._stream is not None or self.to_stdout:
+        if self._to_stream:
             return
         path = Path(self.config.path)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            self._file = open(path, "a", encoding="utf-8")
+            self._file = open(path, "a+b", buffering=0)  # read too: the tail check
+            cut = _cut_unfinished_line(self._file.fileno())
         except OSError as exc:
             raise UserError(f"sinks.jsonl.path {path}: cannot open for appending: "
                             f"{exc.strerror or exc}") from None
+        if cut:
+            log.warning("sinks.jsonl.path %s: cut off an unfinished line (%d bytes) that an "
+                        "interrupted write left at the end", path, cut)
 
-    def _out(self) -> TextIO:
-        if self._stream is not None:
-            return self._stream
-        if self.to_stdout:
-            return sys.stdout
-        if self._file is None:  # not opened yet, or a rotation failed to reopen it
-            self.open()
+    def _emit(self, line: str) -> None:
+        """Write ``line`` to the stream, or to the file (unbuffered, so that ``start`` in
+        :meth:`_write` is where the line begins)."""
+        if self._to_stream:
+            out = self._stream if self._stream is not None else sys.stdout
+            out.write(line)
+            out.flush()
+            return
         assert self._file is not None
-        return self._file
+        view = memoryview(line.encode("utf-8"))
+        while view:  # a short write (a nearly full disk) goes on from where it stopped
+            view = view[os.write(self._file.fileno(), view):]
 
     def _rotate_if_needed(self, n_bytes: int) -> None:
         f = self._file
         limit = self.config.max_bytes
         if f is None or limit <= 0:
             return
-        size = f.tell()
+        size = os.fstat(f.fileno()).st_size
         if size == 0 or size + n_bytes <= limit:
             return
         path = Path(self.config.path)
@@ -127,11 +149,11 @@ class JsonlSink:
             start: int | None = None
             try:
                 self._rotate_if_needed(len(line.encode("utf-8")))
-                out = self._out()
+                if self._file is None and not self._to_stream:
+                    self.open()  # not opened yet, or a rotation failed to reopen it
                 if self._file is not None:
                     start = os.fstat(self._file.fileno()).st_size
-                out.write(line)
-                out.flush()
+                self._emit(line)
                 if self.config.fsync and self._file is not None:
                     os.fsync(self._file.fileno())
             except (OSError, ValueError, UserError) as exc:
@@ -178,13 +200,48 @@ class JsonlSink:
                 self._file = None
 
 
+def _cut_unfinished_line(fd: int) -> int:
+    """Truncate the file ``fd`` after its last newline; return the bytes cut off (0 when
+    it is empty or ends with a newline)."""
+    size = os.fstat(fd).st_size
+    end = size
+    while end > 0:
+        start = max(0, end - 65536)
+        chunk = os.pread(fd, end - start, start)
+        if end == size and chunk.endswith(b"\n"):
+            return 0
+        nl = chunk.rfind(b"\n")
+        if nl >= 0:
+            keep = start + nl + 1
+            os.ftruncate(fd, keep)
+            return size - keep
+        end = start
+    if size:
+        os.ftruncate(fd, 0)
+    return size
+
+
+def jsonl_records(lines: Iterable[str], *, where: str = "") -> Iterator[dict[str, Any]]:
+    """The records (JSON objects) of JSON-lines sink text, in order.
+
+    Blank lines and a last line without its newline (one being written as the file is
+    read) are skipped. Raises ValueError naming ``where`` and the line number for a
+    complete line that is not a JSON object.
+    """
+    for i, line in enumerate(lines, 1):
+        if not line.endswith("\n") or not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{where}:{i}: not JSON ({exc.msg})") from None
+        if not isinstance(obj, dict):
+            raise ValueError(f"{where}:{i}: not a JSON object")
+        yield obj
+
+
 def read_jsonl(path: str | Path, *, type_: str | None = "psd") -> list[dict[str, Any]]:
     """Records of a JSON-lines file written by :class:`JsonlSink` (optionally one type)."""
-    out = []
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            if line.strip():
-                rec = json.loads(line)
-                if type_ is None or rec.get("type") == type_:
-                    out.append(rec)
-    return out
+    with open(path, encoding="utf-8", newline="") as f:
+        return [rec for rec in jsonl_records(f, where=str(path))
+                if type_ is None or rec.get("type") == type_]

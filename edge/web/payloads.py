@@ -11,9 +11,7 @@ class without an upper edge; a ``process`` object with ``crystals_per_frame`` an
 
 from __future__ import annotations
 
-import json
 import math
-from collections.abc import Iterable, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -123,24 +121,11 @@ def trend_row(p: dict[str, Any]) -> dict[str, Any]:
             "agglomerate_fraction": agglomerate_fraction(p)}
 
 
-def jsonl_payloads(lines: Iterable[str], *, where: str = "") -> Iterator[dict[str, Any]]:
-    """The ``psd`` payloads of JSON-lines sink lines (other types and blank lines skipped).
+def jsonl_payloads(path: str | Path) -> list[dict[str, Any]]:
+    """The ``psd`` payloads of a JSON-lines sink file, in file order.
 
-    Raises ValueError naming ``where`` and the line number for a line that is not JSON.
+    Raises ValueError naming the file and line of a complete line that is not JSON.
     """
-    for i, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{where}:{i}: not JSON ({exc.msg})") from None
-        if isinstance(obj, dict) and obj.get("type") == "psd" and isinstance(
-                obj.get("payload"), dict):
-            yield obj["payload"]
+    from edge.sinks.jsonl import read_jsonl
 
-
-def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
-    """The ``psd`` payloads of a JSON-lines sink file, in file order."""
-    with open(path, encoding="utf-8") as fh:
-        return list(jsonl_payloads(fh, where=str(path)))
+    return [rec["payload"] for rec in read_jsonl(path) if isinstance(rec.get("payload"), dict)]

@@ -123,3 +123,80 @@ def test_a_line_carries_the_psd_payload_the_mqtt_sink_publishes(tmp_path):
     assert recs[0]["payload"] == psd_payload(fake_report(5))  # edge.sinks.psd_payload: one builder
     for r in recs:
         jsonschema.validate(r["payload"], json.loads(SCHEMA.read_text()))
+
+
+def test_a_reader_of_the_live_file_sees_whole_lines_only(tmp_path):
+    """``read_jsonl`` polled while 6.5 kB lines are appended (each longer than a page, so
+    the kernel can show a reader the first part of one) never fails and never goes back."""
+    import threading
+
+    path = tmp_path / "live.jsonl"
+    sink = JsonlSink(JsonlSinkConfig(path=str(path), fsync=False, max_bytes=0))
+    sink.open()
+    done = threading.Event()
+
+    def write():
+        for i in range(300):
+            sink.publish(fake_report(i))
+        done.set()
+
+    t = threading.Thread(target=write)
+    t.start()
+    seen, reads = [], 0
+    while not done.is_set() or reads == 0:
+        ids = [r["batch_id"] for r in read_jsonl(path)]
+        assert ids == list(range(len(ids)))
+        seen.append(len(ids))
+        reads += 1
+    t.join()
+    sink.close()
+    assert seen == sorted(seen) and len(read_jsonl(path)) == 300
+
+
+def test_a_line_without_its_newline_is_not_read_and_is_cut_when_the_sink_opens(
+        tmp_path, caplog):
+    """A power cut during a write leaves part of a line that was never acknowledged: a
+    reader skips it, and the sink cuts it off (one warning) so the next line stands
+    alone instead of joining it."""
+    path = tmp_path / "b.jsonl"
+    sink = JsonlSink(JsonlSinkConfig(path=str(path)))
+    sink.open()
+    sink.publish(fake_report(1))
+    sink.close()
+    whole = path.read_bytes()
+    with open(path, "ab") as f:
+        f.write(b'{"type":"psd","batch_id":2,"payload":{"sche')
+    assert [r["batch_id"] for r in read_jsonl(path)] == [1]
+
+    sink = JsonlSink(JsonlSinkConfig(path=str(path)))
+    with caplog.at_level("WARNING", logger="edge.sinks.jsonl"):
+        sink.open()
+    assert path.read_bytes() == whole
+    assert [r.getMessage() for r in caplog.records] == [
+        f"sinks.jsonl.path {path}: cut off an unfinished line (43 bytes) that an "
+        "interrupted write left at the end"]
+    sink.publish(fake_report(2))
+    sink.close()
+    assert [r["batch_id"] for r in read_jsonl(path)] == [1, 2]
+
+
+def test_a_file_of_one_unfinished_line_is_emptied_and_a_whole_file_is_left_alone(tmp_path):
+    path = tmp_path / "b.jsonl"
+    path.write_bytes(b"x" * 70000)  # longer than one backwards read
+    JsonlSink(JsonlSinkConfig(path=str(path))).open()
+    assert path.read_bytes() == b""
+    path.write_bytes(b'{"a":1}\n' + b"y" * 70000)
+    JsonlSink(JsonlSinkConfig(path=str(path))).open()
+    assert path.read_bytes() == b'{"a":1}\n'
+    JsonlSink(JsonlSinkConfig(path=str(path))).open()
+    assert path.read_bytes() == b'{"a":1}\n'
+
+
+def test_reading_names_the_file_and_line_that_is_not_a_json_object(tmp_path):
+    path = tmp_path / "b.jsonl"
+    path.write_text('{"type":"psd","batch_id":1}\n[1, 2]\n')
+    with pytest.raises(ValueError, match=r"b\.jsonl:2: not a JSON object"):
+        read_jsonl(path)
+    path.write_text('{"type":"psd","batch_id":1}\n{oops\n')
+    with pytest.raises(ValueError, match=r"b\.jsonl:2: not JSON"):
+        read_jsonl(path)

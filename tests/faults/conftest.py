@@ -9,7 +9,6 @@ exited non-zero, and checks that every batch accepted before the fault arrives a
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -22,6 +21,7 @@ from typing import Any
 
 import pytest
 
+from edge.sinks.jsonl import read_jsonl
 from tests.edge.mqtt.conftest import Broker, broker, make_broker  # noqa: F401 (fixtures)
 from tests.edge.sources.helpers import write_config, write_frames  # noqa: F401
 from tests.fixtures.tiny_model import build_tiny_model
@@ -56,14 +56,11 @@ def wait_until(cond: Callable[[], Any], timeout: float, what: str,
 
 
 def jsonl_batches(path: Path) -> list[dict[str, Any]]:
-    """Batch reports in a JSON-lines sink file (rotated files not included)."""
+    """Records in a JSON-lines sink file (rotated files not included), read as any
+    reader of a live file reads it: a line still being written is not one yet."""
     if not path.exists():
         return []
-    out = []
-    for line in path.read_text().splitlines():
-        if line.strip():
-            out.append(json.loads(line))
-    return out
+    return read_jsonl(path, type_=None)
 
 
 class ServiceProcess:
