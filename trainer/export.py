@@ -307,6 +307,7 @@ def _training(cfg: dict[str, Any], ckpt: dict[str, Any]) -> dict[str, Any]:
         "epochs": cfg.get("epochs"), "steps": int(ckpt.get("step", 0)),
         "batch_size": cfg.get("batch_size"), "lr": cfg.get("lr"),
         "image_size": cfg.get("image_size"), "input_scale": cfg.get("input_scale"),
+        "scale_range": cfg.get("scale_range"),  # multi-scale training around input_scale
         "augment": cfg.get("augment"), "weights_init": cfg.get("weights"),
         "loss": "weighted cross-entropy" + (
             f" + {cfg['lovasz_weight']:g} x Lovasz-softmax" if cfg.get("lovasz_weight") else "")

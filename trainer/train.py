@@ -171,7 +171,8 @@ def _loaders(args: argparse.Namespace, model: Any, train_data: Any, val_data: An
     train_ds = TrainCrops(train_data, crop_size=args.image_size,
                           samples_per_epoch=steps_per_epoch * args.batch_size * world,
                           input_scale=args.input_scale, augment=PRESETS[args.augment],
-                          seed=args.seed, contacts=args.contact_weight > 0)
+                          seed=args.seed, contacts=args.contact_weight > 0,
+                          scale_range=getattr(args, "scale_range", None))
     if getattr(model, "needs_bn_calibration", False):
         calibrate_on_crops(model, train_ds, BN_CALIBRATION_CROPS, args.batch_size, device)
     sampler = None

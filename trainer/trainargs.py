@@ -38,6 +38,13 @@ def add_train_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
                    help="side of the square training crops at network scale (multiple of 16)")
     p.add_argument("--input-scale", type=float, default=1.0,
                    help="resize frames by this factor before cropping (0.5: half resolution)")
+    p.add_argument("--scale-range", default=None, metavar="LO,HI",
+                   help="multi-scale training: resize each crop's frame by --input-scale "
+                        "times a factor drawn log-uniformly from [LO, HI] (e.g. 0.6,2: "
+                        "network pixel sizes from half to 1.7 times the central one), so "
+                        "one model serves frames that inference_scale = 'auto' brings to "
+                        "other network scales (finer optics, enlarged coarse frames); "
+                        "default: every crop at --input-scale")
     p.add_argument("--steps-per-epoch", type=int, default=None,
                    help="optimizer steps per epoch (default: one crop per training frame)")
     p.add_argument("--max-steps", type=int, default=None,
@@ -101,6 +108,24 @@ def check_args(args: argparse.Namespace) -> None:
                             "exported by crystal-train export (.onnx), whose class output "
                             "it keeps")
     args.aspp_rates = parse_rates(args.aspp_rates)
+    args.scale_range = parse_scale_range(args.scale_range, args.input_scale)
+
+
+def parse_scale_range(text, input_scale: float) -> list[float] | None:
+    """``'0.6,2'`` -> ``[0.6, 2.0]`` (None stays None); :class:`UserError` unless
+    ``0 < LO <= HI`` and the finest scale, ``input_scale * HI``, is at most 4."""
+    if text is None or isinstance(text, (list, tuple)):
+        return None if text is None else [float(v) for v in text]
+    try:
+        lo, hi = (float(v) for v in str(text).split(","))
+    except ValueError:
+        raise UserError(f"--scale-range {text}: expected two numbers LO,HI like 0.6,2") from None
+    if not 0 < lo <= hi < float("inf"):
+        raise UserError(f"--scale-range {text}: expected 0 < LO <= HI")
+    if input_scale * hi > 4:
+        raise UserError(f"--scale-range {text}: --input-scale {input_scale} x HI = "
+                        f"{input_scale * hi:g} enlarges frames more than 4 times")
+    return [lo, hi]
 
 
 def parse_rates(text) -> list[int]:
