@@ -48,6 +48,9 @@ log = logging.getLogger(__name__)
 METHODS = ("minmax", "percentile", "entropy")
 #: op types after the last convolution that stay float (upsampling, prior correction)
 EXCLUDE_OP_TYPES_AT_OUTPUT = ("Resize", "Add", "Cast")
+#: ``--weight-range`` -> the ``quantization.weights`` record (the backend reads "7-bit")
+WEIGHT_RANGES = {"7bit": "int8 per-channel symmetric, 7-bit range (reduce_range)",
+                 "full": "int8 per-channel symmetric, full range"}
 #: seed of the generated calibration set (domain k uses CALIBRATION_SEED + k)
 CALIBRATION_SEED = 900
 IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp")
@@ -197,7 +200,8 @@ def _reader(inputs: list[np.ndarray], input_name: str):
 # ----------------------------------------------------------------------------- quantize
 def quantize_int8(float_model: str | Path, out: str | Path, inputs: list[np.ndarray], *,
                   method: str = "minmax", activation_symmetric: bool = True,
-                  exclude_nodes: Sequence[str] = ()) -> dict[str, Any]:
+                  exclude_nodes: Sequence[str] = (),
+                  weight_range: str = "7bit") -> dict[str, Any]:
     """Quantize ``float_model`` (an ONNX file, FP16 or FP32) to a QDQ INT8 ``out``.
 
     Parameters
@@ -217,6 +221,10 @@ def quantize_int8(float_model: str | Path, out: str | Path, inputs: list[np.ndar
         asymmetric activations (ONNX Runtime CPU only).
     exclude_nodes : sequence of str
         More nodes to keep float (beyond the output head).
+    weight_range : {"7bit", "full"}
+        Weights in -64..63 (``reduce_range``: runs on every x86 CPU) or in -127..127 (half
+        the rounding error; TensorRT and CPUs with VNNI, elsewhere the edge runs the float
+        model, see :func:`edge.backends.precision.cpu_int8_saturates`).
 
     Returns
     -------
@@ -231,6 +239,9 @@ def quantize_int8(float_model: str | Path, out: str | Path, inputs: list[np.ndar
         raise UserError(f"--calibration-method {method}: expected one of {', '.join(METHODS)}")
     if not inputs:
         raise UserError("calibration: no frames")
+    if weight_range not in WEIGHT_RANGES:
+        raise UserError(f"--weight-range {weight_range}: expected one of "
+                        f"{', '.join(WEIGHT_RANGES)}")
     t0 = time.perf_counter()
     m32 = float32_model(float_model)
     act = QuantType.QInt8 if activation_symmetric else QuantType.QUInt8
@@ -245,7 +256,8 @@ def quantize_int8(float_model: str | Path, out: str | Path, inputs: list[np.ndar
         excluded = sorted(set(output_head_nodes(onnx.load(str(pre)))) | set(exclude_nodes))
         quantize_static(
             str(pre), str(out), _reader(inputs, m32.graph.input[0].name),
-            quant_format=QuantFormat.QDQ, per_channel=True, reduce_range=True,
+            quant_format=QuantFormat.QDQ, per_channel=True,
+            reduce_range=weight_range == "7bit",
             activation_type=act, weight_type=QuantType.QInt8, nodes_to_exclude=excluded,
             calibrate_method=calib,
             extra_options={"ActivationSymmetric": activation_symmetric,
@@ -253,7 +265,7 @@ def quantize_int8(float_model: str | Path, out: str | Path, inputs: list[np.ndar
                            "CalibPercentile": 99.999})
     return {"method": method, "activation_type": "int8" if activation_symmetric else "uint8",
             "activation_symmetric": activation_symmetric,
-            "weights": "int8 per-channel symmetric, 7-bit range (reduce_range)",
+            "weights": WEIGHT_RANGES[weight_range],
             "format": "QDQ", "excluded_nodes": excluded, "n_calibration_frames": len(inputs),
             "seconds": round(time.perf_counter() - t0, 1)}
 
@@ -284,7 +296,8 @@ def export_int8(float_model: str | Path, out: str | Path, calibration_data: str 
                 agreement_data: Sequence[str | Path] = (), method: str = "minmax",
                 max_calibration_frames: int | None = None,
                 px_size_um: float | None = None,
-                calibration_recipe: dict[str, Any] | None = None) -> dict[str, Any]:
+                calibration_recipe: dict[str, Any] | None = None,
+                weight_range: str = "7bit") -> dict[str, Any]:
     """Quantize ``float_model`` to ``<out stem>.int8.onnx`` if it passes the release gate.
 
     The INT8 file is calibrated on the frames of ``calibration_data``, measured against
@@ -307,7 +320,8 @@ def export_int8(float_model: str | Path, out: str | Path, calibration_data: str 
     with tempfile.TemporaryDirectory(prefix="crystal-int8-") as tmp:
         ref = write_float32(float_model, Path(tmp) / f"{meta.name}.fp32.onnx")
         q8 = Path(tmp) / target.name
-        info = quantize_int8(float_model, q8, inputs, method=method)
+        info = quantize_int8(float_model, q8, inputs, method=method,
+                             weight_range=weight_range)
         log.info("quantized %s in %.0f s (%d calibration frames)", float_model.name,
                  info["seconds"], len(inputs))
         # the weights' range is in the metadata from the start: the backend reads it

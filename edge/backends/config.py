@@ -36,6 +36,15 @@ class BackendConfig(BaseModel):
                     "without fast INT8, or for a file with full-range weights on an x86 "
                     "CPU without VNNI (its kernels overflow), the float model runs and one "
                     "warning says why")
+    int8_kernels: Literal["native", "reference"] = Field(
+        "native",
+        description="how ONNX Runtime's CPU runs an INT8 file: 'native' fuses each "
+                    "quantize/dequantize pair into integer kernels (the fast path the "
+                    "appliance uses); 'reference' runs the quantize and dequantize steps "
+                    "with float arithmetic between them (no fusion), the numbers every "
+                    "correct INT8 kernel gives, on any CPU including one without VNNI, at "
+                    "about float speed: for measuring an INT8 file (crystal-train evaluate "
+                    "and the export's agreement gate use it)")
     onnxruntime_device: Literal["auto", "cpu", "cuda", "tensorrt"] = Field(
         "auto",
         description="execution provider for backend 'onnxruntime': 'cpu', 'cuda' "

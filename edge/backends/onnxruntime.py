@@ -133,7 +133,11 @@ class OnnxRuntimeBackend:
         so.log_severity_level = 3
         check_model_file(self.model_path)
         model: str | bytes = str(self.model_path)
-        if self.precision == "int8" and providers == [CPU]:
+        if self.precision == "int8" and providers == [CPU] and \
+                self.config.int8_kernels == "reference":
+            # the QDQ pairs stay separate nodes: integer values, float arithmetic
+            so.add_session_config_entry("session.disable_quant_qdq", "1")
+        elif self.precision == "int8" and providers == [CPU]:
             if cpu_int8_saturates(self.meta):
                 raise Int8Unsupported(
                     f"{self.model_path.name} has full-range INT8 weights, which overflow "
@@ -186,4 +190,5 @@ class OnnxRuntimeBackend:
             "threads": int(self.config.threads),
             "input_hw": list(self.input_hw),
             "load_ms": round(self.load_ms, 1),
+            **({"int8_kernels": self.config.int8_kernels} if self.precision == "int8" else {}),
         }

@@ -93,6 +93,32 @@ def test_cli_export_int8_writes_the_sibling_with_its_agreement(tmp_path, data, c
     assert "7-bit" in qi["weights"]  # runs on x86 CPUs without VNNI too (no overflow)
 
 
+def test_full_range_export_is_measured_as_int8_on_a_cpu_without_vnni(tmp_path, data, capsys,
+                                                                     monkeypatch):
+    """``--weight-range full`` on a CPU whose kernels would saturate: the gate measures the
+    INT8 file itself with the reference numerics (not the float model the edge falls back
+    to, which would agree with itself)."""
+    from edge.backends import precision
+
+    monkeypatch.setattr(precision, "x86_without_vnni", lambda: True)
+    _, agree = data
+    model = build_tiny_model(tmp_path / "m")
+    assert train_cli(["export", "--checkpoint", str(model), "--out", str(model), "--int8",
+                      "--calibration-data", str(agree), "--agreement-data", str(agree),
+                      "--weight-range", "full"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    qi = load_meta(out["onnx"]).quantization
+    assert qi["weights"] == "int8 per-channel symmetric, full range"
+    assert precision.cpu_int8_saturates(load_meta(out["onnx"]))  # the edge would not run it
+    a = qi["agreement"]["sets"]["agree"]
+    # measured on the quantized file: close to the float model, but not identical to it
+    assert 0.98 < a["pixel_agreement"] < 1.0, a
+    with pytest.raises(SystemExit) as exc:  # argparse's usage line names the choices
+        train_cli(["export", "--checkpoint", str(model), "--out", str(model), "--int8",
+                   "--calibration-data", str(agree), "--weight-range", "6bit"])
+    assert exc.value.code == 2 and "--weight-range" in capsys.readouterr().err
+
+
 def test_cli_refuses_a_model_calibrated_on_dark_blank_frames(tmp_path, data, capsys):
     import cv2
 

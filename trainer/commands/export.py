@@ -47,6 +47,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="use at most N calibration frames (default: all)")
     q.add_argument("--calibration-method", choices=METHODS, default="minmax",
                    help="activation range estimation (default minmax)")
+    q.add_argument("--weight-range", choices=("7bit", "full"), default="7bit",
+                   help="7bit (default): weights in -64..63, run by ONNX Runtime on every "
+                        "x86 CPU; full: -127..127, half the rounding error, for TensorRT "
+                        "and CPUs with VNNI (elsewhere the edge runs the float model and "
+                        "says so). The gate measures either with the reference INT8 "
+                        "numerics, on any CPU")
     q.add_argument("--agreement-data", type=Path, action="append", default=[], metavar="DIR",
                    help="labelled set to measure INT8 vs float on (repeatable; default: the "
                         "model card's generated sets, regenerated from the metadata)")
@@ -81,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
         q = export_int8(source, args.out, args.calibration_data,
                         agreement_data=args.agreement_data, method=args.calibration_method,
                         max_calibration_frames=args.calibration_frames,
-                        calibration_recipe=recipe)
+                        calibration_recipe=recipe, weight_range=args.weight_range)
         print(json.dumps({k: q[k] for k in ("onnx", "meta", "size_bytes", "seconds")}
                          | {k: q["agreement"][k] for k in ("pixel_agreement",
                             "crystal_iou_delta", "x50_3_shift_pct")}, indent=2))

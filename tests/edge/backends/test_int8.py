@@ -193,3 +193,48 @@ def test_analyzer_reports_int8_to_the_payload(models):
     assert info["precision"] == "int8" and info["backend_info"]["precision"] == "int8"
     # the payload names the file that ran, so the DCS can tell which model measured
     assert info["file"] == q8.name and info["sha256"] == load_meta(q8).sha256
+
+
+def test_reference_kernels_run_full_range_weights_on_any_cpu(tmp_path, monkeypatch, caplog):
+    """``int8_kernels = "reference"``: the INT8 file itself runs where its integer kernels
+    would saturate, with the numbers of its quantization (float arithmetic between the
+    quantize and dequantize steps), not the float model."""
+    from edge.backends import precision
+
+    model, q8 = quantize_tiny(tmp_path)
+    write_meta(load_meta(q8).model_copy(update={"quantization": {"weights": "int8 per-channel"}}),
+               q8)  # as an INT8 file quantized in the full range
+    monkeypatch.setattr(precision, "x86_without_vnni", lambda: True)
+    ref = BackendConfig(name="onnxruntime", onnxruntime_device="cpu", precision="int8",
+                        int8_kernels="reference")
+    with caplog.at_level(logging.WARNING):
+        b, _ = create_backend(model, load_meta(model), ref, input_hw=(96, 128))
+        direct, _ = create_backend(q8, load_meta(q8), ref, input_hw=(96, 128))
+    assert not _warnings(caplog)
+    assert b.model_path == direct.model_path == q8
+    assert b.info()["precision"] == "int8" and b.info()["int8_kernels"] == "reference"
+    x = np.concatenate(calibration_inputs())
+    # the QDQ graph evaluated node by node: what ONNX Runtime gives with no optimisation
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    plain = ort.InferenceSession(str(q8), so, providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(b.infer(x), plain.run(None, {"input": x})[0], atol=1e-4)
+    f, _ = create_backend(model, load_meta(model), BackendConfig(
+        name="onnxruntime", onnxruntime_device="cpu"), input_hw=(96, 128))
+    logits = b.infer(x)
+    assert not np.array_equal(logits, f.infer(x))  # quantized, not the float model
+    assert (logits.argmax(1) == f.infer(x).argmax(1)).mean() > 0.98
+
+
+def test_evaluation_measures_an_int8_file_with_the_reference_kernels(tmp_path, monkeypatch):
+    from edge.backends import precision
+    from trainer.evalmodel import LoadedModel
+
+    _, q8 = quantize_tiny(tmp_path)
+    write_meta(load_meta(q8).model_copy(update={"quantization": {"weights": "int8 per-channel"}}),
+               q8)
+    monkeypatch.setattr(precision, "x86_without_vnni", lambda: True)
+    loaded = LoadedModel(q8)
+    assert loaded.backend_config.int8_kernels == "reference"
+    b, _ = create_backend(q8, loaded.meta, loaded.backend_config, input_hw=(96, 128))
+    assert b.model_path == q8 and b.info()["precision"] == "int8"
