@@ -115,5 +115,5 @@ class LoadedModel:
             self.path, backend_config=self.backend_config, measure_config=settings.measure,
             quality_config=settings.quality, roi_config=settings.roi,
             domain_config=settings.domain, px_size_um=px_size_um,
-            inference_scale=settings.inference_scale,
+            inference_scale=settings.inference_scale, flip_average=settings.flip_average,
             meta=self.meta if self.torch is not None else None, backend=self.torch)

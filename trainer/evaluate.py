@@ -47,12 +47,15 @@ class ChainSettings:
         model's network pixel size (frames already at network scale).
     inference_scale : float or "auto"
         ``[model] inference_scale``.
+    flip_average : bool
+        ``[model] flip_average``.
     measure, psd, quality, roi, domain : optional
         ``[measure]``, ``[psd]``, ``[quality]``, ``[roi]``, ``[domain]`` sections.
     """
 
     px_size_um: float | None = None
     inference_scale: float | str = "auto"
+    flip_average: bool = False
     measure: Any = None
     psd: Any = None
     quality: Any = None
@@ -69,7 +72,8 @@ def settings_from_config(path: str | Path, *, px_size_um: float | None = None) -
 
     cfg = load_config(path)
     return ChainSettings(px_size_um=px_size_um or cfg.optics.px_size_um,
-                         inference_scale=cfg.model.inference_scale, measure=cfg.measure,
+                         inference_scale=cfg.model.inference_scale,
+                         flip_average=cfg.model.flip_average, measure=cfg.measure,
                          psd=cfg.psd, quality=cfg.quality, roi=cfg.roi, domain=cfg.domain)
 
 

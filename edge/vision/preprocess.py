@@ -21,12 +21,14 @@ Conventions (the model contract is :mod:`edge.modelmeta`):
   range of resizing the model was trained with.
 * **Padding.** H and W are padded (bottom/right, reflected) to the model's
   ``size_multiple``; the logits are cropped back before the arg-max.
+* **Mirror average** (``[model] flip_average``): :func:`flip_averaged` runs the batch
+  mirrored as well and averages the two outputs before the arg-max.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import cv2
 import numpy as np
@@ -245,6 +247,29 @@ def to_nchw(images: Sequence[np.ndarray], hw: tuple[int, int]) -> np.ndarray:
     for i, img in enumerate(images):
         batch[i] = pad_to(img, hw).transpose(2, 0, 1)
     return batch
+
+
+def flip_averaged(infer: Callable[[np.ndarray], np.ndarray], nchw: np.ndarray,
+                  logits: np.ndarray) -> np.ndarray:
+    r"""The network's output on ``nchw`` averaged with its output on the batch mirrored
+    left-right, mirrored back:
+
+    .. math::
+
+        \bar z = \tfrac{1}{2}\left(f(x) + M f(M x)\right)
+
+    with :math:`M` the left-right mirror and ``logits`` :math:`= f(x)`, already computed.
+    A trained network is not exactly mirror-symmetric (its filters are not), so the two
+    views err differently at crystal boundaries and their mean errs less: on generated
+    frames crystal IoU twins 0.913 -> 0.920, needles 0.758 -> 0.775, 5 um/px 0.894 ->
+    0.900 (``models/README.md``); mirroring up-down as well (four views) gained nothing
+    more. The price is a second inference per frame.
+    """
+    mirrored = infer(np.ascontiguousarray(nchw[..., ::-1]))
+    if mirrored.shape != logits.shape:
+        raise ValueError(f"the mirrored batch gave logits of shape {mirrored.shape}, the batch "
+                         f"{logits.shape}")
+    return (logits.astype(np.float32) + mirrored[..., ::-1].astype(np.float32)) * 0.5
 
 
 def logits_to_class_maps(logits: np.ndarray, sizes: Sequence[tuple[int, int]], *,

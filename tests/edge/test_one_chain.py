@@ -81,7 +81,8 @@ def write_dataset(root: Path, fmt: str) -> Path:
     return root
 
 
-def write_run_config(path: Path, *, model: Path, images: Path) -> None:
+def write_run_config(path: Path, *, model: Path, images: Path,
+                     flip_average: bool = False) -> None:
     path.write_text(f"""
 [device]
 id = "one-chain"
@@ -94,6 +95,7 @@ stable_polls = 1
 
 [model]
 path = "{model}"
+flip_average = {str(flip_average).lower()}
 
 [backend]
 name = "onnxruntime"
@@ -128,10 +130,10 @@ def _numbers(n: Any, x50: Any, edges: list[float | None], Q3: list[float],
             "process": {k: v for k, v in process.items() if k != "frames_rejected_by_reason"}}
 
 
-def through_analyze(model: Path, images: Path, out: Path) -> dict[str, Any]:
+def through_analyze(model: Path, images: Path, out: Path, *options: str) -> dict[str, Any]:
     assert edge_cli(["analyze", str(images), "--model", str(model), "--backend", "onnxruntime",
                      "--threads", "1", "--batch", "1", "--px-size-um", str(FRAME_PX_UM),
-                     "--json", str(out)]) == 0
+                     "--json", str(out), *options]) == 0
     doc = json.loads(out.read_text())
     assert doc["n_images_ok"] == N_FRAMES, doc["images"]
     return _numbers(doc["n_crystals"], doc["x50_3_um"], [b["upper_um"] for b in doc["bins"]],
@@ -177,7 +179,11 @@ def test_three_doors_give_the_same_numbers(tmp_path, model, fmt, monkeypatch):
     served = through_run(tmp_path)
 
     assert evaluated["n"] >= 10, evaluated  # enough crystals that a difference would show
-    for name, other in (("analyze", analyzed), ("run", served)):
+    assert_same(evaluated, analyze=analyzed, run=served)
+
+
+def assert_same(evaluated: dict[str, Any], **others: dict[str, Any]) -> None:
+    for name, other in others.items():
         assert other["n"] == evaluated["n"], (name, other["n"], evaluated["n"])
         assert other["x50_3_um"] == pytest.approx(evaluated["x50_3_um"], rel=1e-6), name
         assert other["upper_edges_um"] == evaluated["upper_edges_um"], name
@@ -185,3 +191,28 @@ def test_three_doors_give_the_same_numbers(tmp_path, model, fmt, monkeypatch):
         assert other["process"].keys() == evaluated["process"].keys(), name
         for key, value in evaluated["process"].items():
             assert other["process"][key] == pytest.approx(value, rel=1e-9), (name, key)
+
+
+def test_the_mirror_average_is_the_same_through_every_door(tmp_path, monkeypatch):
+    """``[model] flip_average = true`` (``analyze --flip-average``) on a model that is not
+    mirror-symmetric: every door measures the mirror-averaged segmentation, which is not
+    the plain one."""
+    monkeypatch.delenv("CRYSTAL_EDGE_STATE_DIR", raising=False)
+    model = build_tiny_model(tmp_path / "model", px_size_um=2.9, shift_px=1)
+    data = write_dataset(tmp_path / "data", "png8")
+    plain_config, config = tmp_path / "plain.toml", tmp_path / "config.toml"
+    write_run_config(plain_config, model=model, images=data / "images")
+    write_run_config(config, model=model, images=data / "images", flip_average=True)
+
+    plain = through_evaluate(model, data, plain_config, tmp_path / "plain.json")
+    evaluated = through_evaluate(model, data, config, tmp_path / "evaluate.json")
+    analyzed = through_analyze(model, data / "images", tmp_path / "analyze.json",
+                               "--flip-average")
+    served = through_run(tmp_path)
+
+    assert evaluated["n"] >= 10, evaluated
+    # the averaged view widens each crystal by the half pixel the shifted view lacks
+    assert evaluated["x50_3_um"] > plain["x50_3_um"] * 1.01, (evaluated, plain)
+    doc = json.loads((tmp_path / "analyze.json").read_text())
+    assert doc["settings"]["model"]["flip_average"] is True
+    assert_same(evaluated, analyze=analyzed, run=served)

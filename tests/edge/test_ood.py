@@ -215,3 +215,24 @@ def test_bundled_model_rejects_what_is_not_a_flow_cell_frame() -> None:
     assert natural["out_of_domain"] >= 0.6 * len(ood["natural"]), natural
     for k, rs in ood.items():
         assert sum(not r.ok for r in rs) >= 0.9 * len(rs), (k, [r.name for r in rs if r.ok])
+
+
+def test_the_score_reads_the_plain_output_when_frames_are_mirror_averaged(tmp_path):
+    """``flip_average`` changes the class maps but not the logits the uncertainty is read
+    from: the limits are calibrated on the plain output."""
+    from tests.fixtures.tiny_model import build_tiny_model, synth_frame
+
+    model = build_tiny_model(tmp_path, px_size_um=1.45, shift_px=1)
+    frame = synth_frame(240, 320, crystals=[(100, 120, 15), (220, 100, 20)], seed=3)
+    seen = {}
+    for flip in (False, True):
+        analyzer = FrameAnalyzer(model, px_size_um=1.45, inference_scale=1.0,
+                                 flip_average=flip)
+        recorded = []
+        original = analyzer.domain.record
+        analyzer.domain.record = lambda maps, logits, _o=original, _r=recorded: (
+            _r.append(logits.copy()), _o(maps, logits))
+        seen[flip] = (analyzer.segment([frame])[0], recorded[0])
+        analyzer.close()
+    assert (seen[True][0] != seen[False][0]).sum() > 50  # the maps differ
+    np.testing.assert_array_equal(seen[True][1], seen[False][1])

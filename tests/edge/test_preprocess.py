@@ -8,6 +8,7 @@ import pytest
 
 from edge.vision.preprocess import (
     auto_inference_scale,
+    flip_averaged,
     grey_u8,
     infer_bit_depth,
     inference_px_size,
@@ -125,3 +126,35 @@ def test_scaled_before_float_matches_float_then_scaled(dtype, peak, channels):
     assert new.shape == old.shape == (384, 512, 3) and new.dtype == np.float32
     np.testing.assert_allclose(new, old, atol=0.5 / 255 + 1e-6)  # integer rounding only
     np.testing.assert_array_equal(prepare_for_inference(img, 1.0), to_rgb_float(img))
+
+
+def test_flip_average_is_the_mean_of_the_view_and_the_mirrored_view():
+    """For a network that reads one pixel to the right, the mirror average reads both
+    neighbours; for a mirror-symmetric one it changes nothing."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(2, 3, 5, 7)).astype(np.float32)
+
+    def right(b):  # output at column j = input at column j + 1 (zero beyond the edge)
+        out = np.zeros_like(b)
+        out[..., :-1] = b[..., 1:]
+        return out
+
+    got = flip_averaged(right, x, right(x))
+    want = np.zeros_like(x)
+    want[..., :-1] += x[..., 1:]
+    want[..., 1:] += x[..., :-1]
+    np.testing.assert_allclose(got, 0.5 * want, rtol=0, atol=1e-6)
+
+    def square(b):
+        return b * b
+
+    np.testing.assert_allclose(flip_averaged(square, x, square(x)), x * x, rtol=1e-6)
+
+
+def test_flip_average_takes_half_precision_logits_and_checks_shapes():
+    x = np.ones((1, 3, 4, 4), np.float32)
+    half = np.full((1, 4, 4, 4), 2.0, np.float16)
+    out = flip_averaged(lambda b: half, x, half)
+    assert out.dtype == np.float32 and np.all(out == 2.0)
+    with pytest.raises(ValueError, match=r"shape \(1, 4, 4, 3\).*\(1, 4, 4, 4\)"):
+        flip_averaged(lambda b: half[..., :3], x, half)

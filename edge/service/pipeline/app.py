@@ -108,7 +108,8 @@ class Service:
             cfg.model.path, backend_config=cfg.backend, measure_config=cfg.measure,
             quality_config=cfg.quality, roi_config=cfg.roi, domain_config=cfg.domain,
             px_size_um=cfg.optics.px_size_um,
-            inference_scale=cfg.model.inference_scale, frame_hw=frame_hw, state_dir=state_dir,
+            inference_scale=cfg.model.inference_scale, flip_average=cfg.model.flip_average,
+            frame_hw=frame_hw, state_dir=state_dir,
             lock_frame_size=True,
             on_frame_size=lambda hw: write_frame_size(state_dir, hw))
         self._cleanup.append(("model", analyzer.close))
@@ -140,7 +141,7 @@ class Service:
             return {"software_version": software_version(),
                     "backend": mi.get("backend_info") or {"name": mi.get("backend")},
                     "model": {k: mi.get(k) for k in ("name", "file", "sha256",
-                                                     "measure_px_size_um")},
+                                                     "measure_px_size_um", "flip_average")},
                     "state_dir": str(state_dir)}
 
         return Pipeline(source=source, processor=processor, aggregator=aggregator,
