@@ -113,6 +113,20 @@ def output_head_nodes(model) -> list[str]:
         if n.op_type in EXCLUDE_OP_TYPES_AT_OUTPUT]
 
 
+def nodes_named(model, prefixes: Sequence[str]) -> list[str]:
+    """Names of the nodes of ``model`` that start with one of ``prefixes`` (a whole node
+    name is its own prefix); :class:`UserError` naming a prefix that matches none."""
+    names = [n.name for n in model.graph.node]
+    out: list[str] = []
+    for prefix in prefixes:
+        hit = [n for n in names if n.startswith(prefix)]
+        if not hit:
+            raise UserError(f"--float-nodes {prefix}: no node of the model starts with it "
+                            f"(the first ones: {', '.join(names[:3])})")
+        out += hit
+    return out
+
+
 # ----------------------------------------------------------------------------- calibration
 def _is_frame(p: Path, root: Path) -> bool:
     """In a dataset (a folder with ``images/``) only ``images/`` holds frames: its
@@ -220,7 +234,9 @@ def quantize_int8(float_model: str | Path, out: str | Path, inputs: list[np.ndar
         Signed activations with zero point 0 (TensorRT's form); False gives unsigned
         asymmetric activations (ONNX Runtime CPU only).
     exclude_nodes : sequence of str
-        More nodes to keep float (beyond the output head).
+        More nodes to keep float (beyond the output head): every node whose name starts
+        with one of these (``/net/decoder/block2`` keeps that block's convolutions
+        float); :class:`UserError` for one that names no node.
     weight_range : {"7bit", "full"}
         Weights in -64..63 (``reduce_range``: runs on every x86 CPU) or in -127..127 (half
         the rounding error; TensorRT and CPUs with VNNI, elsewhere the edge runs the float
@@ -253,7 +269,8 @@ def quantize_int8(float_model: str | Path, out: str | Path, inputs: list[np.ndar
         onnx.save(m32, str(f32))
         quant_pre_process(str(f32), str(pre), skip_symbolic_shape=True)
         # node names after the optimiser's rewrites
-        excluded = sorted(set(output_head_nodes(onnx.load(str(pre)))) | set(exclude_nodes))
+        graph = onnx.load(str(pre))
+        excluded = sorted(set(output_head_nodes(graph)) | set(nodes_named(graph, exclude_nodes)))
         quantize_static(
             str(pre), str(out), _reader(inputs, m32.graph.input[0].name),
             quant_format=QuantFormat.QDQ, per_channel=True,
@@ -297,7 +314,8 @@ def export_int8(float_model: str | Path, out: str | Path, calibration_data: str 
                 max_calibration_frames: int | None = None,
                 px_size_um: float | None = None,
                 calibration_recipe: dict[str, Any] | None = None,
-                weight_range: str = "7bit") -> dict[str, Any]:
+                weight_range: str = "7bit",
+                float_nodes: Sequence[str] = ()) -> dict[str, Any]:
     """Quantize ``float_model`` to ``<out stem>.int8.onnx`` if it passes the release gate.
 
     The INT8 file is calibrated on the frames of ``calibration_data``, measured against
@@ -306,7 +324,9 @@ def export_int8(float_model: str | Path, out: str | Path, calibration_data: str 
     :func:`trainer.int8gate.check_release` passes; otherwise a one-line
     :class:`UserError` and no file. Returns the payload recorded as
     ``quantization`` in the INT8 metadata, plus ``onnx``, ``meta``, ``size_bytes``;
-    ``calibration_recipe`` (how the calibration frames were generated) is recorded there.
+    ``calibration_recipe`` (how the calibration frames were generated) is recorded there;
+    ``float_nodes``: name prefixes of nodes kept float (:func:`quantize_int8`'s
+    ``exclude_nodes``; recorded as ``float_nodes`` and in ``excluded_nodes``).
     """
     import shutil
 
@@ -321,7 +341,9 @@ def export_int8(float_model: str | Path, out: str | Path, calibration_data: str 
         ref = write_float32(float_model, Path(tmp) / f"{meta.name}.fp32.onnx")
         q8 = Path(tmp) / target.name
         info = quantize_int8(float_model, q8, inputs, method=method,
-                             weight_range=weight_range)
+                             weight_range=weight_range, exclude_nodes=float_nodes)
+        if float_nodes:
+            info["float_nodes"] = list(float_nodes)
         log.info("quantized %s in %.0f s (%d calibration frames)", float_model.name,
                  info["seconds"], len(inputs))
         # the weights' range is in the metadata from the start: the backend reads it

@@ -155,7 +155,42 @@ def test_shipped_int8_model_passed_the_gate_and_the_card_quotes_it():
     assert meta.precision == "int8" and q["source_sha256"] == load_meta(
         ROOT / "models" / "crystal-seg.onnx").sha256
     assert gate_problems(q["agreement"]) == []
+    assert "7-bit" in q["weights"]  # the card: it runs as INT8 on every x86 CPU
     assert set(q["agreement"]["sets"]) == {"val_a", "val_b", "test_a", "test_b"}
     card = (ROOT / "models" / "README.md").read_text()
     for row in card_rows(q):
         assert row in card, f"models/README.md does not quote: {row}"
+
+
+def _dequantized_inputs(path: Path, node_name: str) -> list[str]:
+    """Inputs of ``node_name`` in a QDQ file that come out of a DequantizeLinear."""
+    g = onnx.load(str(path)).graph
+    dq = {o for n in g.node if n.op_type == "DequantizeLinear" for o in n.output}
+    node = next(n for n in g.node if n.name == node_name)
+    return [i for i in node.input if i in dq]
+
+
+def test_float_nodes_stay_float_and_are_recorded(tmp_path, data, capsys):
+    """``--float-nodes PREFIX`` keeps every node starting with it out of the quantization
+    (its weight and input not dequantized INT8 values); recorded in the metadata; a
+    prefix that names no node is one line, not a traceback."""
+    calib, agree = data
+    model = build_tiny_model(tmp_path / "m")
+    plain = tmp_path / "plain" / "m.onnx"
+    assert train_cli(["export", "--checkpoint", str(model), "--out", str(plain), "--int8",
+                      "--calibration-data", str(calib), "--agreement-data", str(agree)]) == 0
+    assert _dequantized_inputs(plain.with_suffix(".int8.onnx"), "grey")  # quantized
+    kept = tmp_path / "kept" / "m.onnx"
+    assert train_cli(["export", "--checkpoint", str(model), "--out", str(kept), "--int8",
+                      "--calibration-data", str(calib), "--agreement-data", str(agree),
+                      "--float-nodes", "gr"]) == 0
+    q8 = kept.with_suffix(".int8.onnx")
+    assert _dequantized_inputs(q8, "grey") == []
+    qi = load_meta(q8).quantization
+    assert qi["float_nodes"] == ["gr"] and "grey" in qi["excluded_nodes"]
+    capsys.readouterr()
+    assert train_cli(["export", "--checkpoint", str(model), "--out", str(kept), "--int8",
+                      "--calibration-data", str(calib), "--agreement-data", str(agree),
+                      "--float-nodes", "/net/nothing"]) != 0
+    err = capsys.readouterr().err
+    assert "--float-nodes /net/nothing: no node" in err and "Traceback" not in err

@@ -53,6 +53,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "and CPUs with VNNI (elsewhere the edge runs the float model and "
                         "says so). The gate measures either with the reference INT8 "
                         "numerics, on any CPU")
+    q.add_argument("--float-nodes", action="append", default=[], metavar="PREFIX",
+                   help="keep the nodes whose name starts with PREFIX float (repeatable; "
+                        "e.g. /net/encoder/conv1/ for the stem convolution): layers whose "
+                        "rounding error the gate sees, at their share of the compute. The "
+                        "output head is always float")
     q.add_argument("--agreement-data", type=Path, action="append", default=[], metavar="DIR",
                    help="labelled set to measure INT8 vs float on (repeatable; default: the "
                         "model card's generated sets, regenerated from the metadata)")
@@ -87,7 +92,8 @@ def run(args: argparse.Namespace) -> int:
         q = export_int8(source, args.out, args.calibration_data,
                         agreement_data=args.agreement_data, method=args.calibration_method,
                         max_calibration_frames=args.calibration_frames,
-                        calibration_recipe=recipe, weight_range=args.weight_range)
+                        calibration_recipe=recipe, weight_range=args.weight_range,
+                        float_nodes=args.float_nodes)
         print(json.dumps({k: q[k] for k in ("onnx", "meta", "size_bytes", "seconds")}
                          | {k: q["agreement"][k] for k in ("pixel_agreement",
                             "crystal_iou_delta", "x50_3_shift_pct")}, indent=2))
