@@ -44,6 +44,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+
 class JsonlSinkConfig(BaseModel):
     """``[sinks.jsonl]``: batch reports as JSON lines in a file or on stdout."""
 
