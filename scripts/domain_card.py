@@ -57,16 +57,25 @@ SIZE = {"width": 1024, "height": 768}
 SEED0 = 3000
 
 
-def make_set(work: Path, i: int, name: str, n: int) -> Path:
-    """The domain's test set (rendered once, then reused)."""
+def make_set(work: Path, i: int, name: str, n: int, *, seed0: int = SEED0) -> Path:
+    """The domain's test set (rendered once, then reused; ``work`` holds one seed's)."""
     from trainer.synth import SynthConfig, generate_dataset
 
     presets, extra = DOMAINS[name]
     out = work / f"{i:02d}_{'_'.join(presets)}"
-    if not (out / "truth.json").is_file() or len(list((out / "images").glob("*"))) != n:
+    if not _rendered(out, n, seed0 + i):
         cfg = SynthConfig.from_presets(*presets, **{**SIZE, **extra})
-        generate_dataset(out, n, cfg, seed=SEED0 + i)
+        generate_dataset(out, n, cfg, seed=seed0 + i)
     return out
+
+
+def _rendered(out: Path, n: int, seed: int) -> bool:
+    """Whether ``out`` holds exactly this set (``n`` frames of ``seed``)."""
+    try:
+        seed_ok = json.loads((out / "truth.json").read_text()).get("seed") == seed
+    except (OSError, ValueError):
+        return False
+    return seed_ok and len(list((out / "images").glob("*"))) == n
 
 
 def chain_settings(config: Path | None) -> Any:
@@ -96,6 +105,7 @@ def measure(model: Path, data: Path, settings: Any = None) -> dict[str, Any]:
             "x50_3_label_rel_error": m.get("x50_3_label_rel_error"),
             "q3_ks": m.get("q3_max_abs_diff"), "q3_ks_label": m.get("q3_label_max_abs_diff"),
             "n_truth": m.get("n_truth_crystals"), "n_kept_pred": kept, "n_kept_label": label,
+            "intervals": res.intervals,
             "kept_over_label": kept / label if kept is not None and label else None,
             "frames_rejected": m.get("n_frames_rejected"),
             "rejected_by_reason": {k: v for k, v in
@@ -107,14 +117,27 @@ def _f(v: float | None, fmt: str) -> str:
     return "-" if v is None else format(v, fmt)
 
 
+def _ci(r: dict[str, Any], key: str, fmt: str, scale: float = 1.0) -> str:
+    """`` (lo .. hi)`` of one figure's 95 % interval over frames, or nothing."""
+    iv = (r.get("intervals") or {}).get(key)
+    if not iv:
+        return ""
+    return f" ({format(scale * iv['lo'], fmt)} .. {format(scale * iv['hi'], fmt)})"
+
+
 def markdown(rows: dict[str, dict[str, Any]]) -> str:
+    """The model card's table; 95 % intervals over frames in brackets
+    (:mod:`trainer.evalstats`)."""
     head = ("| domain | crystal IoU | x50,3 error | labels' x50,3 error | Q3 KS | labels' Q3 KS "
             "| kept / labels' |\n|---|---|---|---|---|---|---|")
     lines = [head]
     for name, r in rows.items():
         lines.append(
-            f"| {name} | {_f(r['iou_crystal'], '.3f')} | {_f(_pc(r['x50_3_rel_error']), '+.1f')} % "
-            f"| {_f(_pc(r['x50_3_label_rel_error']), '+.1f')} % | {_f(r['q3_ks'], '.3f')} "
+            f"| {name} | {_f(r['iou_crystal'], '.3f')}{_ci(r, 'iou_crystal', '.3f')} "
+            f"| {_f(_pc(r['x50_3_rel_error']), '+.1f')}"
+            f"{_ci(r, 'x50_3_rel_error', '+.1f', 100)} % "
+            f"| {_f(_pc(r['x50_3_label_rel_error']), '+.1f')}"
+            f"{_ci(r, 'x50_3_label_rel_error', '+.1f', 100)} % | {_f(r['q3_ks'], '.3f')} "
             f"| {_f(r['q3_ks_label'], '.3f')} | {_f(_pc(r['kept_over_label']), '.0f')} % |")
     return "\n".join(lines)
 
@@ -149,6 +172,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--work", type=Path, default=Path("/tmp/domain_sets"),
                    help="where the test sets are rendered (reused when present)")
     p.add_argument("--frames", type=int, default=6, help="frames per domain")
+    p.add_argument("--seed0", type=int, default=SEED0,
+                   help=f"domain i is rendered with seed SEED0 + i (default {SEED0}, the "
+                        "model card's; another value gives an independent replicate)")
     p.add_argument("--config", type=Path, default=None, metavar="EDGE.toml",
                    help="measure with this crystal-edge configuration's settings (each "
                         "domain keeps its own pixel size)")
@@ -177,7 +203,8 @@ def main(argv: list[str] | None = None) -> int:
 
     failed = 0
     for name in names:
-        data = make_set(args.work, list(DOMAINS).index(name), name, args.frames)
+        data = make_set(args.work, list(DOMAINS).index(name), name, args.frames,
+                        seed0=args.seed0)
         try:
             rows[name] = measure(args.model, data, settings)
         except UserError as exc:  # e.g. a configured scale that does not suit this domain
@@ -185,13 +212,15 @@ def main(argv: list[str] | None = None) -> int:
             failed += 1
             continue
         print(f"{name:<24} IoU {_f(rows[name]['iou_crystal'], '.3f')}  x50,3 "
-              f"{_f(_pc(rows[name]['x50_3_rel_error']), '+.1f')} %  KS "
+              f"{_f(_pc(rows[name]['x50_3_rel_error']), '+.1f')}"
+              f"{_ci(rows[name], 'x50_3_rel_error', '+.1f', 100)} %  KS "
               f"{_f(rows[name]['q3_ks'], '.3f')}  kept/labels "
               f"{_f(_pc(rows[name]['kept_over_label']), '.0f')} %", flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     from trainer.evaltruth import TRUTH_POPULATION
 
     args.out.write_text(json.dumps({"model": str(args.model), "frames_per_domain": args.frames,
+                                    "seed0": args.seed0,
                                     "truth_population": TRUTH_POPULATION,
                                     "seconds": round(time.perf_counter() - t0, 1),
                                     "domains": rows}, indent=1))

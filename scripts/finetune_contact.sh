@@ -9,7 +9,9 @@
 #           field stop cuts, 40-63 um crystals) with 80 of the card's two sieve fractions;
 #           ROUND=2: 774 new frames weighted towards needles, twins, agglomerate-rich and
 #           40-63 um crystals with a replay of every other domain, and 54 frames of 0.5 and
-#           5 um/px optics resampled to 1.45 um/px; 36 for validation in both;
+#           5 um/px optics resampled to 1.45 um/px; ROUND=3: 760 new frames weighted
+#           towards agglomerate-rich frames, twins and needles with a replay, and 84 of
+#           0.5 and 5 um/px optics resampled; 36 for validation in all three;
 #   train:  crystal-train train --weights BASE --contact-weight 1 (the loss of both outputs),
 #           lr 1e-4, cosine over STEPS steps, stopped after MAX_MINUTES when set;
 #   export: FP16, `crystal-train blend` with BASE at ALPHA (WiSE-FT), the four card sets
@@ -31,7 +33,7 @@ STEPS=${STEPS:-1200}
 MAX_MINUTES=${MAX_MINUTES:-}
 ALPHA=${ALPHA:-0.75}
 ROUND=${ROUND:-1}
-case $ROUND in 1|2) ;; *) echo "ROUND=$ROUND: the recipe has rounds 1 and 2" >&2; exit 2 ;; esac
+case $ROUND in 1|2|3) ;; *) echo "ROUND=$ROUND: the recipe has rounds 1, 2 and 3" >&2; exit 2 ;; esac
 source "$(dirname "$0")/datasets.sh"
 
 # name:presets:frames:seed[:fraction]: scripts/contact_head.sh's sets, then the additions
@@ -66,6 +68,30 @@ if [ "$ROUND" = 2 ]; then
             --out "$DATA/$s" --px-size-um 1.45 > /dev/null
     done
     EXTRA_TRAIN="fine coarse"  # merged into DATA/train beside SETS
+fi
+# ROUND=3: from the second round's blend, on new frames weighted towards what it leaves
+# outside the card's targets: agglomerate-rich frames (a small crystal over a larger one),
+# twins (also at the field stop and in dim light) and 5 um/px optics, with a replay
+if [ "$ROUND" = 3 ]; then
+    SETS="ag4:agglomerates:120:1701 ag4_s:agglomerates:40:1702:90-125
+        ag4_cr:agglomerates,crowded:30:1703 tw4:twins:100:1704 tw4_fc:twins,field_cut:20:1705
+        tw4_dim:twins,dim:20:1706 n6:needles:60:1707 n6_br:needles,bright:15:1708
+        n6_un:needles,uneven:15:1709 dim4:dim:40:1710 o_a4:compact:40:1711:90-125
+        o_b4:compact:40:1712:125-180 prisms4:prisms:30:1713 plates4:plates:20:1714
+        rhombs4:rhombs:20:1715 rounded4:rounded:20:1716 crowded4:crowded:30:1717
+        bright4:bright:15:1718 uneven4:uneven:15:1719 fc4:field_cut:20:1720
+        isolated4:isolated:20:1721 sm3:compact:30:1722:40-63"
+    SEED=43
+    W=${SIZE%x*}; H=${SIZE#*x}
+    mkdir -p "$DATA"
+    gen fine_raw 24 1723 --preset fine_pixels --size "$((2 * W))x$((2 * H))"
+    gen coarse_raw 60 1724 --preset coarse_pixels --size "$((W * 5 / 16))x$((H * 5 / 16))"
+    gen_done
+    for s in fine coarse; do
+        [ -f "$DATA/$s/classes.json" ] || $CT resample --data "$DATA/${s}_raw" \
+            --out "$DATA/$s" --px-size-um 1.45 > /dev/null
+    done
+    EXTRA_TRAIN="fine coarse"
 fi
 train_val_sets  # DATA/train from SETS, DATA/val from VAL, the card sets
 

@@ -41,16 +41,19 @@ def volume_cdf(d_um: np.ndarray, x_um: np.ndarray, weights: np.ndarray | None = 
     return cum[np.searchsorted(d[order], x_um, side="right")]
 
 
-def measure_label_maps(maps: Iterable[np.ndarray], *, px_size_um: float, crystal_class: int,
-                       dark_class: int | None, measure_config: Any = None,
-                       psd_config: Any = None,
-                       contacts: Iterable[np.ndarray | None] | None = None) -> Any:
-    """The true label maps measured by :func:`edge.measure.measure_crystals` inside the
-    labelled field (everything not ``dark_class``) and collected by
-    :class:`edge.psd.PsdAccumulator`: an :class:`edge.psd.PsdSummary`.
+def measure_label_frames(maps: Iterable[np.ndarray], *, px_size_um: float,
+                         crystal_class: int, dark_class: int | None,
+                         measure_config: Any = None, psd_config: Any = None,
+                         contacts: Iterable[np.ndarray | None] | None = None
+                         ) -> list[Any | None]:
+    """The true label maps measured one by one: per map, the
+    :class:`edge.psd.FrameContribution` that :func:`measure_label_maps` collects (None
+    for a map without a labelled field).
 
-    ``contacts``: per map, its true contact map (0/1, same shape) to split at, as a
-    model's contact channel is used; None: split by the distance map."""
+    Each map is measured by :func:`edge.measure.measure_crystals` inside the labelled
+    field (everything not ``dark_class``). ``contacts``: per map, its true contact map
+    (0/1, same shape) to split at, as a model's contact channel is used; None: split by
+    the distance map."""
     from edge.measure import MeasureConfig, measure_crystals
     from edge.psd import PsdAccumulator
 
@@ -58,13 +61,42 @@ def measure_label_maps(maps: Iterable[np.ndarray], *, px_size_um: float, crystal
     acc = PsdAccumulator(psd_config, clear_border=mcfg.clear_border)
     maps = list(maps)
     cons = [None] * len(maps) if contacts is None else list(contacts)
+    out = []
     for m, con in zip(maps, cons, strict=True):
         roi = (m != dark_class) if dark_class is not None else None
         if roi is not None and not roi.any():
+            out.append(None)
             continue
         c = measure_crystals(m, px_size_um=px_size_um, crystal_class=crystal_class, roi=roi,
                              config=mcfg, contact=con)
-        acc.add(c, roi=roi)
+        out.append(acc.contribution(c, roi=roi))
+    return out
+
+
+def measure_label_maps(maps: Iterable[np.ndarray], *, px_size_um: float, crystal_class: int,
+                       dark_class: int | None, measure_config: Any = None,
+                       psd_config: Any = None,
+                       contacts: Iterable[np.ndarray | None] | None = None) -> Any:
+    """The true label maps measured (:func:`measure_label_frames`, same parameters) and
+    collected by :class:`edge.psd.PsdAccumulator`: an :class:`edge.psd.PsdSummary`."""
+    return summarize(measure_label_frames(
+        maps, px_size_um=px_size_um, crystal_class=crystal_class, dark_class=dark_class,
+        measure_config=measure_config, psd_config=psd_config, contacts=contacts),
+        psd_config=psd_config, measure_config=measure_config)
+
+
+def summarize(frames: Iterable[Any | None], *, psd_config: Any = None,
+              measure_config: Any = None) -> Any:
+    """The :class:`edge.psd.PsdSummary` of per-frame contributions (None: a frame that
+    adds nothing, not even a count)."""
+    from edge.measure import MeasureConfig
+    from edge.psd import PsdAccumulator
+
+    acc = PsdAccumulator(psd_config,
+                         clear_border=(measure_config or MeasureConfig()).clear_border)
+    for c in frames:
+        if c is not None:
+            acc.add_contribution(c)
     return acc.result()
 
 
@@ -102,10 +134,34 @@ def _truth_frames(truth_path: str | Path, stems: Iterable[str]
 def _truth_diameters(frames: list[dict[str, Any]], population: str,
                      frame_hw: tuple[int, int]) -> np.ndarray:
     """Area-equivalent diameters (um) of the true crystals of ``population`` in ``frames``."""
+    parts = _truth_by_frame(frames, population, frame_hw)
+    return np.concatenate(parts) if parts else np.zeros(0)
+
+
+def _truth_by_frame(frames: list[dict[str, Any]], population: str,
+                    frame_hw: tuple[int, int]) -> list[np.ndarray]:
     from trainer.synth import select_records
 
-    return np.array([c["diameter_um"] for f in frames
-                     for c in select_records(f, population, frame_hw)], np.float64)
+    return [np.array([c["diameter_um"] for c in select_records(f, population, frame_hw)],
+                     np.float64) for f in frames]
+
+
+def truth_by_frame(truth_path: str | Path, stems: Iterable[str], *,
+                   population: str = TRUTH_POPULATION) -> list[np.ndarray]:
+    """Per stem, the true diameters (um) of ``population`` in that frame."""
+    stems = list(stems)
+    frames, frame_hw = _truth_frames(truth_path, stems)
+    return _truth_by_frame([frames[s] for s in stems], population, frame_hw)
+
+
+def floor_contacts(label_maps: Mapping[str, np.ndarray],
+                   contact_maps: Mapping[str, np.ndarray] | None
+                   ) -> Mapping[str, np.ndarray] | None:
+    """The true contact maps to split the labels at, or None (split by the distance map)
+    when some frame of ``label_maps`` has none: the floor needs every frame's."""
+    if contact_maps is None or set(contact_maps) != set(label_maps):
+        return None
+    return contact_maps
 
 
 def compare_with_truth(pred: Any, label_maps: Mapping[str, np.ndarray],
@@ -113,7 +169,8 @@ def compare_with_truth(pred: Any, label_maps: Mapping[str, np.ndarray],
                        dark_class: int | None, measure_config: Any = None,
                        psd_config: Any = None,
                        population: str = TRUTH_POPULATION,
-                       contact_maps: Mapping[str, np.ndarray] | None = None) -> dict[str, Any]:
+                       contact_maps: Mapping[str, np.ndarray] | None = None,
+                       label_frames: list[Any | None] | None = None) -> dict[str, Any]:
     """Compare the appliance's distribution of some frames with their truth and labels.
 
     Parameters
@@ -140,15 +197,18 @@ def compare_with_truth(pred: Any, label_maps: Mapping[str, np.ndarray],
         The true contact maps of every frame of ``label_maps`` (the model has a contact
         channel): the label side is split at the true contacts, so it is the floor of
         the chain the prediction went through; ``label_contacts`` in the result says so.
+    label_frames : list, optional
+        :func:`measure_label_frames` of ``label_maps`` with these settings and contacts,
+        when the caller has them already (they are measured here otherwise).
     """
     frames, frame_hw = _truth_frames(truth_path, label_maps)
-    if contact_maps is not None and set(contact_maps) != set(label_maps):
-        contact_maps = None  # the floor needs every frame's true contacts
-    ref = measure_label_maps(label_maps.values(), px_size_um=px_size_um,
-                             crystal_class=crystal_class, dark_class=dark_class,
-                             measure_config=measure_config, psd_config=psd_config,
-                             contacts=None if contact_maps is None else
-                             [contact_maps[s] for s in label_maps])
+    contact_maps = floor_contacts(label_maps, contact_maps)
+    if label_frames is None:
+        label_frames = measure_label_frames(
+            label_maps.values(), px_size_um=px_size_um, crystal_class=crystal_class,
+            dark_class=dark_class, measure_config=measure_config, psd_config=psd_config,
+            contacts=None if contact_maps is None else [contact_maps[s] for s in label_maps])
+    ref = summarize(label_frames, psd_config=psd_config, measure_config=measure_config)
     td = _truth_diameters([frames[s] for s in label_maps], population, frame_hw)
     from trainer.synth import weighted_quantile
 

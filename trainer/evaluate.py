@@ -83,7 +83,11 @@ class EvaluationResult:
     """Metrics of one model on one dataset (``to_payload()``: plain JSON types).
 
     ``psd`` is the size distribution the appliance chain measured on the frames
-    (:func:`psd_payload`); ``measurement`` its comparison with ``truth.json``.
+    (:func:`psd_payload`); ``measurement`` its comparison with ``truth.json``;
+    ``intervals`` how far crystal IoU and those comparisons could move on another sample
+    of frames of the kind (:func:`trainer.evalstats.frame_intervals`); ``sample`` the
+    frame-by-frame figures they come from (not in the payload; for
+    :func:`trainer.evalstats.paired_intervals`).
     """
 
     model: str
@@ -96,22 +100,26 @@ class EvaluationResult:
     psd: dict[str, Any] | None = None
     per_frame: list[dict[str, Any]] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
+    intervals: dict[str, Any] = field(default_factory=dict)
+    sample: Any = None
 
     def to_payload(self) -> dict[str, Any]:
         return {"model": self.model, "data": self.data, "n_frames": self.n_frames,
                 "input_scale": self.input_scale, "px_size_um": self.px_size_um,
                 "segmentation": self.segmentation, "psd": self.psd,
-                "measurement": self.measurement, "per_frame": self.per_frame,
-                "skipped": self.skipped}
+                "measurement": self.measurement, "intervals": self.intervals,
+                "per_frame": self.per_frame, "skipped": self.skipped}
 
     def summary(self) -> str:
         seg = self.segmentation
         names = list(seg["iou"])
+        iv = self.intervals
         lines = [f"{self.model} on {self.data}: {self.n_frames} frames at "
                  f"{self.px_size_um:.3g} um/px (scale {self.input_scale:.3g})",
                  f"pixel accuracy {100 * seg['pixel_accuracy']:.2f} %, mean IoU "
                  f"{_pct(seg['mean_iou'])}",
-                 "IoU " + ", ".join(f"{n} {_pct(seg['iou'][n])}" for n in names)]
+                 "IoU " + ", ".join(f"{n} {_pct(seg['iou'][n])}" for n in names)
+                 + _span(iv.get("iou_crystal"), "crystal ", signed=False)]
         if self.psd:
             p = self.psd
             rej = sum(p["frames_rejected_by_reason"].values())
@@ -123,9 +131,26 @@ class EvaluationResult:
                 f"x50,3 predicted {_um(m['x50_3_pred_um'])}, through the labels"
                 f"{' and true contacts' if m.get('label_contacts') else ''} "
                 f"{_um(m['x50_3_label_um'])}, truth ({m['truth_population']}) "
-                f"{_um(m['x50_3_truth_um'])}: error {_pct(m['x50_3_rel_error'], signed=True)}; "
-                f"Q3 max |diff| {_num(m['q3_max_abs_diff'])}")
+                f"{_um(m['x50_3_truth_um'])}: error {_pct(m['x50_3_rel_error'], signed=True)}"
+                f"{_span(iv.get('x50_3_rel_error'))}; "
+                f"Q3 max |diff| {_num(m['q3_max_abs_diff'])}"
+                f"{_span(iv.get('q3_max_abs_diff'), signed=None)}")
+        if iv:
+            lines.append("(95 %: confidence intervals from resampling the frames, "
+                         "trainer.evalstats: where the figures of many more frames of this "
+                         "kind would lie)")
         return "\n".join(lines)
+
+
+def _span(iv: dict[str, float] | None, label: str = "",
+          signed: bool | None = True) -> str:
+    """`` (95 %: lo .. hi)`` of one interval (percent, or plain numbers for signed=None)."""
+    if not iv:
+        return ""
+    if signed is None:
+        return f" ({label}95 %: {iv['lo']:.3f} .. {iv['hi']:.3f})"
+    return (f" ({label}95 %: {_pct(iv['lo'], signed=signed)} .. "
+            f"{_pct(iv['hi'], signed=signed)})")
 
 
 def _pct(v: float | None, *, signed: bool = False) -> str:
@@ -182,35 +207,76 @@ def evaluate_model(model_path: str | Path, data_dir: str | Path, *, max_frames: 
     if not run.per_frame:
         raise UserError(f"{data.root}: no frame could be evaluated")
     seg = metrics_from_confusion(run.cm, model.class_names)
-    psd = measurement = None
+    psd = measurement = label_frames = None
     truth = Path(data_dir) / "truth.json"
     if measure:
         summary = run.acc.result()
         psd = psd_payload(summary)
         if truth.is_file():
-            from trainer.evaltruth import compare_with_truth
+            from trainer.evaltruth import compare_with_truth, floor_contacts, measure_label_frames
 
+            contacts = floor_contacts(run.label_maps, run.contact_maps or None)
+            label_frames = measure_label_frames(
+                run.label_maps.values(), px_size_um=analyzer.px_size_um,
+                crystal_class=analyzer.crystal_class, dark_class=data.dark_class,
+                measure_config=analyzer.measure_config, psd_config=run.acc.config,
+                contacts=None if contacts is None else list(contacts.values()))
             measurement = compare_with_truth(
                 summary, run.label_maps, truth, px_size_um=analyzer.px_size_um,
                 crystal_class=analyzer.crystal_class, dark_class=data.dark_class,
                 measure_config=analyzer.measure_config, psd_config=run.acc.config,
-                contact_maps=run.contact_maps or None)
+                contact_maps=contacts, label_frames=label_frames)
+    sample = _frame_sample(run, analyzer.crystal_class, truth if measurement else None,
+                           label_frames, measurement)
+    from trainer.evalstats import frame_intervals
+
     return EvaluationResult(model=str(model_path), data=str(data_dir),
                             n_frames=len(run.per_frame), input_scale=analyzer.inference_scale,
                             px_size_um=float(analyzer.px_size_um), segmentation=seg,
                             measurement=measurement, psd=psd, per_frame=run.per_frame,
-                            skipped=run.skipped)
+                            skipped=run.skipped, intervals=frame_intervals(sample),
+                            sample=sample)
+
+
+def _frame_sample(run: _FrameRun, crystal_class: int, truth: Path | None,
+                  label_frames: list[Any] | None, measurement: dict[str, Any] | None) -> Any:
+    """The evaluation frame by frame (:class:`trainer.evalstats.FrameSample`): each
+    evaluated frame's confusion matrix and, with a truth, the crystals measured on its
+    prediction and labels and its true crystals (none where the chain rejected it)."""
+    from trainer.evalstats import FrameSample, Sizes
+    from trainer.evaltruth import truth_by_frame
+
+    stems = tuple(e["stem"] for e in run.per_frame)
+    conf = np.stack(run.confusion) if run.confusion else np.zeros((0, 3, 3), np.int64)
+    if truth is None or label_frames is None or measurement is None:
+        return FrameSample(stems, conf, crystal_class)
+    labels = dict(zip(run.label_maps, label_frames, strict=True))
+    true = dict(zip(run.label_maps, truth_by_frame(truth, run.label_maps), strict=True))
+    empty = (np.zeros(0), None)
+
+    def sizes(by_stem: dict[str, Any]) -> Sizes:
+        return Sizes.from_frames([empty if by_stem.get(s) is None else
+                                  (by_stem[s].diameters_um, by_stem[s].weights)
+                                  for s in stems])
+    return FrameSample(stems, conf, crystal_class, pred=sizes(run.contributions),
+                       label=sizes(labels),
+                       truth=Sizes.from_frames([(true.get(s, np.zeros(0)), None)
+                                                for s in stems]),
+                       grid_um=np.asarray(measurement["q3_grid_um"], np.float64))
 
 
 @dataclass
 class _FrameRun:
-    """What :func:`_run_frames` collects: the confusion matrix, per-frame metrics, the
-    accumulator of the measured frames and their label maps (network scale), the true
-    contact maps of those frames where the model has a contact channel, skips."""
+    """What :func:`_run_frames` collects: the confusion matrix (pooled and per frame),
+    per-frame metrics, the accumulator of the measured frames, their contributions and
+    label maps (network scale), the true contact maps of those frames where the model
+    has a contact channel, skips."""
 
     cm: np.ndarray
     acc: Any
     per_frame: list[dict[str, Any]] = field(default_factory=list)
+    confusion: list[np.ndarray] = field(default_factory=list)
+    contributions: dict[str, Any] = field(default_factory=dict)
     label_maps: dict[str, np.ndarray] = field(default_factory=dict)
     contact_maps: dict[str, np.ndarray] = field(default_factory=dict)
     skipped: list[str] = field(default_factory=list)
@@ -247,6 +313,7 @@ def _run_frames(analyzer: Any, data: Any, n: int, *, measure: bool, psd_config: 
                            interpolation=cv2.INTER_NEAREST)
         fcm = confusion_matrix(pred, label, len(names))
         run.cm += fcm
+        run.confusion.append(fcm)
         fm = metrics_from_confusion(fcm, names)
         entry = {"stem": stem, "pixel_accuracy": fm["pixel_accuracy"],
                  "crystal_iou": fm["iou"][names[analyzer.crystal_class]]}
@@ -272,9 +339,10 @@ def _measure_frame(analyzer: Any, run: _FrameRun, stem: str, image: np.ndarray, 
         res = analyzer.postprocess(stem, image, class_map, quality=quality)
     else:
         res = FrameResult.from_error(stem, quality.reason, quality.detail)
-    run.acc.add_frame(res)
+    contrib = run.acc.add_frame(res)
     if res.ok:
         run.label_maps[stem] = label
+        run.contributions[stem] = contrib
     return res.reject_reason
 
 
@@ -296,10 +364,15 @@ def _load_pair(data: Any, i: int) -> tuple[np.ndarray, np.ndarray]:
     return image, label
 
 
-def write_json(result: EvaluationResult, path: str | Path) -> Path:
+def write_json(result: EvaluationResult, path: str | Path, *,
+               comparison: dict[str, Any] | None = None) -> Path:
+    """``result`` as JSON; with ``comparison`` (:func:`compare_results`) under that key."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(result.to_payload(), indent=2) + "\n")
+    payload = result.to_payload()
+    if comparison is not None:
+        payload["comparison"] = comparison
+    path.write_text(json.dumps(payload, indent=2) + "\n")
     return path
 
 

@@ -26,12 +26,13 @@ def _script(name: str, **env: str) -> None:
 
 def _frames(var: str, div: int, block: int = 1) -> int:
     """Frames the recipe's ``block``-th ``var`` sets hold at ``FRAMES_DIV=div`` (at least
-    one each); block 2 of SETS is the second round's."""
+    one each); blocks 2 and 3 of SETS are the second and third rounds'."""
     text = (ROOT / "scripts" / "finetune_contact.sh").read_text()
     shared = (ROOT / "scripts" / "datasets.sh").read_text().split('CONTACT_SETS="', 1)[1]
     text = text.replace("$CONTACT_SETS", shared.split('"', 1)[0])
     specs = text.split(f'{var}="')[block].split('"', 1)[0].split()
-    assert len(specs) == {("SETS", 1): 29, ("SETS", 2): 20, ("VAL", 1): 6}[var, block]
+    assert len(specs) == {("SETS", 1): 29, ("SETS", 2): 20, ("SETS", 3): 22,
+                          ("VAL", 1): 6}[var, block]
     return sum(max(1, int(spec.split(":")[2]) // div) for spec in specs)
 
 
@@ -72,3 +73,11 @@ def test_finetune_contact_script_smoke(tmp_path):
     assert json.loads((work2 / "data" / "fine" / "classes.json").read_text())[
         "px_size_um"] == 1.45
     assert load_meta(out2).training["blend"]["models"][0]["sha256"] == load_meta(out).sha256
+    # the third round from the second: its own sets and seed, 84 frames of other optics
+    work3, out3 = tmp_path / "w3", tmp_path / "model3" / "blend.onnx"
+    _script("finetune_contact.sh", WORK=str(work3), OUT=str(out3), BASE=str(out2), STEPS="1",
+            ALPHA="0.75", DOMAIN_FRAMES="0", ROUND="3")
+    cfg3 = json.loads((work3 / "run" / "config.json").read_text())
+    assert cfg3["weights"] == str(out2) and cfg3["seed"] == 43
+    resampled = 24 // 15 + 60 // 15
+    assert cfg3["train_data"]["n_frames"] == _frames("SETS", 15, block=3) + resampled

@@ -13,6 +13,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", required=True,
                         help="labelled dataset folder (truth.json used when present)")
     parser.add_argument("--json", default=None, help="write the full result as JSON here")
+    parser.add_argument("--baseline", metavar="MODEL", default=None,
+                        help="also evaluate this model (e.g. the shipped one) on the same "
+                             "frames with the same settings, and say whether --model is "
+                             "better, worse or not distinguishable from it on these frames "
+                             "(crystal IoU, |x50,3 error|, Q3 distance; paired frame "
+                             "bootstrap, 95 %%)")
     parser.add_argument("--max-frames", type=int, default=None,
                         help="evaluate only the first N frames")
     parser.add_argument("--no-measure", action="store_true",
@@ -39,6 +45,7 @@ def run(args: argparse.Namespace) -> int:
     from edge.backends import BackendConfig
     from edge.errors import UserError
     from trainer.evalmodel import EVAL_BACKEND
+    from trainer.evalstats import compare_results, comparison_summary
     from trainer.evaluate import (
         ChainSettings,
         evaluate_model,
@@ -57,8 +64,15 @@ def run(args: argparse.Namespace) -> int:
     result = evaluate_model(args.model, args.data, max_frames=args.max_frames,
                             measure=not args.no_measure, backend=backend, settings=settings)
     print(result.summary())
+    comparison = None
+    if args.baseline:
+        base = evaluate_model(args.baseline, args.data, max_frames=args.max_frames,
+                              measure=not args.no_measure, backend=backend, settings=settings)
+        print(base.summary())
+        comparison = compare_results(base, result)
+        print(comparison_summary(comparison, base, result))
     if args.json:
-        write_json(result, args.json)
+        write_json(result, args.json, comparison=comparison)
     if args.update_meta:
         if not str(args.model).lower().endswith(".onnx"):
             raise UserError(f"--update-meta: {args.model} is not an .onnx model")
