@@ -69,6 +69,21 @@ merge() {  # dst limit part...   (hard links, stems prefixed by the part's name)
     cp "$DATA/$part/classes.json" "$dst/classes.json"
 }
 
+gen_other_optics() {  # fine_n fine_seed coarse_n coarse_seed: 0.5 and 5 um/px frames of
+    # SIZE's field of view (DATA/fine_raw, DATA/coarse_raw; resample_other_optics after gen_done)
+    local w=${SIZE%x*} h=${SIZE#*x}
+    gen fine_raw "$1" "$2" --preset fine_pixels --size "$((2 * w))x$((2 * h))"
+    gen coarse_raw "$3" "$4" --preset coarse_pixels --size "$((w * 5 / 16))x$((h * 5 / 16))"
+}
+
+resample_other_optics() {  # DATA/fine and DATA/coarse: the frames of gen_other_optics at
+    local s                # the sets' 1.45 um/px (crystal-train resample)
+    for s in fine coarse; do
+        [ -f "$DATA/$s/classes.json" ] || $CT resample --data "$DATA/${s}_raw" \
+            --out "$DATA/$s" --px-size-um 1.45 > /dev/null
+    done
+}
+
 gen_card_sets() {  # SIZE: the model card's four sets (val_a, val_b, test_a, test_b)
     for s in 201:val_a:90-125 202:val_b:125-180 401:test_a:90-125 402:test_b:125-180; do
         IFS=: read -r seed name frac <<<"$s"

@@ -24,7 +24,6 @@ STEPS1=${STEPS1:-480}
 STEPS2=${STEPS2:-720}
 ALPHA=${ALPHA:-0.5}
 source "$(dirname "$0")/datasets.sh"
-W=${SIZE%x*}; H=${SIZE#*x}
 
 # name:presets:frames:seed[:fraction]   (stage 1's sets, then stage 2's additions)
 SETS1="c_small:compact:70:1101:90-125 c_large:compact:50:1102:125-180 needles:needles:60:1103
@@ -39,15 +38,11 @@ VAL="compact needles prisms plates rhombs twins rounded crowded agglomerates dim
 
 mkdir -p "$DATA"
 gen_sets $SETS1 $SETS2
-gen fine_raw 24 1207 --preset fine_pixels --size "$((2 * W))x$((2 * H))"
-gen coarse_raw 40 1208 --preset coarse_pixels --size "$((W * 5 / 16))x$((H * 5 / 16))"
+gen_other_optics 24 1207 40 1208
 for p in $VAL; do gen "val_$p" 3 2200 --preset "$p" --size "$SIZE"; done
 gen_card_sets "$SIZE"
 gen_done
-for s in fine coarse; do
-    [ -f "$DATA/$s/classes.json" ] || $CT resample --data "$DATA/${s}_raw" --out "$DATA/$s" \
-        --px-size-um 1.45 > /dev/null
-done
+resample_other_optics
 merge train1 100000 $(names $SETS1)
 merge train2 100000 $(names $SETS1) $(names $SETS2) fine coarse
 merge val 100000 $(for p in $VAL; do echo "val_$p"; done)

@@ -58,15 +58,10 @@ if [ "$ROUND" = 2 ]; then
         crowded3:crowded:30:1616 dim3:dim:30:1617 bright3:bright:15:1618
         uneven3:uneven:15:1619 fc3:field_cut:20:1620"
     SEED=37
-    W=${SIZE%x*}; H=${SIZE#*x}
     mkdir -p "$DATA"
-    gen fine_raw 24 1621 --preset fine_pixels --size "$((2 * W))x$((2 * H))"
-    gen coarse_raw 30 1622 --preset coarse_pixels --size "$((W * 5 / 16))x$((H * 5 / 16))"
+    gen_other_optics 24 1621 30 1622
     gen_done
-    for s in fine coarse; do
-        [ -f "$DATA/$s/classes.json" ] || $CT resample --data "$DATA/${s}_raw" \
-            --out "$DATA/$s" --px-size-um 1.45 > /dev/null
-    done
+    resample_other_optics
     EXTRA_TRAIN="fine coarse"  # merged into DATA/train beside SETS
 fi
 # ROUND=3: from the second round's blend, on new frames weighted towards what it leaves
@@ -82,15 +77,10 @@ if [ "$ROUND" = 3 ]; then
         bright4:bright:15:1718 uneven4:uneven:15:1719 fc4:field_cut:20:1720
         isolated4:isolated:20:1721 sm3:compact:30:1722:40-63"
     SEED=43
-    W=${SIZE%x*}; H=${SIZE#*x}
     mkdir -p "$DATA"
-    gen fine_raw 24 1723 --preset fine_pixels --size "$((2 * W))x$((2 * H))"
-    gen coarse_raw 60 1724 --preset coarse_pixels --size "$((W * 5 / 16))x$((H * 5 / 16))"
+    gen_other_optics 24 1723 60 1724
     gen_done
-    for s in fine coarse; do
-        [ -f "$DATA/$s/classes.json" ] || $CT resample --data "$DATA/${s}_raw" \
-            --out "$DATA/$s" --px-size-um 1.45 > /dev/null
-    done
+    resample_other_optics
     EXTRA_TRAIN="fine coarse"
 fi
 train_val_sets  # DATA/train from SETS, DATA/val from VAL, the card sets
