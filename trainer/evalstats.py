@@ -234,7 +234,10 @@ _FIGURE_TEXT = {"iou_crystal": ("crystal IoU", 100.0, " points"),
 def comparison_summary(comparison: dict[str, Any], baseline: Any, result: Any) -> str:
     """The lines ``crystal-train evaluate --baseline`` prints: per figure the change
     from the baseline, its 95 % interval and the verdict."""
-    lines = [f"{Path(result.model).name} against {Path(baseline.model).name} on the same "
+    new, old = Path(result.model).name, Path(baseline.model).name
+    if new == old:  # two files of one name: the paths tell them apart
+        new, old = str(result.model), str(baseline.model)
+    lines = [f"{new} against {old} on the same "
              f"{comparison['n_frames']} frames (paired frame bootstrap, 95 %):"]
     for key, (name, k, unit) in _FIGURE_TEXT.items():
         f = comparison["figures"].get(key)

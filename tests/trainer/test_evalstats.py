@@ -190,3 +190,4 @@ def test_evaluate_against_a_baseline(synth_set, tmp_path, capsys):
                 str(synth_set)]) == 0
     text = capsys.readouterr().out
     assert text.count("not distinguishable") == 3 and "better" not in text
+    assert f"{a} against {a} on the same 4 frames" in text  # one name: the paths
