@@ -19,7 +19,10 @@ crystals, true crystals and confusion matrix counted ``m_bf`` times:
 * crystal IoU ``TP / (TP + FP + FN)`` of ``sum_f m_bf C_f``.
 
 The interval is the percentile one: the ``(1 - level) / 2`` and ``(1 + level) / 2``
-quantiles of the ``B`` recomputed values. Two models evaluated on the same frames are
+quantiles of the ``B`` recomputed values. The Q3 distance is a largest absolute
+difference, which noise can only raise: its resampled values lean above the figure, and
+its interval says how much it moves between samples rather than where it would settle
+with many more frames (there, lower). Two models evaluated on the same frames are
 compared with the same ``m_b`` for both (a paired bootstrap): the interval of the
 difference excludes 0 when the sample says which is better.
 """

@@ -119,7 +119,7 @@ class EvaluationResult:
                  f"pixel accuracy {100 * seg['pixel_accuracy']:.2f} %, mean IoU "
                  f"{_pct(seg['mean_iou'])}",
                  "IoU " + ", ".join(f"{n} {_pct(seg['iou'][n])}" for n in names)
-                 + _span(iv.get("iou_crystal"), "crystal ", signed=False)]
+                 + _span(iv.get("iou_crystal"), _pct, "crystal ")]
         if self.psd:
             p = self.psd
             rej = sum(p["frames_rejected_by_reason"].values())
@@ -132,25 +132,23 @@ class EvaluationResult:
                 f"{' and true contacts' if m.get('label_contacts') else ''} "
                 f"{_um(m['x50_3_label_um'])}, truth ({m['truth_population']}) "
                 f"{_um(m['x50_3_truth_um'])}: error {_pct(m['x50_3_rel_error'], signed=True)}"
-                f"{_span(iv.get('x50_3_rel_error'))}; "
+                f"{_span(iv.get('x50_3_rel_error'), _signed_pct)}; "
                 f"Q3 max |diff| {_num(m['q3_max_abs_diff'])}"
-                f"{_span(iv.get('q3_max_abs_diff'), signed=None)}")
+                f"{_span(iv.get('q3_max_abs_diff'), _num)}")
         if iv:
-            lines.append("(95 %: confidence intervals from resampling the frames, "
-                         "trainer.evalstats: where the figures of many more frames of this "
-                         "kind would lie)")
+            lines.append("(95 %: intervals from resampling the frames, trainer.evalstats: "
+                         "IoU and x50,3 error where many more frames of this kind would put "
+                         "them; for the Q3 distance, how much it moves between samples)")
         return "\n".join(lines)
 
 
-def _span(iv: dict[str, float] | None, label: str = "",
-          signed: bool | None = True) -> str:
-    """`` (95 %: lo .. hi)`` of one interval (percent, or plain numbers for signed=None)."""
-    if not iv:
-        return ""
-    if signed is None:
-        return f" ({label}95 %: {iv['lo']:.3f} .. {iv['hi']:.3f})"
-    return (f" ({label}95 %: {_pct(iv['lo'], signed=signed)} .. "
-            f"{_pct(iv['hi'], signed=signed)})")
+def _span(iv: dict[str, float] | None, fmt: Any, label: str = "") -> str:
+    """`` (95 %: lo .. hi)`` of one interval, each end written by ``fmt``."""
+    return f" ({label}95 %: {fmt(iv['lo'])} .. {fmt(iv['hi'])})" if iv else ""
+
+
+def _signed_pct(v: float | None) -> str:
+    return _pct(v, signed=True)
 
 
 def _pct(v: float | None, *, signed: bool = False) -> str:
@@ -247,7 +245,7 @@ def _frame_sample(run: _FrameRun, crystal_class: int, truth: Path | None,
     from trainer.evaltruth import truth_by_frame
 
     stems = tuple(e["stem"] for e in run.per_frame)
-    conf = np.stack(run.confusion) if run.confusion else np.zeros((0, 3, 3), np.int64)
+    conf = np.stack(run.confusion)  # one per evaluated frame (there is at least one)
     if truth is None or label_frames is None or measurement is None:
         return FrameSample(stems, conf, crystal_class)
     labels = dict(zip(run.label_maps, label_frames, strict=True))
