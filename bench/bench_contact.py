@@ -34,6 +34,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -72,9 +73,10 @@ def session(path: Path, threads: int):
     return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
 
 
-def time_pair(sessions: dict[str, object], x: np.ndarray, repeats: int
-              ) -> dict[str, dict[str, list[float]]]:
-    """Alternating repeats: per model, lists of infer and segment seconds."""
+def time_pair(sessions: dict[str, object], x: np.ndarray, repeats: int,
+              with_contact: tuple[str, ...] = ("with",)) -> dict[str, dict[str, list[float]]]:
+    """Alternating repeats: per model, lists of infer and segment seconds (the models
+    named in ``with_contact`` have the contact channel)."""
     hw = [x.shape[2:]]
     times: dict[str, dict[str, list[float]]] = {k: {"infer": [], "segment": []}
                                                 for k in sessions}
@@ -86,7 +88,7 @@ def time_pair(sessions: dict[str, object], x: np.ndarray, repeats: int
             logits = sess.run(None, {"input": x})[0]  # type: ignore[attr-defined]
             t1 = time.perf_counter()
             logits_to_class_maps(logits, hw, n_classes=N_CLASSES)
-            contact_maps(logits, hw, N_CLASSES if key == "with" else None)
+            contact_maps(logits, hw, N_CLASSES if key in with_contact else None)
             t2 = time.perf_counter()
             if r == 0:
                 continue  # warm-up
@@ -95,37 +97,55 @@ def time_pair(sessions: dict[str, object], x: np.ndarray, repeats: int
     return times
 
 
-def main(argv: list[str] | None = None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def parse_args(argv: list[str] | None, description: str) -> argparse.Namespace:
+    """The options of a pair benchmark (backbone, input size, repeats, threads)."""
+    p = argparse.ArgumentParser(description=description)
     p.add_argument("--backbone", default="resnet50")
     p.add_argument("--height", type=int, default=384)
     p.add_argument("--width", type=int, default=512)
     p.add_argument("--repeats", type=int, default=15)
     p.add_argument("--threads", type=int, default=0, help="ORT intra-op threads (0: default)")
-    args = p.parse_args(argv)
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    return run_pair("contact", export_pair, __doc__, argv)
+
+
+def run_pair(what: str, export: Callable[[Path, str], dict[str, Path]], doc: str,
+             argv: list[str] | None, with_contact: tuple[str, ...] = ("with",)) -> dict:
+    """Export the ``without`` / ``with`` pair, time it, print and return the report."""
+    args = parse_args(argv, doc.splitlines()[0])
     with tempfile.TemporaryDirectory() as tmp:
-        paths = export_pair(Path(tmp), args.backbone)
+        paths = export(Path(tmp), args.backbone)
         sessions = {k: session(v, args.threads) for k, v in paths.items()}
         x = np.random.default_rng(0).random((1, 3, args.height, args.width), np.float32)
-        times = time_pair(sessions, x, args.repeats)
+        times = time_pair(sessions, x, args.repeats, with_contact)
+    report = pair_report(what, times, args)
+    print(json.dumps(report, indent=2))
+    return report
+
+
+def pair_report(what: str, times: dict[str, dict[str, list[float]]],
+                args: argparse.Namespace) -> dict:
+    """The JSON document of a ``without`` / ``with`` pair timed by :func:`time_pair`:
+    medians in ms, ``infer_cost_pct``, ``<what>_cost_pct`` and ``<what>_cost_min_pct``."""
     med = {k: {m: round(statistics.median(v) * 1e3, 2) for m, v in t.items()}
            for k, t in times.items()}
     best = {k: round(min(t["segment"]) * 1e3, 2) for k, t in times.items()}
-    doc = {
-        "benchmark": "contact",
+    return {
+        "benchmark": what,
         "backbone": args.backbone, "input_hw": [args.height, args.width], "batch": 1,
         "provider": "CPUExecutionProvider", "repeats": args.repeats,
-        "without_contact": med["without"], "with_contact": med["with"],
+        f"without_{what}": med["without"], f"with_{what}": med["with"],
         "infer_cost_pct": round(100 * (med["with"]["infer"] / med["without"]["infer"] - 1), 2),
-        "contact_cost_pct": round(
+        f"{what}_cost_pct": round(
             100 * (med["with"]["segment"] / med["without"]["segment"] - 1), 2),
         "segment_min_ms": best,
-        "contact_cost_min_pct": round(100 * (best["with"] / best["without"] - 1), 2),
+        f"{what}_cost_min_pct": round(100 * (best["with"] / best["without"] - 1), 2),
         "budget_pct": 10.0,
         "host": {"cpus": os.cpu_count(), "load_average_1min": round(os.getloadavg()[0], 2)},
     }
-    print(json.dumps(doc, indent=2))
-    return doc
 
 
 if __name__ == "__main__":

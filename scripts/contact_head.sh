@@ -29,12 +29,5 @@ train_val_sets  # DATA/train from SETS, DATA/val from VAL, the card sets
 
 train_run "$STEPS" 80 --lr "$LR" --warmup-steps 20 \
     --contact-weight 1 --contact-only --head-kernel "$HEAD_KERNEL" --seed 21 --no-progress
-mkdir -p "$(dirname "$OUT")"
-$CT export --checkpoint "$WORK/run/checkpoint.pt" --out "$OUT" --fp16 \
-    --name "$(basename "${OUT%.onnx}")" --parity-data "$DATA/val_a" > /dev/null
-evaluate_card_sets "$OUT" "$WORK"
-if [ "$DOMAIN_FRAMES" -gt 0 ]; then
-    nice -n "$NICE" "$BIN/python" scripts/domain_card.py --model "$OUT" \
-        --frames "$DOMAIN_FRAMES" --work "$WORK/domains" --out "$WORK/domain_card.json"
-fi
+export_and_card "$WORK/run/checkpoint.pt" "$OUT"
 echo "model: $OUT ($BASE with a learned contact channel); evaluations: $WORK/eval_*.json"

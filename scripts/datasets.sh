@@ -97,6 +97,17 @@ evaluate_card_sets() {  # MODEL WORK: evaluate the card sets into MODEL's metada
     done
 }
 
+export_and_card() {  # CHECKPOINT OUT: FP16 export (parity on val_a), the card sets into its
+    mkdir -p "$(dirname "$2")"  # metadata, the per-domain table (DOMAIN_FRAMES=0: none)
+    $CT export --checkpoint "$1" --out "$2" --fp16 --name "$(basename "${2%.onnx}")" \
+        --parity-data "$DATA/val_a" > /dev/null
+    evaluate_card_sets "$2" "$WORK"
+    if [ "$DOMAIN_FRAMES" -gt 0 ]; then
+        nice -n "$NICE" "$BIN/python" scripts/domain_card.py --model "$2" \
+            --frames "$DOMAIN_FRAMES" --work "$WORK/domains" --out "$WORK/domain_card.json"
+    fi
+}
+
 train_val_sets() {  # SETS (and the rendered sets EXTRA_TRAIN) merged into DATA/train
     mkdir -p "$DATA"  # and VAL into DATA/val, the card sets rendered beside them
     gen_sets $SETS $VAL

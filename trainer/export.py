@@ -75,7 +75,8 @@ def load_checkpoint(path: str | Path, *, prior_correction: bool = True):
     model = build_model(cfg.get("backbone", "resnet50"), n_classes=int(cfg["n_classes"]),
                         weights="none", aspp_rates=tuple(cfg.get("aspp_rates", (12, 24, 36))),
                         n_aux=n_aux,
-                        head_kernel=int((cfg.get("architecture") or {}).get("head_kernel", 1)))
+                        head_kernel=int((cfg.get("architecture") or {}).get("head_kernel", 1)),
+                        refine=(cfg.get("architecture") or {}).get("refine"))
     try:
         model.load_state_dict(ckpt["model"])
     except RuntimeError as exc:
@@ -227,8 +228,9 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, *, fp16: bool = F
                                      input_scale=float(cfg.get("input_scale", 1.0)))
     metrics = _metrics(ckpt, par, par_frames, extra_metrics)
     training = _training(cfg, ckpt)
-    if cfg.get("contact_only"):
-        training["class_output"] = _class_output_source(str(cfg.get("weights")))
+    if cfg.get("contact_only") or cfg.get("refine_only"):
+        training["class_output" if cfg.get("contact_only") else "network"] = (
+            _class_output_source(str(cfg.get("weights"))))
     meta = ModelMeta(
         name=name or out.stem, onnx_file=out.name, sha256=sha256_file(out), opset=OPSET,
         classes=[ClassInfo(id=i, name=n) for i, n in enumerate(cfg["classes"])],
@@ -314,6 +316,7 @@ def _training(cfg: dict[str, Any], ckpt: dict[str, Any]) -> dict[str, Any]:
             + (f" + {cfg['contact_weight']:g} x contact BCE (pos_weight "
                f"{cfg.get('contact_pos_weight') or 1:.2f})" if cfg.get("contact_weight") else ""),
         "contact_only": bool(cfg.get("contact_only")),  # the class output is weights_init's
+        "refine_only": bool(cfg.get("refine_only")),  # all but the refine head is
         "seed": cfg.get("seed"), "class_weights": ckpt.get("class_weights"),
         "px_size_um_data": cfg.get("px_size_um_data"),
     }

@@ -40,12 +40,18 @@ class SegmentationNet(nn.Module):
         Network mapping normalised NCHW images to logits.
     mean, std : tuple of float
         Per-channel normalisation constants, applied as ``(x - mean) / std``.
+    refine : torch.nn.Module, optional
+        A :class:`trainer.refine.RefineHead` correcting the class logits at input
+        resolution, before the prior correction.
     """
 
     def __init__(self, net: nn.Module, mean: tuple[float, ...] = IMAGENET_MEAN,
-                 std: tuple[float, ...] = IMAGENET_STD) -> None:
+                 std: tuple[float, ...] = IMAGENET_STD, refine: nn.Module | None = None
+                 ) -> None:
         super().__init__()
         self.net = net
+        # outline refinement at input resolution (trainer.refine.RefineHead), or None
+        self.refine = refine
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
         # Per-class constants added to the logits after training (see set_prior_correction);
@@ -53,7 +59,10 @@ class SegmentationNet(nn.Module):
         self.register_buffer("logit_bias", None, persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.net((x - self.mean) / self.std)
+        image = (x - self.mean) / self.std
+        out = self.net(image)
+        if self.refine is not None:
+            out = self.refine(image, out)
         if self.logit_bias is not None:
             out = out + self.logit_bias
         return out
@@ -101,7 +110,8 @@ def _resolve_weights(weights: str | None) -> tuple[str | None, Path | None]:
 def build_model(backbone: str = "resnet50", *, n_classes: int = 3,
                 weights: str | None = "none",
                 aspp_rates: tuple[int, int, int] = ASPP_RATES,
-                n_aux: int = 0, head_kernel: int | None = None) -> SegmentationNet:
+                n_aux: int = 0, head_kernel: int | None = None,
+                refine: dict | None = None) -> SegmentationNet:
     """Build DeepLabV3+ with a ResNet encoder, wrapped in :class:`SegmentationNet`.
 
     Parameters
@@ -127,6 +137,10 @@ def build_model(backbone: str = "resnet50", *, n_classes: int = 3,
         Kernel of the head's final convolution (``architecture.head_kernel``, 1 when
         absent). None: 1, or an ONNX file's own. A file without auxiliary channels that
         grows them (``n_aux > 0``) gets this kernel (:func:`add_aux_channels`).
+    refine : dict, optional
+        A :class:`trainer.refine.RefineHead` spec (``architecture.refine``). None: none, or
+        an ONNX file's own. An ONNX file without a head that is given one gets a new head
+        (the identity until trained: the file's function is kept).
 
     Raises
     ------
@@ -146,13 +160,22 @@ def build_model(backbone: str = "resnet50", *, n_classes: int = 3,
 
         meta = read_onnx_meta(path)
         file_aux = len((meta.get("output") or {}).get("aux_channels") or [])
-        if file_aux == 0 < n_aux:  # a model without the channel learns it: grow the head
+        file_refine = meta["architecture"].get("refine")
+        if (file_aux == 0 < n_aux or refine is not None) and file_refine is None:
+            # a model without the channel or the head learns it: grow them
             base = build_model(backbone, n_classes=n_classes, weights=str(path),
-                               aspp_rates=aspp_rates, n_aux=0)
-            return add_aux_channels(base, n_aux, kernel_size=head_kernel or 1)
+                               aspp_rates=aspp_rates, n_aux=file_aux)
+            if file_aux == 0 < n_aux:
+                base = add_aux_channels(base, n_aux, kernel_size=head_kernel or 1)
+            return _with_refine(base, n_classes, n_aux, refine)
+        if file_aux == 0 < n_aux:
+            raise UserError(f"--weights {path}: has a refine head, which reads the "
+                            "auxiliary channels; it cannot grow a contact channel")
         check_architecture(meta, path, backbone=backbone, aspp_rates=aspp_rates,
-                           n_classes=n_classes, n_aux=n_aux, head_kernel=head_kernel)
+                           n_classes=n_classes, n_aux=n_aux, head_kernel=head_kernel,
+                           refine=refine)
         head_kernel = int(meta["architecture"].get("head_kernel", 1))
+        refine = file_refine
     try:
         net = smp.DeepLabV3Plus(encoder_name=backbone, encoder_weights=enc_weights,
                                 classes=n_classes + int(n_aux),
@@ -165,7 +188,7 @@ def build_model(backbone: str = "resnet50", *, n_classes: int = 3,
             f"--weights imagenet: cannot obtain the ImageNet weights for {backbone} "
             f"(no internet and not in the Hugging Face cache?): {first[:200]}; "
             "use --weights none or a file") from None
-    model = SegmentationNet(net)
+    model = _with_refine(SegmentationNet(net), n_classes, n_aux, refine)
     if (head_kernel or 1) != 1:
         conv = net.segmentation_head[0]
         net.segmentation_head[0] = nn.Conv2d(conv.in_channels, conv.out_channels, head_kernel,
@@ -177,6 +200,24 @@ def build_model(backbone: str = "resnet50", *, n_classes: int = 3,
     elif path is not None:
         load_weights_file(model, path)
     return model
+
+
+def _with_refine(model: SegmentationNet, n_classes: int, n_aux: int,
+                 refine: dict | None) -> SegmentationNet:
+    """``model`` with a new :class:`trainer.refine.RefineHead` of spec ``refine`` (None:
+    as it is)."""
+    if refine is None:
+        return model
+    from trainer.refine import RefineHead, check_spec
+
+    model.refine = RefineHead(n_classes, n_aux, **check_spec(refine))
+    return model
+
+
+def refine_spec_of(model: SegmentationNet) -> dict | None:
+    """The spec of ``model``'s refine head (``architecture.refine``), None without one."""
+    head = getattr(model, "refine", None)
+    return None if head is None else dict(head.spec)
 
 
 def head_kernel_of(model: SegmentationNet) -> int:

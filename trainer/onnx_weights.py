@@ -64,7 +64,7 @@ def class_weights_of(meta: dict, path: str | Path) -> np.ndarray:
 
 def check_architecture(meta: dict, path: str | Path, *, backbone: str,
                        aspp_rates, n_classes: int, n_aux: int = 0,
-                       head_kernel: int | None = None) -> None:
+                       head_kernel: int | None = None, refine: dict | None = None) -> None:
     """Raise a :class:`UserError` naming the option when the file's network differs
     (``n_aux``: auxiliary channels, 1 with ``--contact-weight``; ``head_kernel`` None:
     whatever the file has)."""
@@ -76,12 +76,15 @@ def check_architecture(meta: dict, path: str | Path, *, backbone: str,
             "classes": (len(meta.get("classes") or []), int(n_classes)),
             "auxiliary channels (--contact-weight)": (aux, int(n_aux)),
             "--head-kernel": (file_kernel, file_kernel if head_kernel is None
-                              else int(head_kernel))}
+                              else int(head_kernel)),
+            "--refine": (arch.get("refine"), arch.get("refine") if refine is None
+                         else dict(refine))}
     for opt, (theirs, ours) in want.items():
         if theirs != ours:
             shown = ",".join(map(str, theirs)) if isinstance(theirs, list) else theirs
             raise UserError(f"--weights {path}: the model has {opt} {shown}, this run {ours}"
-                            + ("" if not opt.startswith("--") else f"; pass {opt} {shown}"))
+                            + ("" if not opt.startswith("--") or opt == "--refine"
+                                 else f"; pass {opt} {shown}"))
 
 
 def conv_bn_pairs(model: nn.Module, size: int = 64) -> list[tuple[str, str | None]]:

@@ -143,7 +143,8 @@ def _class_weights(args: argparse.Namespace, train_data: Any, ckpt: dict[str, An
     if ckpt is not None:
         cw = np.asarray(ckpt["class_weights"]) if ckpt.get("class_weights") is not None else None
         return cw, ckpt.get("class_weights_summary", {})
-    if args.contact_only:  # the class output stays the file's, so does its prior correction
+    if args.contact_only or args.refine_only:
+        # the network stays the file's, so does its prior correction
         from trainer.onnx_weights import class_weights_of, read_onnx_meta
 
         cw = class_weights_of(read_onnx_meta(args.weights), args.weights)
@@ -197,7 +198,7 @@ def _loaders(args: argparse.Namespace, model: Any, train_data: Any, val_data: An
 
 def _run_config(args: argparse.Namespace, train_data: Any, val_data: Any, *, px: float,
                 steps_per_epoch: int, total_steps: int, world: int,
-                head_kernel: int = 1) -> dict[str, Any]:
+                head_kernel: int = 1, refine: dict | None = None) -> dict[str, Any]:
     """Everything that defines the run (``config.json``, the checkpoint's ``config``)."""
     config = {k: v for k, v in vars(args).items() if not k.startswith("_") and not callable(v)}
     config.update({
@@ -208,7 +209,8 @@ def _run_config(args: argparse.Namespace, train_data: Any, val_data: Any, *, px:
                          "aspp_rates": list(args.aspp_rates), "output_stride": 16,
                          "library": "segmentation-models-pytorch",
                          # recorded only when not DeepLabV3+'s 1, so files stay comparable
-                         **({"head_kernel": head_kernel} if head_kernel != 1 else {})},
+                         **({"head_kernel": head_kernel} if head_kernel != 1 else {}),
+                         **({"refine": refine} if refine else {})},
         "train_data": _data_summary(train_data), "val_data": _data_summary(val_data),
         "steps_per_epoch": steps_per_epoch, "total_steps": total_steps, "world_size": world,
         "aux_channels": aux_channels(args),
@@ -240,10 +242,11 @@ def _model(args: argparse.Namespace, n_classes: int, ckpt: dict[str, Any] | None
                         weights="none" if ckpt is not None else args.weights,
                         n_aux=len(aux_channels(args)),
                         head_kernel=args.head_kernel if ckpt is None else
-                        int(ckpt["config"]["architecture"].get("head_kernel", 1)))
+                        int(ckpt["config"]["architecture"].get("head_kernel", 1)),
+                        refine=_refine_spec(args, ckpt))
     if ckpt is not None:
         model.load_state_dict(ckpt["model"])
-    carried = [] if args.contact_weight > 0 else aux_channels(args)
+    carried = [] if args.contact_weight > 0 or args.refine_only else aux_channels(args)
     if carried:
         log.warning("--weights %s: its %s channel is carried untrained (no --contact-weight): "
                     "the features it reads change with this training; check how touching "
@@ -255,10 +258,26 @@ def _model(args: argparse.Namespace, n_classes: int, ckpt: dict[str, Any] | None
         from trainer.model import train_only_aux
 
         train_only_aux(model, n_classes)
+    if args.refine_only:
+        from trainer.refine import train_only_refine
+
+        train_only_refine(model)
     model.to(device)
     log.info("model DeepLabV3Plus/%s: %.1f M parameters, device %s",
              args.backbone, count_parameters(model) / 1e6, device)
     return model
+
+
+def _refine_spec(args: argparse.Namespace, ckpt: dict[str, Any] | None) -> dict | None:
+    """The refine head to build: the checkpoint's, or with ``--refine`` the default one
+    (None: a ``--weights`` ONNX file's own, or none)."""
+    if ckpt is not None:
+        return ckpt["config"]["architecture"].get("refine")
+    if not args.refine:
+        return None
+    from trainer.refine import DEFAULT_SPEC
+
+    return dict(DEFAULT_SPEC)
 
 
 def _optimisation(args: argparse.Namespace, model: Any, cw: np.ndarray | None, *,
@@ -271,7 +290,8 @@ def _optimisation(args: argparse.Namespace, model: Any, cw: np.ndarray | None, *
     criterion = make_criterion(cw, device=device, lovasz_weight=args.lovasz_weight)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad],
                                   lr=args.lr,
-                                  weight_decay=0.0 if args.contact_only else args.weight_decay)
+                                  weight_decay=0.0 if args.contact_only or args.refine_only
+                                  else args.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lr_lambda_factory(args.warmup_steps, total_steps))
     scaler = torch.amp.GradScaler("cuda") if device.type == "cuda" else None
@@ -296,7 +316,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     """Train; returns a summary (best validation metrics, paths)."""
     from trainer.engine import any_rank, make_contact_loss, train_one_epoch
     from trainer.epoch import Progress, Run, end_of_epoch
-    from trainer.model import head_kernel_of
+    from trainer.model import head_kernel_of, refine_spec_of
     from trainer.runfiles import fmt
 
     check_args(args)
@@ -335,7 +355,8 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
                  prog.step)
 
     config = _run_config(args, train_data, val_data, px=px, steps_per_epoch=steps_per_epoch,
-                         total_steps=total_steps, world=world, head_kernel=head_kernel)
+                         total_steps=total_steps, world=world, head_kernel=head_kernel,
+                         refine=refine_spec_of(model))
     if main_proc:
         (out / "config.json").write_text(json.dumps(config, indent=2, default=str) + "\n")
     run = Run(out=out, bare=model.module if world > 1 else model, criterion=criterion,
@@ -359,7 +380,8 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
                              max_steps=total_steps, step0=prog.step,
                              on_step=prog.step_rows.append,
                              progress=main_proc and not args.no_progress, deadline=deadline,
-                             contact_loss=contact_loss, train_body=not args.contact_only)
+                             contact_loss=contact_loss,
+                             train_body=not (args.contact_only or args.refine_only))
         prog.step += tm["steps"]
         if main_proc:
             end_of_epoch(run, prog, epoch=epoch, tm=tm, t0=t0)

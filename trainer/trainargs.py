@@ -73,6 +73,15 @@ def add_train_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
                    help="learn only the contact channel of the model in --weights (an ONNX "
                         "file): every other weight, the batch norms and the class output "
                         "stay exactly the file's; needs --contact-weight")
+    p.add_argument("--refine", action="store_true",
+                   help="add an outline refinement head at the network's input resolution "
+                        "(trainer/refine.py: 4 convolutions of 16 channels reading the image "
+                        "beside the logits), which places outlines finer than the decoder's "
+                        "4-pixel grid; a --weights file with a head keeps its own")
+    p.add_argument("--refine-only", action="store_true",
+                   help="learn only the refine head of the model in --weights (an ONNX file; "
+                        "the head is added when the file has none): every other weight, the "
+                        "batch norms and the contact channel stay exactly the file's")
     p.add_argument("--no-class-weights", action="store_true",
                    help="plain cross-entropy instead of median-frequency class weights")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="device")
@@ -107,6 +116,13 @@ def check_args(args: argparse.Namespace) -> None:
             raise UserError(f"--contact-only: --weights {args.weights}: needs a model "
                             "exported by crystal-train export (.onnx), whose class output "
                             "it keeps")
+    if args.refine_only:
+        if args.contact_only:
+            raise UserError("--refine-only and --contact-only: one stage at a time")
+        if not str(args.weights).lower().endswith(".onnx"):
+            raise UserError(f"--refine-only: --weights {args.weights}: needs a model "
+                            "exported by crystal-train export (.onnx), whose network it keeps")
+        args.refine = True
     args.aspp_rates = parse_rates(args.aspp_rates)
     args.scale_range = parse_scale_range(args.scale_range, args.input_scale)
 
