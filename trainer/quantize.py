@@ -346,9 +346,13 @@ def export_int8(float_model: str | Path, out: str | Path, calibration_data: str 
             info["float_nodes"] = list(float_nodes)
         log.info("quantized %s in %.0f s (%d calibration frames)", float_model.name,
                  info["seconds"], len(inputs))
-        # the weights' range is in the metadata from the start: the backend reads it
+        # the weights' range is in the metadata from the start: the backend reads it; the
+        # per-domain rows are the float model's, measured again for this file by
+        # scripts/domain_card.py
         meta8 = meta.model_copy(update={"onnx_file": target.name, "sha256": sha256_file(q8),
-                                        "precision": "int8", "quantization": info})
+                                        "precision": "int8", "quantization": info,
+                                        "metrics": {k: v for k, v in meta.metrics.items()
+                                                    if k != "domains"}})
         write_meta(meta8, q8)
         sets = ({Path(d).name: Path(d) for d in agreement_data} if agreement_data
                 else card_sets(meta, Path(tmp) / "sets"))

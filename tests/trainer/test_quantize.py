@@ -79,6 +79,11 @@ def test_gate_accepts_the_calibrated_model_and_refuses_tampered_scales(tmp_path,
 def test_cli_export_int8_writes_the_sibling_with_its_agreement(tmp_path, data, capsys):
     _, agree = data  # a threshold model: calibrated on frames like those it is measured on
     model = build_tiny_model(tmp_path / "m")
+    from edge.modelmeta import write_meta
+
+    fmeta = load_meta(model)  # a float model with its own per-domain table
+    write_meta(fmeta.model_copy(update={"metrics": dict(fmeta.metrics, domains={"rows": {}})}),
+               model)
     assert train_cli(["export", "--checkpoint", str(model), "--out", str(model), "--int8",
                       "--calibration-data", str(agree), "--agreement-data", str(agree)]) == 0
     out = json.loads(capsys.readouterr().out)
@@ -86,6 +91,7 @@ def test_cli_export_int8_writes_the_sibling_with_its_agreement(tmp_path, data, c
     assert q8.name == "tiny-seg.int8.onnx" and out["crystal_iou_delta"] >= -0.005
     meta = load_meta(q8)
     assert meta.precision == "int8"
+    assert "domains" not in meta.metrics  # the float model's rows are not the INT8 file's
     qi = meta.quantization
     assert qi["calibration"] == {"data": str(agree), "n_frames": 3, "domains": ["agree"]}
     assert qi["agreement"]["sets"]["agree"]["x50_3_shift"] is not None
