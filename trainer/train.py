@@ -273,11 +273,20 @@ def _refine_spec(args: argparse.Namespace, ckpt: dict[str, Any] | None) -> dict 
     (None: a ``--weights`` ONNX file's own, or none)."""
     if ckpt is not None:
         return ckpt["config"]["architecture"].get("refine")
-    if not args.refine:
-        return None
+    if not args.refine or _file_refine(args.weights) is not None:
+        return None  # a file with a head keeps its own
     from trainer.refine import DEFAULT_SPEC
 
     return dict(DEFAULT_SPEC)
+
+
+def _file_refine(weights: Any) -> dict | None:
+    """The refine head spec of a ``--weights`` ONNX file (None: not a file, or no head)."""
+    if not str(weights or "").lower().endswith(".onnx"):
+        return None
+    from trainer.onnx_weights import read_onnx_meta
+
+    return read_onnx_meta(weights)["architecture"].get("refine")
 
 
 def _optimisation(args: argparse.Namespace, model: Any, cw: np.ndarray | None, *,

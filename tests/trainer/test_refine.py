@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -136,6 +138,22 @@ def test_refine_only_grows_trains_exports_and_reads_back_the_head(tmp_path, caps
     fine = export_checkpoint(tmp_path / "f" / "checkpoint.pt", tmp_path / "f.onnx",
                              parity_inputs=None).onnx_path
     assert load_meta(fine).architecture["refine"] == DEFAULT_SPEC
+    # --refine on a file whose head is not the default one keeps the file's head
+    small = {"channels": 8, "layers": 2, "kernel": 3}
+    net = build_model("resnet18", n_classes=3, weights=str(base), refine=small)
+    from trainer.export import export_model
+    from trainer.onnx_weights import read_onnx_meta
+
+    smeta = read_onnx_meta(base)
+    net.logit_bias = torch.tensor(smeta["output"]["logit_adjustment"]).view(1, -1, 1, 1)
+    export_model(net, tmp_path / "s.onnx")
+    smeta["architecture"]["refine"] = small
+    (tmp_path / "s.json").write_text(json.dumps(smeta))
+    assert cli(["train", "--data", str(data), "--out", str(tmp_path / "s"), "--weights",
+                str(tmp_path / "s.onnx"), "--refine-only", "--epochs", "1",
+                "--steps-per-epoch", "1", *common]) == 0
+    assert json.loads((tmp_path / "s" / "config.json").read_text()
+                      )["architecture"]["refine"] == small
     assert cli(["blend", "--model", str(ref), "--with", str(fine),
                 "--out", str(tmp_path / "bl.onnx")]) == 0
     # mistakes are one line
