@@ -283,10 +283,9 @@ class _FrameRun:
 def _run_frames(analyzer: Any, data: Any, n: int, *, measure: bool, psd_config: Any) -> _FrameRun:
     """Segment the first ``n`` frames (all of them, for the metrics) and post-process
     those the quality gate passes, in stem order as the appliance would."""
-    import cv2
-
     from edge.psd import PsdAccumulator
     from edge.vision.contact import contact_of
+    from edge.vision.preprocess import resize_label
     from trainer.engine import confusion_matrix, metrics_from_confusion
     from trainer.rescale import resize_contact
 
@@ -307,8 +306,7 @@ def _run_frames(analyzer: Any, data: Any, n: int, *, measure: bool, psd_config: 
         pred = analyzer.segment([image])[0]
         if use_contacts is None:
             use_contacts = contact_of(pred) is not None and data.has_contacts
-        label = cv2.resize(label, (pred.shape[1], pred.shape[0]),
-                           interpolation=cv2.INTER_NEAREST)
+        label = resize_label(label, (pred.shape[1], pred.shape[0]))
         fcm = confusion_matrix(pred, label, len(names))
         run.cm += fcm
         run.confusion.append(fcm)

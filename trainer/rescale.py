@@ -1,7 +1,9 @@
 """Resizing a frame and its labels to the network's pixel size (torch-free).
 
 The image shrinks by area averaging (INTER_AREA; linear when enlarging), the class label
-by nearest neighbour, and a 0/1 contact label so that a thin contact line survives: a
+by the value covering most of each target pixel (:func:`edge.vision.preprocess.resize_label`:
+nearest neighbour would move every outline by a quarter pixel at a factor of 2), and a 0/1
+contact label so that a thin contact line survives: a
 target pixel is a contact when any source pixel under it is. Training
 (:mod:`trainer.torchdata`), resampling a dataset (:mod:`trainer.resample`) and the
 evaluation's true contacts (:mod:`trainer.evaluate`) all resize through here.
@@ -12,6 +14,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from edge.vision.preprocess import resize_label
+
 
 def scaled_size(hw: tuple[int, int], input_scale: float) -> tuple[int, int]:
     """(width, height) of an (h, w) frame resized by ``input_scale`` (OpenCV's order)."""
@@ -21,13 +25,14 @@ def scaled_size(hw: tuple[int, int], input_scale: float) -> tuple[int, int]:
 
 def scale_pair(image: np.ndarray, label: np.ndarray,
                input_scale: float) -> tuple[np.ndarray, np.ndarray]:
-    """Resize an image (area) and its label (nearest) by ``input_scale``."""
+    """Resize an image (area) and its label (majority share, :func:`resize_label`) by
+    ``input_scale``."""
     if input_scale == 1.0:
         return image, label
     size = scaled_size(label.shape, input_scale)
     interp = cv2.INTER_AREA if input_scale < 1 else cv2.INTER_LINEAR
     return (cv2.resize(image, size, interpolation=interp),
-            cv2.resize(label, size, interpolation=cv2.INTER_NEAREST))
+            resize_label(label, size))
 
 
 def scale_image(image: np.ndarray, input_scale: float) -> np.ndarray:

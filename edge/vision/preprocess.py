@@ -289,8 +289,58 @@ def logits_to_class_maps(logits: np.ndarray, sizes: Sequence[tuple[int, int]], *
 
 
 def upsample_class_map(class_map: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
-    """Nearest-neighbour resize of a class map to frame size ``hw`` (for overlays and
-    ``--masks-out``; measurements use the map at inference resolution)."""
+    """A class map at frame size ``hw`` (for overlays and ``--masks-out``; measurements
+    use the map at inference resolution), resized as :func:`resize_label` does."""
     if class_map.shape[:2] == tuple(hw):
         return class_map
-    return cv2.resize(class_map, (hw[1], hw[0]), interpolation=cv2.INTER_NEAREST)
+    return resize_label(class_map, (hw[1], hw[0]))
+
+
+def resize_label(label: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    r"""A label map (one integer value per pixel) resized to ``size`` (width, height).
+
+    Each target pixel takes the value that covers the largest share of it: every value's
+    indicator is resized as an image (area average when shrinking, bilinear when
+    enlarging, both with pixel centres aligned) and the arg-max is taken,
+
+    .. math:: L'(p) = \arg\max_v \, R[\mathbb{1}(L = v)](p),
+
+    ties (an even shrink splits a target pixel two to two) going to each value on
+    alternate pixels (by the parity of x + y), so a tied edge is dithered rather than
+    always moved towards one side. Nearest-neighbour shrinking (``cv2.INTER_NEAREST``)
+    takes each target pixel's top-left source pixel instead, which moves every outline
+    by a quarter target pixel at a factor of 2 and drops or widens thin parts at random.
+
+    Parameters
+    ----------
+    label : numpy.ndarray
+        ``(H, W)`` integer map (class ids, an ignore value, packed bits: every distinct
+        value is one label).
+    size : (int, int)
+        Target (width, height), OpenCV's order.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(height, width)`` map of the same dtype holding only values of ``label``.
+    """
+    if label.ndim != 2:
+        raise ValueError(f"label must be (H, W), got shape {label.shape}")
+    w, h = int(size[0]), int(size[1])
+    if (h, w) == label.shape:
+        return label
+    values = np.unique(label)
+    if values.size == 1:
+        return np.full((h, w), values[0], label.dtype)
+    shrink = w < label.shape[1] and h < label.shape[0]
+    interp = cv2.INTER_AREA if shrink else cv2.INTER_LINEAR
+    parity = np.add.outer(np.arange(h), np.arange(w)) % values.size
+    best = np.full((h, w), -1.0, np.float32)
+    out = np.empty((h, w), label.dtype)
+    for rank, v in enumerate(values):
+        share = cv2.resize((label == v).astype(np.float32), (w, h), interpolation=interp)
+        score = share + 1e-4 * ((parity + rank) % values.size)
+        take = score > best
+        out[take] = v
+        best[take] = score[take]
+    return out

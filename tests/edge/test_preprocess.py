@@ -19,6 +19,7 @@ from edge.vision.preprocess import (
     resize_for_inference,
     to_nchw,
     to_rgb_float,
+    resize_label,
     upsample_class_map,
 )
 
@@ -107,11 +108,63 @@ def test_pad_then_crop_round_trip():
         pad_to(imgs[1], (16, 16))
 
 
-def test_upsample_class_map_nearest():
+def test_upsample_class_map_replicates_on_an_integer_factor():
     cm = np.array([[0, 1], [2, 2]], np.uint8)
     up = upsample_class_map(cm, (4, 4))
-    assert set(np.unique(up)) == {0, 1, 2}
-    np.testing.assert_array_equal(up[::2, ::2], cm)
+    np.testing.assert_array_equal(up, np.repeat(np.repeat(cm, 2, 0), 2, 1))
+    assert upsample_class_map(cm, (2, 2)) is cm
+
+
+def _disk_label(cx: float, cy: float, r: float, hw=(96, 128)) -> np.ndarray:
+    yy, xx = np.mgrid[:hw[0], :hw[1]] + 0.5
+    lab = np.ones(hw, np.uint8)
+    lab[(xx - cx) ** 2 + (yy - cy) ** 2 < r * r] = 2
+    return lab
+
+
+def test_resize_label_keeps_outlines_in_place_where_nearest_moves_them():
+    """Shrunk by 2, a disk's centroid stays put (pixel centres at i + 0.5); nearest
+    neighbour takes each target pixel's top-left source pixel and moves it by 1/4 px."""
+    moved_ours, moved_nearest = [], []
+    for cx in np.linspace(40.0, 41.0, 5):
+        lab = _disk_label(cx, 47.3, 13.0)
+        for resize, moved in ((resize_label, moved_ours), (
+                lambda a, s: cv2.resize(a, s, interpolation=cv2.INTER_NEAREST), moved_nearest)):
+            ys, xs = np.nonzero(resize(lab, (64, 48)) == 2)
+            moved.append(((xs + 0.5).mean() * 2 - cx, (ys + 0.5).mean() * 2 - 47.3))
+    assert np.abs(np.mean(moved_ours, axis=0)).max() < 0.1
+    assert np.mean(moved_nearest, axis=0) == pytest.approx((0.5, 0.5), abs=0.15)
+
+
+def test_resize_label_area_is_unbiased_and_ties_do_not_favour_one_value():
+    """Half-plane edges at every offset: the shrunk crystal area matches on average (an
+    even shrink ties two of four pixels; a fixed tie-break would shift every edge)."""
+    errors = []
+    for edge in range(20, 36):
+        lab = np.zeros((32, 64), np.uint8)
+        lab[:, :edge] = 2
+        small = resize_label(lab, (32, 16))
+        errors.append((small == 2).sum() * 4 - (lab == 2).sum())
+    assert abs(np.mean(errors)) <= 0.05 * 32 * 2
+
+
+@pytest.mark.parametrize("size", [(40, 30), (37, 23), (160, 120), (200, 90)])
+def test_resize_label_takes_only_values_of_the_label(size):
+    rng = np.random.default_rng(3)
+    lab = rng.choice(np.array([0, 2, 255, 0x82], np.uint8), size=(60, 80))
+    lab = cv2.resize(lab, (80, 60), interpolation=cv2.INTER_NEAREST)
+    out = resize_label(lab, size)
+    assert out.shape == (size[1], size[0]) and out.dtype == np.uint8
+    assert set(np.unique(out)) <= {0, 2, 255, 0x82}
+    assert (resize_label(np.full((6, 8), 7, np.uint16), size) == 7).all()
+    with pytest.raises(ValueError, match=r"\(H, W\), got shape \(6, 8, 3\)"):
+        resize_label(np.zeros((6, 8, 3), np.uint8), size)
+
+
+def test_resize_label_majority_on_a_small_block():
+    """A target pixel takes the value covering three of its four source pixels."""
+    lab = np.array([[2, 2, 0, 0], [2, 1, 0, 0]], np.uint8)
+    np.testing.assert_array_equal(resize_label(lab, (2, 1)), [[2, 0]])
 
 
 @pytest.mark.parametrize("dtype, peak", [(np.uint8, 255), (np.uint16, 4095), (np.uint16, 65535)])
