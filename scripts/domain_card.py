@@ -20,7 +20,10 @@ Usage::
     .venv/bin/python scripts/domain_card.py --model models/crystal-seg.onnx \\
         --work /tmp/domain_sets --out bench-out/domain_card.json --frames 6
 
-The JSON holds every number; ``--markdown`` prints the model card's table.
+The JSON holds every number; ``--markdown`` prints the model card's table;
+``--update-meta`` records the rows in the model's metadata (``metrics.domains``, which
+``tests/trainer/test_model_card.py`` reproduces), ``--record CARD.json`` does so from an
+earlier run of the same model.
 """
 
 from __future__ import annotations
@@ -166,6 +169,38 @@ def _pc(v: float | None) -> float | None:
     return None if v is None else 100 * v
 
 
+def record_in_meta(model: Path, doc: dict[str, Any]) -> Path:
+    """Write one whole run (every domain, the defaults) into ``model``'s metadata as
+    ``metrics.domains``; raises :class:`edge.errors.UserError` for a partial or
+    reconfigured run or one of another model file."""
+    from edge.errors import UserError
+    from edge.measure import MeasureConfig
+    from edge.modelmeta import load_meta, write_meta
+
+    rows = doc.get("domains") or {}
+    if set(rows) != set(DOMAINS) or doc.get("config"):
+        raise UserError("--update-meta/--record: the card needs every domain measured with "
+                        "the defaults (no --only, no --config)")
+    if Path(doc.get("model", "")).name != model.name:
+        raise UserError(f"--record: the run measured {doc.get('model')}, not {model}")
+    mc = MeasureConfig()
+    settings = ("crystal-edge defaults: [measure] "
+                f"contact_threshold {mc.contact_threshold:g}, contact_high {mc.contact_high:g}, "
+                f"contact_splits_convex {str(mc.contact_splits_convex).lower()}, "
+                f"contact_clears_concave {str(mc.contact_clears_concave).lower()}")
+    meta = load_meta(model)
+    meta.metrics = dict(meta.metrics, domains={
+        "script": "scripts/domain_card.py", "frames_per_domain": doc["frames_per_domain"],
+        "size": [SIZE["width"], SIZE["height"]], "seed_base": doc["seed0"],
+        "settings": settings, "truth_population": doc["truth_population"],
+        "labels": "resized to the network's pixel size by majority share "
+                  "(edge.vision.preprocess.resize_label)",
+        "intervals": "95 % percentile intervals over frames: frame bootstrap, 1000 resamples, "
+                     "seed 0 (trainer/evalstats.py)",
+        "rows": rows})
+    return write_meta(meta, model)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", type=Path, default=Path("models/crystal-seg.onnx"))
@@ -181,6 +216,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--only", default=None, help="comma-separated domain names (default all)")
     p.add_argument("--out", type=Path, default=Path("bench-out/domain_card.json"))
     p.add_argument("--markdown", action="store_true", help="print the model card's table")
+    p.add_argument("--update-meta", action="store_true",
+                   help="record the rows in the model's metadata (metrics.domains)")
+    p.add_argument("--record", type=Path, default=None, metavar="CARD.json",
+                   help="record an earlier run of --model in its metadata and stop")
     p.add_argument("--compare", nargs=2, type=Path, metavar=("OLD.json", "NEW.json"),
                    help="print the before -> after table of two earlier runs and stop")
     args = p.parse_args(argv)
@@ -190,6 +229,16 @@ def main(argv: list[str] | None = None) -> int:
         except (OSError, ValueError, KeyError, TypeError) as exc:
             p.error(f"--compare: not two domain_card.py runs: {exc}")
         print(compare(old, new))
+        return 0
+    if args.record:
+        from edge.errors import UserError
+        try:
+            doc = json.loads(args.record.read_text())
+            print(record_in_meta(args.model, doc))
+        except (OSError, ValueError) as exc:
+            p.error(f"--record: {exc}")
+        except UserError as exc:
+            p.error(str(exc))
         return 0
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     names = list(DOMAINS) if not args.only else [n.strip() for n in args.only.split(",")]
@@ -219,13 +268,18 @@ def main(argv: list[str] | None = None) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     from trainer.evaltruth import TRUTH_POPULATION
 
-    args.out.write_text(json.dumps({"model": str(args.model), "frames_per_domain": args.frames,
-                                    "seed0": args.seed0,
-                                    "truth_population": TRUTH_POPULATION,
-                                    "seconds": round(time.perf_counter() - t0, 1),
-                                    "domains": rows}, indent=1))
+    doc = {"model": str(args.model), "frames_per_domain": args.frames, "seed0": args.seed0,
+           "config": None if args.config is None else str(args.config),
+           "truth_population": TRUTH_POPULATION,
+           "seconds": round(time.perf_counter() - t0, 1), "domains": rows}
+    args.out.write_text(json.dumps(doc, indent=1))
     if args.markdown:
         print(markdown(rows))
+    if args.update_meta and not failed:
+        try:
+            record_in_meta(args.model, doc)
+        except UserError as exc:
+            p.error(str(exc))
     return 1 if failed else 0
 
 

@@ -48,3 +48,33 @@ def test_domain_rows_and_the_before_after_table(tmp_path, capsys):
     err = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("5 um/px: ")]
     assert len(err) == 1 and "inference scale" in err[0]
     assert list(json.loads(out.read_text())["domains"]) == ["needles (aspect 3-10)"]
+
+
+def test_a_whole_run_is_recorded_in_the_metadata_and_a_partial_one_is_not(tmp_path, capsys):
+    import pytest
+
+    from edge.modelmeta import load_meta
+
+    model = build_tiny_model(tmp_path / "m")
+    out = tmp_path / "card.json"
+    with pytest.raises(SystemExit) as exc:  # --only: not the card
+        domain_card.main(["--model", str(model), "--frames", "1", "--only", "5 um/px",
+                          "--work", str(tmp_path / "sets"), "--out", str(out), "--update-meta"])
+    assert exc.value.code == 2 and "every domain" in capsys.readouterr().err.splitlines()[-1]
+    assert "domains" not in load_meta(model).metrics
+    doc = json.loads(out.read_text())
+    row = doc["domains"]["5 um/px"]
+    doc["domains"] = {name: dict(row, iou_crystal=i / 100)
+                      for i, name in enumerate(domain_card.DOMAINS)}
+    whole = tmp_path / "whole.json"
+    whole.write_text(json.dumps(doc))
+    assert domain_card.main(["--model", str(model), "--record", str(whole)]) == 0
+    card = load_meta(model).metrics["domains"]
+    assert card["frames_per_domain"] == 1 and card["seed_base"] == domain_card.SEED0
+    assert card["rows"]["twins"]["iou_crystal"] == list(domain_card.DOMAINS).index("twins") / 100
+    assert "contact_threshold" in card["settings"] and "majority" in card["labels"]
+    other = tmp_path / "other.json"  # a run of another file
+    other.write_text(json.dumps(dict(doc, model="elsewhere/x.onnx")))
+    with pytest.raises(SystemExit):
+        domain_card.main(["--model", str(model), "--record", str(other)])
+    assert "not " in capsys.readouterr().err.splitlines()[-1]
