@@ -198,6 +198,7 @@ def _measure_objects(clean: np.ndarray, *, zone: np.ndarray | None, frame_hw: tu
             row, cnt = _measure_one(crop, ox, oy, zone=zone, frame_hw=frame_hw, px=px,
                                     cfg=cfg, tight=True)
             row["contact_free"] = band is not None and not band.any()
+            row["mostly_contact"] = _mostly_contact(band, crop != 0, cfg)
             rows.append(row)
             contours.append(cnt)
             continue
@@ -208,6 +209,7 @@ def _measure_objects(clean: np.ndarray, *, zone: np.ndarray | None, frame_hw: tu
                 continue
             row, cnt = _measure_one(sub, ox, oy, zone=zone, frame_hw=frame_hw, px=px, cfg=cfg)
             row["contact_free"] = band is not None and not (band & (lab == j)).any()
+            row["mostly_contact"] = _mostly_contact(band, lab == j, cfg)
             parts.append(row)
             contours.append(cnt)
         # a split that leaves a part that is itself an agglomerate (two needles crossing,
@@ -222,6 +224,13 @@ def _measure_objects(clean: np.ndarray, *, zone: np.ndarray | None, frame_hw: tu
             p["bad_split"] = bad
         rows.extend(parts)
     return rows, contours
+
+
+def _mostly_contact(band: np.ndarray | None, part: np.ndarray, cfg: MeasureConfig) -> bool:
+    """More than ``contact_share_max`` of the part's pixels in the learned contact band."""
+    if band is None or cfg.contact_share_max >= 1.0:
+        return False
+    return float(band[part].mean()) > cfg.contact_share_max
 
 
 def _convex(row: dict[str, object], cfg: MeasureConfig) -> bool:
@@ -250,7 +259,8 @@ def agglomerates(cols: dict[str, np.ndarray], cfg: MeasureConfig) -> np.ndarray:
     free = cols.get("contact_free")
     if cfg.contact_clears_concave and free is not None:
         bad &= ~free
-    return bad
+    mostly = cols.get("mostly_contact")
+    return bad if mostly is None else bad | mostly
 
 
 def _table(rows: list[dict[str, object]], cfg: MeasureConfig) -> dict[str, np.ndarray]:
@@ -262,7 +272,7 @@ def _table(rows: list[dict[str, object]], cfg: MeasureConfig) -> dict[str, np.nd
             cols[name] = np.array([rw[name] for rw in rows], dtype=dtype)
     cols["frame"] = np.zeros(n, np.int32)
     flags = {k: np.array([bool(rw.get(k, False)) for rw in rows])
-             for k in ("bad_split", "contact_free")}
+             for k in ("bad_split", "contact_free", "mostly_contact")}
     reason = np.full(n, "", dtype=COLUMNS["reason"][0])
     reason[agglomerates({**cols, **flags}, cfg)] = AGGLOMERATE
     if cfg.clear_border:

@@ -17,9 +17,9 @@ from edge.vision.preprocess import (
     padded_hw,
     prepare_for_inference,
     resize_for_inference,
+    resize_label,
     to_nchw,
     to_rgb_float,
-    resize_label,
     upsample_class_map,
 )
 

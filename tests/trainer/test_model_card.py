@@ -63,7 +63,7 @@ def test_the_per_domain_table_is_reproduced(tmp_path, name):
     dc = _domain_card()
     assert set(card["rows"]) == set(dc.DOMAINS)  # every domain of the script is on the card
     row = card["rows"][name]
-    data = dc.make_set(tmp_path, list(dc.DOMAINS).index(name), name, card["frames_per_domain"])
+    data = dc.make_set(tmp_path, list(dc.DOMAINS).index(name), name, row["frames"])
     got = dc.measure(MODEL, data)
     assert got["iou_crystal"] == pytest.approx(row["iou_crystal"], abs=1e-3)
     assert got["x50_3_rel_error"] == pytest.approx(row["x50_3_rel_error"], abs=2e-3)

@@ -185,3 +185,28 @@ def test_parts_of_a_contact_split_are_judged_one_by_one():
     assert len(c.kept) == 2
     left = int(np.argmin(c.centroid[:, 0]))
     assert c.kept[left] and c.reason[1 - left] == "agglomerate"
+
+
+def test_a_crystal_the_band_covers_whole_is_not_measured_as_part_of_its_neighbour():
+    """Three squares in a column, the middle one all contact band (a dark crystal lying over
+    two others, which the channel marks whole): the band leaves markers for the outer two
+    only, and the watershed gives the middle one to its neighbours. With
+    ``contact_share_max`` the parts that are mostly band are agglomerates; a part with a
+    thin contact line stays a crystal."""
+    obj = np.zeros((108, 44), np.uint8)
+    obj[4:104, 8:36] = 1  # 30, 40 and 30 px tall crystals stacked into one convex object
+    contact = np.full(obj.shape, 0.05, np.float32)
+    contact[34:74, 8:36] = 0.95  # the middle crystal: band through and through
+    off = measure_crystals(obj, px_size_um=1.0, contact=contact,
+                           config=MeasureConfig(contact_share_max=1.0))
+    assert int(off.kept.sum()) == 2 and int(off.area_px.sum()) == int(obj.sum())
+    assert off.area_px.max() >= 28 * 30 * 1.5  # the middle crystal went into a neighbour
+    on = measure_crystals(obj, px_size_um=1.0, contact=contact)  # the default, 0.35
+    assert int(on.kept.sum()) == 0 and on.rejected_counts()["agglomerate"] == 2
+    line = np.full(obj.shape, 0.05, np.float32)
+    line[52:55, 8:36] = 0.95  # a thin contact between two crystals: split, both kept
+    thin = measure_crystals(obj, px_size_um=1.0, contact=line,
+                            config=MeasureConfig(contact_share_max=0.1))
+    assert int(thin.kept.sum()) == 2
+    with pytest.raises(ValueError, match="contact_share_max"):
+        MeasureConfig(contact_share_max=0)
