@@ -193,7 +193,8 @@ def record_in_meta(model: Path, doc: dict[str, Any]) -> Path:
     settings = ("crystal-edge defaults: [measure] "
                 f"contact_threshold {mc.contact_threshold:g}, contact_high {mc.contact_high:g}, "
                 f"contact_splits_convex {str(mc.contact_splits_convex).lower()}, "
-                f"contact_clears_concave {str(mc.contact_clears_concave).lower()}")
+                f"contact_clears_concave {str(mc.contact_clears_concave).lower()}, "
+                f"contact_share_max {mc.contact_share_max:g}")
     meta = load_meta(model)
     meta.metrics = dict(meta.metrics, domains={
         "script": "scripts/domain_card.py", "frames_per_domain": doc["frames_per_domain"],

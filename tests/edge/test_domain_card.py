@@ -72,9 +72,9 @@ def test_a_whole_run_is_recorded_in_the_metadata_and_a_partial_one_is_not(tmp_pa
     card = load_meta(model).metrics["domains"]
     assert card["frames_per_domain"] == 1 and card["seed_base"] == domain_card.SEED0
     assert card["rows"]["twins"]["iou_crystal"] == list(domain_card.DOMAINS).index("twins") / 100
-    assert "contact_threshold" in card["settings"] and "majority" in card["labels"]
+    assert "contact_share_max 0.35" in card["settings"] and "majority" in card["labels"]
     other = tmp_path / "other.json"  # a run of another file
     other.write_text(json.dumps(dict(doc, model="elsewhere/x.onnx")))
     with pytest.raises(SystemExit):
         domain_card.main(["--model", str(model), "--record", str(other)])
-    assert "not " in capsys.readouterr().err.splitlines()[-1]
+    assert "measured elsewhere/x.onnx, not " in capsys.readouterr().err.splitlines()[-1]

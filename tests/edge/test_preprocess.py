@@ -162,8 +162,9 @@ def test_resize_label_takes_only_values_of_the_label(size):
 
 
 def test_resize_label_majority_on_a_small_block():
-    """A target pixel takes the value covering three of its four source pixels."""
-    lab = np.array([[2, 2, 0, 0], [2, 1, 0, 0]], np.uint8)
+    """A target pixel takes the value covering three of its four source pixels (nearest
+    neighbour takes the top-left one: 1 and 2 here)."""
+    lab = np.array([[1, 2, 2, 0], [2, 2, 0, 0]], np.uint8)
     np.testing.assert_array_equal(resize_label(lab, (2, 1)), [[2, 0]])
 
 
