@@ -59,9 +59,15 @@ def resolve_scale(px_size_um: float | None, inference_scale: float | str, meta: 
     frame_px = _frame_px_size(px_size_um, meta, model_name)
     scale = _inference_scale(inference_scale, frame_px, meta)
     px = inference_px_size(frame_px, scale)
-    _check_sense(frame_px, scale, px, meta, model_name)
+    auto = inference_scale == "auto"
+    _check_sense(frame_px, scale, px, meta, model_name, auto=auto)
     off = abs(px / meta.px_size_um - 1.0)
-    if off > PX_SIZE_TOLERANCE and inference_scale == "auto":
+    if off > PX_SIZE_TOLERANCE and auto and px > meta.px_size_um:
+        log.info("inference_scale auto: frames of %.4g um/px are enlarged by %.3f to %.3f "
+                 "um/px, halfway to the model's %.3f um/px: %s outlines fully enlarged, "
+                 "softened edges less well", frame_px, scale, px, meta.px_size_um,
+                 model_name)
+    elif off > PX_SIZE_TOLERANCE and auto:
         log.info("inference_scale auto: frames of %.4g um/px are segmented at %.3f um/px, "
                  "not at the model's %.3f um/px: %s was trained on frames resized by %.3g, "
                  "and resizing further loses the crystal rims", frame_px, px,
@@ -88,16 +94,20 @@ def _frame_px_size(px_size_um: float | None, meta: ModelMeta, model_name: str) -
 
 
 def _check_sense(frame_px: float, scale: float, px: float, meta: ModelMeta,
-                 model_name: str) -> None:
+                 model_name: str, *, auto: bool = False) -> None:
     """UserError when the model cannot segment frames of ``frame_px`` at ``scale``.
 
     Auto scales outside :data:`SCALE_RANGE` and network pixel sizes more than
     :data:`MAX_PX_SIZE_RATIO` times off the model's come from a wrong pixel size (or
-    unit) far more often than from a real set-up, so nothing is analysed with them.
+    unit) far more often than from a real set-up, so nothing is analysed with them. Auto
+    enlarges coarse frames only halfway, so for them the range applies to the full
+    enlargement the pixel size implies: a unit slip is refused however little of it auto
+    would enlarge.
     """
     ratio = px / meta.px_size_um
     lo, hi = SCALE_RANGE
-    if lo <= scale <= hi and 1 / MAX_PX_SIZE_RATIO <= ratio <= MAX_PX_SIZE_RATIO:
+    implied = max(scale, frame_px / meta.px_size_um) if auto else scale
+    if lo <= implied <= hi and 1 / MAX_PX_SIZE_RATIO <= ratio <= MAX_PX_SIZE_RATIO:
         return
     raise UserError(
         f"px_size_um ({PX_SIZE_KEYS}): {frame_px:.4g} um/px at inference scale {scale:.4g} "

@@ -123,6 +123,31 @@ def test_auto_scale_for_fine_pixels_is_the_training_shrink_with_one_info_line(
         "the model's 2.900 um/px")
 
 
+def test_auto_scale_enlarges_coarse_frames_halfway_with_one_info_line(tmp_path, caplog):
+    """Frames of 11.6 um/px for a model at 2.9 um/px (trained from 1.45 um/px frames) are
+    enlarged by 2 = sqrt(4), to 5.8 um/px at the network, and measured right there."""
+    import json
+
+    from edge.modelmeta import meta_path_for
+
+    onnx = build_tiny_model(tmp_path, name="half", px_size_um=2.9)
+    mpath = meta_path_for(onnx)
+    mpath.write_text(json.dumps(dict(json.loads(mpath.read_text()), frame_px_size_um=1.45)))
+    with caplog.at_level(logging.INFO, logger="edge.vision.scale"):
+        fa = FrameAnalyzer(onnx, px_size_um=11.6, inference_scale="auto")
+    assert fa.inference_scale == pytest.approx(2.0) and fa.px_size_um == pytest.approx(5.8)
+    fa.close()
+    lines = [r for r in caplog.records if r.name == "edge.vision.scale"]
+    assert [r.levelno for r in lines] == [logging.INFO]
+    assert lines[0].getMessage().startswith(
+        "inference_scale auto: frames of 11.6 um/px are enlarged by 2.000 to 5.800 um/px, "
+        "halfway to the model's 2.900 um/px")
+    # 12 um/px implies an enlargement of 4.1 (outside 0.05..4): a unit slip, refused even
+    # though auto would enlarge by only 2.03
+    with pytest.raises(UserError, match=r"^px_size_um .*: 12 um/px at inference scale 2\.03"):
+        FrameAnalyzer(onnx, px_size_um=12.0, inference_scale="auto")
+
+
 def test_mismatched_scale_warns(model_coarse, caplog):
     FrameAnalyzer(model_coarse, px_size_um=1.45, inference_scale=1.0).close()
     assert any("differs by 50 %" in r.getMessage() for r in caplog.records)

@@ -79,7 +79,8 @@ def test_scale_and_pixel_size():
     (2.0, 2.0 / 2.9),  # between the training frames' and the model's: the model's
     (0.5, 0.5),  # finer: shrunk no further than the training frames (1.0 um/px)
     (0.2, 3 * 0.2 / 2.9),  # much finer: the network's pixel size at a third of the model's
-    (5.0, 5.0 / 2.9),  # coarser than the model: enlarged to the model's pixel size
+    (2.9, 1.0),  # the model's pixel size: as they are
+    (5.0, (5.0 / 2.9) ** 0.5),  # coarser: enlarged halfway (geometrically) to the model's
 ])
 def test_auto_scale_never_shrinks_further_than_training_did(px, scale):
     assert auto_inference_scale(px, 2.9, trained_scale=0.5) == pytest.approx(scale)
