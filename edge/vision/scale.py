@@ -6,7 +6,8 @@ back for measuring). ``inference_scale="auto"`` picks s = ``px_size_um / model
 px_size_um`` so the network sees the pixel size it was trained at, but never resizes
 frames further than the training frames were (:func:`~edge.vision.preprocess.
 auto_inference_scale`: frames of 0.5 um/px for a model trained at 2.9 um/px from
-1.45 um/px frames are halved, not shrunk to a sixth); an explicit s that
+1.45 um/px frames are halved, not shrunk to a sixth; frames coarser than the model's
+pixel size are enlarged halfway, geometrically: 5 um/px by 1.31, not 1.72); an explicit s that
 gives a pixel size more than 10 % off the model's logs a warning once (the measurement
 stays right, the segmentation may suffer). A pixel size the model cannot segment at all
 (an inference scale outside 0.05..4, or a network pixel size more than
@@ -64,9 +65,9 @@ def resolve_scale(px_size_um: float | None, inference_scale: float | str, meta: 
     off = abs(px / meta.px_size_um - 1.0)
     if off > PX_SIZE_TOLERANCE and auto and px > meta.px_size_um:
         log.info("inference_scale auto: frames of %.4g um/px are enlarged by %.3f to %.3f "
-                 "um/px, halfway to the model's %.3f um/px: %s outlines fully enlarged, "
-                 "softened edges less well", frame_px, scale, px, meta.px_size_um,
-                 model_name)
+                 "um/px, halfway to the model's %.3f um/px: %s outlines the edges of fully "
+                 "enlarged frames less well (docs/analyze.md)", frame_px, scale, px,
+                 meta.px_size_um, model_name)
     elif off > PX_SIZE_TOLERANCE and auto:
         log.info("inference_scale auto: frames of %.4g um/px are segmented at %.3f um/px, "
                  "not at the model's %.3f um/px: %s was trained on frames resized by %.3g, "

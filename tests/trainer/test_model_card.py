@@ -75,3 +75,24 @@ def test_the_per_domain_table_is_reproduced(tmp_path, name):
     line = next(ln for ln in (ROOT / "models" / "README.md").read_text().splitlines()
                 if ln.startswith(f"| {name} | {row['iou_crystal']:.3f} ("))
     assert line == dc.markdown({name: row}).splitlines()[-1]
+
+
+@pytest.mark.parametrize("model", [MODEL, MODEL.with_name("crystal-seg.int8.onnx")])
+def test_the_card_measured_each_pixel_size_at_the_scale_auto_picks(model):
+    """Every row's network pixel size is the one ``inference_scale = "auto"`` gives today
+    for the domain's frames, so a change of the rule cannot leave the card behind."""
+    from edge.vision.scale import resolve_scale
+
+    meta = load_meta(model)
+    dc = _domain_card()
+    for name, row in meta.metrics["domains"]["rows"].items():
+        frame_px = _domain_frame_px(dc, name)
+        got = resolve_scale(frame_px, "auto", meta, model_name=model.name).px_size_um
+        assert row["px_size_um"] == pytest.approx(got, rel=1e-3), name
+
+
+def _domain_frame_px(dc, name: str) -> float:
+    from trainer.synth import SynthConfig
+
+    presets, extra = dc.DOMAINS[name]
+    return SynthConfig.from_presets(*presets, **{**dc.SIZE, **extra}).px_size_um
