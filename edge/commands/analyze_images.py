@@ -334,6 +334,7 @@ def write_images(image: np.ndarray, result: FrameResult, stem: str, run: ImageRu
 
         _imwrite(run.masks_out / f"{stem}.classes.png",
                  upsample_class_map(result.class_map, result.frame_hw))
+        result.class_map = None  # with its logits a few MB: the report does not read it
 
 
 def rejection_counts(results: list[FrameResult]) -> dict[str, int]:

@@ -32,14 +32,13 @@ from edge.backends.registry import create_backend
 from edge.errors import UserError
 from edge.measure import MeasureConfig, measure_crystals, select_morphology
 from edge.modelmeta import ModelMeta, check_model_file, load_meta
-from edge.vision.contact import contact_channel, contact_maps, contact_of, with_contact
+from edge.vision.contact import contact_of, segmented_maps
 from edge.vision.decode import MIN_SIDE_PX
 from edge.vision.ood import REASON as OUT_OF_DOMAIN
 from edge.vision.ood import DomainCheck, DomainConfig
 from edge.vision.preprocess import (
     flip_averaged,
     grey_u8,
-    logits_to_class_maps,
     padded_hw,
     prepare_for_inference,
     scaled_hw,
@@ -77,7 +76,8 @@ class FrameAnalyzer:
     state_dir : path, optional
         State directory (TensorRT engine cache under ``engines/``).
     keep_class_maps : bool
-        Keep each frame's class map in :attr:`FrameResult.class_map`.
+        Keep each frame's class map in :attr:`FrameResult.class_map`, with its class
+        logits (:func:`edge.vision.preprocess.upsample_class_map` enlarges those).
     color_order, bit_depth
         Passed to :func:`edge.vision.preprocess.to_rgb_float`.
     lock_frame_size : bool
@@ -308,11 +308,10 @@ class FrameAnalyzer:
                     logits = flip_averaged(backend.infer, batch, plain)
                 infer_s += time.perf_counter() - t1
                 sizes = [prepared[i].shape[:2] for i in chunk]
-                # the class map carries the contact map (None without the channel)
-                contacts = contact_maps(logits, sizes, contact_channel(self.meta))
-                for i, cm, ct in zip(chunk, logits_to_class_maps(
-                        logits, sizes, n_classes=self.meta.n_classes), contacts, strict=True):
-                    maps[i] = with_contact(cm, ct)
+                for i, m in zip(chunk, segmented_maps(logits, sizes, self.meta,
+                                                      keep_logits=self.keep_class_maps),
+                                strict=True):
+                    maps[i] = m
                 self.domain.record([maps[i] for i in chunk], plain[:, :self.meta.n_classes])
         n = len(images)
         total_s = time.perf_counter() - t0

@@ -8,7 +8,9 @@ map: :func:`with_contact` returns the class map as a :class:`SegmentedMap`, an n
 that carries ``contact`` as an attribute, so every caller of
 :meth:`edge.vision.analyzer.FrameAnalyzer.segment` hands it on to ``postprocess``
 unchanged (the service's threads, ``analyze --workers``, ``crystal-train evaluate``).
-Arrays derived from it (slices, comparisons) do not carry it.
+Arrays derived from it (slices, comparisons) do not carry it. Where class maps are kept
+for frame-size masks (``analyze --masks-out``), it also carries the class logits
+(:func:`with_class_logits`), which enlarge to outlines finer than the map's pixels.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from edge.modelmeta import ModelMeta
+from edge.vision.preprocess import logits_to_class_maps
 
 #: Name of the contact channel in ``output.aux_channels``.
 CONTACT = "contact"
@@ -27,6 +30,7 @@ class SegmentedMap(np.ndarray):
     """A uint8 class map with the frame's contact probability map (``contact``) attached."""
 
     contact: np.ndarray | None = None
+    class_logits: np.ndarray | None = None
 
 
 def contact_channel(meta: ModelMeta) -> int | None:
@@ -72,3 +76,33 @@ def with_contact(class_map: np.ndarray, contact: np.ndarray | None) -> np.ndarra
 def contact_of(class_map: np.ndarray) -> np.ndarray | None:
     """The contact probability map a class map carries, or None."""
     return getattr(class_map, "contact", None)
+
+
+def with_class_logits(class_map: np.ndarray, logits: np.ndarray) -> np.ndarray:
+    """``class_map`` (and what it carries) carrying its class logits ``(k, h, w)``."""
+    if logits.ndim != 3 or logits.shape[1:] != class_map.shape:
+        raise ValueError(f"class logits {logits.shape} do not lie on the class map "
+                         f"{class_map.shape}")
+    out = class_map if isinstance(class_map, SegmentedMap) else class_map.view(SegmentedMap)
+    out.class_logits = logits
+    return out
+
+
+def class_logits_of(class_map: np.ndarray) -> np.ndarray | None:
+    """The class logits a class map carries, or None."""
+    return getattr(class_map, "class_logits", None)
+
+
+def segmented_maps(logits: np.ndarray, sizes: Sequence[tuple[int, int]], meta: ModelMeta, *,
+                   keep_logits: bool = False) -> list[np.ndarray]:
+    """A batch's class maps (arg-max of the class logits, cropped to each image's (h, w)),
+    each carrying its contact map where the model has the channel and, with
+    ``keep_logits``, its class logits (frame-size masks are enlarged from those)."""
+    k = meta.n_classes
+    contacts = contact_maps(logits, sizes, contact_channel(meta))
+    maps = [with_contact(cm, ct) for cm, ct in zip(
+        logits_to_class_maps(logits, sizes, n_classes=k), contacts, strict=True)]
+    if keep_logits:
+        maps = [with_class_logits(m, logits[j, :k, :h, :w])
+                for j, (m, (h, w)) in enumerate(zip(maps, sizes, strict=True))]
+    return maps

@@ -177,3 +177,30 @@ def test_odd_frames_are_skipped_with_reasons_not_tracebacks(model, frames, tmp_p
     entries = {Path(e["file"]).name: e for e in rep["images"]}
     assert entries["g16.tif"]["n_kept"] == entries["f0.png"]["n_kept"] == 12
     assert not (tmp_path / "ov" / "f32.overlay.png").exists()
+
+
+def test_masks_out_enlarges_the_logits_to_the_frame(model, frames, tmp_path, capsys):
+    """Segmented at half size, the written mask comes from the class logits enlarged to
+    the frame: closer to the drawn discs than the half-size class map enlarged as a label
+    (outlines on a 2-pixel grid)."""
+    from edge.vision.analyzer import FrameAnalyzer
+    from edge.vision.preprocess import upsample_class_map
+    from tests.fixtures.tiny_model import cv2_circle
+
+    rc, _, err = _run([frames / "f1.png", "--model", model, "--px-size-um", PX,
+                       "--inference-scale", "0.5", "--masks-out", tmp_path / "cm",
+                       "--json", tmp_path / "r.json", "--bootstrap", 0], capsys)
+    assert rc == 0, err
+    written = cv2.imread(str(tmp_path / "cm" / "f1.classes.png"), cv2.IMREAD_UNCHANGED) == 2
+    truth = np.zeros((480, 640), np.uint8)
+    for cx, cy, r in _crystals(1):
+        cv2_circle(truth, (cx, cy), r)
+    truth = truth > 0
+    with FrameAnalyzer(model, px_size_um=PX, inference_scale=0.5) as fa:
+        half = fa.segment([cv2.imread(str(frames / "f1.png"))])[0]
+    as_label = upsample_class_map(np.asarray(half), (480, 640)) == 2
+
+    def iou(a):
+        return (a & truth).sum() / (a | truth).sum()
+
+    assert iou(written) > iou(as_label) + 0.01, (iou(written), iou(as_label))

@@ -116,6 +116,34 @@ def test_upsample_class_map_replicates_on_an_integer_factor():
     assert upsample_class_map(cm, (2, 2)) is cm
 
 
+def test_upsample_class_map_through_its_logits_places_outlines_between_pixels():
+    """A disk of radius 5.3 px whose crystal logit is its signed distance: enlarged 4x
+    through the logits it is the disk of radius 21.2 px, closer than the map enlarged as
+    a label (whose outline stays on the 4-pixel grid)."""
+    from edge.vision.contact import with_class_logits
+
+    yy, xx = np.mgrid[:32, :32] + 0.5
+    sd = (5.3 - np.hypot(xx - 15.7, yy - 16.2)).astype(np.float32)
+    logits = np.stack([np.full_like(sd, -9.0), np.zeros_like(sd), sd])
+    cm = logits.argmax(0).astype(np.uint8)
+    truth = _disk_label(4 * 15.7, 4 * 16.2, 4 * 5.3, hw=(128, 128)) == 2
+    plain = upsample_class_map(cm, (128, 128)) == 2
+    through = upsample_class_map(with_class_logits(cm, logits), (128, 128))
+    assert through.dtype == np.uint8 and set(np.unique(through)) == {1, 2}
+
+    def iou(a):
+        return (a & truth).sum() / (a | truth).sum()
+
+    assert iou(through == 2) > 0.99 > iou(plain)
+    assert (through == 2).sum() == pytest.approx(np.pi * (4 * 5.3) ** 2, rel=0.01)
+    # shrinking goes through area averages of the logits
+    small = upsample_class_map(with_class_logits(cm, logits), (16, 16))
+    assert small.shape == (16, 16) and (small == 2).sum() == pytest.approx(
+        np.pi * (5.3 / 2) ** 2, rel=0.15)
+    with pytest.raises(ValueError, match=r"class logits \(3, 8, 8\) do not lie"):
+        with_class_logits(cm, logits[:, :8, :8])
+
+
 def _disk_label(cx: float, cy: float, r: float, hw=(96, 128)) -> np.ndarray:
     yy, xx = np.mgrid[:hw[0], :hw[1]] + 0.5
     lab = np.ones(hw, np.uint8)
