@@ -88,11 +88,6 @@ def with_class_logits(class_map: np.ndarray, logits: np.ndarray) -> np.ndarray:
     return out
 
 
-def class_logits_of(class_map: np.ndarray) -> np.ndarray | None:
-    """The class logits a class map carries, or None."""
-    return getattr(class_map, "class_logits", None)
-
-
 def segmented_maps(logits: np.ndarray, sizes: Sequence[tuple[int, int]], meta: ModelMeta, *,
                    keep_logits: bool = False) -> list[np.ndarray]:
     """A batch's class maps (arg-max of the class logits, cropped to each image's (h, w)),
