@@ -64,14 +64,15 @@ def crystal_patch(rng: np.random.Generator, p: Placed, *, kind: str, alpha: np.n
     else:
         rim_val = float(rng.uniform(0.16, 0.42))
         cv2.fillPoly(t, [_fixed(poly)], rim_val, cv2.LINE_8, SHIFT)
-        # inner (top) face: vertices pulled in by an uneven rim, thicker away from the light
+        # inner (top) face inside an uneven rim, thicker away from the light
         c2 = c + light * p.r_in * rng.uniform(0.0, 0.08)
         d = poly - c2
         facing = (d @ light) / (np.linalg.norm(d, axis=1) + 1e-9)
-        rim = p.r_in * rng.uniform(0.07, 0.16) * (1.0 - 0.5 * facing) * rng.uniform(0.8, 1.2, n)
-        rim = np.maximum(rim, 1.6)
-        f = np.clip(1 - rim / (np.linalg.norm(d, axis=1) + 1e-9), 0.25, 0.95)[:, None]
-        inner = c2 + d * f
+        half = _half_thickness(poly, p.r_in)
+        rim = half * rng.uniform(0.07, 0.16) * (1.0 - 0.5 * facing) * rng.uniform(0.8, 1.2, n)
+        # every edge moves in by its own rim width: scaling the vertices towards the centre
+        # would leave the long sides of a needle a fraction of a pixel of rim
+        inner = _inset(poly, np.minimum(np.maximum(rim, 1.6), 0.45 * half))
         core = float(rng.uniform(0.8, 0.99))
         cv2.fillPoly(t, [_fixed(inner)], core, cv2.LINE_8, SHIFT)
         # a few internal facet edges: part of a top-face outline and lines to corners
@@ -91,3 +92,52 @@ def crystal_patch(rng: np.random.Generator, p: Placed, *, kind: str, alpha: np.n
                      interpolation=cv2.INTER_CUBIC)
     t *= 1 + float(rng.uniform(0.05, 0.2)) * ramp + 0.04 * tex
     return (1 + (t - 1) * alpha).astype(np.float32)
+
+
+def _signed_area(poly: np.ndarray) -> float:
+    """Shoelace area of ``poly``, positive when its vertices run anticlockwise (x right,
+    y up)."""
+    x, y = poly[:, 0], poly[:, 1]
+    return 0.5 * float(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1)))
+
+
+def _half_thickness(poly: np.ndarray, r_in: float) -> float:
+    """How far the crystal's middle lies from its outline (px): the inradius about the
+    centroid, or area / perimeter where that is larger (a twin's centroid can lie near a
+    re-entrant corner, where the inradius says nothing of its arms' width)."""
+    perimeter = float(np.linalg.norm(np.roll(poly, -1, axis=0) - poly, axis=1).sum())
+    return max(float(r_in), abs(_signed_area(poly)) / max(perimeter, 1e-9))
+
+
+def _inset(poly: np.ndarray, width: np.ndarray) -> np.ndarray:
+    """``poly`` with edge ``i`` (from vertex ``i`` to ``i + 1``) moved inwards by
+    ``width[i]``; each vertex goes where the moved edges before and after it meet
+    (edges without length are skipped), along their mean normal where they are parallel.
+
+    The inward normal of edge :math:`e_i` is :math:`e_i` turned by +90 degrees for an
+    anticlockwise polygon (positive shoelace area) and by -90 degrees otherwise; a vertex
+    between edges :math:`j` and :math:`k` moves by :math:`\\delta` solving
+    :math:`n_j \\cdot \\delta = w_j`, :math:`n_k \\cdot \\delta = w_k`.
+    """
+    n = len(poly)
+    e = np.roll(poly, -1, axis=0) - poly
+    length = np.linalg.norm(e, axis=1)
+    nrm = np.stack([-e[:, 1], e[:, 0]], 1) / np.maximum(length, 1e-9)[:, None]
+    if _signed_area(poly) < 0:
+        nrm = -nrm
+    real = np.flatnonzero(length > 1e-6)
+    if len(real) < 2:
+        return poly.copy()
+    out = poly.copy()
+    for i in range(n):
+        after = int(real[np.searchsorted(real, i) % len(real)])  # first edge from i on
+        before = int(real[np.searchsorted(real, i) - 1])          # last edge ending at i
+        a, b = nrm[before], nrm[after]
+        m = np.array([a, b])
+        if abs(np.linalg.det(m)) > 1e-3:
+            out[i] = poly[i] + np.linalg.solve(m, np.array([width[before], width[after]]))
+        else:
+            mean = a + b
+            out[i] = poly[i] + mean / max(float(np.linalg.norm(mean)), 1e-9) * max(
+                width[before], width[after])
+    return out
