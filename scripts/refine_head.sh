@@ -11,7 +11,9 @@
 #           and the per-domain table ($WORK/domain_card.json; DOMAIN_FRAMES=0 skips it).
 # The committed model: BASE = the model of scripts/finetune_contact.sh, STEPS=400, on a
 # 2-core CPU; then once more with BASE = that result (a file with a head keeps it, so the
-# head trains on, here on labels resized by majority share), STEPS=400.
+# head trains on, here on labels resized by majority share), STEPS=400; then twice more
+# on frames whose transparent crystals have a rim along every edge, STEPS=200 (frames of
+# an earlier form of that drawing, which left some twins almost no rim) and STEPS=240.
 # Overrides: BIN, WORK, BASE, OUT, STEPS, MAX_MINUTES, LR, DEVICE, WORKERS, NICE, JOBS,
 # DOMAIN_FRAMES; for a quick smoke run (tests): BACKBONE, SIZE (frame WxH), CROP,
 # FRAMES_DIV (divide every set's frame count).

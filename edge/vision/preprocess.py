@@ -199,9 +199,10 @@ def auto_inference_scale(px_size_um: float, model_px_size_um: float, *,
     0.5 um/px, crystal IoU is 0.75 at :math:`s_0` (2.9 um/px at the network) and 0.94 at
     0.5 (1.0 um/px). Enlarging interpolates: the model outlines soft enlarged edges less
     well, while frames not enlarged at all lose small crystals. On generated frames of
-    5 um/px (the bundled model, 36 frames): crystal IoU 0.912 at :math:`s_0` = 1.72, 0.927
-    at 1.31 and 0.944 at 1.0; Q3 Kolmogorov-Smirnov distance 0.019, 0.026 and 0.035
-    (``docs/analyze.md``). Without ``trained_scale`` the result is :math:`s_0`.
+    5 um/px (the model bundled before the present one, 36 frames): crystal IoU 0.912 at
+    :math:`s_0` = 1.72, 0.927 at 1.31 and 0.944 at 1.0; Q3 Kolmogorov-Smirnov distance
+    0.019, 0.026 and 0.035 (``docs/analyze.md``). Without ``trained_scale`` the result is
+    :math:`s_0`.
     """
     if px_size_um <= 0 or model_px_size_um <= 0:
         raise ValueError("pixel sizes must be > 0")
