@@ -12,6 +12,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from trainer.synth.geometry import polygon_area, signed_polygon_area
 from trainer.synth.placement import Placed
 
 SHIFT = 4
@@ -94,19 +95,12 @@ def crystal_patch(rng: np.random.Generator, p: Placed, *, kind: str, alpha: np.n
     return (1 + (t - 1) * alpha).astype(np.float32)
 
 
-def _signed_area(poly: np.ndarray) -> float:
-    """Shoelace area of ``poly``, positive when its vertices run anticlockwise (x right,
-    y up)."""
-    x, y = poly[:, 0], poly[:, 1]
-    return 0.5 * float(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1)))
-
-
 def _half_thickness(poly: np.ndarray, r_in: float) -> float:
     """How far the crystal's middle lies from its outline (px): the inradius about the
     centroid, or area / perimeter where that is larger (a twin's centroid can lie near a
     re-entrant corner, where the inradius says nothing of its arms' width)."""
     perimeter = float(np.linalg.norm(np.roll(poly, -1, axis=0) - poly, axis=1).sum())
-    return max(float(r_in), abs(_signed_area(poly)) / max(perimeter, 1e-9))
+    return max(float(r_in), polygon_area(poly) / max(perimeter, 1e-9))
 
 
 def _inset(poly: np.ndarray, width: np.ndarray) -> np.ndarray:
@@ -123,7 +117,7 @@ def _inset(poly: np.ndarray, width: np.ndarray) -> np.ndarray:
     e = np.roll(poly, -1, axis=0) - poly
     length = np.linalg.norm(e, axis=1)
     nrm = np.stack([-e[:, 1], e[:, 0]], 1) / np.maximum(length, 1e-9)[:, None]
-    if _signed_area(poly) < 0:
+    if signed_polygon_area(poly) < 0:
         nrm = -nrm
     real = np.flatnonzero(length > 1e-6)
     if len(real) < 2:

@@ -18,10 +18,16 @@ _SHAPE_P = (0.40, 0.22, 0.16, 0.22)
 
 
 # ----------------------------------------------------------------------------- polygons
+def signed_polygon_area(poly: np.ndarray) -> float:
+    """Shoelace area of a simple polygon ``(N, 2)`` (px2), positive when its vertices run
+    anticlockwise (x right, y up)."""
+    x, y = poly[:, 0].astype(np.float64), poly[:, 1].astype(np.float64)
+    return 0.5 * float(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1)))
+
+
 def polygon_area(poly: np.ndarray) -> float:
     """Shoelace area of a simple polygon ``(N, 2)`` (absolute value, px2)."""
-    x, y = poly[:, 0].astype(np.float64), poly[:, 1].astype(np.float64)
-    return 0.5 * abs(float(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1))))
+    return abs(signed_polygon_area(poly))
 
 
 def polygon_centroid(poly: np.ndarray) -> np.ndarray:
