@@ -43,25 +43,25 @@ def band_iou(model: Path, data: Path, *, band_um: float = 35.0,
              max_frames: int | None = None) -> dict[str, Any]:
     """Crystal IoU and its false positive / negative pixels per zone (see the module
     text) over the frames of ``data``, segmented as the appliance does."""
-    import cv2
-
     from edge.vision.preprocess import resize_label
+    from trainer.data import LabelledDataset
     from trainer.evalmodel import LoadedModel
-    from trainer.evaluate import ChainSettings
+    from trainer.evaluate import ChainSettings, load_pair
 
     truth = json.loads((Path(data) / "truth.json").read_text())
-    frames = truth["frames"][:max_frames]
+    fields = {f["stem"]: f["field"] for f in truth["frames"]}
+    dataset = LabelledDataset(data)
+    n = len(dataset) if max_frames is None else min(len(dataset), max_frames)
     analyzer = LoadedModel(model, None).analyzer(ChainSettings(), truth["px_size_um"])
     counts = {z: np.zeros(3, np.int64) for z in ZONES}  # tp, fp, fn
     try:
         band_px = band_um / (truth["px_size_um"] / analyzer.inference_scale)
-        for f in frames:
-            image = cv2.imread(str(Path(data) / "images" / f"{f['stem']}.png"), cv2.IMREAD_COLOR)
-            label = cv2.imread(str(Path(data) / "labels" / f"{f['stem']}.png"),
-                               cv2.IMREAD_UNCHANGED)
+        for i in range(n):
+            image, label = load_pair(dataset, i)  # as the appliance decodes the frame
             pred = analyzer.segment([image])[0] == analyzer.crystal_class
             true = resize_label(label, (pred.shape[1], pred.shape[0])) == analyzer.crystal_class
-            dist = field_distance(pred.shape, f["field"], pred.shape[1] / label.shape[1])
+            dist = field_distance(pred.shape, fields[dataset.items[i].stem],
+                                  pred.shape[1] / label.shape[1])
             zones = {"frame": np.ones_like(pred), "band": np.abs(dist) < band_px,
                      "inside": dist >= band_px}
             for z, zone in zones.items():
@@ -69,7 +69,7 @@ def band_iou(model: Path, data: Path, *, band_um: float = 35.0,
                               (~pred & true & zone).sum()]
     finally:
         analyzer.close()
-    out: dict[str, Any] = {"model": str(model), "data": str(data), "frames": len(frames),
+    out: dict[str, Any] = {"model": str(model), "data": str(data), "frames": n,
                            "band_um": band_um, "band_px": band_px}
     for z, (tp, fp, fn) in counts.items():
         out[z] = {"iou_crystal": float(tp / max(tp + fp + fn, 1)), "tp": int(tp),
@@ -91,7 +91,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"field_band: {args.data}: no truth.json (a set made by crystal-train synth)",
               file=sys.stderr)
         return 2
-    res = band_iou(args.model, args.data, band_um=args.band_um, max_frames=args.frames)
+    from edge.errors import UserError
+
+    try:
+        res = band_iou(args.model, args.data, band_um=args.band_um, max_frames=args.frames)
+    except UserError as exc:  # an unreadable frame or label, named
+        print(f"field_band: {exc}", file=sys.stderr)
+        return 1
     for z in ZONES:
         r = res[z]
         print(f"{z:7s} crystal IoU {r['iou_crystal']:.3f}  false {r['fp']} px, "

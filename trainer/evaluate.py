@@ -297,7 +297,7 @@ def _run_frames(analyzer: Any, data: Any, n: int, *, measure: bool, psd_config: 
     for i in range(n):
         stem = data.items[i].stem
         try:
-            image, label = _load_pair(data, i)
+            image, label = load_pair(data, i)
         except UserError as exc:
             log.warning("skipping: %s", exc)
             run.skipped.append(str(exc))
@@ -342,7 +342,7 @@ def _measure_frame(analyzer: Any, run: _FrameRun, stem: str, image: np.ndarray, 
     return res.reject_reason
 
 
-def _load_pair(data: Any, i: int) -> tuple[np.ndarray, np.ndarray]:
+def load_pair(data: Any, i: int) -> tuple[np.ndarray, np.ndarray]:
     """Frame ``i`` as :mod:`edge.vision.decode` gives it to the appliance (unchanged bit depth
     and channels) and its label (contiguous class ids); UserError naming the file."""
     from edge.vision.decode import DecodeError, decode_file

@@ -56,7 +56,7 @@ def pixel_agreement(float_model: str | Path, int8_model: str | Path,
     of ``data_dir``, segmented as the appliance does."""
     from trainer.data import LabelledDataset
     from trainer.evalmodel import LoadedModel
-    from trainer.evaluate import ChainSettings, _load_pair
+    from trainer.evaluate import ChainSettings, load_pair
 
     data = LabelledDataset(data_dir)
     analyzers = []
@@ -66,7 +66,7 @@ def pixel_agreement(float_model: str | Path, int8_model: str | Path,
     same = total = 0
     try:
         for i in range(len(data)):
-            image, _ = _load_pair(data, i)
+            image, _ = load_pair(data, i)
             a, b = (an.segment([image])[0] for an in analyzers)
             same += int(np.count_nonzero(a == b))
             total += a.size

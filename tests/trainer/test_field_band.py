@@ -54,3 +54,15 @@ def test_a_folder_without_truth_is_one_line_and_exit_2(tmp_path, capsys):
     assert _script().main(["--data", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "no truth.json" in err[0]
+
+
+@pytest.mark.slow
+def test_an_unreadable_frame_is_named_in_one_line(tmp_path, capsys):
+    data = tmp_path / "set"
+    assert train_cli(["synth", "--out", str(data), "--n", "1", "--seed", "3",
+                      "--size", "320x240"]) == 0
+    frame = next((data / "images").iterdir())
+    frame.write_bytes(b"not a png")
+    assert _script().main(["--model", str(MODEL), "--data", str(data)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and frame.name in err[0]
