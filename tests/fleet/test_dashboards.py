@@ -247,7 +247,9 @@ def test_agent_to_central_prometheus_end_to_end(tmp_path, tiny_model, broker):
             wait_until(all_panels_have_data, 60, "every dashboard query answered", 1.0)
         except AssertionError:
             empty = [e for e in panels if not query(central, e)]
-            logs = "".join((tmp_path / f"{n}.log").read_text()[-1500:] for n in ("agent",
+            # the service's own log says whether a batch closed at all
+            logs = "".join((tmp_path / f"{n}.log").read_text()[-1500:] for n in ("service",
+                                                                                 "agent",
                                                                                  "central"))
             raise AssertionError(f"no data for {empty}\n{logs}") from None
         rules = [r for g in api(central, "rules")["groups"] for r in g["rules"]]
