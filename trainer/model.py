@@ -147,8 +147,6 @@ def build_model(backbone: str = "resnet50", *, n_classes: int = 3,
     edge.errors.UserError
         Unknown backbone, weights that cannot be obtained, or a file that does not fit.
     """
-    import segmentation_models_pytorch as smp
-
     if backbone not in BACKBONES:
         raise UserError(f"--backbone {backbone}: expected one of {', '.join(BACKBONES)}")
     if n_classes < 2:
@@ -176,9 +174,27 @@ def build_model(backbone: str = "resnet50", *, n_classes: int = 3,
                            refine=refine)
         head_kernel = int(meta["architecture"].get("head_kernel", 1))
         refine = file_refine
+    net = _deeplab(backbone, enc_weights, n_out=n_classes + int(n_aux),
+                   aspp_rates=aspp_rates, head_kernel=head_kernel or 1)
+    model = _with_refine(SegmentationNet(net), n_classes, n_aux, refine)
+    if onnx_file:
+        from trainer.onnx_weights import load_onnx_weights
+
+        load_onnx_weights(model, path)
+    elif path is not None:
+        load_weights_file(model, path)
+    return model
+
+
+def _deeplab(backbone: str, enc_weights: str | None, *, n_out: int,
+             aspp_rates: tuple[int, int, int], head_kernel: int) -> nn.Module:
+    """The library's DeepLabV3+ with ``n_out`` output channels and a ``head_kernel`` final
+    convolution; :class:`UserError` when the ImageNet encoder weights cannot be had."""
+    import segmentation_models_pytorch as smp
+
     try:
         net = smp.DeepLabV3Plus(encoder_name=backbone, encoder_weights=enc_weights,
-                                classes=n_classes + int(n_aux),
+                                classes=n_out,
                                 decoder_atrous_rates=tuple(int(r) for r in aspp_rates))
     except Exception as exc:  # network, cache or hub errors: the user's environment
         if enc_weights is None:
@@ -188,18 +204,11 @@ def build_model(backbone: str = "resnet50", *, n_classes: int = 3,
             f"--weights imagenet: cannot obtain the ImageNet weights for {backbone} "
             f"(no internet and not in the Hugging Face cache?): {first[:200]}; "
             "use --weights none or a file") from None
-    model = _with_refine(SegmentationNet(net), n_classes, n_aux, refine)
-    if (head_kernel or 1) != 1:
+    if head_kernel != 1:
         conv = net.segmentation_head[0]
         net.segmentation_head[0] = nn.Conv2d(conv.in_channels, conv.out_channels, head_kernel,
                                              padding=head_kernel // 2)
-    if onnx_file:
-        from trainer.onnx_weights import load_onnx_weights
-
-        load_onnx_weights(model, path)
-    elif path is not None:
-        load_weights_file(model, path)
-    return model
+    return net
 
 
 def _with_refine(model: SegmentationNet, n_classes: int, n_aux: int,
