@@ -11,7 +11,10 @@
 #           40-63 um crystals with a replay of every other domain, and 54 frames of 0.5 and
 #           5 um/px optics resampled to 1.45 um/px; ROUND=3: 760 new frames weighted
 #           towards agglomerate-rich frames, twins and needles with a replay, and 84 of
-#           0.5 and 5 um/px optics resampled; 36 for validation in all three;
+#           0.5 and 5 um/px optics resampled; ROUND=4: 620 new frames drawn with a rim
+#           along every edge of a transparent crystal, weighted towards needles (240, 80
+#           of them cut by the field stop) and twins with a replay, and 100 of 0.5 and 5
+#           um/px optics (the 0.5 um/px ones also unresampled); 36 for validation in all;
 #   train:  crystal-train train --weights BASE --contact-weight 1 (the loss of both outputs),
 #           lr 1e-4, cosine over STEPS steps, stopped after MAX_MINUTES when set;
 #   export: FP16, `crystal-train blend` with BASE at ALPHA (WiSE-FT), the four card sets
@@ -33,7 +36,7 @@ STEPS=${STEPS:-1200}
 MAX_MINUTES=${MAX_MINUTES:-}
 ALPHA=${ALPHA:-0.75}
 ROUND=${ROUND:-1}
-case $ROUND in 1|2|3) ;; *) echo "ROUND=$ROUND: the recipe has rounds 1, 2 and 3" >&2; exit 2 ;; esac
+case $ROUND in 1|2|3|4) ;; *) echo "ROUND=$ROUND: the recipe has rounds 1 to 4" >&2; exit 2 ;; esac
 source "$(dirname "$0")/datasets.sh"
 
 # name:presets:frames:seed[:fraction]: scripts/contact_head.sh's sets, then the additions
@@ -82,6 +85,29 @@ if [ "$ROUND" = 3 ]; then
     gen_done
     resample_other_optics
     EXTRA_TRAIN="fine coarse"
+fi
+# ROUND=4: from the model whose head learnt frames with a rim along every edge of a
+# transparent crystal (BASE has the refinement head, which trains on with the network), on
+# such frames, weighted towards what the head alone could not fix: needles, above all those
+# cut by the field stop, twins and dim light, with a replay; 0.5 um/px frames also at their
+# own scale (1.0 um per network pixel, where the edge runs them)
+if [ "$ROUND" = 4 ]; then
+    SETS="n7:needles:100:1901 n7_fc:needles,field_cut:80:1902 n7_cr:needles,crowded:20:1903
+        n7_dim:needles,dim:20:1904 n7_un:needles,uneven:10:1905 n7_br:needles,bright:10:1906
+        tw5:twins:50:1907 tw5_fc:twins,field_cut:20:1908 tw5_dim:twins,dim:15:1909
+        ag5:agglomerates:50:1910 fc5:field_cut:30:1911 dim5:dim:25:1912
+        o_a5:compact:25:1913:90-125 o_b5:compact:25:1914:125-180 prisms5:prisms:20:1915
+        plates5:plates:15:1916 rhombs5:rhombs:15:1917 rounded5:rounded:15:1918
+        crowded5:crowded:20:1919 isolated5:isolated:15:1920 bright5:bright:10:1921
+        uneven5:uneven:10:1922 sm4:compact:20:1923:40-63"
+    VAL="v_needles:needles:6:2501 v_nfc:needles,field_cut:6:2505 v_twins:twins:6:2502
+        v_dim:dim:6:2503 v_fc:field_cut:6:2504 v_aggl:agglomerates:6:2311"
+    SEED=53
+    mkdir -p "$DATA"
+    gen_other_optics 30 1924 40 1925
+    gen_done
+    resample_other_optics
+    EXTRA_TRAIN="fine_raw fine coarse"  # the last part's classes.json (1.45 um/px) is kept
 fi
 train_val_sets  # DATA/train from SETS, DATA/val from VAL, the card sets
 

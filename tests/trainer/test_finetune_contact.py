@@ -26,12 +26,12 @@ def _script(name: str, **env: str) -> None:
 
 def _frames(var: str, div: int, block: int = 1) -> int:
     """Frames the recipe's ``block``-th ``var`` sets hold at ``FRAMES_DIV=div`` (at least
-    one each); blocks 2 and 3 of SETS are the second and third rounds'."""
+    one each); blocks 2 to 4 of SETS are the later rounds'."""
     text = (ROOT / "scripts" / "finetune_contact.sh").read_text()
     shared = (ROOT / "scripts" / "datasets.sh").read_text().split('CONTACT_SETS="', 1)[1]
     text = text.replace("$CONTACT_SETS", shared.split('"', 1)[0])
     specs = text.split(f'{var}="')[block].split('"', 1)[0].split()
-    assert len(specs) == {("SETS", 1): 29, ("SETS", 2): 20, ("SETS", 3): 22,
+    assert len(specs) == {("SETS", 1): 29, ("SETS", 2): 20, ("SETS", 3): 22, ("SETS", 4): 23,
                           ("VAL", 1): 6}[var, block]
     return sum(max(1, int(spec.split(":")[2]) // div) for spec in specs)
 
@@ -81,3 +81,16 @@ def test_finetune_contact_script_smoke(tmp_path):
     assert cfg3["weights"] == str(out2) and cfg3["seed"] == 43
     resampled = 24 // 15 + 60 // 15
     assert cfg3["train_data"]["n_frames"] == _frames("SETS", 15, block=3) + resampled
+    # the fourth from the third: 0.5 um/px frames also at their own pixel size, while the
+    # merged set keeps the sets' 1.45 um/px (the model's pixel size comes from it)
+    work4, out4 = tmp_path / "w4", tmp_path / "model4" / "blend.onnx"
+    _script("finetune_contact.sh", WORK=str(work4), OUT=str(out4), BASE=str(out3), STEPS="1",
+            ALPHA="0.75", DOMAIN_FRAMES="0", ROUND="4")
+    cfg4 = json.loads((work4 / "run" / "config.json").read_text())
+    assert cfg4["weights"] == str(out3) and cfg4["seed"] == 53
+    other = 30 // 15 * 2 + 40 // 15  # fine_raw and fine, coarse
+    assert cfg4["train_data"]["n_frames"] == _frames("SETS", 15, block=4) + other
+    assert cfg4["train_data"]["px_size_um"] == 1.45
+    names = os.listdir(work4 / "data" / "train" / "images")
+    assert sum(n.startswith("fine_raw_") for n in names) == 30 // 15
+    assert load_meta(out4).px_size_um == load_meta(out3).px_size_um
