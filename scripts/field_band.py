@@ -45,8 +45,9 @@ def band_iou(model: Path, data: Path, *, band_um: float = 35.0,
     text) over the frames of ``data``, segmented as the appliance does."""
     from edge.vision.preprocess import resize_label
     from trainer.data import LabelledDataset
+    from trainer.evalframes import load_pair
     from trainer.evalmodel import LoadedModel
-    from trainer.evaluate import ChainSettings, load_pair
+    from trainer.evaluate import ChainSettings
 
     truth = json.loads((Path(data) / "truth.json").read_text())
     fields = {f["stem"]: f["field"] for f in truth["frames"]}

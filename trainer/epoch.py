@@ -1,12 +1,14 @@
-"""The end of a training epoch: validation, log line, checkpoints, metric files, plot.
+"""The training epochs: the loop, and the end of each (validation, log line, checkpoints,
+metric files, plot).
 
 :class:`Progress` is what the loop carries from epoch to epoch (and a checkpoint
-restores); :class:`Run` holds the fixed parts of the run. Only the main process calls
-:func:`end_of_epoch`.
+restores); :class:`Run` holds the fixed parts of the run. :func:`run_epochs` runs on
+every process; only the main process calls :func:`end_of_epoch`.
 """
 
 from __future__ import annotations
 
+import argparse
 import logging
 import time
 from dataclasses import dataclass, field
@@ -43,6 +45,39 @@ class Progress:
                    epoch_rows=list(ckpt.get("epoch_rows", [])),
                    step_rows=list(ckpt.get("step_rows", [])))
 
+
+def run_epochs(args: argparse.Namespace, run: Run, prog: Progress, *, model: Any,
+               train_ds: Any, sampler: Any, train_loader: Any, total_steps: int,
+               contact_loss: Any, main_proc: bool) -> int:
+    """Train from ``prog.start_epoch`` to ``args.epochs``, ending early at ``total_steps``
+    or after ``args.max_minutes``; the last epoch begun (``prog.start_epoch - 1``: none).
+
+    ``model`` is the network as trained (DDP-wrapped when distributed; ``run.bare`` is
+    the network itself). Every rank stops at the same epoch, so that DDP stays in step.
+    """
+    from trainer.engine import any_rank, train_one_epoch
+
+    deadline = time.monotonic() + args.max_minutes * 60 if args.max_minutes else None
+    epoch = prog.start_epoch - 1
+    for epoch in range(prog.start_epoch, args.epochs):
+        if prog.step >= total_steps or (
+                deadline is not None and any_rank(time.monotonic() > deadline, run.device)):
+            break
+        train_ds.set_epoch(epoch)
+        if sampler is not None:
+            sampler.set_epoch(epoch)
+        t0 = time.monotonic()
+        tm = train_one_epoch(model, run.criterion, run.optimizer, train_loader, run.device,
+                             epoch=epoch, n_classes=run.n_classes, scheduler=run.scheduler,
+                             scaler=run.scaler, max_steps=total_steps, step0=prog.step,
+                             on_step=prog.step_rows.append,
+                             progress=main_proc and not args.no_progress, deadline=deadline,
+                             contact_loss=contact_loss,
+                             train_body=not (args.contact_only or args.refine_only))
+        prog.step += tm["steps"]
+        if main_proc:
+            end_of_epoch(run, prog, epoch=epoch, tm=tm, t0=t0)
+    return epoch
 
 def end_of_epoch(run: Run, prog: Progress, *, epoch: int, tm: dict[str, Any],
                   t0: float) -> None:

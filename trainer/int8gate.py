@@ -55,8 +55,9 @@ def pixel_agreement(float_model: str | Path, int8_model: str | Path,
     """Share of pixels (at network scale) classified alike by both models on the frames
     of ``data_dir``, segmented as the appliance does."""
     from trainer.data import LabelledDataset
+    from trainer.evalframes import load_pair
     from trainer.evalmodel import LoadedModel
-    from trainer.evaluate import ChainSettings, load_pair
+    from trainer.evaluate import ChainSettings
 
     data = LabelledDataset(data_dir)
     analyzers = []

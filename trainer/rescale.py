@@ -6,7 +6,7 @@ nearest neighbour would move every outline by a quarter pixel at a factor of 2),
 contact label so that a thin contact line survives: a
 target pixel is a contact when any source pixel under it is. Training
 (:mod:`trainer.torchdata`), resampling a dataset (:mod:`trainer.resample`) and the
-evaluation's true contacts (:mod:`trainer.evaluate`) all resize through here.
+evaluation's true contacts (:mod:`trainer.evalframes`) all resize through here.
 """
 
 from __future__ import annotations

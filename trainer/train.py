@@ -1,6 +1,7 @@
 """Train DeepLabV3+ (ResNet encoder) on a labelled dataset: ``crystal-train train``.
 
 Layout of the torchvision reference scripts: :func:`get_args_parser`, :func:`main`, with
+the epoch loop in :func:`trainer.epoch.run_epochs` around
 :func:`trainer.engine.train_one_epoch` and :func:`trainer.engine.evaluate`. Multi-GPU
 through ``torchrun`` (DDP with a DistributedSampler) when ``WORLD_SIZE > 1``; nothing
 changes for the user.
@@ -17,7 +18,6 @@ import json
 import logging
 import math
 import os
-import time
 from pathlib import Path
 from typing import Any
 
@@ -232,7 +232,6 @@ def aux_channels(args: argparse.Namespace) -> list[str]:
     return []
 
 
-
 def _model(args: argparse.Namespace, n_classes: int, ckpt: dict[str, Any] | None,
            device: Any) -> Any:
     """The network on ``device``: from the checkpoint, or new (``--weights``)."""
@@ -323,8 +322,8 @@ def _write_class_weights(out: Path, class_names: Any, cw: Any, cw_summary: Any) 
 
 def main(args: argparse.Namespace) -> dict[str, Any]:
     """Train; returns a summary (best validation metrics, paths)."""
-    from trainer.engine import any_rank, make_contact_loss, train_one_epoch
-    from trainer.epoch import Progress, Run, end_of_epoch
+    from trainer.engine import make_contact_loss
+    from trainer.epoch import Progress, Run, run_epochs
     from trainer.model import head_kernel_of, refine_spec_of
     from trainer.runfiles import fmt
 
@@ -373,27 +372,9 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
                device=device, n_classes=n_classes, class_names=class_names,
                crystal_class=train_data.crystal_class,
                config=config, cw=cw, cw_summary=cw_summary)
-
-    deadline = time.monotonic() + args.max_minutes * 60 if args.max_minutes else None
-    epoch = prog.start_epoch - 1
-    for epoch in range(prog.start_epoch, args.epochs):
-        if prog.step >= total_steps or (
-                deadline is not None and any_rank(time.monotonic() > deadline, device)):
-            break
-        train_ds.set_epoch(epoch)
-        if sampler is not None:
-            sampler.set_epoch(epoch)
-        t0 = time.monotonic()
-        tm = train_one_epoch(model, criterion, optimizer, train_loader, device, epoch=epoch,
-                             n_classes=n_classes, scheduler=scheduler, scaler=scaler,
-                             max_steps=total_steps, step0=prog.step,
-                             on_step=prog.step_rows.append,
-                             progress=main_proc and not args.no_progress, deadline=deadline,
-                             contact_loss=contact_loss,
-                             train_body=not (args.contact_only or args.refine_only))
-        prog.step += tm["steps"]
-        if main_proc:
-            end_of_epoch(run, prog, epoch=epoch, tm=tm, t0=t0)
+    epoch = run_epochs(args, run, prog, model=model, train_ds=train_ds, sampler=sampler,
+                       train_loader=train_loader, total_steps=total_steps,
+                       contact_loss=contact_loss, main_proc=main_proc)
     if world > 1:
         import torch.distributed as dist
         dist.destroy_process_group()

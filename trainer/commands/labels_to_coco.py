@@ -62,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
     from edge.errors import UserError
     from trainer.coco import labels_to_coco
     from trainer.data import load_classes
-    from trainer.data.reader import read_label
+    from trainer.data.files import read_label
 
     pairs = _pairs(args)
     if args.data:

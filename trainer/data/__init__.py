@@ -39,6 +39,7 @@ from trainer.data.crops import (
     lens_square_side,
     make_crops,
 )
+from trainer.data.files import decode_label, read_image, read_label
 from trainer.data.reader import (
     IMAGE_EXTS,
     LABEL_EXTS,
@@ -46,9 +47,6 @@ from trainer.data.reader import (
     DataReport,
     LabelledDataset,
     Pair,
-    decode_label,
-    read_image,
-    read_label,
     split_indices,
 )
 
