@@ -105,6 +105,7 @@ def load_pair(data: Any, i: int) -> tuple[np.ndarray, np.ndarray]:
     """Frame ``i`` as :mod:`edge.vision.decode` gives it to the appliance (unchanged bit depth
     and channels) and its label (contiguous class ids); UserError naming the file."""
     from edge.vision.decode import DecodeError, decode_file
+    from trainer.data.reader import check_same_size
 
     item = data.items[i]
     try:
@@ -112,8 +113,5 @@ def load_pair(data: Any, i: int) -> tuple[np.ndarray, np.ndarray]:
     except DecodeError as exc:
         raise UserError(f"{item.image}: {exc.reason}") from None
     label = data.load_label(i)
-    if image.shape[:2] != label.shape:
-        raise UserError(f"{item.label}: label size {label.shape[1]}x{label.shape[0]} "
-                        f"differs from image {image.shape[1]}x{image.shape[0]} "
-                        f"({item.image.name})")
+    check_same_size(item, image, label)
     return image, label

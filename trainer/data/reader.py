@@ -206,10 +206,7 @@ class LabelledDataset:
         """
         img = self.load_image(i)
         lab = self.load_label(i)
-        if img.shape[:2] != lab.shape:
-            raise UserError(f"{self.items[i].label}: label size {lab.shape[1]}x{lab.shape[0]} "
-                            f"differs from image {img.shape[1]}x{img.shape[0]} "
-                            f"({self.items[i].image.name})")
+        check_same_size(self.items[i], img, lab)
         return img, lab
 
     # -- contact labels (optional): CONTACTS_DIR/<stem>.png, 1 where a crystal touches another
@@ -284,6 +281,14 @@ class LabelledDataset:
             rep.sizes[lab.shape] += 1
             rep.n_valid += 1
         return rep
+
+
+def check_same_size(item: Pair, image: np.ndarray, label: np.ndarray) -> None:
+    """:class:`UserError` naming ``item``'s label when ``label`` is not ``image``'s size."""
+    if image.shape[:2] != label.shape:
+        raise UserError(f"{item.label}: label size {label.shape[1]}x{label.shape[0]} "
+                        f"differs from image {image.shape[1]}x{image.shape[0]} "
+                        f"({item.image.name})")
 
 
 def _msg(exc: UserError, path: Path) -> str:
