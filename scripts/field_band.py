@@ -33,10 +33,13 @@ ZONES = ("frame", "band", "inside")
 
 def field_distance(hw: tuple[int, int], field: dict[str, float], scale: float) -> np.ndarray:
     """Signed distance (px of a map ``hw`` at ``scale`` times the frame's size) of every
-    pixel centre to the field circle ``{"cx", "cy", "r"}`` (frame px): > 0 inside."""
+    pixel centre to the field circle ``{"cx", "cy", "r"}`` (frame px): > 0 inside.
+
+    The generator places the circle in pixel-index coordinates (frame pixel ``i`` centred
+    at ``i``), so the centre moves to ``(c + 1/2) s - 1/2`` on the map."""
     yy, xx = np.mgrid[0:hw[0], 0:hw[1]].astype(np.float64)
-    return field["r"] * scale - np.hypot(xx + 0.5 - field["cx"] * scale,
-                                         yy + 0.5 - field["cy"] * scale)
+    return field["r"] * scale - np.hypot(xx + 0.5 - (field["cx"] + 0.5) * scale,
+                                         yy + 0.5 - (field["cy"] + 0.5) * scale)
 
 
 def band_iou(model: Path, data: Path, *, band_um: float = 35.0,

@@ -24,10 +24,17 @@ def _script():
 def test_field_distance_is_positive_inside_and_scales_with_the_map():
     fb = _script()
     d = fb.field_distance((4, 8), {"cx": 8.0, "cy": 4.0, "r": 6.0}, 0.5)
-    # map pixel (row 1, col 3) has its centre at (3.5, 1.5) = frame (7, 3), the circle's
-    # centre (4, 2) at map scale, radius 3
-    assert d[1, 3] == pytest.approx(3.0 - np.hypot(3.5 - 4.0, 1.5 - 2.0))
+    # the circle is in pixel-index coordinates (frame pixel 8 spans 8..9, centre 8.5): map
+    # pixel (row 1, col 3) has its centre at (3.5, 1.5), the circle's centre (4.25, 2.25)
+    # at map scale, radius 3
+    assert d[1, 3] == pytest.approx(3.0 - np.hypot(3.5 - 4.25, 1.5 - 2.25))
     assert d[0, 0] < 0 < d[2, 4]
+    # at the frame's own scale the zero level is the generator's field test
+    # (trainer.synth.render: (x - cx)^2 + (y - cy)^2 <= r^2 at pixel indices)
+    field = {"cx": 20.3, "cy": 14.7, "r": 11.2}
+    yy, xx = np.mgrid[0:30, 0:40]
+    inside = (xx - field["cx"]) ** 2 + (yy - field["cy"]) ** 2 <= field["r"] ** 2
+    assert np.array_equal(fb.field_distance((30, 40), field, 1.0) >= 0, inside)
 
 
 @pytest.mark.slow
