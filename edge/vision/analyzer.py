@@ -7,13 +7,10 @@ use; it owns the inference backend. Frames are decoded images as OpenCV gives th
 Scale and pixel size: the class map is measured at inference resolution, with the
 frames' pixel size over the inference scale (:mod:`edge.vision.scale`).
 
-Frame size lock (``lock_frame_size``, the service): the first frame that passes the
-quality gate fixes the frame size for the rest of the run (``[backend]``
-input_height/input_width fix it from the start). A frame of another size is rejected as
-``bad_shape`` with both sizes in the detail, instead of loading the backend again (a
-TensorRT engine build takes many minutes). A backend loaded before READY for a size only
-guessed (the oldest pending file, ``frame_size.json``) is loaded again at most once, if
-the first real frame shows another size. ``analyze`` (no lock) takes frames of any size.
+Frame size lock (``lock_frame_size``, the service): :mod:`edge.vision.framesize`. A
+backend loaded before READY for a size only guessed (the oldest pending file,
+``frame_size.json``) is loaded again at most once, if the first real frame shows another
+size. ``analyze`` (no lock) takes frames of any size.
 """
 
 from __future__ import annotations
@@ -34,6 +31,7 @@ from edge.measure import MeasureConfig, measure_crystals, select_morphology
 from edge.modelmeta import ModelMeta, check_model_file, load_meta
 from edge.vision.contact import contact_of, segmented_maps
 from edge.vision.decode import MIN_SIDE_PX
+from edge.vision.framesize import FrameSizeLock
 from edge.vision.ood import REASON as OUT_OF_DOMAIN
 from edge.vision.ood import DomainCheck, DomainConfig
 from edge.vision.preprocess import (
@@ -81,8 +79,8 @@ class FrameAnalyzer:
     color_order, bit_depth
         Passed to :func:`edge.vision.preprocess.to_rgb_float`.
     lock_frame_size : bool
-        Reject frames whose size differs from the first accepted one (see the module
-        docstring).
+        Reject frames whose size differs from the first accepted one
+        (:attr:`size_lock`, :mod:`edge.vision.framesize`).
     on_frame_size : callable, optional
         Called with ``(H, W)`` once per new frame size segmented (the service writes
         ``frame_size.json``); an ``OSError`` it raises is logged, never fatal.
@@ -138,9 +136,7 @@ class FrameAnalyzer:
         self._on_frame_size = on_frame_size
         self.loading: tuple[str, float] | None = None  # (what, since monotonic) while loading
         self.loaded_at: float | None = None  # monotonic end of the last load
-        self.lock_frame_size = lock_frame_size
-        self.locked_frame_hw: tuple[int, int] | None = None
-        self._locked_input_hw: tuple[int, int] | None = None
+        self.size_lock = FrameSizeLock(lock_frame_size, self.input_hw_for)
         self._load_early(frame_hw)
 
     def _load_early(self, frame_hw: tuple[int, int] | None) -> None:
@@ -149,7 +145,7 @@ class FrameAnalyzer:
         cfg = self.backend_config
         if cfg.input_height and cfg.input_width:
             in_hw = padded_hw((cfg.input_height, cfg.input_width), self.meta.input.size_multiple)
-            self._locked_input_hw = in_hw if self.lock_frame_size else None
+            self.size_lock.fix_input(in_hw)
             self._ensure_backend(in_hw)
         elif frame_hw is not None:
             self._ensure_backend(self.input_hw_for(frame_hw))
@@ -238,35 +234,13 @@ class FrameAnalyzer:
             return QualityResult("bad_shape", f"{grey.shape[1]}x{grey.shape[0]} px is smaller "
                                               f"than {MIN_SIDE_PX} px")
         hw = (int(grey.shape[0]), int(grey.shape[1]))
-        other_size = self.size_mismatch(hw)
+        other_size = self.size_lock.mismatch(hw)
         if other_size:
             return QualityResult("bad_shape", other_size)
         result = check_frame(grey, self.quality_config)
-        if result.ok and self.lock_frame_size and self.locked_frame_hw is None:
-            self._lock(hw)
+        if result.ok:
+            self.size_lock.lock(hw)
         return result
-
-    def _lock(self, hw: tuple[int, int]) -> None:
-        self.locked_frame_hw = hw
-        self._locked_input_hw = self._locked_input_hw or self.input_hw_for(hw)
-        log.info("frame size locked at %dx%d px for this run", hw[1], hw[0])
-
-    def size_mismatch(self, hw: tuple[int, int]) -> str:
-        """Why a frame of ``hw`` differs from the locked size ("" when it does not)."""
-        if not self.lock_frame_size:
-            return ""
-        if self.locked_frame_hw is not None:
-            if hw == self.locked_frame_hw:
-                return ""
-            lh, lw = self.locked_frame_hw
-            return (f"frame {hw[1]}x{hw[0]} px differs from the frame size {lw}x{lh} px the "
-                    f"model runs at (restart the service after changing the camera's "
-                    f"resolution)")
-        if self._locked_input_hw is None or self.input_hw_for(hw) == self._locked_input_hw:
-            return ""
-        ih, iw = self._locked_input_hw
-        return (f"frame {hw[1]}x{hw[0]} px does not fit the network input {iw}x{ih} set by "
-                f"[backend] input_height/input_width")
 
     def check_quality(self, image: np.ndarray | None) -> str | None:
         """Reject reason, or None when the frame may be analysed."""
@@ -283,10 +257,10 @@ class FrameAnalyzer:
         t0 = time.perf_counter()
         for im in images:
             hw = (int(im.shape[0]), int(im.shape[1]))
-            if self.lock_frame_size and self.locked_frame_hw is None:
-                self._lock(hw)
-            if self.size_mismatch(hw):
-                raise ValueError(f"bad_shape: {self.size_mismatch(hw)}")
+            self.size_lock.lock(hw)
+            other_size = self.size_lock.mismatch(hw)
+            if other_size:
+                raise ValueError(f"bad_shape: {other_size}")
         prepared = [prepare_for_inference(im, self.inference_scale, color_order=self.color_order,
                                           bit_depth=self.bit_depth) for im in images]
         t_pre = time.perf_counter()

@@ -95,7 +95,7 @@ def analyze_ordered(analyzer: FrameAnalyzer, entries: Sequence[T],
         Inputs decoded ahead and frames pending in post-processing, each at most;
         default ``2 * workers + chunk``.
     """
-    if analyzer.lock_frame_size:
+    if analyzer.size_lock.enabled:
         raise ValueError("analyze_ordered: the frame-size lock is not supported")
     if workers < 1 or chunk < 1:
         raise ValueError(f"analyze_ordered: workers and chunk must be >= 1, got "

@@ -255,9 +255,9 @@ def test_segment_mixed_sizes_keeps_order_and_shapes(model):
 def test_locked_frame_size_rejects_other_sizes_without_a_new_backend(model):
     """The service locks the frame size; analyze (no lock) takes any size."""
     fa = FrameAnalyzer(model, inference_scale=0.5, lock_frame_size=True, frame_hw=(300, 400))
-    assert fa.locked_frame_hw is None  # the preloaded size is a hint: the first frame decides
+    assert fa.size_lock.frame_hw is None  # the preloaded size is a hint: the first frame decides
     ok = fa.analyze("a", _frame(1))
-    assert ok.ok and fa.locked_frame_hw == (440, 600)
+    assert ok.ok and fa.size_lock.frame_hw == (440, 600)
     backend = fa.backend
     other = fa.analyze("b", synth_frame(480, 640, crystals=[(300, 200, 12)], seed=2))
     assert not other.ok and other.reject_reason == "bad_shape"
