@@ -1,31 +1,15 @@
 """``crystal-edge analyze``: crystals and size distribution of a set of frames -> report.
 
-``--masks`` measures crystal masks made by any segmenter (non-zero = crystal, or a class
-map with ``--crystal-class``). The image mode (segmenting frames with a model,
-:mod:`edge.commands.analyze_images`) plugs in at :func:`collect_results`: each mode yields
-one :class:`edge.vision.result.FrameResult` per input (measured, or skipped with its
-reason: ``unreadable``, ``bad_mask``, a quality-gate reason), and everything after that
-(PSD, JSON/CSV/plot, exit status) is shared. Finding and decoding the inputs is
-:mod:`edge.commands.analyze_inputs`.
-
-Mask files, decided explicitly:
-
-* 8-bit single channel: binary (0 / any one non-zero value) or, with ``--crystal-class``,
-  a class map;
-* 16-bit single channel: accepted as binary, or as a class map when all values are <= 255;
-* RGB/RGBA: accepted when the colour channels are identical (alpha ignored), otherwise
-  skipped (a colour picture is not a mask);
-* JPEG: binary masks thresholded at 128 (lossy compression leaves small non-zero values
-  along edges); JPEG class maps are refused (values are not exact);
-* float or other pixel types, images smaller than 8 px, undecodable, empty or truncated
-  files, files over ``--max-file-mb`` or declaring more than ``--max-frame-pixels``:
-  skipped with the reason.
-
-Every file (frame or mask) is read by :mod:`edge.vision.decode`, the decoder of the service,
-with the same limits (defaults of ``[decode]``).
-
-A binary mask with several different non-zero values (a class map given without
-``--crystal-class``) is skipped with a hint, instead of silently merging classes.
+Two modes plug in at :func:`collect_results`: ``--masks`` measures crystal masks made by
+any segmenter (:mod:`edge.commands.analyze_masks`, which also says which mask files are
+accepted), the image mode segments frames with a model
+(:mod:`edge.commands.analyze_images`). Each mode yields one
+:class:`edge.vision.result.FrameResult` per input (measured, or skipped with its reason:
+``unreadable``, ``bad_mask``, a quality-gate reason), and everything after that (PSD,
+JSON/CSV/plot, exit status) is shared. Finding and decoding the inputs is
+:mod:`edge.commands.analyze_inputs`; every file (frame or mask) is read by
+:mod:`edge.vision.decode`, the decoder of the service, with the same limits (defaults of
+``[decode]``).
 """
 
 from __future__ import annotations
@@ -34,25 +18,15 @@ import argparse
 import logging
 import math
 import sys
-import time
-from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edge.commands.analyze_images import add_image_arguments, make_folder, results_from_images
-from edge.commands.analyze_inputs import (
-    decode_config_from_args,
-    decode_image,
-    error_text,
-    expand_inputs,
-    validated,
-    warn_skipped,
-)
+from edge.commands.analyze_inputs import decode_config_from_args, validated
+from edge.commands.analyze_masks import results_from_masks
 from edge.errors import UserError
 
 if TYPE_CHECKING:
-    import numpy as np
-
     from edge.vision.result import FrameResult
 
 HELP = ("measure crystals and the size distribution (Q3, x50,3, log-normal) of frames "
@@ -195,105 +169,6 @@ def check_output_paths(args: argparse.Namespace) -> None:
         if Path(value).expanduser().is_dir():
             raise UserError(f"--{opt} {value}: is a directory, expected a file name")
         make_folder(Path(value).expanduser().resolve().parent, f"--{opt} {value}")
-
-
-# ---------------------------------------------------------------- masks mode
-def read_mask(path: str | Path, *, crystal_class: int | None = None,
-              decode_config: Any = None) -> np.ndarray:
-    """Crystal mask (bool, H x W) from a mask or class-map file; see the module doc.
-
-    Raises
-    ------
-    UserError
-        Naming the file and what is wrong with it.
-    """
-    return mask_from_image(path, decode_image(path, decode_config), crystal_class=crystal_class)
-
-
-def mask_from_image(path: str | Path, img: np.ndarray, *,
-                    crystal_class: int | None = None) -> np.ndarray:
-    """Crystal mask (bool, H x W) from the decoded mask or class-map file ``path``."""
-    import numpy as np
-
-    from edge.vision.decode import MIN_SIDE_PX
-
-    path = Path(path)
-    if img.ndim == 3:
-        colour = img[..., :3] if img.shape[2] >= 3 else img[..., :1]
-        if colour.shape[2] > 1 and not (np.array_equal(colour[..., 0], colour[..., 1])
-                                        and np.array_equal(colour[..., 0], colour[..., 2])):
-            raise UserError(f"{path}: colour image with differing channels (shape "
-                            f"{img.shape}); a mask must be single-channel or grey")
-        img = colour[..., 0]
-    if img.dtype not in (np.uint8, np.uint16):
-        raise UserError(f"{path}: {img.dtype} pixels; expected an 8- or 16-bit integer mask")
-    if img.ndim != 2 or min(img.shape) < MIN_SIDE_PX:
-        raise UserError(f"{path}: image of {img.shape[1] if img.ndim > 1 else 1}x"
-                        f"{img.shape[0]} px is smaller than {MIN_SIDE_PX} px")
-    lossy = path.suffix.lower() in (".jpg", ".jpeg")
-    if crystal_class is not None:
-        if lossy:
-            raise UserError(f"{path}: JPEG cannot hold a class map exactly (lossy); "
-                            f"save class maps as PNG or TIFF")
-        vmax = int(img.max())
-        if vmax > 255:
-            raise UserError(f"{path}: 16-bit values up to {vmax}; a class map holds small "
-                            f"class ids (<= 255)")
-        return img == crystal_class
-    if lossy:
-        return img >= (128 if img.dtype == np.uint8 else 32768)
-    nonzero = img[img != 0]
-    if nonzero.size and (nonzero != nonzero[0]).any():
-        values = np.unique(img)
-        shown = ", ".join(str(int(v)) for v in values[:5]) + (", ..." if values.size > 5 else "")
-        raise UserError(f"{path}: {values.size} different values ({shown}), not a binary "
-                        f"mask; for a class map give --crystal-class")
-    return img != 0
-
-
-def results_from_masks(paths: Sequence[str], *, px_size_um: float,
-                       crystal_class: int | None, measure_config: Any,
-                       decode_config: Any = None) -> list[FrameResult]:
-    """Measure every mask file: one FrameResult per input (a skipped one warned once)."""
-    return [_mask_result(name, error, px_size_um=px_size_um, crystal_class=crystal_class,
-                         measure_config=measure_config, decode_config=decode_config)
-            for name, error in expand_inputs(paths)]
-
-
-def _mask_result(name: str, listed_error: str | None, *, px_size_um: float,
-                 crystal_class: int | None, measure_config: Any,
-                 decode_config: Any) -> FrameResult:
-    """One mask file measured, or ``unreadable`` (cannot be read) or ``bad_mask`` (read,
-    but not a mask these options accept)."""
-    from edge.measure import measure_crystals
-    from edge.vision.result import FrameResult
-
-    if listed_error is not None:
-        return _skipped(name, "unreadable", listed_error)
-    t0 = time.perf_counter()
-    try:
-        image = decode_image(name, decode_config)
-    except UserError as exc:
-        return _skipped(name, "unreadable", error_text(name, exc))
-    try:
-        mask = mask_from_image(name, image, crystal_class=crystal_class)
-        t1 = time.perf_counter()
-        crystals = measure_crystals(mask.astype("uint8"), px_size_um=px_size_um,
-                                    config=measure_config)
-    except (UserError, ValueError) as exc:
-        return _skipped(name, "bad_mask", error_text(name, exc))
-    t2 = time.perf_counter()
-    return FrameResult.from_mask(name, crystals, timings_ms={"read": (t1 - t0) * 1e3,
-                                                             "measure": (t2 - t1) * 1e3})
-
-
-def _skipped(name: str, reason: str, detail: str) -> FrameResult:
-    """The result of an input that is skipped, warned on stderr."""
-    from edge.vision.result import FrameResult
-
-    result = FrameResult.from_error(name, reason, detail)
-    warn_skipped(name, result.error or detail)
-    return result
 
 
 def collect_results(args: argparse.Namespace, measure_config: Any,

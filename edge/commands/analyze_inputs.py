@@ -3,8 +3,8 @@
 Finding the files (:func:`expand_inputs`), reading them unchanged with the service's
 decoder and limits (:func:`decode_image`, :func:`decode_config_from_args`), and the one
 stderr line per skipped input (:func:`warn_skipped`). The masks mode
-(:mod:`edge.commands.analyze`) and the image mode (:mod:`edge.commands.analyze_images`)
-both import it; it imports neither.
+(:mod:`edge.commands.analyze_masks`) and the image mode
+(:mod:`edge.commands.analyze_images`) both import it; it imports neither.
 """
 
 from __future__ import annotations
