@@ -5,7 +5,9 @@ an error, not a silent default). The sections of the other modules are imported,
 redefined: ``[measure]`` (:mod:`edge.measure`), ``[psd]`` (:mod:`edge.psd`),
 ``[backend]`` (:mod:`edge.backends`), ``[quality]``, ``[roi]`` (:mod:`edge.vision.quality`,
 :mod:`edge.vision.roi`), ``[sinks.<name>]`` (:mod:`edge.sinks`: ``jsonl``, ``mqtt``),
-``[logging]`` (:mod:`edge.service.logsetup`), ``[metrics]`` (:mod:`edge.service.metrics`).
+``[logging]`` (:mod:`edge.service.logsetup`), ``[metrics]`` (:mod:`edge.service.metrics`);
+the service's own sections (``[device]``, ``[model]``, ``[optics]``, ``[health]``,
+``[pipeline]``) are in :mod:`edge.service.sections`.
 
 A top-level ``[mqtt]`` section (the old name of ``[sinks.mqtt]``) is still read, with one
 deprecation warning; giving both is an error.
@@ -26,9 +28,8 @@ import json
 import logging
 import socket
 import sys
-from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -40,6 +41,13 @@ from edge.psd import PsdConfig
 from edge.service.logsetup import LoggingConfig
 from edge.service.metrics import MetricsConfig
 from edge.service.pipeline.batch import BatchConfig
+from edge.service.sections import (
+    DeviceConfig,
+    HealthConfig,
+    ModelSection,
+    OpticsConfig,
+    PipelineConfig,
+)
 from edge.service.state import StateConfig
 from edge.sinks import SINKS, SinksConfig
 from edge.sources import SOURCES, SourceConfig
@@ -61,85 +69,10 @@ DEPRECATED_SECTIONS: dict[str, tuple[str, str]] = {"mqtt": ("sinks", "mqtt")}
 """Old top-level section -> (table, key) it is read as."""
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class DeviceConfig(_Section):
-    """``[device]``: who this appliance is."""
-
-    id: str = Field(
-        "", max_length=64,
-        description="appliance id in payloads and MQTT topics; empty = the host name")
-    description: str = Field("", description="free text, e.g. the crystallizer's tag")
-
-
-class ModelSection(_Section):
-    """``[model]``: the segmentation model."""
-
-    path: Path = Field(
-        Path("models/crystal-seg.onnx"),
-        description="ONNX model; its metadata JSON (classes, pixel size, sha256) must lie "
-                    "beside it, and the ONNX must match the sha256 recorded there")
-    inference_scale: float | Literal["auto"] = Field(
-        "auto",
-        description="resize factor of the frames before inference; 'auto' = so that the "
-                    "network sees the pixel size it was trained at, but frames are never "
-                    "shrunk further than the model's training frames were (0.5 for the "
-                    "bundled model). Crystals are measured at inference "
-                    "resolution with the pixel size scaled accordingly")
-    flip_average: bool = Field(
-        False,
-        description="also segment every frame mirrored left-right and average the two "
-                    "outputs: crystal boundaries a little more exact (crystal IoU +0.007 on "
-                    "twins, +0.017 on needles) for a second inference per frame")
-
-
-class OpticsConfig(_Section):
-    """``[optics]``: the microscope's geometry."""
-
-    px_size_um: float = Field(
-        1.45, gt=0, le=1000,
-        description="size of one frame pixel in micrometres (calibrate with a stage "
-                    "micrometer; the study's set-up: about 1.45 um)")
-    calibrated_at: datetime | None = Field(
-        None, description="when px_size_um was measured (UTC; written by crystal-edge "
-                          "calibrate --write-config)")
-    calibration: str | None = Field(
-        None, description="how px_size_um was measured: method, reference and uncertainty "
-                          "(written by crystal-edge calibrate --write-config)")
-
-
-class HealthConfig(_Section):
-    """``[health]``: the periodic health snapshot."""
-
-    interval_s: float = Field(
-        5.0, gt=0, le=3600,
-        description="seconds between health snapshots (status.json in the state "
-                    "directory, and every sink's health message)")
-    stall_s: float = Field(
-        120.0, gt=0,
-        description="a pipeline stage that makes no progress for this long counts as hung:"
-                    " the systemd watchdog is no longer petted (systemd restarts the "
-                    "service after WatchdogSec)")
-    load_timeout_s: float = Field(
-        3600.0, gt=0,
-        description="while the inference stage loads the backend (a TensorRT engine build "
-                    "takes minutes on a Jetson) it may exceed stall_s up to this long")
-
-
-class PipelineConfig(_Section):
-    """``[pipeline]``: threads and queues."""
-
-    queue_size: int = Field(
-        4, ge=1, le=256,
-        description="frames that may wait between two stages (back-pressure beyond)")
-    post_workers: int = Field(
-        1, ge=1, le=16, description="post-processing threads (measuring is CPU work)")
-
-
-class EdgeConfig(_Section):
+class EdgeConfig(BaseModel):
     """The whole configuration file."""
+
+    model_config = ConfigDict(extra="forbid")
 
     device: DeviceConfig = Field(default_factory=DeviceConfig, description="appliance id")
     source: SourceConfig = Field(
