@@ -5,7 +5,7 @@ deploy --hosts "jetson-01 jetson-02" ...``. See ``python -m deploy --help`` and
 ``docs/deploy.md``.
 
 Modules: :mod:`deploy.release` (the release tree and wheel, built locally),
-:mod:`deploy.remote` (SSH/rsync and the scripts run on the target),
-:mod:`deploy.host` (one host's deployment), :mod:`deploy.cli` (arguments, hosts in
-parallel, summary table).
+:mod:`deploy.remote` (SSH/rsync), :mod:`deploy.remote_scripts` (the scripts run on the
+target), :mod:`deploy.host` (one host's deployment), :mod:`deploy.cli` (arguments, hosts
+in parallel, summary table).
 """

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from deploy import remote
+from deploy import remote, remote_scripts
 from deploy.release import JETPACK_OF_L4T, Release, ReleaseError, parse_l4t
 from deploy.remote import RemoteError, Target
 
@@ -62,7 +62,7 @@ Log = Callable[[str], None]
 
 
 def _check(target: Target, opts: Options, result: HostResult, log: Log) -> dict[str, str]:
-    facts = remote.parse_kv(target.run(remote.CHECK, opts.target_root,
+    facts = remote.parse_kv(target.run(remote_scripts.CHECK, opts.target_root,
                                        opts.remote_python, timeout=120).stdout)
     if facts.get("uid", "0") != "0":
         target.sudo = True
@@ -147,12 +147,12 @@ def _dry_run(target: Target, release: Release, facts: dict[str, str], opts: Opti
         log(f"  would transfer: {line}")
     unit_rel = "etc/systemd/system/crystal-edge.service"
     new_unit = (release.path / "systemd" / "crystal-edge.service").read_text()
-    old_unit = target.run(remote.CAT, opts.target_root, unit_rel).stdout
+    old_unit = target.run(remote_scripts.CAT, opts.target_root, unit_rel).stdout
     for line in _diff(old_unit, new_unit, "/" + unit_rel):
         log(f"  unit: {line}")
     if action in ("install", "replace", "keep") and release.config_in_release:
         new_cfg = (release.path / release.config_in_release).read_text()
-        old_cfg = target.run(remote.CAT, opts.target_root,
+        old_cfg = target.run(remote_scripts.CAT, opts.target_root,
                              "etc/crystal-edge/config.toml").stdout
         for line in _diff(old_cfg, new_cfg, "/etc/crystal-edge/config.toml"):
             log(f"  config: {line}")
@@ -170,7 +170,7 @@ def _dry_run(target: Target, release: Release, facts: dict[str, str], opts: Opti
 
 
 def _wait(target: Target, opts: Options, old_invocation: str = "") -> str:
-    out = target.run(remote.WAIT, opts.target_root, str(int(opts.start_timeout_s)),
+    out = target.run(remote_scripts.WAIT, opts.target_root, str(int(opts.start_timeout_s)),
                      str(opts.settle_s), str(opts.poll_s), old_invocation,
                      timeout=opts.start_timeout_s + opts.settle_s + 120).stdout
     return remote.parse_kv(out).get("state", "unknown")
@@ -202,7 +202,7 @@ def _install_and_verify(target: Target, release: Release, facts: dict[str, str],
                         opts: Options, *, action: str, config_note: str,
                         result: HostResult, log: Log) -> None:
     base = f"{opts.root}/opt/crystal-psd"
-    target.run(remote.MKDIRS, opts.target_root, timeout=120)
+    target.run(remote_scripts.MKDIRS, opts.target_root, timeout=120)
     if opts.wheelhouse is not None:
         log(f"wheelhouse: rsync {opts.wheelhouse} -> {base}/wheelhouse/")
         target.rsync(f"{opts.wheelhouse}/", f"{base}/wheelhouse/")
@@ -216,7 +216,7 @@ def _install_and_verify(target: Target, release: Release, facts: dict[str, str],
 
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     extras = f"[{opts.extras}]" if opts.extras else ""
-    proc = target.run(remote.INSTALL, opts.target_root, release.name, opts.remote_python,
+    proc = target.run(remote_scripts.INSTALL, opts.target_root, release.name, opts.remote_python,
                       opts.pip_mode, release.wheel or "", extras, action,
                       release.config_in_release or "", stamp, "1" if opts.restart else "0",
                       timeout=1800, check=False)
@@ -227,7 +227,7 @@ def _install_and_verify(target: Target, release: Release, facts: dict[str, str],
                 not ln.startswith("step=")]
         msg = last[-1].strip() if last else f"exit {proc.returncode}"
         try:
-            target.run(remote.DISCARD, opts.target_root, release.name, timeout=120)
+            target.run(remote_scripts.DISCARD, opts.target_root, release.name, timeout=120)
         except RemoteError:
             pass
         raise RemoteError(f"install failed at step '{steps[-1] if steps else '?'}': {msg}; "
@@ -251,7 +251,7 @@ def _install_and_verify(target: Target, release: Release, facts: dict[str, str],
     if state == "active" and opts.wait_mqtt:
         log(f"waiting for the service's MQTT connection (up to {opts.mqtt_timeout_s:.0f} s)")
         mqtt = remote.parse_kv(target.run(
-            remote.WAIT_MQTT, opts.target_root, out.get("restarted_at", "0"),
+            remote_scripts.WAIT_MQTT, opts.target_root, out.get("restarted_at", "0"),
             str(int(opts.mqtt_timeout_s)), str(opts.poll_s), opts.state_dir,
             timeout=opts.mqtt_timeout_s + 120).stdout).get("mqtt", "unknown")
         if mqtt == "connected":
@@ -272,7 +272,7 @@ def _install_and_verify(target: Target, release: Release, facts: dict[str, str],
         result.detail = f"service state {state}; no previous release to roll back to"
         return
     log(f"rolling back to {result.previous}")
-    rb = remote.parse_kv(target.run(remote.ROLLBACK, opts.target_root, release.name,
+    rb = remote.parse_kv(target.run(remote_scripts.ROLLBACK, opts.target_root, release.name,
                                     result.previous, backup, "1", timeout=300).stdout)
     back = _wait(target, opts, rb.get("old_invocation", ""))
     result.result = "rolled back"
@@ -291,7 +291,7 @@ def _journal_tail(target: Target, opts: Options, log: Log) -> None:
 
 def _prune(target: Target, opts: Options, result: HostResult, log: Log) -> None:
     try:
-        out = target.run(remote.PRUNE, opts.target_root, str(opts.keep), result.previous,
+        out = target.run(remote_scripts.PRUNE, opts.target_root, str(opts.keep), result.previous,
                          timeout=300).stdout
     except RemoteError as exc:
         log(f"pruning old releases failed (not fatal): {exc}")

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from deploy.remote import ROLLBACK
+from deploy.remote_scripts import ROLLBACK
 from tests.deploy.conftest import REPO
 
 WORKSTATION_UID = 1000  # a typical first user; on a Jetson uid 1000 is its default user

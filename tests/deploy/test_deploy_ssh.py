@@ -10,7 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from deploy.remote import WAIT_MQTT
+from deploy.remote_scripts import WAIT_MQTT
 from tests.deploy.conftest import REPO
 
 CFG_A = '[logging]\nlevel = "INFO"\n'

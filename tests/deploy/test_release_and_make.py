@@ -87,7 +87,7 @@ def test_make_targets_pass_variables():
 
 
 def test_prune_keeps_newest_by_timestamp_plus_current_and_previous(tmp_path):
-    from deploy.remote import PRUNE
+    from deploy.remote_scripts import PRUNE
 
     rel = tmp_path / "opt/crystal-psd/releases"
     names = ["0.9.0-20261101T000000Z", "0.10.0-20261102T000000Z",
@@ -118,7 +118,7 @@ exit 0
 
 
 def test_wait_ignores_the_old_instance_and_waits_through_activating(tmp_path):
-    from deploy.remote import WAIT
+    from deploy.remote_scripts import WAIT
 
     stub = tmp_path / "systemctl"
     stub.write_text(WAIT_STUB)
