@@ -137,6 +137,41 @@ def _backlog_drain(sink: MqttSink, broker: _Broker, dcs: _Dcs, *, n: int, drain_
     return drain_s
 
 
+def _open_sink(port: int, work: Path, *, max_inflight: int, mode: str) -> MqttSink:
+    """An open MqttSink on the soak broker, its state directory under ``work``."""
+    cfg = MqttConfig(enabled=True, host="127.0.0.1", port=port, device_id="soak",
+                     topic_prefix="soak", sparkplug_group_id="soak", reconnect_min_s=0.5,
+                     reconnect_max_s=2.0,
+                     max_inflight=max_inflight, mode=mode, sparkplug_ndata_qos=1)  # type: ignore[arg-type]
+    sink = MqttSink(cfg, state_dir=work / "state", close_timeout_s=10.0)
+    sink.open()
+    return sink
+
+
+def _wait_delivered(sink: MqttSink, dcs: _Dcs, *, n: int, timeout_s: float) -> None:
+    """Until the outbox is empty and the subscriber has ``n`` distinct batch ids (or
+    ``timeout_s``)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if sink.health()["outbox_depth"] == 0 and len(set(dcs.snapshot())) >= n:
+            break
+        time.sleep(0.05)
+
+
+def _delivery_counts(ids: list[int], *, total: int) -> dict[str, Any]:
+    """What the subscriber received (``ids``, in arrival order) against ``total`` produced."""
+    unique = set(ids) & set(range(1, total + 1))
+    first_seen = list(dict.fromkeys(ids))
+    return {
+        "produced": total,
+        "delivered_unique": len(unique),
+        "lost": total - len(unique),
+        "duplicates": len(ids) - len(set(ids)),
+        "order_kept": first_seen == sorted(first_seen),
+        "delivered_over_produced": len(unique) / total,
+    }
+
+
 def run(n: int, *, outage_at: float, outage_s: float, max_inflight: int, timeout_s: float,
         mode: str, drain_n: int) -> dict[str, Any]:
     work = Path(tempfile.mkdtemp(prefix="soak-mqtt-"))
@@ -144,12 +179,7 @@ def run(n: int, *, outage_at: float, outage_s: float, max_inflight: int, timeout
     broker.start()
     dcs = _Dcs(broker.port)
     time.sleep(0.3)
-    cfg = MqttConfig(enabled=True, host="127.0.0.1", port=broker.port, device_id="soak",
-                     topic_prefix="soak", sparkplug_group_id="soak", reconnect_min_s=0.5,
-                     reconnect_max_s=2.0,
-                     max_inflight=max_inflight, mode=mode, sparkplug_ndata_qos=1)  # type: ignore[arg-type]
-    sink = MqttSink(cfg, state_dir=work / "state", close_timeout_s=10.0)
-    sink.open()
+    sink = _open_sink(broker.port, work, max_inflight=max_inflight, mode=mode)
     reports = [_report(i) for i in range(1, n + 1)]
     outage_index = int(n * outage_at)
     peak_depth = 0
@@ -180,11 +210,7 @@ def run(n: int, *, outage_at: float, outage_s: float, max_inflight: int, timeout
             outage_ended = time.perf_counter()
         t_produced = time.perf_counter()
         peak_depth = max(peak_depth, sink.health()["outbox_depth"])
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if sink.health()["outbox_depth"] == 0 and len(set(dcs.snapshot())) >= n:
-                break
-            time.sleep(0.05)
+        _wait_delivered(sink, dcs, n=n, timeout_s=timeout_s)
         t_drained = time.perf_counter()
         health = sink.health()
         drain_s = _backlog_drain(sink, broker, dcs, n=n, drain_n=drain_n,
@@ -194,21 +220,13 @@ def run(n: int, *, outage_at: float, outage_s: float, max_inflight: int, timeout
         time.sleep(0.5)
         dcs.close()
         broker.stop()
-    ids = dcs.snapshot()
-    total = n + drain_n
-    unique = set(ids) & set(range(1, total + 1))
-    first_seen = list(dict.fromkeys(ids))
+    counts = _delivery_counts(dcs.snapshot(), total=n + drain_n)
     cpu = _cpu() - cpu0
     shutil.rmtree(work, ignore_errors=True)
     return {
         "bench": "soak_mqtt",
         "mode": mode,
-        "produced": total,
-        "delivered_unique": len(unique),
-        "lost": total - len(unique),
-        "duplicates": len(ids) - len(set(ids)),
-        "order_kept": first_seen == sorted(first_seen),
-        "delivered_over_produced": len(unique) / total,
+        **counts,
         "publish_reports_per_s": n / publish_time,
         "publish_mean_ms": 1000 * publish_time / n,
         "delivery_reports_per_s_phase1": health["published"] / (t_drained - t_start),

@@ -208,7 +208,8 @@ def record_in_meta(model: Path, doc: dict[str, Any]) -> Path:
     return write_meta(meta, model)
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
+    """The command line (the module docstring describes it)."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", type=Path, default=Path("models/crystal-seg.onnx"))
     p.add_argument("--work", type=Path, default=Path("/tmp/domain_sets"),
@@ -230,6 +231,11 @@ def main(argv: list[str] | None = None) -> int:
                    help="record an earlier run of --model in its metadata and stop")
     p.add_argument("--compare", nargs=2, type=Path, metavar=("OLD.json", "NEW.json"),
                    help="print the before -> after table of two earlier runs and stop")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = _parser()
     args = p.parse_args(argv)
     if args.compare:
         try:
