@@ -4,14 +4,12 @@ In-process through the CLI entry point where possible (fast); a real subprocess 
 SIGTERM.
 """
 
+# ruff: noqa: F811 (the fixtures imported from tests.edge.run_helpers)
 from __future__ import annotations
 
 import json
 import os
-import signal
 import sqlite3
-import subprocess
-import sys
 import threading
 import time
 import urllib.request
@@ -26,23 +24,17 @@ from edge.service.config import load_config
 from edge.service.pipeline.app import Service
 from edge.service.state import read_status
 from edge.sinks.jsonl import read_jsonl
-from tests.edge.sources.helpers import running_service, write_config, write_frames
+from tests.edge.run_helpers import (  # noqa: F401 (fixtures)
+    NotifyReceiver,
+    service_process,
+    sigterm,
+    tiny_model,
+    wait_for,
+    workdir,
+)
+from tests.edge.sources.helpers import write_config, write_frames
 from tests.edge.sources.test_opencv import write_video
-from tests.fixtures.tiny_model import build_tiny_model, synth_frame
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory):
-    return build_tiny_model(tmp_path_factory.mktemp("model"))
-
-
-@pytest.fixture
-def workdir(tmp_path, tiny_model, monkeypatch):
-    monkeypatch.delenv("CRYSTAL_EDGE_STATE_DIR", raising=False)
-    (tmp_path / "in").mkdir()
-    return tmp_path
+from tests.fixtures.tiny_model import synth_frame
 
 
 def _ledger(state: Path) -> dict[str, str]:
@@ -128,41 +120,15 @@ def test_max_batches_leaves_the_rest_for_the_next_start(workdir, tiny_model):
     assert sorted(_ledger(workdir / "state")) == [f"f{i}.png" for i in range(5)]
 
 
-def _wait(cond, timeout: float, what: str) -> None:
-    t_end = time.monotonic() + timeout
-    while time.monotonic() < t_end:
-        if cond():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def _service_process(workdir: Path) -> subprocess.Popen:
-    """``crystal-edge run --config workdir/config.toml`` as a real process."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    env.pop("CRYSTAL_EDGE_STATE_DIR", None)
-    return subprocess.Popen(
-        [sys.executable, "-m", "edge.cli", "run", "--config", str(workdir / "config.toml")],
-        cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-def _sigterm(proc: subprocess.Popen) -> str:
-    """Stop it as systemd does; it must exit 0. Returns its stderr."""
-    proc.send_signal(signal.SIGTERM)
-    _out, err = proc.communicate(timeout=60)
-    assert proc.returncode == 0, err
-    return err
-
-
 def test_sigterm_mid_batch_persists_the_open_batch(workdir, tiny_model):
     write_config(workdir / "config.toml", model=tiny_model, batch_frames=100)
     write_frames(workdir / "in", [f"f{i}.png" for i in range(5)])
-    proc = _service_process(workdir)
+    proc = service_process(workdir)
     try:
-        _wait(lambda: (read_status(workdir / "state") or {}).get("frames_total") == 5,
+        wait_for(lambda: (read_status(workdir / "state") or {}).get("frames_total") == 5,
               90, "5 frames in status.json")
         assert not (workdir / "out.jsonl").exists() or not read_jsonl(workdir / "out.jsonl")
-        err = _sigterm(proc)
+        err = sigterm(proc)
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -192,11 +158,11 @@ def test_camera_that_disappears_is_retried_while_the_service_runs(workdir, tiny_
     try:
         assert svc.ready.wait(30)
         pipe = svc.pipeline
-        _wait(lambda: pipe.frames_total >= 4, 30, "the video's frames")
+        wait_for(lambda: pipe.frames_total >= 4, 30, "the video's frames")
         os.remove(video)  # the camera is unplugged
-        _wait(lambda: pipe.source.health()["reconnect_attempts"] >= 3, 15, "reconnect attempts")
+        wait_for(lambda: pipe.source.health()["reconnect_attempts"] >= 3, 15, "reconnect attempts")
         assert th.is_alive() and pipe.state == "running"
-        _wait(lambda: (read_status(workdir / "state") or {}).get("source", {}).get(
+        wait_for(lambda: (read_status(workdir / "state") or {}).get("source", {}).get(
             "connected") is False, 5, "status.json showing the camera down")
         snap = read_status(workdir / "state")
         assert "cannot open" in snap["source"]["last_error"]
@@ -205,7 +171,7 @@ def test_camera_that_disappears_is_retried_while_the_service_runs(workdir, tiny_
         assert f"crystal_edge_frames_total {pipe.frames_total}" in metrics
         write_video(video, n=3, h=240, w=320)  # plugged in again
         n_before = pipe.frames_total
-        _wait(lambda: pipe.frames_total >= n_before + 3, 15, "frames after reconnecting")
+        wait_for(lambda: pipe.frames_total >= n_before + 3, 15, "frames after reconnecting")
     finally:
         svc.pipeline.request_stop("test")
         th.join(30)
@@ -255,35 +221,6 @@ def test_batch_times_are_the_frames_capture_times(workdir, tiny_model):
     assert pay["batch_end"] == "2025-11-24T16:00:02Z"
 
 
-class NotifyReceiver:
-    """A real AF_UNIX datagram socket read as systemd reads it (the sender never blocks);
-    NOTIFY_SOCKET points at it for the test."""
-
-    def __init__(self, path: Path, monkeypatch) -> None:
-        import socket
-
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.sock.bind(str(path))
-        self.sock.settimeout(0.2)
-        self.msgs: list[str] = []
-        self._done = threading.Event()
-        self._rx = threading.Thread(target=self._receive, daemon=True)
-        self._rx.start()
-        monkeypatch.setenv("NOTIFY_SOCKET", str(path))
-
-    def _receive(self) -> None:
-        while not self._done.is_set():
-            try:
-                self.msgs.append(self.sock.recv(4096).decode())
-            except TimeoutError:
-                continue
-
-    def close(self) -> None:
-        self._done.set()
-        self._rx.join(5)
-        self.sock.close()
-
-
 def test_systemd_notifications(workdir, tiny_model, monkeypatch):
     """READY after start-up, WATCHDOG while the stages make progress, STOPPING at the end,
     received on a real AF_UNIX datagram socket as systemd would."""
@@ -297,7 +234,7 @@ def test_systemd_notifications(workdir, tiny_model, monkeypatch):
     th.start()
     try:
         assert svc.ready.wait(30)
-        _wait(lambda: svc.pipeline.frames_total >= 4, 30, "4 frames")
+        wait_for(lambda: svc.pipeline.frames_total >= 4, 30, "4 frames")
         time.sleep(0.6)
         svc.pipeline.request_stop("test")
         th.join(30)
@@ -327,7 +264,7 @@ def test_synthetic_source_batches_close_by_time(workdir, tiny_model):
     th.start()
     try:
         assert svc.ready.wait(30)
-        _wait(lambda: svc.pipeline.batches_published >= 3, 30, "3 time-closed batches")
+        wait_for(lambda: svc.pipeline.batches_published >= 3, 30, "3 time-closed batches")
     finally:
         svc.pipeline.request_stop("test")
         th.join(30)
@@ -340,203 +277,3 @@ def test_synthetic_source_batches_close_by_time(workdir, tiny_model):
         # time, far below the 10 000-frame limit
         assert 1 <= n <= 14, n
     assert [r["batch_id"] for r in recs] == list(range(1, len(recs) + 1))
-
-
-def _backend_at_ready(workdir, monkeypatch, *, until_ready_only: bool, **kw):
-    """Run the service; return (backend loaded when READY was sent, the service)."""
-    from edge.service import systemd
-
-    seen: dict[str, object] = {}
-    svc = Service(load_config(workdir / "config.toml"), install_signals=False, **kw)
-
-    def ready(status: str = "") -> None:
-        seen["backend"] = svc.pipeline.processor.analyzer.backend
-
-    monkeypatch.setattr(systemd, "notify_ready", ready)
-    if not until_ready_only:
-        assert svc.run() == 0
-        return seen["backend"], svc
-    th = threading.Thread(target=svc.run)
-    th.start()
-    try:
-        assert svc.ready.wait(30)
-    finally:
-        _wait(lambda: svc.pipeline is not None, 10, "the pipeline")
-        svc.pipeline.request_stop("test")
-        th.join(30)
-    return seen["backend"], svc
-
-
-def test_model_is_loaded_before_ready_when_the_frame_size_can_be_known(workdir, tiny_model,
-                                                                        monkeypatch):
-    """READY means the model is loaded: the frame size comes from the first waiting file,
-    else from the last run's frames (frame_size.json); only a first start on an empty
-    folder has to load the model with the first frame."""
-    write_config(workdir / "config.toml", model=tiny_model, batch_frames=2)
-    state = workdir / "state"
-    # first start, empty folder, nothing known: loaded lazily
-    backend, _ = _backend_at_ready(workdir, monkeypatch, until_ready_only=True)
-    assert backend is None and not (state / "frame_size.json").exists()
-    # frames waiting: size from the oldest pending file, model loaded before READY
-    write_frames(workdir / "in", ["f0.png", "f1.png"], h=240, w=320)
-    backend, _ = _backend_at_ready(workdir, monkeypatch, until_ready_only=False, max_batches=1)
-    assert backend is not None
-    assert json.loads((state / "frame_size.json").read_text()) == {"height": 240, "width": 320}
-    # restart with the folder empty again (files processed): size from frame_size.json
-    backend, _ = _backend_at_ready(workdir, monkeypatch, until_ready_only=True)
-    assert backend is not None
-    # a damaged record is ignored, not fatal
-    (state / "frame_size.json").write_text("{not json")
-    backend, _ = _backend_at_ready(workdir, monkeypatch, until_ready_only=True)
-    assert backend is None
-
-
-def test_reload_applies_a_valid_file_and_refuses_an_invalid_one(workdir, tiny_model,
-                                                                 monkeypatch, caplog):
-    """SIGHUP / MQTT reload_config: the open batch is closed, the pipeline is rebuilt from
-    the re-read file in the same process (batch ids continue); an invalid file is refused
-    and the service runs on. systemd hears RELOADING then READY."""
-    rx = NotifyReceiver(workdir / "notify.sock", monkeypatch)
-    cfg_path = workdir / "config.toml"
-    write_config(cfg_path, model=tiny_model, batch_frames=2)
-    write_frames(workdir / "in", [f"a{i}.png" for i in range(4)])
-    try:
-        with running_service(cfg_path) as svc:
-            _wait(lambda: svc.pipeline.batches_published >= 2, 30, "2 batches of 2")
-            first = svc.pipeline
-            good = cfg_path.read_text()
-            cfg_path.write_text(good.replace("frames = 2\n", "frames = -5\n"))
-            with caplog.at_level("ERROR", logger="edge.service.pipeline.app"):
-                assert svc.request_reload("test") is False
-            assert any("refused, running on unchanged" in r.getMessage() and "frames" in
-                       r.getMessage() for r in caplog.records)
-            assert svc.pipeline is first and first.stop_reason is None
-            cfg_path.write_text(good.replace("frames = 2\n", "frames = 3\n"))
-            assert svc.request_reload("test") is True
-            _wait(lambda: svc.reloads == 1 and svc.ready.is_set() and svc.pipeline is not None
-                  and svc.pipeline is not first, 30, "the reload")
-            assert svc.cfg.batch.frames == 3
-            write_frames(workdir / "in", [f"b{i}.png" for i in range(3)])
-            _wait(lambda: svc.pipeline.batches_published >= 1, 30, "a batch of 3")
-    finally:
-        rx.close()
-    recs = read_jsonl(workdir / "out.jsonl")
-    assert [r["batch_id"] for r in recs] == list(range(1, len(recs) + 1))
-    assert [r["payload"]["frames"]["used"] for r in recs][:2] == [2, 2]
-    assert recs[-1]["payload"]["frames"]["used"] == 3
-    msgs = rx.msgs
-    kinds = [m.split("\n")[0].split("=")[0] for m in msgs]
-    i = kinds.index("RELOADING")
-    assert "READY" in kinds[i + 1:] and "STOPPING" not in kinds[:i], kinds
-    assert "MONOTONIC_USEC=" in msgs[i]
-
-
-def test_sighup_reloads_the_running_process(workdir, tiny_model):
-    """``systemctl reload`` sends SIGHUP: the open batch is closed and published, the new
-    batch size applies, the process (PID) stays."""
-    cfg_path = workdir / "config.toml"
-    write_config(cfg_path, model=tiny_model, batch_frames=100)
-    write_frames(workdir / "in", [f"f{i}.png" for i in range(3)])
-    proc = _service_process(workdir)
-    try:
-        _wait(lambda: (read_status(workdir / "state") or {}).get("frames_total") == 3,
-              90, "3 frames in status.json")
-        cfg_path.write_text(cfg_path.read_text().replace("frames = 100\n", "frames = 2\n"))
-        proc.send_signal(signal.SIGHUP)
-        _wait(lambda: (workdir / "out.jsonl").exists() and len(read_jsonl(
-            workdir / "out.jsonl")) == 1, 60, "the open batch closed by the reload")
-        write_frames(workdir / "in", [f"g{i}.png" for i in range(2)])
-        _wait(lambda: len(read_jsonl(workdir / "out.jsonl")) == 2, 60, "a batch of 2")
-        assert proc.poll() is None
-        err = _sigterm(proc)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    recs = read_jsonl(workdir / "out.jsonl")
-    assert [(r["batch_id"], r["payload"]["frames"]["used"]) for r in recs] == [(1, 3), (2, 2)]
-    assert "reload (SIGHUP)" in err and "Traceback" not in err
-
-
-def _slow_backend_run(workdir, tiny_model, monkeypatch, load_timeout_s: float):
-    """A backend that takes 1.5 s to load with the first frame, stall_s 0.3 s: returns
-    (pipeline.healthy() seen while loading, the status 'busy' texts, frames done)."""
-    import edge.vision.analyzer
-
-    real = edge.vision.analyzer.create_backend
-
-    def slow(*a, **k):
-        time.sleep(1.5)
-        return real(*a, **k)
-
-    monkeypatch.setattr(edge.vision.analyzer, "create_backend", slow)
-    write_config(workdir / "config.toml", model=tiny_model, batch_frames=2,
-                 extra=f"stall_s = 0.3\nload_timeout_s = {load_timeout_s}\n")
-    svc = Service(load_config(workdir / "config.toml"), install_signals=False)
-    th = threading.Thread(target=svc.run)
-    th.start()
-    health, busy = [], set()
-    try:
-        assert svc.ready.wait(30)
-        assert svc.pipeline.processor.analyzer.backend is None  # empty folder: lazy load
-        write_frames(workdir / "in", ["f0.png", "f1.png"])
-        t_end = time.monotonic() + 30
-        while svc.pipeline.frames_total < 2 or svc.pipeline.busy() is not None:
-            assert time.monotonic() < t_end, "frames not analysed"
-            health.append(svc.pipeline.healthy())
-            busy.add((read_status(workdir / "state") or {}).get("busy"))
-            time.sleep(0.05)
-        _wait(lambda: svc.pipeline.batches_published == 1, 30, "the batch")
-    finally:
-        svc.pipeline.request_stop("test")
-        th.join(30)
-    return health, busy
-
-
-def test_loading_the_backend_with_the_first_frame_is_not_a_hang(workdir, tiny_model,
-                                                                 monkeypatch):
-    """A TensorRT engine build in the running service takes minutes: the inference stage
-    is busy, not hung, so the watchdog keeps being petted (up to [health] load_timeout_s)."""
-    health, busy = _slow_backend_run(workdir, tiny_model, monkeypatch, load_timeout_s=60)
-    assert len(health) > 10 and all(health)
-    assert any(b and b.startswith("loading the backend") for b in busy), busy
-
-
-def test_a_backend_load_past_load_timeout_counts_as_hung(workdir, tiny_model, monkeypatch):
-    """Past load_timeout_s the inference stage is stuck: the service stops with status 1
-    (systemd restarts it) instead of looking healthy while it does nothing."""
-    import edge.vision.analyzer
-
-    real = edge.vision.analyzer.create_backend
-    monkeypatch.setattr(edge.vision.analyzer, "create_backend",
-                        lambda *a, **k: (time.sleep(1.5), real(*a, **k))[1])
-    write_config(workdir / "config.toml", model=tiny_model, batch_frames=2,
-                 extra="stall_s = 0.3\nload_timeout_s = 0.5\n")
-    svc = Service(load_config(workdir / "config.toml"), install_signals=False)
-    rc: list[int] = []
-    th = threading.Thread(target=lambda: rc.append(svc.run()))
-    th.start()
-    assert svc.ready.wait(30)
-    write_frames(workdir / "in", ["f0.png", "f1.png"])
-    th.join(30)
-    assert not th.is_alive() and rc == [1]
-    assert "stage inference stalled" in svc.pipeline.failed
-
-
-def test_reload_to_a_file_that_cannot_start_goes_back_to_the_previous_one(
-        workdir, tiny_model, caplog):
-    cfg_path = workdir / "config.toml"
-    write_config(cfg_path, model=tiny_model, batch_frames=2)
-    with running_service(cfg_path) as svc:
-        first = svc.pipeline
-        # valid TOML and schema, but the model file does not exist
-        write_config(cfg_path, model=workdir / "gone.onnx", batch_frames=3)
-        with caplog.at_level("ERROR", logger="edge.service.pipeline.app"):
-            assert svc.request_reload("test") is True
-            _wait(lambda: svc.pipeline is not None and svc.pipeline is not first
-                  and svc.ready.is_set(), 30, "the service back on its previous config")
-        assert any("cannot start, going back" in r.getMessage() and "gone.onnx" in
-                   r.getMessage() for r in caplog.records)
-        assert svc.cfg.batch.frames == 2
-        write_frames(workdir / "in", ["f0.png", "f1.png"])
-        _wait(lambda: svc.pipeline.batches_published == 1, 30, "a batch with the old config")
-    assert [r["payload"]["frames"]["used"] for r in read_jsonl(workdir / "out.jsonl")] == [2]

@@ -1,14 +1,12 @@
 """`crystal-edge status`: status.json + read-only SQLite outbox + engine cache + systemctl,
-and the verdict (OK / DEGRADED / DOWN, one line per problem)."""
+the report and its CLI (the verdict: test_status_verdict.py)."""
 
+# ruff: noqa: F811 (the fixtures imported from tests.edge.status_helpers)
 from __future__ import annotations
 
 import json
 import os
 import sqlite3
-import stat
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -23,77 +21,16 @@ from edge.service.status import (
     outbox_depth,
     service_state,
 )
-
-COMMANDS = {"status": "edge.commands.status"}
-
-# The keys edge.service.pipeline.runtime writes (a subset is enough: the reader tolerates gaps).
-SNAPSHOT = {
-    "state": "running",
-    "device_id": "skid-07",
-    "pid": os.getpid(),  # a live process: the service is running
-    "time": "2026-11-30T01:00:00+00:00",
-    "health_interval_s": 5.0,
-    "uptime_s": 7200.0,
-    "healthy": True,
-    "frames_per_s": 9.5,
-    "frames_total": 68000,
-    "frames_rejected_total": {"blur": 12, "empty": 3},
-    "queue_depths": {"inference": 1, "post": 0, "aggregate": 0, "sinks": 0},
-    "current_batch_id": 18,
-    "batches_total": 17,
-    "last_batch_id": 17,
-    "last_batch": {"batch_id": 17, "x50_3_um": 84.2, "s_lnd": 0.41, "crystals": 5321,
-                   "batch_end": "2026-11-30T00:59:00+00:00", "close_reason": "frames"},
-    "last_error": None,
-    "backend": {"name": "tensorrt", "precision": "fp16", "device": "gpu",
-                "engine": "/somewhere/else/engines/x.engine"},
-    "model": {"name": "crystal-seg", "file": "crystal-seg.onnx", "sha256": "ab" * 32},
-    "software_version": "0.1.0",
-    "started": "2026-11-30T00:00:00+00:00",
-    "sinks": {"mqtt": {"connection": "connected", "connected": True, "outbox_depth": 99,
-                       "last_error": None}},
-}
-
-
-def _stub_systemctl(tmp_path: Path, answer: str, rc: int = 0) -> Path:
-    bindir = tmp_path / "bin"
-    bindir.mkdir(exist_ok=True)
-    exe = bindir / "systemctl"
-    exe.write_text(f"#!/bin/sh\necho \"$@\" >> {tmp_path}/systemctl.calls\n"
-                   f"echo {answer}\nexit {rc}\n")
-    exe.chmod(exe.stat().st_mode | stat.S_IXUSR)
-    return exe
-
-
-def _outbox(path: Path, n: int, *, created: float | None = None) -> None:
-    # The schema of edge.mqtt.outbox (WAL, as the service runs it).
-    con = sqlite3.connect(path)
-    con.execute("PRAGMA journal_mode=WAL")
-    con.execute("CREATE TABLE outbox (id INTEGER PRIMARY KEY AUTOINCREMENT, "
-                "batch_id INTEGER NOT NULL, created REAL NOT NULL, payload TEXT NOT NULL)")
-    con.executemany("INSERT INTO outbox (batch_id, created, payload) VALUES (?, ?, ?)",
-                    [(i, created or time.time(), "{}") for i in range(n)])
-    con.commit()
-    con.close()
-
-
-@pytest.fixture
-def state_dir(tmp_path):
-    sd = tmp_path / "state"
-    (sd / "engines").mkdir(parents=True)
-    snap = json.loads(json.dumps(SNAPSHOT))
-    snap["backend"]["engine"] = str(sd / "engines" / "crystal-seg-abc123.engine")
-    (sd / "status.json").write_text(json.dumps(snap))
-    _outbox(sd / "outbox.sqlite3", 3)
-    eng = sd / "engines" / "crystal-seg-abc123.engine"
-    eng.write_bytes(b"\0" * 2_500_000)
-    (sd / "engines" / "crystal-seg-abc123.engine.json").write_text(
-        json.dumps({"trt_version": "10.3.0", "precision": "fp16"}))
-    return sd
+from tests.edge.status_helpers import (  # noqa: F401 (fixtures)
+    COMMANDS,
+    state_dir,
+    stub_systemctl,
+    write_outbox,
+)
 
 
 def test_collect_status_reads_everything(state_dir, tmp_path):
-    exe = _stub_systemctl(tmp_path, "active")
+    exe = stub_systemctl(tmp_path, "active")
     now = (state_dir / "status.json").stat().st_mtime + 4.0
     rep = collect_status(state_dir, systemctl=str(exe), now=now)
     assert rep.service == "active"
@@ -125,7 +62,7 @@ def test_collect_status_reads_everything(state_dir, tmp_path):
 
 
 def test_stale_status_and_failed_service(state_dir, tmp_path):
-    exe = _stub_systemctl(tmp_path, "failed", rc=3)
+    exe = stub_systemctl(tmp_path, "failed", rc=3)
     now = (state_dir / "status.json").stat().st_mtime + 120
     rep = collect_status(state_dir, systemctl=str(exe), now=now,
                          limits=StatusLimits(stale_after_s=30))
@@ -166,7 +103,7 @@ def test_outbox_in_a_read_only_directory(tmp_path):
     # no -wal/-shm: opened immutable, nothing is created (root bypasses the mode anyway)
     sd = tmp_path / "ro"
     sd.mkdir()
-    _outbox(sd / "outbox.sqlite3", 5)
+    write_outbox(sd / "outbox.sqlite3", 5)
     sd.chmod(0o555)
     try:
         assert outbox_depth(sd / "outbox.sqlite3") == (5, None)
@@ -198,7 +135,7 @@ def test_missing_keys_missing_outbox_and_bad_json(tmp_path):
 
 
 def test_service_state_unknown_answers(tmp_path):
-    assert service_state(systemctl=str(_stub_systemctl(tmp_path, "offline"))) == "unknown"
+    assert service_state(systemctl=str(stub_systemctl(tmp_path, "offline"))) == "unknown"
     assert service_state(systemctl=str(tmp_path / "absent")) == "unknown"
 
 
@@ -221,7 +158,7 @@ def test_state_dir_order(tmp_path, monkeypatch):
 
 
 def test_cli_json_text_and_check(state_dir, tmp_path, monkeypatch, capsys):
-    _stub_systemctl(tmp_path, "active")
+    stub_systemctl(tmp_path, "active")
     monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}")
     argv = ["status", "--state-dir", str(state_dir)]
     assert dispatch("crystal-edge", "t", COMMANDS, [*argv, "--json"]) == 0
@@ -258,140 +195,6 @@ def test_engine_cache_dir_follows_the_backend_engine_path(tmp_path):
     rep = collect_status(sd, systemctl="/nonexistent/systemctl")
     assert rep.engine_cache_dir == str(cache)
     assert [(e.name, e.size_bytes, e.meta) for e in rep.engines] == [("m-1.engine", 1000, {})]
-
-
-# ------------------------------------------------------------------ the verdict
-def _write_snapshot(sd: Path, **changes) -> None:
-    snap = json.loads(json.dumps(SNAPSHOT))
-    snap["backend"]["engine"] = str(sd / "engines" / "crystal-seg-abc123.engine")
-    snap.update(changes)
-    (sd / "status.json").write_text(json.dumps(snap))
-
-
-def _dead_pid() -> int:
-    proc = subprocess.Popen([sys.executable, "-c", "pass"])
-    proc.wait()
-    return proc.pid
-
-
-def _texts(rep) -> list[str]:
-    return [f"{p.level}: {p.text}" for p in rep.problems]
-
-
-def test_broker_down_with_reports_waiting_is_degraded(state_dir, tmp_path, monkeypatch,
-                                                      capsys):
-    _write_snapshot(state_dir, sinks={"mqtt": {
-        "connection": "disconnected", "connected": False, "outbox_depth": 2,
-        "last_error": "connect to 127.0.0.1:1883 failed: [Errno 111] Connection refused"}})
-    rep = collect_status(state_dir, systemctl="/nonexistent/systemctl")
-    assert rep.overall == "DEGRADED" and not rep.ok
-    # the outbox file (3 rows) is newer than the snapshot's number (2)
-    assert _texts(rep) == ["DEGRADED: sink mqtt: cannot deliver (disconnected: connect to "
-                           "127.0.0.1:1883 failed: [Errno 111] Connection refused), "
-                           "3 report(s) waiting"]
-    assert rep.to_text().splitlines()[-2:] == [
-        "problem       " + _texts(rep)[0], "overall       DEGRADED"]
-    # --check: one line naming the problem, exit 1
-    _stub_systemctl(tmp_path, "active")
-    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}")
-    rc = dispatch("crystal-edge", "t", COMMANDS,
-                  ["status", "--state-dir", str(state_dir), "--check"])
-    out = capsys.readouterr().out
-    assert rc == 1 and out.count("\n") == 1
-    assert out.startswith("DEGRADED: sink mqtt: cannot deliver (disconnected")
-
-
-def test_reconnecting_without_backlog_or_error_is_ok(tmp_path):
-    sd = tmp_path / "s"
-    sd.mkdir()
-    (sd / "status.json").write_text(json.dumps({
-        "state": "running", "pid": os.getpid(), "healthy": True,
-        "sinks": {"mqtt": {"connection": "connecting", "connected": False,
-                           "outbox_depth": 0, "last_error": None}}}))
-    assert collect_status(sd, systemctl="/nonexistent/systemctl").overall == "OK"
-
-
-def test_outbox_growth_by_count_and_by_age(tmp_path):
-    sd = tmp_path / "s"
-    sd.mkdir()
-    (sd / "status.json").write_text(json.dumps({"state": "running", "pid": os.getpid()}))
-    _outbox(sd / "outbox.sqlite3", 5, created=time.time() - 1200)
-    rep = collect_status(sd, systemctl="/nonexistent/systemctl",
-                         limits=StatusLimits(outbox_max_reports=4))
-    assert _texts(rep) == ["DEGRADED: outbox: 5 reports waiting (limit 4)",
-                           "DEGRADED: outbox: oldest report waiting for 20 min (limit 10 min)"]
-    assert rep.outbox_oldest_age_s == pytest.approx(1200, abs=5)
-    assert "oldest 1200 s" in rep.to_text()
-    rep = collect_status(sd, systemctl="/nonexistent/systemctl",
-                         limits=StatusLimits(outbox_max_age_s=3600))
-    assert rep.ok
-
-
-def test_not_running_is_down(state_dir):
-    _write_snapshot(state_dir, pid=_dead_pid())
-    rep = collect_status(state_dir, systemctl="/nonexistent/systemctl")
-    assert rep.overall == "DOWN" and rep.pid_alive is False
-    pid = rep.snapshot.pid
-    assert _texts(rep) == [f"DOWN: service not running: pid {pid} from status.json is gone"]
-    assert f"pid {pid} (gone)" in rep.to_text()
-
-    _write_snapshot(state_dir, state="stopped", stop_reason="SIGTERM")
-    rep = collect_status(state_dir, systemctl="/nonexistent/systemctl")
-    assert _texts(rep) == ["DOWN: service stopped (SIGTERM)"]
-
-
-def test_stale_limit_follows_the_recorded_health_interval(state_dir):
-    _write_snapshot(state_dir, health_interval_s=20.0)
-    mtime = (state_dir / "status.json").stat().st_mtime
-    assert collect_status(state_dir, systemctl="/nonexistent/systemctl",
-                          now=mtime + 55).ok  # 3 x 20 s = 60 s
-    rep = collect_status(state_dir, systemctl="/nonexistent/systemctl", now=mtime + 65)
-    assert rep.overall == "DOWN" and rep.stale_after_s == 60
-    _write_snapshot(state_dir, health_interval_s=0.1)  # never below 10 s
-    mtime = (state_dir / "status.json").stat().st_mtime
-    assert collect_status(state_dir, systemctl="/nonexistent/systemctl", now=mtime + 8).ok
-
-
-def test_unhealthy_service_names_the_stage(state_dir):
-    _write_snapshot(state_dir, healthy=False, stages={
-        "capture": {"alive": True, "done": False, "since_progress_s": 0.1},
-        "aggregate": {"alive": False, "done": False, "since_progress_s": 40.0}})
-    rep = collect_status(state_dir, systemctl="/nonexistent/systemctl")
-    assert _texts(rep) == ["DOWN: service unhealthy: stage(s) not running: aggregate"]
-    assert "running (unhealthy)" in rep.to_text()
-    _write_snapshot(state_dir, healthy=False, stages={
-        "capture": {"alive": True, "since_progress_s": 0.1},
-        "aggregate": {"alive": True, "since_progress_s": 130.0}})
-    rep = collect_status(state_dir, systemctl="/nonexistent/systemctl")
-    assert _texts(rep) == ["DOWN: service unhealthy: stage aggregate without progress for "
-                           "130 s"]
-    # the service's own problem lines (edge.service.pipeline.health), one each
-    _write_snapshot(state_dir, healthy=False, problems=[
-        "stage aggregate died: OSError: [Errno 28] No space left on device",
-        "batch 18 cannot be closed since 2026-11-30T01:00:00+00:00: disk full"])
-    rep = collect_status(state_dir, systemctl="/nonexistent/systemctl")
-    assert _texts(rep) == [
-        "DOWN: service unhealthy: stage aggregate died: OSError: [Errno 28] No space left "
-        "on device",
-        "DOWN: service unhealthy: batch 18 cannot be closed since 2026-11-30T01:00:00+00:00: "
-        "disk full"]
-    _write_snapshot(state_dir, healthy=True, problems=[])
-    assert collect_status(state_dir, systemctl="/nonexistent/systemctl").ok
-
-
-def test_state_file_incidents_are_shown(state_dir):
-    _write_snapshot(state_dir, state_file_incidents=[
-        {"file": "outbox.sqlite3", "reason": "file is not a database",
-         "moved_to": "outbox.sqlite3.corrupt-20261130T010000", "time": "2026-11-30T01:00Z",
-         "kept": "412 of 500 reports salvaged"},
-        {"file": "folder_source.sqlite3", "reason": "empty file"}])
-    rep = collect_status(state_dir, systemctl="/nonexistent/systemctl")
-    assert rep.overall == "DEGRADED"
-    assert _texts(rep) == [
-        "DEGRADED: state file: outbox.sqlite3: file is not a database, moved to "
-        "outbox.sqlite3.corrupt-20261130T010000, 412 of 500 reports salvaged "
-        "(2026-11-30T01:00Z)",
-        "DEGRADED: state file: folder_source.sqlite3: empty file"]
 
 
 def test_cli_rejects_bad_thresholds(tmp_path, capsys):
