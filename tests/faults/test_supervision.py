@@ -12,7 +12,7 @@ import sqlite3
 import time
 from pathlib import Path
 
-from tests.edge.test_run import NotifyReceiver
+from tests.edge.run_helpers import NotifyReceiver
 from tests.faults.conftest import jsonl_batches, wait_until, write_config, write_frames
 
 FOLDER = ('type = "folder"\npath = "in"\npoll_s = 0.05\nstable_polls = 1\n'

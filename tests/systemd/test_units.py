@@ -93,7 +93,7 @@ def test_notify_watchdog_and_restart_policy(unit):
     assert int(u["StartLimitBurst"][0]) >= 3 and int(u["StartLimitIntervalSec"][0]) >= 300
     assert svc["RestartPreventExitStatus"] == ["2"]  # UserError: restarting cannot help
     assert svc["TimeoutStartSec"] == ["30min"]  # first TensorRT build on an Orin Nano
-    # systemctl reload -> SIGHUP -> Service.request_reload (tests/edge/test_run.py)
+    # systemctl reload -> SIGHUP -> Service.request_reload (tests/edge/test_run_reload.py)
     assert svc["ExecReload"] == ["/bin/kill -HUP $MAINPID"]
 
 
