@@ -50,23 +50,8 @@ def _row(stdout: str, host: str) -> list[str]:
     return rows[0]
 
 
-def test_deploy_update_force_dryrun_rollback(sshd, target_root, tmp_path, wheel):
-    root = target_root
-    cfg = {}
-    for name, text in {"a": CFG_A, "b": CFG_B, "c": CFG_C}.items():
-        cfg[name] = tmp_path / f"{name}.toml"
-        cfg[name].write_text(text)
-
-    # 1. First install; a second, unreachable host fails without affecting the first.
-    r = sshd.deploy("--config", str(cfg["a"]), "--wheel", str(wheel), root=root,
-                    hosts="127.0.0.1 no-such-host.invalid")
-    assert r.returncode == 1, r.stdout + r.stderr
-    assert _row(r.stdout, "127.0.0.1")[1] == "ok"
-    bad = _row(r.stdout, "no-such-host.invalid")
-    assert bad[1] == "failed" and "ssh:" in r.stdout.split("no-such-host.invalid  failed")[1]
-    assert "1 of 2 host(s) failed" in r.stdout
-    n1 = _current(root)
-    rel = root / "opt/crystal-psd/releases" / n1
+def _check_release_contents(rel: Path, wheel: Path, tmp_path: Path) -> None:
+    """The release holds the package, units, wheel and a venv that runs from the release."""
     assert (rel / "edge/service/status.py").is_file()
     assert (rel / "systemd/crystal-edge.service").is_file()
     for dev_only in ("tests", "bench", "docs", "deploy", ".ci"):
@@ -87,6 +72,10 @@ def test_deploy_update_force_dryrun_rollback(sshd, target_root, tmp_path, wheel)
                         capture_output=True, text=True, check=False, cwd="/")
     assert st.returncode == 0, st.stderr
     assert '"status_error": "missing' in st.stdout
+
+
+def _check_host_setup(root: Path, sshd) -> None:
+    """Units, user, command link, config and credentials in place; the service restarted."""
     assert (root / "etc/systemd/system/crystal-edge.service").read_text() == \
         (REPO / "systemd/crystal-edge.service").read_text()
     assert (root / "etc/sysusers.d/crystal-edge.conf").is_file()
@@ -104,7 +93,25 @@ def test_deploy_update_force_dryrun_rollback(sshd, target_root, tmp_path, wheel)
                          "restart --no-block crystal-edge.service"]
     assert "is-active crystal-edge.service" in calls
 
-    # 2. Dry run against the installed host: shows the config diff, changes nothing.
+
+def _step_first_install(sshd, root: Path, cfg: dict[str, Path], wheel: Path,
+                        tmp_path: Path) -> str:
+    """First install; a second, unreachable host fails without affecting the first."""
+    r = sshd.deploy("--config", str(cfg["a"]), "--wheel", str(wheel), root=root,
+                    hosts="127.0.0.1 no-such-host.invalid")
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert _row(r.stdout, "127.0.0.1")[1] == "ok"
+    bad = _row(r.stdout, "no-such-host.invalid")
+    assert bad[1] == "failed" and "ssh:" in r.stdout.split("no-such-host.invalid  failed")[1]
+    assert "1 of 2 host(s) failed" in r.stdout
+    n1 = _current(root)
+    _check_release_contents(root / "opt/crystal-psd/releases" / n1, wheel, tmp_path)
+    _check_host_setup(root, sshd)
+    return n1
+
+
+def _step_dry_run(sshd, root: Path, cfg: dict[str, Path]) -> None:
+    """Dry run against the installed host: shows the config diff, changes nothing."""
     before, n_calls = _tree(root), len(sshd.calls())
     r = sshd.deploy("--config", str(cfg["b"]), "--dry-run", root=root)
     assert r.returncode == 0, r.stdout + r.stderr
@@ -115,8 +122,11 @@ def test_deploy_update_force_dryrun_rollback(sshd, target_root, tmp_path, wheel)
     assert _tree(root) == before
     assert len(sshd.calls()) == n_calls
 
-    # 3. The operator edited the config on the skid: an update without FORCE keeps it.
-    #    --wait-mqtt: the new process must report its MQTT connection in status.json.
+
+def _step_update_keeps_host_config(sshd, root: Path, cfg: dict[str, Path], wheel: Path,
+                                   n1: str) -> str:
+    """The operator edited the config on the skid: an update without FORCE keeps it.
+    --wait-mqtt: the new process must report its MQTT connection in status.json."""
     (root / "etc/crystal-edge/config.toml").write_text(CFG_HOST)
     sshd.status_on_restart(json.dumps({
         "state": "running", "started": "@STARTED@", "healthy": True,
@@ -130,8 +140,12 @@ def test_deploy_update_force_dryrun_rollback(sshd, target_root, tmp_path, wheel)
     assert "host's kept (FORCE=1" in r.stdout
     assert (root / "etc/crystal-edge/config.toml").read_text() == CFG_HOST
     assert not list((root / "etc/crystal-edge").glob("config.toml.bak-*"))
+    return n2
 
-    # 4. FORCE replaces it and keeps a backup; --keep 2 prunes the oldest release.
+
+def _step_force_replaces_config(sshd, root: Path, cfg: dict[str, Path], wheel: Path,
+                                n2: str) -> str:
+    """FORCE replaces it and keeps a backup; --keep 2 prunes the oldest release."""
     r = sshd.deploy("--config", str(cfg["b"]), "--force", "--keep", "2",
                     "--wheel", str(wheel), root=root)
     assert r.returncode == 0, r.stdout + r.stderr
@@ -141,8 +155,12 @@ def test_deploy_update_force_dryrun_rollback(sshd, target_root, tmp_path, wheel)
     assert backup.read_text() == CFG_HOST
     releases = sorted(p.name for p in (root / "opt/crystal-psd/releases").iterdir())
     assert releases == sorted([n2, n3])
+    return n3
 
-    # 5. The new release does not come up: roll back to n3, config restored.
+
+def _step_failed_release_rolls_back(sshd, root: Path, cfg: dict[str, Path], wheel: Path,
+                                    n3: str) -> None:
+    """The new release does not come up: roll back to n3, config restored."""
     sshd.set_mode("fail-new", good=n3)
     restarts_before = sshd.calls().count("restart --no-block crystal-edge.service")
     r = sshd.deploy("--config", str(cfg["c"]), "--force", "--wheel", str(wheel), root=root)
@@ -157,8 +175,10 @@ def test_deploy_update_force_dryrun_rollback(sshd, target_root, tmp_path, wheel)
     assert sshd.calls().count("restart --no-block crystal-edge.service") == restarts_before + 2
     assert "1 of 1 host(s) failed" in r.stdout
 
-    # 6. --wait-mqtt's probe on the installed release: a connecting or a previous
-    #    process's status.json is not "up" (run locally: same script, same files).
+
+def _step_wait_mqtt_probe(root: Path) -> None:
+    """--wait-mqtt's probe on the installed release: a connecting or a previous
+    process's status.json is not "up" (run locally: same script, same files)."""
     sd = root / "var/lib/crystal-edge"
 
     def probe(connection: str, started: str, since: float) -> str:
@@ -173,6 +193,21 @@ def test_deploy_update_force_dryrun_rollback(sshd, target_root, tmp_path, wheel)
     assert probe("connected", now, 0) == "mqtt=connected"
     assert probe("connecting", now, 0) == "mqtt=timeout (connecting new)"
     assert probe("connected", now, 4e9) == "mqtt=timeout (connected old)"
+
+
+def test_deploy_update_force_dryrun_rollback(sshd, target_root, tmp_path, wheel):
+    root = target_root
+    cfg = {}
+    for name, text in {"a": CFG_A, "b": CFG_B, "c": CFG_C}.items():
+        cfg[name] = tmp_path / f"{name}.toml"
+        cfg[name].write_text(text)
+
+    n1 = _step_first_install(sshd, root, cfg, wheel, tmp_path)  # 1. install; 1 of 2 hosts fails
+    _step_dry_run(sshd, root, cfg)  # 2. dry run: config diff shown, nothing changed
+    n2 = _step_update_keeps_host_config(sshd, root, cfg, wheel, n1)  # 3. no FORCE: host's kept
+    n3 = _step_force_replaces_config(sshd, root, cfg, wheel, n2)  # 4. FORCE, --keep 2
+    _step_failed_release_rolls_back(sshd, root, cfg, wheel, n3)  # 5. rollback to n3
+    _step_wait_mqtt_probe(root)  # 6. --wait-mqtt's probe: old/connecting is not "up"
 
 
 def test_target_checks_refuse_before_changing_anything(sshd, tmp_path):
