@@ -79,6 +79,7 @@ def run_epochs(args: argparse.Namespace, run: Run, prog: Progress, *, model: Any
             end_of_epoch(run, prog, epoch=epoch, tm=tm, t0=t0)
     return epoch
 
+
 def end_of_epoch(run: Run, prog: Progress, *, epoch: int, tm: dict[str, Any],
                   t0: float) -> None:
     """Validate, log, write the checkpoints, the CSVs and the plot (main process only)."""
