@@ -112,6 +112,9 @@ class AnalysisReport:
             entry = {"frame": index, **f.to_payload()}
             if f.ok:
                 entry["frame_px_size_um"] = round(f.frame_px_size_um, 6)
+                # per frame: a frame with thin crystals is measured at a finer scale
+                entry["inference_scale"] = round(f.inference_scale, 6)
+                entry["measure_px_size_um"] = round(f.px_size_um, 6)
                 entry["n_rejected"] = _rejected(entry["n_rejected"])
                 entry["edge_weight_sum"] = None if w is None else float(w.sum())
             out.append(entry)

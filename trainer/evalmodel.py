@@ -116,4 +116,5 @@ class LoadedModel:
             quality_config=settings.quality, roi_config=settings.roi,
             domain_config=settings.domain, px_size_um=px_size_um,
             inference_scale=settings.inference_scale, flip_average=settings.flip_average,
+            thin_width_px=settings.thin_width_px, thin_scale_factor=settings.thin_scale_factor,
             meta=self.meta if self.torch is not None else None, backend=self.torch)

@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from edge.errors import UserError
+from edge.vision.finescale import THIN_SCALE_FACTOR, THIN_WIDTH_PX
 from trainer.evalframes import FrameRun, run_frames
 from trainer.evalmodel import LoadedModel
 
@@ -47,6 +48,8 @@ class ChainSettings:
         ``[model] inference_scale``.
     flip_average : bool
         ``[model] flip_average``.
+    thin_width_px, thin_scale_factor : float
+        ``[model] thin_width_px`` and ``thin_scale_factor``.
     measure, psd, quality, roi, domain : optional
         ``[measure]``, ``[psd]``, ``[quality]``, ``[roi]``, ``[domain]`` sections.
     """
@@ -54,6 +57,8 @@ class ChainSettings:
     px_size_um: float | None = None
     inference_scale: float | str = "auto"
     flip_average: bool = False
+    thin_width_px: float = THIN_WIDTH_PX
+    thin_scale_factor: float = THIN_SCALE_FACTOR
     measure: Any = None
     psd: Any = None
     quality: Any = None
@@ -71,7 +76,9 @@ def settings_from_config(path: str | Path, *, px_size_um: float | None = None) -
     cfg = load_config(path)
     return ChainSettings(px_size_um=px_size_um or cfg.optics.px_size_um,
                          inference_scale=cfg.model.inference_scale,
-                         flip_average=cfg.model.flip_average, measure=cfg.measure,
+                         flip_average=cfg.model.flip_average,
+                         thin_width_px=cfg.model.thin_width_px,
+                         thin_scale_factor=cfg.model.thin_scale_factor, measure=cfg.measure,
                          psd=cfg.psd, quality=cfg.quality, roi=cfg.roi, domain=cfg.domain)
 
 

@@ -34,6 +34,7 @@ from edge.commands.analyze_inputs import (
     warn_skipped,
 )
 from edge.errors import UserError
+from edge.vision.finescale import THIN_WIDTH_PX
 
 if TYPE_CHECKING:
     import numpy as np
@@ -69,6 +70,10 @@ def add_image_arguments(parser: argparse.ArgumentParser) -> None:
                    help="also segment every frame mirrored left-right and average the two "
                         "outputs ([model] flip_average): a little more exact, twice the "
                         "inference time")
+    g.add_argument("--thin-width-px", type=float, default=THIN_WIDTH_PX, metavar="W",
+                   help="with --inference-scale auto: frames whose crystals are narrower than "
+                        "W network pixels (needles) are segmented again 1.5 times finer "
+                        f"([model] thin_width_px; default {THIN_WIDTH_PX:g}, 0 = never)")
     g.add_argument("--roi", choices=["auto", "model", "full"], default=None,
                    help="measuring region: illuminated field from the frame (auto, "
                         "default), from the class map (model), or the whole frame (full)")
@@ -201,7 +206,7 @@ def _analyzer(args: argparse.Namespace, run: ImageRun, measure_config: Any) -> F
                          quality_config=run.quality, roi_config=run.roi,
                          domain_config=run.domain, px_size_um=args.px_size_um,
                          inference_scale=_scale(args.inference_scale),
-                         flip_average=args.flip_average,
+                         flip_average=args.flip_average, thin_width_px=args.thin_width_px,
                          keep_class_maps=run.masks_out is not None)
 
 

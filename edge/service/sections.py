@@ -13,6 +13,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from edge.vision.finescale import THIN_SCALE_FACTOR, THIN_WIDTH_PX
+
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -46,6 +48,16 @@ class ModelSection(_Section):
         description="also segment every frame mirrored left-right and average the two "
                     "outputs: crystal boundaries a little more exact (crystal IoU +0.007 on "
                     "twins, +0.017 on needles) for a second inference per frame")
+    thin_width_px: float = Field(
+        THIN_WIDTH_PX, ge=0, le=100,
+        description="with inference_scale 'auto': a frame whose crystals are narrower than "
+                    "this at the network (area-weighted median width, network pixels) is "
+                    "segmented again at thin_scale_factor times the scale, for outlines "
+                    "finer than the crystals are wide (needles); 0 = never")
+    thin_scale_factor: float = Field(
+        THIN_SCALE_FACTOR, ge=1.0, le=4.0,
+        description="scale of that second pass over the first; the pass never enlarges a "
+                    "frame beyond its own resolution or further than 'auto' did")
 
 
 class OpticsConfig(_Section):

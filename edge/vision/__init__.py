@@ -5,8 +5,11 @@ for the network (:mod:`~edge.vision.preprocess`: channels, bit depth, scale, pad
 the quality gate (:mod:`~edge.vision.quality`), the illuminated field
 (:mod:`~edge.vision.roi`), :class:`~edge.vision.analyzer.FrameAnalyzer` (quality gate ->
 segmentation -> ROI -> measurement, one :class:`~edge.vision.result.FrameResult` per
-frame; pixel size and inference scale in :mod:`~edge.vision.scale`, the service's
-frame-size lock in :mod:`~edge.vision.framesize`) and overlays
+frame; its segmentation stage :mod:`~edge.vision.segmenter` with one backend per input
+size, :mod:`~edge.vision.backendslot`, and a finer second pass for thin crystals,
+:mod:`~edge.vision.finescale`; pixel size and inference scale in
+:mod:`~edge.vision.scale`, the service's frame-size lock in :mod:`~edge.vision.framesize`)
+and overlays
 (:mod:`~edge.vision.overlay`). Every door (``analyze``, ``run``, ``crystal-train
 evaluate``) goes through it. Nothing is imported here.
 """

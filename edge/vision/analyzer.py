@@ -11,6 +11,10 @@ Frame size lock (``lock_frame_size``, the service): :mod:`edge.vision.framesize`
 backend loaded before READY for a size only guessed (the oldest pending file,
 ``frame_size.json``) is loaded again at most once, if the first real frame shows another
 size. ``analyze`` (no lock) takes frames of any size.
+
+Thin crystals: with ``inference_scale = "auto"`` a frame whose crystals are a few network
+pixels wide is segmented once more at a finer scale (:mod:`edge.vision.finescale`); its
+class map carries that scale, and its field, measurement and result use it.
 """
 
 from __future__ import annotations
@@ -25,27 +29,21 @@ import numpy as np
 
 from edge.backends.base import Backend
 from edge.backends.config import BackendConfig
-from edge.backends.registry import create_backend
 from edge.errors import UserError
 from edge.measure import MeasureConfig, measure_crystals, select_morphology
 from edge.modelmeta import ModelMeta, check_model_file, load_meta
-from edge.vision.contact import contact_of, segmented_maps
+from edge.vision.contact import contact_of, scale_of
 from edge.vision.decode import MIN_SIDE_PX
+from edge.vision.finescale import THIN_SCALE_FACTOR, THIN_WIDTH_PX
 from edge.vision.framesize import FrameSizeLock
 from edge.vision.ood import REASON as OUT_OF_DOMAIN
 from edge.vision.ood import DomainCheck, DomainConfig
-from edge.vision.preprocess import (
-    flip_averaged,
-    grey_u8,
-    padded_hw,
-    prepare_for_inference,
-    scaled_hw,
-    to_nchw,
-)
+from edge.vision.preprocess import grey_u8, padded_hw, scaled_hw
 from edge.vision.quality import QualityConfig, QualityResult, check_crowding, check_frame
 from edge.vision.result import FrameResult
 from edge.vision.roi import FieldTracker, Roi, RoiConfig
 from edge.vision.scale import resolve_scale
+from edge.vision.segmenter import Segmenter, second_pass_scale
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +66,11 @@ class FrameAnalyzer:
         Also segment each frame mirrored and average the outputs
         (:func:`edge.vision.preprocess.flip_averaged`); the out-of-domain score reads the
         plain output, the one its limits are calibrated on.
+    thin_width_px, thin_scale_factor : float
+        With ``inference_scale`` "auto": frames whose crystals are narrower than
+        ``thin_width_px`` network pixels (:func:`edge.vision.finescale.crystal_width_px`)
+        are segmented again at ``thin_scale_factor`` times the scale
+        (:func:`edge.vision.finescale.fine_scale`); 0 = never.
     frame_hw : (H, W), optional
         Expected frame size; with it (or ``backend_config.input_height/width``) the
         backend is loaded now, else on the first frame.
@@ -95,6 +98,8 @@ class FrameAnalyzer:
                  quality_config: QualityConfig | None = None,
                  roi_config: RoiConfig | None = None, px_size_um: float | None = None,
                  inference_scale: float | str = "auto", flip_average: bool = False,
+                 thin_width_px: float = THIN_WIDTH_PX,
+                 thin_scale_factor: float = THIN_SCALE_FACTOR,
                  frame_hw: tuple[int, int] | None = None,
                  state_dir: str | Path | None = None, keep_class_maps: bool = False,
                  color_order: str = "bgr", bit_depth: int | None = None,
@@ -122,20 +127,21 @@ class FrameAnalyzer:
         self.inference_scale = scale.inference_scale
         self.px_size_um = scale.px_size_um
         self.flip_average = bool(flip_average)
+        self.fine_scale = second_pass_scale(inference_scale, self.inference_scale,
+                                            thin_width_px, thin_scale_factor, self.backend_config)
         self.crystal_class = int(meta.crystal_class_id)
         self.black_class = next((c.id for c in meta.classes if "black" in c.name.lower()), 0)
         self.domain = DomainCheck(domain_config, black_class=self.black_class,
                                   crystal_class=self.crystal_class,
                                   roi_config=self.roi_config, bit_depth=bit_depth)
-        self.backend: Backend | None = backend
-        self.fields = FieldTracker(self.roi_config, black_class=self.black_class,
-                                   scale=self.inference_scale)
-        self.last_timings: dict[str, float] = {}
-        self.backend_selection: list[dict[str, str]] = []
-        self._remembered_hw: tuple[int, int] | None = None
-        self._on_frame_size = on_frame_size
-        self.loading: tuple[str, float] | None = None  # (what, since monotonic) while loading
-        self.loaded_at: float | None = None  # monotonic end of the last load
+        self.segmenter = Segmenter(
+            self.model_path, meta, self.backend_config, scale=self.inference_scale,
+            fine_scale=self.fine_scale, thin_width_px=thin_width_px, domain=self.domain,
+            flip_average=self.flip_average, color_order=color_order, bit_depth=bit_depth,
+            keep_logits=keep_class_maps, state_dir=state_dir, backend=backend,
+            on_frame_size=on_frame_size)
+        self._fields = {s: FieldTracker(self.roi_config, black_class=self.black_class, scale=s)
+                        for s in {self.inference_scale, self.fine_scale or self.inference_scale}}
         self.size_lock = FrameSizeLock(lock_frame_size, self.input_hw_for)
         self._load_early(frame_hw)
 
@@ -146,46 +152,39 @@ class FrameAnalyzer:
         if cfg.input_height and cfg.input_width:
             in_hw = padded_hw((cfg.input_height, cfg.input_width), self.meta.input.size_multiple)
             self.size_lock.fix_input(in_hw)
-            self._ensure_backend(in_hw)
+            self.segmenter.backend_for(in_hw)
         elif frame_hw is not None:
-            self._ensure_backend(self.input_hw_for(frame_hw))
+            self.segmenter.backend_for(self.input_hw_for(frame_hw))
 
     # ------------------------------------------------------------------ backend
     def input_hw_for(self, frame_hw: tuple[int, int]) -> tuple[int, int]:
         """Padded network input (H, W) for frames of ``frame_hw``."""
         return padded_hw(scaled_hw(frame_hw, self.inference_scale), self.meta.input.size_multiple)
 
-    def _ensure_backend(self, input_hw: tuple[int, int]) -> Backend:
-        b = self.backend
-        if b is not None and (b.dynamic_shapes or tuple(b.input_hw) == tuple(input_hw)):
-            return b
-        if b is not None:
-            log.warning("frame size changed: reloading %s for input %dx%d (was %dx%d)",
-                        b.name, *input_hw, *b.input_hw)
-            b.close()
-            self.backend = None
-        # an engine build takes minutes: the hang detection lets loading be busy, not hung
-        self.loading = (f"loading the backend for input {input_hw[1]}x{input_hw[0]}",
-                        time.monotonic())
-        try:
-            self.backend, self.backend_selection = create_backend(
-                self.model_path, self.meta, self.backend_config, input_hw=input_hw,
-                state_dir=self.state_dir)
-        finally:
-            self.loading = None
-            self.loaded_at = time.monotonic()
-        return self.backend
+    @property
+    def backend(self) -> Backend | None:
+        """The loaded backend of the first pass (None before the first frame)."""
+        return self.segmenter.slots[False].backend
 
-    def _remember_frame_hw(self, hw: tuple[int, ...]) -> None:
-        """Tell ``on_frame_size`` about a new frame size (once per size; never fatal)."""
-        hw2 = (int(hw[0]), int(hw[1]))
-        if self._on_frame_size is None or hw2 == self._remembered_hw:
-            return
-        self._remembered_hw = hw2
-        try:
-            self._on_frame_size(hw2)
-        except OSError as exc:
-            log.warning("cannot record the frame size %dx%d: %s", hw2[1], hw2[0], exc)
+    @property
+    def backend_selection(self) -> list[dict[str, str]]:
+        return self.segmenter.slots[False].selection
+
+    @property
+    def loading(self) -> tuple[str, float] | None:
+        """(what, since monotonic) while a backend loads, else None."""
+        return next((s.loading for s in self.segmenter.slots.values() if s.loading), None)
+
+    @property
+    def loaded_at(self) -> float | None:
+        """Monotonic end of the last backend load."""
+        return max((s.loaded_at for s in self.segmenter.slots.values()
+                    if s.loaded_at is not None), default=None)
+
+    @property
+    def last_timings(self) -> dict[str, float]:
+        """Per-frame milliseconds of the last :meth:`segment` call."""
+        return self.segmenter.last_timings
 
     @property
     def model_info(self) -> dict[str, Any]:
@@ -203,6 +202,7 @@ class FrameAnalyzer:
             "frame_px_size_um": self.frame_px_size_um,
             "inference_scale": self.inference_scale,
             "flip_average": self.flip_average,
+            "thin_fine_scale": self.fine_scale,
             "measure_px_size_um": self.px_size_um,
             "backend": info.get("name"),
             "precision": info.get("precision"),
@@ -211,9 +211,7 @@ class FrameAnalyzer:
         }
 
     def close(self) -> None:
-        if self.backend is not None:
-            self.backend.close()
-            self.backend = None
+        self.segmenter.close()
 
     def __enter__(self) -> FrameAnalyzer:
         return self
@@ -250,49 +248,19 @@ class FrameAnalyzer:
         """Batched inference: uint8 class maps at inference resolution, one per image.
 
         Images of equal size go through the backend together, at most
-        ``backend_config.max_batch`` at a time.
+        ``backend_config.max_batch`` at a time. Frames whose crystals are thin are
+        segmented again at :attr:`fine_scale`; their maps carry that scale
+        (:func:`edge.vision.contact.scale_of`).
         """
         if not images:
             return []
-        t0 = time.perf_counter()
         for im in images:
             hw = (int(im.shape[0]), int(im.shape[1]))
             self.size_lock.lock(hw)
             other_size = self.size_lock.mismatch(hw)
             if other_size:
                 raise ValueError(f"bad_shape: {other_size}")
-        prepared = [prepare_for_inference(im, self.inference_scale, color_order=self.color_order,
-                                          bit_depth=self.bit_depth) for im in images]
-        t_pre = time.perf_counter()
-        groups: dict[tuple[int, int], list[int]] = {}
-        for i, p in enumerate(prepared):
-            groups.setdefault(padded_hw(p.shape[:2], self.meta.input.size_multiple), []).append(i)
-        maps: list[np.ndarray | None] = [None] * len(images)
-        step = self.backend_config.max_batch
-        infer_s = 0.0
-        for hw, idx in groups.items():
-            backend = self._ensure_backend(hw)
-            self._remember_frame_hw(images[idx[0]].shape[:2])
-            for k in range(0, len(idx), step):
-                chunk = idx[k:k + step]
-                batch = to_nchw([prepared[i] for i in chunk], hw)
-                t1 = time.perf_counter()
-                plain = logits = backend.infer(batch)
-                if self.flip_average:
-                    logits = flip_averaged(backend.infer, batch, plain)
-                infer_s += time.perf_counter() - t1
-                sizes = [prepared[i].shape[:2] for i in chunk]
-                for i, m in zip(chunk, segmented_maps(logits, sizes, self.meta,
-                                                      keep_logits=self.keep_class_maps),
-                                strict=True):
-                    maps[i] = m
-                self.domain.record([maps[i] for i in chunk], plain[:, :self.meta.n_classes])
-        n = len(images)
-        total_s = time.perf_counter() - t0
-        self.last_timings = {"preprocess_ms": (t_pre - t0) * 1e3 / n,
-                             "inference_ms": infer_s * 1e3 / n,
-                             "segment_ms": total_s * 1e3 / n}
-        return [m for m in maps if m is not None]
+        return self.segmenter.segment(images)
 
     def postprocess(self, name: str, image: np.ndarray, class_map: np.ndarray, *,
                     quality: QualityResult | None = None,
@@ -301,8 +269,11 @@ class FrameAnalyzer:
         """ROI, crowding check and measurement of one segmented frame (``roi``: its
         :meth:`field`, found already in frame order by a parallel caller)."""
         t0 = time.perf_counter()
+        scale = scale_of(class_map, self.inference_scale)
+        px_size_um = self.px_size_um if scale == self.inference_scale else \
+            self.frame_px_size_um / scale
         common: dict[str, Any] = {
-            "px_size_um": self.px_size_um, "inference_scale": self.inference_scale,
+            "px_size_um": px_size_um, "inference_scale": scale,
             "frame_hw": (int(image.shape[0]), int(image.shape[1])),
             "quality": dict(quality.metrics) if quality else {},
             "timings_ms": dict(timings or {}),
@@ -325,14 +296,15 @@ class FrameAnalyzer:
             return _timed(FrameResult.from_error(name, crowd.reason, crowd.detail, roi=roi,
                                                  **common), t0)
         crystals = measure_crystals(
-            class_map, px_size_um=self.px_size_um, crystal_class=self.crystal_class,
+            class_map, px_size_um=px_size_um, crystal_class=self.crystal_class,
             roi=roi.mask, config=self.measure_config, morphology=self.morphology,
             contact=contact_of(class_map))
         return _timed(FrameResult.from_mask(name, crystals, roi=roi, **common), t0)
 
     def field(self, image: np.ndarray, class_map: np.ndarray) -> Roi | None:
         """The illuminated field at the class map's scale (None when there is none)."""
-        return self.fields.field(grey_u8(image, bit_depth=self.bit_depth), class_map)
+        tracker = self._fields[scale_of(class_map, self.inference_scale)]
+        return tracker.field(grey_u8(image, bit_depth=self.bit_depth), class_map)
 
     def analyze(self, name: str, image: np.ndarray | None) -> FrameResult:
         """All stages for one frame."""

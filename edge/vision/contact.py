@@ -10,7 +10,9 @@ that carries ``contact`` as an attribute, so every caller of
 unchanged (the service's threads, ``analyze --workers``, ``crystal-train evaluate``).
 Arrays derived from it (slices, comparisons) do not carry it. Where class maps are kept
 for frame-size masks (``analyze --masks-out``), it also carries the class logits
-(:func:`with_class_logits`), which enlarge to outlines finer than the map's pixels.
+(:func:`with_class_logits`), which enlarge to outlines finer than the map's pixels. A
+frame segmented a second time at a finer scale (:mod:`edge.vision.finescale`) carries
+that scale (:func:`with_scale`), which its measurement and field use.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ class SegmentedMap(np.ndarray):
 
     contact: np.ndarray | None = None
     class_logits: np.ndarray | None = None
+    scale: float | None = None
 
 
 def contact_channel(meta: ModelMeta) -> int | None:
@@ -101,3 +104,16 @@ def segmented_maps(logits: np.ndarray, sizes: Sequence[tuple[int, int]], meta: M
         maps = [with_class_logits(m, logits[j, :k, :h, :w])
                 for j, (m, (h, w)) in enumerate(zip(maps, sizes, strict=True))]
     return maps
+
+
+def with_scale(class_map: np.ndarray, scale: float) -> np.ndarray:
+    """``class_map`` (and what it carries) carrying the inference scale it was made at."""
+    out = class_map if isinstance(class_map, SegmentedMap) else class_map.view(SegmentedMap)
+    out.scale = float(scale)
+    return out
+
+
+def scale_of(class_map: np.ndarray, default: float) -> float:
+    """The inference scale a class map carries, else ``default`` (the analyzer's)."""
+    scale = getattr(class_map, "scale", None)
+    return default if scale is None else float(scale)

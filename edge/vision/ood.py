@@ -302,6 +302,13 @@ class DomainCheck:
                 logits[i, :, :h, :w], black_class=self.black_class,
                 margin_logit=self.config.margin_logit, boundary_px=self.config.boundary_px))
 
+    def transfer(self, old: np.ndarray, new: np.ndarray) -> None:
+        """Move ``old``'s record to ``new``: a frame segmented again at a finer scale is
+        scored with its first pass's uncertainty, the one the limits are calibrated on."""
+        value = self.ledger.take(old)
+        if value is not None:
+            self.ledger.record(new, value)
+
     def assess(self, image: np.ndarray, class_map: np.ndarray,
                roi: Roi | None) -> DomainResult | None:
         """:func:`assess_domain` of a segmented frame (None when ``enabled`` is false)."""

@@ -109,6 +109,8 @@ class Service:
             quality_config=cfg.quality, roi_config=cfg.roi, domain_config=cfg.domain,
             px_size_um=cfg.optics.px_size_um,
             inference_scale=cfg.model.inference_scale, flip_average=cfg.model.flip_average,
+            thin_width_px=cfg.model.thin_width_px,
+            thin_scale_factor=cfg.model.thin_scale_factor,
             frame_hw=frame_hw, state_dir=state_dir,
             lock_frame_size=True,
             on_frame_size=lambda hw: write_frame_size(state_dir, hw))
