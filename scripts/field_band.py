@@ -60,14 +60,15 @@ def band_iou(model: Path, data: Path, *, band_um: float = 35.0,
     counts = {z: np.zeros(3, np.int64) for z in ZONES}  # tp, fp, fn
     try:
         band_px = band_um / (truth["px_size_um"] / analyzer.inference_scale)
-        for i in range(n):
+        for i in range(n):  # (a frame of thin crystals is segmented finer: its own band)
             image, label = load_pair(dataset, i)  # as the appliance decodes the frame
             pred = analyzer.segment([image])[0] == analyzer.crystal_class
             true = resize_label(label, (pred.shape[1], pred.shape[0])) == analyzer.crystal_class
-            dist = field_distance(pred.shape, fields[dataset.items[i].stem],
-                                  pred.shape[1] / label.shape[1])
-            zones = {"frame": np.ones_like(pred), "band": np.abs(dist) < band_px,
-                     "inside": dist >= band_px}
+            scale = pred.shape[1] / label.shape[1]
+            dist = field_distance(pred.shape, fields[dataset.items[i].stem], scale)
+            frame_band_px = band_um / (truth["px_size_um"] / scale)
+            zones = {"frame": np.ones_like(pred), "band": np.abs(dist) < frame_band_px,
+                     "inside": dist >= frame_band_px}
             for z, zone in zones.items():
                 counts[z] += [(pred & true & zone).sum(), (pred & ~true & zone).sum(),
                               (~pred & true & zone).sum()]

@@ -26,7 +26,8 @@ log = logging.getLogger("trainer.evaluate")
 class FrameRun:
     """What :func:`run_frames` collects: the confusion matrix (pooled and per frame),
     per-frame metrics, the accumulator of the measured frames, their contributions and
-    label maps (network scale), the true contact maps of those frames where the model
+    label maps (network scale) with the pixel size each was measured at (a frame of thin
+    crystals is measured finer), the true contact maps of those frames where the model
     has a contact channel, skips."""
 
     cm: np.ndarray
@@ -35,6 +36,7 @@ class FrameRun:
     confusion: list[np.ndarray] = field(default_factory=list)
     contributions: dict[str, Any] = field(default_factory=dict)
     label_maps: dict[str, np.ndarray] = field(default_factory=dict)
+    label_px_size_um: dict[str, float] = field(default_factory=dict)
     contact_maps: dict[str, np.ndarray] = field(default_factory=dict)
     skipped: list[str] = field(default_factory=list)
 
@@ -97,6 +99,7 @@ def _measure_frame(analyzer: Any, run: FrameRun, stem: str, image: np.ndarray, *
     contrib = run.acc.add_frame(res)
     if res.ok:
         run.label_maps[stem] = label
+        run.label_px_size_um[stem] = float(res.px_size_um)
         run.contributions[stem] = contrib
     return res.reject_reason
 

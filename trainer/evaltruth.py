@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +41,7 @@ def volume_cdf(d_um: np.ndarray, x_um: np.ndarray, weights: np.ndarray | None = 
     return cum[np.searchsorted(d[order], x_um, side="right")]
 
 
-def measure_label_frames(maps: Iterable[np.ndarray], *, px_size_um: float,
+def measure_label_frames(maps: Iterable[np.ndarray], *, px_size_um: float | Sequence[float],
                          crystal_class: int, dark_class: int | None,
                          measure_config: Any = None, psd_config: Any = None,
                          contacts: Iterable[np.ndarray | None] | None = None
@@ -51,7 +51,9 @@ def measure_label_frames(maps: Iterable[np.ndarray], *, px_size_um: float,
     for a map without a labelled field).
 
     Each map is measured by :func:`edge.measure.measure_crystals` inside the labelled
-    field (everything not ``dark_class``). ``contacts``: per map, its true contact map
+    field (everything not ``dark_class``) with ``px_size_um``, one for all maps or one per
+    map (each at the scale its frame was measured at). ``contacts``: per map, its true
+    contact map
     (0/1, same shape) to split at, as a model's contact channel is used; None: split by
     the distance map."""
     from edge.measure import MeasureConfig, measure_crystals
@@ -61,13 +63,14 @@ def measure_label_frames(maps: Iterable[np.ndarray], *, px_size_um: float,
     acc = PsdAccumulator(psd_config, clear_border=mcfg.clear_border)
     maps = list(maps)
     cons = [None] * len(maps) if contacts is None else list(contacts)
+    pxs = [px_size_um] * len(maps) if np.isscalar(px_size_um) else list(px_size_um)
     out = []
-    for m, con in zip(maps, cons, strict=True):
+    for m, con, px in zip(maps, cons, pxs, strict=True):
         roi = (m != dark_class) if dark_class is not None else None
         if roi is not None and not roi.any():
             out.append(None)
             continue
-        c = measure_crystals(m, px_size_um=px_size_um, crystal_class=crystal_class, roi=roi,
+        c = measure_crystals(m, px_size_um=float(px), crystal_class=crystal_class, roi=roi,
                              config=mcfg, contact=con)
         out.append(acc.contribution(c, roi=roi))
     return out

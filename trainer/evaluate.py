@@ -220,7 +220,7 @@ def evaluate_model(model_path: str | Path, data_dir: str | Path, *, max_frames: 
 
             contacts = floor_contacts(run.label_maps, run.contact_maps or None)
             label_frames = measure_label_frames(
-                run.label_maps.values(), px_size_um=analyzer.px_size_um,
+                run.label_maps.values(), px_size_um=list(run.label_px_size_um.values()),
                 crystal_class=analyzer.crystal_class, dark_class=data.dark_class,
                 measure_config=analyzer.measure_config, psd_config=run.acc.config,
                 contacts=None if contacts is None else list(contacts.values()))

@@ -63,7 +63,9 @@ def pixel_agreement(float_model: str | Path, int8_model: str | Path,
     analyzers = []
     for path in (float_model, int8_model):
         m = LoadedModel(path)
-        analyzers.append(m.analyzer(ChainSettings(), data.px_size_um or m.meta.px_size_um))
+        # the networks compared pixel for pixel: both maps at one scale, no second pass
+        analyzers.append(m.analyzer(ChainSettings(thin_width_px=0),
+                                    data.px_size_um or m.meta.px_size_um))
     same = total = 0
     try:
         for i in range(len(data)):
