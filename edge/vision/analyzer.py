@@ -303,7 +303,11 @@ class FrameAnalyzer:
 
     def field(self, image: np.ndarray, class_map: np.ndarray) -> Roi | None:
         """The illuminated field at the class map's scale (None when there is none)."""
-        tracker = self._fields[scale_of(class_map, self.inference_scale)]
+        scale = scale_of(class_map, self.inference_scale)
+        tracker = self._fields.get(scale)
+        if tracker is None:  # a map of another scale than the analyzer's two passes
+            tracker = self._fields[scale] = FieldTracker(
+                self.roi_config, black_class=self.black_class, scale=scale)
         return tracker.field(grey_u8(image, bit_depth=self.bit_depth), class_map)
 
     def analyze(self, name: str, image: np.ndarray | None) -> FrameResult:
