@@ -21,8 +21,10 @@ with ``inference_scale = "auto"`` only, since an explicit scale is the user's ch
 
 from __future__ import annotations
 
-import cv2
-import numpy as np
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # the constants are read by the config, which loads without OpenCV
+    import numpy as np
 
 #: Area-weighted median crystal width (network px) under which a frame is segmented again.
 THIN_WIDTH_PX = 12.0
@@ -61,6 +63,9 @@ def crystal_width_px(class_map: np.ndarray, *, crystal_class: int,
     float
         The width in pixels; ``inf`` when no region is large enough.
     """
+    import cv2
+    import numpy as np
+
     cm = np.asarray(class_map)
     if cm.ndim != 2:
         raise ValueError(f"expected an (H, W) class map, got shape {cm.shape}")

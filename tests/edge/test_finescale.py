@@ -136,7 +136,8 @@ def test_one_engine_per_scale_under_tensorrt(monkeypatch, tmp_path: Path) -> Non
         assert trt.builds == 2
         again = fa.analyze_many([("w2", wide), ("t3", thin)])
         assert trt.builds == 2 and fa.backend.input_hw == (128, 160)
-    with FrameAnalyzer(model, px_size_um=0.725, thin_width_px=0) as coarse:
+    with FrameAnalyzer(model, backend_config=BackendConfig(name="onnxruntime"),
+                       px_size_um=0.725, thin_width_px=0) as coarse:
         one_pass = coarse.analyze("t", thin)
     # the same discs measured at either scale: 14 px across at 0.725 um/px
     for r in (results[0], again[1], one_pass):
