@@ -68,15 +68,15 @@ def test_model_is_loaded_before_ready_when_the_frame_size_can_be_known(workdir, 
 def _slow_backend_run(workdir, tiny_model, monkeypatch, load_timeout_s: float):
     """A backend that takes 1.5 s to load with the first frame, stall_s 0.3 s: returns
     (pipeline.healthy() seen while loading, the status 'busy' texts, frames done)."""
-    import edge.vision.analyzer
+    import edge.vision.backendslot
 
-    real = edge.vision.analyzer.create_backend
+    real = edge.vision.backendslot.create_backend
 
     def slow(*a, **k):
         time.sleep(1.5)
         return real(*a, **k)
 
-    monkeypatch.setattr(edge.vision.analyzer, "create_backend", slow)
+    monkeypatch.setattr(edge.vision.backendslot, "create_backend", slow)
     write_config(workdir / "config.toml", model=tiny_model, batch_frames=2,
                  extra=f"stall_s = 0.3\nload_timeout_s = {load_timeout_s}\n")
     svc = Service(load_config(workdir / "config.toml"), install_signals=False)
@@ -112,10 +112,10 @@ def test_loading_the_backend_with_the_first_frame_is_not_a_hang(workdir, tiny_mo
 def test_a_backend_load_past_load_timeout_counts_as_hung(workdir, tiny_model, monkeypatch):
     """Past load_timeout_s the inference stage is stuck: the service stops with status 1
     (systemd restarts it) instead of looking healthy while it does nothing."""
-    import edge.vision.analyzer
+    import edge.vision.backendslot
 
-    real = edge.vision.analyzer.create_backend
-    monkeypatch.setattr(edge.vision.analyzer, "create_backend",
+    real = edge.vision.backendslot.create_backend
+    monkeypatch.setattr(edge.vision.backendslot, "create_backend",
                         lambda *a, **k: (time.sleep(1.5), real(*a, **k))[1])
     write_config(workdir / "config.toml", model=tiny_model, batch_frames=2,
                  extra="stall_s = 0.3\nload_timeout_s = 0.5\n")
