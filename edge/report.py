@@ -27,14 +27,14 @@ import numpy as np
 
 from edge import __version__
 from edge.errors import UserError
-from edge.measure import MeasureConfig
+from edge.measure import REASONS, MeasureConfig
 from edge.psd import ProcessValues, PsdAccumulator, PsdConfig, PSDResult, kept_mask
 from edge.vision.result import FrameResult
 
 REPORT_SCHEMA_ID = "crystal-psd/analysis-report"
 REPORT_SCHEMA_VERSION = 2
 #: Rejection reasons always listed in ``n_rejected`` (zeros included).
-REJECT_REASONS: tuple[str, ...] = ("too_small", "agglomerate", "border")
+REJECT_REASONS: tuple[str, ...] = REASONS
 #: Below this many kept crystals the report notes that volume statistics are uncertain
 #: (ISO 13322-1: volume-weighted results need thousands of particles).
 FEW_CRYSTALS = 1000

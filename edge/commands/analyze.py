@@ -71,6 +71,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     m.add_argument("--no-split", action="store_true",
                    help="do not split touching crystals (no watershed)")
     m.add_argument("--no-fill-holes", action="store_true", help="do not fill holes")
+    m.add_argument("--keep-bubbles", action="store_true",
+                   help="image mode: do not reject round objects with a thick dark ring and a "
+                        "bright centre as air bubbles ([measure] reject_bubbles = false)")
 
     p = parser.add_argument_group("size distribution (defaults: edge.psd.PsdConfig)")
     p.add_argument("--class-width-um", type=float, default=None, metavar="W",
@@ -121,6 +124,8 @@ def measure_config_from_args(args: argparse.Namespace) -> Any:
         fields["split_touching"] = False
     if args.no_fill_holes:
         fields["fill_holes"] = False
+    if args.keep_bubbles:
+        fields["reject_bubbles"] = False
     options = {n: "--" + n.replace("_", "-") for n in fields}
     options["circularity_min"] = "--circularity-min/--circularity-max"
     return validated(MeasureConfig, fields, options)

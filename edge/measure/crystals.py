@@ -16,10 +16,12 @@ import numpy as np
 #: Reject reason of an object that is not one crystal (two or more stuck together), under
 #: either ``[measure] agglomerate_rule``; a stable name that counts agglomerates downstream.
 AGGLOMERATE = "agglomerate"
+#: Reject reason of an air bubble the network took for a crystal (``edge.measure.bubbles``).
+BUBBLE = "bubble"
 #: Reject reasons that mean "an agglomerate, not a single crystal".
 AGGLOMERATE_REASONS: tuple[str, ...] = (AGGLOMERATE,)
 #: Rejection reasons, in order of precedence (a too-small border crystal is 'too_small').
-REASONS: tuple[str, ...] = ("too_small", "border", AGGLOMERATE)
+REASONS: tuple[str, ...] = ("too_small", "border", BUBBLE, AGGLOMERATE)
 
 #: Per-crystal columns: name -> (dtype, trailing shape).
 COLUMNS: dict[str, tuple[Any, tuple[int, ...]]] = {

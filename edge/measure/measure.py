@@ -3,8 +3,9 @@
 Pipeline (the study's, see ``docs/architecture.md``): binarise -> drop objects below
 ``min_area_px`` -> close with a disc -> fill holes -> split touching crystals (watershed
 on the distance map, :mod:`edge.measure.split`) -> measure each crystal on its own small
-crop -> reject ``too_small`` / ``border`` / ``agglomerate`` (``[measure] agglomerate_rule``:
-convexity by default, the study's circularity window as an option).
+crop -> reject ``too_small`` / ``border`` / ``bubble`` (with the frame's grey values:
+:mod:`edge.measure.bubbles`) / ``agglomerate`` (``[measure] agglomerate_rule``: convexity by
+default, the study's circularity window as an option).
 
 Border clearing is decided per crystal *after* splitting: a crystal touching the frame
 edge or the ROI boundary is rejected, its interior neighbour in the same clump is not.
@@ -17,6 +18,7 @@ import math
 import cv2
 import numpy as np
 
+from edge.measure.bubbles import air_bubbles
 from edge.measure.clean import (
     binarize,
     border_zone,
@@ -27,7 +29,7 @@ from edge.measure.clean import (
 from edge.measure.config import MeasureConfig
 from edge.measure.contact import contact_band, contact_crop, split_at_band
 from edge.measure.convexity import convexity, hull_area
-from edge.measure.crystals import AGGLOMERATE, COLUMNS, Crystals
+from edge.measure.crystals import AGGLOMERATE, BUBBLE, COLUMNS, Crystals
 from edge.measure.gpu import Morphology
 from edge.measure.shape import contour_length, feret, outer_contours
 from edge.measure.split import PAD, iter_objects, split_object
@@ -93,7 +95,8 @@ def _measure_one(sub: np.ndarray, ox: int, oy: int, *, zone: np.ndarray | None,
 def measure_crystals(mask: np.ndarray, *, px_size_um: float, crystal_class: int | None = None,
                      roi: np.ndarray | None = None, config: MeasureConfig | None = None,
                      morphology: Morphology | None = None,
-                     contact: np.ndarray | None = None) -> Crystals:
+                     contact: np.ndarray | None = None,
+                     grey: np.ndarray | None = None) -> Crystals:
     """Separate and measure the crystals of one segmented frame.
 
     Parameters
@@ -120,6 +123,10 @@ def measure_crystals(mask: np.ndarray, *, px_size_um: float, crystal_class: int 
         distance map's maxima; a split is kept even where the whole outline is convex, and
         each part is judged by the agglomerate rule on its own; a part without a learned
         contact pixel is one crystal whatever its outline (``contact_clears_concave``).
+    grey : ndarray of uint8, shape (H, W), optional
+        The frame's grey values at the mask's scale. With it (and ``reject_bubbles``),
+        round objects with a thick dark ring and a bright centre are rejected as
+        ``bubble`` (:mod:`edge.measure.bubbles`); without it no object is.
 
     Returns
     -------
@@ -157,8 +164,30 @@ def measure_crystals(mask: np.ndarray, *, px_size_um: float, crystal_class: int 
         return Crystals.empty(frame_shape=frame_shape, px_size_um=px, roi_area_px=roi_area,
                               dropped=dropped, small=small_rows)
     cols = _table(rows, cfg)
+    if grey is not None and cfg.reject_bubbles:
+        _reject_bubbles(cols, grey, m, r, cfg)
     return Crystals(**cols, contours=contours, frame_shape=frame_shape, px_size_um=px,
                     roi_area_px=roi_area, dropped=dropped, small=small_rows)
+
+
+def _reject_bubbles(cols: dict[str, np.ndarray], grey: np.ndarray, mask: np.ndarray,
+                    roi: np.ndarray | None, cfg: MeasureConfig) -> None:
+    """Mark air bubbles ``bubble`` in ``cols`` (a crystal that is too small or on the border
+    keeps that reason: it is not counted either way)."""
+    if np.shape(grey) != mask.shape:
+        raise ValueError(f"grey frame of shape {np.shape(grey)} does not match the mask "
+                         f"{mask.shape}")
+    todo = (cols["reason"] == "") | (cols["reason"] == AGGLOMERATE)
+    if not (todo & (cols["circularity"] >= cfg.bubble_circularity_min)).any():
+        return
+    background = mask == 0 if roi is None else (mask == 0) & (roi != 0)
+    found = air_bubbles(np.asarray(grey), background, cols["centroid"][todo],
+                        cols["area_px"][todo], cols["circularity"][todo],
+                        circularity_min=cfg.bubble_circularity_min,
+                        core_min=cfg.bubble_core_min, ring_max=cfg.bubble_ring_max)
+    idx = np.flatnonzero(todo)[found]
+    cols["reason"][idx] = BUBBLE
+    cols["kept"][idx] = False
 
 
 def _split(crop: np.ndarray, ox: int, oy: int, cfg: MeasureConfig,

@@ -38,7 +38,7 @@ from edge.vision.finescale import THIN_SCALE_FACTOR, THIN_WIDTH_PX
 from edge.vision.framesize import FrameSizeLock
 from edge.vision.ood import REASON as OUT_OF_DOMAIN
 from edge.vision.ood import DomainCheck, DomainConfig
-from edge.vision.preprocess import grey_u8, padded_hw, scaled_hw
+from edge.vision.preprocess import grey_u8, map_grey, padded_hw, scaled_hw
 from edge.vision.quality import QualityConfig, QualityResult, check_crowding, check_frame
 from edge.vision.result import FrameResult
 from edge.vision.roi import FieldTracker, Roi, RoiConfig
@@ -278,7 +278,8 @@ class FrameAnalyzer:
             "quality": dict(quality.metrics) if quality else {},
             "timings_ms": dict(timings or {}),
             "class_map": class_map if self.keep_class_maps else None}
-        roi = self.field(image, class_map) if isinstance(roi, str) else roi
+        grey = map_grey(image, class_map, bit_depth=self.bit_depth)
+        roi = self._field_of(grey, class_map) if isinstance(roi, str) else roi
         domain = self.domain.assess(image, class_map, roi)
         if domain is not None:
             common["domain_score"] = domain.score
@@ -298,17 +299,20 @@ class FrameAnalyzer:
         crystals = measure_crystals(
             class_map, px_size_um=px_size_um, crystal_class=self.crystal_class,
             roi=roi.mask, config=self.measure_config, morphology=self.morphology,
-            contact=contact_of(class_map))
+            contact=contact_of(class_map), grey=grey)
         return _timed(FrameResult.from_mask(name, crystals, roi=roi, **common), t0)
 
     def field(self, image: np.ndarray, class_map: np.ndarray) -> Roi | None:
         """The illuminated field at the class map's scale (None when there is none)."""
+        return self._field_of(map_grey(image, class_map, bit_depth=self.bit_depth), class_map)
+
+    def _field_of(self, grey: np.ndarray, class_map: np.ndarray) -> Roi | None:
         scale = scale_of(class_map, self.inference_scale)
         tracker = self._fields.get(scale)
         if tracker is None:  # a map of another scale than the analyzer's two passes
             tracker = self._fields[scale] = FieldTracker(
                 self.roi_config, black_class=self.black_class, scale=scale)
-        return tracker.field(grey_u8(image, bit_depth=self.bit_depth), class_map)
+        return tracker.field(grey, class_map)
 
     def analyze(self, name: str, image: np.ndarray | None) -> FrameResult:
         """All stages for one frame."""

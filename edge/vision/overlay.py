@@ -19,6 +19,7 @@ COLOURS: dict[str, tuple[int, int, int]] = {
     "kept": (60, 200, 60),
     "border": (0, 165, 255),
     "agglomerate": (60, 60, 230),
+    "bubble": (230, 90, 200),
     "too_small": (160, 160, 160),
 }
 ROI_COLOUR = (230, 200, 40)

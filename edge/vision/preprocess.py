@@ -168,6 +168,17 @@ def grey_u8(image: np.ndarray, *, bit_depth: int | None = None) -> np.ndarray:
     return np.round(unit * 255.0).astype(np.uint8)
 
 
+def map_grey(image: np.ndarray, class_map: np.ndarray, *, bit_depth: int | None = None
+             ) -> np.ndarray:
+    """8-bit grey of a decoded frame at the scale of its class map (area-averaged), for
+    the field detection and the measurement's photometric tests."""
+    grey = grey_u8(image, bit_depth=bit_depth)
+    hw = np.shape(class_map)[:2]
+    if grey.shape == hw:
+        return grey
+    return cv2.resize(grey, (hw[1], hw[0]), interpolation=cv2.INTER_AREA)
+
+
 def inference_px_size(px_size_um: float, inference_scale: float) -> float:
     """Pixel size (um) of the class map measured at inference resolution."""
     if px_size_um <= 0 or inference_scale <= 0:

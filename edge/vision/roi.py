@@ -34,6 +34,8 @@ import cv2
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from edge.vision.preprocess import map_grey
+
 #: auto/model detection runs on a copy at most this wide (speed); the shape found is
 #: drawn at full resolution (circle: sub-pixel centre and radius scaled back)
 WORK_WIDTH = 512
@@ -205,10 +207,7 @@ class FieldTracker:
 
     def field(self, grey: np.ndarray, class_map: np.ndarray) -> Roi | None:
         """The field of a grey uint8 frame (resized to ``class_map``), None when none."""
-        if grey.shape != class_map.shape:
-            grey = cv2.resize(grey, (class_map.shape[1], class_map.shape[0]),
-                              interpolation=cv2.INTER_AREA)
-        roi = detect_roi(grey, self.config, class_map=class_map,
+        roi = detect_roi(map_grey(grey, class_map), self.config, class_map=class_map,
                          black_class=self.black_class, scale=self.scale)
         if roi is None or roi.area_px == 0:
             return None

@@ -67,7 +67,7 @@ def test_discs_of_known_size_json_csv_plot(mask_dir, tmp_path, capsys):
     assert rep["n_images"] == 3 and rep["n_images_ok"] == 3
     n = 3 * 2 * len(RADII)
     assert rep["n_crystals"] == n
-    assert rep["n_rejected"] == {"too_small": 0, "agglomerate": 0, "border": 0}
+    assert rep["n_rejected"] == {"too_small": 0, "agglomerate": 0, "border": 0, "bubble": 0}
     # analytic: area-equivalent diameters of the drawn discs, Miles-Lantuejoul weights
     areas = np.array([_disc_area(r) for r in RADII] * 6, float)
     d = 2 * np.sqrt(areas / np.pi) * PX

@@ -32,11 +32,11 @@ def _paste(trans: np.ndarray, t: np.ndarray, x0: int, y0: int) -> None:
 
 
 def draw_bubbles(rng: np.random.Generator, cfg: SynthConfig, trans: np.ndarray,
-                 crystals: list[Placed]) -> int:
-    """Air bubbles away from crystals; returns how many were drawn."""
+                 crystals: list[Placed]) -> list[tuple[float, float, float]]:
+    """Air bubbles away from crystals; returns the circles drawn (centre x, y, radius px)."""
     h, w = trans.shape
     n = int(rng.poisson(cfg.bubbles_per_frame))
-    drawn = 0
+    drawn: list[tuple[float, float, float]] = []
     for _ in range(n):
         rb = rng.uniform(*cfg.bubble_radius_um) / cfg.px_size_um
         c = np.array([rng.uniform(0, w), rng.uniform(0, h)])
@@ -53,7 +53,7 @@ def draw_bubbles(rng: np.random.Generator, cfg: SynthConfig, trans: np.ndarray,
                    float(rng.uniform(1.1, 1.3)), -1, cv2.LINE_8, SHIFT)
         t = cv2.GaussianBlur(t, (0, 0), max(0.8, rb * 0.04))
         _paste(trans, t, int(c[0]) - m, int(c[1]) - m)
-        drawn += 1
+        drawn.append((float(c[0]), float(c[1]), float(rb)))
     return drawn
 
 

@@ -244,7 +244,8 @@ def render_frame(rng: np.random.Generator, cfg: SynthConfig | None = None) -> Sy
     Crystal pixels are labelled only inside the illuminated field (outside it the camera
     sees black, so does a human labeller); a crystal is generated only when its centre is
     within the field enlarged by a third of its size, and dropped when none of its pixels
-    is visible. Bubbles, debris and dust are labelled background.
+    is visible. Bubbles, debris and dust are labelled background; the bubbles' circles
+    are listed in ``meta["bubbles"]`` (px), so that a test can find them.
     """
     cfg = cfg or SynthConfig()
     h, w = cfg.height, cfg.width
@@ -265,7 +266,7 @@ def render_frame(rng: np.random.Generator, cfg: SynthConfig | None = None) -> Sy
                                        trans=trans,
                                        crystal_mask=crystal_mask,
                                        instances=instances, coverage=coverage)
-    draw_bubbles(rng, cfg, trans, placed)
+    bubbles = draw_bubbles(rng, cfg, trans, placed)
     draw_debris(rng, cfg, trans)
     ker = _motion_kernel(_u(rng, cfg.motion_blur_px), cfg.flow_angle_deg)
     if ker is not None:
@@ -276,7 +277,9 @@ def render_frame(rng: np.random.Generator, cfg: SynthConfig | None = None) -> Sy
     image = _camera(rng, cfg, trans, fxyr)
 
     label[(crystal_mask > 0) & in_field] = CRYSTAL
-    meta = {"n_crystals": len(crystals), "n_agglomerates": n_agglo}
+    meta = {"n_crystals": len(crystals), "n_agglomerates": n_agglo,
+            "bubbles": [{"cx": round(x, 3), "cy": round(y, 3), "r": round(rb, 3)}
+                        for x, y, rb in bubbles]}
     return SynthFrame(image=image, label=label, crystals=crystals, field_xyr=fxyr, meta=meta,
                       instances=instances, coverage=coverage)
 

@@ -106,7 +106,7 @@ def test_unsplit_three_crystal_cluster_is_rejected_as_agglomerate() -> None:
     assert len(c) == 1
     assert c.reason.tolist() == ["agglomerate"]
     assert c.circularity[0] == pytest.approx(0.70, abs=0.015)
-    assert c.rejected_counts() == {"too_small": 0, "border": 0, "agglomerate": 1}
+    assert c.rejected_counts() == {"too_small": 0, "border": 0, "bubble": 0, "agglomerate": 1}
     assert c.n_kept == 0 and c.diameters_um().size == 0
     assert c.diameters_um(kept_only=False).size == 1
 
@@ -193,7 +193,7 @@ def _scene() -> np.ndarray:
 def test_crystals_api_rows_payload_filter_concatenate() -> None:
     c = measure_crystals(_scene(), px_size_um=PX)
     assert len(c) == 4 and c.n_kept == 3
-    assert c.rejected_counts() == {"too_small": 1, "border": 1, "agglomerate": 0}
+    assert c.rejected_counts() == {"too_small": 1, "border": 1, "bubble": 0, "agglomerate": 0}
     rows = c.to_rows()
     assert len(rows) == 4
     assert set(rows[0]) >= {"frame", "kept", "reason", "area_px", "diameter_um", "bbox_w",
