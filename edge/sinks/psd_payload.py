@@ -73,7 +73,7 @@ class CrystalCounts(StrictPayload):
     rejected_by_reason: dict[str, int] = Field(
         default_factory=dict,
         description="rejected objects per reason, e.g. "
-        "{'circularity': 12, 'border': 40, 'too_small': 7}")
+        "{'agglomerate': 12, 'border': 40, 'bubble': 1, 'too_small': 7}")
 
 
 class PsdClasses(StrictPayload):
