@@ -26,7 +26,7 @@ from tests.faults.conftest import ROOT, ServiceProcess, wait_until, write_config
 FLEET = ROOT / "deploy" / "fleet"
 DASHBOARD = FLEET / "grafana-crystal-edge.json"
 ALERTS = FLEET / "alerts.yml"
-SOURCE = 'type = "synthetic"\nwidth = 256\nheight = 192\nseed = 5\nrate_fps = 8\n'
+SOURCE = 'type = "synthetic"\nwidth = 640\nheight = 480\nseed = 5\nrate_fps = 8\n'
 NAME = re.compile(r"\bcrystal_edge_[a-z0-9_]+\b")
 #: labels the queries group by or show, per metric (the agent adds ``device`` and ``job``)
 LABELS = {"crystal_edge_frames_rejected_total": "reason", "crystal_edge_queue_depths": "queue"}
@@ -240,13 +240,18 @@ def test_agent_to_central_prometheus_end_to_end(tmp_path, tiny_model, broker):
     central, procs = fleet_prometheus(tmp_path, port)
     svc = ServiceProcess(tmp_path)
     try:
+        # a batch without x50,3 (every frame defocused) leaves the last-batch gauges empty
+        # until the next one, as on a dashboard, so a panel counts once it has shown data
+        answered: set[str] = set()
+
         def all_panels_have_data() -> bool:
-            return all(query(central, e) for e in panels)
+            answered.update(e for e in panels if e not in answered and query(central, e))
+            return len(answered) == len(panels)
 
         try:
             wait_until(all_panels_have_data, 60, "every dashboard query answered", 1.0)
         except AssertionError:
-            empty = [e for e in panels if not query(central, e)]
+            empty = [e for e in panels if e not in answered]
             # the service's own log says whether a batch closed at all
             logs = "".join((tmp_path / f"{n}.log").read_text()[-1500:] for n in ("service",
                                                                                  "agent",
