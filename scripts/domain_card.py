@@ -171,6 +171,47 @@ def compare(old: dict[str, dict[str, Any]], new: dict[str, dict[str, Any]]) -> s
     return "\n".join(lines)
 
 
+def _pooled(docs: list[dict[str, Any]], name: str, key: str) -> Any:
+    """:func:`trainer.evalstats.pool_estimates` of one figure of one domain over runs."""
+    from trainer.evalstats import pool_estimates
+
+    rows = [d["domains"][name] for d in docs]
+    try:
+        return pool_estimates([r[key] for r in rows],
+                              [r["intervals"][key]["se"] for r in rows])
+    except ValueError:  # a run whose frames all agree (se 0) cannot be weighed
+        return None
+
+
+def _pooled_cell(v: Any, fmt: str, scale: float = 1.0, ci: bool = False) -> str:
+    if v is None:
+        return "-"
+    text = format(scale * v.value, fmt)
+    return f"{text} ({format(scale * v.lo, fmt)} .. {format(scale * v.hi, fmt)})" if ci else text
+
+
+def pooled_table(docs: list[dict[str, Any]]) -> str:
+    """The model card's table of independent runs pooled (random-effects weights from the
+    frame bootstrap's standard errors, :func:`trainer.evalstats.pool_estimates`); the
+    domains every run measured, in the first's order. ``p`` is the heterogeneity test's
+    (a small one: the runs disagree by more than their errors allow)."""
+    lines = ["| domain | frames | crystal IoU | x50,3 error (95 %) | per run | p | "
+             "labels' x50,3 error | Q3 KS, largest |", "|---|---|---|---|---|---|---|---|"]
+    for name in docs[0]["domains"]:
+        if not all(name in d["domains"] for d in docs):
+            continue
+        rows = [d["domains"][name] for d in docs]
+        iou, x50 = _pooled(docs, name, "iou_crystal"), _pooled(docs, name, "x50_3_rel_error")
+        floor = _pooled(docs, name, "x50_3_label_rel_error")
+        per = " / ".join(_f(_pc(r["x50_3_rel_error"]), "+.1f") for r in rows)
+        p = "-" if x50 is None or x50.p_heterogeneity is None else f"{x50.p_heterogeneity:.2f}"
+        lines.append(f"| {name} | {sum(r['frames'] for r in rows)} "
+                     f"| {_pooled_cell(iou, '.3f')} | {_pooled_cell(x50, '+.1f', 100, True)} % "
+                     f"| {per} % | {p} | {_pooled_cell(floor, '+.1f', 100)} % "
+                     f"| {max(r['q3_ks'] for r in rows):.3f} |")
+    return "\n".join(lines)
+
+
 def _pc(v: float | None) -> float | None:
     return None if v is None else 100 * v
 
@@ -231,6 +272,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="record an earlier run of --model in its metadata and stop")
     p.add_argument("--compare", nargs=2, type=Path, metavar=("OLD.json", "NEW.json"),
                    help="print the before -> after table of two earlier runs and stop")
+    p.add_argument("--pool", nargs="+", type=Path, metavar="RUN.json",
+                   help="print the table of earlier runs of one model on independent sets "
+                        "(--seed0) pooled, and stop")
     return p
 
 
@@ -243,6 +287,12 @@ def main(argv: list[str] | None = None) -> int:
         except (OSError, ValueError, KeyError, TypeError) as exc:
             p.error(f"--compare: not two domain_card.py runs: {exc}")
         print(compare(old, new))
+        return 0
+    if args.pool:
+        try:
+            print(pooled_table([json.loads(f.read_text()) for f in args.pool]))
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            p.error(f"--pool: not runs of domain_card.py with intervals: {exc}")
         return 0
     if args.record:
         from edge.errors import UserError

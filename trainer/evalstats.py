@@ -164,6 +164,68 @@ def _interval(values: np.ndarray, level: float) -> dict[str, float] | None:
     return {"lo": float(lo), "hi": float(hi), "se": float(np.std(v, ddof=1))}
 
 
+@dataclass(frozen=True)
+class Pooled:
+    """One quantity pooled over independent samples (:func:`pool_estimates`)."""
+
+    value: float
+    se: float
+    lo: float
+    hi: float
+    q: float
+    p_heterogeneity: float | None
+
+
+def pool_estimates(values: Sequence[float], ses: Sequence[float], *,
+                   level: float = LEVEL) -> Pooled:
+    """Random-effects (DerSimonian-Laird) pooling of independent estimates of one quantity.
+
+    Parameters
+    ----------
+    values, ses : sequence of float
+        The estimates ``theta_k`` of ``K`` independent samples (sets of frames rendered
+        with other seeds) and their standard errors ``s_k`` (the frame bootstrap's).
+    level : float
+        Coverage of the normal interval.
+
+    Returns
+    -------
+    Pooled
+        With the fixed-effect weights ``w_k = 1 / s_k^2`` and their mean ``theta_F =
+        sum_k w_k theta_k / sum_k w_k``: ``q = sum_k w_k (theta_k - theta_F)^2``,
+        Cochran's heterogeneity statistic, and ``p_heterogeneity`` its chi-squared tail
+        probability on ``K - 1`` degrees of freedom (None for one sample; a small one says
+        the samples disagree by more than their errors allow). The between-sample variance
+        ``tau^2 = max(0, (q - (K - 1)) / (sum w - sum w^2 / sum w))`` widens every weight to
+        ``w*_k = 1 / (s_k^2 + tau^2)``; ``value = sum w*_k theta_k / sum w*_k``, ``se =
+        (sum w*_k)^(-1/2)``, ``lo``/``hi`` = value -+ z se (z the normal quantile of
+        ``level``). Without heterogeneity (``q <= K - 1``) this is the fixed-effect mean.
+
+    Raises
+    ------
+    ValueError
+        Lengths differ, no estimate, or a standard error that is not positive and finite.
+    """
+    from scipy.stats import chi2, norm
+
+    t, s = np.asarray(values, dtype=float), np.asarray(ses, dtype=float)
+    if t.shape != s.shape or t.ndim != 1 or t.size == 0:
+        raise ValueError(f"values {t.shape} and ses {s.shape}: need two equal 1-D sequences")
+    if not (np.all(np.isfinite(s)) and np.all(s > 0) and np.all(np.isfinite(t))):
+        raise ValueError(f"standard errors must be positive and finite, got {s.tolist()}")
+    w = 1.0 / s ** 2
+    fixed = np.sum(w * t) / np.sum(w)
+    q = float(np.sum(w * (t - fixed) ** 2))
+    p = float(chi2.sf(q, t.size - 1)) if t.size > 1 else None
+    tau2 = max(0.0, (q - (t.size - 1)) / (np.sum(w) - np.sum(w ** 2) / np.sum(w))) \
+        if t.size > 1 else 0.0
+    ws = 1.0 / (s ** 2 + tau2)
+    value = float(np.sum(ws * t) / np.sum(ws))
+    se = float(np.sum(ws) ** -0.5)
+    z = float(norm.ppf((1 + level) / 2))
+    return Pooled(value, se, value - z * se, value + z * se, q, p)
+
+
 def frame_intervals(sample: FrameSample, *, n_boot: int = N_BOOT, seed: int = 0,
                     level: float = LEVEL) -> dict[str, dict[str, float] | None]:
     """Percentile intervals (``lo``, ``hi``) and standard errors (``se``) of every figure

@@ -6,6 +6,8 @@ import importlib.util
 import json
 from pathlib import Path
 
+import pytest
+
 from tests.fixtures.tiny_model import build_tiny_model
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -38,6 +40,26 @@ def test_domain_rows_and_the_before_after_table(tmp_path, capsys):
     table = capsys.readouterr().out.splitlines()
     assert len(table) == 4 and table[2].startswith("| needles (aspect 3-10) | ")
     assert " -> " in table[2]
+    # two runs pooled: the domains both measured, twice the frames
+    assert domain_card.main(["--pool", str(out), str(out)]) == 0
+    pooled = capsys.readouterr().out.splitlines()
+    assert len(pooled) == 4 and pooled[2].startswith("| needles (aspect 3-10) | 4 | ")
+    # with known errors: x50,3 -1 % and +3 % at 1 % each pool to +1 %, heterogeneity p 0.005
+    runs = []
+    for i, (x50, floor) in enumerate(((-0.01, 0.0), (0.03, 0.01))):
+        row = {**rows["5 um/px"], "x50_3_rel_error": x50, "x50_3_label_rel_error": floor,
+               "intervals": {k: {"lo": 0, "hi": 0, "se": 0.01} for k in
+                             ("iou_crystal", "x50_3_rel_error", "x50_3_label_rel_error")}}
+        runs.append(tmp_path / f"run{i}.json")
+        runs[-1].write_text(json.dumps({"domains": {"5 um/px": row}}))
+    assert domain_card.main(["--pool", *map(str, runs)]) == 0
+    line = capsys.readouterr().out.splitlines()[2]
+    assert "| +1.0 (-2.9 .. +4.9) % | -1.0 / +3.0 % | 0.00 | +0.5 % |" in line, line
+    bare = tmp_path / "bare.json"  # rows without the bootstrap's errors cannot be weighed
+    bare.write_text(json.dumps({"domains": {k: {**r, "intervals": {}} for k, r in rows.items()}}))
+    with pytest.raises(SystemExit) as exc:
+        domain_card.main(["--pool", str(out), str(bare)])
+    assert exc.value.code == 2 and "--pool" in capsys.readouterr().err
     # a configured scale that makes no sense for one domain: one line naming it, exit 1,
     # the other domains still measured
     cfg = tmp_path / "edge.toml"

@@ -17,6 +17,7 @@ from trainer.evalstats import (
     frame_intervals,
     multiplicities,
     paired_intervals,
+    pool_estimates,
 )
 from trainer.synth import weighted_quantile
 
@@ -191,3 +192,29 @@ def test_evaluate_against_a_baseline(synth_set, tmp_path, capsys):
     text = capsys.readouterr().out
     assert text.count("not distinguishable") == 3 and "better" not in text
     assert f"{a} against {a} on the same 4 frames" in text  # one name: the paths
+
+
+def test_pooling_weights_by_error_and_widens_for_samples_that_disagree():
+    # agreeing samples: the fixed-effect mean, its error shrinks as 1/sqrt(K)
+    p = pool_estimates([0.010, 0.014], [0.01, 0.01])
+    assert p.value == pytest.approx(0.012) and p.se == pytest.approx(0.01 / np.sqrt(2))
+    assert p.lo == pytest.approx(0.012 - 1.959964 * p.se, abs=1e-6)
+    assert p.q == pytest.approx(0.08) and p.p_heterogeneity == pytest.approx(0.777, abs=1e-3)
+    # inverse-variance weights: the sample with half the error counts four times as much
+    assert pool_estimates([0.0, 0.005], [0.01, 0.02]).value == pytest.approx(0.001)
+    # disagreeing samples (DerSimonian-Laird by hand): q = 18, tau^2 = 17 / 200 * 1e-4 * 100
+    d = pool_estimates([-0.03, 0.03], [0.01, 0.01])
+    tau2 = (18 - 1) / (2e4 - 2e8 / 2e4)
+    assert d.q == pytest.approx(18) and d.p_heterogeneity < 0.001
+    assert d.value == pytest.approx(0.0, abs=1e-12)
+    assert d.se == pytest.approx(np.sqrt((1e-4 + tau2) / 2))
+    assert d.se > 3 * 0.01 / np.sqrt(2)  # far wider than the fixed-effect error
+    one = pool_estimates([0.02], [0.01])
+    assert (one.value, one.se, one.p_heterogeneity) == (0.02, 0.01, None)
+
+
+@pytest.mark.parametrize("values, ses", [([0.1], [0.0]), ([0.1, 0.2], [0.1]), ([], []),
+                                         ([np.nan], [0.1]), ([0.1], [np.inf])])
+def test_pooling_refuses_what_it_cannot_weigh(values, ses):
+    with pytest.raises(ValueError, match=r"sequences|standard errors"):
+        pool_estimates(values, ses)
