@@ -14,9 +14,13 @@
 #           0.5 and 5 um/px optics resampled; ROUND=4: 620 new frames drawn with a rim
 #           along every edge of a transparent crystal, weighted towards needles (240, 80
 #           of them cut by the field stop) and twins with a replay, and 100 of 0.5 and 5
-#           um/px optics (the 0.5 um/px ones also unresampled); 36 for validation in all;
+#           um/px optics (the 0.5 um/px ones also unresampled); ROUND=5: ROUND=4's frames
+#           and 150 more of dim light and twins (the two domains the card reads lowest);
+#           36 for validation in all;
 #   train:  crystal-train train --weights BASE --contact-weight 1 (the loss of both outputs),
-#           lr 1e-4, cosine over STEPS steps, stopped after MAX_MINUTES when set;
+#           lr 1e-4, cosine over STEPS steps (validated every EPOCH_STEPS), stopped after
+#           MAX_MINUTES when set; TRAIN_ONLY=1 stops here (WORK/run/checkpoint.pt: a GPU
+#           machine trains, and TRAINED=1 on another goes on from that checkpoint);
 #   export: FP16, `crystal-train blend` with BASE at ALPHA (WiSE-FT), the four card sets
 #           evaluated into OUT's metadata and the per-domain tables of the fine-tune and
 #           the blend ($WORK/domain_card_{fine-tune,blend}.json; DOMAIN_FRAMES=0 skips them).
@@ -24,7 +28,8 @@
 # MAX_MINUTES=70 (982 steps on a 2-core CPU), ALPHA=0.75; then ROUND=2 with BASE = that
 # blend, STEPS=800 MAX_MINUTES=58 (771 steps), ALPHA=0.75 (crystal-seg.json:
 # training.fine_tune and .blend are the second round's, training.base the first's).
-# Overrides: BIN, WORK, BASE, OUT, ROUND, STEPS, MAX_MINUTES, ALPHA, DEVICE, WORKERS, NICE,
+# Overrides: BIN, WORK, BASE, OUT, ROUND, STEPS, EPOCH_STEPS, MAX_MINUTES, ALPHA, DEVICE,
+# TRAIN_ONLY, TRAINED, WORKERS, NICE,
 # JOBS, DOMAIN_FRAMES; for a quick smoke run (tests): BACKBONE, SIZE (frame WxH), CROP,
 # FRAMES_DIV.
 set -euo pipefail
@@ -36,7 +41,14 @@ STEPS=${STEPS:-1200}
 MAX_MINUTES=${MAX_MINUTES:-}
 ALPHA=${ALPHA:-0.75}
 ROUND=${ROUND:-1}
-case $ROUND in 1|2|3|4) ;; *) echo "ROUND=$ROUND: the recipe has rounds 1 to 4" >&2; exit 2 ;; esac
+EPOCH_STEPS=${EPOCH_STEPS:-80}
+TRAIN_ONLY=${TRAIN_ONLY:-0}
+TRAINED=${TRAINED:-0}
+case $ROUND in 1|2|3|4|5) ;; *) echo "ROUND=$ROUND: the recipe has rounds 1 to 5" >&2; exit 2 ;; esac
+if [ "$TRAINED" = 1 ] && [ ! -f "$WORK/run/checkpoint.pt" ]; then
+    echo "TRAINED=1: no $WORK/run/checkpoint.pt" >&2
+    exit 2
+fi
 source "$(dirname "$0")/datasets.sh"
 
 # name:presets:frames:seed[:fraction]: scripts/contact_head.sh's sets, then the additions
@@ -91,7 +103,7 @@ fi
 # such frames, weighted towards what the head alone could not fix: needles, above all those
 # cut by the field stop, twins and dim light, with a replay; 0.5 um/px frames also at their
 # own scale (1.0 um per network pixel, where the edge runs them)
-if [ "$ROUND" = 4 ]; then
+if [ "$ROUND" = 4 ] || [ "$ROUND" = 5 ]; then
     SETS="n7:needles:100:1901 n7_fc:needles,field_cut:80:1902 n7_cr:needles,crowded:20:1903
         n7_dim:needles,dim:20:1904 n7_un:needles,uneven:10:1905 n7_br:needles,bright:10:1906
         tw5:twins:50:1907 tw5_fc:twins,field_cut:20:1908 tw5_dim:twins,dim:15:1909
@@ -103,6 +115,12 @@ if [ "$ROUND" = 4 ]; then
     VAL="v_needles:needles:6:2501 v_nfc:needles,field_cut:6:2505 v_twins:twins:6:2502
         v_dim:dim:6:2503 v_fc:field_cut:6:2504 v_aggl:agglomerates:6:2311"
     SEED=53
+    # ROUND=5: the same from the model these rounds left, with dim light and twins doubled
+    if [ "$ROUND" = 5 ]; then
+        SETS="$SETS dim6:dim:40:1931 dim6_cr:dim,crowded:15:1932 dim6_sm:dim:15:1933:40-63
+            tw6:twins:50:1934 tw6_dim:twins,dim:15:1935 tw6_cr:twins,crowded:15:1936"
+        SEED=59
+    fi
     mkdir -p "$DATA"
     gen_other_optics 30 1924 40 1925
     gen_done
@@ -111,8 +129,15 @@ if [ "$ROUND" = 4 ]; then
 fi
 train_val_sets  # DATA/train from SETS, DATA/val from VAL, the card sets
 
-train_run "$STEPS" 80 --lr 1e-4 --warmup-steps 10 ${MAX_MINUTES:+--max-minutes "$MAX_MINUTES"} \
-    --contact-weight 1 --head-kernel 3 --seed "$SEED" --no-progress
+if [ "$TRAINED" != 1 ]; then
+    train_run "$STEPS" "$EPOCH_STEPS" --lr 1e-4 --warmup-steps 10 \
+        ${MAX_MINUTES:+--max-minutes "$MAX_MINUTES"} --contact-weight 1 --head-kernel 3 \
+        --seed "$SEED" --no-progress
+fi
+if [ "$TRAIN_ONLY" = 1 ]; then
+    echo "checkpoint: $WORK/run/checkpoint.pt (TRAIN_ONLY=1: not exported)"
+    exit 0
+fi
 FT=$WORK/fine-tune.onnx
 $CT export --checkpoint "$WORK/run/checkpoint.pt" --out "$FT" --fp16 \
     --name "$(basename "${OUT%.onnx}")" --parity-data "$DATA/val_a" > /dev/null

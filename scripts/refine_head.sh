@@ -4,7 +4,9 @@
 # (models/README.md).
 #   data:   450 generated frames of every habit, crowding level and light, weighted towards
 #           needles and twins (thin outlines), plus 0.5 and 5 um/px optics resampled to the
-#           sets' 1.45 um/px; 24 for validation;
+#           sets' 1.45 um/px; 24 for validation; ROUND=2: the same with 160 more frames of
+#           dim light and twins (the two domains the card reads lowest) and 6 more of dim
+#           light for validation;
 #   train:  crystal-train train --refine-only from BASE: only the head learns (its last
 #           layer starts at zero, so training starts from BASE's output exactly);
 #   export: FP16 (parity checked on val_a), the four card sets evaluated into its metadata
@@ -14,7 +16,7 @@
 # head trains on, here on labels resized by majority share), STEPS=400; then twice more
 # on frames whose transparent crystals have a rim along every edge, STEPS=200 (frames of
 # an earlier form of that drawing, which left some twins almost no rim) and STEPS=240.
-# Overrides: BIN, WORK, BASE, OUT, STEPS, MAX_MINUTES, LR, DEVICE, WORKERS, NICE, JOBS,
+# Overrides: BIN, WORK, BASE, OUT, ROUND, STEPS, MAX_MINUTES, LR, SEED, DEVICE, WORKERS, NICE, JOBS,
 # DOMAIN_FRAMES; for a quick smoke run (tests): BACKBONE, SIZE (frame WxH), CROP,
 # FRAMES_DIV (divide every set's frame count).
 set -euo pipefail
@@ -25,6 +27,9 @@ OUT=${OUT:-$WORK/crystal-seg.onnx}
 STEPS=${STEPS:-400}
 MAX_MINUTES=${MAX_MINUTES:-}
 LR=${LR:-3e-3}
+SEED=${SEED:-51}
+ROUND=${ROUND:-1}
+case $ROUND in 1|2) ;; *) echo "ROUND=$ROUND: the recipe has rounds 1 and 2" >&2; exit 2 ;; esac
 source "$(dirname "$0")/datasets.sh"
 
 SETS="c_a:compact:30:1801:90-125 c_b:compact:30:1802:125-180 prisms:prisms:25:1803
@@ -36,6 +41,12 @@ SETS="c_a:compact:30:1801:90-125 c_b:compact:30:1802:125-180 prisms:prisms:25:18
     small:compact:20:1820:40-63"
 VAL="v_needles:needles:6:2501 v_twins:twins:6:2502 v_aggl:agglomerates:8:2311
     v_dim:dim:4:2503"
+if [ "$ROUND" = 2 ]; then
+    SETS="$SETS dim2:dim:50:1831 dim2_cr:dim,crowded:15:1832 dim2_sm:dim:15:1833:40-63
+        dim2_b:dim:15:1834:125-180 tw2:twins:40:1835 tw2_dim:twins,dim:15:1836
+        tw2_cr:twins,crowded:10:1837"
+    VAL="$VAL v_dim2:dim:6:2506"
+fi
 mkdir -p "$DATA"
 gen_other_optics 24 1821 40 1822
 gen_done
@@ -44,6 +55,6 @@ EXTRA_TRAIN="fine coarse"
 train_val_sets  # DATA/train from SETS and EXTRA_TRAIN, DATA/val from VAL, the card sets
 
 train_run "$STEPS" 80 --lr "$LR" --warmup-steps 20 ${MAX_MINUTES:+--max-minutes "$MAX_MINUTES"} \
-    --refine-only --seed 51 --no-progress
+    --refine-only --seed "$SEED" --no-progress
 export_and_card "$WORK/run/checkpoint.pt" "$OUT"
 echo "model: $OUT ($BASE with an outline refinement head); evaluations: $WORK/eval_*.json"

@@ -26,13 +26,14 @@ def _script(name: str, **env: str) -> None:
 
 def _frames(var: str, div: int, block: int = 1) -> int:
     """Frames the recipe's ``block``-th ``var`` sets hold at ``FRAMES_DIV=div`` (at least
-    one each); blocks 2 to 4 of SETS are the later rounds'."""
+    one each); blocks 2 to 4 of SETS are the later rounds', block 5 what round 5 adds."""
     text = (ROOT / "scripts" / "finetune_contact.sh").read_text()
     shared = (ROOT / "scripts" / "datasets.sh").read_text().split('CONTACT_SETS="', 1)[1]
     text = text.replace("$CONTACT_SETS", shared.split('"', 1)[0])
-    specs = text.split(f'{var}="')[block].split('"', 1)[0].split()
+    specs = [s for s in text.split(f'{var}="')[block].split('"', 1)[0].split()
+             if not s.startswith("$")]  # round 5 adds to round 4's "$SETS"
     assert len(specs) == {("SETS", 1): 29, ("SETS", 2): 20, ("SETS", 3): 22, ("SETS", 4): 23,
-                          ("VAL", 1): 6}[var, block]
+                          ("SETS", 5): 6, ("VAL", 1): 6}[var, block]
     return sum(max(1, int(spec.split(":")[2]) // div) for spec in specs)
 
 
@@ -94,3 +95,23 @@ def test_finetune_contact_script_smoke(tmp_path):
     names = os.listdir(work4 / "data" / "train" / "images")
     assert sum(n.startswith("fine_raw_") for n in names) == 30 // 15
     assert load_meta(out4).px_size_um == load_meta(out3).px_size_um
+    # the fifth, as on a GPU machine: round 4's sets (rendered above, reused) and six more,
+    # trained with TRAIN_ONLY=1 (no export), then exported and blended with TRAINED=1
+    out5 = tmp_path / "model5" / "blend.onnx"
+    _script("finetune_contact.sh", WORK=str(work4), OUT=str(out5), BASE=str(out4), STEPS="1",
+            DOMAIN_FRAMES="0", ROUND="5", TRAIN_ONLY="1")
+    cfg5 = json.loads((work4 / "run" / "config.json").read_text())
+    assert cfg5["weights"] == str(out4) and cfg5["seed"] == 59
+    assert cfg5["train_data"]["n_frames"] == (_frames("SETS", 15, block=4)
+                                              + _frames("SETS", 15, block=5) + other)
+    assert not out5.exists()
+    (work4 / "run" / "config.json").unlink()  # TRAINED=1 trains nothing: it stays absent
+    _script("finetune_contact.sh", WORK=str(work4), OUT=str(out5), BASE=str(out4),
+            DOMAIN_FRAMES="0", ROUND="5", TRAINED="1")
+    assert not (work4 / "run" / "config.json").exists()
+    assert load_meta(out5).training["blend"]["models"][0]["sha256"] == load_meta(out4).sha256
+    full = dict(os.environ, BIN=str(Path(sys.executable).parent), **SMALL,
+                WORK=str(tmp_path / "w6"), TRAINED="1")
+    res = subprocess.run(["bash", str(ROOT / "scripts" / "finetune_contact.sh")], cwd=ROOT,
+                         env=full, capture_output=True, text=True, timeout=900, check=False)
+    assert res.returncode == 2 and "no " in res.stderr and "checkpoint.pt" in res.stderr

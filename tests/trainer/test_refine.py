@@ -183,16 +183,26 @@ def test_refine_head_script_smoke(tmp_path):
     out, work = tmp_path / "model" / "refined.onnx", tmp_path / "w"
     env = dict(os.environ, BIN=str(Path(sys.executable).parent), WORK=str(work), OUT=str(out),
                BASE=str(base), STEPS="3", FRAMES_DIV="15", SIZE="256x192", CROP="64",
-               BACKBONE="resnet18", NICE="0", WORKERS="0", DOMAIN_FRAMES="1", JOBS="3")
+               BACKBONE="resnet18", NICE="0", WORKERS="0", DOMAIN_FRAMES="1", JOBS="3",
+               ROUND="2", SEED="61")
     res = subprocess.run(["bash", str(root / "scripts" / "refine_head.sh")], cwd=root, env=env,
                          capture_output=True, text=True, timeout=900, check=False)
     assert res.returncode == 0, res.stderr[-3000:]
     cfg = json.loads((work / "run" / "config.json").read_text())
     assert cfg["refine_only"] and cfg["weights"] == str(base) and cfg["total_steps"] == 3
+    assert cfg["seed"] == 61
     assert cfg["architecture"]["refine"] == DEFAULT_SPEC
     train = sorted(p.name for p in (work / "data" / "train" / "images").iterdir())
     assert any(n.startswith("coarse_") for n in train) and any(n.startswith("needles_")
                                                                 for n in train)
+    # round 2 adds dim light and twins to round 1's sets, and dim light to validation
+    assert any(n.startswith("dim2_cr_") for n in train) and any(n.startswith("tw2_dim_")
+                                                                 for n in train)
+    assert any(n.startswith("v_dim2_") for n in os.listdir(work / "data" / "val" / "images"))
+    res = subprocess.run(["bash", str(root / "scripts" / "refine_head.sh")], cwd=root,
+                         env={**env, "ROUND": "3"}, capture_output=True, text=True, timeout=60,
+                         check=False)
+    assert res.returncode == 2 and "rounds 1 and 2" in res.stderr
     meta = load_meta(out)
     assert meta.architecture["refine"] == DEFAULT_SPEC and meta.precision == "fp16"
     assert meta.training["network"]["sha256"] == load_meta(base).sha256
