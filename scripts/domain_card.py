@@ -179,8 +179,8 @@ def _pooled(docs: list[dict[str, Any]], name: str, key: str) -> Any:
     try:
         return pool_estimates([r[key] for r in rows],
                               [r["intervals"][key]["se"] for r in rows])
-    except ValueError:  # a run whose frames all agree (se 0) cannot be weighed
-        return None
+    except (ValueError, TypeError):  # a run whose frames all agree (se 0) or that has
+        return None                   # no figure (nothing kept) cannot be weighed
 
 
 def _pooled_cell(v: Any, fmt: str, scale: float = 1.0, ci: bool = False) -> str:
@@ -205,10 +205,11 @@ def pooled_table(docs: list[dict[str, Any]]) -> str:
         floor = _pooled(docs, name, "x50_3_label_rel_error")
         per = " / ".join(_f(_pc(r["x50_3_rel_error"]), "+.1f") for r in rows)
         p = "-" if x50 is None or x50.p_heterogeneity is None else f"{x50.p_heterogeneity:.2f}"
+        ks = max((r["q3_ks"] for r in rows if r["q3_ks"] is not None), default=None)
         lines.append(f"| {name} | {sum(r['frames'] for r in rows)} "
                      f"| {_pooled_cell(iou, '.3f')} | {_pooled_cell(x50, '+.1f', 100, True)} % "
                      f"| {per} % | {p} | {_pooled_cell(floor, '+.1f', 100)} % "
-                     f"| {max(r['q3_ks'] for r in rows):.3f} |")
+                     f"| {_f(ks, '.3f')} |")
     return "\n".join(lines)
 
 
@@ -290,9 +291,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.pool:
         try:
-            print(pooled_table([json.loads(f.read_text()) for f in args.pool]))
+            table = pooled_table([json.loads(f.read_text()) for f in args.pool])
         except (OSError, ValueError, KeyError, TypeError) as exc:
             p.error(f"--pool: not runs of domain_card.py with intervals: {exc}")
+        print(table)
         return 0
     if args.record:
         from edge.errors import UserError

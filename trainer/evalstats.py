@@ -204,14 +204,17 @@ def pool_estimates(values: Sequence[float], ses: Sequence[float], *,
     Raises
     ------
     ValueError
-        Lengths differ, no estimate, or a standard error that is not positive and finite.
+        Lengths differ, no estimate, an estimate that is not finite, or a standard error
+        that is not positive and finite.
     """
     from scipy.stats import chi2, norm
 
     t, s = np.asarray(values, dtype=float), np.asarray(ses, dtype=float)
     if t.shape != s.shape or t.ndim != 1 or t.size == 0:
         raise ValueError(f"values {t.shape} and ses {s.shape}: need two equal 1-D sequences")
-    if not (np.all(np.isfinite(s)) and np.all(s > 0) and np.all(np.isfinite(t))):
+    if not np.all(np.isfinite(t)):
+        raise ValueError(f"estimates must be finite, got {t.tolist()}")
+    if not (np.all(np.isfinite(s)) and np.all(s > 0)):
         raise ValueError(f"standard errors must be positive and finite, got {s.tolist()}")
     w = 1.0 / s ** 2
     fixed = np.sum(w * t) / np.sum(w)

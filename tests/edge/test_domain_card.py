@@ -50,11 +50,14 @@ def test_domain_rows_and_the_before_after_table(tmp_path, capsys):
         row = {**rows["5 um/px"], "x50_3_rel_error": x50, "x50_3_label_rel_error": floor,
                "intervals": {k: {"lo": 0, "hi": 0, "se": 0.01} for k in
                              ("iou_crystal", "x50_3_rel_error", "x50_3_label_rel_error")}}
+        empty = {**row, "x50_3_rel_error": None, "q3_ks": None}  # nothing kept in run 1
         runs.append(tmp_path / f"run{i}.json")
-        runs[-1].write_text(json.dumps({"domains": {"5 um/px": row}}))
+        runs[-1].write_text(json.dumps({"domains": {"5 um/px": row,
+                                                    "twins": empty if i else row}}))
     assert domain_card.main(["--pool", *map(str, runs)]) == 0
-    line = capsys.readouterr().out.splitlines()[2]
+    line, twins = capsys.readouterr().out.splitlines()[2:4]
     assert "| +1.0 (-2.9 .. +4.9) % | -1.0 / +3.0 % | 0.00 | +0.5 % |" in line, line
+    assert twins.startswith("| twins | ") and "| - % | -1.0 / - % | - |" in twins, twins
     bare = tmp_path / "bare.json"  # rows without the bootstrap's errors cannot be weighed
     bare.write_text(json.dumps({"domains": {k: {**r, "intervals": {}} for k, r in rows.items()}}))
     with pytest.raises(SystemExit) as exc:

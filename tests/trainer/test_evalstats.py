@@ -216,5 +216,5 @@ def test_pooling_weights_by_error_and_widens_for_samples_that_disagree():
 @pytest.mark.parametrize("values, ses", [([0.1], [0.0]), ([0.1, 0.2], [0.1]), ([], []),
                                          ([np.nan], [0.1]), ([0.1], [np.inf])])
 def test_pooling_refuses_what_it_cannot_weigh(values, ses):
-    with pytest.raises(ValueError, match=r"sequences|standard errors"):
+    with pytest.raises(ValueError, match=r"sequences|standard errors|finite"):
         pool_estimates(values, ses)
